@@ -1,0 +1,124 @@
+//! Scheduling overhead through the real processes: `amdahl scheduler` + `amdahl worker`.
+//!
+//! `cargo bench --bench overhead` prints a table for SQLite and, when
+//! `AMDAHL_TEST_POSTGRES_URL` names a server, for PostgreSQL (a fresh database is created and
+//! dropped):
+//! - a chain of 40 no-op tasks (`shell: "true"`): wall time from trigger to success and the
+//!   overhead per chained task;
+//! - N independent no-op tasks (`AMDAHL_BENCH_WIDE`, default 10,000): completions per second.
+//!
+//! Each no-op task still forks `sh -c true` (about a millisecond), which the figures include.
+
+#[path = "../scheduler/tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn amdahl(home: &Path, url: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amdahl"));
+    cmd.args(args)
+        .env("AMDAHL_HOME", home)
+        .env("AMDAHL_DATABASE_URL", url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn write_dag(dir: &Path, name: &str, tasks: usize, chain: bool) -> String {
+    let mut yaml = format!("dag: {name}\nmax_active_tasks: {tasks}\ntasks:\n");
+    for i in 0..tasks {
+        let needs = if chain && i > 0 { format!(", needs: [t{}]", i - 1) } else { String::new() };
+        yaml.push_str(&format!("  t{i}: {{ shell: \"true\"{needs} }}\n"));
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+/// Wall time of `amdahl trigger FILE --wait` against running services.
+fn timed_run(home: &Path, url: &str, file: &str) -> Duration {
+    let started = Instant::now();
+    let status = amdahl(home, url, &["trigger", file, "--wait"]).status().unwrap();
+    assert!(status.success(), "the benchmark run failed");
+    started.elapsed()
+}
+
+fn measure(backend: &str, url: &str, wide: usize) -> Vec<[String; 4]> {
+    let home = tempfile::tempdir().unwrap();
+    let dags = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    assert!(amdahl(home.path(), url, &["db", "migrate"]).status().unwrap().success());
+    let slots = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
+    let folder = empty.path().display().to_string();
+    let _services = Processes(vec![
+        amdahl(home.path(), url, &["scheduler", "--poll", "20ms", "--dags-folder", &folder]).spawn().unwrap(),
+        amdahl(home.path(), url, &["worker", "--slots", &slots]).spawn().unwrap(),
+    ]);
+    // Warm up: the first run pays for process start-up and empty caches.
+    let warm = write_dag(dags.path(), "warm", 2, true);
+    timed_run(home.path(), url, &warm);
+
+    let chain = write_dag(dags.path(), "chain", 40, true);
+    let chain_time = timed_run(home.path(), url, &chain);
+    let wide_file = write_dag(dags.path(), "wide", wide, false);
+    let wide_time = timed_run(home.path(), url, &wide_file);
+    vec![
+        [
+            backend.to_string(),
+            "chain of 40 no-op tasks".into(),
+            format!("{:.0} ms total", chain_time.as_secs_f64() * 1e3),
+            format!("{:.1} ms per task", chain_time.as_secs_f64() * 1e3 / 40.0),
+        ],
+        [
+            backend.to_string(),
+            format!("{wide} independent no-op tasks"),
+            format!("{:.1} s total", wide_time.as_secs_f64()),
+            format!("{:.0} completions/s", wide as f64 / wide_time.as_secs_f64()),
+        ],
+    ]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument is a filter we do not support.
+    let wide: usize = std::env::var("AMDAHL_BENCH_WIDE").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let mut rows = Vec::new();
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}", sqlite_dir.path().join("bench.db").display());
+    rows.extend(measure("sqlite", &sqlite_url, wide));
+    if std::env::var("AMDAHL_TEST_POSTGRES_URL").is_ok() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        if let Some(db) = rt.block_on(support::TestDb::postgres()) {
+            rows.extend(measure("postgres", &db.url, wide));
+            rt.block_on(db.drop_database());
+        }
+    } else {
+        eprintln!("AMDAHL_TEST_POSTGRES_URL is not set: PostgreSQL not measured");
+    }
+    let header = ["database", "workload", "wall time", "result"];
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: [&str; 4]| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("| {} |", padded.join(" | "))
+    };
+    println!("{}", line(header));
+    println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
+    for row in &rows {
+        println!("{}", line([&row[0], &row[1], &row[2], &row[3]]));
+    }
+}

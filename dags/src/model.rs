@@ -1,0 +1,374 @@
+//! The validated DAG: types the rest of Amdahl can trust.
+//!
+//! A [`Dag`] only exists after `load` has checked everything it can without running anything:
+//! ids, references, cycles, durations, cron, templates. Positions ([`Span`]) stay attached to
+//! the parts whose later checks (SQL planning in `executors`) still need to blame a line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::yaml::{Span, Style};
+
+/// A loaded, validated DAG file.
+#[derive(Clone, Debug)]
+pub struct Dag {
+    pub id: String,
+    pub description: Option<String>,
+    pub schedule: Option<String>,
+    pub start_date: Option<chrono::NaiveDate>,
+    pub catchup: bool,
+    pub max_active_runs: Option<u32>,
+    pub max_active_tasks: Option<u32>,
+    /// Declared params and their defaults.
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub datasets: BTreeMap<String, Dataset>,
+    /// Tasks in a topological order: every task comes after all of its `needs`.
+    pub tasks: Vec<Task>,
+    pub source: DagSource,
+}
+
+impl Dag {
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+}
+
+/// Where a DAG came from; the hash identifies a DAG version.
+#[derive(Clone, Debug)]
+pub struct DagSource {
+    /// The path as the user gave it (for messages).
+    pub display_path: String,
+    /// The folder relative paths in the file resolve against.
+    pub base_dir: PathBuf,
+    pub text: String,
+    /// Hex SHA-256 of the file's bytes.
+    pub hash: String,
+}
+
+/// An external input, referenced by name in SQL.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: String,
+    /// As written in the file.
+    pub uri: String,
+    /// Resolved local path (file or folder of files).
+    pub path: PathBuf,
+    pub format: DatasetFormat,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetFormat {
+    Csv,
+    Parquet,
+}
+
+impl DatasetFormat {
+    pub const NAMES: [&'static str; 2] = ["csv", "parquet"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "csv" => Some(DatasetFormat::Csv),
+            "parquet" => Some(DatasetFormat::Parquet),
+            _ => None,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            DatasetFormat::Csv => ".csv",
+            DatasetFormat::Parquet => ".parquet",
+        }
+    }
+}
+
+/// Where a task asks to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DevicePreference {
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl DevicePreference {
+    pub const NAMES: [&'static str; 3] = ["auto", "cpu", "gpu"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "auto" => Some(DevicePreference::Auto),
+            "cpu" => Some(DevicePreference::Cpu),
+            "gpu" => Some(DevicePreference::Gpu),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DevicePreference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DevicePreference::Auto => "auto",
+            DevicePreference::Cpu => "cpu",
+            DevicePreference::Gpu => "gpu",
+        })
+    }
+}
+
+/// One task of a DAG.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub id: String,
+    pub needs: Vec<String>,
+    /// Attempts after the first.
+    pub retries: u32,
+    pub retry_delay: Duration,
+    /// `None` means no limit.
+    pub timeout: Option<Duration>,
+    pub device: DevicePreference,
+    pub pool: Option<String>,
+    pub priority: i32,
+    pub kind: TaskKind,
+    /// Where the task's id is written.
+    pub span: Span,
+}
+
+impl Task {
+    /// Whether the task writes an Arrow dataset that downstream SQL can read by the task's id.
+    pub fn produces_data(&self) -> bool {
+        matches!(self.kind, TaskKind::Sql(_) | TaskKind::Generate(_))
+    }
+}
+
+/// A template string and where its text starts, so errors inside it can be located.
+#[derive(Clone, Debug)]
+pub struct Located {
+    pub text: String,
+    pub span: Span,
+    pub style: Style,
+}
+
+impl Located {
+    /// Maps a 1-based (line, column) inside the text to the file's (line, column).
+    pub fn file_position(&self, line: usize, column: usize) -> (usize, usize) {
+        match self.style {
+            // A block scalar's span starts at its first content character, and every content
+            // line is indented as far as the first.
+            Style::Literal | Style::Folded => (
+                self.span.start.line + line.saturating_sub(1),
+                self.span.start.column + column.saturating_sub(1),
+            ),
+            Style::Quoted => {
+                if line <= 1 {
+                    (self.span.start.line, self.span.start.column + column)
+                } else {
+                    (self.span.start.line + line - 1, column)
+                }
+            }
+            Style::Plain => {
+                if line <= 1 {
+                    (
+                        self.span.start.line,
+                        self.span.start.column + column.saturating_sub(1),
+                    )
+                } else {
+                    (self.span.start.line + line - 1, column)
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum TaskKind {
+    /// A DataFusion SQL query (a template) whose result is the task's dataset.
+    Sql(Located),
+    /// A shell command line (a template), run with `sh -c`.
+    Shell(Located),
+    Generate(Generate),
+}
+
+impl TaskKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskKind::Sql(_) => "sql",
+            TaskKind::Shell(_) => "shell",
+            TaskKind::Generate(_) => "generate",
+        }
+    }
+}
+
+/// A synthetic data source.
+#[derive(Clone, Debug)]
+pub enum Generate {
+    Tpch {
+        table: TpchTable,
+        /// A template that must render to a positive number.
+        scale_factor: Located,
+    },
+}
+
+/// The eight TPC-H tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TpchTable {
+    Region,
+    Nation,
+    Supplier,
+    Customer,
+    Part,
+    PartSupp,
+    Orders,
+    LineItem,
+}
+
+impl TpchTable {
+    pub const NAMES: [&'static str; 8] = [
+        "region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem",
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "region" => TpchTable::Region,
+            "nation" => TpchTable::Nation,
+            "supplier" => TpchTable::Supplier,
+            "customer" => TpchTable::Customer,
+            "part" => TpchTable::Part,
+            "partsupp" => TpchTable::PartSupp,
+            "orders" => TpchTable::Orders,
+            "lineitem" => TpchTable::LineItem,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TpchTable::Region => "region",
+            TpchTable::Nation => "nation",
+            TpchTable::Supplier => "supplier",
+            TpchTable::Customer => "customer",
+            TpchTable::Part => "part",
+            TpchTable::PartSupp => "partsupp",
+            TpchTable::Orders => "orders",
+            TpchTable::LineItem => "lineitem",
+        }
+    }
+}
+
+/// Parses durations like `90s`, `10m`, `1h30m`, `2d`, `250ms`; a bare integer means seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!(
+                "`{text}` is not a duration; use e.g. 30s, 10m, 1h30m, 2d"
+            ));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            "d" => Duration::from_secs(number.saturating_mul(86_400)),
+            "" => {
+                return Err(format!(
+                    "`{text}`: missing unit after {number} (ms, s, m, h, d)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}` (use ms, s, m, h, d)"
+                ));
+            }
+        };
+        total = total.saturating_add(part);
+    }
+    Ok(total)
+}
+
+/// Formats a duration compactly (`1h30m`, `2.5s`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    if ms < 60_000 {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    match (h, m, s) {
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+/// Whether `id` is a valid DAG, task, dataset or param id: lowercase letters, digits, `_`,
+/// starting with a letter or `_`, at most 64 characters.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_reject() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("10 minutes").is_err());
+        assert!(parse_duration("1x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn ids_are_lowercase_words() {
+        assert!(is_valid_id("daily_revenue"));
+        assert!(is_valid_id("q1"));
+        assert!(!is_valid_id("Daily"));
+        assert!(!is_valid_id("1abc"));
+        assert!(!is_valid_id("a-b"));
+        assert!(!is_valid_id(""));
+    }
+
+    #[test]
+    fn block_positions_map_into_the_file() {
+        let located = Located {
+            text: "SELECT 1\nFROM x".into(),
+            span: Span::at(10, 7, 1),
+            style: Style::Literal,
+        };
+        assert_eq!(located.file_position(1, 1), (10, 7));
+        assert_eq!(located.file_position(2, 6), (11, 12));
+    }
+}

@@ -1,0 +1,72 @@
+//! Run-time params: the DAG's defaults overridden by `--param name=value`.
+
+use std::collections::BTreeMap;
+
+use crate::diagnostic::did_you_mean;
+use crate::model::Dag;
+
+/// Parses one `name=value` flag. The value is read as YAML would read a plain scalar: numbers
+/// and booleans keep their type, anything else is a string.
+pub fn parse_assignment(text: &str) -> Result<(String, serde_json::Value), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!("`--param {text}`: expected name=value"));
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`--param {text}`: the name is empty"));
+    }
+    let value = value.trim();
+    let parsed = if let Ok(i) = value.parse::<i64>() {
+        serde_json::Value::from(i)
+    } else if let Some(f) = value.parse::<f64>().ok().filter(|f| f.is_finite()) {
+        serde_json::Value::from(f)
+    } else if value == "true" || value == "false" {
+        serde_json::Value::Bool(value == "true")
+    } else {
+        serde_json::Value::String(value.to_string())
+    };
+    Ok((name.to_string(), parsed))
+}
+
+/// The params a run sees. Names the DAG does not declare are refused, with a suggestion.
+pub fn resolve(
+    dag: &Dag,
+    overrides: &[(String, serde_json::Value)],
+) -> Result<BTreeMap<String, serde_json::Value>, String> {
+    let mut params = dag.params.clone();
+    for (name, value) in overrides {
+        if !params.contains_key(name) {
+            let hint = match did_you_mean(name, dag.params.keys().map(String::as_str)) {
+                Some(s) => format!("; did you mean `{s}`?"),
+                None if dag.params.is_empty() => format!("; DAG `{}` declares no params", dag.id),
+                None => format!(
+                    "; declared: {}",
+                    dag.params.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            };
+            return Err(format!("unknown param `{name}`{hint}"));
+        }
+        params.insert(name.clone(), value.clone());
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_keep_scalar_types() {
+        assert_eq!(parse_assignment("sf=1").unwrap().1, serde_json::json!(1));
+        assert_eq!(
+            parse_assignment("sf=0.5").unwrap().1,
+            serde_json::json!(0.5)
+        );
+        assert_eq!(
+            parse_assignment("name=abc").unwrap().1,
+            serde_json::json!("abc")
+        );
+        assert!(parse_assignment("nothing").is_err());
+        assert!(parse_assignment("=1").is_err());
+    }
+}

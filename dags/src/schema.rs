@@ -1,0 +1,169 @@
+//! The JSON Schema of the DAG file format, generated from these types.
+//!
+//! These types describe the file's shape for editors (autocomplete, inline checks); they are
+//! not used to load DAGs, which `load` does by hand so it can report every problem with its
+//! location. A test keeps them honest: the key lists `load` accepts must equal the properties
+//! here, and the committed `amdahl-dag.schema.json` must equal what [`json_schema`] prints.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+
+/// An Amdahl DAG file.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Amdahl DAG")]
+#[allow(dead_code)]
+pub struct DagFile {
+    /// The DAG's id: lowercase letters, digits and `_`.
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,63}$"))]
+    dag: String,
+    description: Option<String>,
+    /// A 5-field cron expression or @hourly, @daily, @weekly, @monthly, @yearly.
+    schedule: Option<String>,
+    /// First logical date, `YYYY-MM-DD`.
+    #[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+    start_date: Option<String>,
+    /// Whether missed intervals since `start_date` run.
+    catchup: Option<bool>,
+    #[schemars(range(min = 1))]
+    max_active_runs: Option<u32>,
+    #[schemars(range(min = 1))]
+    max_active_tasks: Option<u32>,
+    /// Param defaults; override with `--param name=value`. Templates read `{{ params.name }}`.
+    params: Option<BTreeMap<String, serde_json::Value>>,
+    /// Settings every task inherits.
+    defaults: Option<Defaults>,
+    /// External inputs, readable in SQL by name.
+    datasets: Option<BTreeMap<String, DatasetSpec>>,
+    /// Tasks by id.
+    tasks: BTreeMap<String, TaskSpec>,
+}
+
+/// Settings every task inherits unless it sets its own.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct Defaults {
+    #[schemars(range(max = 100))]
+    retries: Option<u32>,
+    retry_delay: Option<DurationSpec>,
+    timeout: Option<DurationSpec>,
+    device: Option<Device>,
+    pool: Option<String>,
+    priority: Option<i32>,
+}
+
+/// A duration such as `30s`, `10m`, `1h30m`, `2d`, or a number of seconds.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum DurationSpec {
+    Text(#[schemars(regex(pattern = r"^(\d+(ms|s|m|h|d))+$"))] String),
+    Seconds(u64),
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Device {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Engine {
+    Datafusion,
+    Ballista,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Format {
+    Csv,
+    Parquet,
+}
+
+/// An external dataset: a local file or folder.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct DatasetSpec {
+    /// `file://relative/or/absolute` or a plain path; relative to the DAG file's folder.
+    uri: String,
+    format: Format,
+}
+
+/// One task: settings plus exactly one kind (`sql`, `shell` or `generate`).
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["sql"]},
+    {"required": ["shell"]},
+    {"required": ["generate"]}
+]))]
+#[allow(dead_code)]
+pub struct TaskSpec {
+    /// Upstream task ids.
+    needs: Option<Vec<String>>,
+    #[schemars(range(max = 100))]
+    retries: Option<u32>,
+    retry_delay: Option<DurationSpec>,
+    timeout: Option<DurationSpec>,
+    device: Option<Device>,
+    pool: Option<String>,
+    priority: Option<i32>,
+    #[schemars(range(min = 1))]
+    shards: Option<u32>,
+    engine: Option<Engine>,
+    /// A DataFusion SQL query (Jinja template); its result is the task's dataset.
+    sql: Option<String>,
+    /// A shell command (Jinja template), run with `sh -c`.
+    shell: Option<String>,
+    generate: Option<GenerateSpec>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum TpchTableSpec {
+    Region,
+    Nation,
+    Supplier,
+    Customer,
+    Part,
+    Partsupp,
+    Orders,
+    Lineitem,
+}
+
+/// Synthetic data.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct GenerateSpec {
+    /// A TPC-H table.
+    tpch: TpchTableSpec,
+    /// TPC-H scale factor (1 ≈ 6 million lineitem rows); a number or a template.
+    scale_factor: Option<ScaleFactor>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ScaleFactor {
+    Number(f64),
+    Template(String),
+}
+
+/// The schema as pretty JSON, ending in a newline.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(DagFile);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

@@ -1,0 +1,200 @@
+//! Jinja templating of task text (`sql`, `shell`, `generate.scale_factor`).
+//!
+//! Templates see `params` (the DAG's defaults overridden by the run's `--param`s), `run.id`,
+//! `run.logical_date` and `dag.id`. Undefined names are errors, never empty strings: a typo in a
+//! param name must fail validation rather than produce a query over the wrong data. Rendering is
+//! given a fuel budget so a hostile template cannot loop forever.
+
+use std::collections::{BTreeMap, HashSet};
+
+use minijinja::{Environment, UndefinedBehavior};
+
+use crate::model::Located;
+
+/// Names a template may use at the top level.
+pub const TOP_LEVEL_NAMES: [&str; 3] = ["params", "run", "dag"];
+/// Names under `run.`.
+pub const RUN_NAMES: [&str; 2] = ["id", "logical_date"];
+
+/// What a run supplies to its templates.
+#[derive(Clone, Debug)]
+pub struct RunContext {
+    pub dag_id: String,
+    pub run_id: i64,
+    /// RFC 3339 timestamp of the interval the run is for (the trigger time for manual runs).
+    pub logical_date: String,
+    pub params: BTreeMap<String, serde_json::Value>,
+}
+
+/// A template problem, positioned inside the template text (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateError {
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+    pub len: usize,
+    pub help: Option<String>,
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
+    env.set_fuel(Some(200_000));
+    env
+}
+
+/// Renders `template` for a run. Names are checked first so that an unknown param is reported
+/// with its name and a suggestion, not as a bare "undefined value".
+pub fn render(template: &Located, ctx: &RunContext) -> Result<String, TemplateError> {
+    render_text(&template.text, ctx)
+}
+
+pub fn render_text(text: &str, ctx: &RunContext) -> Result<String, TemplateError> {
+    if !text.contains("{{") && !text.contains("{%") && !text.contains("{#") {
+        return Ok(text.to_string());
+    }
+    let env = environment();
+    let compiled = env
+        .template_from_str(text)
+        .map_err(|e| from_minijinja(text, &e))?;
+    check_names(text, &compiled.undeclared_variables(true), ctx)?;
+    let value = minijinja::context! {
+        params => minijinja::Value::from(minijinja::value::Serde(&ctx.params)),
+        run => minijinja::context! { id => ctx.run_id, logical_date => ctx.logical_date.clone() },
+        dag => minijinja::context! { id => ctx.dag_id.clone() },
+    };
+    compiled.render(value).map_err(|e| from_minijinja(text, &e))
+}
+
+fn check_names(text: &str, names: &HashSet<String>, ctx: &RunContext) -> Result<(), TemplateError> {
+    let mut names: Vec<&String> = names.iter().collect();
+    names.sort();
+    for name in names {
+        let mut parts = name.splitn(2, '.');
+        let head = parts.next().unwrap_or_default();
+        let tail = parts.next();
+        let (bad, candidates): (Option<&str>, Vec<&str>) = match (head, tail) {
+            ("params", Some(p)) if !ctx.params.contains_key(p) => {
+                (Some(p), ctx.params.keys().map(String::as_str).collect())
+            }
+            ("run", Some(r)) if !RUN_NAMES.contains(&r) => (Some(r), RUN_NAMES.to_vec()),
+            ("dag", Some(d)) if d != "id" => (Some(d), vec!["id"]),
+            (h, _) if !TOP_LEVEL_NAMES.contains(&h) => (Some(h), TOP_LEVEL_NAMES.to_vec()),
+            _ => (None, Vec::new()),
+        };
+        if let Some(bad) = bad {
+            let (line, column) = locate(text, name).unwrap_or((1, 1));
+            let what = match head {
+                "params" => format!("template names undefined param `{bad}`"),
+                _ if Some(bad) == Some(head) => {
+                    format!("template names undefined variable `{bad}`")
+                }
+                _ => format!("template names undefined field `{head}.{bad}`"),
+            };
+            let help = crate::diagnostic::did_you_mean(bad, candidates.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"))
+                .or_else(|| {
+                    (head == "params").then(|| {
+                        if candidates.is_empty() {
+                            "the DAG declares no params; add it under `params:`".to_string()
+                        } else {
+                            format!("declared params: {}", candidates.join(", "))
+                        }
+                    })
+                });
+            return Err(TemplateError {
+                message: what,
+                line,
+                column,
+                len: name.len(),
+                help,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Position (1-based line, column) of the first occurrence of `needle` in `text`.
+fn locate(text: &str, needle: &str) -> Option<(usize, usize)> {
+    let at = text.find(needle)?;
+    Some(offset_to_position(text, at))
+}
+
+fn offset_to_position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn from_minijinja(text: &str, err: &minijinja::Error) -> TemplateError {
+    let (line, column, len) = match err.range() {
+        Some(range) if range.start <= text.len() => {
+            let (line, column) = offset_to_position(text, range.start);
+            (line, column, range.len().max(1))
+        }
+        _ => (err.line().unwrap_or(1), 1, 1),
+    };
+    let message = match err.detail() {
+        Some(detail) => format!("template error: {detail}"),
+        None => format!("template error: {}", err.kind()),
+    };
+    TemplateError {
+        message,
+        line,
+        column,
+        len,
+        help: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> RunContext {
+        RunContext {
+            dag_id: "d".into(),
+            run_id: 7,
+            logical_date: "2026-01-01T00:00:00Z".into(),
+            params: BTreeMap::from([("sf".to_string(), serde_json::json!(0.1))]),
+        }
+    }
+
+    #[test]
+    fn renders_params_and_run() {
+        assert_eq!(
+            render_text("sf={{ params.sf }} run={{ run.id }} {{ dag.id }}", &ctx()).unwrap(),
+            "sf=0.1 run=7 d"
+        );
+    }
+
+    #[test]
+    fn unknown_param_is_named_with_a_suggestion() {
+        let err = render_text("x\n  {{ params.sff }}", &ctx()).unwrap_err();
+        assert_eq!(err.message, "template names undefined param `sff`");
+        assert_eq!((err.line, err.column), (2, 6));
+        assert_eq!(err.help.as_deref(), Some("did you mean `sf`?"));
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let err = render_text("a {{ params.sf ", &ctx()).unwrap_err();
+        assert!(err.message.starts_with("template error"), "{err:?}");
+    }
+
+    #[test]
+    fn runaway_loops_run_out_of_fuel() {
+        let err = render_text(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            &ctx(),
+        );
+        assert!(err.is_err());
+    }
+}

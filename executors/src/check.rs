@@ -1,0 +1,230 @@
+//! Validate-time SQL planning: every `sql` task is planned by DataFusion against the schemas
+//! its inputs will have, so syntax errors and unknown tables or columns are reported against
+//! the task and the line that holds them, before anything runs.
+//!
+//! A SQL task sees the datasets and the tasks it `needs`, nothing else. Generated tables have
+//! known schemas; an upstream SQL task's schema is its planned output. Nothing is executed:
+//! tables are registered empty.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionContext;
+
+use amdahl_dags::diagnostic::did_you_mean;
+use amdahl_dags::yaml::Span;
+use amdahl_dags::{
+    Dag, Diagnostic, Diagnostics, Generate, Located, RunContext, TaskKind, template,
+};
+
+use crate::sql::{query_only, register_input, session_config};
+use crate::stage::TableInput;
+use crate::tpch;
+
+/// Plans every SQL task of `dag` with its default params; returns the problems found.
+pub async fn check_sql(dag: &Dag) -> Diagnostics {
+    let file = dag.source.display_path.as_str();
+    let mut diagnostics = Diagnostics::default();
+    let dataset_schemas = dataset_schemas(dag, &mut diagnostics).await;
+    let mut task_schemas: HashMap<&str, SchemaRef> = HashMap::new();
+    let ctx_params = RunContext {
+        dag_id: dag.id.clone(),
+        run_id: 0,
+        logical_date: "2026-01-01T00:00:00Z".into(),
+        params: dag.params.clone(),
+    };
+    for task in &dag.tasks {
+        match &task.kind {
+            TaskKind::Generate(Generate::Tpch { table, .. }) => {
+                task_schemas.insert(&task.id, tpch::schema(*table));
+            }
+            TaskKind::Shell(_) => {}
+            TaskKind::Sql(located) => {
+                let Ok(query) = template::render(located, &ctx_params) else {
+                    continue;
+                };
+                let ctx = SessionContext::new_with_config(session_config(1));
+                for (name, schema) in dataset_schemas.iter().map(|(n, s)| (n.as_str(), s)).chain(
+                    task.needs
+                        .iter()
+                        .filter_map(|n| task_schemas.get(n.as_str()).map(|s| (n.as_str(), s))),
+                ) {
+                    let _ = ctx.register_table(name, Arc::new(EmptyTable::new(schema.clone())));
+                }
+                match plan(&ctx, &query).await {
+                    Ok(schema) => {
+                        task_schemas.insert(&task.id, schema);
+                    }
+                    Err(e) => {
+                        let tables: Vec<&str> = dataset_schemas
+                            .keys()
+                            .map(String::as_str)
+                            .chain(
+                                task.needs
+                                    .iter()
+                                    .filter(|n| task_schemas.contains_key(n.as_str()))
+                                    .map(String::as_str),
+                            )
+                            .collect();
+                        diagnostics.push(locate(file, dag, &task.id, located, &query, &e, &tables));
+                    }
+                }
+            }
+        }
+    }
+    diagnostics.sort();
+    diagnostics
+}
+
+async fn plan(ctx: &SessionContext, query: &str) -> Result<SchemaRef, DataFusionError> {
+    let frame = ctx.sql_with_options(query, query_only()).await?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    // Physical planning catches type errors the logical plan lets through.
+    frame.create_physical_plan().await?;
+    Ok(schema)
+}
+
+async fn dataset_schemas(dag: &Dag, diagnostics: &mut Diagnostics) -> BTreeMap<String, SchemaRef> {
+    let ctx = SessionContext::new_with_config(session_config(1));
+    let mut out = BTreeMap::new();
+    for dataset in dag.datasets.values() {
+        let input = TableInput {
+            name: dataset.name.clone(),
+            path: dataset.path.clone(),
+            format: dataset.format,
+        };
+        let schema = match register_input(&ctx, &input).await {
+            Ok(()) => match ctx.table(dataset.name.as_str()).await {
+                Ok(frame) => Ok(Arc::new(frame.schema().as_arrow().clone())),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match schema {
+            Ok(schema) => {
+                out.insert(dataset.name.clone(), schema);
+            }
+            Err(e) => diagnostics.push(Diagnostic::new(
+                &dag.source.display_path,
+                dataset.span,
+                format!(
+                    "cannot read dataset `{}`: {}",
+                    dataset.name,
+                    first_line(&e.find_root().to_string())
+                ),
+            )),
+        }
+    }
+    out
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// Turns a planning error into a diagnostic at the right place in the file.
+fn locate(
+    file: &str,
+    dag: &Dag,
+    task_id: &str,
+    located: &Located,
+    query: &str,
+    error: &DataFusionError,
+    tables: &[&str],
+) -> Diagnostic {
+    let diagnostic = error.iter().find_map(DataFusionError::diagnostic);
+    let root = error.find_root();
+    let message = clean(&diagnostic.map_or_else(|| root.to_string(), |d| d.message.clone()));
+    let position = diagnostic
+        .and_then(|d| d.span)
+        .filter(|s| s.start.line > 0)
+        .map(|s| {
+            let len = if s.end.line == s.start.line {
+                (s.end.column.saturating_sub(s.start.column)) as usize
+            } else {
+                1
+            };
+            (s.start.line as usize, s.start.column as usize, len)
+        })
+        .or_else(|| parser_position(&root.to_string()));
+    let span = match position {
+        Some((line, column, len)) => {
+            let (line, column) = located.file_position(line, column);
+            Span::at(line, column, len)
+        }
+        None => located.span,
+    };
+    let mut d = Diagnostic::new(file, span, format!("in SQL of task `{task_id}`: {message}"));
+    if let Some(help) = table_help(&message, query, dag, task_id, tables) {
+        d = d.with_help(help);
+    }
+    d
+}
+
+/// sqlparser reports `... at Line: 2, Column: 5`.
+fn parser_position(text: &str) -> Option<(usize, usize, usize)> {
+    let at = text.rfind("Line: ")?;
+    let rest = &text[at + 6..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?, 1))
+}
+
+fn clean(text: &str) -> String {
+    let text = first_line(text);
+    if [
+        "DDL not supported",
+        "DML not supported",
+        "Statement not supported",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+    {
+        return "a `sql` task holds one query (SELECT, WITH or VALUES); DDL, DML and SET statements are not allowed"
+            .to_string();
+    }
+    // The position is shown by the diagnostic itself.
+    let text = match text.rfind(" at Line: ") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    for prefix in ["Error during planning: ", "SQL error: ", "Schema error: "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    text.to_string()
+}
+
+/// For "table not found": say why the table is not visible and what might be meant.
+fn table_help(
+    message: &str,
+    _query: &str,
+    dag: &Dag,
+    task_id: &str,
+    tables: &[&str],
+) -> Option<String> {
+    if !message.contains("not found") || !message.contains("table") {
+        return None;
+    }
+    let name = message.split('\'').nth(1)?.rsplit('.').next()?.to_string();
+    if let Some(other) = dag.task(&name) {
+        if matches!(other.kind, TaskKind::Shell(_)) {
+            return Some(format!("`{name}` is a shell task; it produces no table"));
+        }
+        return Some(format!(
+            "`{name}` is a task; add it to `needs` of `{task_id}` to read it"
+        ));
+    }
+    match did_you_mean(&name, tables.iter().copied()) {
+        Some(s) => Some(format!("did you mean `{s}`?")),
+        None if tables.is_empty() => Some(
+            "this task can read no tables: list upstream tasks in `needs` or declare `datasets`"
+                .into(),
+        ),
+        None => Some(format!("tables this task can read: {}", tables.join(", "))),
+    }
+}

@@ -1,0 +1,55 @@
+//! Amdahl's executors: where stage work actually happens.
+//!
+//! The contract is in [`stage`]: a [`Stage`] (one attempt of one task, templates rendered) goes
+//! in, a [`StageOutcome`] or [`StageError`] comes out, log lines go to a [`LogSink`]. The
+//! implementations are [`SqlExecutor`] (DataFusion on the CPU pool), [`TpchExecutor`] (TPC-H
+//! generation) and [`ShellExecutor`]; [`Executors`] dispatches a stage to the right one.
+//! [`check`] plans a DAG's SQL at validate time.
+//!
+//! Executors never read or write the state store; they do not decide retries or timeouts
+//! (the scheduler drops the future to stop them). Heavy work runs on the [`CpuRuntime`],
+//! never on the caller's runtime.
+
+pub mod check;
+pub mod runtime;
+pub mod shell;
+pub mod sql;
+pub mod stage;
+pub mod storage;
+pub mod tpch;
+
+pub use runtime::CpuRuntime;
+pub use shell::ShellExecutor;
+pub use sql::SqlExecutor;
+pub use stage::{
+    Device, Executor, LogLine, LogSink, LogStream, Stage, StageError, StageOutcome, TableInput,
+    Work,
+};
+pub use tpch::TpchExecutor;
+
+/// All executors of this process, sharing one CPU pool.
+#[derive(Clone)]
+pub struct Executors {
+    sql: SqlExecutor,
+    tpch: TpchExecutor,
+    shell: ShellExecutor,
+}
+
+impl Executors {
+    pub fn new(runtime: CpuRuntime) -> Self {
+        Executors {
+            sql: SqlExecutor::new(runtime.clone()),
+            tpch: TpchExecutor::new(runtime),
+            shell: ShellExecutor,
+        }
+    }
+
+    /// Runs `stage` on the executor for its kind of work.
+    pub async fn execute(&self, stage: &Stage, log: &LogSink) -> Result<StageOutcome, StageError> {
+        match stage.work {
+            Work::Sql { .. } => self.sql.execute(stage, log).await,
+            Work::Tpch { .. } => self.tpch.execute(stage, log).await,
+            Work::Shell { .. } => self.shell.execute(stage, log).await,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! SQL stages on DataFusion, on the CPU pool.
+//!
+//! Each stage gets a fresh `SessionContext` with its inputs registered as tables (upstream
+//! outputs and datasets, by name), plans the query, and streams the result batch by batch
+//! into Parquet, so a result larger than memory is never collected.
+
+use std::path::Path;
+
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
+use futures::StreamExt;
+
+use amdahl_dags::DatasetFormat;
+
+use crate::runtime::CpuRuntime;
+use crate::stage::{Device, Executor, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
+use crate::storage::{PartWriter, dir_bytes, reset_dir};
+
+/// Session settings shared by execution and validate-time planning.
+pub fn session_config(target_partitions: usize) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(target_partitions.max(1))
+        .with_information_schema(false);
+    config.options_mut().sql_parser.collect_spans = true;
+    config
+}
+
+/// Statements a `sql` task may hold: queries only, no DDL, DML or `SET`.
+pub fn query_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Registers an input under its name.
+pub async fn register_input(
+    ctx: &SessionContext,
+    input: &TableInput,
+) -> datafusion::error::Result<()> {
+    let path = path_string(&input.path);
+    match input.format {
+        DatasetFormat::Parquet => {
+            ctx.register_parquet(&input.name, &path, ParquetReadOptions::default())
+                .await
+        }
+        DatasetFormat::Csv => {
+            ctx.register_csv(&input.name, &path, CsvReadOptions::new().has_header(true))
+                .await
+        }
+    }
+}
+
+/// DataFusion treats a path ending in `/` as a folder of files.
+fn path_string(path: &Path) -> String {
+    let mut text = path.display().to_string();
+    if path.is_dir() && !text.ends_with('/') {
+        text.push('/');
+    }
+    text
+}
+
+/// Runs `sql` stages.
+#[derive(Clone)]
+pub struct SqlExecutor {
+    runtime: CpuRuntime,
+}
+
+impl SqlExecutor {
+    pub fn new(runtime: CpuRuntime) -> Self {
+        SqlExecutor { runtime }
+    }
+}
+
+impl Executor for SqlExecutor {
+    async fn execute(&self, stage: &Stage, log: &LogSink) -> Result<StageOutcome, StageError> {
+        let Work::Sql { query } = &stage.work else {
+            return Err(StageError::Internal(format!(
+                "SqlExecutor got {} work",
+                stage.work.kind()
+            )));
+        };
+        let Some(output_dir) = stage.output_dir.clone() else {
+            return Err(StageError::Internal(
+                "sql stage without an output folder".into(),
+            ));
+        };
+        let query = query.clone();
+        let inputs = stage.inputs.clone();
+        let partitions = self.runtime.threads();
+        let log = log.clone();
+        let handle = self
+            .runtime
+            .spawn(async move { run_query(&query, &inputs, &output_dir, partitions, &log).await });
+        handle
+            .await
+            .map_err(|e| StageError::Internal(format!("query task ended abnormally: {e}")))?
+    }
+}
+
+async fn run_query(
+    query: &str,
+    inputs: &[TableInput],
+    output_dir: &Path,
+    partitions: usize,
+    log: &LogSink,
+) -> Result<StageOutcome, StageError> {
+    let ctx = SessionContext::new_with_config(session_config(partitions));
+    for input in inputs {
+        register_input(&ctx, input).await.map_err(|e| {
+            StageError::Failed(format!(
+                "cannot read table `{}` at {}: {e}",
+                input.name,
+                input.path.display()
+            ))
+        })?;
+    }
+    let frame = ctx
+        .sql_with_options(query, query_only())
+        .await
+        .map_err(|e| StageError::Failed(format!("query failed to plan: {}", e.find_root())))?;
+    let schema = frame.schema().as_arrow().clone();
+    log.system(format!(
+        "planned query over {} table(s); output columns: {}",
+        inputs.len(),
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let mut stream = frame
+        .execute_stream()
+        .await
+        .map_err(|e| StageError::Failed(format!("query failed to start: {}", e.find_root())))?;
+    reset_dir(output_dir)?;
+    let mut writer = PartWriter::create(output_dir, 0, crate::storage::schema_ref(schema))?;
+    while let Some(batch) = stream.next().await {
+        let batch =
+            batch.map_err(|e| StageError::Failed(format!("query failed: {}", e.find_root())))?;
+        writer.write(&batch)?;
+    }
+    let rows = writer.finish()?;
+    let bytes = dir_bytes(output_dir);
+    log.system(format!(
+        "wrote {rows} rows ({bytes} bytes) to {}",
+        output_dir.display()
+    ));
+    Ok(StageOutcome {
+        device: Device::Cpu,
+        rows: Some(rows),
+        bytes: Some(bytes),
+    })
+}

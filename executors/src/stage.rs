@@ -1,0 +1,159 @@
+//! The executor contract: what a stage receives, what it must produce, how it fails.
+//!
+//! The scheduler hands an executor a [`Stage`]: one attempt of one task with its templates
+//! already rendered, the tables it may read, and where to write its output. The executor
+//! returns a [`StageOutcome`] or a [`StageError`]. Executors never touch the state store; the
+//! scheduler records what they report.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+
+use amdahl_dags::{DatasetFormat, TpchTable};
+
+/// What a stage does, with its templates rendered.
+#[derive(Clone, Debug)]
+pub enum Work {
+    Sql { query: String },
+    Shell { command: String },
+    Tpch { table: TpchTable, scale_factor: f64 },
+}
+
+impl Work {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Work::Sql { .. } => "sql",
+            Work::Shell { .. } => "shell",
+            Work::Tpch { .. } => "generate",
+        }
+    }
+}
+
+/// A table a SQL stage can read: an upstream task's output or a declared dataset.
+#[derive(Clone, Debug)]
+pub struct TableInput {
+    /// The name SQL uses.
+    pub name: String,
+    /// A file, or a folder of files of the same format.
+    pub path: PathBuf,
+    pub format: DatasetFormat,
+}
+
+/// One attempt of one task, ready to execute.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub dag_id: String,
+    pub run_id: i64,
+    pub task_id: String,
+    pub attempt: u32,
+    pub work: Work,
+    pub inputs: Vec<TableInput>,
+    /// For data-producing work: the folder to write Parquet files into. The executor must
+    /// leave it holding exactly the output of this attempt (stale files removed).
+    pub output_dir: Option<PathBuf>,
+    /// Working directory for shell commands: the DAG file's folder.
+    pub work_dir: PathBuf,
+}
+
+/// Which device a stage ran on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+        }
+    }
+}
+
+/// What a successful stage reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageOutcome {
+    pub device: Device,
+    /// Rows and bytes written, for data-producing stages.
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// Why a stage did not succeed. Timeouts and cancellation are the caller's doing: it drops the
+/// future returned by [`Executor::execute`], and every executor MUST stop its work when that
+/// happens (kill the process group, abort the query, stop generating).
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The user's work failed (bad SQL at run time, non-zero exit, unreadable input).
+    #[error("{0}")]
+    Failed(String),
+    /// The executor itself could not run (I/O on the data root, runtime gone).
+    #[error("executor error: {0}")]
+    Internal(String),
+}
+
+/// Which stream a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Lines the executor writes about the stage (plans, row counts).
+    System,
+}
+
+impl LogStream {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::System => "system",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub text: String,
+}
+
+/// Where an executor writes a stage's log lines. Sending never blocks; lines sent after the
+/// receiver is gone are dropped.
+#[derive(Clone, Debug)]
+pub struct LogSink {
+    sender: mpsc::UnboundedSender<LogLine>,
+}
+
+impl LogSink {
+    pub fn channel() -> (LogSink, mpsc::UnboundedReceiver<LogLine>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (LogSink { sender }, receiver)
+    }
+
+    pub fn line(&self, stream: LogStream, text: impl Into<String>) {
+        let _ = self.sender.send(LogLine {
+            stream,
+            text: text.into(),
+        });
+    }
+
+    pub fn system(&self, text: impl Into<String>) {
+        self.line(LogStream::System, text);
+    }
+}
+
+/// Runs stages of some kind of work.
+///
+/// Implementations MUST:
+/// - run heavy work off the caller's async runtime (the scheduler's loop must stay responsive);
+/// - stop all work when the returned future is dropped (this is how timeouts and cancellation
+///   reach the executor);
+/// - write data output only into `stage.output_dir`, replacing what an earlier attempt left;
+/// - report user errors as [`StageError::Failed`] with a message a user can act on.
+pub trait Executor {
+    fn execute(
+        &self,
+        stage: &Stage,
+        log: &LogSink,
+    ) -> impl Future<Output = Result<StageOutcome, StageError>> + Send;
+}

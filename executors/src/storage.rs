@@ -1,0 +1,97 @@
+//! Where stage outputs live under the data root, and how they are written.
+//!
+//! Layout: `<data_root>/runs/<run_id>/<task_id>/part-<n>.parquet`. A folder per task lets
+//! generation write partitions in parallel and lets DataFusion read them as one table.
+//! Outputs are written to a temporary name and renamed, so a reader never sees half a file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+
+use crate::stage::StageError;
+
+/// The folder a task's output goes to.
+pub fn task_output_dir(data_root: &Path, run_id: i64, task_id: &str) -> PathBuf {
+    data_root
+        .join("runs")
+        .join(run_id.to_string())
+        .join(task_id)
+}
+
+/// Empties (or creates) an output folder before an attempt writes to it.
+pub fn reset_dir(dir: &Path) -> Result<(), StageError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| internal(dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| internal(dir, e))
+}
+
+/// Total size of the files in a folder.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn internal(path: &Path, e: impl std::fmt::Display) -> StageError {
+    StageError::Internal(format!("{}: {e}", path.display()))
+}
+
+/// Writes record batches to one Parquet file, atomically.
+pub struct PartWriter {
+    writer: ArrowWriter<File>,
+    temp: PathBuf,
+    path: PathBuf,
+    rows: u64,
+}
+
+impl PartWriter {
+    pub fn create(dir: &Path, part: usize, schema: SchemaRef) -> Result<Self, StageError> {
+        let path = dir.join(format!("part-{part}.parquet"));
+        let temp = dir.join(format!(".part-{part}.parquet.tmp"));
+        let file = File::create(&temp).map_err(|e| internal(&temp, e))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+            .build();
+        let writer =
+            ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| internal(&temp, e))?;
+        Ok(PartWriter {
+            writer,
+            temp,
+            path,
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StageError> {
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(batch)
+            .map_err(|e| internal(&self.temp, e))
+    }
+
+    /// Finishes the file and moves it into place; returns the rows written.
+    pub fn finish(self) -> Result<u64, StageError> {
+        self.writer.close().map_err(|e| internal(&self.temp, e))?;
+        std::fs::rename(&self.temp, &self.path).map_err(|e| internal(&self.path, e))?;
+        Ok(self.rows)
+    }
+}
+
+/// Keeps `Arc` out of callers' imports.
+pub fn schema_ref(schema: datafusion::arrow::datatypes::Schema) -> SchemaRef {
+    Arc::new(schema)
+}

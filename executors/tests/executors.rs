@@ -1,0 +1,354 @@
+//! The executors' integration tests: real DataFusion over real files, real TPC-H data, real
+//! processes. SQL validation cases are golden files: `sql_cases/*.yaml` → `*.expected`
+//! (`UPDATE_EXPECT=1` rewrites them).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use tpchgen::generators::LineItemGenerator;
+use tpchgen_arrow::{LineItemArrow, RecordBatchIterator};
+
+use amdahl_dags::{DatasetFormat, TaskKind, TpchTable, load_file};
+use amdahl_executors::{
+    CpuRuntime, Executors, LogSink, LogStream, Stage, StageError, TableInput, Work,
+};
+
+fn stage(
+    work: Work,
+    inputs: Vec<TableInput>,
+    output_dir: Option<PathBuf>,
+    work_dir: &Path,
+) -> Stage {
+    Stage {
+        dag_id: "test".into(),
+        run_id: 1,
+        task_id: "t".into(),
+        attempt: 1,
+        work,
+        inputs,
+        output_dir,
+        work_dir: work_dir.to_path_buf(),
+    }
+}
+
+fn executors() -> Executors {
+    Executors::new(CpuRuntime::new(2).unwrap())
+}
+
+async fn read_parquet(dir: &Path, order_by: &str) -> String {
+    let ctx = SessionContext::new();
+    ctx.register_parquet(
+        "out",
+        &format!("{}/", dir.display()),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap();
+    let batches = ctx
+        .sql(&format!("SELECT * FROM out ORDER BY {order_by}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_validation_golden_cases() {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir("tests/sql_cases")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    cases.sort();
+    let mut failures = Vec::new();
+    for case in cases {
+        let dag = load_file(&case).unwrap_or_else(|e| panic!("{}", e.render()));
+        let diagnostics = amdahl_executors::check::check_sql(&dag).await;
+        let actual = if diagnostics.is_empty() {
+            "ok\n".to_string()
+        } else {
+            diagnostics.render(&dag.source.text)
+        };
+        let expected_path = case.with_extension("expected");
+        if std::env::var("UPDATE_EXPECT").as_deref() == Ok("1") {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != actual {
+            failures.push(format!(
+                "{}\n--- expected\n{expected}\n--- actual\n{actual}",
+                expected_path.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The example pipeline's Q1 and Q6, run through the executors (generate → Parquet → SQL →
+/// Parquet), give exactly DataFusion's answer over the generator's batches in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_q1_and_q6_match_datafusion_on_the_same_data() {
+    let dag = load_file(Path::new("../dags/examples/tpch.yaml")).unwrap();
+    let query = |id: &str| match &dag.task(id).unwrap().kind {
+        TaskKind::Sql(sql) => sql.text.clone(),
+        _ => panic!("{id} is sql"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executors();
+    let (log, _lines) = LogSink::channel();
+    let lineitem_dir = dir.path().join("lineitem");
+    let generated = exec
+        .execute(
+            &stage(
+                Work::Tpch {
+                    table: TpchTable::LineItem,
+                    scale_factor: 0.05,
+                },
+                vec![],
+                Some(lineitem_dir.clone()),
+                dir.path(),
+            ),
+            &log,
+        )
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read_dir(&lineitem_dir).unwrap().count() >= 2,
+        "generated in parallel partitions"
+    );
+
+    // The reference: DataFusion over the generator's batches, never written to disk.
+    let reference = SessionContext::new();
+    let batches: Vec<_> = LineItemArrow::new(LineItemGenerator::new(0.05, 1, 1)).collect();
+    let schema = LineItemArrow::new(LineItemGenerator::new(0.05, 1, 1))
+        .schema()
+        .clone();
+    let reference_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(
+        generated.rows,
+        Some(reference_rows as u64),
+        "partitioned generation yields every row once"
+    );
+    reference
+        .register_table(
+            "lineitem",
+            Arc::new(MemTable::try_new(schema, vec![batches]).unwrap()),
+        )
+        .unwrap();
+
+    for (task, order_by) in [
+        ("q1_pricing_summary", "l_returnflag, l_linestatus"),
+        ("q6_forecast_revenue", "revenue"),
+    ] {
+        let out = dir.path().join(task);
+        let input = TableInput {
+            name: "lineitem".into(),
+            path: lineitem_dir.clone(),
+            format: DatasetFormat::Parquet,
+        };
+        let outcome = exec
+            .execute(
+                &stage(
+                    Work::Sql { query: query(task) },
+                    vec![input],
+                    Some(out.clone()),
+                    dir.path(),
+                ),
+                &log,
+            )
+            .await
+            .unwrap();
+        assert!(outcome.rows.unwrap() >= 1);
+        let ours = read_parquet(&out, order_by).await;
+        let expected_batches = reference
+            .sql(&query(task))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let expected = pretty_format_batches(&expected_batches)
+            .unwrap()
+            .to_string();
+        assert_eq!(ours, expected, "{task}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_over_a_csv_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = TableInput {
+        name: "regions".into(),
+        path: std::fs::canonicalize("../dags/examples/data/regions.csv").unwrap(),
+        format: DatasetFormat::Csv,
+    };
+    let (log, mut lines) = LogSink::channel();
+    let out = dir.path().join("o");
+    let outcome = executors()
+        .execute(
+            &stage(
+                Work::Sql {
+                    query: "SELECT region_name FROM regions WHERE region_id > 2".into(),
+                },
+                vec![input],
+                Some(out.clone()),
+                dir.path(),
+            ),
+            &log,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.rows, Some(2));
+    assert!(outcome.bytes.unwrap() > 0);
+    assert_eq!(
+        read_parquet(&out, "region_name").await,
+        "+-------------+\n| region_name |\n+-------------+\n| east        |\n| west        |\n+-------------+"
+    );
+    drop(log);
+    let mut system = Vec::new();
+    while let Some(line) = lines.recv().await {
+        system.push(line.text);
+    }
+    assert!(
+        system.iter().any(|l| l.contains("wrote 2 rows")),
+        "{system:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_query_reports_the_engine_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _lines) = LogSink::channel();
+    let result = executors()
+        .execute(
+            &stage(
+                Work::Sql {
+                    query: "SELECT * FROM nowhere".into(),
+                },
+                vec![],
+                Some(dir.path().join("o")),
+                dir.path(),
+            ),
+            &log,
+        )
+        .await;
+    match result {
+        Err(StageError::Failed(message)) => assert!(message.contains("nowhere"), "{message}"),
+        other => panic!("expected a user error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_output_is_the_log_and_exit_codes_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut lines) = LogSink::channel();
+    let input = TableInput {
+        name: "up".into(),
+        path: dir.path().join("up"),
+        format: DatasetFormat::Parquet,
+    };
+    let ok = executors()
+        .execute(
+            &stage(
+                Work::Shell { command: "echo out; echo err >&2; printf 'no newline'; echo; pwd; echo $AMDAHL_INPUT_UP".into() },
+                vec![input],
+                None,
+                dir.path(),
+            ),
+            &log,
+        )
+        .await
+        .unwrap();
+    assert_eq!((ok.rows, ok.bytes), (None, None));
+    let failed = executors()
+        .execute(
+            &stage(
+                Work::Shell {
+                    command: "exit 7".into(),
+                },
+                vec![],
+                None,
+                dir.path(),
+            ),
+            &log,
+        )
+        .await;
+    assert!(
+        matches!(&failed, Err(StageError::Failed(m)) if m.contains("status 7")),
+        "{failed:?}"
+    );
+    drop(log);
+    let mut got = Vec::new();
+    while let Some(line) = lines.recv().await {
+        got.push((line.stream, line.text));
+    }
+    let here = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(got.contains(&(LogStream::Stdout, "out".into())));
+    assert!(got.contains(&(LogStream::Stderr, "err".into())));
+    assert!(got.contains(&(LogStream::Stdout, "no newline".into())));
+    assert!(
+        got.iter()
+            .any(|(_, l)| *l == here
+                || l.ends_with(dir.path().file_name().unwrap().to_str().unwrap())),
+        "{got:?}"
+    );
+    assert!(got.contains(&(
+        LogStream::Stdout,
+        dir.path().join("up").display().to_string()
+    )));
+}
+
+/// Dropping a shell stage (what a timeout does) kills its whole process group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_shell_stage_kills_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("survived");
+    let (log, _lines) = LogSink::channel();
+    let exec = executors();
+    let command = format!("(sleep 2; touch {}) & sleep 30", flag.display());
+    let st = stage(Work::Shell { command }, vec![], None, dir.path());
+    let result = tokio::time::timeout(Duration::from_millis(500), exec.execute(&st, &log)).await;
+    assert!(result.is_err(), "timed out");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !flag.exists(),
+        "the background child was killed with the group"
+    );
+}
+
+/// Mutated versions of the example DAGs that still load are planned without a panic,
+/// whatever their SQL became.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_sql_plans_or_fails_but_never_panics() {
+    let sources: Vec<Vec<u8>> = [
+        "../dags/examples/tpch.yaml",
+        "../dags/examples/csv_sales.yaml",
+    ]
+    .iter()
+    .map(|p| std::fs::read(p).unwrap())
+    .collect();
+    let base = std::fs::canonicalize("../dags/examples").unwrap();
+    let mut mutator = amdahl_dags::testing::Mutator::new(0x9e37_79b9_7f4a_7c15);
+    let mut planned = 0;
+    for round in 0..400 {
+        let bytes = mutator.mutate(&sources[round % sources.len()]);
+        if let Ok(dag) = amdahl_dags::load_bytes("mutated.yaml", &base, &bytes) {
+            amdahl_executors::check::check_sql(&dag).await;
+            planned += 1;
+        }
+    }
+    assert!(
+        planned > 50,
+        "enough mutations reached the planner: {planned}"
+    );
+}

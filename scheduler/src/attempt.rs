@@ -1,0 +1,191 @@
+//! One attempt of one task, shared by every way of running one (the in-process runner and
+//! the worker): build the stage, execute it with its log going to the store, record the end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use amdahl_dags::{Dag, Generate, RunContext, TaskKind, template};
+use amdahl_executors::storage::task_output_dir;
+use amdahl_executors::{Executors, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
+
+use crate::Clock;
+use crate::state::{AttemptState, TaskState};
+use crate::store::{FinishAttempt, Store, StoreError};
+
+/// Log lines kept per attempt; the rest are read and dropped, with a note saying so.
+pub const MAX_LOG_LINES: usize = 100_000;
+
+/// What executing an attempt needs.
+#[derive(Clone)]
+pub struct AttemptEnv {
+    pub store: Store,
+    pub executors: Executors,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Renders the task's templates and resolves its inputs and output folder.
+pub fn prepare_stage(
+    dag: &Dag,
+    context: &RunContext,
+    task_id: &str,
+    attempt: i64,
+    data_root: &Path,
+) -> Result<Stage, String> {
+    let task = dag
+        .task(task_id)
+        .ok_or_else(|| format!("task `{task_id}` is not in the DAG"))?;
+    let render = |located| template::render(located, context).map_err(|e| e.message);
+    let work = match &task.kind {
+        TaskKind::Sql(sql) => Work::Sql {
+            query: render(sql)?,
+        },
+        TaskKind::Shell(cmd) => Work::Shell {
+            command: render(cmd)?,
+        },
+        TaskKind::Generate(Generate::Tpch {
+            table,
+            scale_factor,
+        }) => Work::Tpch {
+            table: *table,
+            scale_factor: amdahl_dags::load::parse_scale_factor(&render(scale_factor)?)
+                .map_err(|e| format!("scale_factor {e}"))?,
+        },
+    };
+    let mut inputs: Vec<TableInput> = dag
+        .datasets
+        .values()
+        .map(|d| TableInput {
+            name: d.name.clone(),
+            path: d.path.clone(),
+            format: d.format,
+        })
+        .collect();
+    for need in &task.needs {
+        if dag.task(need).is_some_and(|t| t.produces_data()) {
+            inputs.push(TableInput {
+                name: need.clone(),
+                path: task_output_dir(data_root, context.run_id, need),
+                format: amdahl_dags::DatasetFormat::Parquet,
+            });
+        }
+    }
+    Ok(Stage {
+        dag_id: dag.id.clone(),
+        run_id: context.run_id,
+        task_id: task_id.to_string(),
+        attempt: attempt as u32,
+        work,
+        inputs,
+        output_dir: task
+            .produces_data()
+            .then(|| task_output_dir(data_root, context.run_id, task_id)),
+        work_dir: dag.source.base_dir.clone(),
+    })
+}
+
+/// Executes a prepared stage, storing its log lines as they come. Dropping the future stops
+/// the stage (the executors promise that) and the log writer ends with it.
+pub async fn execute_attempt(
+    env: &AttemptEnv,
+    prepared: Result<Stage, String>,
+    attempt_id: i64,
+    gpu_requested: bool,
+) -> (Result<StageOutcome, StageError>, Option<PathBuf>) {
+    let (sink, mut lines) = LogSink::channel();
+    let store = env.store.clone();
+    let clock = env.clock.clone();
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        let mut stored = 0usize;
+        while let Some(line) = lines.recv().await {
+            if stored >= MAX_LOG_LINES {
+                // Keep draining so the stage never blocks on a full pipe.
+                continue;
+            }
+            batch.push((line.stream.name().to_string(), line.text, clock.now_ms()));
+            while let Ok(more) = lines.try_recv() {
+                batch.push((more.stream.name().to_string(), more.text, clock.now_ms()));
+                if batch.len() >= 500 {
+                    break;
+                }
+            }
+            stored += batch.len();
+            if stored >= MAX_LOG_LINES {
+                let note = format!("log truncated after {MAX_LOG_LINES} lines");
+                batch.push(("system".into(), note, clock.now_ms()));
+            }
+            // A log line that cannot be stored must not fail the task; the attempt's own
+            // result is what matters.
+            let _ = store.append_logs(attempt_id, &batch).await;
+            batch.clear();
+        }
+    });
+    if gpu_requested {
+        sink.system(
+            "device: gpu was asked for, but this build has no GPU executor yet; running on the CPU",
+        );
+    }
+    let (result, output_dir) = match prepared {
+        Ok(stage) => (
+            env.executors.execute(&stage, &sink).await,
+            stage.output_dir.clone(),
+        ),
+        Err(e) => (Err(StageError::Failed(e)), None),
+    };
+    drop(sink);
+    let _ = writer.await;
+    (result, output_dir)
+}
+
+/// How an attempt ended, for [`record_result`].
+pub struct AttemptEnd<'a> {
+    pub run_id: i64,
+    pub task_id: &'a str,
+    pub attempt_id: i64,
+    pub attempt: i64,
+    pub attempt_state: AttemptState,
+    pub task_state: TaskState,
+    pub retry_at_ms: Option<i64>,
+    pub now: i64,
+}
+
+/// Stores an attempt's end (fenced by attempt number: a stale report is a `Conflict`).
+pub async fn record_result(
+    store: &Store,
+    end: &AttemptEnd<'_>,
+    result: Result<(StageOutcome, Option<PathBuf>), String>,
+) -> Result<(), StoreError> {
+    let (device, output_path, rows, bytes, error) = match result {
+        Ok((outcome, output)) => (
+            Some(outcome.device.name().to_string()),
+            output.map(|p| p.display().to_string()),
+            outcome.rows.map(|r| r as i64),
+            outcome.bytes.map(|b| b as i64),
+            None,
+        ),
+        Err(e) => (Some("cpu".to_string()), None, None, None, Some(e)),
+    };
+    if let Some(error) = &error {
+        let line = format!("attempt {} {}: {error}", end.attempt, end.attempt_state);
+        store
+            .append_logs(end.attempt_id, &[("system".into(), line, end.now)])
+            .await?;
+    }
+    store
+        .finish_attempt(&FinishAttempt {
+            run_id: end.run_id,
+            task_id: end.task_id.to_string(),
+            attempt_id: end.attempt_id,
+            attempt: end.attempt,
+            attempt_state: end.attempt_state,
+            task_state: end.task_state,
+            retry_at_ms: end.retry_at_ms,
+            device,
+            output_path,
+            rows_out: rows,
+            bytes_out: bytes,
+            error,
+            now_ms: end.now,
+        })
+        .await
+}

@@ -1,0 +1,432 @@
+//! The scheduling core: a pure function from a run's state and the clock to commands.
+//!
+//! [`decide`] reads a [`RunView`] (a snapshot taken from the store) and the current time and
+//! says what should happen next; the runner around it does the I/O and calls it again. No
+//! database, no clock reads, no executors here, so every rule is tested with scenario tables
+//! and a fake time.
+
+use crate::state::{RunState, TaskState};
+
+/// What the core needs to know about one task instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskView {
+    pub task_id: String,
+    pub state: TaskState,
+    pub needs: Vec<String>,
+    pub priority: i32,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed after the first.
+    pub retries: u32,
+    pub retry_delay_ms: i64,
+    /// When an `up_for_retry` task may be queued again.
+    pub retry_at_ms: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    /// When the current attempt started, for `running` tasks.
+    pub started_at_ms: Option<i64>,
+}
+
+/// A run as the core sees it; tasks in the DAG's topological order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunView {
+    pub state: RunState,
+    pub tasks: Vec<TaskView>,
+    /// How many tasks may run at once (`max_active_tasks`).
+    pub max_active_tasks: usize,
+    pub cancel_requested: bool,
+    pub dispatcher: Dispatcher,
+}
+
+/// Who starts queued tasks, which decides what `max_active_tasks` limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatcher {
+    /// This process: every ready task is queued, and at most `max_active_tasks` are
+    /// dispatched (`Command::Dispatch`).
+    InProcess,
+    /// Workers claim whatever is queued, so queueing is the limit: queued plus running tasks
+    /// never exceed `max_active_tasks`; the rest stay `scheduled`. No `Dispatch` commands.
+    Workers,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// queued → running for the run.
+    StartRun,
+    /// scheduled or up_for_retry → queued.
+    Queue(String),
+    /// scheduled → upstream_failed: an upstream failed.
+    MarkUpstreamFailed(String),
+    /// queued → running: hand the task to an executor.
+    Dispatch(String),
+    /// A running task passed its timeout: stop it and record the failure.
+    Expire(String),
+    /// Stop (if running) and mark cancelled.
+    Cancel(String),
+    /// Every task is terminal: the run ends in this state.
+    FinishRun(RunState),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub commands: Vec<Command>,
+    /// The earliest time something will change without an event (a retry, a timeout).
+    pub wake_at_ms: Option<i64>,
+}
+
+impl Decision {
+    fn wake(&mut self, at: i64) {
+        self.wake_at_ms = Some(self.wake_at_ms.map_or(at, |w| w.min(at)));
+    }
+}
+
+/// Decides the next steps for a run at time `now_ms`.
+pub fn decide(run: &RunView, now_ms: i64) -> Decision {
+    let mut d = Decision::default();
+    if run.state.is_terminal() {
+        return d;
+    }
+    if run.state == RunState::Queued {
+        d.commands.push(Command::StartRun);
+    }
+    if run.cancel_requested {
+        for task in run.tasks.iter().filter(|t| !t.state.is_terminal()) {
+            d.commands.push(Command::Cancel(task.task_id.clone()));
+        }
+        d.commands.push(Command::FinishRun(RunState::Cancelled));
+        return d;
+    }
+
+    // States after this decision's own changes, so one pass sees a whole cascade.
+    let mut states: Vec<TaskState> = run.tasks.iter().map(|t| t.state).collect();
+    let index = |id: &str| run.tasks.iter().position(|t| t.task_id == id);
+    // Tasks that may be queued now, in the DAG's order.
+    let mut to_queue: Vec<usize> = Vec::new();
+    for (i, task) in run.tasks.iter().enumerate() {
+        match task.state {
+            TaskState::Scheduled => {
+                let upstream: Vec<TaskState> = task
+                    .needs
+                    .iter()
+                    .filter_map(|n| index(n))
+                    .map(|j| states[j])
+                    .collect();
+                if upstream.iter().any(|s| {
+                    matches!(
+                        s,
+                        TaskState::Failed | TaskState::UpstreamFailed | TaskState::Cancelled
+                    )
+                }) {
+                    states[i] = TaskState::UpstreamFailed;
+                    d.commands
+                        .push(Command::MarkUpstreamFailed(task.task_id.clone()));
+                } else if upstream
+                    .iter()
+                    .all(|s| matches!(s, TaskState::Success | TaskState::Skipped))
+                {
+                    to_queue.push(i);
+                }
+            }
+            TaskState::UpForRetry => match task.retry_at_ms {
+                Some(at) if at > now_ms => d.wake(at),
+                _ => to_queue.push(i),
+            },
+            TaskState::Running => {
+                if let (Some(started), Some(timeout)) = (task.started_at_ms, task.timeout_ms) {
+                    let deadline = started.saturating_add(timeout);
+                    if deadline <= now_ms {
+                        d.commands.push(Command::Expire(task.task_id.clone()));
+                    } else {
+                        d.wake(deadline);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let by_priority = |list: &mut Vec<usize>| {
+        // Higher priority first; ties keep the DAG's order.
+        list.sort_by_key(|&i| (-i64::from(run.tasks[i].priority), i));
+    };
+    let limit = run.max_active_tasks.max(1);
+    match run.dispatcher {
+        Dispatcher::InProcess => {
+            for &i in &to_queue {
+                states[i] = TaskState::Queued;
+                d.commands
+                    .push(Command::Queue(run.tasks[i].task_id.clone()));
+            }
+        }
+        Dispatcher::Workers => {
+            let active = states
+                .iter()
+                .filter(|s| matches!(s, TaskState::Queued | TaskState::Running))
+                .count();
+            by_priority(&mut to_queue);
+            for &i in to_queue.iter().take(limit.saturating_sub(active)) {
+                states[i] = TaskState::Queued;
+                d.commands
+                    .push(Command::Queue(run.tasks[i].task_id.clone()));
+            }
+        }
+    }
+
+    let running = states.iter().filter(|s| **s == TaskState::Running).count();
+    let mut ready: Vec<usize> = (0..run.tasks.len())
+        .filter(|&i| states[i] == TaskState::Queued)
+        .collect();
+    by_priority(&mut ready);
+    let slots = match run.dispatcher {
+        Dispatcher::InProcess => limit.saturating_sub(running),
+        Dispatcher::Workers => 0,
+    };
+    for &i in ready.iter().take(slots) {
+        states[i] = TaskState::Running;
+        d.commands
+            .push(Command::Dispatch(run.tasks[i].task_id.clone()));
+    }
+
+    if states.iter().all(|s| s.is_terminal()) {
+        let ok = states
+            .iter()
+            .all(|s| matches!(s, TaskState::Success | TaskState::Skipped));
+        d.commands.push(Command::FinishRun(if ok {
+            RunState::Success
+        } else {
+            RunState::Failed
+        }));
+    }
+    d
+}
+
+/// What a failed attempt leads to: another try after the delay, or failure.
+pub fn after_failure(task: &TaskView, now_ms: i64) -> (TaskState, Option<i64>) {
+    if task.attempts <= task.retries {
+        (
+            TaskState::UpForRetry,
+            Some(now_ms.saturating_add(task.retry_delay_ms)),
+        )
+    } else {
+        (TaskState::Failed, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Command::*;
+    use TaskState::*;
+
+    fn task(id: &str, state: TaskState, needs: &[&str]) -> TaskView {
+        TaskView {
+            task_id: id.into(),
+            state,
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            priority: 0,
+            attempts: 0,
+            retries: 0,
+            retry_delay_ms: 1_000,
+            retry_at_ms: None,
+            timeout_ms: None,
+            started_at_ms: None,
+        }
+    }
+
+    fn run(tasks: Vec<TaskView>) -> RunView {
+        RunView {
+            state: RunState::Running,
+            tasks,
+            max_active_tasks: 16,
+            cancel_requested: false,
+            dispatcher: Dispatcher::InProcess,
+        }
+    }
+
+    /// (name, run, now, expected commands, expected wake-up)
+    #[test]
+    fn scenarios() {
+        let mut retrying = task("a", UpForRetry, &[]);
+        retrying.retry_at_ms = Some(5_000);
+        let mut slow = task("a", Running, &[]);
+        slow.started_at_ms = Some(1_000);
+        slow.timeout_ms = Some(2_000);
+        let mut high = task("c", Scheduled, &[]);
+        high.priority = 10;
+        let limited = RunView {
+            max_active_tasks: 1,
+            ..run(vec![
+                task("a", Scheduled, &[]),
+                task("b", Scheduled, &[]),
+                high,
+            ])
+        };
+        type Scenario = (&'static str, RunView, i64, Vec<Command>, Option<i64>);
+        let cases: Vec<Scenario> = vec![
+            (
+                "a new run starts and dispatches its roots",
+                RunView {
+                    state: RunState::Queued,
+                    ..run(vec![
+                        task("a", Scheduled, &[]),
+                        task("b", Scheduled, &["a"]),
+                    ])
+                },
+                0,
+                vec![StartRun, Queue("a".into()), Dispatch("a".into())],
+                None,
+            ),
+            (
+                "a task waits for a running upstream",
+                run(vec![task("a", Running, &[]), task("b", Scheduled, &["a"])]),
+                0,
+                vec![],
+                None,
+            ),
+            (
+                "success releases the downstream",
+                run(vec![task("a", Success, &[]), task("b", Scheduled, &["a"])]),
+                0,
+                vec![Queue("b".into()), Dispatch("b".into())],
+                None,
+            ),
+            (
+                "failure cascades as upstream_failed and ends the run failed",
+                run(vec![
+                    task("a", Failed, &[]),
+                    task("b", Scheduled, &["a"]),
+                    task("c", Scheduled, &["b"]),
+                ]),
+                0,
+                vec![
+                    MarkUpstreamFailed("b".into()),
+                    MarkUpstreamFailed("c".into()),
+                    FinishRun(RunState::Failed),
+                ],
+                None,
+            ),
+            (
+                "a retry waits for its delay",
+                run(vec![retrying.clone()]),
+                4_999,
+                vec![],
+                Some(5_000),
+            ),
+            (
+                "a retry is queued once its delay passed",
+                run(vec![retrying]),
+                5_000,
+                vec![Queue("a".into()), Dispatch("a".into())],
+                None,
+            ),
+            (
+                "a task before its timeout sets a wake-up",
+                run(vec![slow.clone()]),
+                2_999,
+                vec![],
+                Some(3_000),
+            ),
+            (
+                "a task past its timeout expires",
+                run(vec![slow]),
+                3_000,
+                vec![Expire("a".into())],
+                None,
+            ),
+            (
+                "max_active_tasks limits dispatch and priority picks first",
+                limited,
+                0,
+                vec![
+                    Queue("a".into()),
+                    Queue("b".into()),
+                    Queue("c".into()),
+                    Dispatch("c".into()),
+                ],
+                None,
+            ),
+            (
+                "all success finishes the run",
+                run(vec![task("a", Success, &[]), task("b", Skipped, &[])]),
+                0,
+                vec![FinishRun(RunState::Success)],
+                None,
+            ),
+            (
+                "cancel stops everything left",
+                RunView {
+                    cancel_requested: true,
+                    ..run(vec![
+                        task("a", Success, &[]),
+                        task("b", Running, &[]),
+                        task("c", Scheduled, &["b"]),
+                    ])
+                },
+                0,
+                vec![
+                    Cancel("b".into()),
+                    Cancel("c".into()),
+                    FinishRun(RunState::Cancelled),
+                ],
+                None,
+            ),
+        ];
+        for (name, view, now, commands, wake) in cases {
+            let d = decide(&view, now);
+            assert_eq!(d.commands, commands, "{name}");
+            assert_eq!(d.wake_at_ms, wake, "{name}");
+        }
+    }
+
+    #[test]
+    fn retries_run_out() {
+        let mut t = task("a", Running, &[]);
+        t.retries = 2;
+        t.retry_delay_ms = 10_000;
+        t.attempts = 1;
+        assert_eq!(after_failure(&t, 100), (UpForRetry, Some(10_100)));
+        t.attempts = 3;
+        assert_eq!(after_failure(&t, 100), (Failed, None));
+    }
+
+    /// With workers claiming, queueing is what `max_active_tasks` limits.
+    #[test]
+    fn workers_see_at_most_max_active_tasks_queued_or_running() {
+        let mut urgent = task("c", Scheduled, &[]);
+        urgent.priority = 5;
+        let view = |tasks| RunView {
+            max_active_tasks: 2,
+            dispatcher: Dispatcher::Workers,
+            ..run(tasks)
+        };
+        let fresh = view(vec![
+            task("a", Scheduled, &[]),
+            task("b", Scheduled, &[]),
+            urgent,
+        ]);
+        assert_eq!(
+            decide(&fresh, 0).commands,
+            vec![Queue("c".into()), Queue("a".into())]
+        );
+        let busy = view(vec![
+            task("a", Running, &[]),
+            task("b", Scheduled, &[]),
+            task("c", Queued, &[]),
+        ]);
+        assert_eq!(decide(&busy, 0).commands, vec![]);
+        let freed = view(vec![
+            task("a", Success, &[]),
+            task("b", Scheduled, &[]),
+            task("c", Running, &[]),
+        ]);
+        assert_eq!(decide(&freed, 0).commands, vec![Queue("b".into())]);
+    }
+
+    #[test]
+    fn a_finished_run_decides_nothing() {
+        let view = RunView {
+            state: RunState::Success,
+            ..run(vec![task("a", Success, &[])])
+        };
+        assert_eq!(decide(&view, 0), Decision::default());
+    }
+}

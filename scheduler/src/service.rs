@@ -1,0 +1,532 @@
+//! The scheduler and worker services: runs driven through the database, not by one process.
+//!
+//! [`SchedulerService`] moves every ownerless run forward with the same pure [`decide`] the
+//! in-process runner uses, but leaves dispatch to workers: it queues ready tasks, propagates
+//! failures, finishes runs, and reaps tasks whose worker stopped renewing its lease. Any number
+//! of schedulers may run at once: every write is fenced, and a `Conflict` only means another
+//! scheduler made the same move first.
+//!
+//! [`Worker`] claims queued tasks (best first; `FOR UPDATE SKIP LOCKED` on PostgreSQL), holds
+//! a lease it renews while they run, executes them with the task's timeout, and reports each
+//! end fenced by the attempt number, so a report after its lease was reaped changes nothing.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use amdahl_dags::{Dag, DevicePreference, RunContext};
+
+use crate::Clock;
+use crate::attempt::{AttemptEnd, AttemptEnv, execute_attempt, prepare_stage, record_result};
+use crate::decide::{Command, Dispatcher, after_failure, decide};
+use crate::runner::{RunOrigin, create_run, find, state_of, task_view, view_of};
+use crate::state::{AttemptState, RunState, TaskState};
+use crate::store::{Claim, ClaimRequest, ReapLease, Store, StoreError, WorkerInfo};
+use crate::triggers::{ScheduleView, due_runs};
+
+/// Treats "someone else already did it" as done.
+fn tolerate_conflict(result: Result<(), StoreError>) -> Result<(), StoreError> {
+    match result {
+        Err(StoreError::Conflict(_)) => Ok(()),
+        other => other,
+    }
+}
+
+/// Drives ownerless runs, creates cron runs for the DAGs in a folder, reaps expired leases.
+pub struct SchedulerService {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    /// How often to look for work.
+    pub poll: Duration,
+    /// Where DAG files live; `None` schedules nothing by cron.
+    pub dags_folder: Option<PathBuf>,
+    /// What each DAG file held when last read, by path.
+    files: Mutex<HashMap<PathBuf, KnownFile>>,
+}
+
+/// A DAG file as last read: its modification time and, if it was valid, the DAG.
+struct KnownFile {
+    modified: Option<std::time::SystemTime>,
+    dag: Option<Arc<Dag>>,
+}
+
+impl SchedulerService {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        poll: Duration,
+        dags_folder: Option<PathBuf>,
+    ) -> Self {
+        SchedulerService {
+            store,
+            clock,
+            poll,
+            dags_folder,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
+        tokio::pin!(shutdown);
+        loop {
+            self.tick().await?;
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll) => {}
+                _ = &mut shutdown => return Ok(()),
+            }
+        }
+    }
+
+    /// One pass: cron runs that are due, every unfinished service run, expired leases.
+    pub async fn tick(&self) -> Result<(), StoreError> {
+        self.schedule_due_runs().await?;
+        for (run_id, owner, _) in self.store.unfinished_runs().await? {
+            if owner.is_none() {
+                // A run can need several decisions in a row (a failure cascades); keep deciding
+                // until one changes nothing.
+                for _ in 0..64 {
+                    if !self.advance(run_id).await? {
+                        break;
+                    }
+                }
+            }
+        }
+        self.reap_expired_leases().await
+    }
+
+    /// Applies one decision to a run; returns whether it changed anything.
+    async fn advance(&self, run_id: i64) -> Result<bool, StoreError> {
+        let Some(run) = self.store.run(run_id).await? else {
+            return Ok(false);
+        };
+        if run.state.is_terminal() || self.store.is_paused(&run.dag_id).await? {
+            return Ok(false);
+        }
+        let tasks = self.store.tasks(run_id).await?;
+        let now = self.clock.now_ms();
+        let decision = decide(
+            &view_of(
+                run.state,
+                &tasks,
+                run.max_active_tasks,
+                false,
+                Dispatcher::Workers,
+            ),
+            now,
+        );
+        let mut changed = false;
+        for command in decision.commands {
+            let result = match &command {
+                Command::StartRun => {
+                    self.store
+                        .set_run_state(run_id, RunState::Queued, RunState::Running, now, None)
+                        .await
+                }
+                Command::Queue(task_id) => {
+                    let from = state_of(&tasks, task_id);
+                    self.store
+                        .set_task_state(run_id, task_id, from, TaskState::Queued, now, None)
+                        .await
+                }
+                Command::MarkUpstreamFailed(task_id) => {
+                    self.store
+                        .set_task_state(
+                            run_id,
+                            task_id,
+                            TaskState::Scheduled,
+                            TaskState::UpstreamFailed,
+                            now,
+                            Some("an upstream task did not succeed"),
+                        )
+                        .await
+                }
+                Command::FinishRun(state) => {
+                    self.store
+                        .set_run_state(run_id, RunState::Running, *state, now, None)
+                        .await
+                }
+                // Workers claim queued tasks and enforce their timeouts; cancellation of
+                // service runs is not built yet.
+                Command::Dispatch(_) | Command::Expire(_) | Command::Cancel(_) => continue,
+            };
+            tolerate_conflict(result)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Re-reads changed DAG files (recording new versions, reporting invalid files once) and
+    /// returns the valid DAGs, one per id.
+    async fn sync_dags(&self) -> Result<Vec<Arc<Dag>>, StoreError> {
+        let Some(folder) = &self.dags_folder else {
+            return Ok(Vec::new());
+        };
+        let mut files = self.files.lock().await;
+        let found = amdahl_dags::discover::dag_files(std::slice::from_ref(folder));
+        files.retain(|path, _| found.contains(path));
+        for path in found {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if files
+                .get(&path)
+                .is_some_and(|known| known.modified == modified)
+            {
+                continue;
+            }
+            let problems = match amdahl_dags::load_file(&path) {
+                Ok(dag) => {
+                    let problems = amdahl_executors::check::check_sql(&dag).await;
+                    if problems.is_empty() {
+                        Ok(dag)
+                    } else {
+                        Err(problems.len())
+                    }
+                }
+                Err(e) => Err(e.diagnostics.len()),
+            };
+            let dag = match problems {
+                Ok(dag) => Some(dag),
+                Err(count) => {
+                    eprintln!(
+                        "scheduler: skipping {}: {count} problem(s); `amdahl dags validate {}` shows them",
+                        path.display(),
+                        path.display()
+                    );
+                    None
+                }
+            };
+            if let Some(dag) = &dag {
+                self.store
+                    .record_dag_version(
+                        &dag.id,
+                        &dag.source.hash,
+                        &dag.source.display_path,
+                        &dag.source.base_dir.display().to_string(),
+                        &dag.source.text,
+                        self.clock.now_ms(),
+                    )
+                    .await?;
+            }
+            files.insert(
+                path,
+                KnownFile {
+                    modified,
+                    dag: dag.map(Arc::new),
+                },
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut dags = Vec::new();
+        let mut paths: Vec<_> = files.keys().cloned().collect();
+        paths.sort();
+        for path in paths {
+            if let Some(dag) = files.get(&path).and_then(|k| k.dag.clone()) {
+                if seen.insert(dag.id.clone()) {
+                    dags.push(dag);
+                } else {
+                    eprintln!(
+                        "scheduler: {} defines DAG `{}` again; ignored",
+                        path.display(),
+                        dag.id
+                    );
+                }
+            }
+        }
+        Ok(dags)
+    }
+
+    /// Creates the cron runs that are due (see `triggers`); a run another scheduler created
+    /// first is a `Conflict`, which is fine.
+    async fn schedule_due_runs(&self) -> Result<(), StoreError> {
+        for dag in self.sync_dags().await? {
+            let Some(schedule) = &dag.schedule else {
+                continue;
+            };
+            let Ok(cron) = amdahl_dags::schedule::parse_cron(schedule) else {
+                continue;
+            };
+            if self.store.is_paused(&dag.id).await? {
+                continue;
+            }
+            let (last, active) = self.store.schedule_state(&dag.id).await?;
+            let last_logical = last
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            // Without a start date there is nothing to catch up from.
+            let start = dag
+                .start_date
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(chrono::DateTime::UNIX_EPOCH, |d| d.and_utc());
+            let view = ScheduleView {
+                cron: &cron,
+                start,
+                catchup: dag.catchup && dag.start_date.is_some(),
+                last_logical,
+                active_runs: active.max(0) as usize,
+                max_active_runs: dag.max_active_runs.unwrap_or(16) as usize,
+            };
+            let now =
+                chrono::DateTime::from_timestamp_millis(self.clock.now_ms()).unwrap_or_default();
+            for tick in due_runs(&view, now, 64) {
+                let origin = RunOrigin::Scheduled(tick);
+                match create_run(&self.store, self.clock.as_ref(), &dag, &dag.params, origin).await
+                {
+                    Ok(run_id) => eprintln!("scheduler: run {run_id} of `{}` for {tick}", dag.id),
+                    Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reap_expired_leases(&self) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        for lease in self.store.expired_leases(now).await? {
+            let tasks = self.store.tasks(lease.run_id).await?;
+            let Some(record) = tasks.iter().find(|t| t.task_id == lease.task_id) else {
+                continue;
+            };
+            let (task_state, retry_at_ms) = after_failure(&task_view(record), now);
+            let reason = format!(
+                "worker {} stopped renewing its lease",
+                lease.owner.as_deref().unwrap_or("(unknown)")
+            );
+            self.store
+                .reap_lease(&ReapLease {
+                    run_id: lease.run_id,
+                    task_id: lease.task_id.clone(),
+                    attempt: lease.attempt,
+                    task_state,
+                    retry_at_ms,
+                    reason,
+                    now_ms: now,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Who a worker is and what it has.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// This worker's identity in leases, attempts and the `workers` table.
+    pub owner: String,
+    pub host: String,
+    pub slots: usize,
+    pub lease: Duration,
+    /// Whether this worker takes tasks that asked for `device: gpu`.
+    pub has_gpu: bool,
+    pub memory_bytes: u64,
+}
+
+/// Claims and executes queued tasks.
+pub struct Worker {
+    pub env: AttemptEnv,
+    pub data_root: PathBuf,
+    pub config: WorkerConfig,
+    pub poll: Duration,
+    /// DAG versions already loaded, by version id.
+    dags: Mutex<HashMap<i64, Arc<Dag>>>,
+}
+
+impl Worker {
+    pub fn new(env: AttemptEnv, data_root: PathBuf, mut config: WorkerConfig) -> Self {
+        config.slots = config.slots.max(1);
+        Worker {
+            env,
+            data_root,
+            config,
+            poll: Duration::from_millis(100),
+            dags: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn advertise(&self, started_at_ms: i64) -> Result<(), StoreError> {
+        let c = &self.config;
+        self.env
+            .store
+            .register_worker(&WorkerInfo {
+                worker_id: c.owner.clone(),
+                host: c.host.clone(),
+                slots: c.slots as i64,
+                gpus: i64::from(c.has_gpu),
+                memory_bytes: c.memory_bytes.min(i64::MAX as u64) as i64,
+                started_at_ms,
+                heartbeat_at_ms: self.env.clock.now_ms(),
+            })
+            .await
+    }
+
+    /// Runs until `shutdown` resolves; stages still running then are stopped, and their leases
+    /// run out so that a scheduler retries them elsewhere.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StoreError> {
+        tokio::pin!(shutdown);
+        let mut running = JoinSet::new();
+        let lease_ms = self.config.lease.as_millis() as i64;
+        let mut renew = tokio::time::interval(self.config.lease / 3);
+        let started_at_ms = self.env.clock.now_ms();
+        loop {
+            let free = self.config.slots.saturating_sub(running.len());
+            if free > 0 {
+                let claims = self
+                    .env
+                    .store
+                    .claim_tasks(&ClaimRequest {
+                        owner: &self.config.owner,
+                        has_gpu: self.config.has_gpu,
+                        limit: free as i64,
+                        lease_ms,
+                        now_ms: self.env.clock.now_ms(),
+                    })
+                    .await?;
+                for claim in claims {
+                    let worker = self.clone();
+                    running.spawn(async move { worker.attempt(claim).await });
+                }
+            }
+            tokio::select! {
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = tokio::time::sleep(self.poll) => {}
+                _ = renew.tick() => {
+                    self.env.store.extend_leases(&self.config.owner, lease_ms, self.env.clock.now_ms()).await?;
+                    self.advertise(started_at_ms).await?;
+                }
+                _ = &mut shutdown => {
+                    running.abort_all();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, claim: Claim) {
+        if let Err(e) = self.attempt_inner(&claim).await {
+            eprintln!(
+                "worker {}: run {} task {} attempt {}: {e}",
+                self.config.owner, claim.run_id, claim.task_id, claim.attempt
+            );
+        }
+    }
+
+    async fn dag(&self, version_id: i64) -> Result<Arc<Dag>, String> {
+        let mut dags = self.dags.lock().await;
+        if let Some(dag) = dags.get(&version_id) {
+            return Ok(dag.clone());
+        }
+        let version = self
+            .env
+            .store
+            .dag_version(version_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("DAG version {version_id} is missing"))?;
+        let dag = amdahl_dags::load_bytes(
+            &version.source_path,
+            std::path::Path::new(&version.base_dir),
+            version.yaml.as_bytes(),
+        )
+        .map_err(|e| format!("the pinned DAG version no longer loads:\n{}", e.render()))?;
+        let dag = Arc::new(dag);
+        dags.insert(version_id, dag.clone());
+        Ok(dag)
+    }
+
+    async fn attempt_inner(&self, claim: &Claim) -> Result<(), StoreError> {
+        let store = &self.env.store;
+        let Some(run) = store.run(claim.run_id).await? else {
+            return Err(StoreError::NotFound(format!("run {}", claim.run_id)));
+        };
+        let loaded = self.dag(run.dag_version_id).await;
+        let params = serde_json::from_str(&run.params_json).unwrap_or_default();
+        let (prepared, timeout, gpu) = match &loaded {
+            Ok(dag) => {
+                let context = RunContext {
+                    dag_id: dag.id.clone(),
+                    run_id: run.id,
+                    logical_date: run.logical_date.clone(),
+                    params,
+                };
+                let task = dag.task(&claim.task_id);
+                (
+                    prepare_stage(
+                        dag,
+                        &context,
+                        &claim.task_id,
+                        claim.attempt,
+                        &self.data_root,
+                    ),
+                    task.and_then(|t| t.timeout),
+                    task.is_some_and(|t| t.device == DevicePreference::Gpu),
+                )
+            }
+            Err(e) => (Err(e.clone()), None, false),
+        };
+        let execution = execute_attempt(&self.env, prepared, claim.attempt_id, gpu);
+        let (attempt_state, result) = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, execution).await {
+                Ok(done) => outcome(done),
+                Err(_) => (
+                    AttemptState::TimedOut,
+                    Err(format!(
+                        "timed out after {}",
+                        amdahl_dags::model::format_duration(limit)
+                    )),
+                ),
+            },
+            None => outcome(execution.await),
+        };
+        let now = self.env.clock.now_ms();
+        let tasks = store.tasks(claim.run_id).await?;
+        let record =
+            find(&tasks, &claim.task_id).map_err(|e| StoreError::NotFound(e.to_string()))?;
+        let (task_state, retry_at_ms) = if result.is_ok() {
+            (TaskState::Success, None)
+        } else {
+            after_failure(&task_view(record), now)
+        };
+        let end = AttemptEnd {
+            run_id: claim.run_id,
+            task_id: &claim.task_id,
+            attempt_id: claim.attempt_id,
+            attempt: claim.attempt,
+            attempt_state,
+            task_state,
+            retry_at_ms,
+            now,
+        };
+        match record_result(store, &end, result).await {
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(
+                "the lease was lost before the attempt ended; its report was refused".into(),
+            )),
+            other => other,
+        }
+    }
+}
+
+type Outcome = (
+    AttemptState,
+    Result<(amdahl_executors::StageOutcome, Option<PathBuf>), String>,
+);
+
+fn outcome(
+    (result, output_dir): (
+        Result<amdahl_executors::StageOutcome, amdahl_executors::StageError>,
+        Option<PathBuf>,
+    ),
+) -> Outcome {
+    match result {
+        Ok(stage) => (AttemptState::Success, Ok((stage, output_dir))),
+        Err(e) => (AttemptState::Failed, Err(e.to_string())),
+    }
+}

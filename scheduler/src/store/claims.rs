@@ -1,0 +1,303 @@
+//! Claims and leases: how workers take queued tasks and prove they still hold them.
+//!
+//! A claim moves up to `limit` queued tasks, best first (priority, then queue time), to
+//! `running` and opens an attempt for each, in one transaction. On PostgreSQL the candidates
+//! are locked with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other
+//! and never take the same task; SQLite has one writer at a time, which gives the same result.
+//! A claim carries a lease that its owner extends; [`Store::expired_leases`] finds the tasks of
+//! owners that stopped, and [`Store::reap_lease`] ends such an attempt as `lost`, fenced by the
+//! attempt number so a late report from the old owner changes nothing.
+
+use super::{Pool, Result, Store, StoreError};
+use crate::state::TaskState;
+
+/// Who claims, how many, and for how long.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest<'a> {
+    pub owner: &'a str,
+    /// Whether the claimer has a GPU; tasks that asked for `device: gpu` wait for one that does.
+    pub has_gpu: bool,
+    pub limit: i64,
+    pub lease_ms: i64,
+    pub now_ms: i64,
+}
+
+/// What a worker advertises.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    pub host: String,
+    pub slots: i64,
+    pub gpus: i64,
+    pub memory_bytes: i64,
+    pub started_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+}
+
+/// A task this owner now runs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub run_id: i64,
+    pub task_id: String,
+    pub attempt_id: i64,
+    pub attempt: i64,
+}
+
+/// A running task whose lease ran out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredLease {
+    pub run_id: i64,
+    pub task_id: String,
+    pub attempt: i64,
+    pub owner: Option<String>,
+}
+
+/// Ends an attempt whose owner is gone.
+#[derive(Clone, Debug)]
+pub struct ReapLease {
+    pub run_id: i64,
+    pub task_id: String,
+    pub attempt: i64,
+    /// `up_for_retry` or `failed`, as `decide::after_failure` says.
+    pub task_state: TaskState,
+    pub retry_at_ms: Option<i64>,
+    pub reason: String,
+    pub now_ms: i64,
+}
+
+/// The queued tasks a claim takes, best first. Served by the partial index
+/// `task_instances_claimable` (see `postgres_claim_query_uses_its_index`).
+macro_rules! candidates {
+    () => {
+        "SELECT run_id, task_id FROM task_instances \
+         WHERE state = 'queued' AND (device_pref <> 'gpu' OR $2) \
+         ORDER BY priority DESC, queued_at_ms, run_id, task_id LIMIT $1"
+    };
+}
+
+const CLAIM_POSTGRES: &str = concat!(
+    "WITH picked AS (",
+    candidates!(),
+    " FOR UPDATE SKIP LOCKED) \
+     UPDATE task_instances t SET state = 'running', attempts = t.attempts + 1, started_at_ms = $3, \
+        error = NULL, retry_at_ms = NULL, lease_owner = $4, lease_expires_at_ms = $5 \
+     FROM picked WHERE t.run_id = picked.run_id AND t.task_id = picked.task_id \
+     RETURNING t.run_id, t.task_id, t.attempts"
+);
+
+const CLAIM_SQLITE: &str = concat!(
+    "UPDATE task_instances SET state = 'running', attempts = attempts + 1, started_at_ms = $3, \
+        error = NULL, retry_at_ms = NULL, lease_owner = $4, lease_expires_at_ms = $5 \
+     WHERE (run_id, task_id) IN (",
+    candidates!(),
+    ") RETURNING run_id, task_id, attempts"
+);
+
+const OPEN_ATTEMPT: &str = "INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
+     VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id";
+
+impl Store {
+    /// Claims up to `limit` queued tasks for `owner`; see the module docs.
+    pub async fn claim_tasks(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>> {
+        let expires = request.now_ms.saturating_add(request.lease_ms);
+        macro_rules! claim {
+            ($pool:expr, $sql:expr) => {{
+                let mut tx = $pool.begin().await?;
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as($sql)
+                    .bind(request.limit)
+                    .bind(request.has_gpu)
+                    .bind(request.now_ms)
+                    .bind(request.owner)
+                    .bind(expires)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut claims = Vec::with_capacity(rows.len());
+                for (run_id, task_id, attempt) in rows {
+                    let (attempt_id,): (i64,) = sqlx::query_as(OPEN_ATTEMPT)
+                        .bind(run_id)
+                        .bind(&task_id)
+                        .bind(attempt)
+                        .bind(request.owner)
+                        .bind(request.now_ms)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    claims.push(Claim {
+                        run_id,
+                        task_id,
+                        attempt_id,
+                        attempt,
+                    });
+                }
+                tx.commit().await?;
+                Ok(claims)
+            }};
+        }
+        match &self.pool {
+            Pool::Postgres(pool) => claim!(pool, CLAIM_POSTGRES),
+            Pool::Sqlite(pool) => claim!(pool, CLAIM_SQLITE),
+        }
+    }
+
+    /// Records (or refreshes) a worker's advertisement.
+    pub async fn register_worker(&self, info: &WorkerInfo) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO workers (worker_id, host, slots, gpus, memory_bytes, started_at_ms, heartbeat_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (worker_id) DO UPDATE SET slots = $3, gpus = $4, memory_bytes = $5, heartbeat_at_ms = $7",
+            )
+            .bind(&info.worker_id)
+            .bind(&info.host)
+            .bind(info.slots)
+            .bind(info.gpus)
+            .bind(info.memory_bytes)
+            .bind(info.started_at_ms)
+            .bind(info.heartbeat_at_ms)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Workers that beat after `since_ms`, newest first.
+    pub async fn live_workers(&self, since_ms: i64) -> Result<Vec<WorkerInfo>> {
+        type Row = (String, String, i64, i64, i64, i64, i64);
+        let rows: Vec<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT worker_id, host, slots, gpus, memory_bytes, started_at_ms, heartbeat_at_ms FROM workers \
+                 WHERE heartbeat_at_ms > $1 ORDER BY heartbeat_at_ms DESC",
+            )
+            .bind(since_ms)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(worker_id, host, slots, gpus, memory_bytes, started_at_ms, heartbeat_at_ms)| {
+                    WorkerInfo {
+                        worker_id,
+                        host,
+                        slots,
+                        gpus,
+                        memory_bytes,
+                        started_at_ms,
+                        heartbeat_at_ms,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Extends every lease `owner` holds; returns how many it holds.
+    pub async fn extend_leases(&self, owner: &str, lease_ms: i64, now_ms: i64) -> Result<u64> {
+        let extended = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE task_instances SET lease_expires_at_ms = $1 WHERE state = 'running' AND lease_owner = $2",
+            )
+            .bind(now_ms.saturating_add(lease_ms))
+            .bind(owner)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(extended)
+    }
+
+    /// Running tasks whose lease expired before `now_ms`.
+    pub async fn expired_leases(&self, now_ms: i64) -> Result<Vec<ExpiredLease>> {
+        let rows: Vec<(i64, String, i64, Option<String>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT run_id, task_id, attempts, lease_owner FROM task_instances \
+                 WHERE state = 'running' AND lease_expires_at_ms < $1 ORDER BY lease_expires_at_ms",
+            )
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(run_id, task_id, attempt, owner)| ExpiredLease {
+                run_id,
+                task_id,
+                attempt,
+                owner,
+            })
+            .collect())
+    }
+
+    /// Ends an expired attempt as `lost` and moves its task on. Returns false (and changes
+    /// nothing) if the attempt already ended or its lease was extended meanwhile.
+    pub async fn reap_lease(&self, reap: &ReapLease) -> Result<bool> {
+        if !matches!(reap.task_state, TaskState::UpForRetry | TaskState::Failed) {
+            return Err(StoreError::IllegalTransition(format!(
+                "reaping to {}",
+                reap.task_state
+            )));
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let tasks = sqlx::query(
+                "UPDATE task_instances SET state = $1, retry_at_ms = $2, error = $3, lease_owner = NULL, \
+                    lease_expires_at_ms = NULL, finished_at_ms = CASE WHEN $1 = 'failed' THEN $4 ELSE NULL END \
+                 WHERE run_id = $5 AND task_id = $6 AND state = 'running' AND attempts = $7 \
+                   AND lease_expires_at_ms < $4",
+            )
+            .bind(reap.task_state.as_str())
+            .bind(reap.retry_at_ms)
+            .bind(&reap.reason)
+            .bind(reap.now_ms)
+            .bind(reap.run_id)
+            .bind(&reap.task_id)
+            .bind(reap.attempt)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if tasks != 1 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE task_attempts SET state = 'lost', error = $1, finished_at_ms = $2 \
+                 WHERE run_id = $3 AND task_id = $4 AND attempt = $5 AND state = 'running'",
+            )
+            .bind(&reap.reason)
+            .bind(reap.now_ms)
+            .bind(reap.run_id)
+            .bind(&reap.task_id)
+            .bind(reap.attempt)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Test support: the plan PostgreSQL chooses for the claim's candidate scan.
+    #[doc(hidden)]
+    pub async fn explain_claim_for_test(&self) -> Result<String> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Err(StoreError::BadUrl(
+                "EXPLAIN of the claim is a PostgreSQL check".into(),
+            ));
+        };
+        let mut tx = pool.begin().await?;
+        sqlx::query("ANALYZE task_instances")
+            .execute(&mut *tx)
+            .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(concat!(
+            "EXPLAIN ",
+            candidates!(),
+            " FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(10i64)
+        .bind(false)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(line,)| line)
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}

@@ -1,0 +1,226 @@
+//! The state store: every piece of DAG and run state, in PostgreSQL or SQLite.
+//!
+//! **Invariant:** only this module writes SQL. Every query is written once, with `$n`
+//! placeholders that both databases accept, and runs on whichever pool the URL chose. State
+//! changes are fenced: an update names the state it expects to leave (and, for attempts, the
+//! attempt number), so a stale writer changes nothing and gets [`StoreError::Conflict`].
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::state::{RunState, TaskState};
+
+/// Runs `$body` with `$pool` bound to the concrete pool, once per database kind.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Postgres($pool) => $body,
+            Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+
+mod claims;
+mod queries;
+mod records;
+
+pub use claims::{Claim, ClaimRequest, ExpiredLease, ReapLease, WorkerInfo};
+
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    BadUrl(String),
+    /// A fenced update found the row in another state (someone else moved it first).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The code asked for a lifecycle edge that does not exist; nothing was written.
+    #[error("illegal transition {0}")]
+    IllegalTransition(String),
+}
+
+/// An exclusive advisory lock (flock) held until the file is dropped.
+async fn lock_file(path: std::path::PathBuf) -> Result<std::fs::File> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::BadUrl(format!("cannot open {}: {e}", path.display())))?;
+        // SAFETY: flock on a descriptor this function owns; blocks until the lock is free.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(StoreError::BadUrl(format!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(file)
+    })
+    .await
+    .map_err(|e| StoreError::BadUrl(format!("lock task failed: {e}")))?
+}
+
+/// Puts a SQLite file in WAL mode, once. Switching the journal mode needs an exclusive lock
+/// that SQLite's busy timeout does not wait for, so two processes opening a new file at the
+/// same moment would see "database is locked". The switch is made under `<file>.lock`, by one
+/// connection, only when the file is not in WAL mode yet; WAL mode is stored in the file, so
+/// every later connection (and every pool connection) inherits it without asking.
+async fn use_wal_once(file: &Path, options: &SqliteConnectOptions) -> Result<()> {
+    use sqlx::ConnectOptions;
+    let mut lock = file.to_path_buf().into_os_string();
+    lock.push(".lock");
+    let _lock = lock_file(lock.into()).await?;
+    let mut conn = options.connect().await?;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+fn check_run_edge(from: RunState, to: RunState) -> Result<()> {
+    if from.can_become(to) {
+        Ok(())
+    } else {
+        Err(StoreError::IllegalTransition(format!(
+            "of a run: {from} -> {to}"
+        )))
+    }
+}
+
+fn check_task_edge(from: TaskState, to: TaskState) -> Result<()> {
+    if from.can_become(to) {
+        Ok(())
+    } else {
+        Err(StoreError::IllegalTransition(format!(
+            "of a task: {from} -> {to}"
+        )))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A connection pool to the state store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+    /// The SQLite file, whose neighbour `<file>.lock` serialises migrations across processes.
+    sqlite_file: Option<std::path::PathBuf>,
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://…` (the SQLite file and its folder are created).
+    pub async fn connect(url: &str) -> Result<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            return Ok(Store {
+                pool: Pool::Postgres(pool),
+                sqlite_file: None,
+            });
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path_part = rest.trim_start_matches("//");
+            let file = path_part.split('?').next().unwrap_or_default();
+            if file.is_empty() {
+                return Err(StoreError::BadUrl(format!("`{url}` names no SQLite file")));
+            }
+            if file != ":memory:"
+                && let Some(parent) = Path::new(file).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::BadUrl(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(format!("`{url}`: {e}")))?
+                .create_if_missing(true)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            if file != ":memory:" {
+                use_wal_once(Path::new(file), &options).await?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            return Ok(Store {
+                pool: Pool::Sqlite(pool),
+                sqlite_file: (file != ":memory:").then(|| Path::new(file).to_path_buf()),
+            });
+        }
+        Err(StoreError::BadUrl(format!(
+            "unsupported database URL `{url}`: use postgres://… or sqlite://…"
+        )))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies pending migrations; safe to call on every start.
+    /// PostgreSQL serialises concurrent migrators with an advisory lock; SQLite has none, so
+    /// two processes starting on a new file at once take an exclusive lock on `<file>.lock`.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.pool {
+            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            Pool::Sqlite(pool) => {
+                let _lock = match &self.sqlite_file {
+                    Some(file) => {
+                        let mut lock = file.clone().into_os_string();
+                        lock.push(".lock");
+                        Some(lock_file(lock.into()).await?)
+                    }
+                    None => None,
+                };
+                SQLITE_MIGRATIONS.run(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}

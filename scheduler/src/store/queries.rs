@@ -1,0 +1,703 @@
+//! Every query of the state store, each written once for both databases.
+
+use super::records::{RunRow, TaskRow, run_record};
+use super::*;
+use crate::state::AttemptState;
+
+/// The select list and join every run query shares, as a literal so queries stay constants.
+macro_rules! select_runs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT r.id, r.dag_id, r.dag_version_id, v.hash, r.state, r.params_json, r.logical_date, ",
+            "r.max_active_tasks, r.owner, r.heartbeat_at_ms, r.note, r.created_at_ms, r.started_at_ms, ",
+            "r.finished_at_ms FROM runs r JOIN dag_versions v ON v.id = r.dag_version_id ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    /// Records a DAG version (idempotent by the file's hash); returns its id.
+    pub async fn record_dag_version(
+        &self,
+        dag_id: &str,
+        hash: &str,
+        source_path: &str,
+        base_dir: &str,
+        yaml: &str,
+        now_ms: i64,
+    ) -> Result<i64> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO dags (dag_id, created_at_ms, updated_at_ms) VALUES ($1, $2, $2) \
+                 ON CONFLICT (dag_id) DO NOTHING",
+            )
+            .bind(dag_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO dag_versions (dag_id, hash, source_path, base_dir, yaml, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dag_id, hash) DO NOTHING",
+            )
+            .bind(dag_id)
+            .bind(hash)
+            .bind(source_path)
+            .bind(base_dir)
+            .bind(yaml)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            let (id,): (i64,) = sqlx::query_as("SELECT id FROM dag_versions WHERE dag_id = $1 AND hash = $2")
+                .bind(dag_id)
+                .bind(hash)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE dags SET latest_version_id = $1, updated_at_ms = $2 WHERE dag_id = $3")
+                .bind(id)
+                .bind(now_ms)
+                .bind(dag_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// The newest recorded version of a DAG.
+    /// For the cron trigger: the newest scheduled run's logical date and how many runs of the
+    /// DAG are unfinished.
+    pub async fn schedule_state(&self, dag_id: &str) -> Result<(Option<String>, i64)> {
+        let (last, active): (Option<String>, i64) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT (SELECT MAX(logical_date) FROM runs WHERE dag_id = $1 AND trigger_kind = 'schedule'), \
+                        (SELECT COUNT(*) FROM runs WHERE dag_id = $1 AND state IN ('queued', 'running'))",
+            )
+            .bind(dag_id)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok((last, active))
+    }
+
+    /// Pauses or unpauses a recorded DAG; false if no such DAG is recorded.
+    pub async fn set_paused(&self, dag_id: &str, paused: bool, now_ms: i64) -> Result<bool> {
+        let changed = on_pool!(self, pool => {
+            sqlx::query("UPDATE dags SET paused = $1, updated_at_ms = $2 WHERE dag_id = $3")
+                .bind(i64::from(paused))
+                .bind(now_ms)
+                .bind(dag_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
+    /// Whether a DAG is paused (unknown DAGs are not).
+    pub async fn is_paused(&self, dag_id: &str) -> Result<bool> {
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT paused FROM dags WHERE dag_id = $1")
+                .bind(dag_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.is_some_and(|(p,)| p != 0))
+    }
+
+    /// A DAG version by id (the one a run pinned).
+    pub async fn dag_version(&self, version_id: i64) -> Result<Option<DagVersion>> {
+        let row: Option<(i64, String, String, String, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, dag_id, hash, source_path, base_dir, yaml FROM dag_versions WHERE id = $1",
+            )
+            .bind(version_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(
+            |(id, dag_id, hash, source_path, base_dir, yaml)| DagVersion {
+                id,
+                dag_id,
+                hash,
+                source_path,
+                base_dir,
+                yaml,
+            },
+        ))
+    }
+
+    pub async fn latest_dag_version(&self, dag_id: &str) -> Result<Option<DagVersion>> {
+        let row: Option<(i64, String, String, String, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT v.id, v.dag_id, v.hash, v.source_path, v.base_dir, v.yaml \
+                 FROM dags d JOIN dag_versions v ON v.id = d.latest_version_id WHERE d.dag_id = $1",
+            )
+            .bind(dag_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(
+            |(id, dag_id, hash, source_path, base_dir, yaml)| DagVersion {
+                id,
+                dag_id,
+                hash,
+                source_path,
+                base_dir,
+                yaml,
+            },
+        ))
+    }
+
+    pub async fn list_dags(&self) -> Result<Vec<DagSummary>> {
+        let rows: Vec<(String, String, String, i64, Option<String>, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT d.dag_id, v.hash, v.source_path, \
+                        (SELECT COUNT(*) FROM runs r WHERE r.dag_id = d.dag_id), \
+                        (SELECT r.state FROM runs r WHERE r.dag_id = d.dag_id ORDER BY r.id DESC LIMIT 1), d.paused \
+                 FROM dags d JOIN dag_versions v ON v.id = d.latest_version_id ORDER BY d.dag_id",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(dag_id, latest_hash, source_path, runs, last, paused)| DagSummary {
+                    dag_id,
+                    paused: paused != 0,
+                    latest_hash,
+                    source_path,
+                    runs,
+                    last_run_state: last.as_deref().and_then(RunState::parse),
+                },
+            )
+            .collect())
+    }
+
+    /// Creates a run in `queued` with every task `scheduled`, owned by `new.owner`. A second
+    /// scheduled run for the same DAG and logical date is a `Conflict` and changes nothing.
+    pub async fn create_run(&self, new: &NewRun) -> Result<i64> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let created: Option<(i64,)> = sqlx::query_as(
+                "INSERT INTO runs (dag_id, dag_version_id, state, trigger_kind, params_json, logical_date, \
+                                   max_active_tasks, owner, heartbeat_at_ms, created_at_ms) \
+                 VALUES ($1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(&new.dag_id)
+            .bind(new.dag_version_id)
+            .bind(&new.params_json)
+            .bind(&new.logical_date)
+            .bind(new.max_active_tasks)
+            .bind(&new.owner)
+            .bind(new.now_ms)
+            .bind(new.trigger.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((run_id,)) = created else {
+                return Err(StoreError::Conflict(format!(
+                    "a scheduled run of {} for {} exists already",
+                    new.dag_id, new.logical_date
+                )));
+            };
+            for (position, task) in new.tasks.iter().enumerate() {
+                let needs = serde_json::to_string(&task.needs).unwrap_or_else(|_| "[]".into());
+                sqlx::query(
+                    "INSERT INTO task_instances (run_id, task_id, position, kind, state, needs_json, priority, \
+                                                 retries, retry_delay_ms, timeout_ms, device_pref) \
+                     VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(run_id)
+                .bind(&task.task_id)
+                .bind(position as i64)
+                .bind(&task.kind)
+                .bind(needs)
+                .bind(task.priority)
+                .bind(task.retries)
+                .bind(task.retry_delay_ms)
+                .bind(task.timeout_ms)
+                .bind(&task.device)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(run_id)
+        })
+    }
+
+    pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>> {
+        let row: Option<RunRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_runs!("WHERE r.id = $1")).bind(run_id).fetch_optional(pool).await?
+        });
+        row.map(run_record).transpose()
+    }
+
+    /// Newest runs first.
+    pub async fn list_runs(&self, dag_id: Option<&str>, limit: i64) -> Result<Vec<RunRecord>> {
+        let rows: Vec<RunRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_runs!("WHERE ($1 IS NULL OR r.dag_id = $1) ORDER BY r.id DESC LIMIT $2"))
+                .bind(dag_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(run_record).collect()
+    }
+
+    /// A run's task instances in DAG order.
+    pub async fn tasks(&self, run_id: i64) -> Result<Vec<TaskRecord>> {
+        let rows: Vec<TaskRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, \
+                        retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms \
+                 FROM task_instances WHERE run_id = $1 ORDER BY position",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(TaskRow::into_record).collect()
+    }
+
+    /// Every attempt of a run, oldest first.
+    pub async fn attempts(&self, run_id: i64) -> Result<Vec<AttemptRecord>> {
+        type Row = (
+            i64,
+            String,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            i64,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, task_id, attempt, state, device, error, rows_out, bytes_out, started_at_ms, finished_at_ms \
+                 FROM task_attempts WHERE run_id = $1 ORDER BY id",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    id: r.0,
+                    task_id: r.1,
+                    attempt: r.2,
+                    state: AttemptState::parse(&r.3)
+                        .ok_or_else(|| StoreError::Corrupt(format!("attempt state `{}`", r.3)))?,
+                    device: r.4,
+                    error: r.5,
+                    rows_out: r.6,
+                    bytes_out: r.7,
+                    started_at_ms: r.8,
+                    finished_at_ms: r.9,
+                })
+            })
+            .collect()
+    }
+
+    /// Moves a run from `from` to `to`; fails with `Conflict` if it was not in `from`.
+    pub async fn set_run_state(
+        &self,
+        run_id: i64,
+        from: RunState,
+        to: RunState,
+        now_ms: i64,
+        note: Option<&str>,
+    ) -> Result<()> {
+        check_run_edge(from, to)?;
+        let affected = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE runs SET state = $1, \
+                    started_at_ms = CASE WHEN $1 = 'running' THEN $2 ELSE started_at_ms END, \
+                    finished_at_ms = CASE WHEN $1 IN ('success', 'failed', 'cancelled') THEN $2 ELSE finished_at_ms END, \
+                    note = COALESCE($3, note) \
+                 WHERE id = $4 AND state = $5",
+            )
+            .bind(to.as_str())
+            .bind(now_ms)
+            .bind(note)
+            .bind(run_id)
+            .bind(from.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if affected == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("run {run_id} is not {from}")))
+        }
+    }
+
+    /// Moves a task that is not running (`scheduled`, `queued`, `up_for_retry`) to `to`.
+    pub async fn set_task_state(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        from: TaskState,
+        to: TaskState,
+        now_ms: i64,
+        error: Option<&str>,
+    ) -> Result<()> {
+        check_task_edge(from, to)?;
+        let affected = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE task_instances SET state = $1, error = COALESCE($2, error), retry_at_ms = NULL, \
+                    queued_at_ms = CASE WHEN $1 = 'queued' THEN $3 ELSE queued_at_ms END, \
+                    finished_at_ms = CASE WHEN $1 IN ('success', 'failed', 'upstream_failed', 'skipped', 'cancelled') \
+                                          THEN $3 ELSE finished_at_ms END \
+                 WHERE run_id = $4 AND task_id = $5 AND state = $6",
+            )
+            .bind(to.as_str())
+            .bind(error)
+            .bind(now_ms)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(from.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if affected == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "task {task_id} of run {run_id} is not {from}"
+            )))
+        }
+    }
+
+    /// queued → running and a new attempt row, atomically; returns (attempt id, attempt number).
+    pub async fn start_attempt(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<(i64, i64)> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row: Option<(i64,)> = sqlx::query_as(
+                "UPDATE task_instances SET state = 'running', attempts = attempts + 1, started_at_ms = $1, \
+                    error = NULL, retry_at_ms = NULL, lease_owner = $4 \
+                 WHERE run_id = $2 AND task_id = $3 AND state = 'queued' RETURNING attempts",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((attempt,)) = row else {
+                return Err(StoreError::Conflict(format!("task {task_id} of run {run_id} is not queued")));
+            };
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
+                 VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
+            )
+            .bind(run_id)
+            .bind(task_id)
+            .bind(attempt)
+            .bind(owner)
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok((id, attempt))
+        })
+    }
+
+    /// Records how an attempt ended and moves its task on, fenced by the attempt number: a
+    /// report for an attempt that is no longer the task's current one changes nothing.
+    pub async fn finish_attempt(&self, f: &FinishAttempt) -> Result<()> {
+        check_task_edge(TaskState::Running, f.task_state)?;
+        if !f.attempt_state.is_terminal() {
+            return Err(StoreError::IllegalTransition(format!(
+                "of an attempt: running -> {}",
+                f.attempt_state
+            )));
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let task_rows = sqlx::query(
+                "UPDATE task_instances SET state = $1, retry_at_ms = $2, device = COALESCE($3, device), \
+                    lease_owner = NULL, lease_expires_at_ms = NULL, \
+                    output_path = COALESCE($4, output_path), rows_out = $5, bytes_out = $6, error = $7, \
+                    finished_at_ms = CASE WHEN $1 = 'up_for_retry' THEN NULL ELSE $8 END \
+                 WHERE run_id = $9 AND task_id = $10 AND state = 'running' AND attempts = $11",
+            )
+            .bind(f.task_state.as_str())
+            .bind(f.retry_at_ms)
+            .bind(&f.device)
+            .bind(&f.output_path)
+            .bind(f.rows_out)
+            .bind(f.bytes_out)
+            .bind(&f.error)
+            .bind(f.now_ms)
+            .bind(f.run_id)
+            .bind(&f.task_id)
+            .bind(f.attempt)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let attempt_rows = sqlx::query(
+                "UPDATE task_attempts SET state = $1, device = $2, error = $3, rows_out = $4, bytes_out = $5, \
+                    finished_at_ms = $6 WHERE id = $7 AND state = 'running'",
+            )
+            .bind(f.attempt_state.as_str())
+            .bind(&f.device)
+            .bind(&f.error)
+            .bind(f.rows_out)
+            .bind(f.bytes_out)
+            .bind(f.now_ms)
+            .bind(f.attempt_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if task_rows != 1 || attempt_rows != 1 {
+                // Dropping the transaction rolls it back: a stale report changes nothing.
+                return Err(StoreError::Conflict(format!(
+                    "attempt {} of task {} in run {} is no longer current",
+                    f.attempt, f.task_id, f.run_id
+                )));
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub async fn heartbeat(&self, run_id: i64, owner: &str, now_ms: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE runs SET heartbeat_at_ms = $1 WHERE id = $2 AND owner = $3")
+                .bind(now_ms)
+                .bind(run_id)
+                .bind(owner)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Appends log lines of one attempt: (stream, text, at_ms).
+    pub async fn append_logs(
+        &self,
+        attempt_id: i64,
+        lines: &[(String, String, i64)],
+    ) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (stream, line, at_ms) in lines {
+                sqlx::query("INSERT INTO task_logs (attempt_id, stream, line, at_ms) VALUES ($1, $2, $3, $4)")
+                    .bind(attempt_id)
+                    .bind(stream)
+                    .bind(line)
+                    .bind(at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Log lines of every attempt of a task, in order.
+    pub async fn logs(&self, run_id: i64, task_id: &str) -> Result<Vec<LogRecord>> {
+        let rows: Vec<(i64, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT a.attempt, l.stream, l.line FROM task_logs l JOIN task_attempts a ON a.id = l.attempt_id \
+                 WHERE a.run_id = $1 AND a.task_id = $2 ORDER BY l.id",
+            )
+            .bind(run_id)
+            .bind(task_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(attempt, stream, line)| LogRecord {
+                attempt,
+                stream,
+                line,
+            })
+            .collect())
+    }
+
+    /// Runs that are queued or running, with their owner and last heartbeat.
+    pub async fn unfinished_runs(&self) -> Result<Vec<(i64, Option<String>, Option<i64>)>> {
+        let rows = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id, owner, heartbeat_at_ms FROM runs WHERE state IN ('queued', 'running') ORDER BY id")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+
+    /// Deletes up to `batch` finished runs (success, failed, cancelled) that ended before
+    /// `finished_before_ms`, with their task instances, attempts and logs (by cascade).
+    /// Unfinished runs are never touched. Returns the ids deleted; call again until empty.
+    pub async fn delete_finished_runs(
+        &self,
+        finished_before_ms: i64,
+        batch: i64,
+    ) -> Result<Vec<i64>> {
+        let ids: Vec<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "DELETE FROM runs WHERE id IN ( \
+                     SELECT id FROM runs \
+                     WHERE state IN ('success', 'failed', 'cancelled') AND finished_at_ms < $1 \
+                     ORDER BY id LIMIT $2) \
+                 RETURNING id",
+            )
+            .bind(finished_before_ms)
+            .bind(batch)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// How many finished runs ended before `finished_before_ms` (for `db clean --dry-run`).
+    pub async fn count_finished_runs(&self, finished_before_ms: i64) -> Result<i64> {
+        let (count,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT COUNT(*) FROM runs \
+                 WHERE state IN ('success', 'failed', 'cancelled') AND finished_at_ms < $1",
+            )
+            .bind(finished_before_ms)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(count)
+    }
+
+    /// Fails a run whose owner is gone: running attempts become `lost`, running tasks `failed`,
+    /// tasks that had not started `cancelled`, the run `failed` with `reason`. Fenced by owner.
+    pub async fn fail_orphaned_run(
+        &self,
+        run_id: i64,
+        owner: Option<&str>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let run_rows = sqlx::query(
+                "UPDATE runs SET state = 'failed', finished_at_ms = $1, note = $2 \
+                 WHERE id = $3 AND state IN ('queued', 'running') AND owner IS NOT DISTINCT FROM $4",
+            )
+            .bind(now_ms)
+            .bind(reason)
+            .bind(run_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if run_rows != 1 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE task_attempts SET state = 'lost', error = $1, finished_at_ms = $2 \
+                 WHERE run_id = $3 AND state = 'running'",
+            )
+            .bind(reason)
+            .bind(now_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE task_instances SET state = 'failed', error = $1, finished_at_ms = $2 \
+                 WHERE run_id = $3 AND state = 'running'",
+            )
+            .bind(reason)
+            .bind(now_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE task_instances SET state = 'cancelled', finished_at_ms = $1 \
+                 WHERE run_id = $2 AND state IN ('scheduled', 'queued', 'up_for_retry')",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Test support: puts a task row straight into `state`, bypassing the lifecycle (the
+    /// triggers only guard updates). Used to check the database's transition rules.
+    #[doc(hidden)]
+    pub async fn force_task_state_for_test(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        state: &str,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let (position, kind, needs, priority, retries, delay): (i64, String, String, i64, i64, i64) = sqlx::query_as(
+                "SELECT position, kind, needs_json, priority, retries, retry_delay_ms FROM task_instances \
+                 WHERE run_id = $1 AND task_id = $2",
+            )
+            .bind(run_id)
+            .bind(task_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM task_instances WHERE run_id = $1 AND task_id = $2")
+                .bind(run_id)
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO task_instances (run_id, task_id, position, kind, state, needs_json, priority, retries, retry_delay_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(run_id)
+            .bind(task_id)
+            .bind(position)
+            .bind(kind)
+            .bind(state)
+            .bind(needs)
+            .bind(priority)
+            .bind(retries)
+            .bind(delay)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Test support: a raw state update, to check that the database refuses illegal edges.
+    #[doc(hidden)]
+    pub async fn raw_task_update_for_test(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        state: &str,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE task_instances SET state = $1 WHERE run_id = $2 AND task_id = $3")
+                .bind(state)
+                .bind(run_id)
+                .bind(task_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}

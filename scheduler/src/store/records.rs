@@ -1,0 +1,232 @@
+//! What the store takes and gives: plain records, and the row shapes they are read from.
+
+use super::{Result, StoreError};
+use crate::state::{AttemptState, RunState, TaskState};
+
+/// Everything needed to create a run and its task instances.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub dag_id: String,
+    pub trigger: TriggerKind,
+    pub dag_version_id: i64,
+    pub params_json: String,
+    pub logical_date: String,
+    pub max_active_tasks: i64,
+    /// The process driving the run in-process; `None` for runs the scheduler service drives.
+    pub owner: Option<String>,
+    pub now_ms: i64,
+    pub tasks: Vec<NewTask>,
+}
+
+/// Why a run exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// `amdahl run` or `amdahl trigger`.
+    Manual,
+    /// A cron tick; at most one run per DAG and logical date.
+    Schedule,
+}
+
+impl TriggerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Manual => "manual",
+            TriggerKind::Schedule => "schedule",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub task_id: String,
+    /// `auto`, `cpu` or `gpu`: a `gpu` task is claimed only by a worker with a GPU.
+    pub device: String,
+    pub kind: String,
+    pub needs: Vec<String>,
+    pub priority: i64,
+    pub retries: i64,
+    pub retry_delay_ms: i64,
+    pub timeout_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub id: i64,
+    pub dag_id: String,
+    pub dag_version_id: i64,
+    pub version_hash: String,
+    pub state: RunState,
+    pub params_json: String,
+    pub logical_date: String,
+    pub max_active_tasks: i64,
+    pub owner: Option<String>,
+    pub heartbeat_at_ms: Option<i64>,
+    pub note: Option<String>,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub kind: String,
+    pub state: TaskState,
+    pub needs: Vec<String>,
+    pub priority: i64,
+    pub retries: i64,
+    pub retry_delay_ms: i64,
+    pub timeout_ms: Option<i64>,
+    pub attempts: i64,
+    pub retry_at_ms: Option<i64>,
+    pub device: Option<String>,
+    pub output_path: Option<String>,
+    pub rows_out: Option<i64>,
+    pub bytes_out: Option<i64>,
+    pub error: Option<String>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRecord {
+    pub id: i64,
+    pub task_id: String,
+    pub attempt: i64,
+    pub state: AttemptState,
+    pub device: Option<String>,
+    pub error: Option<String>,
+    pub rows_out: Option<i64>,
+    pub bytes_out: Option<i64>,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DagSummary {
+    pub dag_id: String,
+    pub paused: bool,
+    pub latest_hash: String,
+    pub source_path: String,
+    pub runs: i64,
+    pub last_run_state: Option<RunState>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DagVersion {
+    pub id: i64,
+    pub dag_id: String,
+    pub hash: String,
+    pub source_path: String,
+    pub base_dir: String,
+    pub yaml: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogRecord {
+    pub attempt: i64,
+    pub stream: String,
+    pub line: String,
+}
+
+/// How an attempt ended and what that does to its task.
+#[derive(Clone, Debug)]
+pub struct FinishAttempt {
+    pub run_id: i64,
+    pub task_id: String,
+    pub attempt_id: i64,
+    pub attempt: i64,
+    pub attempt_state: AttemptState,
+    pub task_state: TaskState,
+    pub retry_at_ms: Option<i64>,
+    pub device: Option<String>,
+    pub output_path: Option<String>,
+    pub rows_out: Option<i64>,
+    pub bytes_out: Option<i64>,
+    pub error: Option<String>,
+    pub now_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TaskRow {
+    task_id: String,
+    kind: String,
+    state: String,
+    needs_json: String,
+    priority: i64,
+    retries: i64,
+    retry_delay_ms: i64,
+    timeout_ms: Option<i64>,
+    attempts: i64,
+    retry_at_ms: Option<i64>,
+    device: Option<String>,
+    output_path: Option<String>,
+    rows_out: Option<i64>,
+    bytes_out: Option<i64>,
+    error: Option<String>,
+    started_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+}
+
+impl TaskRow {
+    pub(super) fn into_record(self) -> Result<TaskRecord> {
+        Ok(TaskRecord {
+            state: TaskState::parse(&self.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("task state `{}`", self.state)))?,
+            needs: serde_json::from_str(&self.needs_json)
+                .map_err(|e| StoreError::Corrupt(format!("needs_json: {e}")))?,
+            task_id: self.task_id,
+            kind: self.kind,
+            priority: self.priority,
+            retries: self.retries,
+            retry_delay_ms: self.retry_delay_ms,
+            timeout_ms: self.timeout_ms,
+            attempts: self.attempts,
+            retry_at_ms: self.retry_at_ms,
+            device: self.device,
+            output_path: self.output_path,
+            rows_out: self.rows_out,
+            bytes_out: self.bytes_out,
+            error: self.error,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+        })
+    }
+}
+
+pub(super) type RunRow = (
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+pub(super) fn run_record(row: RunRow) -> Result<RunRecord> {
+    Ok(RunRecord {
+        id: row.0,
+        dag_id: row.1,
+        dag_version_id: row.2,
+        version_hash: row.3,
+        state: RunState::parse(&row.4)
+            .ok_or_else(|| StoreError::Corrupt(format!("run state `{}`", row.4)))?,
+        params_json: row.5,
+        logical_date: row.6,
+        max_active_tasks: row.7,
+        owner: row.8,
+        heartbeat_at_ms: row.9,
+        note: row.10,
+        created_at_ms: row.11,
+        started_at_ms: row.12,
+        finished_at_ms: row.13,
+    })
+}

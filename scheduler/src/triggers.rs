@@ -1,0 +1,217 @@
+//! When scheduled runs are due: cron intervals, `start_date`, `catchup`, `max_active_runs`.
+//!
+//! Airflow's semantics, which users know: a schedule cuts time into intervals at its cron
+//! ticks; the run for the interval `[a, b)` is created once `b` has passed, and its logical
+//! date is `a`. The first interval starts at the first tick at or after `start_date`. With
+//! `catchup: true` every missed interval gets a run, oldest first; without it only the latest
+//! complete one does. Never more than `max_active_runs` runs of a DAG are unfinished at once.
+//! Pure: the clock is an argument.
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+
+/// What the decision needs to know about one scheduled DAG.
+pub struct ScheduleView<'a> {
+    pub cron: &'a Cron,
+    /// Midnight UTC of `start_date` (or the DAG's first sighting when it has none).
+    pub start: DateTime<Utc>,
+    pub catchup: bool,
+    /// The logical date of the newest scheduled run so far.
+    pub last_logical: Option<DateTime<Utc>>,
+    /// Unfinished runs of the DAG, of any trigger.
+    pub active_runs: usize,
+    pub max_active_runs: usize,
+}
+
+/// The logical dates of the runs to create at `now`, oldest first, at most `limit`.
+pub fn due_runs(view: &ScheduleView<'_>, now: DateTime<Utc>, limit: usize) -> Vec<DateTime<Utc>> {
+    let slots = view
+        .max_active_runs
+        .saturating_sub(view.active_runs)
+        .min(limit);
+    if slots == 0 {
+        return Vec::new();
+    }
+    let Ok(first) = view.cron.find_next_occurrence(&view.start, true) else {
+        return Vec::new();
+    };
+    let after_last = |tick: &DateTime<Utc>| view.last_logical.is_none_or(|last| *tick > last);
+    let interval_closed = |tick: &DateTime<Utc>| {
+        view.cron
+            .find_next_occurrence(tick, false)
+            .is_ok_and(|end| end <= now)
+    };
+    if view.catchup {
+        let mut due = Vec::new();
+        let mut tick = match view.last_logical {
+            Some(last) if last >= first => view.cron.find_next_occurrence(&last, false),
+            _ => Ok(first),
+        };
+        while let Ok(start) = tick {
+            if due.len() >= slots || !interval_closed(&start) {
+                break;
+            }
+            due.push(start);
+            tick = view.cron.find_next_occurrence(&start, false);
+        }
+        return due;
+    }
+    // Without catchup: the latest closed interval only, if it is new.
+    let Ok(end) = view.cron.find_previous_occurrence(&now, true) else {
+        return Vec::new();
+    };
+    match view.cron.find_previous_occurrence(&end, false) {
+        Ok(start) if start >= first && after_last(&start) => vec![start],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, day, hour, minute, 0).unwrap()
+    }
+
+    fn cron(text: &str) -> Cron {
+        amdahl_dags::schedule::parse_cron(text).unwrap()
+    }
+
+    /// (name, cron, catchup, last logical, active, max active, now, expected logical dates)
+    #[test]
+    fn scenarios() {
+        let daily = cron("@daily");
+        let hourly = cron("0 * * * *");
+        type Case<'a> = (
+            &'a str,
+            &'a Cron,
+            bool,
+            Option<DateTime<Utc>>,
+            usize,
+            usize,
+            DateTime<Utc>,
+            Vec<DateTime<Utc>>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "nothing before the first interval closes",
+                &daily,
+                true,
+                None,
+                0,
+                16,
+                at(1, 23, 59),
+                vec![],
+            ),
+            (
+                "the first interval closes at the next tick",
+                &daily,
+                true,
+                None,
+                0,
+                16,
+                at(2, 0, 0),
+                vec![at(1, 0, 0)],
+            ),
+            (
+                "catchup fills every missed interval, oldest first",
+                &daily,
+                true,
+                None,
+                0,
+                16,
+                at(4, 12, 0),
+                vec![at(1, 0, 0), at(2, 0, 0), at(3, 0, 0)],
+            ),
+            (
+                "catchup resumes after the last run",
+                &daily,
+                true,
+                Some(at(2, 0, 0)),
+                0,
+                16,
+                at(4, 12, 0),
+                vec![at(3, 0, 0)],
+            ),
+            (
+                "max_active_runs caps catchup",
+                &daily,
+                true,
+                None,
+                1,
+                2,
+                at(4, 12, 0),
+                vec![at(1, 0, 0)],
+            ),
+            (
+                "no slots, no runs",
+                &daily,
+                true,
+                None,
+                2,
+                2,
+                at(4, 12, 0),
+                vec![],
+            ),
+            (
+                "without catchup only the latest closed interval",
+                &daily,
+                false,
+                None,
+                0,
+                16,
+                at(4, 12, 0),
+                vec![at(3, 0, 0)],
+            ),
+            (
+                "without catchup nothing twice",
+                &daily,
+                false,
+                Some(at(3, 0, 0)),
+                0,
+                16,
+                at(4, 12, 0),
+                vec![],
+            ),
+            (
+                "hourly, exactly at a tick",
+                &hourly,
+                false,
+                Some(at(1, 9, 0)),
+                0,
+                16,
+                at(1, 11, 0),
+                vec![at(1, 10, 0)],
+            ),
+        ];
+        for (name, cron, catchup, last_logical, active_runs, max_active_runs, now, expected) in
+            cases
+        {
+            let view = ScheduleView {
+                cron,
+                start: at(1, 0, 0),
+                catchup,
+                last_logical,
+                active_runs,
+                max_active_runs,
+            };
+            assert_eq!(due_runs(&view, now, 100), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_start_between_ticks_waits_for_the_next_tick() {
+        let daily = cron("@daily");
+        let view = ScheduleView {
+            cron: &daily,
+            start: at(1, 6, 0),
+            catchup: true,
+            last_logical: None,
+            active_runs: 0,
+            max_active_runs: 16,
+        };
+        assert_eq!(due_runs(&view, at(3, 1, 0), 10), vec![at(2, 0, 0)]);
+    }
+}

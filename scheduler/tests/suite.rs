@@ -1,0 +1,777 @@
+//! The scheduler's behavioural suite, run against both databases.
+//!
+//! Every test here runs twice: `sqlite::…` on a fresh SQLite file and `postgres::…` on a fresh
+//! PostgreSQL database (created under `AMDAHL_TEST_POSTGRES_URL`, dropped afterwards). The
+//! PostgreSQL half never skips silently: without the variable it fails and says what to set,
+//! unless `AMDAHL_TEST_SKIP_POSTGRES=1` asks for it explicitly.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amdahl_dags::load_bytes;
+use amdahl_executors::{CpuRuntime, Executors};
+use amdahl_scheduler::runner::{LocalRunner, Quiet, reap_orphans};
+use amdahl_scheduler::store::{
+    ClaimRequest, FinishAttempt, NewRun, NewTask, ReapLease, Store, StoreError,
+};
+use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
+
+use support::TestDb;
+
+async fn new_run(store: &Store, tasks: &[(&str, &[&str])], owner: &str) -> i64 {
+    let with_device: Vec<(&str, &[&str], &str)> = tasks
+        .iter()
+        .map(|(id, needs)| (*id, *needs, "auto"))
+        .collect();
+    new_run_on_devices(store, &with_device, owner).await
+}
+
+async fn new_run_on_devices(store: &Store, tasks: &[(&str, &[&str], &str)], owner: &str) -> i64 {
+    let version = store
+        .record_dag_version("demo", "hash1", "demo.yaml", "/tmp", "dag: demo", 1_000)
+        .await
+        .unwrap();
+    store
+        .create_run(&NewRun {
+            dag_id: "demo".into(),
+            trigger: amdahl_scheduler::store::TriggerKind::Manual,
+            dag_version_id: version,
+            params_json: "{}".into(),
+            logical_date: "2026-01-01T00:00:00Z".into(),
+            max_active_tasks: 4,
+            owner: Some(owner.into()),
+            now_ms: 1_000,
+            tasks: tasks
+                .iter()
+                .map(|(id, needs, device)| NewTask {
+                    task_id: id.to_string(),
+                    device: device.to_string(),
+                    kind: "shell".into(),
+                    needs: needs.iter().map(|n| n.to_string()).collect(),
+                    priority: 0,
+                    retries: 1,
+                    retry_delay_ms: 0,
+                    timeout_ms: None,
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+}
+
+/// A task that asked for a GPU waits for a worker that has one; workers advertise themselves.
+async fn gpu_tasks_wait_for_a_gpu_worker(db: &TestDb) {
+    let store = db.store().await;
+    let run_id = new_run_on_devices(
+        &store,
+        &[("on_gpu", &[], "gpu"), ("anywhere", &[], "auto")],
+        "me",
+    )
+    .await;
+    for id in ["on_gpu", "anywhere"] {
+        store
+            .set_task_state(
+                run_id,
+                id,
+                TaskState::Scheduled,
+                TaskState::Queued,
+                2_000,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let claim = |has_gpu| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_tasks(&ClaimRequest {
+                    owner: "w",
+                    has_gpu,
+                    limit: 10,
+                    lease_ms: 1_000,
+                    now_ms: 3_000,
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.task_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(claim(false).await, vec!["anywhere".to_string()]);
+    assert!(claim(false).await.is_empty(), "the GPU task stays queued");
+    assert_eq!(claim(true).await, vec!["on_gpu".to_string()]);
+    let info = amdahl_scheduler::store::WorkerInfo {
+        worker_id: "w".into(),
+        host: "h".into(),
+        slots: 4,
+        gpus: 1,
+        memory_bytes: 1 << 30,
+        started_at_ms: 1,
+        heartbeat_at_ms: 5_000,
+    };
+    store.register_worker(&info).await.unwrap();
+    store
+        .register_worker(&amdahl_scheduler::store::WorkerInfo {
+            heartbeat_at_ms: 6_000,
+            ..info.clone()
+        })
+        .await
+        .unwrap();
+    let live = store.live_workers(5_500).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!((live[0].gpus, live[0].heartbeat_at_ms), (1, 6_000));
+    assert!(store.live_workers(6_000).await.unwrap().is_empty());
+}
+
+async fn migrations_are_idempotent(db: &TestDb) {
+    let store = db.store().await;
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+}
+
+async fn versions_are_recorded_once_per_hash(db: &TestDb) {
+    let store = db.store().await;
+    let a = store
+        .record_dag_version("demo", "h1", "d.yaml", "/", "x", 1)
+        .await
+        .unwrap();
+    let b = store
+        .record_dag_version("demo", "h1", "d.yaml", "/", "x", 2)
+        .await
+        .unwrap();
+    let c = store
+        .record_dag_version("demo", "h2", "d.yaml", "/", "y", 3)
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let latest = store.latest_dag_version("demo").await.unwrap().unwrap();
+    assert_eq!((latest.id, latest.yaml.as_str()), (c, "y"));
+    let dags = store.list_dags().await.unwrap();
+    assert_eq!(dags.len(), 1);
+    assert_eq!(dags[0].latest_hash, "h2");
+}
+
+/// The database's transition rules (triggers over the transition tables) must be exactly
+/// the code's `TaskState::can_become`.
+async fn the_database_enforces_the_task_lifecycle(db: &TestDb) {
+    let store = db.store().await;
+    let run_id = new_run(&store, &[("t", &[])], "me").await;
+    for from in TaskState::ALL {
+        for to in TaskState::ALL {
+            if from == to {
+                continue;
+            }
+            store
+                .force_task_state_for_test(run_id, "t", from.as_str())
+                .await
+                .unwrap();
+            let result = store
+                .raw_task_update_for_test(run_id, "t", to.as_str())
+                .await;
+            assert_eq!(
+                result.is_ok(),
+                from.can_become(*to),
+                "{from} -> {to}: database said {result:?}"
+            );
+        }
+    }
+    store
+        .force_task_state_for_test(run_id, "t", "scheduled")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .raw_task_update_for_test(run_id, "t", "bogus")
+            .await
+            .is_err(),
+        "CHECK on state values"
+    );
+}
+
+async fn run_state_changes_are_fenced(db: &TestDb) {
+    let store = db.store().await;
+    let run_id = new_run(&store, &[("t", &[])], "me").await;
+    store
+        .set_run_state(run_id, RunState::Queued, RunState::Running, 2_000, None)
+        .await
+        .unwrap();
+    let again = store
+        .set_run_state(run_id, RunState::Queued, RunState::Running, 2_000, None)
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    // An illegal edge is refused by the code before the database is asked (the database's
+    // own refusal is `the_database_enforces_the_task_lifecycle`).
+    store
+        .set_run_state(run_id, RunState::Running, RunState::Success, 3_000, None)
+        .await
+        .unwrap();
+    let reopen = store
+        .set_run_state(run_id, RunState::Success, RunState::Running, 4_000, None)
+        .await;
+    assert!(
+        matches!(reopen, Err(StoreError::IllegalTransition(_))),
+        "{reopen:?}"
+    );
+    let run = store.run(run_id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.state, run.started_at_ms, run.finished_at_ms),
+        (RunState::Success, Some(2_000), Some(3_000))
+    );
+}
+
+async fn a_stale_attempt_report_is_rejected(db: &TestDb) {
+    let store = db.store().await;
+    let run_id = new_run(&store, &[("t", &[])], "me").await;
+    store
+        .set_task_state(
+            run_id,
+            "t",
+            TaskState::Scheduled,
+            TaskState::Queued,
+            1,
+            None,
+        )
+        .await
+        .unwrap();
+    let (first_id, first) = store.start_attempt(run_id, "t", "me", 10).await.unwrap();
+    let fail = |attempt_id, attempt, state| FinishAttempt {
+        run_id,
+        task_id: "t".into(),
+        attempt_id,
+        attempt,
+        attempt_state: AttemptState::Failed,
+        task_state: state,
+        retry_at_ms: None,
+        device: Some("cpu".into()),
+        output_path: None,
+        rows_out: None,
+        bytes_out: None,
+        error: Some("boom".into()),
+        now_ms: 20,
+    };
+    store
+        .finish_attempt(&fail(first_id, first, TaskState::UpForRetry))
+        .await
+        .unwrap();
+    store
+        .set_task_state(
+            run_id,
+            "t",
+            TaskState::UpForRetry,
+            TaskState::Queued,
+            30,
+            None,
+        )
+        .await
+        .unwrap();
+    let (second_id, second) = store.start_attempt(run_id, "t", "me", 40).await.unwrap();
+    assert_eq!((first, second), (1, 2));
+    // The first attempt reports again, late: nothing may change.
+    let late = store
+        .finish_attempt(&fail(first_id, first, TaskState::Failed))
+        .await;
+    assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    let task = &store.tasks(run_id).await.unwrap()[0];
+    assert_eq!((task.state, task.attempts), (TaskState::Running, 2));
+    let mut ok = fail(second_id, second, TaskState::Success);
+    ok.attempt_state = AttemptState::Success;
+    ok.error = None;
+    store.finish_attempt(&ok).await.unwrap();
+    let attempts = store.attempts(run_id).await.unwrap();
+    let states: Vec<_> = attempts.iter().map(|a| a.state).collect();
+    assert_eq!(states, vec![AttemptState::Failed, AttemptState::Success]);
+}
+
+async fn orphaned_runs_are_failed_not_left_running(db: &TestDb) {
+    let store = db.store().await;
+    // An owner on this host whose process cannot exist (pid beyond pid_max).
+    let dead_owner = format!("{}:999999999:1", hostname());
+    let run_id = new_run(&store, &[("a", &[]), ("b", &["a"])], &dead_owner).await;
+    store
+        .set_run_state(run_id, RunState::Queued, RunState::Running, 1_100, None)
+        .await
+        .unwrap();
+    store
+        .set_task_state(
+            run_id,
+            "a",
+            TaskState::Scheduled,
+            TaskState::Queued,
+            1_100,
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .start_attempt(run_id, "a", &dead_owner, 1_200)
+        .await
+        .unwrap();
+    // A live run of someone else, beating recently, must be left alone.
+    let live_run = new_run(&store, &[("x", &[])], "elsewhere:1:1").await;
+    store
+        .heartbeat(live_run, "elsewhere:1:1", SystemClock.now_ms())
+        .await
+        .unwrap();
+
+    let reaped = reap_orphans(&store, &SystemClock, "me:1:1").await.unwrap();
+    assert_eq!(reaped, vec![run_id]);
+    let run = store.run(run_id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    assert!(run.note.unwrap().contains("exited"), "note says why");
+    let states: Vec<_> = store
+        .tasks(run_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(states, vec![TaskState::Failed, TaskState::Cancelled]);
+    assert_eq!(
+        store.attempts(run_id).await.unwrap()[0].state,
+        AttemptState::Lost
+    );
+    assert_eq!(
+        store.run(live_run).await.unwrap().unwrap().state,
+        RunState::Queued
+    );
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn runner(store: &Store, data_root: &std::path::Path) -> LocalRunner {
+    LocalRunner {
+        store: store.clone(),
+        executors: Executors::new(CpuRuntime::new(2).unwrap()),
+        data_root: data_root.to_path_buf(),
+        owner: "test:1:1".into(),
+        clock: Arc::new(SystemClock),
+    }
+}
+
+/// Retries, timeouts that really stop the command, and upstream_failed, end to end.
+async fn runs_retry_time_out_and_propagate_failure(db: &TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started-twice");
+    let yaml = format!(
+        r#"
+dag: lifecycle
+tasks:
+  flaky:
+    retries: 1
+    retry_delay: 100ms
+    shell: "if [ -e {m} ]; then echo second try; else touch {m}; echo first try >&2; exit 3; fi"
+  slow:
+    timeout: 300ms
+    shell: "sleep 30; touch {dir}/slow-finished"
+  after_slow:
+    needs: [slow]
+    shell: "echo never"
+  after_flaky:
+    needs: [flaky]
+    shell: "echo downstream of {{{{ run.id }}}}"
+"#,
+        m = marker.display(),
+        dir = dir.path().display()
+    );
+    let dag = load_bytes("lifecycle.yaml", dir.path(), yaml.as_bytes()).unwrap();
+    let runner = runner(&store, dir.path());
+    let run_id = runner.create_run(&dag, &dag.params).await.unwrap();
+    let started = std::time::Instant::now();
+    let state = runner
+        .drive(&dag, run_id, &Quiet, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(state, RunState::Failed);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the timeout stopped `sleep 30`"
+    );
+
+    let tasks = store.tasks(run_id).await.unwrap();
+    let by_id = |id: &str| tasks.iter().find(|t| t.task_id == id).unwrap().clone();
+    assert_eq!(
+        (by_id("flaky").state, by_id("flaky").attempts),
+        (TaskState::Success, 2)
+    );
+    assert_eq!(by_id("slow").state, TaskState::Failed);
+    assert!(by_id("slow").error.unwrap().contains("timed out"));
+    assert_eq!(by_id("after_slow").state, TaskState::UpstreamFailed);
+    assert_eq!(by_id("after_flaky").state, TaskState::Success);
+
+    let logs = store.logs(run_id, "flaky").await.unwrap();
+    let text: Vec<String> = logs
+        .iter()
+        .map(|l| format!("{}:{}:{}", l.attempt, l.stream, l.line))
+        .collect();
+    assert!(text.contains(&"1:stderr:first try".to_string()), "{text:?}");
+    assert!(
+        text.contains(&"2:stdout:second try".to_string()),
+        "{text:?}"
+    );
+    let downstream = store.logs(run_id, "after_flaky").await.unwrap();
+    assert_eq!(downstream[0].line, format!("downstream of {run_id}"));
+
+    // The killed command's process group is gone: its `touch` never runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!dir.path().join("slow-finished").exists());
+    let run = store.run(run_id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Failed);
+}
+
+async fn cancelling_a_run_stops_its_tasks(db: &TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "dag: cancel_me\ntasks:\n  long:\n    shell: sleep 30\n  next:\n    needs: [long]\n    shell: echo no\n";
+    let dag = load_bytes("c.yaml", dir.path(), yaml.as_bytes()).unwrap();
+    let runner = runner(&store, dir.path());
+    let run_id = runner.create_run(&dag, &dag.params).await.unwrap();
+    let cancel = tokio::time::sleep(Duration::from_millis(500));
+    let state = runner.drive(&dag, run_id, &Quiet, cancel).await.unwrap();
+    assert_eq!(state, RunState::Cancelled);
+    let states: Vec<_> = store
+        .tasks(run_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(states, vec![TaskState::Cancelled, TaskState::Cancelled]);
+}
+
+/// SQL over the outputs of upstream tasks, through the real store and executors.
+async fn sql_reads_upstream_outputs(db: &TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"
+dag: chain
+params: { n: 3 }
+tasks:
+  nation:
+    generate: { tpch: nation }
+  per_region:
+    needs: [nation]
+    sql: SELECT n_regionkey, COUNT(*) AS nations FROM nation GROUP BY n_regionkey HAVING COUNT(*) >= {{ params.n }}
+  total:
+    needs: [per_region]
+    sql: SELECT SUM(nations) AS total FROM per_region
+"#;
+    let dag = load_bytes("chain.yaml", dir.path(), yaml.as_bytes()).unwrap();
+    let runner = runner(&store, dir.path());
+    let run_id = runner.create_run(&dag, &dag.params).await.unwrap();
+    let state = runner
+        .drive(&dag, run_id, &Quiet, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(state, RunState::Success);
+    let tasks = store.tasks(run_id).await.unwrap();
+    let rows: Vec<_> = tasks
+        .iter()
+        .map(|t| (t.task_id.as_str(), t.rows_out))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("nation", Some(25)),
+            ("per_region", Some(5)),
+            ("total", Some(1))
+        ]
+    );
+    assert!(tasks.iter().all(|t| t.device.as_deref() == Some("cpu")));
+}
+
+/// `db clean` removes only finished runs older than the cutoff, with everything under them.
+async fn old_finished_runs_are_deleted_with_their_rows(db: &TestDb) {
+    let store = db.store().await;
+    let finish = |run_id: i64, at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .set_run_state(run_id, RunState::Queued, RunState::Running, at - 1, None)
+                .await
+                .unwrap();
+            store
+                .set_run_state(run_id, RunState::Running, RunState::Success, at, None)
+                .await
+                .unwrap();
+        }
+    };
+    let old = new_run(&store, &[("t", &[])], "me").await;
+    store
+        .set_task_state(old, "t", TaskState::Scheduled, TaskState::Queued, 1, None)
+        .await
+        .unwrap();
+    let (attempt_id, _) = store.start_attempt(old, "t", "me", 2).await.unwrap();
+    store
+        .append_logs(attempt_id, &[("stdout".into(), "hello".into(), 3)])
+        .await
+        .unwrap();
+    finish(old, 10_000).await;
+    let recent = new_run(&store, &[("t", &[])], "me").await;
+    finish(recent, 50_000).await;
+    let unfinished = new_run(&store, &[("t", &[])], "me").await;
+
+    assert_eq!(store.count_finished_runs(20_000).await.unwrap(), 1);
+    assert_eq!(
+        store.delete_finished_runs(20_000, 10).await.unwrap(),
+        vec![old]
+    );
+    assert!(
+        store
+            .delete_finished_runs(20_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.run(old).await.unwrap().is_none());
+    assert!(store.tasks(old).await.unwrap().is_empty());
+    assert!(store.attempts(old).await.unwrap().is_empty());
+    assert!(store.logs(old, "t").await.unwrap().is_empty());
+    assert!(store.run(recent).await.unwrap().is_some());
+    assert!(store.run(unfinished).await.unwrap().is_some());
+    // Far in the future: everything finished goes, the unfinished run stays.
+    assert_eq!(
+        store.delete_finished_runs(i64::MAX, 1).await.unwrap(),
+        vec![recent]
+    );
+    assert_eq!(
+        store.run(unfinished).await.unwrap().unwrap().state,
+        RunState::Queued
+    );
+}
+
+/// A run of `count` independent tasks, all queued.
+async fn queued_tasks(store: &Store, count: usize) -> i64 {
+    let ids: Vec<String> = (0..count).map(|i| format!("t{i:04}")).collect();
+    let tasks: Vec<(&str, &[&str])> = ids.iter().map(|id| (id.as_str(), &[][..])).collect();
+    let run_id = new_run(store, &tasks, "me").await;
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .set_task_state(
+                run_id,
+                id,
+                TaskState::Scheduled,
+                TaskState::Queued,
+                2_000 + i as i64,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    run_id
+}
+
+/// Eight claimers racing over 1,000 queued tasks: every task is claimed exactly once.
+async fn concurrent_claims_take_each_task_once(db: &TestDb) {
+    let store = db.store().await;
+    queued_tasks(&store, 1_000).await;
+    let mut claimers = Vec::new();
+    for worker in 0..8 {
+        let store = db.store().await;
+        claimers.push(tokio::spawn(async move {
+            let owner = format!("worker-{worker}");
+            let mut mine = Vec::new();
+            loop {
+                let request = ClaimRequest {
+                    has_gpu: false,
+                    owner: &owner,
+                    limit: 7,
+                    lease_ms: 60_000,
+                    now_ms: 10_000,
+                };
+                let claims = store.claim_tasks(&request).await.unwrap();
+                if claims.is_empty() {
+                    break;
+                }
+                mine.extend(claims);
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    let distinct: std::collections::HashSet<_> = all.iter().map(|c| c.task_id.clone()).collect();
+    assert_eq!(all.len(), 1_000, "every task claimed");
+    assert_eq!(distinct.len(), 1_000, "no task claimed twice");
+    assert!(all.iter().all(|c| c.attempt == 1));
+}
+
+/// Claims go oldest-queued first; an expired lease is reaped and its owner's late report is
+/// refused.
+async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
+    let store = db.store().await;
+    let run_id = new_run(&store, &[("early", &[]), ("late", &[])], "me").await;
+    store
+        .set_task_state(
+            run_id,
+            "late",
+            TaskState::Scheduled,
+            TaskState::Queued,
+            2_500,
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .set_task_state(
+            run_id,
+            "early",
+            TaskState::Scheduled,
+            TaskState::Queued,
+            2_000,
+            None,
+        )
+        .await
+        .unwrap();
+    let claim = |owner: &'static str, now_ms| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_tasks(&ClaimRequest {
+                    has_gpu: false,
+                    owner,
+                    limit: 1,
+                    lease_ms: 1_000,
+                    now_ms,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let first = claim("a", 3_000).await;
+    assert_eq!(
+        first[0].task_id, "early",
+        "equal priority: the earlier queued wins"
+    );
+    assert_eq!(store.extend_leases("a", 1_000, 3_500).await.unwrap(), 1);
+    assert!(
+        store.expired_leases(4_000).await.unwrap().is_empty(),
+        "extended to 4,500"
+    );
+    let expired = store.expired_leases(5_000).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        (expired[0].task_id.as_str(), expired[0].owner.as_deref()),
+        ("early", Some("a"))
+    );
+    let reap = ReapLease {
+        run_id,
+        task_id: "early".into(),
+        attempt: 1,
+        task_state: TaskState::UpForRetry,
+        retry_at_ms: Some(5_000),
+        reason: "lease expired".into(),
+        now_ms: 5_000,
+    };
+    assert!(store.reap_lease(&reap).await.unwrap());
+    assert!(
+        !store.reap_lease(&reap).await.unwrap(),
+        "reaping twice changes nothing"
+    );
+    // The old owner reports late: refused.
+    let late = store
+        .finish_attempt(&FinishAttempt {
+            run_id,
+            task_id: "early".into(),
+            attempt_id: first[0].attempt_id,
+            attempt: 1,
+            attempt_state: AttemptState::Success,
+            task_state: TaskState::Success,
+            retry_at_ms: None,
+            device: Some("cpu".into()),
+            output_path: None,
+            rows_out: None,
+            bytes_out: None,
+            error: None,
+            now_ms: 5_100,
+        })
+        .await;
+    assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    store
+        .set_task_state(
+            run_id,
+            "early",
+            TaskState::UpForRetry,
+            TaskState::Queued,
+            6_000,
+            None,
+        )
+        .await
+        .unwrap();
+    let next = claim("b", 6_500).await;
+    assert_eq!(next[0].task_id, "late", "queued before the retry was");
+    let retry = claim("b", 6_600).await;
+    assert_eq!((retry[0].task_id.as_str(), retry[0].attempt), ("early", 2));
+    let attempts: Vec<_> = store
+        .attempts(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.task_id, a.state))
+        .collect();
+    assert!(attempts.contains(&("early".to_string(), AttemptState::Lost)));
+}
+
+macro_rules! suite {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$test(&db).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(db) = super::TestDb::postgres().await else { return };
+                    super::$test(&db).await;
+                    db.drop_database().await;
+                }
+            )+
+        }
+    };
+}
+
+suite!(
+    migrations_are_idempotent,
+    versions_are_recorded_once_per_hash,
+    the_database_enforces_the_task_lifecycle,
+    run_state_changes_are_fenced,
+    a_stale_attempt_report_is_rejected,
+    orphaned_runs_are_failed_not_left_running,
+    runs_retry_time_out_and_propagate_failure,
+    cancelling_a_run_stops_its_tasks,
+    sql_reads_upstream_outputs,
+    old_finished_runs_are_deleted_with_their_rows,
+    concurrent_claims_take_each_task_once,
+    expired_leases_are_reaped_and_late_reports_refused,
+    gpu_tasks_wait_for_a_gpu_worker,
+);
+
+/// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claim_query_uses_its_index() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    queued_tasks(&store, 3_000).await;
+    let plan = store.explain_claim_for_test().await.unwrap();
+    assert!(plan.contains("task_instances_claimable"), "{plan}");
+    db.drop_database().await;
+}

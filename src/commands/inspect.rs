@@ -1,0 +1,201 @@
+//! Read-only commands: `dags list`, `runs list`, `runs show`, `tasks logs`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use amdahl_scheduler::Store;
+
+use crate::output::{bytes, count, duration_ms, table, timestamp};
+
+pub async fn dags_list(store: &Store) -> anyhow::Result<ExitCode> {
+    let dags = store.list_dags().await?;
+    if dags.is_empty() {
+        println!("no DAGs recorded yet; `amdahl run FILE` records one");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = dags
+        .into_iter()
+        .map(|d| {
+            vec![
+                d.dag_id,
+                d.latest_hash[..12.min(d.latest_hash.len())].to_string(),
+                d.runs.to_string(),
+                d.last_run_state.map_or("-".into(), |s| s.to_string()),
+                if d.paused { "yes" } else { "no" }.to_string(),
+                d.source_path,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["DAG", "VERSION", "RUNS", "LAST RUN", "PAUSED", "SOURCE"],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn set_paused(store: &Store, dag_id: &str, paused: bool) -> anyhow::Result<ExitCode> {
+    use amdahl_scheduler::Clock;
+    if !store
+        .set_paused(dag_id, paused, amdahl_scheduler::SystemClock.now_ms())
+        .await?
+    {
+        bail!("no DAG `{dag_id}` is recorded; `amdahl dags list` shows the known ones");
+    }
+    println!(
+        "DAG `{dag_id}` {}",
+        if paused { "paused" } else { "unpaused" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn runs_list(store: &Store, dag: Option<&str>, limit: i64) -> anyhow::Result<ExitCode> {
+    let runs = store.list_runs(dag, limit).await?;
+    if runs.is_empty() {
+        println!("no runs");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = runs
+        .into_iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.dag_id,
+                r.state.to_string(),
+                timestamp(Some(r.created_at_ms)),
+                duration_ms(r.started_at_ms, r.finished_at_ms),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["RUN", "DAG", "STATE", "CREATED", "DURATION"], &rows)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The task table printed after a run and by `runs show`.
+pub async fn print_tasks(store: &Store, run_id: i64) -> anyhow::Result<()> {
+    let tasks = store.tasks(run_id).await?;
+    let rows: Vec<Vec<String>> = tasks
+        .into_iter()
+        .map(|t| {
+            vec![
+                t.task_id,
+                t.state.to_string(),
+                t.device.unwrap_or_else(|| "-".into()),
+                t.attempts.to_string(),
+                duration_ms(t.started_at_ms, t.finished_at_ms),
+                count(t.rows_out),
+                bytes(t.bytes_out),
+                t.error
+                    .map(|e| first_line(&e).to_string())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "TASK", "STATE", "DEVICE", "ATTEMPTS", "DURATION", "ROWS", "BYTES", "ERROR"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
+    let Some(run) = store.run(run_id).await? else {
+        bail!("no run {run_id}");
+    };
+    println!(
+        "run {}  dag {}  version {}",
+        run.id,
+        run.dag_id,
+        &run.version_hash[..12.min(run.version_hash.len())]
+    );
+    println!("state    {}", run.state);
+    println!("params   {}", run.params_json);
+    println!("logical  {}", run.logical_date);
+    println!("created  {}", timestamp(Some(run.created_at_ms)));
+    println!("started  {}", timestamp(run.started_at_ms));
+    println!(
+        "finished {}  ({})",
+        timestamp(run.finished_at_ms),
+        duration_ms(run.started_at_ms, run.finished_at_ms)
+    );
+    if let Some(note) = &run.note {
+        println!("note     {note}");
+    }
+    println!();
+    print_tasks(store, run_id).await?;
+    let attempts = store.attempts(run_id).await?;
+    if !attempts.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = attempts
+            .into_iter()
+            .map(|a| {
+                vec![
+                    a.task_id,
+                    a.attempt.to_string(),
+                    a.state.to_string(),
+                    a.device.unwrap_or_else(|| "-".into()),
+                    timestamp(Some(a.started_at_ms)),
+                    duration_ms(Some(a.started_at_ms), a.finished_at_ms),
+                    a.error
+                        .map(|e| first_line(&e).to_string())
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &[
+                    "TASK", "ATTEMPT", "STATE", "DEVICE", "STARTED", "DURATION", "ERROR"
+                ],
+                &rows
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn task_logs(store: &Store, run_id: i64, task_id: &str) -> anyhow::Result<ExitCode> {
+    let tasks = store.tasks(run_id).await.context("reading the run")?;
+    if tasks.is_empty() {
+        bail!("no run {run_id}");
+    }
+    if !tasks.iter().any(|t| t.task_id == task_id) {
+        let names: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        bail!(
+            "run {run_id} has no task `{task_id}`; its tasks: {}",
+            names.join(", ")
+        );
+    }
+    let logs = store.logs(run_id, task_id).await?;
+    if logs.is_empty() {
+        eprintln!("no log lines for task `{task_id}` of run {run_id}");
+    }
+    let mut current = None;
+    for log in logs {
+        if current != Some(log.attempt) {
+            println!("--- attempt {} ---", log.attempt);
+            current = Some(log.attempt);
+        }
+        match log.stream.as_str() {
+            "stdout" => println!("{}", log.line),
+            other => println!("[{other}] {}", log.line),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

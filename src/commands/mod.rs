@@ -1,0 +1,89 @@
+//! One module per command group; [`dispatch`] routes the parsed command line.
+
+pub mod inspect;
+pub mod maintenance;
+pub mod run;
+pub mod service;
+pub mod validate;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use amdahl_scheduler::{Clock, Store, SystemClock};
+
+use crate::settings::{Settings, redact};
+use crate::{Cli, Command, DagsCommand, DbCommand, RunsCommand, TasksCommand};
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Validation needs no database: it must work on a laptop with nothing set up.
+    if let Command::Dags(DagsCommand::Validate { paths }) = &cli.command {
+        return validate::validate(paths).await;
+    }
+    let settings = Settings::resolve(cli.database_url, cli.home)?;
+    let store = open_store(&settings).await?;
+    let clock = SystemClock;
+    let owner = amdahl_scheduler::runner::owner_id(clock.now_ms());
+    let result = match cli.command {
+        Command::Dags(DagsCommand::Validate { .. }) => unreachable!("handled above"),
+        Command::Dags(DagsCommand::List) => inspect::dags_list(&store).await,
+        Command::Dags(DagsCommand::Pause { dag_id }) => {
+            inspect::set_paused(&store, &dag_id, true).await
+        }
+        Command::Dags(DagsCommand::Unpause { dag_id }) => {
+            inspect::set_paused(&store, &dag_id, false).await
+        }
+        Command::Run(args) => run::run(&store, &settings, &owner, args).await,
+        Command::Trigger(args) => service::trigger(&store, args).await,
+        Command::Scheduler(args) => service::scheduler(&store, args).await,
+        Command::Worker(args) => service::worker(&store, &settings, &owner, args).await,
+        Command::Standalone(args) => service::standalone(&store, &settings, &owner, args).await,
+        Command::Runs(RunsCommand::List { dag, limit }) => {
+            reap(&store, &owner).await?;
+            inspect::runs_list(&store, dag.as_deref(), limit).await
+        }
+        Command::Runs(RunsCommand::Show { run_id }) => {
+            reap(&store, &owner).await?;
+            inspect::runs_show(&store, run_id).await
+        }
+        Command::Tasks(TasksCommand::Logs { run_id, task_id }) => {
+            inspect::task_logs(&store, run_id, &task_id).await
+        }
+        Command::Db(DbCommand::Clean {
+            older_than,
+            dry_run,
+        }) => maintenance::clean(&store, &settings, older_than, dry_run).await,
+        Command::Db(DbCommand::Migrate) => {
+            println!(
+                "migrations applied to {} ({})",
+                redact(&settings.database_url),
+                store.kind()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    store.close().await;
+    result
+}
+
+/// Connects and applies migrations.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let url = redact(&settings.database_url);
+    let store = Store::connect(&settings.database_url)
+        .await
+        .with_context(|| format!("cannot open the state store {url}"))?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot migrate the state store {url}"))?;
+    Ok(store)
+}
+
+/// Fails runs whose owning process is gone, and says so.
+pub async fn reap(store: &Store, owner: &str) -> anyhow::Result<()> {
+    let reaped = amdahl_scheduler::reap_orphans(store, &SystemClock, owner).await?;
+    for run_id in reaped {
+        eprintln!("note: run {run_id} lost its owner process and was marked failed");
+    }
+    Ok(())
+}

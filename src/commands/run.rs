@@ -1,0 +1,184 @@
+//! `amdahl run DAG_FILE_OR_ID`: validate, record, execute in this process, report.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use amdahl_dags::Dag;
+use amdahl_executors::{CpuRuntime, Executors};
+use amdahl_scheduler::{LocalRunner, RunObserver, RunState, Store, SystemClock, TaskState};
+
+use super::validate::{check_file, dag_files};
+use crate::settings::Settings;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// A DAG file, or the id of a DAG in the dags folder or the state store
+    pub dag: String,
+    /// Override a param: --param name=value (repeatable)
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, serde_json::Value)>,
+    /// Wait for the run to finish (runs started by `amdahl run` always execute in this
+    /// process, so this is the default; the flag is accepted for scripts)
+    #[arg(long)]
+    pub wait: bool,
+    /// Where to look for DAG files when given an id
+    #[arg(long, default_value = "dags", value_name = "DIR")]
+    pub dags_folder: PathBuf,
+}
+
+fn parse_param(text: &str) -> Result<(String, serde_json::Value), String> {
+    amdahl_dags::params::parse_assignment(text)
+}
+
+pub async fn run(
+    store: &Store,
+    settings: &Settings,
+    owner: &str,
+    args: RunArgs,
+) -> anyhow::Result<ExitCode> {
+    let dag = match resolve_dag(store, &args).await? {
+        Ok(dag) => dag,
+        Err(rendered) => {
+            eprint!("{rendered}");
+            eprintln!("the DAG is invalid; nothing was run");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let params = amdahl_dags::params::resolve(&dag, &args.params).map_err(anyhow::Error::msg)?;
+    super::reap(store, owner).await?;
+
+    let runtime = CpuRuntime::for_machine().context("cannot start the CPU pool")?;
+    let runner = LocalRunner {
+        store: store.clone(),
+        executors: Executors::new(runtime),
+        data_root: settings.data_root.clone(),
+        owner: owner.to_string(),
+        clock: Arc::new(SystemClock),
+    };
+    let run_id = runner.create_run(&dag, &params).await?;
+    eprintln!(
+        "run {run_id} of `{}` started ({} tasks)",
+        dag.id,
+        dag.tasks.len()
+    );
+    let progress = Progress::new(dag.tasks.len());
+    let cancel = async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("cancelling run {run_id}…");
+    };
+    let state = runner.drive(&dag, run_id, &progress, cancel).await?;
+    progress.finish();
+
+    super::inspect::print_tasks(store, run_id).await?;
+    let run = store.run(run_id).await?.context("the run vanished")?;
+    println!(
+        "run {run_id} {state} in {}",
+        crate::output::duration_ms(
+            run.started_at_ms.or(Some(run.created_at_ms)),
+            run.finished_at_ms
+        )
+    );
+    Ok(if state == RunState::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A path loads that file; an id is looked for in the dags folder, then in the store.
+/// `Ok(Err(text))` is an invalid DAG, rendered for the terminal.
+pub async fn resolve_dag(store: &Store, args: &RunArgs) -> anyhow::Result<Result<Dag, String>> {
+    let as_path = Path::new(&args.dag);
+    if as_path.is_file() {
+        return Ok(check_file(as_path).await.map_err(|e| e.render()));
+    }
+    if args.dag.contains('/') || args.dag.ends_with(".yaml") || args.dag.ends_with(".yml") {
+        bail!("DAG file not found: {}", args.dag);
+    }
+    if !amdahl_dags::is_valid_id(&args.dag) {
+        bail!("`{}` is neither a DAG file nor a valid DAG id", args.dag);
+    }
+    if args.dags_folder.is_dir() {
+        for file in dag_files(std::slice::from_ref(&args.dags_folder)) {
+            if let Ok(dag) = amdahl_dags::load_file(&file)
+                && dag.id == args.dag
+            {
+                return Ok(check_file(&file).await.map_err(|e| e.render()));
+            }
+        }
+    }
+    let Some(version) = store.latest_dag_version(&args.dag).await? else {
+        bail!(
+            "no DAG `{}`: not a file, not in {}/, and never run before",
+            args.dag,
+            args.dags_folder.display()
+        );
+    };
+    let dag = match amdahl_dags::load_bytes(
+        &version.source_path,
+        Path::new(&version.base_dir),
+        version.yaml.as_bytes(),
+    ) {
+        Ok(dag) => dag,
+        Err(e) => return Ok(Err(e.render())),
+    };
+    let diagnostics = amdahl_executors::check::check_sql(&dag).await;
+    if !diagnostics.is_empty() {
+        return Ok(Err(diagnostics.render(&dag.source.text)));
+    }
+    Ok(Ok(dag))
+}
+
+/// A progress bar on a terminal; one line per finished task otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(tasks: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(tasks as u64);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            ) {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress { bar }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl RunObserver for Progress {
+    fn task_changed(&self, task_id: &str, state: TaskState) {
+        match &self.bar {
+            Some(bar) => {
+                if state.is_terminal() {
+                    bar.inc(1);
+                    bar.println(format!("  {task_id}: {state}"));
+                } else if state == TaskState::Running {
+                    bar.set_message(format!("running {task_id}"));
+                } else if state == TaskState::UpForRetry {
+                    bar.println(format!("  {task_id}: failed, will retry"));
+                }
+            }
+            None => {
+                if state.is_terminal() || state == TaskState::UpForRetry {
+                    eprintln!("  {task_id}: {state}");
+                }
+            }
+        }
+    }
+}

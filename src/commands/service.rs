@@ -1,0 +1,236 @@
+//! The service commands: `trigger`, `scheduler`, `worker`, `standalone`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use amdahl_executors::{CpuRuntime, Executors};
+use amdahl_scheduler::attempt::AttemptEnv;
+use amdahl_scheduler::runner::RunOrigin;
+use amdahl_scheduler::service::{SchedulerService, Worker, WorkerConfig};
+use amdahl_scheduler::{RunState, Store, SystemClock};
+
+use super::run::{RunArgs, resolve_dag};
+use crate::settings::Settings;
+
+#[derive(clap::Args, Debug)]
+pub struct TriggerArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SchedulerArgs {
+    /// How often to look for work
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub poll: Duration,
+    /// Where DAG files with `schedule:` are read from (recursively)
+    #[arg(long, default_value = "dags", value_name = "DIR")]
+    pub dags_folder: std::path::PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StandaloneArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// Where DAG files with `schedule:` are read from (recursively)
+    #[arg(long, default_value = "dags", value_name = "DIR")]
+    pub dags_folder: std::path::PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// Tasks this worker runs at once [default: the number of cores]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub slots: Option<u32>,
+    /// How long a claimed task stays this worker's without a renewal; after that a scheduler
+    /// hands it to another worker
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// This worker has a GPU: it also takes tasks that asked for `device: gpu` (which run on
+    /// the CPU until the GPU executor exists, and say so in their log)
+    #[arg(long)]
+    pub gpu: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = amdahl_dags::model::parse_duration(text)?;
+    if d.is_zero() {
+        return Err("must be longer than 0s".into());
+    }
+    Ok(d)
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal(what: &'static str) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    eprintln!("{what}: shutting down");
+}
+
+pub async fn trigger(store: &Store, args: TriggerArgs) -> anyhow::Result<ExitCode> {
+    let args = args.run;
+    let dag = match resolve_dag(store, &args).await? {
+        Ok(dag) => dag,
+        Err(rendered) => {
+            eprint!("{rendered}");
+            eprintln!("the DAG is invalid; nothing was queued");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let params = amdahl_dags::params::resolve(&dag, &args.params).map_err(anyhow::Error::msg)?;
+    let run_id =
+        amdahl_scheduler::runner::create_run(store, &SystemClock, &dag, &params, RunOrigin::Manual)
+            .await?;
+    println!("run {run_id} of `{}` queued", dag.id);
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let state = loop {
+        let run = store.run(run_id).await?.context("the run vanished")?;
+        if run.state.is_terminal() {
+            break run.state;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("stopped waiting; run {run_id} goes on in the service");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    };
+    super::inspect::print_tasks(store, run_id).await?;
+    println!("run {run_id} {state}");
+    Ok(if state == RunState::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn scheduler_service(
+    store: &Store,
+    poll: Duration,
+    dags_folder: &std::path::Path,
+) -> SchedulerService {
+    SchedulerService::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        poll,
+        Some(dags_folder.to_path_buf()),
+    )
+}
+
+fn worker_service(
+    store: &Store,
+    settings: &Settings,
+    owner: &str,
+    args: &WorkerArgs,
+) -> anyhow::Result<Arc<Worker>> {
+    let runtime = CpuRuntime::for_machine().context("cannot start the CPU pool")?;
+    let slots = args.slots.map_or(runtime.threads(), |s| s as usize);
+    let env = AttemptEnv {
+        store: store.clone(),
+        executors: Executors::new(runtime),
+        clock: Arc::new(SystemClock),
+    };
+    let config = WorkerConfig {
+        owner: owner.to_string(),
+        host: owner.split(':').next().unwrap_or_default().to_string(),
+        slots,
+        lease: args.lease,
+        has_gpu: args.gpu,
+        memory_bytes: total_memory_bytes(),
+    };
+    Ok(Arc::new(Worker::new(
+        env,
+        settings.data_root.clone(),
+        config,
+    )))
+}
+
+/// MemTotal from /proc/meminfo; 0 where it cannot be read.
+fn total_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}
+
+pub async fn scheduler(store: &Store, args: SchedulerArgs) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "scheduler: started on {} (poll every {:?})",
+        store.kind(),
+        args.poll
+    );
+    scheduler_service(store, args.poll, &args.dags_folder)
+        .run(shutdown_signal("scheduler"))
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn worker(
+    store: &Store,
+    settings: &Settings,
+    owner: &str,
+    args: WorkerArgs,
+) -> anyhow::Result<ExitCode> {
+    let worker = worker_service(store, settings, owner, &args)?;
+    eprintln!(
+        "worker {owner}: started with {} slot(s) on {}",
+        worker.config.slots,
+        store.kind()
+    );
+    worker.run(shutdown_signal("worker")).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn standalone(
+    store: &Store,
+    settings: &Settings,
+    owner: &str,
+    args: StandaloneArgs,
+) -> anyhow::Result<ExitCode> {
+    let worker = worker_service(store, settings, owner, &args.worker)?;
+    let scheduler = scheduler_service(store, Duration::from_millis(200), &args.dags_folder);
+    eprintln!(
+        "standalone: scheduler and worker ({} slot(s)) on {}; trigger runs with `amdahl trigger`",
+        worker.config.slots,
+        store.kind()
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let scheduled = scheduler.run(stopped(stop_rx.clone()));
+    let worked = worker.run(stopped(stop_rx));
+    tokio::pin!(scheduled, worked);
+    tokio::select! {
+        // Either half ending on its own means it failed; the error is the answer.
+        result = &mut scheduled => result?,
+        result = &mut worked => result?,
+        _ = shutdown_signal("standalone") => {
+            let _ = stop_tx.send(true);
+            let (a, b) = tokio::join!(scheduled, worked);
+            a?;
+            b?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

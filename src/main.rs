@@ -1,0 +1,137 @@
+//! The `amdahl` command: parses the command line, wires the crates together, prints results.
+//!
+//! Nothing here decides or executes anything: DAGs come from `amdahl-dags`, runs are driven by
+//! `amdahl-scheduler`, stages run in `amdahl-executors`. This file owns the user's edge:
+//! flags, environment variables, exit codes, and how results look in a terminal.
+
+mod commands;
+mod output;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Amdahl: a batch dataflow orchestrator that runs every stage where it finishes soonest.
+#[derive(Parser, Debug)]
+#[command(name = "amdahl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// State store: postgres://… or sqlite://… [default: sqlite in the Amdahl home folder]
+    #[arg(long, global = true, env = "AMDAHL_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Folder for the default SQLite database and task outputs
+    /// [default: $XDG_DATA_HOME/amdahl or ~/.local/share/amdahl]
+    #[arg(long, global = true, env = "AMDAHL_HOME", value_name = "DIR")]
+    pub home: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate and list DAGs
+    #[command(subcommand)]
+    Dags(DagsCommand),
+    /// Run a DAG in this process and wait for it to finish
+    Run(commands::run::RunArgs),
+    /// Queue a run for the scheduler service (`amdahl scheduler` + `amdahl worker`, or
+    /// `amdahl standalone`) to execute
+    Trigger(commands::service::TriggerArgs),
+    /// Run the scheduler service: moves queued runs forward and reaps lost workers' tasks
+    Scheduler(commands::service::SchedulerArgs),
+    /// Run a worker: claims queued tasks and executes them
+    Worker(commands::service::WorkerArgs),
+    /// Run a scheduler and a worker in one process (SQLite by default)
+    Standalone(commands::service::StandaloneArgs),
+    /// Inspect runs
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Inspect task instances
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Manage the state store
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DagsCommand {
+    /// Check DAG files (or folders of them) and report every problem with file:line:column
+    Validate {
+        /// DAG files or folders to search for *.yaml / *.yml
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
+    /// List the DAGs recorded in the state store
+    List,
+    /// Stop the scheduler from starting cron runs and tasks of a DAG
+    Pause { dag_id: String },
+    /// Let the scheduler start cron runs and tasks of a DAG again
+    Unpause { dag_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// List recent runs, newest first
+    List {
+        /// Only runs of this DAG
+        #[arg(long)]
+        dag: Option<String>,
+        /// How many runs to show
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
+    /// Show a run: its tasks, their attempts and timings
+    Show { run_id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TasksCommand {
+    /// Print the logs of every attempt of a task
+    Logs { run_id: i64, task_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Apply pending migrations (also done automatically on start)
+    Migrate,
+    /// Delete finished runs (with their tasks, attempts, logs and output files) older than a duration
+    Clean {
+        /// Runs that finished longer ago than this go: e.g. 30d, 12h, 90m
+        #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+        older_than: std::time::Duration,
+        /// Only say how many runs would go
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    amdahl_dags::model::parse_duration(text)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(commands::dispatch(cli));
+    // Stage work may still be winding down on other threads; do not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole chain: "cannot open the state store …: <why>".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

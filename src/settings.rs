@@ -1,0 +1,61 @@
+//! Where Amdahl keeps things, resolved once from flags and the environment.
+//!
+//! **Invariant:** this is the only place the binary reads environment variables (clap reads
+//! `AMDAHL_DATABASE_URL` and `AMDAHL_HOME`; this reads `XDG_DATA_HOME` and `HOME`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+pub struct Settings {
+    pub database_url: String,
+    /// Task outputs live under here.
+    pub data_root: PathBuf,
+}
+
+impl Settings {
+    pub fn resolve(
+        database_url: Option<String>,
+        home: Option<PathBuf>,
+    ) -> anyhow::Result<Settings> {
+        let home = match home {
+            Some(h) => h,
+            None => default_home()?,
+        };
+        std::fs::create_dir_all(&home)
+            .with_context(|| format!("cannot create the Amdahl home {}", home.display()))?;
+        let home = std::fs::canonicalize(&home).unwrap_or(home);
+        let database_url = match database_url {
+            Some(url) if !url.trim().is_empty() => url,
+            _ => format!("sqlite://{}", home.join("amdahl.db").display()),
+        };
+        Ok(Settings {
+            database_url,
+            data_root: home.join("data"),
+        })
+    }
+}
+
+fn default_home() -> anyhow::Result<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("amdahl"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/amdahl")),
+        None => bail!("cannot find a home folder: set AMDAHL_HOME or pass --home"),
+    }
+}
+
+/// A database URL fit for messages: the password, if any, is hidden.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

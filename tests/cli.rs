@@ -1,0 +1,737 @@
+//! End-to-end tests of the `amdahl` binary as a user runs it: real files, real databases
+//! (a fresh SQLite home per test; a fresh PostgreSQL database for the `postgres_` tests),
+//! real processes, exit codes and output.
+
+#[path = "../scheduler/tests/support/mod.rs"]
+#[allow(dead_code)] // this binary uses the PostgreSQL half of the helpers
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::TestDb;
+
+struct Amdahl {
+    home: tempfile::TempDir,
+    database_url: Option<String>,
+}
+
+impl Amdahl {
+    fn sqlite() -> Amdahl {
+        Amdahl {
+            home: tempfile::tempdir().unwrap(),
+            database_url: None,
+        }
+    }
+
+    fn with_database(url: &str) -> Amdahl {
+        Amdahl {
+            home: tempfile::tempdir().unwrap(),
+            database_url: Some(url.to_string()),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_amdahl"));
+        cmd.args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("AMDAHL_HOME", self.home.path())
+            .env_remove("AMDAHL_DATABASE_URL");
+        if let Some(url) = &self.database_url {
+            cmd.env("AMDAHL_DATABASE_URL", url);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn examples() -> Vec<String> {
+    let mut files: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("dags/examples"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .map(|p| format!("dags/examples/{}", p.file_name().unwrap().to_str().unwrap()))
+            .collect();
+    files.sort();
+    assert!(files.len() >= 2);
+    files
+}
+
+fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Runs every example, then inspects the first run, as the README tells a newcomer to.
+fn every_example_runs_and_can_be_inspected(amdahl: &Amdahl) {
+    for (i, example) in examples().iter().enumerate() {
+        let out = amdahl.run(&["run", example, "--wait"]);
+        assert_success(&out, example);
+        let stdout = text(&out.stdout);
+        assert!(stdout.starts_with("TASK "), "task table printed: {stdout}");
+        assert!(
+            stdout.contains(&format!("run {} success", i + 1)),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("failed"), "{stdout}");
+    }
+    let tpch_run = examples()
+        .iter()
+        .position(|e| e.ends_with("tpch.yaml"))
+        .unwrap()
+        + 1;
+    let show = amdahl.run(&["runs", "show", &tpch_run.to_string()]);
+    assert_success(&show, "runs show");
+    let shown = text(&show.stdout);
+    for expected in [
+        "state    success",
+        "lineitem",
+        "q1_pricing_summary",
+        "q6_forecast_revenue",
+        "ATTEMPT",
+        "60175",
+    ] {
+        assert!(shown.contains(expected), "`{expected}` in:\n{shown}");
+    }
+    let logs = amdahl.run(&["tasks", "logs", &tpch_run.to_string(), "report"]);
+    assert_success(&logs, "tasks logs");
+    assert!(text(&logs.stdout).contains(&format!(
+        "run {tpch_run} of tpch at scale factor 0.01 finished"
+    )));
+    let list = amdahl.run(&["runs", "list"]);
+    assert_success(&list, "runs list");
+    assert_eq!(text(&list.stdout).lines().count(), 1 + examples().len());
+    let dags = amdahl.run(&["dags", "list"]);
+    assert!(text(&dags.stdout).contains("csv_sales"));
+    // By id: found in the dags folder, with a param override.
+    let again = amdahl.run(&["run", "tpch", "--param", "sf=0.002"]);
+    assert_success(&again, "run by id");
+    let show = amdahl.run(&["runs", "show", &(examples().len() + 1).to_string()]);
+    assert!(
+        text(&show.stdout).contains(r#"params   {"sf":0.002}"#),
+        "{}",
+        text(&show.stdout)
+    );
+}
+
+#[test]
+fn sqlite_every_example_runs_and_can_be_inspected() {
+    every_example_runs_and_can_be_inspected(&Amdahl::sqlite());
+}
+
+#[test]
+fn postgres_every_example_runs_and_can_be_inspected() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    every_example_runs_and_can_be_inspected(&Amdahl::with_database(&db.url));
+    let migrate = Amdahl::with_database(&db.url).run(&["db", "migrate"]);
+    assert_success(&migrate, "db migrate");
+    assert!(text(&migrate.stdout).contains("(postgres)"));
+    rt.block_on(db.drop_database());
+}
+
+#[test]
+fn an_invalid_dag_changes_nothing() {
+    let amdahl = Amdahl::sqlite();
+    let out = amdahl.run(&["run", "dags/tests/cases/unknown_keys.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--> dags/tests/cases/unknown_keys.yaml:5:5"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was run"));
+    let runs = amdahl.run(&["runs", "list"]);
+    assert_eq!(text(&runs.stdout).trim(), "no runs");
+}
+
+#[test]
+fn validate_reports_located_errors_and_exits_non_zero() {
+    let amdahl = Amdahl::sqlite();
+    let ok = amdahl.run(&["dags", "validate", "dags/examples"]);
+    assert_success(&ok, "validate examples");
+    let bad = amdahl.run(&[
+        "dags",
+        "validate",
+        "dags/tests/cases/cycle.yaml",
+        "executors/tests/sql_cases/errors.yaml",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = text(&bad.stderr);
+    assert!(
+        stderr.contains("tasks form a cycle: a → c → b → a"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--> executors/tests/sql_cases/errors.yaml:10:32"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("problem(s) in 2 of 2 file(s)"));
+    let missing = amdahl.run(&["dags", "validate", "no/such/file.yaml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("cannot read DAG file"));
+}
+
+/// Hostile files end in an error quickly and in little memory, never a crash.
+#[test]
+fn hostile_yaml_is_refused_within_bounds() {
+    let amdahl = Amdahl::sqlite();
+    for case in ["alias_bomb", "deep_nesting", "invalid_utf8", "empty"] {
+        let path = format!("dags/tests/cases/{case}.yaml");
+        let started = Instant::now();
+        let out = amdahl.run(&["dags", "validate", &path]);
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).starts_with("error: "), "{case}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{case} took {:?}",
+            started.elapsed()
+        );
+    }
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 300, "validate peaked at {peak_mib} MiB");
+}
+
+#[test]
+fn bad_command_lines_are_clear_errors() {
+    let amdahl = Amdahl::sqlite();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["run", "dags/examples/tpch.yaml", "--param", "nonsense"],
+            "expected name=value",
+        ),
+        (
+            &["run", "dags/examples/tpch.yaml", "--param", "sff=1"],
+            "did you mean `sf`",
+        ),
+        (&["run", "no_such_dag"], "no DAG `no_such_dag`"),
+        (&["runs", "show", "999"], "no run 999"),
+        (&["runs", "show", "abc"], "invalid value 'abc'"),
+        (
+            &["--database-url", "mysql://x", "runs", "list"],
+            "unsupported database URL",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = amdahl.run(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// Killing `amdahl run` mid-task leaves no run "running" without an owner: the next command
+/// marks it failed, and a new run works.
+fn a_killed_run_is_failed_by_the_next_command(amdahl: &Amdahl) {
+    let dags = tempfile::tempdir().unwrap();
+    let file = dags.path().join("slow.yaml");
+    std::fs::write(&file, "dag: slow\ntasks:\n  wait:\n    shell: sleep 60\n  after:\n    needs: [wait]\n    shell: echo done\n").unwrap();
+    let file = file.display().to_string();
+    let mut child = amdahl
+        .command(&["run", &file])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = amdahl.run(&["runs", "show", "1"]);
+        let shown = text(&out.stdout);
+        if shown.contains("running") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never started: {shown}{}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    child.wait().unwrap();
+    let shown = amdahl.run(&["runs", "show", "1"]);
+    let stdout = text(&shown.stdout);
+    assert!(stdout.contains("state    failed"), "{stdout}");
+    assert!(
+        stdout.contains("exited before the run finished"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("lost"),
+        "the attempt is marked lost: {stdout}"
+    );
+    assert!(!stdout.contains("running"), "{stdout}");
+    let ok_file = dags.path().join("quick.yaml");
+    std::fs::write(&ok_file, "dag: quick\ntasks:\n  hi:\n    shell: echo hi\n").unwrap();
+    assert_success(
+        &amdahl.run(&["run", &ok_file.display().to_string()]),
+        "a new run after the crash",
+    );
+}
+
+#[test]
+fn sqlite_a_killed_run_is_failed_by_the_next_command() {
+    a_killed_run_is_failed_by_the_next_command(&Amdahl::sqlite());
+}
+
+#[test]
+fn postgres_a_killed_run_is_failed_by_the_next_command() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    a_killed_run_is_failed_by_the_next_command(&Amdahl::with_database(&db.url));
+    rt.block_on(db.drop_database());
+}
+
+/// Several commands starting at once on a new SQLite home all succeed (migrations are
+/// serialised across processes).
+#[test]
+fn concurrent_first_starts_on_sqlite_all_succeed() {
+    let amdahl = Amdahl::sqlite();
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            amdahl
+                .command(&["runs", "list"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out, "a concurrent first start");
+    }
+}
+
+#[test]
+fn a_failing_run_exits_non_zero_and_says_why() {
+    let amdahl = Amdahl::sqlite();
+    let dags = tempfile::tempdir().unwrap();
+    let file = dags.path().join("fails.yaml");
+    std::fs::write(&file, "dag: fails\ntasks:\n  boom:\n    shell: echo about to fail; exit 4\n  after:\n    needs: [boom]\n    shell: echo never\n").unwrap();
+    let out = amdahl.run(&["run", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("command exited with status 4"), "{stdout}");
+    assert!(stdout.contains("upstream_failed"), "{stdout}");
+    assert!(stdout.contains("run 1 failed"), "{stdout}");
+    let logs = text(&amdahl.run(&["tasks", "logs", "1", "boom"]).stdout);
+    assert!(logs.contains("about to fail"), "{logs}");
+    let unknown = amdahl.run(&["tasks", "logs", "1", "nope"]);
+    assert!(text(&unknown.stderr).contains("its tasks: boom, after"));
+}
+
+/// `dags` ← `executors` ← `scheduler` ← `web` ← the binary: no crate may depend on one to its
+/// right. Reads each crate's `[dependencies]` table.
+#[test]
+fn workspace_dependencies_point_one_way() {
+    let order = [
+        "amdahl-dags",
+        "amdahl-executors",
+        "amdahl-scheduler",
+        "amdahl-web",
+    ];
+    let dirs = ["dags", "executors", "scheduler", "web"];
+    for (position, dir) in dirs.iter().enumerate() {
+        let manifest = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(dir)
+                .join("Cargo.toml"),
+        )
+        .unwrap();
+        let dependencies = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .map(|rest| rest.split("\n[").next().unwrap_or_default())
+            .unwrap_or_default();
+        for line in dependencies.lines() {
+            let name = line.split(['.', '=', ' ']).next().unwrap_or_default();
+            if let Some(dependency) = order.iter().position(|c| *c == name) {
+                assert!(
+                    dependency < position,
+                    "{} depends on {name}, which comes after it in the data's path",
+                    order[position]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn db_clean_removes_old_runs_and_their_outputs() {
+    let amdahl = Amdahl::sqlite();
+    assert_success(
+        &amdahl.run(&["run", "dags/examples/csv_sales.yaml"]),
+        "a run to clean",
+    );
+    let outputs = amdahl.home.path().join("data/runs/1");
+    assert!(outputs.is_dir());
+    let dry = amdahl.run(&["db", "clean", "--older-than", "0s", "--dry-run"]);
+    assert_success(&dry, "dry run");
+    assert!(
+        text(&dry.stdout).contains("would delete 1 finished run(s)"),
+        "{}",
+        text(&dry.stdout)
+    );
+    assert!(outputs.is_dir(), "a dry run deletes nothing");
+    let kept = amdahl.run(&["db", "clean", "--older-than", "1d"]);
+    assert!(text(&kept.stdout).contains("deleted 0 finished run(s)"));
+    let clean = amdahl.run(&["db", "clean", "--older-than", "0s"]);
+    assert_success(&clean, "clean");
+    assert!(text(&clean.stdout).contains("deleted 1 finished run(s)"));
+    assert!(!outputs.exists());
+    assert_eq!(
+        text(&amdahl.run(&["runs", "list"]).stdout).trim(),
+        "no runs"
+    );
+    let bad = amdahl.run(&["db", "clean", "--older-than", "soon"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("not a duration"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+/// Service processes that are killed when the test ends, however it ends.
+struct Services(Vec<std::process::Child>);
+
+impl Services {
+    fn start(amdahl: &Amdahl, commands: &[&[&str]]) -> Services {
+        let mut services = Services(Vec::new());
+        for args in commands {
+            services.add(amdahl, args);
+        }
+        services
+    }
+
+    fn add(&mut self, amdahl: &Amdahl, args: &[&str]) -> u32 {
+        let child = amdahl
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.0.push(child);
+        pid
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for(amdahl: &Amdahl, run: &str, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let shown = text(&amdahl.run(&["runs", "show", run]).stdout);
+        if shown.contains(needle) {
+            return shown;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{needle}` never showed in run {run}:\n{shown}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `amdahl standalone` executes triggered runs; SIGTERM stops it cleanly.
+#[test]
+fn sqlite_standalone_executes_triggered_runs() {
+    let amdahl = Amdahl::sqlite();
+    let no_dags = tempfile::tempdir().unwrap();
+    let mut standalone = amdahl
+        .command(&[
+            "standalone",
+            "--slots",
+            "2",
+            "--dags-folder",
+            &no_dags.path().display().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for example in examples() {
+        let out = amdahl.run(&["trigger", &example, "--wait"]);
+        assert_success(&out, &example);
+        assert!(
+            text(&out.stdout).contains("success"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(standalone.id() as i32, libc::SIGTERM);
+    }
+    let status = standalone.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(standalone.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains("standalone: shutting down"), "{stderr}");
+}
+
+/// Two schedulers and three workers on one PostgreSQL share the work of several runs.
+#[test]
+fn postgres_schedulers_and_workers_share_runs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let amdahl = Amdahl::with_database(&db.url);
+    assert_success(&amdahl.run(&["db", "migrate"]), "migrate");
+    let no_dags = tempfile::tempdir().unwrap();
+    let no_dags = no_dags.path().display().to_string();
+    let services = Services::start(
+        &amdahl,
+        &[
+            &["scheduler", "--poll", "100ms", "--dags-folder", &no_dags],
+            &["scheduler", "--poll", "100ms", "--dags-folder", &no_dags],
+            &["worker", "--slots", "2"],
+            &["worker", "--slots", "2"],
+            &["worker", "--slots", "1"],
+        ],
+    );
+    let mut queued = Vec::new();
+    for example in examples().iter().chain(examples().iter()) {
+        let out = amdahl.run(&["trigger", example]);
+        assert_success(&out, example);
+        queued.push(
+            text(&out.stdout)
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for run in &queued {
+        let shown = wait_for(&amdahl, run, "state    success", Duration::from_secs(90));
+        assert!(!shown.contains("failed"), "{shown}");
+    }
+    drop(services);
+    rt.block_on(db.drop_database());
+}
+
+/// A worker killed mid-task loses its lease; a scheduler hands the task to another worker.
+fn a_killed_workers_task_is_retried_elsewhere(amdahl: &Amdahl) {
+    assert_success(&amdahl.run(&["db", "migrate"]), "migrate");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("first-attempt-started");
+    let file = dir.path().join("lease.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "dag: lease\ntasks:\n  once:\n    retries: 1\n    retry_delay: 0s\n    shell: \"if [ -e {m} ]; then echo second; else touch {m}; sleep 60; fi\"\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    let no_dags = tempfile::tempdir().unwrap();
+    let no_dags = no_dags.path().display().to_string();
+    let mut services = Services::start(
+        amdahl,
+        &[&["scheduler", "--poll", "100ms", "--dags-folder", &no_dags]],
+    );
+    let doomed = services.add(amdahl, &["worker", "--slots", "1", "--lease", "2s"]);
+    assert_success(
+        &amdahl.run(&["trigger", &file.display().to_string()]),
+        "trigger",
+    );
+    wait_for(amdahl, "1", "running", Duration::from_secs(30));
+    while !marker.exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(doomed as i32, libc::SIGKILL);
+    }
+    services.add(amdahl, &["worker", "--slots", "1", "--lease", "2s"]);
+    let shown = wait_for(amdahl, "1", "state    success", Duration::from_secs(30));
+    assert!(
+        shown.contains("lost"),
+        "the first attempt is marked lost:\n{shown}"
+    );
+    assert!(shown.contains("stopped renewing its lease"), "{shown}");
+    let logs = text(&amdahl.run(&["tasks", "logs", "1", "once"]).stdout);
+    assert!(logs.contains("--- attempt 2 ---\nsecond"), "{logs}");
+}
+
+#[test]
+fn sqlite_a_killed_workers_task_is_retried_elsewhere() {
+    a_killed_workers_task_is_retried_elsewhere(&Amdahl::sqlite());
+}
+
+#[test]
+fn postgres_a_killed_workers_task_is_retried_elsewhere() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    a_killed_workers_task_is_retried_elsewhere(&Amdahl::with_database(&db.url));
+    rt.block_on(db.drop_database());
+}
+
+fn runs_of(amdahl: &Amdahl, dag: &str) -> Vec<String> {
+    text(&amdahl.run(&["runs", "list", "--dag", dag]).stdout)
+        .lines()
+        .filter(|l| l.contains(dag))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The scheduler creates cron runs (catching up, one at a time under `max_active_runs: 1`,
+/// never twice), and a paused DAG gets none until it is unpaused.
+#[test]
+fn sqlite_cron_runs_catch_up_and_pause_stops_them() {
+    let amdahl = Amdahl::sqlite();
+    let dags = tempfile::tempdir().unwrap();
+    let start = (chrono::Utc::now() - chrono::Duration::days(3)).format("%Y-%m-%d");
+    std::fs::write(
+        dags.path().join("catch_up.yaml"),
+        format!(
+            "dag: catch_up\nschedule: \"@daily\"\nstart_date: {start}\ncatchup: true\nmax_active_runs: 1\n\
+             tasks:\n  hi:\n    shell: echo for {{{{ run.logical_date }}}}\n"
+        ),
+    )
+    .unwrap();
+    let latest = dags.path().join("latest.yaml");
+    std::fs::write(
+        &latest,
+        "dag: latest_only\nschedule: \"@hourly\"\nstart_date: 2026-01-01\ntasks:\n  hi:\n    shell: echo hi\n",
+    )
+    .unwrap();
+    assert_success(
+        &amdahl.run(&["run", &latest.display().to_string()]),
+        "a manual run records the DAG",
+    );
+    assert_success(&amdahl.run(&["dags", "pause", "latest_only"]), "pause");
+    assert!(!amdahl.run(&["dags", "pause", "nope"]).status.success());
+    let folder = dags.path().display().to_string();
+    let _services = Services::start(
+        &amdahl,
+        &[&["standalone", "--slots", "2", "--dags-folder", &folder]],
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while runs_of(&amdahl, "catch_up")
+        .iter()
+        .filter(|r| r.contains("success"))
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "catch-up runs: {:?}",
+            runs_of(&amdahl, "catch_up")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        runs_of(&amdahl, "latest_only").len(),
+        1,
+        "paused: only the manual run"
+    );
+    let first = text(&amdahl.run(&["runs", "show", "2"]).stdout);
+    assert!(
+        first.contains(&format!("logical  {start}T00:00:00Z")),
+        "oldest interval first:\n{first}"
+    );
+
+    assert_success(&amdahl.run(&["dags", "unpause", "latest_only"]), "unpause");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs_of(&amdahl, "latest_only").len() < 2 {
+        assert!(Instant::now() < deadline, "unpaused DAG got no cron run");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        runs_of(&amdahl, "catch_up").len(),
+        3,
+        "no interval runs twice"
+    );
+    assert_eq!(
+        runs_of(&amdahl, "latest_only").len(),
+        2,
+        "only the latest hour, once"
+    );
+    let listed = text(&amdahl.run(&["dags", "list"]).stdout);
+    assert!(listed.contains("PAUSED"), "{listed}");
+}
+
+/// Two schedulers and eight workers on PostgreSQL over 1,000 tasks: every task ends with
+/// exactly one attempt, and it succeeded.
+#[test]
+fn postgres_two_schedulers_and_eight_workers_run_each_task_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else { return };
+    let amdahl = Amdahl::with_database(&db.url);
+    assert_success(&amdahl.run(&["db", "migrate"]), "migrate");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wide.yaml");
+    let mut yaml = String::from("dag: wide\nmax_active_tasks: 1000\ntasks:\n");
+    for i in 0..1_000 {
+        yaml.push_str(&format!("  t{i:04}: {{ shell: \"true\" }}\n"));
+    }
+    std::fs::write(&file, yaml).unwrap();
+    let no_dags = tempfile::tempdir().unwrap();
+    let no_dags = no_dags.path().display().to_string();
+    let mut commands: Vec<Vec<&str>> = vec![
+        vec!["scheduler", "--poll", "50ms", "--dags-folder", &no_dags],
+        vec!["scheduler", "--poll", "50ms", "--dags-folder", &no_dags],
+    ];
+    for _ in 0..8 {
+        commands.push(vec!["worker", "--slots", "2"]);
+    }
+    let commands: Vec<&[&str]> = commands.iter().map(Vec::as_slice).collect();
+    let services = Services::start(&amdahl, &commands);
+    let out = amdahl.run(&["trigger", &file.display().to_string(), "--wait"]);
+    assert_success(&out, "a 1,000-task run");
+    drop(services);
+    let shown = text(&amdahl.run(&["runs", "show", "1"]).stdout);
+    let (tasks, attempts) = shown.split_once("\nTASK  ").map_or(("", ""), |(_, rest)| {
+        rest.split_once("\n\n").unwrap_or((rest, ""))
+    });
+    let task_rows: Vec<&str> = tasks.lines().skip(1).collect();
+    assert_eq!(task_rows.len(), 1_000, "{shown}");
+    assert!(task_rows.iter().all(|r| r.contains(" success ") && r.split_whitespace().nth(3) == Some("1")), "every task: success after one attempt");
+    let attempt_rows: Vec<&str> = attempts.lines().skip(1).collect();
+    assert_eq!(attempt_rows.len(), 1_000, "one attempt per task");
+    assert!(attempt_rows.iter().all(|r| r.contains(" success ")));
+    rt.block_on(db.drop_database());
+}
