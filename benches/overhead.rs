@@ -41,7 +41,11 @@ fn amdahl(home: &Path, url: &str, args: &[&str]) -> Command {
 fn write_dag(dir: &Path, name: &str, tasks: usize, chain: bool) -> String {
     let mut yaml = format!("dag: {name}\nmax_active_tasks: {tasks}\ntasks:\n");
     for i in 0..tasks {
-        let needs = if chain && i > 0 { format!(", needs: [t{}]", i - 1) } else { String::new() };
+        let needs = if chain && i > 0 {
+            format!(", needs: [t{}]", i - 1)
+        } else {
+            String::new()
+        };
         yaml.push_str(&format!("  t{i}: {{ shell: \"true\"{needs} }}\n"));
     }
     let path = dir.join(format!("{name}.yaml"));
@@ -52,7 +56,9 @@ fn write_dag(dir: &Path, name: &str, tasks: usize, chain: bool) -> String {
 /// Wall time of `amdahl trigger FILE --wait` against running services.
 fn timed_run(home: &Path, url: &str, file: &str) -> Duration {
     let started = Instant::now();
-    let status = amdahl(home, url, &["trigger", file, "--wait"]).status().unwrap();
+    let status = amdahl(home, url, &["trigger", file, "--wait"])
+        .status()
+        .unwrap();
     assert!(status.success(), "the benchmark run failed");
     started.elapsed()
 }
@@ -61,12 +67,27 @@ fn measure(backend: &str, url: &str, wide: usize) -> Vec<[String; 4]> {
     let home = tempfile::tempdir().unwrap();
     let dags = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
-    assert!(amdahl(home.path(), url, &["db", "migrate"]).status().unwrap().success());
-    let slots = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
+    assert!(
+        amdahl(home.path(), url, &["db", "migrate"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let slots = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .to_string();
     let folder = empty.path().display().to_string();
     let _services = Processes(vec![
-        amdahl(home.path(), url, &["scheduler", "--poll", "20ms", "--dags-folder", &folder]).spawn().unwrap(),
-        amdahl(home.path(), url, &["worker", "--slots", &slots]).spawn().unwrap(),
+        amdahl(
+            home.path(),
+            url,
+            &["scheduler", "--poll", "20ms", "--dags-folder", &folder],
+        )
+        .spawn()
+        .unwrap(),
+        amdahl(home.path(), url, &["worker", "--slots", &slots])
+            .spawn()
+            .unwrap(),
     ]);
     // Warm up: the first run pays for process start-up and empty caches.
     let warm = write_dag(dags.path(), "warm", 2, true);
@@ -94,7 +115,10 @@ fn measure(backend: &str, url: &str, wide: usize) -> Vec<[String; 4]> {
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter we do not support.
-    let wide: usize = std::env::var("AMDAHL_BENCH_WIDE").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let wide: usize = std::env::var("AMDAHL_BENCH_WIDE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let mut rows = Vec::new();
     let sqlite_dir = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", sqlite_dir.path().join("bench.db").display());
@@ -110,14 +134,31 @@ fn main() {
     }
     let header = ["database", "workload", "wall time", "result"];
     let widths: Vec<usize> = (0..4)
-        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: [&str; 4]| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         format!("| {} |", padded.join(" | "))
     };
     println!("{}", line(header));
-    println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
+    println!(
+        "|{}|",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
     for row in &rows {
         println!("{}", line([&row[0], &row[1], &row[2], &row[3]]));
     }

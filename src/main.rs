@@ -49,9 +49,44 @@ pub enum Command {
     /// Inspect task instances
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Named pools: cap how many tasks that name a pool (`pool:` in the DAG) run at once
+    #[command(subcommand)]
+    Pools(PoolsCommand),
     /// Manage the state store
     #[command(subcommand)]
     Db(DbCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PoolsCommand {
+    /// List pools with their slots and how many are taken
+    List,
+    /// Create a pool or change its slots
+    Set {
+        /// Lowercase letters, digits, `_` and `-`
+        #[arg(value_parser = parse_pool_name)]
+        name: String,
+        /// Tasks of the pool that may be queued or running at once (0 holds them all back)
+        #[arg(value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+        slots: i64,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a pool; tasks naming it wait until it exists again
+    Delete { name: String },
+}
+
+fn parse_pool_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err("use 1 to 64 lowercase letters, digits, `_` or `-`".into())
+    }
 }
 
 #[derive(Subcommand, Debug)]

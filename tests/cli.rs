@@ -699,7 +699,9 @@ fn sqlite_cron_runs_catch_up_and_pause_stops_them() {
 #[test]
 fn postgres_two_schedulers_and_eight_workers_run_each_task_once() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = rt.block_on(TestDb::postgres()) else { return };
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
     let amdahl = Amdahl::with_database(&db.url);
     assert_success(&amdahl.run(&["db", "migrate"]), "migrate");
     let dir = tempfile::tempdir().unwrap();
@@ -729,7 +731,12 @@ fn postgres_two_schedulers_and_eight_workers_run_each_task_once() {
     });
     let task_rows: Vec<&str> = tasks.lines().skip(1).collect();
     assert_eq!(task_rows.len(), 1_000, "{shown}");
-    assert!(task_rows.iter().all(|r| r.contains(" success ") && r.split_whitespace().nth(3) == Some("1")), "every task: success after one attempt");
+    assert!(
+        task_rows
+            .iter()
+            .all(|r| r.contains(" success ") && r.split_whitespace().nth(3) == Some("1")),
+        "every task: success after one attempt"
+    );
     let attempt_rows: Vec<&str> = attempts.lines().skip(1).collect();
     assert_eq!(attempt_rows.len(), 1_000, "one attempt per task");
     assert!(attempt_rows.iter().all(|r| r.contains(" success ")));

@@ -5,6 +5,8 @@
 //! database, no clock reads, no executors here, so every rule is tested with scenario tables
 //! and a fake time.
 
+use std::collections::BTreeMap;
+
 use crate::state::{RunState, TaskState};
 
 /// What the core needs to know about one task instance.
@@ -24,6 +26,8 @@ pub struct TaskView {
     pub timeout_ms: Option<i64>,
     /// When the current attempt started, for `running` tasks.
     pub started_at_ms: Option<i64>,
+    /// The named pool whose slot the task takes while queued or running.
+    pub pool: Option<String>,
 }
 
 /// A run as the core sees it; tasks in the DAG's topological order.
@@ -35,6 +39,8 @@ pub struct RunView {
     pub max_active_tasks: usize,
     pub cancel_requested: bool,
     pub dispatcher: Dispatcher,
+    /// Free slots of each named pool, across all runs; a pool that is not listed has none.
+    pub pool_free: BTreeMap<String, usize>,
 }
 
 /// Who starts queued tasks, which decides what `max_active_tasks` limits.
@@ -149,6 +155,20 @@ pub fn decide(run: &RunView, now_ms: i64) -> Decision {
         list.sort_by_key(|&i| (-i64::from(run.tasks[i].priority), i));
     };
     let limit = run.max_active_tasks.max(1);
+    // A task in a pool is queued only into a free slot; the rest wait, best first.
+    by_priority(&mut to_queue);
+    let mut pool_free = run.pool_free.clone();
+    to_queue.retain(|&i| match &run.tasks[i].pool {
+        None => true,
+        Some(pool) => match pool_free.get_mut(pool) {
+            Some(free) if *free > 0 => {
+                *free -= 1;
+                true
+            }
+            _ => false,
+        },
+    });
+    to_queue.sort_unstable();
     match run.dispatcher {
         Dispatcher::InProcess => {
             for &i in &to_queue {
@@ -229,6 +249,15 @@ mod tests {
             retry_at_ms: None,
             timeout_ms: None,
             started_at_ms: None,
+            pool: None,
+        }
+    }
+
+    fn pooled(id: &str, state: TaskState, pool: &str, priority: i32) -> TaskView {
+        TaskView {
+            pool: Some(pool.into()),
+            priority,
+            ..task(id, state, &[])
         }
     }
 
@@ -239,6 +268,7 @@ mod tests {
             max_active_tasks: 16,
             cancel_requested: false,
             dispatcher: Dispatcher::InProcess,
+            pool_free: BTreeMap::new(),
         }
     }
 
@@ -419,6 +449,56 @@ mod tests {
             task("c", Running, &[]),
         ]);
         assert_eq!(decide(&freed, 0).commands, vec![Queue("b".into())]);
+    }
+
+    /// A pool's free slots (counted across runs by the store) go to the best tasks first;
+    /// a pool nobody created has no slots; tasks outside pools are not held back.
+    #[test]
+    fn pools_hand_out_their_free_slots_by_priority() {
+        for dispatcher in [Dispatcher::InProcess, Dispatcher::Workers] {
+            let view = RunView {
+                dispatcher,
+                pool_free: BTreeMap::from([("db".to_string(), 1), ("gpu".to_string(), 0)]),
+                ..run(vec![
+                    pooled("low", Scheduled, "db", 0),
+                    pooled("high", Scheduled, "db", 9),
+                    pooled("full", Scheduled, "gpu", 0),
+                    pooled("nowhere", Scheduled, "missing", 0),
+                    task("free", Scheduled, &[]),
+                ])
+            };
+            let queued: Vec<Command> = decide(&view, 0)
+                .commands
+                .into_iter()
+                .filter(|c| matches!(c, Queue(_)))
+                .collect();
+            let mut names: Vec<String> = queued
+                .into_iter()
+                .filter_map(|c| match c {
+                    Queue(id) => Some(id),
+                    _ => None,
+                })
+                .collect();
+            names.sort();
+            assert_eq!(names, ["free", "high"], "{dispatcher:?}");
+        }
+        // When `high` holds the slot, `low` waits; once it finishes, `low` goes.
+        let busy = RunView {
+            dispatcher: Dispatcher::Workers,
+            pool_free: BTreeMap::from([("db".to_string(), 0)]),
+            ..run(vec![
+                pooled("low", Scheduled, "db", 0),
+                pooled("high", Running, "db", 9),
+            ])
+        };
+        assert_eq!(decide(&busy, 0).commands, vec![]);
+        let freed = RunView {
+            pool_free: BTreeMap::from([("db".to_string(), 1)]),
+            ..busy
+        };
+        let mut freed = freed;
+        freed.tasks[1].state = Success;
+        assert_eq!(decide(&freed, 0).commands, vec![Queue("low".into())]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! The scheduler never runs user code itself: stages go to `amdahl-executors`.
 
 pub mod attempt;
+pub mod backfill;
 pub mod decide;
 pub mod runner;
 pub mod service;
@@ -20,7 +21,7 @@ pub mod triggers;
 
 pub use runner::{LocalRunner, RunError, RunObserver, reap_orphans};
 pub use state::{AttemptState, RunState, TaskState};
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, Topic};
 
 /// The time source. Injected so decisions can be tested with a fake clock.
 pub trait Clock: Send + Sync {

@@ -22,7 +22,7 @@ use crate::Clock;
 use crate::attempt::{AttemptEnd, AttemptEnv, execute_attempt, prepare_stage, record_result};
 use crate::decide::{Command, Dispatcher, RunView, TaskView, after_failure, decide};
 use crate::state::{AttemptState, RunState, TaskState};
-use crate::store::{NewRun, NewTask, Store, StoreError, TaskRecord, TriggerKind};
+use crate::store::{NewRun, NewTask, Store, StoreError, TaskRecord, Topic, TriggerKind};
 
 /// How often a running process proves it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -133,12 +133,14 @@ impl LocalRunner {
                 run.max_active_tasks,
                 cancel_requested,
                 Dispatcher::InProcess,
+                pool_free_for(&self.store, &tasks).await?,
             );
             let now = self.clock.now_ms();
             let decision = decide(&view, now);
             // State changed: decide again at once, since one change may enable the next (a
             // timed-out task fails its downstream). Only a quiet decision waits for events.
             let changed = !decision.commands.is_empty();
+            let mut not_queued: Vec<String> = Vec::new();
             for command in decision.commands {
                 match command {
                     Command::StartRun => {
@@ -149,10 +151,19 @@ impl LocalRunner {
                     }
                     Command::Queue(task_id) => {
                         let from = state_of(&tasks, &task_id);
-                        self.store
-                            .set_task_state(run_id, &task_id, from, TaskState::Queued, now, None)
-                            .await?;
-                        observer.task_changed(&task_id, TaskState::Queued);
+                        let pool = find(&tasks, &task_id)?.pool.as_deref();
+                        match self
+                            .store
+                            .queue_task(run_id, &task_id, from, pool, now)
+                            .await
+                        {
+                            Ok(()) => observer.task_changed(&task_id, TaskState::Queued),
+                            // Another process took the pool's last slot first: the task waits.
+                            Err(StoreError::Conflict(_)) if pool.is_some() => {
+                                not_queued.push(task_id);
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                     Command::MarkUpstreamFailed(task_id) => {
                         self.store
@@ -168,6 +179,9 @@ impl LocalRunner {
                         observer.task_changed(&task_id, TaskState::UpstreamFailed);
                     }
                     Command::Dispatch(task_id) => {
+                        if not_queued.contains(&task_id) {
+                            continue;
+                        }
                         let (attempt_id, attempt) = self
                             .store
                             .start_attempt(run_id, &task_id, &self.owner, now)
@@ -412,6 +426,11 @@ pub enum RunOrigin {
     Manual,
     /// A cron tick: the scheduler service drives it; logical date = the interval's start.
     Scheduled(chrono::DateTime<chrono::Utc>),
+    /// One date of a backfill: the scheduler service drives it.
+    Backfill {
+        backfill_id: i64,
+        logical: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// Records the DAG's version and creates a queued run. A scheduled run that exists already
@@ -424,13 +443,18 @@ pub async fn create_run(
     origin: RunOrigin,
 ) -> Result<i64, StoreError> {
     let now = clock.now_ms();
-    let (owner, trigger, logical_date) = match origin {
-        RunOrigin::InProcess(owner) => (Some(owner), TriggerKind::Manual, rfc3339(now)),
-        RunOrigin::Manual => (None, TriggerKind::Manual, rfc3339(now)),
-        RunOrigin::Scheduled(tick) => (
+    let (owner, trigger, logical_date, backfill_id) = match origin {
+        RunOrigin::InProcess(owner) => (Some(owner), TriggerKind::Manual, rfc3339(now), None),
+        RunOrigin::Manual => (None, TriggerKind::Manual, rfc3339(now), None),
+        RunOrigin::Scheduled(tick) => (None, TriggerKind::Schedule, logical_text(tick), None),
+        RunOrigin::Backfill {
+            backfill_id,
+            logical,
+        } => (
             None,
-            TriggerKind::Schedule,
-            tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            TriggerKind::Backfill,
+            logical_text(logical),
+            Some(backfill_id),
         ),
     };
     let version_id = store
@@ -455,9 +479,10 @@ pub async fn create_run(
             retries: i64::from(t.retries),
             retry_delay_ms: t.retry_delay.as_millis() as i64,
             timeout_ms: t.timeout.map(|d| d.as_millis() as i64),
+            pool: t.pool.clone(),
         })
         .collect();
-    store
+    let run_id = store
         .create_run(&NewRun {
             dag_id: dag.id.clone(),
             trigger,
@@ -466,10 +491,13 @@ pub async fn create_run(
             logical_date,
             max_active_tasks: i64::from(dag.max_active_tasks.unwrap_or(16)),
             owner,
+            backfill_id,
             now_ms: now,
             tasks,
         })
-        .await
+        .await?;
+    store.signal(Topic::Progress).await;
+    Ok(run_id)
 }
 
 pub(crate) fn find<'a>(tasks: &'a [TaskRecord], task_id: &str) -> Result<&'a TaskRecord, RunError> {
@@ -498,6 +526,19 @@ pub(crate) fn task_view(t: &TaskRecord) -> TaskView {
         retry_at_ms: t.retry_at_ms,
         timeout_ms: t.timeout_ms,
         started_at_ms: t.started_at_ms,
+        pool: t.pool.clone(),
+    }
+}
+
+/// Free pool slots, read only when one of `tasks` is in a pool.
+pub(crate) async fn pool_free_for(
+    store: &Store,
+    tasks: &[TaskRecord],
+) -> Result<BTreeMap<String, usize>, StoreError> {
+    if tasks.iter().any(|t| t.pool.is_some()) {
+        store.pool_free().await
+    } else {
+        Ok(BTreeMap::new())
     }
 }
 
@@ -507,6 +548,7 @@ pub(crate) fn view_of(
     max_active_tasks: i64,
     cancel_requested: bool,
     dispatcher: Dispatcher,
+    pool_free: BTreeMap<String, usize>,
 ) -> RunView {
     RunView {
         state,
@@ -514,7 +556,13 @@ pub(crate) fn view_of(
         max_active_tasks: max_active_tasks.max(1) as usize,
         cancel_requested,
         dispatcher,
+        pool_free,
     }
+}
+
+/// How logical dates are stored: RFC 3339, UTC, whole seconds (so text order is time order).
+pub fn logical_text(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -24,9 +24,9 @@ use amdahl_dags::{Dag, DevicePreference, RunContext};
 use crate::Clock;
 use crate::attempt::{AttemptEnd, AttemptEnv, execute_attempt, prepare_stage, record_result};
 use crate::decide::{Command, Dispatcher, after_failure, decide};
-use crate::runner::{RunOrigin, create_run, find, state_of, task_view, view_of};
+use crate::runner::{RunOrigin, create_run, pool_free_for, state_of, task_view, view_of};
 use crate::state::{AttemptState, RunState, TaskState};
-use crate::store::{Claim, ClaimRequest, ReapLease, Store, StoreError, WorkerInfo};
+use crate::store::{Claim, ClaimRequest, ReapLease, Store, StoreError, Topic, WorkerInfo};
 use crate::triggers::{ScheduleView, due_runs};
 
 /// Treats "someone else already did it" as done.
@@ -35,6 +35,13 @@ fn tolerate_conflict(result: Result<(), StoreError>) -> Result<(), StoreError> {
         Err(StoreError::Conflict(_)) => Ok(()),
         other => other,
     }
+}
+
+/// What one pass of decisions did, for the signals sent after it.
+#[derive(Default)]
+struct Moved {
+    queued: bool,
+    finished: bool,
 }
 
 /// Drives ownerless runs, creates cron runs for the DAGs in a folder, reaps expired leases.
@@ -71,13 +78,22 @@ impl SchedulerService {
         }
     }
 
-    /// Runs until `shutdown` resolves.
+    /// Runs until `shutdown` resolves. A [`Topic::Progress`] signal (a run created, an attempt
+    /// ended) makes it decide at once; cron, DAG files and leases are looked at every `poll`.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
         tokio::pin!(shutdown);
+        let mut progress = self.store.subscribe(Topic::Progress).await?;
+        let mut next_tick = tokio::time::Instant::now();
         loop {
-            self.tick().await?;
+            if tokio::time::Instant::now() >= next_tick {
+                self.tick().await?;
+                next_tick = tokio::time::Instant::now() + self.poll;
+            } else {
+                self.advance_runs().await?;
+            }
+            let until_tick = next_tick.saturating_duration_since(tokio::time::Instant::now());
             tokio::select! {
-                _ = tokio::time::sleep(self.poll) => {}
+                _ = progress.wait(until_tick) => {}
                 _ = &mut shutdown => return Ok(()),
             }
         }
@@ -86,22 +102,36 @@ impl SchedulerService {
     /// One pass: cron runs that are due, every unfinished service run, expired leases.
     pub async fn tick(&self) -> Result<(), StoreError> {
         self.schedule_due_runs().await?;
+        self.advance_runs().await?;
+        self.reap_expired_leases().await
+    }
+
+    /// Decides every unfinished service run until nothing changes, then wakes workers if
+    /// tasks were queued and waiters if runs finished.
+    async fn advance_runs(&self) -> Result<(), StoreError> {
+        let mut moved = Moved::default();
         for (run_id, owner, _) in self.store.unfinished_runs().await? {
             if owner.is_none() {
                 // A run can need several decisions in a row (a failure cascades); keep deciding
                 // until one changes nothing.
                 for _ in 0..64 {
-                    if !self.advance(run_id).await? {
+                    if !self.advance(run_id, &mut moved).await? {
                         break;
                     }
                 }
             }
         }
-        self.reap_expired_leases().await
+        if moved.queued {
+            self.store.signal(Topic::Queued).await;
+        }
+        if moved.finished {
+            self.store.signal(Topic::Progress).await;
+        }
+        Ok(())
     }
 
     /// Applies one decision to a run; returns whether it changed anything.
-    async fn advance(&self, run_id: i64) -> Result<bool, StoreError> {
+    async fn advance(&self, run_id: i64, moved: &mut Moved) -> Result<bool, StoreError> {
         let Some(run) = self.store.run(run_id).await? else {
             return Ok(false);
         };
@@ -117,6 +147,7 @@ impl SchedulerService {
                 run.max_active_tasks,
                 false,
                 Dispatcher::Workers,
+                pool_free_for(&self.store, &tasks).await?,
             ),
             now,
         );
@@ -130,8 +161,12 @@ impl SchedulerService {
                 }
                 Command::Queue(task_id) => {
                     let from = state_of(&tasks, task_id);
+                    let pool = tasks
+                        .iter()
+                        .find(|t| &t.task_id == task_id)
+                        .and_then(|t| t.pool.as_deref());
                     self.store
-                        .set_task_state(run_id, task_id, from, TaskState::Queued, now, None)
+                        .queue_task(run_id, task_id, from, pool, now)
                         .await
                 }
                 Command::MarkUpstreamFailed(task_id) => {
@@ -155,6 +190,13 @@ impl SchedulerService {
                 // service runs is not built yet.
                 Command::Dispatch(_) | Command::Expire(_) | Command::Cancel(_) => continue,
             };
+            if result.is_ok() {
+                match command {
+                    Command::Queue(_) => moved.queued = true,
+                    Command::FinishRun(_) => moved.finished = true,
+                    _ => {}
+                }
+            }
             tolerate_conflict(result)?;
             changed = true;
         }
@@ -376,8 +418,9 @@ impl Worker {
         let lease_ms = self.config.lease.as_millis() as i64;
         let mut renew = tokio::time::interval(self.config.lease / 3);
         let started_at_ms = self.env.clock.now_ms();
+        let mut queued = self.env.store.subscribe(Topic::Queued).await?;
         loop {
-            let free = self.config.slots.saturating_sub(running.len());
+            let mut free = self.config.slots.saturating_sub(running.len());
             if free > 0 {
                 let claims = self
                     .env
@@ -390,6 +433,7 @@ impl Worker {
                         now_ms: self.env.clock.now_ms(),
                     })
                     .await?;
+                free -= claims.len();
                 for claim in claims {
                     let worker = self.clone();
                     running.spawn(async move { worker.attempt(claim).await });
@@ -397,7 +441,8 @@ impl Worker {
             }
             tokio::select! {
                 Some(_) = running.join_next(), if !running.is_empty() => {}
-                _ = tokio::time::sleep(self.poll) => {}
+                // With every slot busy, new work can wait for a slot to free up.
+                _ = queued.wait(self.poll), if free > 0 => {}
                 _ = renew.tick() => {
                     self.env.store.extend_leases(&self.config.owner, lease_ms, self.env.clock.now_ms()).await?;
                     self.advertise(started_at_ms).await?;
@@ -417,6 +462,7 @@ impl Worker {
                 self.config.owner, claim.run_id, claim.task_id, claim.attempt
             );
         }
+        self.env.store.signal(Topic::Progress).await;
     }
 
     async fn dag(&self, version_id: i64) -> Result<Arc<Dag>, String> {
@@ -487,13 +533,14 @@ impl Worker {
             None => outcome(execution.await),
         };
         let now = self.env.clock.now_ms();
-        let tasks = store.tasks(claim.run_id).await?;
-        let record =
-            find(&tasks, &claim.task_id).map_err(|e| StoreError::NotFound(e.to_string()))?;
         let (task_state, retry_at_ms) = if result.is_ok() {
             (TaskState::Success, None)
         } else {
-            after_failure(&task_view(record), now)
+            let record = store
+                .task(claim.run_id, &claim.task_id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("task {}", claim.task_id)))?;
+            after_failure(&task_view(&record), now)
         };
         let end = AttemptEnd {
             run_id: claim.run_id,

@@ -42,6 +42,7 @@ async fn new_run_on_devices(store: &Store, tasks: &[(&str, &[&str], &str)], owne
             logical_date: "2026-01-01T00:00:00Z".into(),
             max_active_tasks: 4,
             owner: Some(owner.into()),
+            backfill_id: None,
             now_ms: 1_000,
             tasks: tasks
                 .iter()
@@ -54,6 +55,7 @@ async fn new_run_on_devices(store: &Store, tasks: &[(&str, &[&str], &str)], owne
                     retries: 1,
                     retry_delay_ms: 0,
                     timeout_ms: None,
+                    pool: None,
                 })
                 .collect(),
         })
@@ -747,6 +749,116 @@ macro_rules! suite {
     };
 }
 
+/// A pool's slots cap its queued and running tasks across runs, even when ten schedulers
+/// queue into it at once; a pool that does not exist holds its tasks back.
+async fn pools_cap_queued_and_running_tasks_across_runs(db: &TestDb) {
+    let store = db.store().await;
+    store
+        .set_pool("db", 2, "the warehouse", 1_000)
+        .await
+        .unwrap();
+    let version = store
+        .record_dag_version("demo", "hash1", "demo.yaml", "/tmp", "dag: demo", 1_000)
+        .await
+        .unwrap();
+    let task = |id: &str, pool: &str| NewTask {
+        task_id: id.into(),
+        device: "auto".into(),
+        kind: "shell".into(),
+        needs: vec![],
+        priority: 0,
+        retries: 0,
+        retry_delay_ms: 0,
+        timeout_ms: None,
+        pool: Some(pool.into()),
+    };
+    let mut runs = Vec::new();
+    for _ in 0..10 {
+        let run_id = store
+            .create_run(&NewRun {
+                dag_id: "demo".into(),
+                trigger: amdahl_scheduler::store::TriggerKind::Manual,
+                dag_version_id: version,
+                params_json: "{}".into(),
+                logical_date: "2026-01-01T00:00:00Z".into(),
+                max_active_tasks: 4,
+                owner: None,
+                backfill_id: None,
+                now_ms: 1_000,
+                tasks: vec![task("load", "db"), task("elsewhere", "missing")],
+            })
+            .await
+            .unwrap();
+        runs.push(run_id);
+    }
+    let mut queuers = Vec::new();
+    for &run_id in &runs {
+        let store = db.store().await;
+        queuers.push(tokio::spawn(async move {
+            store
+                .queue_task(run_id, "load", TaskState::Scheduled, Some("db"), 2_000)
+                .await
+        }));
+    }
+    let mut queued = Vec::new();
+    for (queuer, run_id) in queuers.into_iter().zip(&runs) {
+        match queuer.await.unwrap() {
+            Ok(()) => queued.push(*run_id),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(queued.len(), 2, "exactly the pool's slots were handed out");
+    let pools = store.pools().await.unwrap();
+    assert_eq!((pools[0].name.as_str(), pools[0].occupied), ("db", 2));
+    assert_eq!(store.pool_free().await.unwrap()["db"], 0);
+    let missing = store
+        .queue_task(
+            runs[0],
+            "elsewhere",
+            TaskState::Scheduled,
+            Some("missing"),
+            2_000,
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::Conflict(_))),
+        "{missing:?}"
+    );
+
+    // A slot frees when its task ends; the next task takes it.
+    store
+        .set_task_state(
+            queued[0],
+            "load",
+            TaskState::Queued,
+            TaskState::Cancelled,
+            3_000,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.pool_free().await.unwrap()["db"], 1);
+    let waiting = *runs.iter().find(|r| !queued.contains(r)).unwrap();
+    store
+        .queue_task(waiting, "load", TaskState::Scheduled, Some("db"), 4_000)
+        .await
+        .unwrap();
+    // More slots take effect at once; deleting the pool holds its tasks back again.
+    store.set_pool("db", 5, "bigger", 5_000).await.unwrap();
+    assert_eq!(store.pool_free().await.unwrap()["db"], 3);
+    assert!(store.delete_pool("db").await.unwrap());
+    assert!(!store.delete_pool("db").await.unwrap());
+    let other = *runs
+        .iter()
+        .find(|r| !queued.contains(r) && **r != waiting)
+        .unwrap();
+    let gone = store
+        .queue_task(other, "load", TaskState::Scheduled, Some("db"), 6_000)
+        .await;
+    assert!(matches!(gone, Err(StoreError::Conflict(_))), "{gone:?}");
+}
+
 suite!(
     migrations_are_idempotent,
     versions_are_recorded_once_per_hash,
@@ -761,6 +873,7 @@ suite!(
     concurrent_claims_take_each_task_once,
     expired_leases_are_reaped_and_late_reports_refused,
     gpu_tasks_wait_for_a_gpu_worker,
+    pools_cap_queued_and_running_tasks_across_runs,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan.

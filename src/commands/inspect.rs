@@ -1,4 +1,4 @@
-//! Read-only commands: `dags list`, `runs list`, `runs show`, `tasks logs`.
+//! Read-only commands: `dags list`, `pools list`, `runs list`, `runs show`, `tasks logs`.
 
 use std::process::ExitCode;
 
@@ -33,6 +33,30 @@ pub async fn dags_list(store: &Store) -> anyhow::Result<ExitCode> {
             &["DAG", "VERSION", "RUNS", "LAST RUN", "PAUSED", "SOURCE"],
             &rows
         )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn pools_list(store: &Store) -> anyhow::Result<ExitCode> {
+    let pools = store.pools().await?;
+    if pools.is_empty() {
+        println!("no pools; `amdahl pools set NAME SLOTS` creates one");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = pools
+        .into_iter()
+        .map(|p| {
+            vec![
+                p.name,
+                p.slots.to_string(),
+                p.occupied.to_string(),
+                p.description,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["POOL", "SLOTS", "IN USE", "DESCRIPTION"], &rows)
     );
     Ok(ExitCode::SUCCESS)
 }

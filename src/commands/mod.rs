@@ -13,7 +13,7 @@ use anyhow::Context;
 use amdahl_scheduler::{Clock, Store, SystemClock};
 
 use crate::settings::{Settings, redact};
-use crate::{Cli, Command, DagsCommand, DbCommand, RunsCommand, TasksCommand};
+use crate::{Cli, Command, DagsCommand, DbCommand, PoolsCommand, RunsCommand, TasksCommand};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Validation needs no database: it must work on a laptop with nothing set up.
@@ -48,6 +48,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Tasks(TasksCommand::Logs { run_id, task_id }) => {
             inspect::task_logs(&store, run_id, &task_id).await
+        }
+        Command::Pools(PoolsCommand::List) => inspect::pools_list(&store).await,
+        Command::Pools(PoolsCommand::Set {
+            name,
+            slots,
+            description,
+        }) => {
+            store
+                .set_pool(&name, slots, &description, clock.now_ms())
+                .await?;
+            println!("pool `{name}` has {slots} slot(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pools(PoolsCommand::Delete { name }) => {
+            if !store.delete_pool(&name).await? {
+                anyhow::bail!("no pool `{name}`; `amdahl pools list` shows them");
+            }
+            println!("pool `{name}` deleted; tasks naming it wait until it exists again");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Db(DbCommand::Clean {
             older_than,

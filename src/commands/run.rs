@@ -50,6 +50,14 @@ pub async fn run(
         }
     };
     let params = amdahl_dags::params::resolve(&dag, &args.params).map_err(anyhow::Error::msg)?;
+    // A run in this process would wait forever for a pool nobody creates.
+    let missing = missing_pools(store, &dag).await?;
+    if let Some((task, pool)) = missing.first() {
+        bail!(
+            "task `{task}` names pool `{pool}`, which does not exist; create it with \
+             `amdahl pools set {pool} SLOTS`; nothing was run"
+        );
+    }
     super::reap(store, owner).await?;
 
     let runtime = CpuRuntime::for_machine().context("cannot start the CPU pool")?;
@@ -88,6 +96,23 @@ pub async fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// (task, pool) for each task that names a pool the store does not have.
+pub async fn missing_pools(store: &Store, dag: &Dag) -> anyhow::Result<Vec<(String, String)>> {
+    if dag.tasks.iter().all(|t| t.pool.is_none()) {
+        return Ok(Vec::new());
+    }
+    let known: std::collections::BTreeSet<String> =
+        store.pools().await?.into_iter().map(|p| p.name).collect();
+    Ok(dag
+        .tasks
+        .iter()
+        .filter_map(|t| {
+            let pool = t.pool.as_ref()?;
+            (!known.contains(pool)).then(|| (t.id.clone(), pool.clone()))
+        })
+        .collect())
 }
 
 /// A path loads that file; an id is looked for in the dags folder, then in the store.

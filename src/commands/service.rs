@@ -10,7 +10,7 @@ use amdahl_executors::{CpuRuntime, Executors};
 use amdahl_scheduler::attempt::AttemptEnv;
 use amdahl_scheduler::runner::RunOrigin;
 use amdahl_scheduler::service::{SchedulerService, Worker, WorkerConfig};
-use amdahl_scheduler::{RunState, Store, SystemClock};
+use amdahl_scheduler::{RunState, Store, SystemClock, Topic};
 
 use super::run::{RunArgs, resolve_dag};
 use crate::settings::Settings;
@@ -91,6 +91,12 @@ pub async fn trigger(store: &Store, args: TriggerArgs) -> anyhow::Result<ExitCod
         }
     };
     let params = amdahl_dags::params::resolve(&dag, &args.params).map_err(anyhow::Error::msg)?;
+    for (task, pool) in super::run::missing_pools(store, &dag).await? {
+        eprintln!(
+            "note: task `{task}` names pool `{pool}`, which does not exist; it waits until \
+             `amdahl pools set {pool} SLOTS` creates it"
+        );
+    }
     let run_id =
         amdahl_scheduler::runner::create_run(store, &SystemClock, &dag, &params, RunOrigin::Manual)
             .await?;
@@ -98,13 +104,16 @@ pub async fn trigger(store: &Store, args: TriggerArgs) -> anyhow::Result<ExitCod
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
+    // Schedulers signal when runs finish; the poll covers signals that cannot reach this
+    // process (SQLite with the service in another process).
+    let mut progress = store.subscribe(Topic::Progress).await?;
     let state = loop {
         let run = store.run(run_id).await?.context("the run vanished")?;
         if run.state.is_terminal() {
             break run.state;
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = progress.wait(Duration::from_millis(200)) => {}
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("stopped waiting; run {run_id} goes on in the service");
                 return Ok(ExitCode::FAILURE);

@@ -10,9 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::state::{RunState, TaskState};
 
@@ -26,11 +24,17 @@ macro_rules! on_pool {
     };
 }
 
+mod backfills;
 mod claims;
+mod events;
+mod pools;
 mod queries;
 mod records;
 
+pub use backfills::{BackfillRecord, DatedRun, NewBackfill};
 pub use claims::{Claim, ClaimRequest, ExpiredLease, ReapLease, WorkerInfo};
+pub use events::{Subscription, Topic};
+pub use pools::PoolRecord;
 
 pub use records::*;
 
@@ -85,7 +89,7 @@ async fn lock_file(path: std::path::PathBuf) -> Result<std::fs::File> {
 /// connection, only when the file is not in WAL mode yet; WAL mode is stored in the file, so
 /// every later connection (and every pool connection) inherits it without asking.
 async fn use_wal_once(file: &Path, options: &SqliteConnectOptions) -> Result<()> {
-    use sqlx::ConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
     let mut lock = file.to_path_buf().into_os_string();
     lock.push(".lock");
     let _lock = lock_file(lock.into()).await?;
@@ -139,6 +143,7 @@ pub struct Store {
     pool: Pool,
     /// The SQLite file, whose neighbour `<file>.lock` serialises migrations across processes.
     sqlite_file: Option<std::path::PathBuf>,
+    signals: std::sync::Arc<events::Signals>,
 }
 
 impl Store {
@@ -153,6 +158,7 @@ impl Store {
             return Ok(Store {
                 pool: Pool::Postgres(pool),
                 sqlite_file: None,
+                signals: std::sync::Arc::new(events::Signals::new()),
             });
         }
         if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -185,6 +191,7 @@ impl Store {
             return Ok(Store {
                 pool: Pool::Sqlite(pool),
                 sqlite_file: (file != ":memory:").then(|| Path::new(file).to_path_buf()),
+                signals: std::sync::Arc::new(events::Signals::new()),
             });
         }
         Err(StoreError::BadUrl(format!(

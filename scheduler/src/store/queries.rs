@@ -16,6 +16,18 @@ macro_rules! select_runs {
     };
 }
 
+/// Task instance rows in the column order `TaskRow` reads.
+macro_rules! select_tasks {
+    ($rest:literal) => {
+        concat!(
+            "SELECT task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, ",
+            "retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms, pool ",
+            "FROM task_instances ",
+            $rest
+        )
+    };
+}
+
 impl Store {
     /// Records a DAG version (idempotent by the file's hash); returns its id.
     pub async fn record_dag_version(
@@ -183,8 +195,8 @@ impl Store {
             let mut tx = pool.begin().await?;
             let created: Option<(i64,)> = sqlx::query_as(
                 "INSERT INTO runs (dag_id, dag_version_id, state, trigger_kind, params_json, logical_date, \
-                                   max_active_tasks, owner, heartbeat_at_ms, created_at_ms) \
-                 VALUES ($1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7) \
+                                   max_active_tasks, owner, heartbeat_at_ms, created_at_ms, backfill_id) \
+                 VALUES ($1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7, $9) \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(&new.dag_id)
@@ -195,11 +207,12 @@ impl Store {
             .bind(&new.owner)
             .bind(new.now_ms)
             .bind(new.trigger.as_str())
+            .bind(new.backfill_id)
             .fetch_optional(&mut *tx)
             .await?;
             let Some((run_id,)) = created else {
                 return Err(StoreError::Conflict(format!(
-                    "a scheduled run of {} for {} exists already",
+                    "a scheduled or backfill run of {} for {} exists already",
                     new.dag_id, new.logical_date
                 )));
             };
@@ -207,8 +220,8 @@ impl Store {
                 let needs = serde_json::to_string(&task.needs).unwrap_or_else(|_| "[]".into());
                 sqlx::query(
                     "INSERT INTO task_instances (run_id, task_id, position, kind, state, needs_json, priority, \
-                                                 retries, retry_delay_ms, timeout_ms, device_pref) \
-                     VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7, $8, $9, $10)",
+                                                 retries, retry_delay_ms, timeout_ms, device_pref, pool) \
+                     VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(run_id)
                 .bind(&task.task_id)
@@ -220,6 +233,7 @@ impl Store {
                 .bind(task.retry_delay_ms)
                 .bind(task.timeout_ms)
                 .bind(&task.device)
+                .bind(&task.pool)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -251,15 +265,27 @@ impl Store {
     pub async fn tasks(&self, run_id: i64) -> Result<Vec<TaskRecord>> {
         let rows: Vec<TaskRow> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, \
-                        retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms \
-                 FROM task_instances WHERE run_id = $1 ORDER BY position",
+                select_tasks!("WHERE run_id = $1 ORDER BY position"),
             )
             .bind(run_id)
             .fetch_all(pool)
             .await?
         });
         rows.into_iter().map(TaskRow::into_record).collect()
+    }
+
+    /// One task instance of a run.
+    pub async fn task(&self, run_id: i64, task_id: &str) -> Result<Option<TaskRecord>> {
+        let row: Option<TaskRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                select_tasks!("WHERE run_id = $1 AND task_id = $2"),
+            )
+            .bind(run_id)
+            .bind(task_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(TaskRow::into_record).transpose()
     }
 
     /// Every attempt of a run, oldest first.

@@ -14,6 +14,8 @@ pub struct NewRun {
     pub max_active_tasks: i64,
     /// The process driving the run in-process; `None` for runs the scheduler service drives.
     pub owner: Option<String>,
+    /// The backfill that made this run; it makes at most one run per logical date.
+    pub backfill_id: Option<i64>,
     pub now_ms: i64,
     pub tasks: Vec<NewTask>,
 }
@@ -25,6 +27,8 @@ pub enum TriggerKind {
     Manual,
     /// A cron tick; at most one run per DAG and logical date.
     Schedule,
+    /// One date of a backfill; at most one run per backfill and logical date.
+    Backfill,
 }
 
 impl TriggerKind {
@@ -32,6 +36,7 @@ impl TriggerKind {
         match self {
             TriggerKind::Manual => "manual",
             TriggerKind::Schedule => "schedule",
+            TriggerKind::Backfill => "backfill",
         }
     }
 }
@@ -47,6 +52,8 @@ pub struct NewTask {
     pub retries: i64,
     pub retry_delay_ms: i64,
     pub timeout_ms: Option<i64>,
+    /// The named pool whose slots this task takes while queued or running.
+    pub pool: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +93,7 @@ pub struct TaskRecord {
     pub error: Option<String>,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    pub pool: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -166,6 +174,7 @@ pub(super) struct TaskRow {
     error: Option<String>,
     started_at_ms: Option<i64>,
     finished_at_ms: Option<i64>,
+    pool: Option<String>,
 }
 
 impl TaskRow {
@@ -190,6 +199,7 @@ impl TaskRow {
             error: self.error,
             started_at_ms: self.started_at_ms,
             finished_at_ms: self.finished_at_ms,
+            pool: self.pool,
         })
     }
 }

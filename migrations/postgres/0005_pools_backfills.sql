@@ -1,0 +1,31 @@
+-- Named pools cap how many tasks that name them are queued or running at once, across runs.
+CREATE TABLE pools (
+    name          TEXT PRIMARY KEY,
+    slots         BIGINT NOT NULL CHECK (slots >= 0),
+    description   TEXT NOT NULL DEFAULT '',
+    updated_at_ms BIGINT NOT NULL
+);
+
+ALTER TABLE task_instances ADD COLUMN pool TEXT;
+CREATE INDEX task_instances_pool_active ON task_instances (pool)
+    WHERE pool IS NOT NULL AND state IN ('queued', 'running');
+
+-- A backfill is owned by the scheduler: it creates the runs of a date range, at most
+-- max_active_runs at a time, and ends when all of them have.
+CREATE TABLE backfills (
+    id              BIGSERIAL PRIMARY KEY,
+    dag_id          TEXT NOT NULL,
+    dag_version_id  BIGINT NOT NULL REFERENCES dag_versions (id),
+    from_date       TEXT NOT NULL,
+    to_date         TEXT NOT NULL,
+    reprocess       TEXT NOT NULL CHECK (reprocess IN ('none', 'failed', 'all')),
+    max_active_runs BIGINT NOT NULL CHECK (max_active_runs > 0),
+    params_json     TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('running', 'success', 'failed', 'cancelled')),
+    created_at_ms   BIGINT NOT NULL,
+    finished_at_ms  BIGINT
+);
+
+ALTER TABLE runs ADD COLUMN backfill_id BIGINT REFERENCES backfills (id);
+CREATE UNIQUE INDEX runs_backfilled_once ON runs (backfill_id, logical_date)
+    WHERE backfill_id IS NOT NULL;

@@ -1,0 +1,172 @@
+//! Backfill rows: what a backfill covers and whether it is still creating runs.
+
+use super::{Pool, Result, Store, StoreError};
+use crate::state::RunState;
+
+/// A backfill to create.
+#[derive(Clone, Debug)]
+pub struct NewBackfill {
+    pub dag_id: String,
+    pub dag_version_id: i64,
+    /// First and last logical dates covered (RFC 3339, as runs store them).
+    pub from_date: String,
+    pub to_date: String,
+    /// `none`, `failed` or `all`.
+    pub reprocess: String,
+    pub max_active_runs: i64,
+    pub params_json: String,
+    pub now_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackfillRecord {
+    pub id: i64,
+    pub dag_id: String,
+    pub dag_version_id: i64,
+    pub from_date: String,
+    pub to_date: String,
+    pub reprocess: String,
+    pub max_active_runs: i64,
+    pub params_json: String,
+    /// `running` while it creates or waits for runs; then `success` or `failed`.
+    pub state: String,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// A run of a DAG inside a backfill's range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatedRun {
+    pub run_id: i64,
+    pub logical_date: String,
+    pub state: RunState,
+    pub backfill_id: Option<i64>,
+}
+
+type BackfillRow = (
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    Option<i64>,
+);
+
+fn backfill_record(r: BackfillRow) -> BackfillRecord {
+    BackfillRecord {
+        id: r.0,
+        dag_id: r.1,
+        dag_version_id: r.2,
+        from_date: r.3,
+        to_date: r.4,
+        reprocess: r.5,
+        max_active_runs: r.6,
+        params_json: r.7,
+        state: r.8,
+        created_at_ms: r.9,
+        finished_at_ms: r.10,
+    }
+}
+
+macro_rules! select_backfills {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, dag_id, dag_version_id, from_date, to_date, reprocess, max_active_runs, ",
+            "params_json, state, created_at_ms, finished_at_ms FROM backfills ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    pub async fn create_backfill(&self, new: &NewBackfill) -> Result<i64> {
+        let (id,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "INSERT INTO backfills (dag_id, dag_version_id, from_date, to_date, reprocess, \
+                                        max_active_runs, params_json, state, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8) RETURNING id",
+            )
+            .bind(&new.dag_id)
+            .bind(new.dag_version_id)
+            .bind(&new.from_date)
+            .bind(&new.to_date)
+            .bind(&new.reprocess)
+            .bind(new.max_active_runs)
+            .bind(&new.params_json)
+            .bind(new.now_ms)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(id)
+    }
+
+    pub async fn backfill(&self, id: i64) -> Result<Option<BackfillRecord>> {
+        let row: Option<BackfillRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_backfills!("WHERE id = $1")).bind(id).fetch_optional(pool).await?
+        });
+        Ok(row.map(backfill_record))
+    }
+
+    /// Backfills still creating or waiting for runs, oldest first.
+    pub async fn running_backfills(&self) -> Result<Vec<BackfillRecord>> {
+        let rows: Vec<BackfillRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_backfills!("WHERE state = 'running' ORDER BY id"))
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(backfill_record).collect())
+    }
+
+    /// running → `state`; `Conflict` if another scheduler finished it first.
+    pub async fn finish_backfill(&self, id: i64, state: RunState, now_ms: i64) -> Result<()> {
+        let affected = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE backfills SET state = $1, finished_at_ms = $2 WHERE id = $3 AND state = 'running'",
+            )
+            .bind(state.as_str())
+            .bind(now_ms)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if affected == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "backfill {id} is not running"
+            )))
+        }
+    }
+
+    /// Runs of `dag_id` whose logical date is in `[from, to]`, oldest first.
+    pub async fn dated_runs(&self, dag_id: &str, from: &str, to: &str) -> Result<Vec<DatedRun>> {
+        let rows: Vec<(i64, String, String, Option<i64>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, logical_date, state, backfill_id FROM runs \
+                 WHERE dag_id = $1 AND logical_date >= $2 AND logical_date <= $3 ORDER BY id",
+            )
+            .bind(dag_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(run_id, logical_date, state, backfill_id)| {
+                Ok(DatedRun {
+                    run_id,
+                    logical_date,
+                    state: RunState::parse(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("run state `{state}`")))?,
+                    backfill_id,
+                })
+            })
+            .collect()
+    }
+}
