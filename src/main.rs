@@ -37,6 +37,8 @@ pub enum Command {
     /// Queue a run for the scheduler service (`amdahl scheduler` + `amdahl worker`, or
     /// `amdahl standalone`) to execute
     Trigger(commands::service::TriggerArgs),
+    /// Queue the runs of a past date range for the scheduler service, a few at a time
+    Backfill(Box<commands::backfill::BackfillArgs>),
     /// Run the scheduler service: moves queued runs forward and reaps lost workers' tasks
     Scheduler(commands::service::SchedulerArgs),
     /// Run a worker: claims queued tasks and executes them

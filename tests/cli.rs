@@ -742,3 +742,264 @@ fn postgres_two_schedulers_and_eight_workers_run_each_task_once() {
     assert!(attempt_rows.iter().all(|r| r.contains(" success ")));
     rt.block_on(db.drop_database());
 }
+
+impl Amdahl {
+    /// The state store this binary uses, opened directly, to check what the CLI cannot show.
+    fn store(&self, rt: &tokio::runtime::Runtime) -> amdahl_scheduler::Store {
+        let url = self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.home.path().join("amdahl.db").display())
+        });
+        rt.block_on(amdahl_scheduler::Store::connect(&url)).unwrap()
+    }
+}
+
+/// The most of `spans` (start, end) that overlap at any moment.
+fn most_at_once(spans: &[(i64, i64)]) -> usize {
+    let mut events: Vec<(i64, i32)> = spans
+        .iter()
+        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    // Ends before starts at the same millisecond: back-to-back is not overlap.
+    events.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, change) in events {
+        now += change;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// A backfill creates one run per schedule tick in its range, never more than
+/// `--max-active-runs` unfinished at once; `--dry-run` changes nothing; `--reprocess`
+/// decides which dates that have runs get another; bad ranges are refused.
+fn backfill_fills_a_range_a_few_runs_at_a_time(amdahl: &Amdahl, services: &[&[&str]]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("daily.yaml");
+    std::fs::write(
+        &file,
+        "dag: daily\nschedule: \"@daily\"\nstart_date: 2026-01-01\ntasks:\n  \
+         load:\n    shell: sleep 0.3; echo loading {{ run.logical_date }}\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let no_schedule = dir.path().join("adhoc.yaml");
+    std::fs::write(
+        &no_schedule,
+        "dag: adhoc\ntasks:\n  a:\n    shell: \"true\"\n",
+    )
+    .unwrap();
+    assert_success(&amdahl.run(&["db", "migrate"]), "migrate");
+    let _services = Services::start(amdahl, services);
+    let range = ["--from", "2026-03-01", "--to", "2026-03-05"];
+
+    let dry = amdahl.run(&[&["backfill", &file, "--dry-run"][..], &range[..]].concat());
+    assert_success(&dry, "dry run");
+    let shown = text(&dry.stdout);
+    assert_eq!(shown.matches("T00:00:00Z  run").count(), 5, "{shown}");
+    assert!(shown.contains("nothing was changed"), "{shown}");
+    assert!(
+        runs_of(amdahl, "daily").is_empty(),
+        "a dry run creates no runs"
+    );
+
+    let out = amdahl.run(
+        &[
+            &["backfill", &file, "--max-active-runs", "2", "--wait"][..],
+            &range[..],
+        ]
+        .concat(),
+    );
+    assert_success(&out, "backfill");
+    assert!(
+        text(&out.stdout).contains("5 of 5 run(s) succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
+    let store = amdahl.store(&rt);
+    let runs = rt.block_on(store.list_runs(Some("daily"), 100)).unwrap();
+    let mut dates: Vec<&str> = runs.iter().map(|r| r.logical_date.as_str()).collect();
+    dates.sort();
+    assert_eq!(
+        dates,
+        (1..=5)
+            .map(|d| format!("2026-03-0{d}T00:00:00Z"))
+            .collect::<Vec<_>>()
+    );
+    let spans: Vec<(i64, i64)> = runs
+        .iter()
+        .map(|r| (r.created_at_ms, r.finished_at_ms.unwrap()))
+        .collect();
+    assert_eq!(
+        most_at_once(&spans),
+        2,
+        "two at a time, slots refilled: {spans:?}"
+    );
+
+    let again = amdahl.run(&[&["backfill", &file, "--dry-run"][..], &range[..]].concat());
+    assert_eq!(
+        text(&again.stdout)
+            .matches("skip (a run is success)")
+            .count(),
+        5,
+        "{}",
+        text(&again.stdout)
+    );
+    let rerun = amdahl.run(&[
+        "backfill",
+        &file,
+        "--from",
+        "2026-03-04",
+        "--to",
+        "2026-03-05",
+        "--reprocess",
+        "all",
+        "--wait",
+    ]);
+    assert_success(&rerun, "reprocess all");
+    assert_eq!(runs_of(amdahl, "daily").len(), 7);
+
+    for (args, says) in [
+        (
+            vec![
+                "backfill",
+                &file,
+                "--from",
+                "2026-03-05",
+                "--to",
+                "2026-03-01",
+            ],
+            "is after",
+        ),
+        (
+            vec![
+                "backfill",
+                no_schedule.to_str().unwrap(),
+                "--from",
+                "2026-03-01",
+                "--to",
+                "2026-03-02",
+            ],
+            "has no `schedule:`",
+        ),
+        (
+            vec!["backfill", &file, "--from", "March", "--to", "2026-03-02"],
+            "is not a date",
+        ),
+    ] {
+        let out = amdahl.run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        runs_of(amdahl, "daily").len(),
+        7,
+        "refused backfills change nothing"
+    );
+}
+
+#[test]
+fn sqlite_backfill_fills_a_range_a_few_runs_at_a_time() {
+    let amdahl = Amdahl::sqlite();
+    let empty = tempfile::tempdir().unwrap();
+    let folder = empty.path().display().to_string();
+    backfill_fills_a_range_a_few_runs_at_a_time(
+        &amdahl,
+        &[&["standalone", "--slots", "4", "--dags-folder", &folder]],
+    );
+}
+
+#[test]
+fn postgres_backfill_fills_a_range_a_few_runs_at_a_time() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let folder = empty.path().display().to_string();
+    backfill_fills_a_range_a_few_runs_at_a_time(
+        &Amdahl::with_database(&db.url),
+        &[
+            &["scheduler", "--dags-folder", &folder],
+            &["scheduler", "--dags-folder", &folder],
+            &["worker", "--slots", "2"],
+            &["worker", "--slots", "2"],
+        ],
+    );
+    rt.block_on(db.drop_database());
+}
+
+/// A pool with one slot runs its tasks one at a time, across runs; `amdahl run` refuses a
+/// DAG whose pool does not exist instead of waiting forever.
+#[test]
+fn sqlite_a_pool_with_one_slot_runs_its_tasks_one_at_a_time() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let amdahl = Amdahl::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pooled.yaml");
+    std::fs::write(
+        &file,
+        "dag: pooled\ndefaults:\n  pool: warehouse\ntasks:\n  \
+         a: { shell: sleep 0.3 }\n  b: { shell: sleep 0.3 }\n  c: { shell: sleep 0.3 }\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let refused = amdahl.run(&["run", &file]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("pool `warehouse`, which does not exist"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(runs_of(&amdahl, "pooled").is_empty());
+    assert!(
+        !amdahl
+            .run(&["pools", "set", "Bad Name", "1"])
+            .status
+            .success()
+    );
+    assert!(
+        !amdahl
+            .run(&["pools", "set", "warehouse", "-1"])
+            .status
+            .success()
+    );
+    assert_success(
+        &amdahl.run(&["pools", "set", "warehouse", "1"]),
+        "pools set",
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let folder = empty.path().display().to_string();
+    let _services = Services::start(
+        &amdahl,
+        &[&["standalone", "--slots", "4", "--dags-folder", &folder]],
+    );
+    let first = amdahl
+        .command(&["trigger", &file, "--wait"])
+        .spawn()
+        .unwrap();
+    assert_success(&amdahl.run(&["trigger", &file, "--wait"]), "second run");
+    assert!(first.wait_with_output().unwrap().status.success());
+    let store = amdahl.store(&rt);
+    let mut spans = Vec::new();
+    for run in rt.block_on(store.list_runs(Some("pooled"), 10)).unwrap() {
+        for task in rt.block_on(store.tasks(run.id)).unwrap() {
+            spans.push((task.started_at_ms.unwrap(), task.finished_at_ms.unwrap()));
+        }
+    }
+    assert_eq!(spans.len(), 6);
+    assert_eq!(most_at_once(&spans), 1, "one slot: {spans:?}");
+    let listed = text(&amdahl.run(&["pools", "list"]).stdout);
+    assert!(listed.contains("warehouse  1      0"), "{listed}");
+    assert_success(&amdahl.run(&["pools", "delete", "warehouse"]), "delete");
+    assert!(
+        !amdahl
+            .run(&["pools", "delete", "warehouse"])
+            .status
+            .success()
+    );
+}

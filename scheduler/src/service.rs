@@ -23,10 +23,15 @@ use amdahl_dags::{Dag, DevicePreference, RunContext};
 
 use crate::Clock;
 use crate::attempt::{AttemptEnd, AttemptEnv, execute_attempt, prepare_stage, record_result};
+use crate::backfill::{self, DateView, Reprocess, Step};
 use crate::decide::{Command, Dispatcher, after_failure, decide};
-use crate::runner::{RunOrigin, create_run, pool_free_for, state_of, task_view, view_of};
+use crate::runner::{
+    RunOrigin, create_run, logical_text, pool_free_for, state_of, task_view, view_of,
+};
 use crate::state::{AttemptState, RunState, TaskState};
-use crate::store::{Claim, ClaimRequest, ReapLease, Store, StoreError, Topic, WorkerInfo};
+use crate::store::{
+    BackfillRecord, Claim, ClaimRequest, ReapLease, Store, StoreError, Topic, WorkerInfo,
+};
 use crate::triggers::{ScheduleView, due_runs};
 
 /// Treats "someone else already did it" as done.
@@ -35,6 +40,59 @@ fn tolerate_conflict(result: Result<(), StoreError>) -> Result<(), StoreError> {
         Err(StoreError::Conflict(_)) => Ok(()),
         other => other,
     }
+}
+
+/// A backfill's dates with the runs each has: its own and the newest other one.
+pub async fn backfill_plan(
+    store: &Store,
+    dag: &Dag,
+    backfill: &BackfillRecord,
+) -> Result<Vec<DateView>, StoreError> {
+    let parse = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| StoreError::Corrupt(format!("backfill {}: `{text}`: {e}", backfill.id)))
+    };
+    let cron = dag
+        .schedule
+        .as_deref()
+        .and_then(|s| amdahl_dags::schedule::parse_cron(s).ok())
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "backfill {}: the DAG has no valid schedule",
+                backfill.id
+            ))
+        })?;
+    let dates = backfill::dates(
+        &cron,
+        parse(&backfill.from_date)?,
+        parse(&backfill.to_date)?,
+    )
+    .map_err(StoreError::Corrupt)?;
+    let runs = store
+        .dated_runs(&dag.id, &backfill.from_date, &backfill.to_date)
+        .await?;
+    Ok(dates
+        .into_iter()
+        .map(|logical| {
+            let text = logical_text(logical);
+            let of_date = runs.iter().filter(|r| r.logical_date == text);
+            let own = of_date
+                .clone()
+                .filter(|r| r.backfill_id == Some(backfill.id))
+                .map(|r| r.state)
+                .next_back();
+            let other = of_date
+                .filter(|r| r.backfill_id != Some(backfill.id))
+                .map(|r| r.state)
+                .next_back();
+            DateView {
+                logical,
+                own,
+                other,
+            }
+        })
+        .collect())
 }
 
 /// What one pass of decisions did, for the signals sent after it.
@@ -125,6 +183,64 @@ impl SchedulerService {
             self.store.signal(Topic::Queued).await;
         }
         if moved.finished {
+            self.store.signal(Topic::Progress).await;
+        }
+        self.run_backfills().await
+    }
+
+    /// Creates the runs each unfinished backfill wants now (its free slots, oldest dates
+    /// first) and finishes backfills that have nothing left. Another scheduler creating the
+    /// same run first is a `Conflict`, which is fine.
+    async fn run_backfills(&self) -> Result<(), StoreError> {
+        let backfills = self.store.running_backfills().await?;
+        if backfills.is_empty() {
+            return Ok(());
+        }
+        let mut created = false;
+        for backfill in backfills {
+            let now = self.clock.now_ms();
+            let dag = match load_pinned(&self.store, backfill.dag_version_id).await {
+                Ok(dag) => dag,
+                Err(e) => {
+                    eprintln!("scheduler: backfill {} fails: {e}", backfill.id);
+                    tolerate_conflict(
+                        self.store
+                            .finish_backfill(backfill.id, RunState::Failed, now)
+                            .await,
+                    )?;
+                    continue;
+                }
+            };
+            let plan = backfill_plan(&self.store, &dag, &backfill).await?;
+            let reprocess = Reprocess::parse(&backfill.reprocess).unwrap_or(Reprocess::None);
+            match backfill::step(&plan, reprocess, backfill.max_active_runs.max(1) as usize) {
+                Step::Wait => {}
+                Step::Finish(state) => {
+                    tolerate_conflict(self.store.finish_backfill(backfill.id, state, now).await)?;
+                    eprintln!(
+                        "scheduler: backfill {} of `{}` {state}",
+                        backfill.id, dag.id
+                    );
+                    created = true;
+                }
+                Step::Create(dates) => {
+                    let params = serde_json::from_str(&backfill.params_json).unwrap_or_default();
+                    for logical in dates {
+                        let origin = RunOrigin::Backfill {
+                            backfill_id: backfill.id,
+                            logical,
+                        };
+                        match create_run(&self.store, self.clock.as_ref(), &dag, &params, origin)
+                            .await
+                        {
+                            Ok(_) | Err(StoreError::Conflict(_)) => created = true,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+        }
+        if created {
             self.store.signal(Topic::Progress).await;
         }
         Ok(())
@@ -470,20 +586,7 @@ impl Worker {
         if let Some(dag) = dags.get(&version_id) {
             return Ok(dag.clone());
         }
-        let version = self
-            .env
-            .store
-            .dag_version(version_id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("DAG version {version_id} is missing"))?;
-        let dag = amdahl_dags::load_bytes(
-            &version.source_path,
-            std::path::Path::new(&version.base_dir),
-            version.yaml.as_bytes(),
-        )
-        .map_err(|e| format!("the pinned DAG version no longer loads:\n{}", e.render()))?;
-        let dag = Arc::new(dag);
+        let dag = Arc::new(load_pinned(&self.env.store, version_id).await?);
         dags.insert(version_id, dag.clone());
         Ok(dag)
     }
@@ -559,6 +662,21 @@ impl Worker {
             other => other,
         }
     }
+}
+
+/// Loads the DAG version a run or backfill pinned, from the YAML the store kept.
+pub async fn load_pinned(store: &Store, version_id: i64) -> Result<Dag, String> {
+    let version = store
+        .dag_version(version_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("DAG version {version_id} is missing"))?;
+    amdahl_dags::load_bytes(
+        &version.source_path,
+        std::path::Path::new(&version.base_dir),
+        version.yaml.as_bytes(),
+    )
+    .map_err(|e| format!("the pinned DAG version no longer loads:\n{}", e.render()))
 }
 
 type Outcome = (

@@ -1,5 +1,6 @@
 //! One module per command group; [`dispatch`] routes the parsed command line.
 
+pub mod backfill;
 pub mod inspect;
 pub mod maintenance;
 pub mod run;
@@ -35,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => run::run(&store, &settings, &owner, args).await,
         Command::Trigger(args) => service::trigger(&store, args).await,
+        Command::Backfill(args) => backfill::backfill(&store, *args).await,
         Command::Scheduler(args) => service::scheduler(&store, args).await,
         Command::Worker(args) => service::worker(&store, &settings, &owner, args).await,
         Command::Standalone(args) => service::standalone(&store, &settings, &owner, args).await,

@@ -1,0 +1,188 @@
+//! `amdahl backfill DAG --from DATE --to DATE`: hands a date range to the scheduler service.
+//!
+//! The command only validates and records the backfill (or, with `--dry-run`, prints what it
+//! would do and changes nothing); the scheduler creates the runs, at most `--max-active-runs`
+//! unfinished at a time, and refills a slot as soon as one of them ends.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use amdahl_scheduler::backfill::{self, Reprocess};
+use amdahl_scheduler::runner::logical_text;
+use amdahl_scheduler::service::backfill_plan;
+use amdahl_scheduler::store::{BackfillRecord, NewBackfill};
+use amdahl_scheduler::{Clock, RunState, Store, SystemClock, Topic};
+
+use super::run::{RunArgs, resolve_dag};
+use crate::output::table;
+
+#[derive(clap::Args, Debug)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// First logical date: YYYY-MM-DD (midnight UTC) or an RFC 3339 time
+    #[arg(long, value_parser = parse_date)]
+    pub from: DateTime<Utc>,
+    /// Last logical date, inclusive
+    #[arg(long, value_parser = parse_date)]
+    pub to: DateTime<Utc>,
+    /// Dates that already have a run: skip them (none), rerun failed or cancelled ones
+    /// (failed), or rerun all
+    #[arg(long, default_value = "none", value_parser = ["none", "failed", "all"])]
+    pub reprocess: String,
+    /// Runs of this backfill unfinished at once
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i64).range(1..=1024))]
+    pub max_active_runs: i64,
+    /// Print the dates and what would happen to each; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("`{text}` is not a date: use YYYY-MM-DD or RFC 3339"))
+}
+
+pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitCode> {
+    if args.from > args.to {
+        bail!(
+            "--from {} is after --to {}; nothing was queued",
+            logical_text(args.from),
+            logical_text(args.to)
+        );
+    }
+    let dag = match resolve_dag(store, &args.run).await? {
+        Ok(dag) => dag,
+        Err(rendered) => {
+            eprint!("{rendered}");
+            eprintln!("the DAG is invalid; nothing was queued");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(cron) = dag
+        .schedule
+        .as_deref()
+        .and_then(|s| amdahl_dags::schedule::parse_cron(s).ok())
+    else {
+        bail!(
+            "DAG `{}` has no `schedule:`; a backfill cuts its range at the schedule's ticks",
+            dag.id
+        );
+    };
+    let dates = backfill::dates(&cron, args.from, args.to).map_err(anyhow::Error::msg)?;
+    if dates.is_empty() {
+        bail!(
+            "the schedule `{}` has no tick between {} and {}; nothing was queued",
+            dag.schedule.as_deref().unwrap_or_default(),
+            logical_text(args.from),
+            logical_text(args.to)
+        );
+    }
+    let params =
+        amdahl_dags::params::resolve(&dag, &args.run.params).map_err(anyhow::Error::msg)?;
+    let reprocess = Reprocess::parse(&args.reprocess).context("bad --reprocess")?;
+    let now = SystemClock.now_ms();
+    let mut record = BackfillRecord {
+        id: 0,
+        dag_id: dag.id.clone(),
+        dag_version_id: 0,
+        from_date: logical_text(dates[0]),
+        to_date: logical_text(dates[dates.len() - 1]),
+        reprocess: reprocess.as_str().to_string(),
+        max_active_runs: args.max_active_runs,
+        params_json: serde_json::to_string(&params)?,
+        state: "running".into(),
+        created_at_ms: now,
+        finished_at_ms: None,
+    };
+    if args.dry_run {
+        let plan = backfill_plan(store, &dag, &record).await?;
+        let rows: Vec<Vec<String>> = plan
+            .iter()
+            .map(|d| {
+                let action = match (backfill::wanted(d.other, reprocess), d.other) {
+                    (true, None) => "run".to_string(),
+                    (true, Some(state)) => format!("run again (a run is {state})"),
+                    (false, Some(state)) => format!("skip (a run is {state})"),
+                    (false, None) => "skip".to_string(),
+                };
+                vec![logical_text(d.logical), action]
+            })
+            .collect();
+        print!("{}", table(&["LOGICAL DATE", "ACTION"], &rows));
+        let runs = rows.iter().filter(|r| r[1].starts_with("run")).count();
+        println!(
+            "dry run: {runs} run(s) of `{}`, at most {} at a time; nothing was changed",
+            dag.id, args.max_active_runs
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    record.dag_version_id = store
+        .record_dag_version(
+            &dag.id,
+            &dag.source.hash,
+            &dag.source.display_path,
+            &dag.source.base_dir.display().to_string(),
+            &dag.source.text,
+            now,
+        )
+        .await?;
+    let id = store
+        .create_backfill(&NewBackfill {
+            dag_id: record.dag_id.clone(),
+            dag_version_id: record.dag_version_id,
+            from_date: record.from_date.clone(),
+            to_date: record.to_date.clone(),
+            reprocess: record.reprocess.clone(),
+            max_active_runs: record.max_active_runs,
+            params_json: record.params_json.clone(),
+            now_ms: now,
+        })
+        .await?;
+    record.id = id;
+    store.signal(Topic::Progress).await;
+    println!(
+        "backfill {id} of `{}` queued: {} date(s) from {} to {}, at most {} run(s) at a time",
+        dag.id,
+        dates.len(),
+        record.from_date,
+        record.to_date,
+        args.max_active_runs
+    );
+    if !args.run.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut progress = store.subscribe(Topic::Progress).await?;
+    let state = loop {
+        let now = store.backfill(id).await?.context("the backfill vanished")?;
+        if now.state != "running" {
+            break now.state;
+        }
+        tokio::select! {
+            _ = progress.wait(Duration::from_millis(200)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("stopped waiting; backfill {id} goes on in the service");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    };
+    let plan = backfill_plan(store, &dag, &record).await?;
+    let succeeded = plan
+        .iter()
+        .filter(|d| d.own == Some(RunState::Success))
+        .count();
+    let made = plan.iter().filter(|d| d.own.is_some()).count();
+    println!("backfill {id} {state}: {succeeded} of {made} run(s) succeeded");
+    Ok(if state == "success" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
