@@ -1,4 +1,7 @@
-//! Scheduling overhead through the real processes: `amdahl scheduler` + `amdahl worker`.
+//! Scheduling overhead through the real processes, with their default settings: on SQLite
+//! `amdahl standalone` (one process, in-process wake-ups) and `amdahl scheduler` + `amdahl
+//! worker` (two processes, which can only poll each other); on PostgreSQL a scheduler and a
+//! worker process (LISTEN/NOTIFY wake-ups).
 //!
 //! `cargo bench --bench overhead` prints a table for SQLite and, when
 //! `AMDAHL_TEST_POSTGRES_URL` names a server, for PostgreSQL (a fresh database is created and
@@ -63,7 +66,14 @@ fn timed_run(home: &Path, url: &str, file: &str) -> Duration {
     started.elapsed()
 }
 
-fn measure(backend: &str, url: &str, wide: usize) -> Vec<[String; 4]> {
+/// How the service runs: one `standalone` process, or a scheduler and a worker process.
+#[derive(Clone, Copy)]
+enum Topology {
+    Standalone,
+    Separate,
+}
+
+fn measure(backend: &str, url: &str, wide: usize, topology: Topology) -> Vec<[String; 4]> {
     let home = tempfile::tempdir().unwrap();
     let dags = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
@@ -77,18 +87,31 @@ fn measure(backend: &str, url: &str, wide: usize) -> Vec<[String; 4]> {
         .map_or(2, |n| n.get())
         .to_string();
     let folder = empty.path().display().to_string();
-    let _services = Processes(vec![
-        amdahl(
-            home.path(),
-            url,
-            &["scheduler", "--poll", "20ms", "--dags-folder", &folder],
-        )
-        .spawn()
-        .unwrap(),
-        amdahl(home.path(), url, &["worker", "--slots", &slots])
-            .spawn()
-            .unwrap(),
-    ]);
+    let (label, commands): (String, Vec<Vec<&str>>) = match topology {
+        Topology::Standalone => (
+            format!("{backend}, standalone"),
+            vec![vec![
+                "standalone",
+                "--slots",
+                &slots,
+                "--dags-folder",
+                &folder,
+            ]],
+        ),
+        Topology::Separate => (
+            format!("{backend}, scheduler + worker"),
+            vec![
+                vec!["scheduler", "--dags-folder", &folder],
+                vec!["worker", "--slots", &slots],
+            ],
+        ),
+    };
+    let _services = Processes(
+        commands
+            .iter()
+            .map(|args| amdahl(home.path(), url, args).spawn().unwrap())
+            .collect(),
+    );
     // Warm up: the first run pays for process start-up and empty caches.
     let warm = write_dag(dags.path(), "warm", 2, true);
     timed_run(home.path(), url, &warm);
@@ -99,13 +122,13 @@ fn measure(backend: &str, url: &str, wide: usize) -> Vec<[String; 4]> {
     let wide_time = timed_run(home.path(), url, &wide_file);
     vec![
         [
-            backend.to_string(),
+            label.clone(),
             "chain of 40 no-op tasks".into(),
             format!("{:.0} ms total", chain_time.as_secs_f64() * 1e3),
             format!("{:.1} ms per task", chain_time.as_secs_f64() * 1e3 / 40.0),
         ],
         [
-            backend.to_string(),
+            label,
             format!("{wide} independent no-op tasks"),
             format!("{:.1} s total", wide_time.as_secs_f64()),
             format!("{:.0} completions/s", wide as f64 / wide_time.as_secs_f64()),
@@ -122,17 +145,19 @@ fn main() {
     let mut rows = Vec::new();
     let sqlite_dir = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", sqlite_dir.path().join("bench.db").display());
-    rows.extend(measure("sqlite", &sqlite_url, wide));
+    rows.extend(measure("sqlite", &sqlite_url, wide, Topology::Standalone));
+    let sqlite_url = format!("sqlite://{}", sqlite_dir.path().join("bench2.db").display());
+    rows.extend(measure("sqlite", &sqlite_url, wide, Topology::Separate));
     if std::env::var("AMDAHL_TEST_POSTGRES_URL").is_ok() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         if let Some(db) = rt.block_on(support::TestDb::postgres()) {
-            rows.extend(measure("postgres", &db.url, wide));
+            rows.extend(measure("postgres", &db.url, wide, Topology::Separate));
             rt.block_on(db.drop_database());
         }
     } else {
         eprintln!("AMDAHL_TEST_POSTGRES_URL is not set: PostgreSQL not measured");
     }
-    let header = ["database", "workload", "wall time", "result"];
+    let header = ["service", "workload", "wall time", "result"];
     let widths: Vec<usize> = (0..4)
         .map(|i| {
             rows.iter()
