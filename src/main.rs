@@ -120,6 +120,8 @@ pub enum RunsCommand {
     },
     /// Show a run: its tasks, their attempts and timings
     Show { run_id: i64 },
+    /// Cancel an unfinished run: queued tasks never start, running ones are stopped
+    Cancel { run_id: i64 },
 }
 
 #[derive(Subcommand, Debug)]

@@ -1003,3 +1003,122 @@ fn sqlite_a_pool_with_one_slot_runs_its_tasks_one_at_a_time() {
             .success()
     );
 }
+
+fn pgrep(pattern: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// `amdahl runs cancel` stops a service run: the running stage is killed, waiting tasks never
+/// start, the run ends cancelled; a second cancel is refused.
+fn cancelling_a_service_run_stops_its_stage(amdahl: &Amdahl, services: &[&[&str]], marker: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow.yaml");
+    std::fs::write(
+        &file,
+        format!("dag: slow\ntasks:\n  a:\n    shell: sleep {marker}\n  b:\n    needs: [a]\n    shell: \"true\"\n"),
+    )
+    .unwrap();
+    assert_success(&amdahl.run(&["db", "migrate"]), "migrate");
+    let _services = Services::start(amdahl, services);
+    let out = amdahl.run(&["trigger", file.to_str().unwrap()]);
+    assert_success(&out, "trigger");
+    let run = text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    wait_for(amdahl, &run, "running", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pgrep(&format!("sleep {marker}")) {
+        assert!(Instant::now() < deadline, "the stage never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_success(&amdahl.run(&["runs", "cancel", &run]), "cancel");
+    let shown = wait_for(
+        amdahl,
+        &run,
+        "cancelled by the user",
+        Duration::from_secs(30),
+    );
+    assert!(!shown.contains("success"), "{shown}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pgrep(&format!("sleep {marker}")) {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled stage is still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = amdahl.run(&["runs", "cancel", &run]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already ended"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(!amdahl.run(&["runs", "cancel", "999"]).status.success());
+}
+
+#[test]
+fn sqlite_cancelling_a_service_run_stops_its_stage() {
+    let empty = tempfile::tempdir().unwrap();
+    let folder = empty.path().display().to_string();
+    cancelling_a_service_run_stops_its_stage(
+        &Amdahl::sqlite(),
+        &[&["standalone", "--lease", "3s", "--dags-folder", &folder]],
+        "41.25",
+    );
+}
+
+#[test]
+fn postgres_cancelling_a_service_run_stops_its_stage() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let folder = empty.path().display().to_string();
+    cancelling_a_service_run_stops_its_stage(
+        &Amdahl::with_database(&db.url),
+        &[
+            &["scheduler", "--dags-folder", &folder],
+            &["worker", "--lease", "3s"],
+        ],
+        "42.75",
+    );
+    rt.block_on(db.drop_database());
+}
+
+/// `amdahl runs cancel` also reaches a run that an `amdahl run` process drives.
+#[test]
+fn sqlite_cancelling_an_in_process_run_from_another_terminal() {
+    let amdahl = Amdahl::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow.yaml");
+    std::fs::write(&file, "dag: slow\ntasks:\n  a:\n    shell: sleep 43.5\n").unwrap();
+    let runner = amdahl
+        .command(&["run", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pgrep("sleep 43.5") {
+        assert!(Instant::now() < deadline, "the stage never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_success(&amdahl.run(&["runs", "cancel", "1"]), "cancel");
+    let out = runner.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("run 1 cancelled"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!pgrep("sleep 43.5"));
+}

@@ -29,3 +29,7 @@ CREATE TABLE backfills (
 ALTER TABLE runs ADD COLUMN backfill_id BIGINT REFERENCES backfills (id);
 CREATE UNIQUE INDEX runs_backfilled_once ON runs (backfill_id, logical_date)
     WHERE backfill_id IS NOT NULL;
+
+-- `amdahl runs cancel` asks; whoever drives the run (the scheduler, or the owner process)
+-- stops its tasks and ends it cancelled.
+ALTER TABLE runs ADD COLUMN cancel_requested_at_ms BIGINT;

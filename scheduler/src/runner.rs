@@ -126,6 +126,8 @@ impl LocalRunner {
             if run.state.is_terminal() {
                 return Ok(run.state);
             }
+            // `amdahl runs cancel` from another terminal.
+            cancel_requested |= run.cancel_requested_at_ms.is_some();
             let tasks = self.store.tasks(run_id).await?;
             let view = view_of(
                 run.state,

@@ -251,7 +251,9 @@ impl SchedulerService {
         let Some(run) = self.store.run(run_id).await? else {
             return Ok(false);
         };
-        if run.state.is_terminal() || self.store.is_paused(&run.dag_id).await? {
+        let cancel = run.cancel_requested_at_ms.is_some();
+        // A paused DAG's runs wait, unless someone asked to cancel them.
+        if run.state.is_terminal() || (!cancel && self.store.is_paused(&run.dag_id).await?) {
             return Ok(false);
         }
         let tasks = self.store.tasks(run_id).await?;
@@ -261,7 +263,7 @@ impl SchedulerService {
                 run.state,
                 &tasks,
                 run.max_active_tasks,
-                false,
+                cancel,
                 Dispatcher::Workers,
                 pool_free_for(&self.store, &tasks).await?,
             ),
@@ -298,13 +300,43 @@ impl SchedulerService {
                         .await
                 }
                 Command::FinishRun(state) => {
+                    let note = (*state == RunState::Cancelled).then_some("cancelled by the user");
+                    let from = if run.state == RunState::Queued {
+                        // Cancelled before it started: StartRun came first in this decision.
+                        RunState::Running
+                    } else {
+                        run.state
+                    };
                     self.store
-                        .set_run_state(run_id, RunState::Running, *state, now, None)
+                        .set_run_state(run_id, from, *state, now, note)
                         .await
                 }
-                // Workers claim queued tasks and enforce their timeouts; cancellation of
-                // service runs is not built yet.
-                Command::Dispatch(_) | Command::Expire(_) | Command::Cancel(_) => continue,
+                Command::Cancel(task_id) => {
+                    let record = tasks.iter().find(|t| &t.task_id == task_id);
+                    match record {
+                        Some(t) if t.state == TaskState::Running => {
+                            // The worker sees its lease gone at its next renewal and stops.
+                            self.store
+                                .cancel_running_task(run_id, task_id, t.attempts, now)
+                                .await
+                        }
+                        Some(t) => {
+                            self.store
+                                .set_task_state(
+                                    run_id,
+                                    task_id,
+                                    t.state,
+                                    TaskState::Cancelled,
+                                    now,
+                                    Some("run cancelled"),
+                                )
+                                .await
+                        }
+                        None => continue,
+                    }
+                }
+                // Workers claim queued tasks and enforce their timeouts.
+                Command::Dispatch(_) | Command::Expire(_) => continue,
             };
             if result.is_ok() {
                 match command {
@@ -535,6 +567,8 @@ impl Worker {
         let mut renew = tokio::time::interval(self.config.lease / 3);
         let started_at_ms = self.env.clock.now_ms();
         let mut queued = self.env.store.subscribe(Topic::Queued).await?;
+        // The stage of each claimed task, to stop it if the task is cancelled.
+        let mut stages: HashMap<(i64, String), tokio::task::AbortHandle> = HashMap::new();
         loop {
             let mut free = self.config.slots.saturating_sub(running.len());
             if free > 0 {
@@ -552,15 +586,29 @@ impl Worker {
                 free -= claims.len();
                 for claim in claims {
                     let worker = self.clone();
-                    running.spawn(async move { worker.attempt(claim).await });
+                    let key = (claim.run_id, claim.task_id.clone());
+                    let stage = running.spawn(async move { worker.attempt(claim).await });
+                    stages.insert(key, stage);
                 }
             }
             tokio::select! {
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    if let Ok(key) = done {
+                        stages.remove(&key);
+                    }
+                }
                 // With every slot busy, new work can wait for a slot to free up.
                 _ = queued.wait(self.poll), if free > 0 => {}
                 _ = renew.tick() => {
-                    self.env.store.extend_leases(&self.config.owner, lease_ms, self.env.clock.now_ms()).await?;
+                    let held = self.env.store.extend_leases(&self.config.owner, lease_ms, self.env.clock.now_ms()).await?;
+                    // A task no longer held was cancelled or reaped: stop its stage.
+                    stages.retain(|key, stage: &mut tokio::task::AbortHandle| {
+                        let keep = held.contains(key);
+                        if !keep {
+                            stage.abort();
+                        }
+                        keep
+                    });
                     self.advertise(started_at_ms).await?;
                 }
                 _ = &mut shutdown => {
@@ -571,7 +619,8 @@ impl Worker {
         }
     }
 
-    async fn attempt(&self, claim: Claim) {
+    /// Runs one claimed attempt; returns its (run, task) key.
+    async fn attempt(&self, claim: Claim) -> (i64, String) {
         if let Err(e) = self.attempt_inner(&claim).await {
             eprintln!(
                 "worker {}: run {} task {} attempt {}: {e}",
@@ -579,6 +628,7 @@ impl Worker {
             );
         }
         self.env.store.signal(Topic::Progress).await;
+        (claim.run_id, claim.task_id)
     }
 
     async fn dag(&self, version_id: i64) -> Result<Arc<Dag>, String> {
@@ -657,7 +707,7 @@ impl Worker {
         };
         match record_result(store, &end, result).await {
             Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(
-                "the lease was lost before the attempt ended; its report was refused".into(),
+                "the task was cancelled, or its lease lost, before the attempt ended; its report was refused".into(),
             )),
             other => other,
         }

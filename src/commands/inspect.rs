@@ -1,4 +1,5 @@
-//! Read-only commands: `dags list`, `pools list`, `runs list`, `runs show`, `tasks logs`.
+//! Inspection commands (`dags list`, `pools list`, `runs list|show`, `tasks logs`) and the
+//! small state changes beside them (`dags pause|unpause`, `runs cancel`).
 
 use std::process::ExitCode;
 
@@ -58,6 +59,30 @@ pub async fn pools_list(store: &Store) -> anyhow::Result<ExitCode> {
         "{}",
         table(&["POOL", "SLOTS", "IN USE", "DESCRIPTION"], &rows)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn runs_cancel(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
+    use amdahl_scheduler::{Clock, Topic};
+    let run = store
+        .run(run_id)
+        .await?
+        .with_context(|| format!("no run {run_id}"))?;
+    if !store
+        .request_cancel(run_id, amdahl_scheduler::SystemClock.now_ms())
+        .await?
+    {
+        bail!(
+            "run {run_id} already ended ({}); nothing to cancel",
+            run.state
+        );
+    }
+    store.signal(Topic::Progress).await;
+    let who = match &run.owner {
+        Some(owner) => format!("the process that runs it ({owner}) stops its tasks"),
+        None => "the scheduler stops its tasks".to_string(),
+    };
+    println!("cancel requested for run {run_id}: {who}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -48,6 +48,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             reap(&store, &owner).await?;
             inspect::runs_show(&store, run_id).await
         }
+        Command::Runs(RunsCommand::Cancel { run_id }) => {
+            reap(&store, &owner).await?;
+            inspect::runs_cancel(&store, run_id).await
+        }
         Command::Tasks(TasksCommand::Logs { run_id, task_id }) => {
             inspect::task_logs(&store, run_id, &task_id).await
         }

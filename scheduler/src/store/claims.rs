@@ -189,19 +189,25 @@ impl Store {
             .collect())
     }
 
-    /// Extends every lease `owner` holds; returns how many it holds.
-    pub async fn extend_leases(&self, owner: &str, lease_ms: i64, now_ms: i64) -> Result<u64> {
-        let extended = on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE task_instances SET lease_expires_at_ms = $1 WHERE state = 'running' AND lease_owner = $2",
+    /// Extends every lease `owner` holds; returns the (run, task) pairs it still holds, so
+    /// the worker can stop stages whose task was cancelled or reaped.
+    pub async fn extend_leases(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        let held = on_pool!(self, pool => {
+            sqlx::query_as(
+                "UPDATE task_instances SET lease_expires_at_ms = $1 WHERE state = 'running' AND lease_owner = $2 \
+                 RETURNING run_id, task_id",
             )
             .bind(now_ms.saturating_add(lease_ms))
             .bind(owner)
-            .execute(pool)
+            .fetch_all(pool)
             .await?
-            .rows_affected()
         });
-        Ok(extended)
+        Ok(held)
     }
 
     /// Running tasks whose lease expired before `now_ms`.

@@ -10,7 +10,7 @@ macro_rules! select_runs {
         concat!(
             "SELECT r.id, r.dag_id, r.dag_version_id, v.hash, r.state, r.params_json, r.logical_date, ",
             "r.max_active_tasks, r.owner, r.heartbeat_at_ms, r.note, r.created_at_ms, r.started_at_ms, ",
-            "r.finished_at_ms FROM runs r JOIN dag_versions v ON v.id = r.dag_version_id ",
+            "r.finished_at_ms, r.cancel_requested_at_ms FROM runs r JOIN dag_versions v ON v.id = r.dag_version_id ",
             $rest
         )
     };
@@ -328,6 +328,65 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Asks whoever drives an unfinished run to cancel it; false if it had already ended.
+    pub async fn request_cancel(&self, run_id: i64, now_ms: i64) -> Result<bool> {
+        let affected = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE runs SET cancel_requested_at_ms = COALESCE(cancel_requested_at_ms, $1) \
+                 WHERE id = $2 AND state IN ('queued', 'running')",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(affected == 1)
+    }
+
+    /// running → cancelled for the task's current attempt (fenced by its number), ending the
+    /// attempt too; the worker finds its lease gone and stops the stage.
+    pub async fn cancel_running_task(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        attempt: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let tasks = sqlx::query(
+                "UPDATE task_instances SET state = 'cancelled', error = 'run cancelled', lease_owner = NULL, \
+                    lease_expires_at_ms = NULL, finished_at_ms = $1 \
+                 WHERE run_id = $2 AND task_id = $3 AND state = 'running' AND attempts = $4",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if tasks != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "task {task_id} of run {run_id} is not running attempt {attempt}"
+                )));
+            }
+            sqlx::query(
+                "UPDATE task_attempts SET state = 'cancelled', error = 'run cancelled', finished_at_ms = $1 \
+                 WHERE run_id = $2 AND task_id = $3 AND attempt = $4 AND state = 'running'",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Moves a run from `from` to `to`; fails with `Conflict` if it was not in `from`.

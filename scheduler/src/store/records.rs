@@ -72,6 +72,8 @@ pub struct RunRecord {
     pub created_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// When `amdahl runs cancel` asked for the run to stop.
+    pub cancel_requested_at_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -219,6 +221,7 @@ pub(super) type RunRow = (
     i64,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
 );
 
 pub(super) fn run_record(row: RunRow) -> Result<RunRecord> {
@@ -238,5 +241,6 @@ pub(super) fn run_record(row: RunRow) -> Result<RunRecord> {
         created_at_ms: row.11,
         started_at_ms: row.12,
         finished_at_ms: row.13,
+        cancel_requested_at_ms: row.14,
     })
 }
