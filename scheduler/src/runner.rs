@@ -459,16 +459,7 @@ pub async fn create_run(
             Some(backfill_id),
         ),
     };
-    let version_id = store
-        .record_dag_version(
-            &dag.id,
-            &dag.source.hash,
-            &dag.source.display_path,
-            &dag.source.base_dir.display().to_string(),
-            &dag.source.text,
-            now,
-        )
-        .await?;
+    let version_id = record_version(store, dag, now).await?;
     let tasks = dag
         .tasks
         .iter()
@@ -560,6 +551,20 @@ pub(crate) fn view_of(
         dispatcher,
         pool_free,
     }
+}
+
+/// Records the DAG's source as a version (idempotent by its hash); returns the version id.
+pub async fn record_version(store: &Store, dag: &Dag, now_ms: i64) -> Result<i64, StoreError> {
+    store
+        .record_dag_version(
+            &dag.id,
+            &dag.source.hash,
+            &dag.source.display_path,
+            &dag.source.base_dir.display().to_string(),
+            &dag.source.text,
+            now_ms,
+        )
+        .await
 }
 
 /// How logical dates are stored: RFC 3339, UTC, whole seconds (so text order is time order).

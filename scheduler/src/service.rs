@@ -26,11 +26,12 @@ use crate::attempt::{AttemptEnd, AttemptEnv, execute_attempt, prepare_stage, rec
 use crate::backfill::{self, DateView, Reprocess, Step};
 use crate::decide::{Command, Dispatcher, after_failure, decide};
 use crate::runner::{
-    RunOrigin, create_run, logical_text, pool_free_for, state_of, task_view, view_of,
+    RunOrigin, create_run, logical_text, pool_free_for, record_version, state_of, task_view,
+    view_of,
 };
 use crate::state::{AttemptState, RunState, TaskState};
 use crate::store::{
-    BackfillRecord, Claim, ClaimRequest, ReapLease, Store, StoreError, Topic, WorkerInfo,
+    BackfillRecord, Claim, ClaimRequest, ReapLease, RunRecord, Store, StoreError, Topic, WorkerInfo,
 };
 use crate::triggers::{ScheduleView, due_runs};
 
@@ -168,14 +169,18 @@ impl SchedulerService {
     /// tasks were queued and waiters if runs finished.
     async fn advance_runs(&self) -> Result<(), StoreError> {
         let mut moved = Moved::default();
-        for (run_id, owner, _) in self.store.unfinished_runs().await? {
-            if owner.is_none() {
-                // A run can need several decisions in a row (a failure cascades); keep deciding
-                // until one changes nothing.
-                for _ in 0..64 {
-                    if !self.advance(run_id, &mut moved).await? {
-                        break;
-                    }
+        for run in self.store.service_runs().await? {
+            // A run can need several decisions in a row (a failure cascades); keep deciding,
+            // from a fresh read, until one changes nothing.
+            let mut known = Some(run);
+            for _ in 0..64 {
+                let run_id = known.as_ref().map_or(0, |r| r.id);
+                if !self.advance(known.take(), &mut moved).await? {
+                    break;
+                }
+                known = self.store.run(run_id).await?;
+                if known.is_none() {
+                    break;
                 }
             }
         }
@@ -246,14 +251,15 @@ impl SchedulerService {
         Ok(())
     }
 
-    /// Applies one decision to a run; returns whether it changed anything.
-    async fn advance(&self, run_id: i64, moved: &mut Moved) -> Result<bool, StoreError> {
-        let Some(run) = self.store.run(run_id).await? else {
+    /// Applies one decision to a run (as just read); returns whether it changed anything.
+    async fn advance(&self, run: Option<RunRecord>, moved: &mut Moved) -> Result<bool, StoreError> {
+        let Some(run) = run else {
             return Ok(false);
         };
+        let run_id = run.id;
+        // `service_runs` left out paused DAGs' runs, unless someone asked to cancel them.
         let cancel = run.cancel_requested_at_ms.is_some();
-        // A paused DAG's runs wait, unless someone asked to cancel them.
-        if run.state.is_terminal() || (!cancel && self.store.is_paused(&run.dag_id).await?) {
+        if run.state.is_terminal() {
             return Ok(false);
         }
         let tasks = self.store.tasks(run_id).await?;
@@ -391,16 +397,7 @@ impl SchedulerService {
                 }
             };
             if let Some(dag) = &dag {
-                self.store
-                    .record_dag_version(
-                        &dag.id,
-                        &dag.source.hash,
-                        &dag.source.display_path,
-                        &dag.source.base_dir.display().to_string(),
-                        &dag.source.text,
-                        self.clock.now_ms(),
-                    )
-                    .await?;
+                record_version(&self.store, dag, self.clock.now_ms()).await?;
             }
             files.insert(
                 path,
@@ -525,6 +522,9 @@ pub struct Worker {
     pub poll: Duration,
     /// DAG versions already loaded, by version id.
     dags: Mutex<HashMap<i64, Arc<Dag>>>,
+    /// Runs seen lately, by id: what an attempt reads of a run (version, params, logical
+    /// date) never changes, so a chain of tasks reads it once.
+    runs: std::sync::Mutex<HashMap<i64, Arc<RunRecord>>>,
 }
 
 impl Worker {
@@ -536,6 +536,7 @@ impl Worker {
             config,
             poll: Duration::from_millis(100),
             dags: Mutex::new(HashMap::new()),
+            runs: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -641,11 +642,34 @@ impl Worker {
         Ok(dag)
     }
 
+    async fn run_record(&self, run_id: i64) -> Result<Arc<RunRecord>, StoreError> {
+        if let Some(run) = self.lock_runs().get(&run_id) {
+            return Ok(run.clone());
+        }
+        let run = Arc::new(
+            self.env
+                .store
+                .run(run_id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?,
+        );
+        let mut runs = self.lock_runs();
+        if runs.len() >= 1_024 {
+            runs.clear();
+        }
+        runs.insert(run_id, run.clone());
+        Ok(run)
+    }
+
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<RunRecord>>> {
+        self.runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn attempt_inner(&self, claim: &Claim) -> Result<(), StoreError> {
         let store = &self.env.store;
-        let Some(run) = store.run(claim.run_id).await? else {
-            return Err(StoreError::NotFound(format!("run {}", claim.run_id)));
-        };
+        let run = self.run_record(claim.run_id).await?;
         let loaded = self.dag(run.dag_version_id).await;
         let params = serde_json::from_str(&run.params_json).unwrap_or_default();
         let (prepared, timeout, gpu) = match &loaded {

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use amdahl_scheduler::backfill::{self, Reprocess};
-use amdahl_scheduler::runner::logical_text;
+use amdahl_scheduler::runner::{logical_text, record_version};
 use amdahl_scheduler::service::backfill_plan;
 use amdahl_scheduler::store::{BackfillRecord, NewBackfill};
 use amdahl_scheduler::{Clock, RunState, Store, SystemClock, Topic};
@@ -124,16 +124,7 @@ pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitC
         );
         return Ok(ExitCode::SUCCESS);
     }
-    record.dag_version_id = store
-        .record_dag_version(
-            &dag.id,
-            &dag.source.hash,
-            &dag.source.display_path,
-            &dag.source.base_dir.display().to_string(),
-            &dag.source.text,
-            now,
-        )
-        .await?;
+    record.dag_version_id = record_version(store, &dag, now).await?;
     let id = store
         .create_backfill(&NewBackfill {
             dag_id: record.dag_id.clone(),

@@ -75,14 +75,20 @@ macro_rules! candidates {
     };
 }
 
+/// On PostgreSQL the whole claim is one statement (one round trip): pick, mark running with
+/// the lease, and open the attempts.
 const CLAIM_POSTGRES: &str = concat!(
     "WITH picked AS (",
     candidates!(),
-    " FOR UPDATE SKIP LOCKED) \
-     UPDATE task_instances t SET state = 'running', attempts = t.attempts + 1, started_at_ms = $3, \
-        error = NULL, retry_at_ms = NULL, lease_owner = $4, lease_expires_at_ms = $5 \
-     FROM picked WHERE t.run_id = picked.run_id AND t.task_id = picked.task_id \
-     RETURNING t.run_id, t.task_id, t.attempts"
+    " FOR UPDATE SKIP LOCKED), \
+     claimed AS ( \
+        UPDATE task_instances t SET state = 'running', attempts = t.attempts + 1, started_at_ms = $3, \
+            error = NULL, retry_at_ms = NULL, lease_owner = $4, lease_expires_at_ms = $5 \
+        FROM picked WHERE t.run_id = picked.run_id AND t.task_id = picked.task_id \
+        RETURNING t.run_id, t.task_id, t.attempts) \
+     INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
+     SELECT run_id, task_id, attempts, 'running', $4, $3 FROM claimed \
+     RETURNING run_id, task_id, attempt, id"
 );
 
 const CLAIM_SQLITE: &str = concat!(
@@ -100,10 +106,31 @@ impl Store {
     /// Claims up to `limit` queued tasks for `owner`; see the module docs.
     pub async fn claim_tasks(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>> {
         let expires = request.now_ms.saturating_add(request.lease_ms);
-        macro_rules! claim {
-            ($pool:expr, $sql:expr) => {{
-                let mut tx = $pool.begin().await?;
-                let rows: Vec<(i64, String, i64)> = sqlx::query_as($sql)
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(CLAIM_POSTGRES)
+                    .bind(request.limit)
+                    .bind(request.has_gpu)
+                    .bind(request.now_ms)
+                    .bind(request.owner)
+                    .bind(expires)
+                    .fetch_all(pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(run_id, task_id, attempt, attempt_id)| Claim {
+                        run_id,
+                        task_id,
+                        attempt_id,
+                        attempt,
+                    })
+                    .collect())
+            }
+            // SQLite has no data-modifying CTEs: claim, then open each attempt, in one
+            // transaction (SQLite runs one writer at a time, so nothing is skipped or locked).
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as(CLAIM_SQLITE)
                     .bind(request.limit)
                     .bind(request.has_gpu)
                     .bind(request.now_ms)
@@ -130,11 +157,7 @@ impl Store {
                 }
                 tx.commit().await?;
                 Ok(claims)
-            }};
-        }
-        match &self.pool {
-            Pool::Postgres(pool) => claim!(pool, CLAIM_POSTGRES),
-            Pool::Sqlite(pool) => claim!(pool, CLAIM_SQLITE),
+            }
         }
     }
 

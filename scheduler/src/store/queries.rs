@@ -619,6 +619,22 @@ impl Store {
             .collect())
     }
 
+    /// Unfinished runs the scheduler service drives (no owner process) and may move now: those
+    /// of unpaused DAGs, and those someone asked to cancel. Oldest first.
+    pub async fn service_runs(&self) -> Result<Vec<RunRecord>> {
+        let rows: Vec<RunRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_runs!(
+                "WHERE r.state IN ('queued', 'running') AND r.owner IS NULL \
+                   AND (r.cancel_requested_at_ms IS NOT NULL \
+                        OR NOT EXISTS (SELECT 1 FROM dags d WHERE d.dag_id = r.dag_id AND d.paused <> 0)) \
+                 ORDER BY r.id"
+            ))
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(run_record).collect()
+    }
+
     /// Runs that are queued or running, with their owner and last heartbeat.
     pub async fn unfinished_runs(&self) -> Result<Vec<(i64, Option<String>, Option<i64>)>> {
         let rows = on_pool!(self, pool => {
