@@ -169,20 +169,11 @@ impl SchedulerService {
     /// tasks were queued and waiters if runs finished.
     async fn advance_runs(&self) -> Result<(), StoreError> {
         let mut moved = Moved::default();
+        // One decision per run and pass: `decide` already follows a cascade (a failure
+        // marking every downstream task) within one decision. A move that lost a race to
+        // another scheduler is looked at again on the next pass.
         for run in self.store.service_runs().await? {
-            // A run can need several decisions in a row (a failure cascades); keep deciding,
-            // from a fresh read, until one changes nothing.
-            let mut known = Some(run);
-            for _ in 0..64 {
-                let run_id = known.as_ref().map_or(0, |r| r.id);
-                if !self.advance(known.take(), &mut moved).await? {
-                    break;
-                }
-                known = self.store.run(run_id).await?;
-                if known.is_none() {
-                    break;
-                }
-            }
+            self.advance(run, &mut moved).await?;
         }
         if moved.queued {
             self.store.signal(Topic::Queued).await;
@@ -251,16 +242,13 @@ impl SchedulerService {
         Ok(())
     }
 
-    /// Applies one decision to a run (as just read); returns whether it changed anything.
-    async fn advance(&self, run: Option<RunRecord>, moved: &mut Moved) -> Result<bool, StoreError> {
-        let Some(run) = run else {
-            return Ok(false);
-        };
+    /// Applies one decision to a run (as just read).
+    async fn advance(&self, run: RunRecord, moved: &mut Moved) -> Result<(), StoreError> {
         let run_id = run.id;
         // `service_runs` left out paused DAGs' runs, unless someone asked to cancel them.
         let cancel = run.cancel_requested_at_ms.is_some();
         if run.state.is_terminal() {
-            return Ok(false);
+            return Ok(());
         }
         let tasks = self.store.tasks(run_id).await?;
         let now = self.clock.now_ms();
@@ -275,7 +263,6 @@ impl SchedulerService {
             ),
             now,
         );
-        let mut changed = false;
         for command in decision.commands {
             let result = match &command {
                 Command::StartRun => {
@@ -352,9 +339,8 @@ impl SchedulerService {
                 }
             }
             tolerate_conflict(result)?;
-            changed = true;
         }
-        Ok(changed)
+        Ok(())
     }
 
     /// Re-reads changed DAG files (recording new versions, reporting invalid files once) and

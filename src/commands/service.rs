@@ -101,6 +101,12 @@ pub async fn trigger(store: &Store, args: TriggerArgs) -> anyhow::Result<ExitCod
         amdahl_scheduler::runner::create_run(store, &SystemClock, &dag, &params, RunOrigin::Manual)
             .await?;
     println!("run {run_id} of `{}` queued", dag.id);
+    if store.is_paused(&dag.id).await? {
+        eprintln!(
+            "note: DAG `{}` is paused; the run waits until `amdahl dags unpause {}`",
+            dag.id, dag.id
+        );
+    }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
