@@ -96,9 +96,113 @@ pub async fn backfill_plan(
         .collect())
 }
 
+/// Applies one decision to a service run (as just read), leaving dispatch to workers. Both
+/// schedulers and workers (right after a task of the run ends) call it; every move is
+/// fenced, so two of them deciding the same run at once make each move once.
+pub(crate) async fn advance(
+    store: &Store,
+    clock: &dyn Clock,
+    run: RunRecord,
+    moved: &mut Moved,
+) -> Result<(), StoreError> {
+    let run_id = run.id;
+    // `service_runs` left out paused DAGs' runs, unless someone asked to cancel them.
+    let cancel = run.cancel_requested_at_ms.is_some();
+    if run.state.is_terminal() {
+        return Ok(());
+    }
+    let tasks = store.tasks(run_id).await?;
+    let now = clock.now_ms();
+    let decision = decide(
+        &view_of(
+            run.state,
+            &tasks,
+            run.max_active_tasks,
+            cancel,
+            Dispatcher::Workers,
+            pool_free_for(store, &tasks).await?,
+        ),
+        now,
+    );
+    for command in decision.commands {
+        let result = match &command {
+            Command::StartRun => {
+                store
+                    .set_run_state(run_id, RunState::Queued, RunState::Running, now, None)
+                    .await
+            }
+            Command::Queue(task_id) => {
+                let from = state_of(&tasks, task_id);
+                let pool = tasks
+                    .iter()
+                    .find(|t| &t.task_id == task_id)
+                    .and_then(|t| t.pool.as_deref());
+                store.queue_task(run_id, task_id, from, pool, now).await
+            }
+            Command::MarkUpstreamFailed(task_id) => {
+                store
+                    .set_task_state(
+                        run_id,
+                        task_id,
+                        TaskState::Scheduled,
+                        TaskState::UpstreamFailed,
+                        now,
+                        Some("an upstream task did not succeed"),
+                    )
+                    .await
+            }
+            Command::FinishRun(state) => {
+                let note = (*state == RunState::Cancelled).then_some("cancelled by the user");
+                let from = if run.state == RunState::Queued {
+                    // Cancelled before it started: StartRun came first in this decision.
+                    RunState::Running
+                } else {
+                    run.state
+                };
+                store.set_run_state(run_id, from, *state, now, note).await
+            }
+            Command::Cancel(task_id) => {
+                let record = tasks.iter().find(|t| &t.task_id == task_id);
+                match record {
+                    Some(t) if t.state == TaskState::Running => {
+                        // The worker sees its lease gone at its next renewal and stops.
+                        store
+                            .cancel_running_task(run_id, task_id, t.attempts, now)
+                            .await
+                    }
+                    Some(t) => {
+                        store
+                            .set_task_state(
+                                run_id,
+                                task_id,
+                                t.state,
+                                TaskState::Cancelled,
+                                now,
+                                Some("run cancelled"),
+                            )
+                            .await
+                    }
+                    None => continue,
+                }
+            }
+            // Workers claim queued tasks and enforce their timeouts.
+            Command::Dispatch(_) | Command::Expire(_) => continue,
+        };
+        if result.is_ok() {
+            match command {
+                Command::Queue(_) => moved.queued = true,
+                Command::FinishRun(_) => moved.finished = true,
+                _ => {}
+            }
+        }
+        tolerate_conflict(result)?;
+    }
+    Ok(())
+}
+
 /// What one pass of decisions did, for the signals sent after it.
 #[derive(Default)]
-struct Moved {
+pub(crate) struct Moved {
     queued: bool,
     finished: bool,
 }
@@ -172,8 +276,8 @@ impl SchedulerService {
         // One decision per run and pass: `decide` already follows a cascade (a failure
         // marking every downstream task) within one decision. A move that lost a race to
         // another scheduler is looked at again on the next pass.
-        for run in self.store.service_runs().await? {
-            self.advance(run, &mut moved).await?;
+        for run in self.store.service_runs(None).await? {
+            advance(&self.store, self.clock.as_ref(), run, &mut moved).await?;
         }
         if moved.queued {
             self.store.signal(Topic::Queued).await;
@@ -238,107 +342,6 @@ impl SchedulerService {
         }
         if created {
             self.store.signal(Topic::Progress).await;
-        }
-        Ok(())
-    }
-
-    /// Applies one decision to a run (as just read).
-    async fn advance(&self, run: RunRecord, moved: &mut Moved) -> Result<(), StoreError> {
-        let run_id = run.id;
-        // `service_runs` left out paused DAGs' runs, unless someone asked to cancel them.
-        let cancel = run.cancel_requested_at_ms.is_some();
-        if run.state.is_terminal() {
-            return Ok(());
-        }
-        let tasks = self.store.tasks(run_id).await?;
-        let now = self.clock.now_ms();
-        let decision = decide(
-            &view_of(
-                run.state,
-                &tasks,
-                run.max_active_tasks,
-                cancel,
-                Dispatcher::Workers,
-                pool_free_for(&self.store, &tasks).await?,
-            ),
-            now,
-        );
-        for command in decision.commands {
-            let result = match &command {
-                Command::StartRun => {
-                    self.store
-                        .set_run_state(run_id, RunState::Queued, RunState::Running, now, None)
-                        .await
-                }
-                Command::Queue(task_id) => {
-                    let from = state_of(&tasks, task_id);
-                    let pool = tasks
-                        .iter()
-                        .find(|t| &t.task_id == task_id)
-                        .and_then(|t| t.pool.as_deref());
-                    self.store
-                        .queue_task(run_id, task_id, from, pool, now)
-                        .await
-                }
-                Command::MarkUpstreamFailed(task_id) => {
-                    self.store
-                        .set_task_state(
-                            run_id,
-                            task_id,
-                            TaskState::Scheduled,
-                            TaskState::UpstreamFailed,
-                            now,
-                            Some("an upstream task did not succeed"),
-                        )
-                        .await
-                }
-                Command::FinishRun(state) => {
-                    let note = (*state == RunState::Cancelled).then_some("cancelled by the user");
-                    let from = if run.state == RunState::Queued {
-                        // Cancelled before it started: StartRun came first in this decision.
-                        RunState::Running
-                    } else {
-                        run.state
-                    };
-                    self.store
-                        .set_run_state(run_id, from, *state, now, note)
-                        .await
-                }
-                Command::Cancel(task_id) => {
-                    let record = tasks.iter().find(|t| &t.task_id == task_id);
-                    match record {
-                        Some(t) if t.state == TaskState::Running => {
-                            // The worker sees its lease gone at its next renewal and stops.
-                            self.store
-                                .cancel_running_task(run_id, task_id, t.attempts, now)
-                                .await
-                        }
-                        Some(t) => {
-                            self.store
-                                .set_task_state(
-                                    run_id,
-                                    task_id,
-                                    t.state,
-                                    TaskState::Cancelled,
-                                    now,
-                                    Some("run cancelled"),
-                                )
-                                .await
-                        }
-                        None => continue,
-                    }
-                }
-                // Workers claim queued tasks and enforce their timeouts.
-                Command::Dispatch(_) | Command::Expire(_) => continue,
-            };
-            if result.is_ok() {
-                match command {
-                    Command::Queue(_) => moved.queued = true,
-                    Command::FinishRun(_) => moved.finished = true,
-                    _ => {}
-                }
-            }
-            tolerate_conflict(result)?;
         }
         Ok(())
     }
@@ -608,14 +611,50 @@ impl Worker {
 
     /// Runs one claimed attempt; returns its (run, task) key.
     async fn attempt(&self, claim: Claim) -> (i64, String) {
-        if let Err(e) = self.attempt_inner(&claim).await {
+        let reported = self.attempt_inner(&claim).await;
+        if let Err(e) = &reported {
             eprintln!(
                 "worker {}: run {} task {} attempt {}: {e}",
                 self.config.owner, claim.run_id, claim.task_id, claim.attempt
             );
         }
-        self.env.store.signal(Topic::Progress).await;
+        if reported.is_err() || !self.hand_off(claim.run_id).await {
+            self.env.store.signal(Topic::Progress).await;
+        }
         (claim.run_id, claim.task_id)
+    }
+
+    /// Decides the run right after one of its tasks ended, as a scheduler would (Airflow calls
+    /// this the mini scheduler): the next task is queued, and this worker claims it as soon as
+    /// this returns, without a round of signals through a scheduler. Returns whether that
+    /// worked; if not, a scheduler is signalled to do it.
+    async fn hand_off(&self, run_id: i64) -> bool {
+        let store = &self.env.store;
+        let mut moved = Moved::default();
+        let decided = async {
+            for run in store.service_runs(Some(run_id)).await? {
+                advance(store, self.env.clock.as_ref(), run, &mut moved).await?;
+            }
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        if let Err(e) = decided {
+            eprintln!("worker {}: deciding run {run_id}: {e}", self.config.owner);
+            return false;
+        }
+        // Other workers and waiters hear about it without holding up this worker's claim.
+        if moved.queued || moved.finished {
+            let store = store.clone();
+            tokio::spawn(async move {
+                if moved.queued {
+                    store.signal(Topic::Queued).await;
+                }
+                if moved.finished {
+                    store.signal(Topic::Progress).await;
+                }
+            });
+        }
+        true
     }
 
     async fn dag(&self, version_id: i64) -> Result<Arc<Dag>, String> {

@@ -20,15 +20,28 @@ use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
 
 use support::TestDb;
 
+/// A run that the process `owner` drives in-process.
 async fn new_run(store: &Store, tasks: &[(&str, &[&str])], owner: &str) -> i64 {
-    let with_device: Vec<(&str, &[&str], &str)> = tasks
-        .iter()
-        .map(|(id, needs)| (*id, *needs, "auto"))
-        .collect();
-    new_run_on_devices(store, &with_device, owner).await
+    new_run_on_devices(store, &on_any_device(tasks), Some(owner)).await
 }
 
-async fn new_run_on_devices(store: &Store, tasks: &[(&str, &[&str], &str)], owner: &str) -> i64 {
+/// A run the scheduler service drives: workers claim its tasks.
+async fn new_service_run(store: &Store, tasks: &[(&str, &[&str])]) -> i64 {
+    new_run_on_devices(store, &on_any_device(tasks), None).await
+}
+
+fn on_any_device<'a>(tasks: &[(&'a str, &'a [&'a str])]) -> Vec<(&'a str, &'a [&'a str], &'a str)> {
+    tasks
+        .iter()
+        .map(|(id, needs)| (*id, *needs, "auto"))
+        .collect()
+}
+
+async fn new_run_on_devices(
+    store: &Store,
+    tasks: &[(&str, &[&str], &str)],
+    owner: Option<&str>,
+) -> i64 {
     let version = store
         .record_dag_version("demo", "hash1", "demo.yaml", "/tmp", "dag: demo", 1_000)
         .await
@@ -41,7 +54,7 @@ async fn new_run_on_devices(store: &Store, tasks: &[(&str, &[&str], &str)], owne
             params_json: "{}".into(),
             logical_date: "2026-01-01T00:00:00Z".into(),
             max_active_tasks: 4,
-            owner: Some(owner.into()),
+            owner: owner.map(str::to_string),
             backfill_id: None,
             now_ms: 1_000,
             tasks: tasks
@@ -69,7 +82,7 @@ async fn gpu_tasks_wait_for_a_gpu_worker(db: &TestDb) {
     let run_id = new_run_on_devices(
         &store,
         &[("on_gpu", &[], "gpu"), ("anywhere", &[], "auto")],
-        "me",
+        None,
     )
     .await;
     for id in ["on_gpu", "anywhere"] {
@@ -555,7 +568,7 @@ async fn old_finished_runs_are_deleted_with_their_rows(db: &TestDb) {
 async fn queued_tasks(store: &Store, count: usize) -> i64 {
     let ids: Vec<String> = (0..count).map(|i| format!("t{i:04}")).collect();
     let tasks: Vec<(&str, &[&str])> = ids.iter().map(|id| (id.as_str(), &[][..])).collect();
-    let run_id = new_run(store, &tasks, "me").await;
+    let run_id = new_service_run(store, &tasks).await;
     for (i, id) in ids.iter().enumerate() {
         store
             .set_task_state(
@@ -613,7 +626,7 @@ async fn concurrent_claims_take_each_task_once(db: &TestDb) {
 /// refused.
 async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
     let store = db.store().await;
-    let run_id = new_run(&store, &[("early", &[]), ("late", &[])], "me").await;
+    let run_id = new_service_run(&store, &[("early", &[]), ("late", &[])]).await;
     store
         .set_task_state(
             run_id,
@@ -862,6 +875,50 @@ async fn pools_cap_queued_and_running_tasks_across_runs(db: &TestDb) {
     assert!(matches!(gone, Err(StoreError::Conflict(_))), "{gone:?}");
 }
 
+/// A queued task of a run that an `amdahl run` process drives is that process's to start:
+/// workers never claim it.
+async fn workers_leave_in_process_runs_alone(db: &TestDb) {
+    let store = db.store().await;
+    let owned = new_run(&store, &[("mine", &[])], "me").await;
+    store
+        .set_task_state(
+            owned,
+            "mine",
+            TaskState::Scheduled,
+            TaskState::Queued,
+            2_000,
+            None,
+        )
+        .await
+        .unwrap();
+    let request = ClaimRequest {
+        has_gpu: true,
+        owner: "worker",
+        limit: 10,
+        lease_ms: 60_000,
+        now_ms: 3_000,
+    };
+    assert!(store.claim_tasks(&request).await.unwrap().is_empty());
+    let service = new_service_run(&store, &[("theirs", &[])]).await;
+    store
+        .set_task_state(
+            service,
+            "theirs",
+            TaskState::Scheduled,
+            TaskState::Queued,
+            2_000,
+            None,
+        )
+        .await
+        .unwrap();
+    let claims = store.claim_tasks(&request).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(
+        (claims[0].run_id, claims[0].task_id.as_str()),
+        (service, "theirs")
+    );
+}
+
 suite!(
     migrations_are_idempotent,
     versions_are_recorded_once_per_hash,
@@ -877,16 +934,33 @@ suite!(
     expired_leases_are_reaped_and_late_reports_refused,
     gpu_tasks_wait_for_a_gpu_worker,
     pools_cap_queued_and_running_tasks_across_runs,
+    workers_leave_in_process_runs_alone,
 );
 
-/// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan.
+/// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of
+/// every task ever run: 20 queued among 20,000 that wait or finished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_claim_query_uses_its_index() {
     let Some(db) = TestDb::postgres().await else {
         return;
     };
     let store = db.store().await;
-    queued_tasks(&store, 3_000).await;
+    let ids: Vec<String> = (0..20_000).map(|i| format!("t{i:05}")).collect();
+    let tasks: Vec<(&str, &[&str])> = ids.iter().map(|id| (id.as_str(), &[][..])).collect();
+    let run_id = new_service_run(&store, &tasks).await;
+    for id in ids.iter().step_by(1_000) {
+        store
+            .set_task_state(
+                run_id,
+                id,
+                TaskState::Scheduled,
+                TaskState::Queued,
+                2_000,
+                None,
+            )
+            .await
+            .unwrap();
+    }
     let plan = store.explain_claim_for_test().await.unwrap();
     assert!(plan.contains("task_instances_claimable"), "{plan}");
     db.drop_database().await;

@@ -66,11 +66,13 @@ pub struct ReapLease {
 }
 
 /// The queued tasks a claim takes, best first. Served by the partial index
-/// `task_instances_claimable` (see `postgres_claim_query_uses_its_index`).
+/// `task_instances_claimable` (see `postgres_claim_query_uses_its_index`). Tasks of runs an
+/// `amdahl run` process owns are that process's to start, never a worker's.
 macro_rules! candidates {
     () => {
-        "SELECT run_id, task_id FROM task_instances \
+        "SELECT run_id, task_id FROM task_instances i \
          WHERE state = 'queued' AND (device_pref <> 'gpu' OR $2) \
+           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = i.run_id AND r.owner IS NOT NULL) \
          ORDER BY priority DESC, queued_at_ms, run_id, task_id LIMIT $1"
     };
 }

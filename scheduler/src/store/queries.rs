@@ -620,15 +620,16 @@ impl Store {
     }
 
     /// Unfinished runs the scheduler service drives (no owner process) and may move now: those
-    /// of unpaused DAGs, and those someone asked to cancel. Oldest first.
-    pub async fn service_runs(&self) -> Result<Vec<RunRecord>> {
+    /// of unpaused DAGs, and those someone asked to cancel. Oldest first; `only` picks one.
+    pub async fn service_runs(&self, only: Option<i64>) -> Result<Vec<RunRecord>> {
         let rows: Vec<RunRow> = on_pool!(self, pool => {
             sqlx::query_as(select_runs!(
-                "WHERE r.state IN ('queued', 'running') AND r.owner IS NULL \
+                "WHERE r.state IN ('queued', 'running') AND r.owner IS NULL AND ($1 IS NULL OR r.id = $1) \
                    AND (r.cancel_requested_at_ms IS NOT NULL \
                         OR NOT EXISTS (SELECT 1 FROM dags d WHERE d.dag_id = r.dag_id AND d.paused <> 0)) \
                  ORDER BY r.id"
             ))
+            .bind(only)
             .fetch_all(pool)
             .await?
         });
