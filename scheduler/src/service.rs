@@ -248,11 +248,20 @@ impl SchedulerService {
         let mut progress = self.store.subscribe(Topic::Progress).await?;
         let mut next_tick = tokio::time::Instant::now();
         loop {
-            if tokio::time::Instant::now() >= next_tick {
+            let pass = tokio::time::Instant::now();
+            if pass >= next_tick {
                 self.tick().await?;
                 next_tick = tokio::time::Instant::now() + self.poll;
             } else {
                 self.advance_runs().await?;
+            }
+            // Rest as long as the pass took before the next one: a stream of signals (a wide
+            // run finishing thousands of tasks) then costs at most half a core, and every
+            // signal that comes meanwhile is answered by the next pass.
+            let spent = pass.elapsed().min(Duration::from_millis(100));
+            tokio::select! {
+                _ = tokio::time::sleep(spent) => {}
+                _ = &mut shutdown => return Ok(()),
             }
             let until_tick = next_tick.saturating_duration_since(tokio::time::Instant::now());
             tokio::select! {
@@ -490,6 +499,12 @@ impl SchedulerService {
     }
 }
 
+/// A worker decides a run itself after one of its tasks ends (instead of leaving that to a
+/// scheduler) only when the task has downstream tasks and the DAG has at most this many
+/// tasks: the decision reads every task of the run, so for wide runs the scheduler's
+/// coalesced passes cost less than one decision per finished task.
+pub const HAND_OFF_MAX_TASKS: usize = 500;
+
 /// Who a worker is and what it has.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -611,14 +626,18 @@ impl Worker {
 
     /// Runs one claimed attempt; returns its (run, task) key.
     async fn attempt(&self, claim: Claim) -> (i64, String) {
-        let reported = self.attempt_inner(&claim).await;
-        if let Err(e) = &reported {
-            eprintln!(
-                "worker {}: run {} task {} attempt {}: {e}",
-                self.config.owner, claim.run_id, claim.task_id, claim.attempt
-            );
-        }
-        if reported.is_err() || !self.hand_off(claim.run_id).await {
+        let handed_off = match self.attempt_inner(&claim).await {
+            Ok(true) => self.hand_off(claim.run_id).await,
+            Ok(false) => false,
+            Err(e) => {
+                eprintln!(
+                    "worker {}: run {} task {} attempt {}: {e}",
+                    self.config.owner, claim.run_id, claim.task_id, claim.attempt
+                );
+                false
+            }
+        };
+        if !handed_off {
             self.env.store.signal(Topic::Progress).await;
         }
         (claim.run_id, claim.task_id)
@@ -692,11 +711,20 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn attempt_inner(&self, claim: &Claim) -> Result<(), StoreError> {
+    /// Runs the attempt and reports it; returns whether this worker should decide the run
+    /// itself now (see [`HAND_OFF_MAX_TASKS`]).
+    async fn attempt_inner(&self, claim: &Claim) -> Result<bool, StoreError> {
         let store = &self.env.store;
         let run = self.run_record(claim.run_id).await?;
         let loaded = self.dag(run.dag_version_id).await;
         let params = serde_json::from_str(&run.params_json).unwrap_or_default();
+        let hand_off = loaded.as_ref().is_ok_and(|dag| {
+            dag.tasks.len() <= HAND_OFF_MAX_TASKS
+                && dag
+                    .tasks
+                    .iter()
+                    .any(|t| t.needs.iter().any(|n| *n == claim.task_id))
+        });
         let (prepared, timeout, gpu) = match &loaded {
             Ok(dag) => {
                 let context = RunContext {
@@ -754,7 +782,7 @@ impl Worker {
             retry_at_ms,
             now,
         };
-        match record_result(store, &end, result).await {
+        match record_result(store, &end, result).await.map(|()| hand_off) {
             Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(
                 "the task was cancelled, or its lease lost, before the attempt ended; its report was refused".into(),
             )),
