@@ -720,10 +720,7 @@ impl Worker {
         let params = serde_json::from_str(&run.params_json).unwrap_or_default();
         let hand_off = loaded.as_ref().is_ok_and(|dag| {
             dag.tasks.len() <= HAND_OFF_MAX_TASKS
-                && dag
-                    .tasks
-                    .iter()
-                    .any(|t| t.needs.iter().any(|n| *n == claim.task_id))
+                && dag.tasks.iter().any(|t| t.needs.contains(&claim.task_id))
         });
         let (prepared, timeout, gpu) = match &loaded {
             Ok(dag) => {
