@@ -33,3 +33,11 @@ CREATE UNIQUE INDEX runs_backfilled_once ON runs (backfill_id, logical_date)
 -- `amdahl runs cancel` asks; whoever drives the run (the scheduler, or the owner process)
 -- stops its tasks and ends it cancelled.
 ALTER TABLE runs ADD COLUMN cancel_requested_at_ms BIGINT;
+
+-- Tasks of runs an `amdahl run` process drives are that process's to start; workers claim
+-- only the others, through an index that holds only those.
+ALTER TABLE task_instances ADD COLUMN in_process BIGINT NOT NULL DEFAULT 0 CHECK (in_process IN (0, 1));
+DROP INDEX task_instances_claimable;
+CREATE INDEX task_instances_claimable
+    ON task_instances (priority DESC, queued_at_ms, run_id, task_id)
+    WHERE state = 'queued' AND in_process = 0;

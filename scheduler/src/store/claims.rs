@@ -70,9 +70,8 @@ pub struct ReapLease {
 /// `amdahl run` process owns are that process's to start, never a worker's.
 macro_rules! candidates {
     () => {
-        "SELECT run_id, task_id FROM task_instances i \
-         WHERE state = 'queued' AND (device_pref <> 'gpu' OR $2) \
-           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = i.run_id AND r.owner IS NOT NULL) \
+        "SELECT run_id, task_id FROM task_instances \
+         WHERE state = 'queued' AND in_process = 0 AND (device_pref <> 'gpu' OR $2) \
          ORDER BY priority DESC, queued_at_ms, run_id, task_id LIMIT $1"
     };
 }

@@ -220,8 +220,8 @@ impl Store {
                 let needs = serde_json::to_string(&task.needs).unwrap_or_else(|_| "[]".into());
                 sqlx::query(
                     "INSERT INTO task_instances (run_id, task_id, position, kind, state, needs_json, priority, \
-                                                 retries, retry_delay_ms, timeout_ms, device_pref, pool) \
-                     VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7, $8, $9, $10, $11)",
+                                                 retries, retry_delay_ms, timeout_ms, device_pref, pool, in_process) \
+                     VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(run_id)
                 .bind(&task.task_id)
@@ -234,6 +234,7 @@ impl Store {
                 .bind(task.timeout_ms)
                 .bind(&task.device)
                 .bind(&task.pool)
+                .bind(i64::from(new.owner.is_some()))
                 .execute(&mut *tx)
                 .await?;
             }
