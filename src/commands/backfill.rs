@@ -157,7 +157,7 @@ pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitC
             break now.state;
         }
         tokio::select! {
-            _ = progress.wait(Duration::from_millis(200)) => {}
+            _ = progress.wait(Duration::from_millis(50)) => {}
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("stopped waiting; backfill {id} goes on in the service");
                 return Ok(ExitCode::FAILURE);

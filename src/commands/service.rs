@@ -119,7 +119,7 @@ pub async fn trigger(store: &Store, args: TriggerArgs) -> anyhow::Result<ExitCod
             break run.state;
         }
         tokio::select! {
-            _ = progress.wait(Duration::from_millis(200)) => {}
+            _ = progress.wait(Duration::from_millis(50)) => {}
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("stopped waiting; run {run_id} goes on in the service");
                 return Ok(ExitCode::FAILURE);

@@ -56,10 +56,15 @@ impl TestDb {
             .await
             .expect("create a test database");
         admin.close().await.ok();
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
+        // Same server and options (`?sslmode=…`), another database.
+        let (address, options) = admin_url
+            .split_once('?')
+            .map_or((admin_url.as_str(), None), |(a, o)| (a, Some(o)));
+        let base = address.rsplit_once('/').map_or(address, |(b, _)| b);
+        let url = match options {
+            Some(options) => format!("{base}/{name}?{options}"),
+            None => format!("{base}/{name}"),
+        };
         Some(TestDb {
             url,
             admin_url: Some(admin_url),
