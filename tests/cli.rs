@@ -1122,3 +1122,25 @@ fn sqlite_cancelling_an_in_process_run_from_another_terminal() {
     );
     assert!(!pgrep("sleep 43.5"));
 }
+
+/// A reader that goes away (`amdahl runs show 1 | head -1`) ends the command quietly, as it
+/// would end `ls`, not with a panic about a broken pipe.
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    let amdahl = Amdahl::sqlite();
+    assert_success(&amdahl.run(&["run", "dags/examples/csv_sales.yaml"]), "run");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = amdahl
+        .command(&["runs", "show", "1"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
