@@ -1,0 +1,216 @@
+//! The scheduler and worker services: runs driven through the database, not by one process.
+//!
+//! [`SchedulerService`] moves every ownerless run forward with the same pure [`decide`] the
+//! in-process runner uses, but leaves dispatch to workers: it queues ready tasks, propagates
+//! failures, finishes runs, and reaps tasks whose worker stopped renewing its lease. Any number
+//! of schedulers may run at once: every write is fenced, and a `Conflict` only means another
+//! scheduler made the same move first.
+//!
+//! [`Worker`] claims queued tasks (best first; `FOR UPDATE SKIP LOCKED` on PostgreSQL), holds
+//! a lease it renews while they run, executes them with the task's timeout, and reports each
+//! end fenced by the attempt number, so a report after its lease was reaped changes nothing.
+//!
+//! Both decide service runs with [`advance`]: schedulers on every pass, a worker right after
+//! one of the run's tasks ended (see [`HAND_OFF_MAX_TASKS`]).
+
+mod scheduler;
+mod worker;
+
+pub use scheduler::SchedulerService;
+pub use worker::{HAND_OFF_MAX_TASKS, Worker, WorkerConfig};
+
+use amdahl_dags::Dag;
+
+use crate::Clock;
+use crate::backfill::{self, DateView};
+use crate::decide::{Command, Dispatcher, decide};
+use crate::runner::{logical_text, pool_free_for, state_of, view_of};
+use crate::state::{RunState, TaskState};
+use crate::store::{BackfillRecord, RunRecord, Store, StoreError};
+
+/// Treats "someone else already did it" as done.
+fn tolerate_conflict(result: Result<(), StoreError>) -> Result<(), StoreError> {
+    match result {
+        Err(StoreError::Conflict(_)) => Ok(()),
+        other => other,
+    }
+}
+
+/// A backfill's dates with the runs each has: its own and the newest other one.
+pub async fn backfill_plan(
+    store: &Store,
+    dag: &Dag,
+    backfill: &BackfillRecord,
+) -> Result<Vec<DateView>, StoreError> {
+    let parse = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| StoreError::Corrupt(format!("backfill {}: `{text}`: {e}", backfill.id)))
+    };
+    let cron = dag
+        .schedule
+        .as_deref()
+        .and_then(|s| amdahl_dags::schedule::parse_cron(s).ok())
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "backfill {}: the DAG has no valid schedule",
+                backfill.id
+            ))
+        })?;
+    let dates = backfill::dates(
+        &cron,
+        parse(&backfill.from_date)?,
+        parse(&backfill.to_date)?,
+    )
+    .map_err(StoreError::Corrupt)?;
+    let runs = store
+        .dated_runs(&dag.id, &backfill.from_date, &backfill.to_date)
+        .await?;
+    Ok(dates
+        .into_iter()
+        .map(|logical| {
+            let text = logical_text(logical);
+            let of_date = runs.iter().filter(|r| r.logical_date == text);
+            let own = of_date
+                .clone()
+                .filter(|r| r.backfill_id == Some(backfill.id))
+                .map(|r| r.state)
+                .next_back();
+            let other = of_date
+                .filter(|r| r.backfill_id != Some(backfill.id))
+                .map(|r| r.state)
+                .next_back();
+            DateView {
+                logical,
+                own,
+                other,
+            }
+        })
+        .collect())
+}
+
+/// Applies one decision to a service run (as just read), leaving dispatch to workers. Both
+/// schedulers and workers (right after a task of the run ends) call it; every move is
+/// fenced, so two of them deciding the same run at once make each move once.
+pub(crate) async fn advance(
+    store: &Store,
+    clock: &dyn Clock,
+    run: RunRecord,
+    moved: &mut Moved,
+) -> Result<(), StoreError> {
+    let run_id = run.id;
+    // `service_runs` left out paused DAGs' runs, unless someone asked to cancel them.
+    let cancel = run.cancel_requested_at_ms.is_some();
+    if run.state.is_terminal() {
+        return Ok(());
+    }
+    let tasks = store.tasks(run_id).await?;
+    let now = clock.now_ms();
+    let decision = decide(
+        &view_of(
+            run.state,
+            &tasks,
+            run.max_active_tasks,
+            cancel,
+            Dispatcher::Workers,
+            pool_free_for(store, &tasks).await?,
+        ),
+        now,
+    );
+    for command in decision.commands {
+        let result = match &command {
+            Command::StartRun => {
+                store
+                    .set_run_state(run_id, RunState::Queued, RunState::Running, now, None)
+                    .await
+            }
+            Command::Queue(task_id) => {
+                let from = state_of(&tasks, task_id);
+                let pool = tasks
+                    .iter()
+                    .find(|t| &t.task_id == task_id)
+                    .and_then(|t| t.pool.as_deref());
+                store.queue_task(run_id, task_id, from, pool, now).await
+            }
+            Command::MarkUpstreamFailed(task_id) => {
+                store
+                    .set_task_state(
+                        run_id,
+                        task_id,
+                        TaskState::Scheduled,
+                        TaskState::UpstreamFailed,
+                        now,
+                        Some("an upstream task did not succeed"),
+                    )
+                    .await
+            }
+            Command::FinishRun(state) => {
+                let note = (*state == RunState::Cancelled).then_some("cancelled by the user");
+                let from = if run.state == RunState::Queued {
+                    // Cancelled before it started: StartRun came first in this decision.
+                    RunState::Running
+                } else {
+                    run.state
+                };
+                store.set_run_state(run_id, from, *state, now, note).await
+            }
+            Command::Cancel(task_id) => {
+                let record = tasks.iter().find(|t| &t.task_id == task_id);
+                match record {
+                    Some(t) if t.state == TaskState::Running => {
+                        // The worker sees its lease gone at its next renewal and stops.
+                        store
+                            .cancel_running_task(run_id, task_id, t.attempts, now)
+                            .await
+                    }
+                    Some(t) => {
+                        store
+                            .set_task_state(
+                                run_id,
+                                task_id,
+                                t.state,
+                                TaskState::Cancelled,
+                                now,
+                                Some("run cancelled"),
+                            )
+                            .await
+                    }
+                    None => continue,
+                }
+            }
+            // Workers claim queued tasks and enforce their timeouts.
+            Command::Dispatch(_) | Command::Expire(_) => continue,
+        };
+        if result.is_ok() {
+            match command {
+                Command::Queue(_) => moved.queued = true,
+                Command::FinishRun(_) => moved.finished = true,
+                _ => {}
+            }
+        }
+        tolerate_conflict(result)?;
+    }
+    Ok(())
+}
+
+/// What one pass of decisions did, for the signals sent after it.
+#[derive(Default)]
+pub(crate) struct Moved {
+    queued: bool,
+    finished: bool,
+}
+
+/// Loads the DAG version a run or backfill pinned, from the YAML the store kept.
+pub async fn load_pinned(store: &Store, version_id: i64) -> Result<Dag, String> {
+    let version = store
+        .dag_version(version_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("DAG version {version_id} is missing"))?;
+    amdahl_dags::load_bytes(
+        &version.source_path,
+        std::path::Path::new(&version.base_dir),
+        version.yaml.as_bytes(),
+    )
+    .map_err(|e| format!("the pinned DAG version no longer loads:\n{}", e.render()))
+}

@@ -1,0 +1,312 @@
+//! The scheduler service: cron runs, backfills, decisions for every service run, the reaper.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use amdahl_dags::Dag;
+
+use super::{Moved, advance, backfill_plan, load_pinned, tolerate_conflict};
+use crate::Clock;
+use crate::backfill::{self, Reprocess, Step};
+use crate::decide::after_failure;
+use crate::runner::{RunOrigin, create_run, record_version, task_view};
+use crate::state::RunState;
+use crate::store::{ReapLease, Store, StoreError, Topic};
+use crate::triggers::{ScheduleView, due_runs};
+
+/// Drives ownerless runs, creates cron runs for the DAGs in a folder, reaps expired leases.
+pub struct SchedulerService {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    /// How often to look for work.
+    pub poll: Duration,
+    /// Where DAG files live; `None` schedules nothing by cron.
+    pub dags_folder: Option<PathBuf>,
+    /// What each DAG file held when last read, by path.
+    files: Mutex<HashMap<PathBuf, KnownFile>>,
+}
+
+/// A DAG file as last read: its modification time and, if it was valid, the DAG.
+struct KnownFile {
+    modified: Option<std::time::SystemTime>,
+    dag: Option<Arc<Dag>>,
+}
+
+impl SchedulerService {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        poll: Duration,
+        dags_folder: Option<PathBuf>,
+    ) -> Self {
+        SchedulerService {
+            store,
+            clock,
+            poll,
+            dags_folder,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs until `shutdown` resolves. A [`Topic::Progress`] signal (a run created, an attempt
+    /// ended) makes it decide at once; cron, DAG files and leases are looked at every `poll`.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
+        tokio::pin!(shutdown);
+        let mut progress = self.store.subscribe(Topic::Progress).await?;
+        let mut next_tick = tokio::time::Instant::now();
+        loop {
+            let pass = tokio::time::Instant::now();
+            if pass >= next_tick {
+                self.tick().await?;
+                next_tick = tokio::time::Instant::now() + self.poll;
+            } else {
+                self.advance_runs().await?;
+            }
+            // Rest as long as the pass took before the next one: a stream of signals (a wide
+            // run finishing thousands of tasks) then costs at most half a core, and every
+            // signal that comes meanwhile is answered by the next pass.
+            let spent = pass.elapsed().min(Duration::from_millis(100));
+            tokio::select! {
+                _ = tokio::time::sleep(spent) => {}
+                _ = &mut shutdown => return Ok(()),
+            }
+            let until_tick = next_tick.saturating_duration_since(tokio::time::Instant::now());
+            tokio::select! {
+                _ = progress.wait(until_tick) => {}
+                _ = &mut shutdown => return Ok(()),
+            }
+        }
+    }
+
+    /// One pass: cron runs that are due, every unfinished service run, expired leases.
+    pub async fn tick(&self) -> Result<(), StoreError> {
+        self.schedule_due_runs().await?;
+        self.advance_runs().await?;
+        self.reap_expired_leases().await
+    }
+
+    /// Decides every unfinished service run until nothing changes, then wakes workers if
+    /// tasks were queued and waiters if runs finished.
+    async fn advance_runs(&self) -> Result<(), StoreError> {
+        let mut moved = Moved::default();
+        // One decision per run and pass: `decide` already follows a cascade (a failure
+        // marking every downstream task) within one decision. A move that lost a race to
+        // another scheduler is looked at again on the next pass.
+        for run in self.store.service_runs(None).await? {
+            advance(&self.store, self.clock.as_ref(), run, &mut moved).await?;
+        }
+        if moved.queued {
+            self.store.signal(Topic::Queued).await;
+        }
+        if moved.finished {
+            self.store.signal(Topic::Progress).await;
+        }
+        self.run_backfills().await
+    }
+
+    /// Creates the runs each unfinished backfill wants now (its free slots, oldest dates
+    /// first) and finishes backfills that have nothing left. Another scheduler creating the
+    /// same run first is a `Conflict`, which is fine.
+    async fn run_backfills(&self) -> Result<(), StoreError> {
+        let backfills = self.store.running_backfills().await?;
+        if backfills.is_empty() {
+            return Ok(());
+        }
+        let mut created = false;
+        for backfill in backfills {
+            let now = self.clock.now_ms();
+            let dag = match load_pinned(&self.store, backfill.dag_version_id).await {
+                Ok(dag) => dag,
+                Err(e) => {
+                    eprintln!("scheduler: backfill {} fails: {e}", backfill.id);
+                    tolerate_conflict(
+                        self.store
+                            .finish_backfill(backfill.id, RunState::Failed, now)
+                            .await,
+                    )?;
+                    continue;
+                }
+            };
+            let plan = backfill_plan(&self.store, &dag, &backfill).await?;
+            let reprocess = Reprocess::parse(&backfill.reprocess).unwrap_or(Reprocess::None);
+            match backfill::step(&plan, reprocess, backfill.max_active_runs.max(1) as usize) {
+                Step::Wait => {}
+                Step::Finish(state) => {
+                    tolerate_conflict(self.store.finish_backfill(backfill.id, state, now).await)?;
+                    eprintln!(
+                        "scheduler: backfill {} of `{}` {state}",
+                        backfill.id, dag.id
+                    );
+                    created = true;
+                }
+                Step::Create(dates) => {
+                    let params = serde_json::from_str(&backfill.params_json).unwrap_or_default();
+                    for logical in dates {
+                        let origin = RunOrigin::Backfill {
+                            backfill_id: backfill.id,
+                            logical,
+                        };
+                        match create_run(&self.store, self.clock.as_ref(), &dag, &params, origin)
+                            .await
+                        {
+                            Ok(_) | Err(StoreError::Conflict(_)) => created = true,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+        }
+        if created {
+            self.store.signal(Topic::Progress).await;
+        }
+        Ok(())
+    }
+
+    /// Re-reads changed DAG files (recording new versions, reporting invalid files once) and
+    /// returns the valid DAGs, one per id.
+    async fn sync_dags(&self) -> Result<Vec<Arc<Dag>>, StoreError> {
+        let Some(folder) = &self.dags_folder else {
+            return Ok(Vec::new());
+        };
+        let mut files = self.files.lock().await;
+        let found = amdahl_dags::discover::dag_files(std::slice::from_ref(folder));
+        files.retain(|path, _| found.contains(path));
+        for path in found {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if files
+                .get(&path)
+                .is_some_and(|known| known.modified == modified)
+            {
+                continue;
+            }
+            let problems = match amdahl_dags::load_file(&path) {
+                Ok(dag) => {
+                    let problems = amdahl_executors::check::check_sql(&dag).await;
+                    if problems.is_empty() {
+                        Ok(dag)
+                    } else {
+                        Err(problems.len())
+                    }
+                }
+                Err(e) => Err(e.diagnostics.len()),
+            };
+            let dag = match problems {
+                Ok(dag) => Some(dag),
+                Err(count) => {
+                    eprintln!(
+                        "scheduler: skipping {}: {count} problem(s); `amdahl dags validate {}` shows them",
+                        path.display(),
+                        path.display()
+                    );
+                    None
+                }
+            };
+            if let Some(dag) = &dag {
+                record_version(&self.store, dag, self.clock.now_ms()).await?;
+            }
+            files.insert(
+                path,
+                KnownFile {
+                    modified,
+                    dag: dag.map(Arc::new),
+                },
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut dags = Vec::new();
+        let mut paths: Vec<_> = files.keys().cloned().collect();
+        paths.sort();
+        for path in paths {
+            if let Some(dag) = files.get(&path).and_then(|k| k.dag.clone()) {
+                if seen.insert(dag.id.clone()) {
+                    dags.push(dag);
+                } else {
+                    eprintln!(
+                        "scheduler: {} defines DAG `{}` again; ignored",
+                        path.display(),
+                        dag.id
+                    );
+                }
+            }
+        }
+        Ok(dags)
+    }
+
+    /// Creates the cron runs that are due (see `triggers`); a run another scheduler created
+    /// first is a `Conflict`, which is fine.
+    async fn schedule_due_runs(&self) -> Result<(), StoreError> {
+        for dag in self.sync_dags().await? {
+            let Some(schedule) = &dag.schedule else {
+                continue;
+            };
+            let Ok(cron) = amdahl_dags::schedule::parse_cron(schedule) else {
+                continue;
+            };
+            if self.store.is_paused(&dag.id).await? {
+                continue;
+            }
+            let (last, active) = self.store.schedule_state(&dag.id).await?;
+            let last_logical = last
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            // Without a start date there is nothing to catch up from.
+            let start = dag
+                .start_date
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(chrono::DateTime::UNIX_EPOCH, |d| d.and_utc());
+            let view = ScheduleView {
+                cron: &cron,
+                start,
+                catchup: dag.catchup && dag.start_date.is_some(),
+                last_logical,
+                active_runs: active.max(0) as usize,
+                max_active_runs: dag.max_active_runs.unwrap_or(16) as usize,
+            };
+            let now =
+                chrono::DateTime::from_timestamp_millis(self.clock.now_ms()).unwrap_or_default();
+            for tick in due_runs(&view, now, 64) {
+                let origin = RunOrigin::Scheduled(tick);
+                match create_run(&self.store, self.clock.as_ref(), &dag, &dag.params, origin).await
+                {
+                    Ok(run_id) => eprintln!("scheduler: run {run_id} of `{}` for {tick}", dag.id),
+                    Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reap_expired_leases(&self) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        for lease in self.store.expired_leases(now).await? {
+            let tasks = self.store.tasks(lease.run_id).await?;
+            let Some(record) = tasks.iter().find(|t| t.task_id == lease.task_id) else {
+                continue;
+            };
+            let (task_state, retry_at_ms) = after_failure(&task_view(record), now);
+            let reason = format!(
+                "worker {} stopped renewing its lease",
+                lease.owner.as_deref().unwrap_or("(unknown)")
+            );
+            self.store
+                .reap_lease(&ReapLease {
+                    run_id: lease.run_id,
+                    task_id: lease.task_id.clone(),
+                    attempt: lease.attempt,
+                    task_state,
+                    retry_at_ms,
+                    reason,
+                    now_ms: now,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,325 @@
+//! The worker: claims queued tasks, holds their leases, runs them, reports fenced ends.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use amdahl_dags::{Dag, DevicePreference, RunContext};
+
+use super::{Moved, advance, load_pinned};
+use crate::attempt::{AttemptEnd, AttemptEnv, execute_attempt, prepare_stage, record_result};
+use crate::decide::after_failure;
+use crate::runner::task_view;
+use crate::state::{AttemptState, TaskState};
+use crate::store::{Claim, ClaimRequest, RunRecord, StoreError, Topic, WorkerInfo};
+
+/// A worker decides a run itself after one of its tasks ends (instead of leaving that to a
+/// scheduler) only when the task has downstream tasks and the DAG has at most this many
+/// tasks: the decision reads every task of the run, so for wide runs the scheduler's
+/// coalesced passes cost less than one decision per finished task.
+pub const HAND_OFF_MAX_TASKS: usize = 500;
+
+/// Who a worker is and what it has.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// This worker's identity in leases, attempts and the `workers` table.
+    pub owner: String,
+    pub host: String,
+    pub slots: usize,
+    pub lease: Duration,
+    /// Whether this worker takes tasks that asked for `device: gpu`.
+    pub has_gpu: bool,
+    pub memory_bytes: u64,
+}
+
+/// Claims and executes queued tasks.
+pub struct Worker {
+    pub env: AttemptEnv,
+    pub data_root: PathBuf,
+    pub config: WorkerConfig,
+    pub poll: Duration,
+    /// DAG versions already loaded, by version id.
+    dags: Mutex<HashMap<i64, Arc<Dag>>>,
+    /// Runs seen lately, by id: what an attempt reads of a run (version, params, logical
+    /// date) never changes, so a chain of tasks reads it once.
+    runs: std::sync::Mutex<HashMap<i64, Arc<RunRecord>>>,
+}
+
+impl Worker {
+    pub fn new(env: AttemptEnv, data_root: PathBuf, mut config: WorkerConfig) -> Self {
+        config.slots = config.slots.max(1);
+        Worker {
+            env,
+            data_root,
+            config,
+            poll: Duration::from_millis(100),
+            dags: Mutex::new(HashMap::new()),
+            runs: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn advertise(&self, started_at_ms: i64) -> Result<(), StoreError> {
+        let c = &self.config;
+        self.env
+            .store
+            .register_worker(&WorkerInfo {
+                worker_id: c.owner.clone(),
+                host: c.host.clone(),
+                slots: c.slots as i64,
+                gpus: i64::from(c.has_gpu),
+                memory_bytes: c.memory_bytes.min(i64::MAX as u64) as i64,
+                started_at_ms,
+                heartbeat_at_ms: self.env.clock.now_ms(),
+            })
+            .await
+    }
+
+    /// Runs until `shutdown` resolves; stages still running then are stopped, and their leases
+    /// run out so that a scheduler retries them elsewhere.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StoreError> {
+        tokio::pin!(shutdown);
+        let mut running = JoinSet::new();
+        let lease_ms = self.config.lease.as_millis() as i64;
+        let mut renew = tokio::time::interval(self.config.lease / 3);
+        let started_at_ms = self.env.clock.now_ms();
+        let mut queued = self.env.store.subscribe(Topic::Queued).await?;
+        // The stage of each claimed task, to stop it if the task is cancelled.
+        let mut stages: HashMap<(i64, String), tokio::task::AbortHandle> = HashMap::new();
+        loop {
+            let mut free = self.config.slots.saturating_sub(running.len());
+            if free > 0 {
+                let claims = self
+                    .env
+                    .store
+                    .claim_tasks(&ClaimRequest {
+                        owner: &self.config.owner,
+                        has_gpu: self.config.has_gpu,
+                        limit: free as i64,
+                        lease_ms,
+                        now_ms: self.env.clock.now_ms(),
+                    })
+                    .await?;
+                free -= claims.len();
+                for claim in claims {
+                    let worker = self.clone();
+                    let key = (claim.run_id, claim.task_id.clone());
+                    let stage = running.spawn(async move { worker.attempt(claim).await });
+                    stages.insert(key, stage);
+                }
+            }
+            tokio::select! {
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    if let Ok(key) = done {
+                        stages.remove(&key);
+                    }
+                }
+                // With every slot busy, new work can wait for a slot to free up.
+                _ = queued.wait(self.poll), if free > 0 => {}
+                _ = renew.tick() => {
+                    let held = self.env.store.extend_leases(&self.config.owner, lease_ms, self.env.clock.now_ms()).await?;
+                    // A task no longer held was cancelled or reaped: stop its stage.
+                    stages.retain(|key, stage: &mut tokio::task::AbortHandle| {
+                        let keep = held.contains(key);
+                        if !keep {
+                            stage.abort();
+                        }
+                        keep
+                    });
+                    self.advertise(started_at_ms).await?;
+                }
+                _ = &mut shutdown => {
+                    running.abort_all();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Runs one claimed attempt; returns its (run, task) key.
+    async fn attempt(&self, claim: Claim) -> (i64, String) {
+        let handed_off = match self.attempt_inner(&claim).await {
+            Ok(true) => self.hand_off(claim.run_id).await,
+            Ok(false) => false,
+            Err(e) => {
+                eprintln!(
+                    "worker {}: run {} task {} attempt {}: {e}",
+                    self.config.owner, claim.run_id, claim.task_id, claim.attempt
+                );
+                false
+            }
+        };
+        if !handed_off {
+            self.env.store.signal(Topic::Progress).await;
+        }
+        (claim.run_id, claim.task_id)
+    }
+
+    /// Decides the run right after one of its tasks ended, as a scheduler would (Airflow calls
+    /// this the mini scheduler): the next task is queued, and this worker claims it as soon as
+    /// this returns, without a round of signals through a scheduler. Returns whether that
+    /// worked; if not, a scheduler is signalled to do it.
+    async fn hand_off(&self, run_id: i64) -> bool {
+        let store = &self.env.store;
+        let mut moved = Moved::default();
+        let decided = async {
+            for run in store.service_runs(Some(run_id)).await? {
+                advance(store, self.env.clock.as_ref(), run, &mut moved).await?;
+            }
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        if let Err(e) = decided {
+            eprintln!("worker {}: deciding run {run_id}: {e}", self.config.owner);
+            return false;
+        }
+        // Other workers and waiters hear about it without holding up this worker's claim.
+        if moved.queued || moved.finished {
+            let store = store.clone();
+            tokio::spawn(async move {
+                if moved.queued {
+                    store.signal(Topic::Queued).await;
+                }
+                if moved.finished {
+                    store.signal(Topic::Progress).await;
+                }
+            });
+        }
+        true
+    }
+
+    async fn dag(&self, version_id: i64) -> Result<Arc<Dag>, String> {
+        let mut dags = self.dags.lock().await;
+        if let Some(dag) = dags.get(&version_id) {
+            return Ok(dag.clone());
+        }
+        let dag = Arc::new(load_pinned(&self.env.store, version_id).await?);
+        dags.insert(version_id, dag.clone());
+        Ok(dag)
+    }
+
+    async fn run_record(&self, run_id: i64) -> Result<Arc<RunRecord>, StoreError> {
+        if let Some(run) = self.lock_runs().get(&run_id) {
+            return Ok(run.clone());
+        }
+        let run = Arc::new(
+            self.env
+                .store
+                .run(run_id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?,
+        );
+        let mut runs = self.lock_runs();
+        if runs.len() >= 1_024 {
+            runs.clear();
+        }
+        runs.insert(run_id, run.clone());
+        Ok(run)
+    }
+
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<RunRecord>>> {
+        self.runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs the attempt and reports it; returns whether this worker should decide the run
+    /// itself now (see [`HAND_OFF_MAX_TASKS`]).
+    async fn attempt_inner(&self, claim: &Claim) -> Result<bool, StoreError> {
+        let store = &self.env.store;
+        let run = self.run_record(claim.run_id).await?;
+        let loaded = self.dag(run.dag_version_id).await;
+        let params = serde_json::from_str(&run.params_json).unwrap_or_default();
+        let hand_off = loaded.as_ref().is_ok_and(|dag| {
+            dag.tasks.len() <= HAND_OFF_MAX_TASKS
+                && dag.tasks.iter().any(|t| t.needs.contains(&claim.task_id))
+        });
+        let (prepared, timeout, gpu) = match &loaded {
+            Ok(dag) => {
+                let context = RunContext {
+                    dag_id: dag.id.clone(),
+                    run_id: run.id,
+                    logical_date: run.logical_date.clone(),
+                    params,
+                };
+                let task = dag.task(&claim.task_id);
+                (
+                    prepare_stage(
+                        dag,
+                        &context,
+                        &claim.task_id,
+                        claim.attempt,
+                        &self.data_root,
+                    ),
+                    task.and_then(|t| t.timeout),
+                    task.is_some_and(|t| t.device == DevicePreference::Gpu),
+                )
+            }
+            Err(e) => (Err(e.clone()), None, false),
+        };
+        let execution = execute_attempt(&self.env, prepared, claim.attempt_id, gpu);
+        let (attempt_state, result) = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, execution).await {
+                Ok(done) => outcome(done),
+                Err(_) => (
+                    AttemptState::TimedOut,
+                    Err(format!(
+                        "timed out after {}",
+                        amdahl_dags::model::format_duration(limit)
+                    )),
+                ),
+            },
+            None => outcome(execution.await),
+        };
+        let now = self.env.clock.now_ms();
+        let (task_state, retry_at_ms) = if result.is_ok() {
+            (TaskState::Success, None)
+        } else {
+            let record = store
+                .task(claim.run_id, &claim.task_id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("task {}", claim.task_id)))?;
+            after_failure(&task_view(&record), now)
+        };
+        let end = AttemptEnd {
+            run_id: claim.run_id,
+            task_id: &claim.task_id,
+            attempt_id: claim.attempt_id,
+            attempt: claim.attempt,
+            attempt_state,
+            task_state,
+            retry_at_ms,
+            now,
+        };
+        match record_result(store, &end, result).await.map(|()| hand_off) {
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(
+                "the task was cancelled, or its lease lost, before the attempt ended; its report was refused".into(),
+            )),
+            other => other,
+        }
+    }
+}
+
+type Outcome = (
+    AttemptState,
+    Result<(amdahl_executors::StageOutcome, Option<PathBuf>), String>,
+);
+
+fn outcome(
+    (result, output_dir): (
+        Result<amdahl_executors::StageOutcome, amdahl_executors::StageError>,
+        Option<PathBuf>,
+    ),
+) -> Outcome {
+    match result {
+        Ok(stage) => (AttemptState::Success, Ok((stage, output_dir))),
+        Err(e) => (AttemptState::Failed, Err(e.to_string())),
+    }
+}
