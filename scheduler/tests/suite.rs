@@ -14,7 +14,7 @@ use amdahl_dags::load_bytes;
 use amdahl_executors::{CpuRuntime, Executors};
 use amdahl_scheduler::runner::{LocalRunner, Quiet, reap_orphans};
 use amdahl_scheduler::store::{
-    ClaimRequest, FinishAttempt, NewRun, NewTask, ReapLease, Store, StoreError,
+    ClaimRequest, FinishAttempt, NewBackfill, NewRun, NewTask, ReapLease, Store, StoreError,
 };
 use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
 
@@ -535,6 +535,25 @@ async fn old_finished_runs_are_deleted_with_their_rows(db: &TestDb) {
     finish(recent, 50_000).await;
     let unfinished = new_run(&store, &[("t", &[])], "me").await;
 
+    // A finished backfill goes once its runs are gone; a running one stays.
+    let version = store.run(old).await.unwrap().unwrap().dag_version_id;
+    let backfill = |now_ms| NewBackfill {
+        dag_id: "demo".into(),
+        dag_version_id: version,
+        from_date: "2026-01-01T00:00:00Z".into(),
+        to_date: "2026-01-02T00:00:00Z".into(),
+        reprocess: "none".into(),
+        max_active_runs: 1,
+        params_json: "{}".into(),
+        now_ms,
+    };
+    let done = store.create_backfill(&backfill(1_000)).await.unwrap();
+    store
+        .finish_backfill(done, RunState::Success, 10_000)
+        .await
+        .unwrap();
+    let running = store.create_backfill(&backfill(1_000)).await.unwrap();
+
     assert_eq!(store.count_finished_runs(20_000).await.unwrap(), 1);
     assert_eq!(
         store.delete_finished_runs(20_000, 10).await.unwrap(),
@@ -551,6 +570,9 @@ async fn old_finished_runs_are_deleted_with_their_rows(db: &TestDb) {
     assert!(store.tasks(old).await.unwrap().is_empty());
     assert!(store.attempts(old).await.unwrap().is_empty());
     assert!(store.logs(old, "t").await.unwrap().is_empty());
+    assert_eq!(store.delete_finished_backfills(20_000).await.unwrap(), 1);
+    assert!(store.backfill(done).await.unwrap().is_none());
+    assert!(store.backfill(running).await.unwrap().is_some());
     assert!(store.run(recent).await.unwrap().is_some());
     assert!(store.run(unfinished).await.unwrap().is_some());
     // Far in the future: everything finished goes, the unfinished run stays.

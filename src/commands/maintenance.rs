@@ -41,8 +41,9 @@ pub async fn clean(
         }
         deleted += ids.len();
     }
+    let backfills = store.delete_finished_backfills(cutoff).await?;
     println!(
-        "deleted {deleted} finished run(s) older than {}",
+        "deleted {deleted} finished run(s) and {backfills} finished backfill(s) older than {}",
         amdahl_dags::model::format_duration(older_than)
     );
     Ok(ExitCode::SUCCESS)

@@ -144,6 +144,22 @@ impl Store {
         }
     }
 
+    /// Deletes backfills that finished before `finished_before_ms` and have no runs left
+    /// (`db clean` deletes the runs first); returns how many went.
+    pub async fn delete_finished_backfills(&self, finished_before_ms: i64) -> Result<u64> {
+        let deleted = on_pool!(self, pool => {
+            sqlx::query(
+                "DELETE FROM backfills WHERE state <> 'running' AND finished_at_ms < $1 \
+                   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.backfill_id = backfills.id)",
+            )
+            .bind(finished_before_ms)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(deleted)
+    }
+
     /// Runs of `dag_id` whose logical date is in `[from, to]`, oldest first.
     pub async fn dated_runs(&self, dag_id: &str, from: &str, to: &str) -> Result<Vec<DatedRun>> {
         let rows: Vec<(i64, String, String, Option<i64>)> = on_pool!(self, pool => {
