@@ -260,15 +260,19 @@ fn a_killed_run_is_failed_by_the_next_command(amdahl: &Amdahl) {
     loop {
         let out = amdahl.run(&["runs", "show", "1"]);
         let shown = text(&out.stdout);
-        if shown.contains("running") {
+        // The task itself, not only the run, must be running (its attempt is what goes lost).
+        if shown
+            .lines()
+            .any(|l| l.starts_with("wait ") && l.contains("running"))
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the run never started: {shown}{}",
+            "the task never started: {shown}{}",
             text(&out.stderr)
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
     // SAFETY: plain kill(2) on our own child.
     unsafe {
