@@ -39,6 +39,9 @@ pub enum Command {
     Trigger(commands::service::TriggerArgs),
     /// Queue the runs of a past date range for the scheduler service, a few at a time
     Backfill(Box<commands::backfill::BackfillArgs>),
+    /// List or cancel backfills
+    #[command(subcommand)]
+    Backfills(BackfillsCommand),
     /// Run the scheduler service: moves queued runs forward and reaps lost workers' tasks
     Scheduler(commands::service::SchedulerArgs),
     /// Run a worker: claims queued tasks and executes them
@@ -57,6 +60,14 @@ pub enum Command {
     /// Manage the state store
     #[command(subcommand)]
     Db(DbCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackfillsCommand {
+    /// Backfills, newest first, with how many of their runs are in each state
+    List,
+    /// Stop a backfill: no more runs are created, and its unfinished runs are cancelled
+    Cancel { backfill_id: i64 },
 }
 
 #[derive(Subcommand, Debug)]

@@ -863,6 +863,58 @@ fn backfill_fills_a_range_a_few_runs_at_a_time(amdahl: &Amdahl, services: &[&[&s
     assert_success(&rerun, "reprocess all");
     assert_eq!(runs_of(amdahl, "daily").len(), 7);
 
+    // Cancelling a backfill stops it creating runs and cancels the unfinished ones.
+    let long = amdahl.run(&[
+        "backfill",
+        &file,
+        "--from",
+        "2026-04-01",
+        "--to",
+        "2026-04-30",
+        "--max-active-runs",
+        "1",
+    ]);
+    assert_success(&long, "a long backfill");
+    let id = text(&long.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert_success(
+        &amdahl.run(&["backfills", "cancel", &id]),
+        "backfills cancel",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs_of(amdahl, "daily")
+        .iter()
+        .any(|r| r.contains("queued") || r.contains("running"))
+    {
+        assert!(Instant::now() < deadline, "cancelled runs never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let april = runs_of(amdahl, "daily").len() - 7;
+    assert!(april <= 2, "{april} runs after the cancel");
+    let listed = text(&amdahl.run(&["backfills", "list"]).stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("cancelled")),
+        "{listed}"
+    );
+    let again = amdahl.run(&["backfills", "cancel", &id]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already ended"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        runs_of(amdahl, "daily").len(),
+        7 + april,
+        "no run after the cancel"
+    );
+
     for (args, says) in [
         (
             vec![
@@ -901,7 +953,7 @@ fn backfill_fills_a_range_a_few_runs_at_a_time(amdahl: &Amdahl, services: &[&[&s
     }
     assert_eq!(
         runs_of(amdahl, "daily").len(),
-        7,
+        7 + april,
         "refused backfills change nothing"
     );
 }

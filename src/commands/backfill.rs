@@ -177,3 +177,76 @@ pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitC
         ExitCode::FAILURE
     })
 }
+
+/// `amdahl backfills list`.
+pub async fn list(store: &Store) -> anyhow::Result<ExitCode> {
+    let backfills = store.list_backfills(100).await?;
+    if backfills.is_empty() {
+        println!("no backfills; `amdahl backfill DAG --from DATE --to DATE` starts one");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = Vec::new();
+    for b in backfills {
+        let runs = store
+            .dated_runs(&b.dag_id, &b.from_date, &b.to_date)
+            .await?;
+        let own: Vec<RunState> = runs
+            .iter()
+            .filter(|r| r.backfill_id == Some(b.id))
+            .map(|r| r.state)
+            .collect();
+        let done = own.iter().filter(|s| s.is_terminal()).count();
+        let ok = own.iter().filter(|s| **s == RunState::Success).count();
+        rows.push(vec![
+            b.id.to_string(),
+            b.dag_id,
+            b.from_date,
+            b.to_date,
+            b.reprocess,
+            b.max_active_runs.to_string(),
+            b.state,
+            format!("{} made, {done} ended, {ok} succeeded", own.len()),
+        ]);
+    }
+    print!(
+        "{}",
+        table(
+            &[
+                "ID",
+                "DAG",
+                "FROM",
+                "TO",
+                "REPROCESS",
+                "AT ONCE",
+                "STATE",
+                "RUNS"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `amdahl backfills cancel ID`.
+pub async fn cancel(store: &Store, id: i64) -> anyhow::Result<ExitCode> {
+    let Some(backfill) = store.backfill(id).await? else {
+        bail!("no backfill {id}; `amdahl backfills list` shows them");
+    };
+    match store.cancel_backfill(id, SystemClock.now_ms()).await {
+        Ok(runs) => {
+            store.signal(Topic::Progress).await;
+            println!(
+                "backfill {id} of `{}` cancelled: no more runs; {runs} unfinished run(s) asked to cancel",
+                backfill.dag_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(amdahl_scheduler::StoreError::Conflict(_)) => {
+            bail!(
+                "backfill {id} already ended ({}); nothing to cancel",
+                backfill.state
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}

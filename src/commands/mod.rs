@@ -14,7 +14,9 @@ use anyhow::Context;
 use amdahl_scheduler::{Clock, Store, SystemClock};
 
 use crate::settings::{Settings, redact};
-use crate::{Cli, Command, DagsCommand, DbCommand, PoolsCommand, RunsCommand, TasksCommand};
+use crate::{
+    BackfillsCommand, Cli, Command, DagsCommand, DbCommand, PoolsCommand, RunsCommand, TasksCommand,
+};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Validation needs no database: it must work on a laptop with nothing set up.
@@ -37,6 +39,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&store, &settings, &owner, args).await,
         Command::Trigger(args) => service::trigger(&store, args).await,
         Command::Backfill(args) => backfill::backfill(&store, *args).await,
+        Command::Backfills(BackfillsCommand::List) => backfill::list(&store).await,
+        Command::Backfills(BackfillsCommand::Cancel { backfill_id }) => {
+            backfill::cancel(&store, backfill_id).await
+        }
         Command::Scheduler(args) => service::scheduler(&store, args).await,
         Command::Worker(args) => service::worker(&store, &settings, &owner, args).await,
         Command::Standalone(args) => service::standalone(&store, &settings, &owner, args).await,

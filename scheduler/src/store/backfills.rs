@@ -122,6 +122,47 @@ impl Store {
         Ok(rows.into_iter().map(backfill_record).collect())
     }
 
+    /// Every backfill, newest first.
+    pub async fn list_backfills(&self, limit: i64) -> Result<Vec<BackfillRecord>> {
+        let rows: Vec<BackfillRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_backfills!("ORDER BY id DESC LIMIT $1"))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(backfill_record).collect())
+    }
+
+    /// Stops a running backfill: it creates no more runs, and its unfinished runs are asked
+    /// to cancel. Returns how many runs were asked; `Conflict` if it was not running.
+    pub async fn cancel_backfill(&self, id: i64, now_ms: i64) -> Result<u64> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let stopped = sqlx::query(
+                "UPDATE backfills SET state = 'cancelled', finished_at_ms = $1 WHERE id = $2 AND state = 'running'",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if stopped != 1 {
+                return Err(StoreError::Conflict(format!("backfill {id} is not running")));
+            }
+            let runs = sqlx::query(
+                "UPDATE runs SET cancel_requested_at_ms = COALESCE(cancel_requested_at_ms, $1) \
+                 WHERE backfill_id = $2 AND state IN ('queued', 'running')",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(runs)
+        })
+    }
+
     /// running → `state`; `Conflict` if another scheduler finished it first.
     pub async fn finish_backfill(&self, id: i64, state: RunState, now_ms: i64) -> Result<()> {
         let affected = on_pool!(self, pool => {

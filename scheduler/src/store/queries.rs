@@ -190,13 +190,26 @@ impl Store {
 
     /// Creates a run in `queued` with every task `scheduled`, owned by `new.owner`. A second
     /// scheduled run for the same DAG and logical date is a `Conflict` and changes nothing.
+    ///
+    /// A backfill's run is created only while the backfill is running, so a run cannot slip in
+    /// after `cancel_backfill`: the check is part of the INSERT (SQLite runs one writer at a
+    /// time) and, on PostgreSQL, the backfill row is locked first, so a concurrent cancel waits
+    /// for this run and then cancels it too.
     pub async fn create_run(&self, new: &NewRun) -> Result<i64> {
+        let lock_backfill = matches!(self.pool, Pool::Postgres(_)) && new.backfill_id.is_some();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            if lock_backfill {
+                sqlx::query("SELECT 1 FROM backfills WHERE id = $1 FOR UPDATE")
+                    .bind(new.backfill_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let created: Option<(i64,)> = sqlx::query_as(
                 "INSERT INTO runs (dag_id, dag_version_id, state, trigger_kind, params_json, logical_date, \
                                    max_active_tasks, owner, heartbeat_at_ms, created_at_ms, backfill_id) \
-                 VALUES ($1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7, $9) \
+                 SELECT $1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7, $9 \
+                 WHERE $9 IS NULL OR EXISTS (SELECT 1 FROM backfills b WHERE b.id = $9 AND b.state = 'running') \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(&new.dag_id)
@@ -212,7 +225,7 @@ impl Store {
             .await?;
             let Some((run_id,)) = created else {
                 return Err(StoreError::Conflict(format!(
-                    "a scheduled or backfill run of {} for {} exists already",
+                    "a scheduled or backfill run of {} for {} exists already (or its backfill ended)",
                     new.dag_id, new.logical_date
                 )));
             };
