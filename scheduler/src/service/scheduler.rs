@@ -90,7 +90,7 @@ impl SchedulerService {
         self.reap_expired_leases().await
     }
 
-    /// Decides every unfinished service run until nothing changes, then wakes workers if
+    /// Decides every unfinished service run once, steps the backfills, and wakes workers if
     /// tasks were queued and waiters if runs finished.
     async fn advance_runs(&self) -> Result<(), StoreError> {
         let mut moved = Moved::default();
