@@ -187,6 +187,9 @@ pub enum TaskKind {
     /// A shell command line (a template), run with `sh -c`.
     Shell(Located),
     Generate(Generate),
+    /// Does nothing and succeeds (Airflow's `EmptyOperator`): a join point, a marker, or a
+    /// measure of the orchestrator's own overhead. Workers run it without a process.
+    Empty,
 }
 
 impl TaskKind {
@@ -195,6 +198,7 @@ impl TaskKind {
             TaskKind::Sql(_) => "sql",
             TaskKind::Shell(_) => "shell",
             TaskKind::Generate(_) => "generate",
+            TaskKind::Empty => "empty",
         }
     }
 }

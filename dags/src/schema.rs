@@ -98,13 +98,14 @@ pub struct DatasetSpec {
     format: Format,
 }
 
-/// One task: settings plus exactly one kind (`sql`, `shell` or `generate`).
+/// One task: settings plus exactly one kind (`sql`, `shell`, `generate` or `empty`).
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [
     {"required": ["sql"]},
     {"required": ["shell"]},
-    {"required": ["generate"]}
+    {"required": ["generate"]},
+    {"required": ["empty"]}
 ]))]
 #[allow(dead_code)]
 pub struct TaskSpec {
@@ -125,7 +126,15 @@ pub struct TaskSpec {
     /// A shell command (Jinja template), run with `sh -c`.
     shell: Option<String>,
     generate: Option<GenerateSpec>,
+    /// Does nothing and succeeds: a join point or marker. Write `empty: {}`.
+    empty: Option<EmptySpec>,
 }
+
+/// `empty` takes no settings.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct EmptySpec {}
 
 #[derive(JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -41,7 +41,7 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
             TaskKind::Generate(Generate::Tpch { table, .. }) => {
                 task_schemas.insert(&task.id, tpch::schema(*table));
             }
-            TaskKind::Shell(_) => {}
+            TaskKind::Shell(_) | TaskKind::Empty => {}
             TaskKind::Sql(located) => {
                 let Ok(query) = template::render(located, &ctx_params) else {
                     continue;
@@ -212,8 +212,11 @@ fn table_help(
     }
     let name = message.split('\'').nth(1)?.rsplit('.').next()?.to_string();
     if let Some(other) = dag.task(&name) {
-        if matches!(other.kind, TaskKind::Shell(_)) {
-            return Some(format!("`{name}` is a shell task; it produces no table"));
+        if !other.produces_data() {
+            return Some(format!(
+                "`{name}` is a {} task; it produces no table",
+                other.kind.name()
+            ));
         }
         return Some(format!(
             "`{name}` is a task; add it to `needs` of `{task_id}` to read it"

@@ -50,6 +50,11 @@ impl Executors {
             Work::Sql { .. } => self.sql.execute(stage, log).await,
             Work::Tpch { .. } => self.tpch.execute(stage, log).await,
             Work::Shell { .. } => self.shell.execute(stage, log).await,
+            Work::Empty => Ok(StageOutcome {
+                device: Device::Cpu,
+                rows: None,
+                bytes: None,
+            }),
         }
     }
 }

@@ -15,9 +15,18 @@ use amdahl_dags::{DatasetFormat, TpchTable};
 /// What a stage does, with its templates rendered.
 #[derive(Clone, Debug)]
 pub enum Work {
-    Sql { query: String },
-    Shell { command: String },
-    Tpch { table: TpchTable, scale_factor: f64 },
+    Sql {
+        query: String,
+    },
+    Shell {
+        command: String,
+    },
+    Tpch {
+        table: TpchTable,
+        scale_factor: f64,
+    },
+    /// Nothing: the stage succeeds at once, without a process or a thread.
+    Empty,
 }
 
 impl Work {
@@ -26,6 +35,7 @@ impl Work {
             Work::Sql { .. } => "sql",
             Work::Shell { .. } => "shell",
             Work::Tpch { .. } => "generate",
+            Work::Empty => "empty",
         }
     }
 }

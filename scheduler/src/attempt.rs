@@ -50,6 +50,7 @@ pub fn prepare_stage(
             scale_factor: amdahl_dags::load::parse_scale_factor(&render(scale_factor)?)
                 .map_err(|e| format!("scale_factor {e}"))?,
         },
+        TaskKind::Empty => Work::Empty,
     };
     let mut inputs: Vec<TableInput> = dag
         .datasets
@@ -91,6 +92,14 @@ pub async fn execute_attempt(
     attempt_id: i64,
     gpu_requested: bool,
 ) -> (Result<StageOutcome, StageError>, Option<PathBuf>) {
+    if let Ok(stage) = &prepared
+        && matches!(stage.work, Work::Empty)
+        && !gpu_requested
+    {
+        // Nothing to log and nothing to wait for: no log writer either.
+        let (sink, _lines) = LogSink::channel();
+        return (env.executors.execute(stage, &sink).await, None);
+    }
     let (sink, mut lines) = LogSink::channel();
     let store = env.store.clone();
     let clock = env.clock.clone();
@@ -149,12 +158,11 @@ pub struct AttemptEnd<'a> {
     pub now: i64,
 }
 
-/// Stores an attempt's end (fenced by attempt number: a stale report is a `Conflict`).
-pub async fn record_result(
-    store: &Store,
+/// The store write that records an attempt's end.
+pub fn finish_of(
     end: &AttemptEnd<'_>,
     result: Result<(StageOutcome, Option<PathBuf>), String>,
-) -> Result<(), StoreError> {
+) -> FinishAttempt {
     let (device, output_path, rows, bytes, error) = match result {
         Ok((outcome, output)) => (
             Some(outcome.device.name().to_string()),
@@ -165,27 +173,44 @@ pub async fn record_result(
         ),
         Err(e) => (Some("cpu".to_string()), None, None, None, Some(e)),
     };
-    if let Some(error) = &error {
-        let line = format!("attempt {} {}: {error}", end.attempt, end.attempt_state);
+    FinishAttempt {
+        run_id: end.run_id,
+        task_id: end.task_id.to_string(),
+        attempt_id: end.attempt_id,
+        attempt: end.attempt,
+        attempt_state: end.attempt_state,
+        task_state: end.task_state,
+        retry_at_ms: end.retry_at_ms,
+        device,
+        output_path,
+        rows_out: rows,
+        bytes_out: bytes,
+        error,
+        now_ms: end.now,
+    }
+}
+
+/// A failed attempt's error goes into its log as well, as the log's last line.
+pub async fn log_failure(store: &Store, finish: &FinishAttempt) -> Result<(), StoreError> {
+    if let Some(error) = &finish.error {
+        let line = format!(
+            "attempt {} {}: {error}",
+            finish.attempt, finish.attempt_state
+        );
         store
-            .append_logs(end.attempt_id, &[("system".into(), line, end.now)])
+            .append_logs(finish.attempt_id, &[("system".into(), line, finish.now_ms)])
             .await?;
     }
-    store
-        .finish_attempt(&FinishAttempt {
-            run_id: end.run_id,
-            task_id: end.task_id.to_string(),
-            attempt_id: end.attempt_id,
-            attempt: end.attempt,
-            attempt_state: end.attempt_state,
-            task_state: end.task_state,
-            retry_at_ms: end.retry_at_ms,
-            device,
-            output_path,
-            rows_out: rows,
-            bytes_out: bytes,
-            error,
-            now_ms: end.now,
-        })
-        .await
+    Ok(())
+}
+
+/// Stores an attempt's end (fenced by attempt number: a stale report is a `Conflict`).
+pub async fn record_result(
+    store: &Store,
+    end: &AttemptEnd<'_>,
+    result: Result<(StageOutcome, Option<PathBuf>), String>,
+) -> Result<(), StoreError> {
+    let finish = finish_of(end, result);
+    log_failure(store, &finish).await?;
+    store.finish_attempt(&finish).await
 }

@@ -104,7 +104,13 @@ pub fn decide(run: &RunView, now_ms: i64) -> Decision {
 
     // States after this decision's own changes, so one pass sees a whole cascade.
     let mut states: Vec<TaskState> = run.tasks.iter().map(|t| t.state).collect();
-    let index = |id: &str| run.tasks.iter().position(|t| t.task_id == id);
+    let positions: std::collections::HashMap<&str, usize> = run
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.task_id.as_str(), i))
+        .collect();
+    let index = |id: &str| positions.get(id).copied();
     // Tasks that may be queued now, in the DAG's order.
     let mut to_queue: Vec<usize> = Vec::new();
     for (i, task) in run.tasks.iter().enumerate() {

@@ -644,6 +644,122 @@ async fn concurrent_claims_take_each_task_once(db: &TestDb) {
     assert!(all.iter().all(|c| c.attempt == 1));
 }
 
+/// Wide runs are written in batches: tasks inserted many per statement (in DAG order),
+/// queued many per statement, and attempt ends recorded many per statement, each still fenced
+/// on its own: a stale end in a batch is refused and the rest are recorded.
+async fn batched_writes_keep_every_fence(db: &TestDb) {
+    let store = db.store().await;
+    let ids: Vec<String> = (0..2_500).map(|i| format!("t{i:04}")).collect();
+    let tasks: Vec<(&str, &[&str])> = ids.iter().map(|id| (id.as_str(), &[][..])).collect();
+    let run_id = new_service_run(&store, &tasks).await;
+    let stored: Vec<String> = store
+        .tasks(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(stored, ids, "every task, in the DAG's order");
+    assert_eq!(store.undecided_tasks(run_id).await.unwrap(), (2_500, 2_500));
+
+    let mut first: Vec<&str> = ids[..1_500].iter().map(String::as_str).collect();
+    first.push("not-a-task");
+    let queue = |ids: Vec<&str>| {
+        let store = store.clone();
+        let ids: Vec<String> = ids.into_iter().map(str::to_string).collect();
+        async move {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            store
+                .queue_tasks(run_id, TaskState::Scheduled, &ids, 2_000)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(queue(first.clone()).await, 1_500);
+    assert_eq!(queue(first).await, 0, "already queued: fenced");
+    assert!(matches!(
+        store
+            .queue_tasks(run_id, TaskState::Success, &["t0000"], 2_000)
+            .await,
+        Err(StoreError::IllegalTransition(_))
+    ));
+
+    let claims = store
+        .claim_tasks(&ClaimRequest {
+            owner: "w",
+            has_gpu: false,
+            limit: 3,
+            lease_ms: 10_000,
+            now_ms: 3_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 3);
+    // The first claim's task is cancelled while it runs: its end becomes stale.
+    store
+        .cancel_running_task(run_id, &claims[0].task_id, claims[0].attempt, 3_500)
+        .await
+        .unwrap();
+    let end = |i: usize, attempt_state, task_state, retry_at_ms| FinishAttempt {
+        run_id,
+        task_id: claims[i].task_id.clone(),
+        attempt_id: claims[i].attempt_id,
+        attempt: claims[i].attempt,
+        attempt_state,
+        task_state,
+        retry_at_ms,
+        device: Some("cpu".into()),
+        output_path: None,
+        rows_out: Some(i as i64),
+        bytes_out: None,
+        error: (task_state != TaskState::Success).then(|| "boom".to_string()),
+        now_ms: 4_000,
+    };
+    let recorded = store
+        .finish_attempts(&[
+            end(0, AttemptState::Success, TaskState::Success, None),
+            end(1, AttemptState::Success, TaskState::Success, None),
+            end(2, AttemptState::Failed, TaskState::UpForRetry, Some(9_000)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(recorded, [false, true, true]);
+    let state_of = |records: &[amdahl_scheduler::store::TaskRecord], id: &str| {
+        let t = records.iter().find(|t| t.task_id == id).unwrap();
+        (t.state, t.retry_at_ms, t.rows_out)
+    };
+    let after = store.tasks(run_id).await.unwrap();
+    assert_eq!(state_of(&after, &claims[0].task_id).0, TaskState::Cancelled);
+    assert_eq!(
+        state_of(&after, &claims[1].task_id),
+        (TaskState::Success, None, Some(1))
+    );
+    assert_eq!(
+        state_of(&after, &claims[2].task_id),
+        (TaskState::UpForRetry, Some(9_000), Some(2))
+    );
+    let attempts = store.attempts(run_id).await.unwrap();
+    let attempt = |i: usize| {
+        let a = attempts
+            .iter()
+            .find(|a| a.id == claims[i].attempt_id)
+            .unwrap();
+        (a.state, a.error.clone(), a.finished_at_ms)
+    };
+    assert_ne!(
+        attempt(0).0,
+        AttemptState::Success,
+        "the stale end changed nothing"
+    );
+    assert_eq!(attempt(1), (AttemptState::Success, None, Some(4_000)));
+    assert_eq!(
+        attempt(2),
+        (AttemptState::Failed, Some("boom".into()), Some(4_000))
+    );
+    // 1,000 never queued and one up for retry wait for a decision; two tasks ended.
+    assert_eq!(store.undecided_tasks(run_id).await.unwrap(), (1_001, 2_498));
+}
+
 /// Claims go oldest-queued first; an expired lease is reaped and its owner's late report is
 /// refused.
 async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
@@ -957,6 +1073,7 @@ suite!(
     gpu_tasks_wait_for_a_gpu_worker,
     pools_cap_queued_and_running_tasks_across_runs,
     workers_leave_in_process_runs_alone,
+    batched_writes_keep_every_fence,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

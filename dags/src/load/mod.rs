@@ -56,9 +56,10 @@ pub const TASK_KEYS: &[&str] = &[
     "sql",
     "shell",
     "generate",
+    "empty",
 ];
 /// The task kinds: each task has exactly one of these keys.
-pub const KIND_KEYS: &[&str] = &["sql", "shell", "generate"];
+pub const KIND_KEYS: &[&str] = &["sql", "shell", "generate", "empty"];
 pub const DATASET_KEYS: &[&str] = &["uri", "format"];
 pub const GENERATE_KEYS: &[&str] = &["tpch", "scale_factor"];
 pub const ENGINES: &[&str] = &["datafusion", "ballista"];
@@ -642,6 +643,18 @@ impl Cx {
                     .map(|_| TaskKind::Shell(located))
             }
             "generate" => self.generate(node, what, ctx).map(TaskKind::Generate),
+            "empty" => match &node.value {
+                Value::Null => Some(TaskKind::Empty),
+                Value::Map(pairs) if pairs.is_empty() => Some(TaskKind::Empty),
+                _ => {
+                    self.error_help(
+                        node.span,
+                        format!("`{what}.empty` takes no settings"),
+                        "write `empty: {}`",
+                    );
+                    None
+                }
+            },
             _ => None,
         }
     }

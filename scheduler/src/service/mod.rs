@@ -13,20 +13,23 @@
 //! Both decide service runs with [`advance`]: schedulers on every pass, a worker right after
 //! one of the run's tasks ended (see [`HAND_OFF_MAX_TASKS`]).
 
+mod reports;
 mod scheduler;
 mod worker;
 
 pub use scheduler::SchedulerService;
 pub use worker::{HAND_OFF_MAX_TASKS, Worker, WorkerConfig};
 
+use std::collections::HashMap;
+
 use amdahl_dags::Dag;
 
 use crate::Clock;
 use crate::backfill::{self, DateView};
 use crate::decide::{Command, Dispatcher, decide};
-use crate::runner::{logical_text, pool_free_for, state_of, view_of};
+use crate::runner::{logical_text, pool_free_for, view_of};
 use crate::state::{RunState, TaskState};
-use crate::store::{BackfillRecord, RunRecord, Store, StoreError};
+use crate::store::{BackfillRecord, RunRecord, Store, StoreError, TaskRecord};
 
 /// Treats "someone else already did it" as done.
 fn tolerate_conflict(result: Result<(), StoreError>) -> Result<(), StoreError> {
@@ -92,10 +95,15 @@ pub async fn backfill_plan(
 /// Applies one decision to a service run (as just read), leaving dispatch to workers. Both
 /// schedulers and workers (right after a task of the run ends) call it; every move is
 /// fenced, so two of them deciding the same run at once make each move once.
+///
+/// With `skip_if_settled`, a running run none of whose tasks waits for a decision (none
+/// `scheduled` or `up_for_retry`, and some still unfinished) is left alone after one counting
+/// query, without reading its tasks: a wide run's passes then cost little while its tasks run.
 pub(crate) async fn advance(
     store: &Store,
     clock: &dyn Clock,
     run: RunRecord,
+    skip_if_settled: bool,
     moved: &mut Moved,
 ) -> Result<(), StoreError> {
     let run_id = run.id;
@@ -103,6 +111,12 @@ pub(crate) async fn advance(
     let cancel = run.cancel_requested_at_ms.is_some();
     if run.state.is_terminal() {
         return Ok(());
+    }
+    if skip_if_settled && run.state == RunState::Running && !cancel {
+        let (waiting, unfinished) = store.undecided_tasks(run_id).await?;
+        if waiting == 0 && unfinished > 0 {
+            return Ok(());
+        }
     }
     let tasks = store.tasks(run_id).await?;
     let now = clock.now_ms();
@@ -117,20 +131,31 @@ pub(crate) async fn advance(
         ),
         now,
     );
-    for command in decision.commands {
-        let result = match &command {
+    let by_id: HashMap<&str, &TaskRecord> = tasks.iter().map(|t| (t.task_id.as_str(), t)).collect();
+    // Tasks outside pools are queued together, one statement per state they leave.
+    let mut batched: HashMap<TaskState, Vec<&str>> = HashMap::new();
+    for command in &decision.commands {
+        let result = match command {
             Command::StartRun => {
                 store
                     .set_run_state(run_id, RunState::Queued, RunState::Running, now, None)
                     .await
             }
             Command::Queue(task_id) => {
-                let from = state_of(&tasks, task_id);
-                let pool = tasks
-                    .iter()
-                    .find(|t| &t.task_id == task_id)
-                    .and_then(|t| t.pool.as_deref());
-                store.queue_task(run_id, task_id, from, pool, now).await
+                let Some(task) = by_id.get(task_id.as_str()) else {
+                    continue;
+                };
+                match task.pool.as_deref() {
+                    None => {
+                        batched.entry(task.state).or_default().push(task_id);
+                        continue;
+                    }
+                    Some(pool) => {
+                        store
+                            .queue_task(run_id, task_id, task.state, Some(pool), now)
+                            .await
+                    }
+                }
             }
             Command::MarkUpstreamFailed(task_id) => {
                 store
@@ -154,30 +179,27 @@ pub(crate) async fn advance(
                 };
                 store.set_run_state(run_id, from, *state, now, note).await
             }
-            Command::Cancel(task_id) => {
-                let record = tasks.iter().find(|t| &t.task_id == task_id);
-                match record {
-                    Some(t) if t.state == TaskState::Running => {
-                        // The worker sees its lease gone at its next renewal and stops.
-                        store
-                            .cancel_running_task(run_id, task_id, t.attempts, now)
-                            .await
-                    }
-                    Some(t) => {
-                        store
-                            .set_task_state(
-                                run_id,
-                                task_id,
-                                t.state,
-                                TaskState::Cancelled,
-                                now,
-                                Some("run cancelled"),
-                            )
-                            .await
-                    }
-                    None => continue,
+            Command::Cancel(task_id) => match by_id.get(task_id.as_str()) {
+                Some(t) if t.state == TaskState::Running => {
+                    // The worker sees its lease gone at its next renewal and stops.
+                    store
+                        .cancel_running_task(run_id, task_id, t.attempts, now)
+                        .await
                 }
-            }
+                Some(t) => {
+                    store
+                        .set_task_state(
+                            run_id,
+                            task_id,
+                            t.state,
+                            TaskState::Cancelled,
+                            now,
+                            Some("run cancelled"),
+                        )
+                        .await
+                }
+                None => continue,
+            },
             // Workers claim queued tasks and enforce their timeouts.
             Command::Dispatch(_) | Command::Expire(_) => continue,
         };
@@ -189,6 +211,11 @@ pub(crate) async fn advance(
             }
         }
         tolerate_conflict(result)?;
+    }
+    for (from, task_ids) in batched {
+        if store.queue_tasks(run_id, from, &task_ids, now).await? > 0 {
+            moved.queued = true;
+        }
     }
     Ok(())
 }

@@ -98,7 +98,7 @@ impl SchedulerService {
         // marking every downstream task) within one decision. A move that lost a race to
         // another scheduler is looked at again on the next pass.
         for run in self.store.service_runs(None).await? {
-            advance(&self.store, self.clock.as_ref(), run, &mut moved).await?;
+            advance(&self.store, self.clock.as_ref(), run, true, &mut moved).await?;
         }
         if moved.queued {
             self.store.signal(Topic::Queued).await;

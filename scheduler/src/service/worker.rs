@@ -11,8 +11,11 @@ use tokio::task::JoinSet;
 
 use amdahl_dags::{Dag, DevicePreference, RunContext};
 
+use super::reports::Reports;
 use super::{Moved, advance, load_pinned};
-use crate::attempt::{AttemptEnd, AttemptEnv, execute_attempt, prepare_stage, record_result};
+use crate::attempt::{
+    AttemptEnd, AttemptEnv, execute_attempt, finish_of, log_failure, prepare_stage,
+};
 use crate::decide::after_failure;
 use crate::runner::task_view;
 use crate::state::{AttemptState, TaskState};
@@ -91,6 +94,20 @@ impl Worker {
         let mut renew = tokio::time::interval(self.config.lease / 3);
         let started_at_ms = self.env.clock.now_ms();
         let mut queued = self.env.store.subscribe(Topic::Queued).await?;
+        let (reports, report_writer) = Reports::start(self.env.store.clone());
+        // Ends that leave the deciding to a scheduler wake it, coalesced: a burst of ends
+        // makes one signal, not one per task.
+        let progress = Arc::new(tokio::sync::Notify::new());
+        let signaller = {
+            let (store, progress) = (self.env.store.clone(), progress.clone());
+            tokio::spawn(async move {
+                loop {
+                    progress.notified().await;
+                    store.signal(Topic::Progress).await;
+                }
+            })
+        };
+        let _stop = AbortOnDrop(vec![report_writer.abort_handle(), signaller.abort_handle()]);
         // The stage of each claimed task, to stop it if the task is cancelled.
         let mut stages: HashMap<(i64, String), tokio::task::AbortHandle> = HashMap::new();
         loop {
@@ -111,7 +128,9 @@ impl Worker {
                 for claim in claims {
                     let worker = self.clone();
                     let key = (claim.run_id, claim.task_id.clone());
-                    let stage = running.spawn(async move { worker.attempt(claim).await });
+                    let (reports, progress) = (reports.clone(), progress.clone());
+                    let stage = running
+                        .spawn(async move { worker.attempt(claim, &reports, &progress).await });
                     stages.insert(key, stage);
                 }
             }
@@ -144,8 +163,13 @@ impl Worker {
     }
 
     /// Runs one claimed attempt; returns its (run, task) key.
-    async fn attempt(&self, claim: Claim) -> (i64, String) {
-        let handed_off = match self.attempt_inner(&claim).await {
+    async fn attempt(
+        &self,
+        claim: Claim,
+        reports: &Reports,
+        progress: &tokio::sync::Notify,
+    ) -> (i64, String) {
+        let handed_off = match self.attempt_inner(&claim, reports).await {
             Ok(true) => self.hand_off(claim.run_id).await,
             Ok(false) => false,
             Err(e) => {
@@ -157,7 +181,7 @@ impl Worker {
             }
         };
         if !handed_off {
-            self.env.store.signal(Topic::Progress).await;
+            progress.notify_one();
         }
         (claim.run_id, claim.task_id)
     }
@@ -171,7 +195,7 @@ impl Worker {
         let mut moved = Moved::default();
         let decided = async {
             for run in store.service_runs(Some(run_id)).await? {
-                advance(store, self.env.clock.as_ref(), run, &mut moved).await?;
+                advance(store, self.env.clock.as_ref(), run, false, &mut moved).await?;
             }
             Ok::<(), StoreError>(())
         }
@@ -232,7 +256,7 @@ impl Worker {
 
     /// Runs the attempt and reports it; returns whether this worker should decide the run
     /// itself now (see [`HAND_OFF_MAX_TASKS`]).
-    async fn attempt_inner(&self, claim: &Claim) -> Result<bool, StoreError> {
+    async fn attempt_inner(&self, claim: &Claim, reports: &Reports) -> Result<bool, StoreError> {
         let store = &self.env.store;
         let run = self.run_record(claim.run_id).await?;
         let loaded = self.dag(run.dag_version_id).await;
@@ -298,11 +322,25 @@ impl Worker {
             retry_at_ms,
             now,
         };
-        match record_result(store, &end, result).await.map(|()| hand_off) {
-            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(
+        let finish = finish_of(&end, result);
+        log_failure(store, &finish).await?;
+        if reports.record(finish).await? {
+            Ok(hand_off)
+        } else {
+            Err(StoreError::Conflict(
                 "the task was cancelled, or its lease lost, before the attempt ended; its report was refused".into(),
-            )),
-            other => other,
+            ))
+        }
+    }
+}
+
+/// Aborts its tasks when dropped, however the worker loop ends.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }

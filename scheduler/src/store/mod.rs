@@ -56,6 +56,10 @@ pub enum StoreError {
     /// The code asked for a lifecycle edge that does not exist; nothing was written.
     #[error("illegal transition {0}")]
     IllegalTransition(String),
+    /// A write shared by several callers (a worker's batch of attempt ends) failed; each
+    /// caller gets the message.
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// An exclusive advisory lock (flock) held until the file is dropped.

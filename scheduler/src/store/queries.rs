@@ -28,6 +28,157 @@ macro_rules! select_tasks {
     };
 }
 
+/// Rows per multi-row statement: 1,000 rows of up to 13 values stay under both databases'
+/// limits on bound values (65,535 on PostgreSQL, 32,766 on SQLite).
+const INSERT_CHUNK: usize = 1_000;
+
+/// [`Store::finish_attempts`] on PostgreSQL: one statement over arrays, in a transaction that
+/// is rolled back (`None`) if the task rows and attempt rows it updated do not pair up.
+async fn finish_attempts_postgres(
+    pool: &sqlx::PgPool,
+    ends: &[FinishAttempt],
+) -> Result<Option<Vec<bool>>> {
+    let column = |f: fn(&FinishAttempt) -> i64| ends.iter().map(f).collect::<Vec<i64>>();
+    let maybe = |f: fn(&FinishAttempt) -> Option<i64>| ends.iter().map(f).collect::<Vec<_>>();
+    let text = |f: fn(&FinishAttempt) -> Option<&str>| {
+        ends.iter()
+            .map(|e| f(e).map(str::to_string))
+            .collect::<Vec<Option<String>>>()
+    };
+    let mut tx = pool.begin().await?;
+    let (tasks, attempt_ids): (i64, Vec<i64>) = sqlx::query_as(FINISH_MANY_POSTGRES)
+        .bind(column(|e| e.run_id))
+        .bind(text(|e| Some(e.task_id.as_str())))
+        .bind(column(|e| e.attempt))
+        .bind(column(|e| e.attempt_id))
+        .bind(text(|e| Some(e.attempt_state.as_str())))
+        .bind(text(|e| Some(e.task_state.as_str())))
+        .bind(maybe(|e| e.retry_at_ms))
+        .bind(text(|e| e.device.as_deref()))
+        .bind(text(|e| e.output_path.as_deref()))
+        .bind(maybe(|e| e.rows_out))
+        .bind(maybe(|e| e.bytes_out))
+        .bind(text(|e| e.error.as_deref()))
+        .bind(column(|e| e.now_ms))
+        .fetch_one(&mut *tx)
+        .await?;
+    if tasks as usize != attempt_ids.len() {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    let done: std::collections::HashSet<i64> = attempt_ids.into_iter().collect();
+    Ok(Some(
+        ends.iter().map(|e| done.contains(&e.attempt_id)).collect(),
+    ))
+}
+
+const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
+        SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
+                             $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
+                             $13::bigint[]) \
+            AS e(run_id, task_id, attempt, attempt_id, attempt_state, task_state, retry_at_ms, device, \
+                 output_path, rows_out, bytes_out, error, now_ms)), \
+     t AS ( \
+        UPDATE task_instances ti SET state = e.task_state, retry_at_ms = e.retry_at_ms, \
+            device = COALESCE(e.device, ti.device), lease_owner = NULL, lease_expires_at_ms = NULL, \
+            output_path = COALESCE(e.output_path, ti.output_path), rows_out = e.rows_out, \
+            bytes_out = e.bytes_out, error = e.error, \
+            finished_at_ms = CASE WHEN e.task_state = 'up_for_retry' THEN NULL ELSE e.now_ms END \
+        FROM e WHERE ti.run_id = e.run_id AND ti.task_id = e.task_id AND ti.state = 'running' \
+            AND ti.attempts = e.attempt \
+        RETURNING e.attempt_id), \
+     a AS ( \
+        UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, error = e.error, \
+            rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms \
+        FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
+            AND ta.id IN (SELECT attempt_id FROM t) \
+        RETURNING ta.id) \
+     SELECT (SELECT COUNT(*) FROM t), COALESCE((SELECT array_agg(id) FROM a), '{}')";
+
+/// [`Store::finish_attempts`] on SQLite: the one-end statements, in one transaction (one
+/// writer at a time: the statements are cheap, the commit is what costs).
+async fn finish_attempts_sqlite(
+    pool: &sqlx::SqlitePool,
+    ends: &[FinishAttempt],
+) -> Result<Option<Vec<bool>>> {
+    let mut tx = pool.begin().await?;
+    let mut recorded = Vec::with_capacity(ends.len());
+    for f in ends {
+        let task_rows = finish_task_query(f)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if task_rows != 1 {
+            recorded.push(false);
+            continue;
+        }
+        if finish_attempt_query(f)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            != 1
+        {
+            return Ok(None);
+        }
+        recorded.push(true);
+    }
+    tx.commit().await?;
+    Ok(Some(recorded))
+}
+
+type Args<DB> = <DB as sqlx::Database>::Arguments;
+
+/// The task half of recording an attempt's end, fenced by the attempt number.
+fn finish_task_query<DB: sqlx::Database>(f: &FinishAttempt) -> sqlx::query::Query<'_, DB, Args<DB>>
+where
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "UPDATE task_instances SET state = $1, retry_at_ms = $2, device = COALESCE($3, device), \
+            lease_owner = NULL, lease_expires_at_ms = NULL, \
+            output_path = COALESCE($4, output_path), rows_out = $5, bytes_out = $6, error = $7, \
+            finished_at_ms = CASE WHEN $1 = 'up_for_retry' THEN NULL ELSE $8 END \
+         WHERE run_id = $9 AND task_id = $10 AND state = 'running' AND attempts = $11",
+    )
+    .bind(f.task_state.as_str())
+    .bind(f.retry_at_ms)
+    .bind(f.device.as_deref())
+    .bind(f.output_path.as_deref())
+    .bind(f.rows_out)
+    .bind(f.bytes_out)
+    .bind(f.error.as_deref())
+    .bind(f.now_ms)
+    .bind(f.run_id)
+    .bind(f.task_id.as_str())
+    .bind(f.attempt)
+}
+
+/// The attempt half of recording an attempt's end.
+fn finish_attempt_query<DB: sqlx::Database>(
+    f: &FinishAttempt,
+) -> sqlx::query::Query<'_, DB, Args<DB>>
+where
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "UPDATE task_attempts SET state = $1, device = $2, error = $3, rows_out = $4, bytes_out = $5, \
+            finished_at_ms = $6 WHERE id = $7 AND state = 'running'",
+    )
+    .bind(f.attempt_state.as_str())
+    .bind(f.device.as_deref())
+    .bind(f.error.as_deref())
+    .bind(f.rows_out)
+    .bind(f.bytes_out)
+    .bind(f.now_ms)
+    .bind(f.attempt_id)
+}
+
 impl Store {
     /// Records a DAG version (idempotent by the file's hash); returns its id.
     pub async fn record_dag_version(
@@ -229,27 +380,29 @@ impl Store {
                     new.dag_id, new.logical_date
                 )));
             };
-            for (position, task) in new.tasks.iter().enumerate() {
-                let needs = serde_json::to_string(&task.needs).unwrap_or_else(|_| "[]".into());
-                sqlx::query(
+            // Many rows per statement: a 10,000-task run is ten statements, not 10,000.
+            for (chunk_index, chunk) in new.tasks.chunks(INSERT_CHUNK).enumerate() {
+                let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO task_instances (run_id, task_id, position, kind, state, needs_json, priority, \
-                                                 retries, retry_delay_ms, timeout_ms, device_pref, pool, in_process) \
-                     VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(run_id)
-                .bind(&task.task_id)
-                .bind(position as i64)
-                .bind(&task.kind)
-                .bind(needs)
-                .bind(task.priority)
-                .bind(task.retries)
-                .bind(task.retry_delay_ms)
-                .bind(task.timeout_ms)
-                .bind(&task.device)
-                .bind(&task.pool)
-                .bind(i64::from(new.owner.is_some()))
-                .execute(&mut *tx)
-                .await?;
+                                                 retries, retry_delay_ms, timeout_ms, device_pref, pool, in_process) ",
+                );
+                insert.push_values(chunk.iter().enumerate(), |mut row, (i, task)| {
+                    let needs = serde_json::to_string(&task.needs).unwrap_or_else(|_| "[]".into());
+                    row.push_bind(run_id)
+                        .push_bind(task.task_id.clone())
+                        .push_bind((chunk_index * INSERT_CHUNK + i) as i64)
+                        .push_bind(task.kind.clone())
+                        .push("'scheduled'")
+                        .push_bind(needs)
+                        .push_bind(task.priority)
+                        .push_bind(task.retries)
+                        .push_bind(task.retry_delay_ms)
+                        .push_bind(task.timeout_ms)
+                        .push_bind(task.device.clone())
+                        .push_bind(task.pool.clone())
+                        .push_bind(i64::from(new.owner.is_some()));
+                });
+                insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(run_id)
@@ -286,6 +439,23 @@ impl Store {
             .await?
         });
         rows.into_iter().map(TaskRow::into_record).collect()
+    }
+
+    /// For a run's tasks: how many wait for a scheduling decision (`scheduled` or
+    /// `up_for_retry`) and how many are unfinished. One aggregate, no rows to the client.
+    pub async fn undecided_tasks(&self, run_id: i64) -> Result<(i64, i64)> {
+        let (waiting, unfinished): (Option<i64>, Option<i64>) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT SUM(CASE WHEN state IN ('scheduled', 'up_for_retry') THEN 1 ELSE 0 END), \
+                        SUM(CASE WHEN state IN ('success', 'failed', 'upstream_failed', 'skipped', 'cancelled') \
+                                 THEN 0 ELSE 1 END) \
+                 FROM task_instances WHERE run_id = $1",
+            )
+            .bind(run_id)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok((waiting.unwrap_or(0), unfinished.unwrap_or(0)))
     }
 
     /// One task instance of a run.
@@ -527,41 +697,8 @@ impl Store {
         }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let task_rows = sqlx::query(
-                "UPDATE task_instances SET state = $1, retry_at_ms = $2, device = COALESCE($3, device), \
-                    lease_owner = NULL, lease_expires_at_ms = NULL, \
-                    output_path = COALESCE($4, output_path), rows_out = $5, bytes_out = $6, error = $7, \
-                    finished_at_ms = CASE WHEN $1 = 'up_for_retry' THEN NULL ELSE $8 END \
-                 WHERE run_id = $9 AND task_id = $10 AND state = 'running' AND attempts = $11",
-            )
-            .bind(f.task_state.as_str())
-            .bind(f.retry_at_ms)
-            .bind(&f.device)
-            .bind(&f.output_path)
-            .bind(f.rows_out)
-            .bind(f.bytes_out)
-            .bind(&f.error)
-            .bind(f.now_ms)
-            .bind(f.run_id)
-            .bind(&f.task_id)
-            .bind(f.attempt)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let attempt_rows = sqlx::query(
-                "UPDATE task_attempts SET state = $1, device = $2, error = $3, rows_out = $4, bytes_out = $5, \
-                    finished_at_ms = $6 WHERE id = $7 AND state = 'running'",
-            )
-            .bind(f.attempt_state.as_str())
-            .bind(&f.device)
-            .bind(&f.error)
-            .bind(f.rows_out)
-            .bind(f.bytes_out)
-            .bind(f.now_ms)
-            .bind(f.attempt_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let task_rows = finish_task_query(f).execute(&mut *tx).await?.rows_affected();
+            let attempt_rows = finish_attempt_query(f).execute(&mut *tx).await?.rows_affected();
             if task_rows != 1 || attempt_rows != 1 {
                 // Dropping the transaction rolls it back: a stale report changes nothing.
                 return Err(StoreError::Conflict(format!(
@@ -572,6 +709,83 @@ impl Store {
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    /// Records many attempt ends at once (a worker's group commit), each fenced as in
+    /// [`Store::finish_attempt`]. Returns, in order, whether each was recorded: `false` is a
+    /// stale report, which changed nothing.
+    pub async fn finish_attempts(&self, ends: &[FinishAttempt]) -> Result<Vec<bool>> {
+        for f in ends {
+            check_task_edge(TaskState::Running, f.task_state)?;
+            if !f.attempt_state.is_terminal() {
+                return Err(StoreError::IllegalTransition(format!(
+                    "of an attempt: running -> {}",
+                    f.attempt_state
+                )));
+            }
+        }
+        if ends.len() == 1 {
+            return Ok(vec![self.finish_attempt(&ends[0]).await.map_or_else(
+                |e| match e {
+                    StoreError::Conflict(_) => Ok(false),
+                    other => Err(other),
+                },
+                |()| Ok(true),
+            )?]);
+        }
+        let recorded = match &self.pool {
+            Pool::Postgres(pool) => finish_attempts_postgres(pool, ends).await?,
+            Pool::Sqlite(pool) => finish_attempts_sqlite(pool, ends).await?,
+        };
+        if let Some(recorded) = recorded {
+            return Ok(recorded);
+        }
+        // A task row and its attempt row disagreed (which fenced writes never leave behind,
+        // but a hand-edited database might): record one by one, so only that end is refused.
+        let mut recorded = Vec::with_capacity(ends.len());
+        for f in ends {
+            recorded.push(match self.finish_attempt(f).await {
+                Ok(()) => true,
+                Err(StoreError::Conflict(_)) => false,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(recorded)
+    }
+
+    /// Moves many tasks of one run from `from` to `queued` at once; tasks no longer in `from`
+    /// are left alone (someone else moved them first). Not for tasks in a pool, whose slots
+    /// [`Store::queue_task`] checks. Returns how many moved.
+    pub async fn queue_tasks(
+        &self,
+        run_id: i64,
+        from: TaskState,
+        task_ids: &[&str],
+        now_ms: i64,
+    ) -> Result<u64> {
+        check_task_edge(from, TaskState::Queued)?;
+        let mut moved = 0;
+        for chunk in task_ids.chunks(INSERT_CHUNK) {
+            moved += on_pool!(self, pool => {
+                let mut update = sqlx::QueryBuilder::new(
+                    "UPDATE task_instances SET state = 'queued', retry_at_ms = NULL, queued_at_ms = ",
+                );
+                update
+                    .push_bind(now_ms)
+                    .push(" WHERE run_id = ")
+                    .push_bind(run_id)
+                    .push(" AND state = ")
+                    .push_bind(from.as_str())
+                    .push(" AND pool IS NULL AND task_id IN (");
+                let mut ids = update.separated(", ");
+                for id in chunk {
+                    ids.push_bind(*id);
+                }
+                update.push(")");
+                update.build().execute(pool).await?.rows_affected()
+            });
+        }
+        Ok(moved)
     }
 
     pub async fn heartbeat(&self, run_id: i64, owner: &str, now_ms: i64) -> Result<()> {
