@@ -60,6 +60,12 @@ pub enum Command {
     /// Manage the state store
     #[command(subcommand)]
     Db(DbCommand),
+    /// List the GPUs this machine can run stages on, or say why there are none
+    Devices {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

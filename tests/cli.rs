@@ -1200,3 +1200,74 @@ fn a_closed_output_pipe_is_not_a_panic() {
         text(&out.stderr)
     );
 }
+
+/// `empty` tasks (join points) go through the store and the executors like any other, and a
+/// task that asks for the GPU on a machine without a usable one runs on the CPU and its log
+/// says why. `AMDAHL_GPU=off` makes the machine GPU-less, so the test means the same anywhere.
+fn empty_tasks_and_the_gpu_fallback(amdahl: &Amdahl) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fan.yaml");
+    std::fs::write(
+        &file,
+        "dag: fan\ntasks:\n  start: { empty: {} }\n  \
+         a: { needs: [start], device: gpu, shell: echo on-a }\n  \
+         b: { needs: [start], shell: echo on-b }\n  \
+         done:\n    needs: [a, b]\n    empty:\n",
+    )
+    .unwrap();
+    let gpu_off = |args: &[&str]| {
+        amdahl
+            .command(args)
+            .env("AMDAHL_GPU", "off")
+            .output()
+            .unwrap()
+    };
+    let out = gpu_off(&["run", file.to_str().unwrap(), "--wait"]);
+    assert_success(&out, "run fan");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("run 1 success"), "{stdout}");
+    let show = text(&amdahl.run(&["runs", "show", "1"]).stdout);
+    assert!(
+        show.lines()
+            .any(|l| l.starts_with("done") && l.contains("success")),
+        "{show}"
+    );
+    let logs = amdahl.run(&["tasks", "logs", "1", "a"]);
+    assert_success(&logs, "tasks logs");
+    let logs = text(&logs.stdout);
+    assert!(
+        logs.contains("device: gpu was asked for, but no GPU is usable here (GPUs are switched off (AMDAHL_GPU=off)); running on the CPU"),
+        "{logs}"
+    );
+    assert!(logs.contains("on-a"), "{logs}");
+
+    let devices = gpu_off(&["devices"]);
+    assert_success(&devices, "devices");
+    assert!(text(&devices.stdout).starts_with("No usable GPU: GPUs are switched off"));
+    let worker = gpu_off(&["worker", "--gpu"]);
+    assert!(
+        !worker.status.success(),
+        "a --gpu worker without a GPU starts"
+    );
+    let stderr = text(&worker.stderr);
+    assert!(
+        stderr.contains("--gpu: this machine has no usable GPU"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn sqlite_empty_tasks_and_the_gpu_fallback() {
+    empty_tasks_and_the_gpu_fallback(&Amdahl::sqlite());
+}
+
+#[test]
+fn postgres_empty_tasks_and_the_gpu_fallback() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    empty_tasks_and_the_gpu_fallback(&Amdahl::with_database(&db.url));
+    rt.block_on(db.drop_database());
+}

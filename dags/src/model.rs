@@ -27,11 +27,25 @@ pub struct Dag {
     /// Tasks in a topological order: every task comes after all of its `needs`.
     pub tasks: Vec<Task>,
     pub source: DagSource,
+    /// Task positions by id, built on the first lookup (a 10,000-task DAG is looked up once
+    /// per task a worker runs).
+    pub(crate) task_index: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
 }
 
 impl Dag {
     pub fn task(&self, id: &str) -> Option<&Task> {
-        self.tasks.iter().find(|t| t.id == id)
+        let index = self.task_index.get_or_init(|| {
+            self.tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.id.clone(), i))
+                .collect()
+        });
+        match index.get(id).and_then(|&i| self.tasks.get(i)) {
+            Some(task) if task.id == id => Some(task),
+            // `tasks` was changed after the index was built: look the slow way.
+            _ => self.tasks.iter().find(|t| t.id == id),
+        }
     }
 }
 

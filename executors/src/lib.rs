@@ -4,13 +4,15 @@
 //! in, a [`StageOutcome`] or [`StageError`] comes out, log lines go to a [`LogSink`]. The
 //! implementations are [`SqlExecutor`] (DataFusion on the CPU pool), [`TpchExecutor`] (TPC-H
 //! generation) and [`ShellExecutor`]; [`Executors`] dispatches a stage to the right one.
-//! [`check`] plans a DAG's SQL at validate time.
+//! [`check`] plans a DAG's SQL at validate time. [`gpu`] finds the CUDA devices this process
+//! can use (without panicking where there are none).
 //!
 //! Executors never read or write the state store; they do not decide retries or timeouts
 //! (the scheduler drops the future to stop them). Heavy work runs on the [`CpuRuntime`],
 //! never on the caller's runtime.
 
 pub mod check;
+pub mod gpu;
 pub mod runtime;
 pub mod shell;
 pub mod sql;

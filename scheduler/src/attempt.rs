@@ -130,9 +130,7 @@ pub async fn execute_attempt(
         }
     });
     if gpu_requested {
-        sink.system(
-            "device: gpu was asked for, but this build has no GPU executor yet; running on the CPU",
-        );
+        sink.system(gpu_fallback_note(amdahl_executors::gpu::devices()));
     }
     let (result, output_dir) = match prepared {
         Ok(stage) => (
@@ -144,6 +142,20 @@ pub async fn execute_attempt(
     drop(sink);
     let _ = writer.await;
     (result, output_dir)
+}
+
+/// Why a task that asked for `device: gpu` runs on the CPU, for its log.
+pub fn gpu_fallback_note(devices: &amdahl_executors::gpu::DeviceReport) -> String {
+    match &devices.problem {
+        Some(problem) => {
+            format!(
+                "device: gpu was asked for, but no GPU is usable here ({problem}); running on the CPU"
+            )
+        }
+        None => "device: gpu was asked for; this build has no GPU kernels for the stage yet, \
+                 so it runs on the CPU"
+            .to_string(),
+    }
 }
 
 /// How an attempt ended, for [`record_result`].

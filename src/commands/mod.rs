@@ -1,6 +1,7 @@
 //! One module per command group; [`dispatch`] routes the parsed command line.
 
 pub mod backfill;
+pub mod devices;
 pub mod inspect;
 pub mod maintenance;
 pub mod run;
@@ -23,12 +24,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Dags(DagsCommand::Validate { paths }) = &cli.command {
         return validate::validate(paths).await;
     }
+    // Nor does asking which GPUs this machine has.
+    if let Command::Devices { json } = &cli.command {
+        return devices::devices_list(*json);
+    }
     let settings = Settings::resolve(cli.database_url, cli.home)?;
     let store = open_store(&settings).await?;
     let clock = SystemClock;
     let owner = amdahl_scheduler::runner::owner_id(clock.now_ms());
     let result = match cli.command {
-        Command::Dags(DagsCommand::Validate { .. }) => unreachable!("handled above"),
+        Command::Dags(DagsCommand::Validate { .. }) | Command::Devices { .. } => {
+            unreachable!("handled above")
+        }
         Command::Dags(DagsCommand::List) => inspect::dags_list(&store).await,
         Command::Dags(DagsCommand::Pause { dag_id }) => {
             inspect::set_paused(&store, &dag_id, true).await

@@ -49,8 +49,9 @@ pub struct WorkerArgs {
     /// hands it to another worker
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
-    /// This worker has a GPU: it also takes tasks that asked for `device: gpu` (which run on
-    /// the CPU until the GPU executor exists, and say so in their log)
+    /// Also take tasks that asked for `device: gpu`; refused unless this machine has a usable
+    /// GPU (`amdahl devices` says). Such tasks still run on the CPU until the GPU kernels
+    /// exist, and say so in their log
     #[arg(long)]
     pub gpu: bool,
 }
@@ -154,6 +155,14 @@ fn worker_service(
     owner: &str,
     args: &WorkerArgs,
 ) -> anyhow::Result<Arc<Worker>> {
+    if args.gpu {
+        let devices = amdahl_executors::gpu::devices();
+        if let Some(problem) = &devices.problem {
+            anyhow::bail!(
+                "--gpu: this machine has no usable GPU: {problem} (see `amdahl devices`)"
+            );
+        }
+    }
     let runtime = CpuRuntime::for_machine().context("cannot start the CPU pool")?;
     let slots = args.slots.map_or(runtime.threads(), |s| s as usize);
     let env = AttemptEnv {

@@ -314,6 +314,7 @@ impl Cx {
             datasets,
             tasks,
             source,
+            task_index: Default::default(),
         })
     }
 

@@ -136,8 +136,14 @@ impl Worker {
             }
             tokio::select! {
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok(key) = done {
-                        stages.remove(&key);
+                    // Take every stage that has ended before claiming again, so one claim
+                    // fills all the slots that freed up (short tasks end in bursts).
+                    let mut done = Some(done);
+                    while let Some(ended) = done {
+                        if let Ok(key) = ended {
+                            stages.remove(&key);
+                        }
+                        done = running.try_join_next();
                     }
                 }
                 // With every slot busy, new work can wait for a slot to free up.
@@ -261,6 +267,7 @@ impl Worker {
         let run = self.run_record(claim.run_id).await?;
         let loaded = self.dag(run.dag_version_id).await;
         let params = serde_json::from_str(&run.params_json).unwrap_or_default();
+        // (The size check comes first: the downstream search reads every task.)
         let hand_off = loaded.as_ref().is_ok_and(|dag| {
             dag.tasks.len() <= HAND_OFF_MAX_TASKS
                 && dag.tasks.iter().any(|t| t.needs.contains(&claim.task_id))
