@@ -2,7 +2,7 @@
 # Packages the tests that need a CUDA device (`#[ignore = "needs a CUDA device"]`) for a machine
 # that has a GPU, the CUDA driver and toolkit, but no Rust toolchain.
 #
-#   scripts/gpu-bundle.sh            # build here, write gpu-bundle/
+#   scripts/gpu-bundle.sh            # build here (release; PROFILE=dev for a quick check), write gpu-bundle/
 #   # copy gpu-bundle/ to the GPU machine, then there:
 #   OUT=/some/folder bash gpu-bundle/run.sh
 #
@@ -17,8 +17,9 @@ bundle=gpu-bundle
 rm -rf "$bundle"
 mkdir -p "$bundle/bin"
 
-echo "building the test binaries (release)…" >&2
-cargo test --release --workspace --no-run --message-format=json 2>/dev/null \
+profile=${PROFILE:-release}
+echo "building the test binaries ($profile)…" >&2
+cargo test --profile "$profile" --workspace --no-run --message-format=json 2>/dev/null \
   | python3 -c '
 import json, sys
 for line in sys.stdin:

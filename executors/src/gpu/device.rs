@@ -151,6 +151,18 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs a CUDA device"]
+    fn a_gpu_machine_has_a_usable_device() {
+        let report = probe(None);
+        assert!(report.usable(), "{:?}", report.problem);
+        for device in &report.devices {
+            assert!(device.total_bytes > 0 && device.free_bytes <= device.total_bytes);
+            assert!(device.compute_capability.0 >= 5, "{device:?}");
+            assert!(device.multiprocessors > 0, "{device:?}");
+        }
+    }
+
+    #[test]
     fn arch_names_the_nvrtc_target() {
         let info = DeviceInfo {
             ordinal: 0,
