@@ -12,6 +12,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tpchgen::generators::LineItemGenerator;
 use tpchgen_arrow::{LineItemArrow, RecordBatchIterator};
 
+mod kernel;
+
 use amdahl_dags::{DatasetFormat, TaskKind, TpchTable, load_file};
 use amdahl_executors::{
     CpuRuntime, Executors, LogSink, LogStream, Stage, StageError, TableInput, Work,

@@ -1,8 +1,12 @@
 //! The GPU side of the executors (CUDA through cudarc, loaded at run time).
 //!
-//! Only device discovery exists so far: [`devices`] says which GPUs this process can use, or
-//! why none. Stages that ask for `device: gpu` run on the CPU and their log says why.
+//! [`devices`] says which GPUs this process can use, or why none. [`plan`] turns a DataFusion
+//! physical plan into a kernel plan (or says which node keeps it on the CPU); [`host`] is the
+//! reference evaluation of a kernel plan that the GPU kernels must agree with.
 
 mod device;
+pub mod host;
+pub mod plan;
 
 pub use device::{DeviceInfo, DeviceReport, GPU_SWITCH_ENV, devices, probe};
+pub use plan::{KernelPlan, Unsupported, translate};
