@@ -1212,7 +1212,10 @@ fn empty_tasks_and_the_gpu_fallback(amdahl: &Amdahl) {
         "dag: fan\ntasks:\n  start: { empty: {} }\n  \
          a: { needs: [start], device: gpu, shell: echo on-a }\n  \
          b: { needs: [start], shell: echo on-b }\n  \
-         done:\n    needs: [a, b]\n    empty:\n",
+         li: { needs: [start], generate: { tpch: lineitem, scale_factor: 0.001 } }\n  \
+         q: { needs: [li], device: gpu, sql: \"SELECT sum(l_quantity) AS s FROM li WHERE l_discount < 0.05\" }\n  \
+         rows: { needs: [li], device: gpu, sql: \"SELECT l_orderkey FROM li WHERE l_quantity > 49\" }\n  \
+         done:\n    needs: [a, b, q, rows]\n    empty:\n",
     )
     .unwrap();
     let gpu_off = |args: &[&str]| {
@@ -1236,10 +1239,34 @@ fn empty_tasks_and_the_gpu_fallback(amdahl: &Amdahl) {
     assert_success(&logs, "tasks logs");
     let logs = text(&logs.stdout);
     assert!(
-        logs.contains("device: gpu was asked for, but no GPU is usable here (GPUs are switched off (AMDAHL_GPU=off)); running on the CPU"),
+        logs.contains("device: gpu was asked for, but shell stages run only on the CPU"),
         "{logs}"
     );
     assert!(logs.contains("on-a"), "{logs}");
+    // A SQL stage the GPU could run: its kernel plan is logged, then why it ran on the CPU.
+    let logs = text(&amdahl.run(&["tasks", "logs", "1", "q"]).stdout);
+    assert!(
+        logs.contains("GPU kernel plan: scan 2 column(s) of 1 file(s) → filter → 1 total(s)"),
+        "{logs}"
+    );
+    let no_gpu = "device: gpu was asked for, but no GPU is usable here (GPUs are switched off \
+                  (AMDAHL_GPU=off)); running on the CPU";
+    assert!(logs.contains(no_gpu), "{logs}");
+    // The attempt records it, and `runs show` says it.
+    assert!(show.contains(&format!("q attempt 1: {no_gpu}")), "{show}");
+    assert!(
+        show.contains(
+            "rows attempt 1: device: gpu was asked for, but the plan cannot run on the \
+                       GPU (plan: no aggregate"
+        ),
+        "{show}"
+    );
+    assert!(
+        show.contains(
+            "a attempt 1: device: gpu was asked for, but shell stages run only on the CPU"
+        ),
+        "{show}"
+    );
 
     let devices = gpu_off(&["devices"]);
     assert_success(&devices, "devices");

@@ -29,6 +29,8 @@ pub use stage::{
 };
 pub use tpch::TpchExecutor;
 
+use amdahl_dags::DevicePreference;
+
 /// All executors of this process, sharing one CPU pool.
 #[derive(Clone)]
 pub struct Executors {
@@ -48,15 +50,26 @@ impl Executors {
 
     /// Runs `stage` on the executor for its kind of work.
     pub async fn execute(&self, stage: &Stage, log: &LogSink) -> Result<StageOutcome, StageError> {
-        match stage.work {
+        // Only SQL stages have a GPU path; the others say so when asked for one.
+        let cpu_only = (stage.device == DevicePreference::Gpu
+            && !matches!(stage.work, Work::Sql { .. }))
+        .then(|| {
+            let note = format!(
+                "device: gpu was asked for, but {} stages run only on the CPU",
+                stage.work.kind()
+            );
+            log.system(&note);
+            note
+        });
+        let mut outcome = match stage.work {
             Work::Sql { .. } => self.sql.execute(stage, log).await,
             Work::Tpch { .. } => self.tpch.execute(stage, log).await,
             Work::Shell { .. } => self.shell.execute(stage, log).await,
-            Work::Empty => Ok(StageOutcome {
-                device: Device::Cpu,
-                rows: None,
-                bytes: None,
-            }),
+            Work::Empty => Ok(StageOutcome::on_cpu(None, None)),
+        }?;
+        if cpu_only.is_some() {
+            outcome.note = cpu_only;
         }
+        Ok(outcome)
     }
 }

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-use crate::stage::{Device, Executor, LogSink, LogStream, Stage, StageError, StageOutcome, Work};
+use crate::stage::{Executor, LogSink, LogStream, Stage, StageError, StageOutcome, Work};
 
 /// Runs `shell` stages.
 #[derive(Clone, Default)]
@@ -76,11 +76,7 @@ impl Executor for ShellExecutor {
         // The shell is gone; still kill the group in case it left background children behind.
         drop(group.pgid.take().map(|pgid| KillGroup { pgid: Some(pgid) }));
         if status.success() {
-            Ok(StageOutcome {
-                device: Device::Cpu,
-                rows: None,
-                bytes: None,
-            })
+            Ok(StageOutcome::on_cpu(None, None))
         } else {
             Err(StageError::Failed(match status.code() {
                 Some(code) => format!("command exited with status {code}"),

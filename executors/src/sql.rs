@@ -5,13 +5,18 @@
 //! into Parquet, so a result larger than memory is never collected.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 use futures::StreamExt;
 
-use amdahl_dags::DatasetFormat;
+use amdahl_dags::{DatasetFormat, DevicePreference};
 
+use crate::gpu;
 use crate::runtime::CpuRuntime;
 use crate::stage::{Device, Executor, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
 use crate::storage::{PartWriter, dir_bytes, reset_dir};
@@ -89,9 +94,10 @@ impl Executor for SqlExecutor {
         let inputs = stage.inputs.clone();
         let partitions = self.runtime.threads();
         let log = log.clone();
-        let handle = self
-            .runtime
-            .spawn(async move { run_query(&query, &inputs, &output_dir, partitions, &log).await });
+        let wants_gpu = stage.device == DevicePreference::Gpu;
+        let handle = self.runtime.spawn(async move {
+            run_query(&query, &inputs, &output_dir, partitions, wants_gpu, &log).await
+        });
         handle
             .await
             .map_err(|e| StageError::Internal(format!("query task ended abnormally: {e}")))?
@@ -103,6 +109,7 @@ async fn run_query(
     inputs: &[TableInput],
     output_dir: &Path,
     partitions: usize,
+    wants_gpu: bool,
     log: &LogSink,
 ) -> Result<StageOutcome, StageError> {
     let ctx = SessionContext::new_with_config(session_config(partitions));
@@ -130,9 +137,37 @@ async fn run_query(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let mut stream = frame
-        .execute_stream()
+    let plan = frame
+        .create_physical_plan()
         .await
+        .map_err(|e| StageError::Failed(format!("query failed to plan: {}", e.find_root())))?;
+    let mut note = None;
+    if wants_gpu {
+        match on_gpu(&plan, log).await {
+            Ok(batch) => {
+                reset_dir(output_dir)?;
+                let mut writer = PartWriter::create(output_dir, 0, batch.schema())?;
+                writer.write(&batch)?;
+                let rows = writer.finish()?;
+                let bytes = dir_bytes(output_dir);
+                log.system(format!(
+                    "wrote {rows} rows ({bytes} bytes) to {}",
+                    output_dir.display()
+                ));
+                return Ok(StageOutcome {
+                    device: Device::Gpu,
+                    rows: Some(rows),
+                    bytes: Some(bytes),
+                    note: None,
+                });
+            }
+            Err(why) => {
+                log.system(&why);
+                note = Some(why);
+            }
+        }
+    }
+    let mut stream = execute_stream(plan, ctx.task_ctx())
         .map_err(|e| StageError::Failed(format!("query failed to start: {}", e.find_root())))?;
     reset_dir(output_dir)?;
     let mut writer = PartWriter::create(output_dir, 0, crate::storage::schema_ref(schema))?;
@@ -147,9 +182,34 @@ async fn run_query(
         "wrote {rows} rows ({bytes} bytes) to {}",
         output_dir.display()
     ));
-    Ok(StageOutcome {
-        device: Device::Cpu,
-        rows: Some(rows),
-        bytes: Some(bytes),
-    })
+    let mut outcome = StageOutcome::on_cpu(Some(rows), Some(bytes));
+    outcome.note = note;
+    Ok(outcome)
+}
+
+/// Runs a planned query on the GPU, or says why it runs on the CPU instead (the plan has a
+/// part the GPU cannot run, no GPU is usable, or the GPU run failed).
+async fn on_gpu(plan: &Arc<dyn ExecutionPlan>, log: &LogSink) -> Result<RecordBatch, String> {
+    let asked = "device: gpu was asked for";
+    let kernel = gpu::translate(plan).map_err(|why| {
+        format!("{asked}, but the plan cannot run on the GPU ({why}); running on the CPU")
+    })?;
+    log.system(format!("GPU kernel plan: {kernel}"));
+    let report = gpu::devices();
+    if let Some(problem) = &report.problem {
+        return Err(format!(
+            "{asked}, but no GPU is usable here ({problem}); running on the CPU"
+        ));
+    }
+    let ran = tokio::task::spawn_blocking(move || gpu::cuda::run_timed(&kernel))
+        .await
+        .map_err(|e| format!("the GPU run ended abnormally ({e})"))
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let (batch, t) = ran.map_err(|e| format!("the GPU run failed ({e}); rerunning on the CPU"))?;
+    log.system(format!(
+        "ran on the GPU: {} rows; read and pack {:.1} ms, compile {:.1} ms, upload {} bytes in \
+         {:.1} ms, kernel {:.2} ms, download {:.2} ms",
+        t.rows, t.read_ms, t.compile_ms, t.upload_bytes, t.upload_ms, t.kernel_ms, t.download_ms
+    ));
+    Ok(batch)
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use tokio::sync::mpsc;
 
-use amdahl_dags::{DatasetFormat, TpchTable};
+use amdahl_dags::{DatasetFormat, DevicePreference, TpchTable};
 
 /// What a stage does, with its templates rendered.
 #[derive(Clone, Debug)]
@@ -64,18 +64,23 @@ pub struct Stage {
     pub output_dir: Option<PathBuf>,
     /// Working directory for shell commands: the DAG file's folder.
     pub work_dir: PathBuf,
+    /// Where the task asked to run: `gpu` makes a stage that can run on a GPU do so, and one
+    /// that cannot say why in [`StageOutcome::note`] and its log.
+    pub device: DevicePreference,
 }
 
 /// Which device a stage ran on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    Gpu,
 }
 
 impl Device {
     pub fn name(self) -> &'static str {
         match self {
             Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
         }
     }
 }
@@ -87,6 +92,20 @@ pub struct StageOutcome {
     /// Rows and bytes written, for data-producing stages.
     pub rows: Option<u64>,
     pub bytes: Option<u64>,
+    /// Why the stage ran on `device` when the task asked for another (no usable GPU, a plan
+    /// the GPU cannot run, a GPU failure rerun on the CPU). The executor logs it too.
+    pub note: Option<String>,
+}
+
+impl StageOutcome {
+    pub fn on_cpu(rows: Option<u64>, bytes: Option<u64>) -> Self {
+        StageOutcome {
+            device: Device::Cpu,
+            rows,
+            bytes,
+            note: None,
+        }
+    }
 }
 
 /// Why a stage did not succeed. Timeouts and cancellation are the caller's doing: it drops the

@@ -21,7 +21,7 @@ use tpchgen_arrow::{
 use amdahl_dags::TpchTable;
 
 use crate::runtime::CpuRuntime;
-use crate::stage::{Device, Executor, LogSink, Stage, StageError, StageOutcome, Work};
+use crate::stage::{Executor, LogSink, Stage, StageError, StageOutcome, Work};
 use crate::storage::{PartWriter, dir_bytes, reset_dir};
 
 /// Runs `generate: { tpch: … }` stages.
@@ -80,11 +80,7 @@ impl Executor for TpchExecutor {
             "wrote {rows} rows ({bytes} bytes) to {}",
             output_dir.display()
         ));
-        Ok(StageOutcome {
-            device: Device::Cpu,
-            rows: Some(rows),
-            bytes: Some(bytes),
-        })
+        Ok(StageOutcome::on_cpu(Some(rows), Some(bytes)))
     }
 }
 

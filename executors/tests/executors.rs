@@ -34,6 +34,7 @@ fn stage(
         inputs,
         output_dir,
         work_dir: work_dir.to_path_buf(),
+        device: amdahl_dags::DevicePreference::Auto,
     }
 }
 

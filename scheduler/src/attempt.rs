@@ -81,6 +81,7 @@ pub fn prepare_stage(
             .produces_data()
             .then(|| task_output_dir(data_root, context.run_id, task_id)),
         work_dir: dag.source.base_dir.clone(),
+        device: task.device,
     })
 }
 
@@ -90,11 +91,10 @@ pub async fn execute_attempt(
     env: &AttemptEnv,
     prepared: Result<Stage, String>,
     attempt_id: i64,
-    gpu_requested: bool,
 ) -> (Result<StageOutcome, StageError>, Option<PathBuf>) {
     if let Ok(stage) = &prepared
         && matches!(stage.work, Work::Empty)
-        && !gpu_requested
+        && stage.device != amdahl_dags::DevicePreference::Gpu
     {
         // Nothing to log and nothing to wait for: no log writer either.
         let (sink, _lines) = LogSink::channel();
@@ -129,9 +129,6 @@ pub async fn execute_attempt(
             batch.clear();
         }
     });
-    if gpu_requested {
-        sink.system(gpu_fallback_note(amdahl_executors::gpu::devices()));
-    }
     let (result, output_dir) = match prepared {
         Ok(stage) => (
             env.executors.execute(&stage, &sink).await,
@@ -142,20 +139,6 @@ pub async fn execute_attempt(
     drop(sink);
     let _ = writer.await;
     (result, output_dir)
-}
-
-/// Why a task that asked for `device: gpu` runs on the CPU, for its log.
-pub fn gpu_fallback_note(devices: &amdahl_executors::gpu::DeviceReport) -> String {
-    match &devices.problem {
-        Some(problem) => {
-            format!(
-                "device: gpu was asked for, but no GPU is usable here ({problem}); running on the CPU"
-            )
-        }
-        None => "device: gpu was asked for; this build has no GPU kernels for the stage yet, \
-                 so it runs on the CPU"
-            .to_string(),
-    }
 }
 
 /// How an attempt ended, for [`record_result`].
@@ -175,15 +158,16 @@ pub fn finish_of(
     end: &AttemptEnd<'_>,
     result: Result<(StageOutcome, Option<PathBuf>), String>,
 ) -> FinishAttempt {
-    let (device, output_path, rows, bytes, error) = match result {
+    let (device, device_note, output_path, rows, bytes, error) = match result {
         Ok((outcome, output)) => (
             Some(outcome.device.name().to_string()),
+            outcome.note,
             output.map(|p| p.display().to_string()),
             outcome.rows.map(|r| r as i64),
             outcome.bytes.map(|b| b as i64),
             None,
         ),
-        Err(e) => (Some("cpu".to_string()), None, None, None, Some(e)),
+        Err(e) => (Some("cpu".to_string()), None, None, None, None, Some(e)),
     };
     FinishAttempt {
         run_id: end.run_id,
@@ -194,6 +178,7 @@ pub fn finish_of(
         task_state: end.task_state,
         retry_at_ms: end.retry_at_ms,
         device,
+        device_note,
         output_path,
         rows_out: rows,
         bytes_out: bytes,

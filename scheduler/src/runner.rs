@@ -392,14 +392,10 @@ impl LocalRunner {
         done: mpsc::UnboundedSender<Finished>,
     ) -> JoinHandle<()> {
         let prepared = prepare_stage(dag, context, task_id, attempt, &self.data_root);
-        let gpu_requested = dag
-            .task(task_id)
-            .is_some_and(|t| t.device == amdahl_dags::DevicePreference::Gpu);
         let env = self.attempt_env();
         let task_id = task_id.to_string();
         tokio::spawn(async move {
-            let (result, output_dir) =
-                execute_attempt(&env, prepared, attempt_id, gpu_requested).await;
+            let (result, output_dir) = execute_attempt(&env, prepared, attempt_id).await;
             let _ = done.send(Finished {
                 task_id,
                 attempt_id,

@@ -263,6 +263,7 @@ async fn a_stale_attempt_report_is_rejected(db: &TestDb) {
         task_state: state,
         retry_at_ms: None,
         device: Some("cpu".into()),
+        device_note: None,
         output_path: None,
         rows_out: None,
         bytes_out: None,
@@ -709,6 +710,7 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
         task_state,
         retry_at_ms,
         device: Some("cpu".into()),
+        device_note: (i == 1).then(|| "no GPU is usable here".to_string()),
         output_path: None,
         rows_out: Some(i as i64),
         bytes_out: None,
@@ -746,6 +748,12 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
             .unwrap();
         (a.state, a.error.clone(), a.finished_at_ms)
     };
+    let note = |i: usize| {
+        let a = attempts.iter().find(|a| a.id == claims[i].attempt_id);
+        a.unwrap().device_note.clone()
+    };
+    assert_eq!(note(1).as_deref(), Some("no GPU is usable here"));
+    assert_eq!(note(2), None);
     assert_ne!(
         attempt(0).0,
         AttemptState::Success,
@@ -846,6 +854,7 @@ async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
             task_state: TaskState::Success,
             retry_at_ms: None,
             device: Some("cpu".into()),
+            device_note: None,
             output_path: None,
             rows_out: None,
             bytes_out: None,

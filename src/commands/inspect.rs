@@ -190,6 +190,13 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
     let attempts = store.attempts(run_id).await?;
     if !attempts.is_empty() {
         println!();
+        let notes: Vec<String> = attempts
+            .iter()
+            .filter_map(|a| {
+                let note = a.device_note.as_ref()?;
+                Some(format!("{} attempt {}: {note}", a.task_id, a.attempt))
+            })
+            .collect();
         let rows: Vec<Vec<String>> = attempts
             .into_iter()
             .map(|a| {
@@ -215,6 +222,12 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
                 &rows
             )
         );
+        if !notes.is_empty() {
+            println!("\nWhere attempts ran, when not where they asked to:");
+            for note in notes {
+                println!("  {note}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

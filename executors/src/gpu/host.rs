@@ -56,6 +56,14 @@ impl Dictionary {
         self.codes.get(text).copied().unwrap_or(u32::MAX)
     }
 
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
+    }
+
     pub fn text(&self, code: u32) -> &str {
         &self.strings[code as usize]
     }
@@ -110,11 +118,20 @@ pub fn execute(plan: &KernelPlan) -> Result<RecordBatch, String> {
         }
         rows.push(row);
     }
+    assemble(plan, rows, &dictionary)
+}
+
+/// The output batch from rows of keys-then-aggregates: ordered, limited, in DataFusion's schema.
+pub(crate) fn assemble(
+    plan: &KernelPlan,
+    mut rows: Vec<Vec<Value>>,
+    dictionary: &Dictionary,
+) -> Result<RecordBatch, String> {
     if !plan.order.is_empty() {
         rows.sort_by(|a, b| {
             for key in &plan.order {
                 let (x, y) = (a[key.column], b[key.column]);
-                let mut ordering = order_values(x, y, key.nulls_first, &dictionary);
+                let mut ordering = order_values(x, y, key.nulls_first, dictionary);
                 // Descending reverses values, not where the nulls go.
                 if key.descending && x != Value::Null && y != Value::Null {
                     ordering = ordering.reverse();
@@ -138,7 +155,7 @@ pub fn execute(plan: &KernelPlan) -> Result<RecordBatch, String> {
         } else {
             let scalars = rows
                 .iter()
-                .map(|row| scalar(row[*source], data_type, &dictionary))
+                .map(|row| scalar(row[*source], data_type, dictionary))
                 .collect::<Result<Vec<_>, _>>()?;
             ScalarValue::iter_to_array(scalars).map_err(|e| e.to_string())?
         };
@@ -149,7 +166,7 @@ pub fn execute(plan: &KernelPlan) -> Result<RecordBatch, String> {
 
 /// Reads the plan's columns from its Parquet files: per batch, the columns in the plan's
 /// order and the row count.
-fn read(plan: &KernelPlan) -> Result<Vec<(Vec<ArrayRef>, usize)>, String> {
+pub(crate) fn read(plan: &KernelPlan) -> Result<Vec<(Vec<ArrayRef>, usize)>, String> {
     let mut batches = Vec::new();
     for path in &plan.files {
         let failed = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
@@ -408,7 +425,7 @@ fn compare(l: Value, r: Value) -> Option<Ordering> {
 }
 
 /// Order as Arrow's min/max kernels see it: floats in plain total order (`-0.0 < +0.0`).
-fn order(l: Value, r: Value) -> Option<Ordering> {
+pub(crate) fn order(l: Value, r: Value) -> Option<Ordering> {
     match (l, r) {
         (Value::Null, _) | (_, Value::Null) => None,
         (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(&b)),
@@ -443,7 +460,7 @@ fn order_values(a: Value, b: Value, nulls_first: bool, dictionary: &Dictionary) 
 }
 
 /// One aggregate's running state.
-enum Acc {
+pub(crate) enum Acc {
     Count(i64),
     /// Sum and count of non-null values (`avg` and `sum` both use it).
     Sum {
@@ -458,7 +475,7 @@ enum Acc {
 }
 
 impl Acc {
-    fn new(aggregate: &super::plan::Aggregate) -> Acc {
+    pub(crate) fn new(aggregate: &super::plan::Aggregate) -> Acc {
         match aggregate.func {
             AggFunc::Count => Acc::Count(0),
             AggFunc::Sum | AggFunc::Avg => Acc::Sum {
@@ -510,7 +527,7 @@ impl Acc {
         Ok(())
     }
 
-    fn finish(self, func: AggFunc, arg: Ty, output: &DataType) -> Result<Value, String> {
+    pub(crate) fn finish(self, func: AggFunc, arg: Ty, output: &DataType) -> Result<Value, String> {
         Ok(match self {
             Acc::Count(n) => Value::Int(n.into()),
             Acc::Extreme { best, .. } => best,

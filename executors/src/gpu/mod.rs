@@ -4,6 +4,7 @@
 //! physical plan into a kernel plan (or says which node keeps it on the CPU); [`host`] is the
 //! reference evaluation of a kernel plan that the GPU kernels must agree with.
 
+pub mod cuda;
 mod device;
 pub mod host;
 pub mod plan;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use amdahl_dags::{Dag, DevicePreference, RunContext};
+use amdahl_dags::{Dag, RunContext};
 
 use super::reports::Reports;
 use super::{Moved, advance, load_pinned};
@@ -272,7 +272,7 @@ impl Worker {
             dag.tasks.len() <= HAND_OFF_MAX_TASKS
                 && dag.tasks.iter().any(|t| t.needs.contains(&claim.task_id))
         });
-        let (prepared, timeout, gpu) = match &loaded {
+        let (prepared, timeout) = match &loaded {
             Ok(dag) => {
                 let context = RunContext {
                     dag_id: dag.id.clone(),
@@ -290,12 +290,11 @@ impl Worker {
                         &self.data_root,
                     ),
                     task.and_then(|t| t.timeout),
-                    task.is_some_and(|t| t.device == DevicePreference::Gpu),
                 )
             }
-            Err(e) => (Err(e.clone()), None, false),
+            Err(e) => (Err(e.clone()), None),
         };
-        let execution = execute_attempt(&self.env, prepared, claim.attempt_id, gpu);
+        let execution = execute_attempt(&self.env, prepared, claim.attempt_id);
         let (attempt_state, result) = match timeout {
             Some(limit) => match tokio::time::timeout(limit, execution).await {
                 Ok(done) => outcome(done),

@@ -60,6 +60,7 @@ async fn finish_attempts_postgres(
         .bind(maybe(|e| e.bytes_out))
         .bind(text(|e| e.error.as_deref()))
         .bind(column(|e| e.now_ms))
+        .bind(text(|e| e.device_note.as_deref()))
         .fetch_one(&mut *tx)
         .await?;
     if tasks as usize != attempt_ids.len() {
@@ -75,9 +76,9 @@ async fn finish_attempts_postgres(
 const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
                              $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
-                             $13::bigint[]) \
+                             $13::bigint[], $14::text[]) \
             AS e(run_id, task_id, attempt, attempt_id, attempt_state, task_state, retry_at_ms, device, \
-                 output_path, rows_out, bytes_out, error, now_ms)), \
+                 output_path, rows_out, bytes_out, error, now_ms, device_note)), \
      t AS ( \
         UPDATE task_instances ti SET state = e.task_state, retry_at_ms = e.retry_at_ms, \
             device = COALESCE(e.device, ti.device), lease_owner = NULL, lease_expires_at_ms = NULL, \
@@ -88,8 +89,8 @@ const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
             AND ti.attempts = e.attempt \
         RETURNING e.attempt_id), \
      a AS ( \
-        UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, error = e.error, \
-            rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms \
+        UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, \
+            device_note = e.device_note, error = e.error, rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms \
         FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
             AND ta.id IN (SELECT attempt_id FROM t) \
         RETURNING ta.id) \
@@ -168,7 +169,7 @@ where
 {
     sqlx::query(
         "UPDATE task_attempts SET state = $1, device = $2, error = $3, rows_out = $4, bytes_out = $5, \
-            finished_at_ms = $6 WHERE id = $7 AND state = 'running'",
+            finished_at_ms = $6, device_note = $7 WHERE id = $8 AND state = 'running'",
     )
     .bind(f.attempt_state.as_str())
     .bind(f.device.as_deref())
@@ -176,6 +177,7 @@ where
     .bind(f.rows_out)
     .bind(f.bytes_out)
     .bind(f.now_ms)
+    .bind(f.device_note.as_deref())
     .bind(f.attempt_id)
 }
 
@@ -485,11 +487,12 @@ impl Store {
             Option<i64>,
             i64,
             Option<i64>,
+            Option<String>,
         );
         let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT id, task_id, attempt, state, device, error, rows_out, bytes_out, started_at_ms, finished_at_ms \
-                 FROM task_attempts WHERE run_id = $1 ORDER BY id",
+                "SELECT id, task_id, attempt, state, device, error, rows_out, bytes_out, started_at_ms, finished_at_ms, \
+                 device_note FROM task_attempts WHERE run_id = $1 ORDER BY id",
             )
             .bind(run_id)
             .fetch_all(pool)
@@ -509,6 +512,7 @@ impl Store {
                     bytes_out: r.7,
                     started_at_ms: r.8,
                     finished_at_ms: r.9,
+                    device_note: r.10,
                 })
             })
             .collect()

@@ -105,6 +105,8 @@ pub struct AttemptRecord {
     pub attempt: i64,
     pub state: AttemptState,
     pub device: Option<String>,
+    /// Why it ran where it did, when that is not what the task asked for.
+    pub device_note: Option<String>,
     pub error: Option<String>,
     pub rows_out: Option<i64>,
     pub bytes_out: Option<i64>,
@@ -150,6 +152,8 @@ pub struct FinishAttempt {
     pub task_state: TaskState,
     pub retry_at_ms: Option<i64>,
     pub device: Option<String>,
+    /// Why the attempt ran where it did, when not where it was asked to.
+    pub device_note: Option<String>,
     pub output_path: Option<String>,
     pub rows_out: Option<i64>,
     pub bytes_out: Option<i64>,
