@@ -148,12 +148,7 @@ async fn run_query(
                 reset_dir(output_dir)?;
                 let mut writer = PartWriter::create(output_dir, 0, batch.schema())?;
                 writer.write(&batch)?;
-                let rows = writer.finish()?;
-                let bytes = dir_bytes(output_dir);
-                log.system(format!(
-                    "wrote {rows} rows ({bytes} bytes) to {}",
-                    output_dir.display()
-                ));
+                let (rows, bytes) = finish_output(writer, output_dir, log)?;
                 return Ok(StageOutcome {
                     device: Device::Gpu,
                     rows: Some(rows),
@@ -176,15 +171,25 @@ async fn run_query(
             batch.map_err(|e| StageError::Failed(format!("query failed: {}", e.find_root())))?;
         writer.write(&batch)?;
     }
+    let (rows, bytes) = finish_output(writer, output_dir, log)?;
+    let mut outcome = StageOutcome::on_cpu(Some(rows), Some(bytes));
+    outcome.note = note;
+    Ok(outcome)
+}
+
+/// Closes the output and logs its size: (rows, bytes).
+fn finish_output(
+    writer: PartWriter,
+    output_dir: &Path,
+    log: &LogSink,
+) -> Result<(u64, u64), StageError> {
     let rows = writer.finish()?;
     let bytes = dir_bytes(output_dir);
     log.system(format!(
         "wrote {rows} rows ({bytes} bytes) to {}",
         output_dir.display()
     ));
-    let mut outcome = StageOutcome::on_cpu(Some(rows), Some(bytes));
-    outcome.note = note;
-    Ok(outcome)
+    Ok((rows, bytes))
 }
 
 /// Runs a planned query on the GPU, or says why it runs on the CPU instead (the plan has a
