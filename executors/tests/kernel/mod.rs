@@ -73,7 +73,13 @@ async fn lineitem(dir: &Path, scale_factor: f64) -> std::path::PathBuf {
 }
 
 fn tpch_query(id: &str) -> String {
-    let dag = amdahl_dags::load_file(Path::new("../dags/examples/tpch.yaml")).unwrap();
+    // From the crate (cargo test) or from the repository root (the GPU bundle's run.sh).
+    let path = ["../dags/examples/tpch.yaml", "dags/examples/tpch.yaml"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("dags/examples/tpch.yaml");
+    let dag = amdahl_dags::load_file(path).unwrap();
     match &dag.task(id).unwrap().kind {
         amdahl_dags::TaskKind::Sql(sql) => sql.text.clone(),
         _ => panic!("{id} is sql"),
