@@ -151,7 +151,14 @@ pub struct Task {
 impl Task {
     /// Whether the task writes an Arrow dataset that downstream SQL can read by the task's id.
     pub fn produces_data(&self) -> bool {
-        matches!(self.kind, TaskKind::Sql(_) | TaskKind::Generate(_))
+        matches!(
+            self.kind,
+            TaskKind::Sql(_)
+                | TaskKind::Generate(_)
+                | TaskKind::Knn(_)
+                | TaskKind::Matmul(_)
+                | TaskKind::Score(_)
+        )
     }
 }
 
@@ -204,6 +211,12 @@ pub enum TaskKind {
     /// Does nothing and succeeds (Airflow's `EmptyOperator`): a join point, a marker, or a
     /// measure of the orchestrator's own overhead. Workers run it without a process.
     Empty,
+    /// The `k` nearest rows of a base table for each row of a query table, by a vector column.
+    Knn(Knn),
+    /// Every row vector of `left` times every row vector of `right`: `left · rightᵀ`.
+    Matmul(Matmul),
+    /// A small MLP (weights in a safetensors file) applied to each row's vector.
+    Score(Score),
 }
 
 impl TaskKind {
@@ -213,8 +226,109 @@ impl TaskKind {
             TaskKind::Shell(_) => "shell",
             TaskKind::Generate(_) => "generate",
             TaskKind::Empty => "empty",
+            TaskKind::Knn(_) => "knn",
+            TaskKind::Matmul(_) => "matmul",
+            TaskKind::Score(_) => "score",
         }
     }
+
+    /// The tables a dense task reads, with where each is named.
+    pub fn tables(&self) -> Vec<&TableRef> {
+        match self {
+            TaskKind::Knn(k) => vec![&k.base, &k.queries],
+            TaskKind::Matmul(m) => vec![&m.left, &m.right],
+            TaskKind::Score(s) => vec![&s.input],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A table a dense task reads: an upstream task's output or a dataset, by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableRef {
+    pub name: String,
+    pub span: Span,
+}
+
+/// How `knn` measures closeness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Inner product; larger is closer.
+    Dot,
+    /// Cosine similarity; larger is closer.
+    Cosine,
+    /// Euclidean distance; smaller is closer.
+    L2,
+}
+
+impl Metric {
+    pub const NAMES: [&'static str; 3] = ["dot", "cosine", "l2"];
+
+    pub fn parse(text: &str) -> Option<Metric> {
+        match text {
+            "dot" => Some(Metric::Dot),
+            "cosine" => Some(Metric::Cosine),
+            "l2" => Some(Metric::L2),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Dot => "dot",
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Knn {
+    pub base: TableRef,
+    pub queries: TableRef,
+    /// The vector column, in both tables.
+    pub column: String,
+    pub k: u32,
+    pub metric: Metric,
+}
+
+#[derive(Clone, Debug)]
+pub struct Matmul {
+    pub left: TableRef,
+    pub right: TableRef,
+    /// The vector column, in both tables (all vectors of one length).
+    pub column: String,
+}
+
+/// The nonlinearity between an MLP's layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Tanh,
+    Sigmoid,
+}
+
+impl Activation {
+    pub const NAMES: [&'static str; 3] = ["relu", "tanh", "sigmoid"];
+
+    pub fn parse(text: &str) -> Option<Activation> {
+        match text {
+            "relu" => Some(Activation::Relu),
+            "tanh" => Some(Activation::Tanh),
+            "sigmoid" => Some(Activation::Sigmoid),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Score {
+    pub input: TableRef,
+    pub column: String,
+    /// The safetensors file: `<layer>.weight` (out × in) and `<layer>.bias` (out) per layer,
+    /// layers in the order of their names. Relative paths are from the DAG file's folder.
+    pub model: PathBuf,
+    pub activation: Activation,
 }
 
 /// A synthetic data source.
@@ -225,6 +339,9 @@ pub enum Generate {
         /// A template that must render to a positive number.
         scale_factor: Located,
     },
+    /// `rows` random vectors of `dim` floats, uniform in [-1, 1): columns `id` and `vector`.
+    /// The same seed gives the same vectors.
+    Vectors { rows: u64, dim: u32, seed: u64 },
 }
 
 /// The eight TPC-H tables.

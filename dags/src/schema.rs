@@ -98,14 +98,18 @@ pub struct DatasetSpec {
     format: Format,
 }
 
-/// One task: settings plus exactly one kind (`sql`, `shell`, `generate` or `empty`).
+/// One task: settings plus exactly one kind (`sql`, `shell`, `generate`, `empty`, `knn`,
+/// `matmul` or `score`).
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [
     {"required": ["sql"]},
     {"required": ["shell"]},
     {"required": ["generate"]},
-    {"required": ["empty"]}
+    {"required": ["empty"]},
+    {"required": ["knn"]},
+    {"required": ["matmul"]},
+    {"required": ["score"]}
 ]))]
 #[allow(dead_code)]
 pub struct TaskSpec {
@@ -128,6 +132,9 @@ pub struct TaskSpec {
     generate: Option<GenerateSpec>,
     /// Does nothing and succeeds: a join point or marker. Write `empty: {}`.
     empty: Option<EmptySpec>,
+    knn: Option<KnnSpec>,
+    matmul: Option<MatmulSpec>,
+    score: Option<ScoreSpec>,
 }
 
 /// `empty` takes no settings.
@@ -150,15 +157,89 @@ pub enum TpchTableSpec {
     Lineitem,
 }
 
-/// Synthetic data.
+/// Synthetic data: a TPC-H table, or random vectors.
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["tpch"]},
+    {"required": ["vectors", "dim"]}
+]))]
 #[allow(dead_code)]
 pub struct GenerateSpec {
     /// A TPC-H table.
-    tpch: TpchTableSpec,
+    tpch: Option<TpchTableSpec>,
     /// TPC-H scale factor (1 ≈ 6 million lineitem rows); a number or a template.
     scale_factor: Option<ScaleFactor>,
+    /// Rows of random vectors (columns `id` and `vector`), uniform in [-1, 1).
+    #[schemars(range(min = 1))]
+    vectors: Option<u64>,
+    /// The vectors' length.
+    #[schemars(range(min = 1, max = 65536))]
+    dim: Option<u32>,
+    /// The same seed gives the same vectors.
+    seed: Option<u32>,
+}
+
+/// Closeness for `knn`.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum MetricSpec {
+    Dot,
+    Cosine,
+    L2,
+}
+
+/// The `k` nearest rows of `base` for each row of `queries`, by a vector column. Output:
+/// `query`, `rank`, `neighbour` (row positions from 0) and `score`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct KnnSpec {
+    /// The table searched (a task in `needs`, or a dataset).
+    base: String,
+    /// The table of query vectors.
+    queries: String,
+    /// The vector column of both tables (default `vector`).
+    column: Option<String>,
+    /// Neighbours per query (default 10).
+    #[schemars(range(min = 1, max = 4096))]
+    k: Option<u32>,
+    /// Default `cosine`.
+    metric: Option<MetricSpec>,
+}
+
+/// `left · rightᵀ` over the rows' vectors. Output: `row` and `vector`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct MatmulSpec {
+    left: String,
+    right: String,
+    column: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ActivationSpec {
+    Relu,
+    Tanh,
+    Sigmoid,
+}
+
+/// An MLP from a safetensors file (`<layer>.weight`, `<layer>.bias`) over each row's vector.
+/// Output: `row` and `score` (a float, or a vector for several outputs).
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ScoreSpec {
+    input: String,
+    column: Option<String>,
+    /// The safetensors file, relative to the DAG file's folder.
+    model: String,
+    /// Between layers (default `relu`).
+    activation: Option<ActivationSpec>,
 }
 
 #[derive(JsonSchema)]

@@ -20,6 +20,7 @@ use amdahl_dags::{
     Dag, Diagnostic, Diagnostics, Generate, Located, RunContext, TaskKind, template,
 };
 
+use crate::dense;
 use crate::sql::{query_only, register_input, session_config};
 use crate::stage::TableInput;
 use crate::tpch;
@@ -41,7 +42,69 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
             TaskKind::Generate(Generate::Tpch { table, .. }) => {
                 task_schemas.insert(&task.id, tpch::schema(*table));
             }
+            TaskKind::Generate(Generate::Vectors { dim, .. }) => {
+                task_schemas.insert(&task.id, dense::generated_schema(*dim as usize));
+            }
             TaskKind::Shell(_) | TaskKind::Empty => {}
+            TaskKind::Knn(_) | TaskKind::Matmul(_) | TaskKind::Score(_) => {
+                let known = |name: &str| {
+                    dataset_schemas
+                        .get(name)
+                        .or_else(|| task_schemas.get(name))
+                        .cloned()
+                };
+                let column = match &task.kind {
+                    TaskKind::Knn(k) => &k.column,
+                    TaskKind::Matmul(m) => &m.column,
+                    TaskKind::Score(s) => &s.column,
+                    _ => unreachable!("dense kinds only"),
+                };
+                for table in task.kind.tables() {
+                    let Some(schema) = known(&table.name) else {
+                        continue;
+                    };
+                    let problem = match schema.field_with_name(column) {
+                        Err(_) => Some(format!(
+                            "table `{}` has no column `{column}` (columns: {})",
+                            table.name,
+                            schema
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                        Ok(f) if !dense::is_vector(f.data_type()) => Some(format!(
+                            "column `{column}` of table `{}` is {}, not a list of floats",
+                            table.name,
+                            f.data_type()
+                        )),
+                        Ok(_) => None,
+                    };
+                    if let Some(problem) = problem {
+                        diagnostics.push(Diagnostic::new(file, table.span, problem));
+                    }
+                }
+                let output = match &task.kind {
+                    TaskKind::Knn(_) => Some(dense::knn_schema()),
+                    // The width is the right table's row count: known only at run time.
+                    TaskKind::Matmul(_) => Some(dense::vectors_schema("vector", 2)),
+                    TaskKind::Score(s) => {
+                        let path = dag.source.base_dir.join(&s.model);
+                        match dense::Mlp::load(&path, s.activation) {
+                            Ok(mlp) => Some(dense::vectors_schema("score", mlp.outputs())),
+                            Err(e) => {
+                                diagnostics.push(Diagnostic::new(file, task.span, e));
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                if let Some(schema) = output {
+                    task_schemas.insert(&task.id, schema);
+                }
+            }
             TaskKind::Sql(located) => {
                 let Ok(query) = template::render(located, &ctx_params) else {
                     continue;

@@ -12,6 +12,7 @@
 //! never on the caller's runtime.
 
 pub mod check;
+pub mod dense;
 pub mod gpu;
 pub mod runtime;
 pub mod shell;
@@ -20,6 +21,7 @@ pub mod stage;
 pub mod storage;
 pub mod tpch;
 
+pub use dense::DenseExecutor;
 pub use runtime::CpuRuntime;
 pub use shell::ShellExecutor;
 pub use sql::SqlExecutor;
@@ -35,6 +37,7 @@ use amdahl_dags::DevicePreference;
 #[derive(Clone)]
 pub struct Executors {
     sql: SqlExecutor,
+    dense: DenseExecutor,
     tpch: TpchExecutor,
     shell: ShellExecutor,
 }
@@ -43,6 +46,7 @@ impl Executors {
     pub fn new(runtime: CpuRuntime) -> Self {
         Executors {
             sql: SqlExecutor::new(runtime.clone()),
+            dense: DenseExecutor::new(runtime.clone()),
             tpch: TpchExecutor::new(runtime),
             shell: ShellExecutor,
         }
@@ -66,6 +70,9 @@ impl Executors {
             Work::Tpch { .. } => self.tpch.execute(stage, log).await,
             Work::Shell { .. } => self.shell.execute(stage, log).await,
             Work::Empty => Ok(StageOutcome::on_cpu(None, None)),
+            Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. } | Work::Vectors { .. } => {
+                self.dense.execute(stage, log).await
+            }
         }?;
         if cpu_only.is_some() {
             outcome.note = cpu_only;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use tokio::sync::mpsc;
 
-use amdahl_dags::{DatasetFormat, DevicePreference, TpchTable};
+use amdahl_dags::{Activation, DatasetFormat, DevicePreference, Metric, TpchTable};
 
 /// What a stage does, with its templates rendered.
 #[derive(Clone, Debug)]
@@ -25,8 +25,35 @@ pub enum Work {
         table: TpchTable,
         scale_factor: f64,
     },
+    /// Random vectors: `rows` rows of `dim` floats (columns `id`, `vector`).
+    Vectors {
+        rows: u64,
+        dim: u32,
+        seed: u64,
+    },
     /// Nothing: the stage succeeds at once, without a process or a thread.
     Empty,
+    /// Nearest neighbours of each `queries` row among the `base` rows (tables by name).
+    Knn {
+        base: String,
+        queries: String,
+        column: String,
+        k: u32,
+        metric: Metric,
+    },
+    /// `left · rightᵀ` over the rows' vectors.
+    Matmul {
+        left: String,
+        right: String,
+        column: String,
+    },
+    /// An MLP over each row's vector; `model` is resolved (absolute or from the DAG folder).
+    Score {
+        input: String,
+        column: String,
+        model: PathBuf,
+        activation: Activation,
+    },
 }
 
 impl Work {
@@ -34,8 +61,11 @@ impl Work {
         match self {
             Work::Sql { .. } => "sql",
             Work::Shell { .. } => "shell",
-            Work::Tpch { .. } => "generate",
+            Work::Tpch { .. } | Work::Vectors { .. } => "generate",
             Work::Empty => "empty",
+            Work::Knn { .. } => "knn",
+            Work::Matmul { .. } => "matmul",
+            Work::Score { .. } => "score",
         }
     }
 }

@@ -50,7 +50,30 @@ pub fn prepare_stage(
             scale_factor: amdahl_dags::load::parse_scale_factor(&render(scale_factor)?)
                 .map_err(|e| format!("scale_factor {e}"))?,
         },
+        TaskKind::Generate(Generate::Vectors { rows, dim, seed }) => Work::Vectors {
+            rows: *rows,
+            dim: *dim,
+            seed: *seed,
+        },
         TaskKind::Empty => Work::Empty,
+        TaskKind::Knn(k) => Work::Knn {
+            base: k.base.name.clone(),
+            queries: k.queries.name.clone(),
+            column: k.column.clone(),
+            k: k.k,
+            metric: k.metric,
+        },
+        TaskKind::Matmul(m) => Work::Matmul {
+            left: m.left.name.clone(),
+            right: m.right.name.clone(),
+            column: m.column.clone(),
+        },
+        TaskKind::Score(s) => Work::Score {
+            input: s.input.name.clone(),
+            column: s.column.clone(),
+            model: dag.source.base_dir.join(&s.model),
+            activation: s.activation,
+        },
     };
     let mut inputs: Vec<TableInput> = dag
         .datasets

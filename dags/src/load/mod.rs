@@ -57,11 +57,24 @@ pub const TASK_KEYS: &[&str] = &[
     "shell",
     "generate",
     "empty",
+    "knn",
+    "matmul",
+    "score",
 ];
 /// The task kinds: each task has exactly one of these keys.
-pub const KIND_KEYS: &[&str] = &["sql", "shell", "generate", "empty"];
+pub const KIND_KEYS: &[&str] = &[
+    "sql", "shell", "generate", "empty", "knn", "matmul", "score",
+];
+pub const KNN_KEYS: &[&str] = &["base", "queries", "column", "k", "metric"];
+pub const MATMUL_KEYS: &[&str] = &["left", "right", "column"];
+pub const SCORE_KEYS: &[&str] = &["input", "column", "model", "activation"];
+/// Most neighbours a `knn` task may ask for per query.
+pub const MAX_K: u32 = 4096;
 pub const DATASET_KEYS: &[&str] = &["uri", "format"];
-pub const GENERATE_KEYS: &[&str] = &["tpch", "scale_factor"];
+pub const GENERATE_KEYS: &[&str] = &["tpch", "scale_factor", "vectors", "dim", "seed"];
+/// Most rows and widths `generate: { vectors }` makes.
+pub const MAX_VECTOR_ROWS: u64 = 1 << 32;
+pub const MAX_VECTOR_DIM: u32 = 65_536;
 pub const ENGINES: &[&str] = &["datafusion", "ballista"];
 /// Most tasks one DAG may declare.
 pub const MAX_TASKS: usize = 10_000;
@@ -459,7 +472,11 @@ impl Cx {
                     format!("task id `{id}` is also a dataset name; SQL could not tell them apart"),
                 );
             }
-            if let Some(task) = self.task(id, key, value, defaults, &ids, ctx)
+            let known = Known {
+                tasks: &ids,
+                datasets,
+            };
+            if let Some(task) = self.task(id, key, value, defaults, &known, ctx)
                 && valid
             {
                 out.push(task);
@@ -474,9 +491,10 @@ impl Cx {
         key: &Node,
         node: &Node,
         defaults: &Defaults,
-        all_ids: &HashSet<&str>,
+        known: &Known<'_>,
         ctx: &RunContext,
     ) -> Option<(Task, Vec<(String, Span)>)> {
+        let (all_ids, datasets) = (known.tasks, known.datasets);
         let what = format!("tasks.{id}");
         let fields = self.entries(node, &what, Some(TASK_KEYS))?;
         let field = |k: &str| fields.iter().find(|(f, _, _)| *f == k).map(|(_, _, v)| *v);
@@ -593,7 +611,27 @@ impl Cx {
                 );
                 None
             }
-            [(kind, _, value)] => self.kind(kind, value, &what, ctx),
+            [(kind, _, value)] => {
+                let kind = self.kind(kind, value, &what, ctx);
+                // A dense task reads tables it needs or datasets, by name.
+                for table in kind.iter().flat_map(|k| k.tables()) {
+                    let known = needs.iter().any(|(n, _)| *n == table.name)
+                        || datasets.contains_key(&table.name);
+                    if !known {
+                        self.error_help(
+                            table.span,
+                            format!(
+                                "task `{id}` reads table `{}`, which is neither one of its \
+                                 `needs` nor a dataset",
+                                table.name
+                            ),
+                            format!("add `{}` to `needs` or to `datasets`", table.name),
+                        );
+                        ok = false;
+                    }
+                }
+                kind
+            }
             [_, (second, second_key, _), ..] => {
                 let names: Vec<&str> = kinds.iter().map(|(k, _, _)| *k).collect();
                 self.error_help(
@@ -644,6 +682,9 @@ impl Cx {
                     .map(|_| TaskKind::Shell(located))
             }
             "generate" => self.generate(node, what, ctx).map(TaskKind::Generate),
+            "knn" => self.knn(node, what),
+            "matmul" => self.matmul(node, what),
+            "score" => self.score(node, what),
             "empty" => match &node.value {
                 Value::Null => Some(TaskKind::Empty),
                 Value::Map(pairs) if pairs.is_empty() => Some(TaskKind::Empty),
@@ -660,15 +701,182 @@ impl Cx {
         }
     }
 
+    /// A required table name of a dense task.
+    fn table_ref(
+        &mut self,
+        fields: &[(&str, &Node, &Node)],
+        key: &str,
+        node: &Node,
+        what: &str,
+    ) -> Option<TableRef> {
+        let Some((_, _, value)) = fields.iter().find(|(f, _, _)| *f == key) else {
+            self.error(node.span, format!("`{what}` needs `{key}`: a table name"));
+            return None;
+        };
+        let name = self.string(value, &format!("{what}.{key}"))?;
+        Some(TableRef {
+            name,
+            span: value.span,
+        })
+    }
+
+    /// The vector column of a dense task (`vector` unless named).
+    fn vector_column(&mut self, fields: &[(&str, &Node, &Node)], what: &str) -> Option<String> {
+        match fields.iter().find(|(f, _, _)| *f == "column") {
+            Some((_, _, value)) => self.string(value, &format!("{what}.column")),
+            None => Some("vector".to_string()),
+        }
+    }
+
+    fn knn(&mut self, node: &Node, what: &str) -> Option<TaskKind> {
+        let what = format!("{what}.knn");
+        let fields = self.entries(node, &what, Some(KNN_KEYS))?;
+        let base = self.table_ref(&fields, "base", node, &what);
+        let queries = self.table_ref(&fields, "queries", node, &what);
+        let column = self.vector_column(&fields, &what);
+        let field = |k: &str| fields.iter().find(|(f, _, _)| *f == k).map(|(_, _, v)| *v);
+        let k = match field("k") {
+            Some(n) => self.positive(n, &format!("{what}.k"), MAX_K),
+            None => Some(10),
+        };
+        let metric = match field("metric") {
+            Some(n) => self.string(n, &format!("{what}.metric")).and_then(|m| {
+                let metric = Metric::parse(&m);
+                if metric.is_none() {
+                    self.one_of(n.span, &format!("{what}.metric"), &m, &Metric::NAMES);
+                }
+                metric
+            }),
+            None => Some(Metric::Cosine),
+        };
+        Some(TaskKind::Knn(Knn {
+            base: base?,
+            queries: queries?,
+            column: column?,
+            k: k?,
+            metric: metric?,
+        }))
+    }
+
+    fn matmul(&mut self, node: &Node, what: &str) -> Option<TaskKind> {
+        let what = format!("{what}.matmul");
+        let fields = self.entries(node, &what, Some(MATMUL_KEYS))?;
+        let left = self.table_ref(&fields, "left", node, &what);
+        let right = self.table_ref(&fields, "right", node, &what);
+        let column = self.vector_column(&fields, &what);
+        Some(TaskKind::Matmul(Matmul {
+            left: left?,
+            right: right?,
+            column: column?,
+        }))
+    }
+
+    fn score(&mut self, node: &Node, what: &str) -> Option<TaskKind> {
+        let what = format!("{what}.score");
+        let fields = self.entries(node, &what, Some(SCORE_KEYS))?;
+        let input = self.table_ref(&fields, "input", node, &what);
+        let column = self.vector_column(&fields, &what);
+        let field = |k: &str| fields.iter().find(|(f, _, _)| *f == k).map(|(_, _, v)| *v);
+        let model = match field("model") {
+            Some(n) => self.string(n, &format!("{what}.model")).and_then(|m| {
+                if m.trim().is_empty() {
+                    self.error(n.span, "`model` is empty; name a safetensors file");
+                    None
+                } else {
+                    Some(PathBuf::from(m))
+                }
+            }),
+            None => {
+                self.error_help(
+                    node.span,
+                    format!("`{what}` needs `model`"),
+                    "name a safetensors file: `model: models/mlp.safetensors`",
+                );
+                None
+            }
+        };
+        let activation = match field("activation") {
+            Some(n) => self.string(n, &format!("{what}.activation")).and_then(|a| {
+                let activation = Activation::parse(&a);
+                if activation.is_none() {
+                    self.one_of(
+                        n.span,
+                        &format!("{what}.activation"),
+                        &a,
+                        &Activation::NAMES,
+                    );
+                }
+                activation
+            }),
+            None => Some(Activation::Relu),
+        };
+        Some(TaskKind::Score(Score {
+            input: input?,
+            column: column?,
+            model: model?,
+            activation: activation?,
+        }))
+    }
+
     fn generate(&mut self, node: &Node, what: &str, ctx: &RunContext) -> Option<Generate> {
         let what = format!("{what}.generate");
         let fields = self.entries(node, &what, Some(GENERATE_KEYS))?;
         let field = |k: &str| fields.iter().find(|(f, _, _)| *f == k).map(|(_, _, v)| *v);
+        if let Some(rows_node) = field("vectors") {
+            if let Some(n) = field("tpch").or(field("scale_factor")) {
+                self.error_help(
+                    n.span,
+                    "`generate` has two generators",
+                    "use either `tpch: <table>` or `vectors: <rows>`",
+                );
+                return None;
+            }
+            let rows = match rows_node.value {
+                Value::Int(i) if (1..=MAX_VECTOR_ROWS as i64).contains(&i) => Some(i as u64),
+                Value::Int(_) => {
+                    self.error(
+                        rows_node.span,
+                        format!("`{what}.vectors` must be between 1 and {MAX_VECTOR_ROWS}"),
+                    );
+                    None
+                }
+                _ => {
+                    self.wrong_type(rows_node, "a number of rows", &format!("{what}.vectors"));
+                    None
+                }
+            };
+            let dim = match field("dim") {
+                Some(n) => self.positive(n, &format!("{what}.dim"), MAX_VECTOR_DIM),
+                None => {
+                    self.error_help(
+                        rows_node.span,
+                        "`generate: { vectors }` needs `dim`",
+                        "add the vector length, e.g. `dim: 128`",
+                    );
+                    None
+                }
+            };
+            let seed = match field("seed") {
+                Some(n) => self
+                    .unsigned(n, &format!("{what}.seed"), u32::MAX)
+                    .map(u64::from),
+                None => Some(0),
+            };
+            return Some(Generate::Vectors {
+                rows: rows?,
+                dim: dim?,
+                seed: seed?,
+            });
+        }
+        if let Some(n) = field("dim").or(field("seed")) {
+            self.error(n.span, "`dim` and `seed` go with `vectors: <rows>`");
+            return None;
+        }
         let Some(table_node) = field("tpch") else {
             self.error_help(
                 node.span,
                 "`generate` needs a generator",
-                "use `tpch: <table>`",
+                "use `tpch: <table>` or `vectors: <rows>` with `dim`",
             );
             return None;
         };
@@ -745,4 +953,10 @@ pub fn parse_scale_factor(text: &str) -> Result<f64, String> {
         )),
         Err(_) => Err(format!("must be a number, found `{}`", text.trim())),
     }
+}
+
+/// The names a task may refer to: the DAG's task ids and its datasets.
+struct Known<'a> {
+    tasks: &'a HashSet<&'a str>,
+    datasets: &'a BTreeMap<String, Dataset>,
 }
