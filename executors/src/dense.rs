@@ -22,10 +22,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Sc
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use amdahl_dags::{Activation, DatasetFormat, Metric};
+use amdahl_dags::{Activation, DatasetFormat, DevicePreference, Metric};
 
+use crate::gpu::{self, cuda::GpuError};
 use crate::runtime::CpuRuntime;
-use crate::stage::{Executor, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
+use crate::stage::{Device, Executor, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
 use crate::storage::{PartWriter, dir_bytes, reset_dir};
 
 /// Rows written per Parquet batch.
@@ -661,13 +662,43 @@ impl Executor for DenseExecutor {
             }
         };
         let log = log.clone();
-        let handle = self
-            .runtime
-            .spawn_blocking(move || run_dense(&work, &inputs, &output_dir, threads, &log));
+        let wants_gpu = stage.device == DevicePreference::Gpu;
+        let handle = self.runtime.spawn_blocking(move || {
+            run_dense(&work, &inputs, &output_dir, threads, wants_gpu, &log)
+        });
         handle
             .await
             .map_err(|e| StageError::Internal(format!("dense stage ended abnormally: {e}")))?
     }
+}
+
+/// Runs `work` on the GPU when the stage asked for one; `None` (and `note` says why) when it
+/// was not asked, no GPU is usable, or the GPU run failed.
+fn on_gpu<T>(
+    wants_gpu: bool,
+    log: &LogSink,
+    note: &mut Option<String>,
+    work: impl FnOnce() -> Result<T, GpuError>,
+) -> Option<T> {
+    if !wants_gpu {
+        return None;
+    }
+    let asked = "device: gpu was asked for";
+    let why = match &gpu::devices().problem {
+        Some(problem) => {
+            format!("{asked}, but no GPU is usable here ({problem}); running on the CPU")
+        }
+        None => match work() {
+            Ok(value) => {
+                log.system("ran on the GPU (cuBLAS and NVRTC kernels)");
+                return Some(value);
+            }
+            Err(e) => format!("{asked}, but the GPU run failed ({e}); rerunning on the CPU"),
+        },
+    };
+    log.system(&why);
+    *note = Some(why);
+    None
 }
 
 fn run_dense(
@@ -675,9 +706,12 @@ fn run_dense(
     inputs: &[TableInput],
     output_dir: &Path,
     threads: usize,
+    wants_gpu: bool,
     log: &LogSink,
 ) -> Result<StageOutcome, StageError> {
     reset_dir(output_dir)?;
+    let mut note = None;
+    let mut device = Device::Cpu;
     let rows = match work {
         Work::Vectors { rows, dim, seed } => {
             let dim = *dim as usize;
@@ -724,7 +758,14 @@ fn run_dense(
                 base.dim,
                 metric.name()
             ));
-            let found = knn(&base, &queries, *k as usize, *metric, threads);
+            let on_device = on_gpu(wants_gpu, log, &mut note, || {
+                gpu::dense::knn(&base, &queries, *k as usize, *metric)
+            });
+            if on_device.is_some() {
+                device = Device::Gpu;
+            }
+            let found =
+                on_device.unwrap_or_else(|| knn(&base, &queries, *k as usize, *metric, threads));
             let mut writer = PartWriter::create(output_dir, 0, knn_schema())?;
             let flat: Vec<(i64, i32, i64, f32)> = found
                 .iter()
@@ -764,12 +805,28 @@ fn run_dense(
                 left.rows, left.dim, right.rows, right.dim
             ));
             let mut writer = None;
+            let whole = on_gpu(wants_gpu, log, &mut note, || {
+                gpu::dense::multiply_transposed(
+                    &left.data,
+                    &right.data,
+                    left.rows,
+                    right.rows,
+                    left.dim,
+                )
+            });
             for r0 in (0..left.rows).step_by(WRITE_BATCH) {
                 let rn = WRITE_BATCH.min(left.rows - r0);
-                let block = &left.data[r0 * left.dim..(r0 + rn) * left.dim];
-                let product =
-                    multiply_transposed(block, &right.data, rn, right.rows, left.dim, threads);
+                let product = match &whole {
+                    Some(all) => all[r0 * right.rows..(r0 + rn) * right.rows].to_vec(),
+                    None => {
+                        let block = &left.data[r0 * left.dim..(r0 + rn) * left.dim];
+                        multiply_transposed(block, &right.data, rn, right.rows, left.dim, threads)
+                    }
+                };
                 write_vectors(&mut writer, output_dir, r0, right.rows, "vector", product)?;
+            }
+            if whole.is_some() {
+                device = Device::Gpu;
             }
             finish_vectors(writer, output_dir, right.rows, "vector")?
         }
@@ -798,11 +855,22 @@ fn run_dense(
             ));
             let outputs = mlp.outputs();
             let mut writer = None;
+            let whole = on_gpu(wants_gpu, log, &mut note, || {
+                gpu::dense::mlp_forward(&mlp, &input.data, input.rows)
+            });
             for r0 in (0..input.rows).step_by(WRITE_BATCH) {
                 let rn = WRITE_BATCH.min(input.rows - r0);
-                let block = &input.data[r0 * input.dim..(r0 + rn) * input.dim];
-                let scores = mlp.forward(block, rn, threads);
+                let scores = match &whole {
+                    Some(all) => all[r0 * outputs..(r0 + rn) * outputs].to_vec(),
+                    None => {
+                        let block = &input.data[r0 * input.dim..(r0 + rn) * input.dim];
+                        mlp.forward(block, rn, threads)
+                    }
+                };
                 write_vectors(&mut writer, output_dir, r0, outputs, "score", scores)?;
+            }
+            if whole.is_some() {
+                device = Device::Gpu;
             }
             finish_vectors(writer, output_dir, outputs, "score")?
         }
@@ -818,7 +886,12 @@ fn run_dense(
         "wrote {rows} rows ({bytes} bytes) to {}",
         output_dir.display()
     ));
-    Ok(StageOutcome::on_cpu(Some(rows), Some(bytes)))
+    Ok(StageOutcome {
+        device,
+        rows: Some(rows),
+        bytes: Some(bytes),
+        note,
+    })
 }
 
 /// The schema of a matmul or score output: `row`, then the vector (or, for one value per

@@ -54,10 +54,12 @@ impl Executors {
 
     /// Runs `stage` on the executor for its kind of work.
     pub async fn execute(&self, stage: &Stage, log: &LogSink) -> Result<StageOutcome, StageError> {
-        // Only SQL stages have a GPU path; the others say so when asked for one.
-        let cpu_only = (stage.device == DevicePreference::Gpu
-            && !matches!(stage.work, Work::Sql { .. }))
-        .then(|| {
+        // SQL and dense stages have a GPU path; the others say so when asked for one.
+        let gpu_path = matches!(
+            stage.work,
+            Work::Sql { .. } | Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. }
+        );
+        let cpu_only = (stage.device == DevicePreference::Gpu && !gpu_path).then(|| {
             let note = format!(
                 "device: gpu was asked for, but {} stages run only on the CPU",
                 stage.work.kind()

@@ -46,7 +46,7 @@ pub enum GpuError {
     Overflow,
 }
 
-fn driver(e: impl std::fmt::Debug) -> GpuError {
+pub(crate) fn driver(e: impl std::fmt::Debug) -> GpuError {
     GpuError::Driver(format!("{e:?}"))
 }
 
@@ -85,7 +85,7 @@ pub fn run_timed(plan: &KernelPlan) -> Result<(RecordBatch, GpuTimings), GpuErro
     let ctx = context()?;
     let stream = ctx.default_stream();
     let compiling = Instant::now();
-    let function = compiled(&ctx, &source)?;
+    let function = compiled(&ctx, &source, "amdahl_plan")?;
     timings.compile_ms = ms(compiling);
 
     // Upload: column values and null masks.
@@ -313,7 +313,7 @@ fn ms(since: Instant) -> f64 {
 }
 
 /// The process's context on device 0, made once.
-fn context() -> Result<Arc<CudaContext>, GpuError> {
+pub(crate) fn context() -> Result<Arc<CudaContext>, GpuError> {
     static CONTEXT: OnceLock<Result<Arc<CudaContext>, String>> = OnceLock::new();
     CONTEXT
         .get_or_init(|| CudaContext::new(0).map_err(|e| format!("{e:?}")))
@@ -322,10 +322,15 @@ fn context() -> Result<Arc<CudaContext>, GpuError> {
 }
 
 /// Compiled kernels by source text: a plan shape compiles once per process.
-fn compiled(ctx: &Arc<CudaContext>, source: &str) -> Result<CudaFunction, GpuError> {
+pub(crate) fn compiled(
+    ctx: &Arc<CudaContext>,
+    source: &str,
+    entry: &str,
+) -> Result<CudaFunction, GpuError> {
     static CACHE: OnceLock<Mutex<HashMap<String, CudaFunction>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(function) = cache.lock().expect("kernel cache").get(source) {
+    let key = format!("{entry}\n{source}");
+    if let Some(function) = cache.lock().expect("kernel cache").get(&key) {
         return Ok(function.clone());
     }
     let arch = super::devices()
@@ -342,11 +347,11 @@ fn compiled(ctx: &Arc<CudaContext>, source: &str) -> Result<CudaFunction, GpuErr
     )
     .map_err(|e| GpuError::Compile(format!("{e:?}")))?;
     let module = ctx.load_module(ptx).map_err(driver)?;
-    let function = module.load_function("amdahl_plan").map_err(driver)?;
+    let function = module.load_function(entry).map_err(driver)?;
     cache
         .lock()
         .expect("kernel cache")
-        .insert(source.to_string(), function.clone());
+        .insert(key, function.clone());
     Ok(function)
 }
 

@@ -5,6 +5,7 @@
 //! reference evaluation of a kernel plan that the GPU kernels must agree with.
 
 pub mod cuda;
+pub mod dense;
 mod device;
 pub mod host;
 pub mod plan;

@@ -365,3 +365,153 @@ async fn bad_dense_inputs_fail_with_what_is_wrong() {
     let empty = Matrix::new(0, 3, Vec::new());
     assert_eq!(empty.rows, 0);
 }
+
+/// The GPU top-k kernel, compiled by the host's C++ compiler with one OS thread per CUDA
+/// thread and a barrier for `__syncthreads`, merged over two base blocks: it keeps exactly the
+/// best `k` by the CPU's order (larger first, then smaller index, NaN last), for similarity and
+/// for L2 keys, with ties and NaNs among the scores.
+#[test]
+fn the_gpu_top_k_kernel_keeps_the_best_k() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (k, l2) in [(10, false), (20, true), (1, false)] {
+        let (qn, bn) = (3, 1000);
+        // Coarse values make ties; a few NaNs.
+        let scores: Vec<f32> = (0..qn * bn)
+            .map(|_| match next() % 50 {
+                0 => f32::NAN,
+                v => (v % 17) as f32 / 4.0 - 2.0,
+            })
+            .collect();
+        let qnorm: Vec<f32> = (0..qn).map(|i| 1.0 + i as f32).collect();
+        let bnorm: Vec<f32> = (0..bn).map(|j| (j % 7) as f32 / 3.0).collect();
+        let key = |q: usize, j: usize| {
+            let dot = scores[q * bn + j];
+            if l2 {
+                -(qnorm[q] + bnorm[j] - 2.0 * dot).max(0.0)
+            } else {
+                dot
+            }
+        };
+        // Two blocks: columns 0..700, then 700..1000 merged into the first block's lists.
+        let split = 700;
+        let block = |lo: usize, hi: usize| -> Vec<f32> {
+            (0..qn)
+                .flat_map(|q| (lo..hi).map(move |j| (q, j)))
+                .map(|(q, j)| scores[q * bn + j])
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let empty = (vec![0f32; qn * k], vec![-1i64; qn * k]);
+        let first = amdahl_executors::gpu::dense::emulation::topk(
+            dir.path(),
+            k,
+            &block(0, split),
+            (qn, split, 0),
+            l2,
+            &qnorm,
+            &bnorm,
+            (&empty.0, &empty.1),
+        )
+        .unwrap();
+        let (keys, ids) = amdahl_executors::gpu::dense::emulation::topk(
+            dir.path(),
+            k,
+            &block(split, bn),
+            (qn, bn - split, split),
+            l2,
+            &qnorm,
+            &bnorm,
+            (&first.0, &first.1),
+        )
+        .unwrap();
+        for q in 0..qn {
+            let mut all: Vec<(f32, usize)> = (0..bn).map(|j| (key(q, j), j)).collect();
+            all.sort_by(|a, b| match (a.0.is_nan(), b.0.is_nan()) {
+                (false, true) => std::cmp::Ordering::Less,
+                (true, false) => std::cmp::Ordering::Greater,
+                (true, true) => a.1.cmp(&b.1),
+                _ => b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)),
+            });
+            let want: Vec<i64> = all.iter().take(k).map(|x| x.1 as i64).collect();
+            assert_eq!(
+                &ids[q * k..(q + 1) * k],
+                &want[..],
+                "k {k}, l2 {l2}, query {q}"
+            );
+            for (i, &(score, _)) in all.iter().take(k).enumerate() {
+                let got = keys[q * k + i];
+                assert!(
+                    got == score || (got.is_nan() && score.is_nan()),
+                    "{got} vs {score}"
+                );
+            }
+        }
+    }
+}
+
+/// On a GPU: `knn`, `matmul` and `score` agree with the CPU path on fresh random inputs of
+/// sizes that are not multiples of any block size.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn gpu_dense_stages_match_the_cpu() {
+    use amdahl_executors::dense;
+    use amdahl_executors::gpu::dense as gpu;
+    let report = amdahl_executors::gpu::devices();
+    assert!(report.usable(), "no usable GPU: {:?}", report.problem);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    let matrix = |rows: usize, dim: usize, s: u64| {
+        Matrix::new(
+            rows,
+            dim,
+            (0..(rows * dim) as u64)
+                .map(|i| dense::uniform(seed ^ s, i))
+                .collect(),
+        )
+    };
+    for (rows, queries, dim, k) in [(1, 1, 1, 1), (1000, 33, 17, 10), (70_001, 1025, 129, 32)] {
+        let base = matrix(rows, dim, 1);
+        let q = matrix(queries, dim, 2);
+        for metric in [Metric::Dot, Metric::Cosine, Metric::L2] {
+            let on_gpu = gpu::knn(&base, &q, k, metric).unwrap();
+            let on_cpu = dense::knn(&base, &q, k, metric, 4);
+            for (qi, (g, c)) in on_gpu.iter().zip(&on_cpu).enumerate() {
+                assert_eq!(g.len(), c.len());
+                for (a, b) in g.iter().zip(c) {
+                    assert!(
+                        (a.score - b.score).abs() <= 1e-3 * (1.0 + b.score.abs()),
+                        "{metric:?} {rows}×{dim} query {qi}: {a:?} vs {b:?}"
+                    );
+                }
+            }
+        }
+        let product = gpu::multiply_transposed(&q.data, &base.data, queries, rows, dim).unwrap();
+        let expected = dense::multiply_transposed(&q.data, &base.data, queries, rows, dim, 4);
+        for (a, b) in product.iter().zip(&expected) {
+            assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (two, _, _) = models(dir.path());
+    for activation in [Activation::Relu, Activation::Tanh, Activation::Sigmoid] {
+        let mlp = dense::Mlp::load(&two, activation).unwrap();
+        let input = matrix(10_007, 3, 3);
+        let g = gpu::mlp_forward(&mlp, &input.data, input.rows).unwrap();
+        let c = mlp.forward(&input.data, input.rows, 4);
+        for (a, b) in g.iter().zip(&c) {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{activation:?}: {a} vs {b}"
+            );
+        }
+    }
+}
