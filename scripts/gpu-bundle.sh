@@ -7,7 +7,9 @@
 #   OUT=/some/folder bash gpu-bundle/run.sh
 #
 # run.sh unpacks each test binary, runs its ignored tests, keeps each log under $OUT and prints
-# a table (binary, passed, failed) that it also writes to $OUT/summary.md. It exits non-zero if
+# a table (binary, passed, failed) that it also writes to $OUT/summary.md; then it runs the GPU
+# benchmark (executors/benches/gpu.rs; SKIP_BENCH=1 skips it, AMDAHL_BENCH_MAX_MB and
+# AMDAHL_BENCH_KNN_BASE shrink it) into $OUT/bench.md. It exits non-zero if
 # any test failed or none ran. The binaries are built here (x86-64, this machine's glibc, which
 # is older than the GPU machine's, so they run there) in release mode, stripped and gzipped.
 set -euo pipefail
@@ -50,6 +52,26 @@ if [ "$count" -eq 0 ]; then
   exit 1
 fi
 
+# The GPU benchmark (ceilings, Q6 sweep, knn): one binary, run after the tests.
+echo "building the GPU benchmark ($profile)…" >&2
+bench_profile=$profile
+[ "$profile" = "dev" ] && bench_profile=bench
+bench_exe=$(cargo bench --profile "$bench_profile" -p amdahl-executors --bench gpu --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and "bench" in m.get("target", {}).get("kind", []) and m.get("executable"):
+        print(m["executable"])
+' | tail -n 1)
+mkdir -p "$bundle/bench"
+cp "$bench_exe" "$bundle/bench/gpu"
+strip "$bundle/bench/gpu"
+gzip -9 "$bundle/bench/gpu"
+
 cat > "$bundle/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs the packaged GPU tests; see scripts/gpu-bundle.sh.
@@ -77,9 +99,15 @@ for gz in "$here"/bin/*.gz; do
   [ "$code" -ne 0 ] && status=1
   echo "| $name | $passed | $failed |" >> "$out/summary.md"
 done
+if [ -f "$here/bench/gpu.gz" ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
+  gunzip -c "$here/bench/gpu.gz" > "$work/gpu-bench"
+  chmod +x "$work/gpu-bench"
+  (cd "$here/.." && "$work/gpu-bench") > "$out/bench.md" 2> "$out/bench.log" || status=1
+fi
 rm -rf "$work"
 echo "GPU: $(cat "$out/gpu.txt")"
 cat "$out/summary.md"
+[ -f "$out/bench.md" ] && cat "$out/bench.md"
 if [ "$ran" -eq 0 ]; then
   echo "no GPU test ran"
   exit 1

@@ -212,9 +212,16 @@ async fn on_gpu(plan: &Arc<dyn ExecutionPlan>, log: &LogSink) -> Result<RecordBa
         .and_then(|r| r.map_err(|e| e.to_string()));
     let (batch, t) = ran.map_err(|e| format!("the GPU run failed ({e}); rerunning on the CPU"))?;
     log.system(format!(
-        "ran on the GPU: {} rows; read and pack {:.1} ms, compile {:.1} ms, upload {} bytes in \
-         {:.1} ms, kernel {:.2} ms, download {:.2} ms",
-        t.rows, t.read_ms, t.compile_ms, t.upload_bytes, t.upload_ms, t.kernel_ms, t.download_ms
+        "ran on the GPU: {} rows; read and pack {:.1} ms, pin {:.1} ms, compile {:.1} ms, \
+         upload {} bytes in {:.1} ms, kernel {:.2} ms, download {:.2} ms",
+        t.rows,
+        t.read_ms,
+        t.stage_ms,
+        t.compile_ms,
+        t.upload_bytes,
+        t.upload_ms,
+        t.kernel_ms,
+        t.download_ms
     ));
     Ok(batch)
 }

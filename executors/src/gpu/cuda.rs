@@ -29,6 +29,7 @@ use datafusion::arrow::datatypes::{
 };
 
 use super::host::{self, Acc, Dictionary, Value};
+use super::pinned;
 use super::plan::{AggFunc, ArithOp, CmpOp, Expr, KernelPlan, Lit, Ty};
 
 /// Why a GPU run did not produce a result (the stage then runs on the CPU).
@@ -55,6 +56,8 @@ pub(crate) fn driver(e: impl std::fmt::Debug) -> GpuError {
 pub struct GpuTimings {
     /// Reading Parquet and packing columns on the host.
     pub read_ms: f64,
+    /// Copying the packed columns into pinned buffers.
+    pub stage_ms: f64,
     pub upload_ms: f64,
     pub upload_bytes: u64,
     pub kernel_ms: f64,
@@ -70,14 +73,25 @@ pub fn run(plan: &KernelPlan) -> Result<RecordBatch, GpuError> {
 
 /// [`run`], also saying where the time went.
 pub fn run_timed(plan: &KernelPlan) -> Result<(RecordBatch, GpuTimings), GpuError> {
-    let mut timings = GpuTimings::default();
     let started = Instant::now();
+    let batches = host::read(plan).map_err(GpuError::Input)?;
+    run_batches(plan, &batches, started)
+}
+
+/// Runs `plan` over columns already in memory (per batch: the plan's columns in its order,
+/// and the row count) instead of its files; timings count from `started`.
+pub fn run_batches(
+    plan: &KernelPlan,
+    batches: &[(Vec<ArrayRef>, usize)],
+    started: Instant,
+) -> Result<(RecordBatch, GpuTimings), GpuError> {
+    let mut timings = GpuTimings::default();
     let Prepared {
         columns,
         dictionary,
         layout,
         source,
-    } = prepare(plan)?;
+    } = prepare_batches(plan, batches)?;
     let rows = columns.first().map_or(0, |c| c.len);
     timings.read_ms = ms(started);
     timings.rows = rows as u64;
@@ -88,23 +102,38 @@ pub fn run_timed(plan: &KernelPlan) -> Result<(RecordBatch, GpuTimings), GpuErro
     let function = compiled(&ctx, &source, "amdahl_plan")?;
     timings.compile_ms = ms(compiling);
 
-    // Upload: column values and null masks.
-    let upload = Instant::now();
-    let mut buffers: Vec<DeviceColumn> = Vec::with_capacity(columns.len());
+    // Stage the columns in pooled pinned buffers, then copy them all on the stream.
+    let staging = Instant::now();
+    let mut staged = Vec::with_capacity(columns.len());
     for column in &columns {
         let values = match &column.values {
-            Packed::I32(v) => DeviceValues::I32(stream.clone_htod(v).map_err(driver)?),
-            Packed::I64(v) => DeviceValues::I64(stream.clone_htod(v).map_err(driver)?),
-            Packed::F64(v) => DeviceValues::F64(stream.clone_htod(v).map_err(driver)?),
-            Packed::U32(v) => DeviceValues::U32(stream.clone_htod(v).map_err(driver)?),
-            Packed::U8(v) => DeviceValues::U8(stream.clone_htod(v).map_err(driver)?),
+            Packed::I32(v) => StagedValues::I32(pinned::stage(&ctx, v)?),
+            Packed::I64(v) => StagedValues::I64(pinned::stage(&ctx, v)?),
+            Packed::F64(v) => StagedValues::F64(pinned::stage(&ctx, v)?),
+            Packed::U32(v) => StagedValues::U32(pinned::stage(&ctx, v)?),
+            Packed::U8(v) => StagedValues::U8(pinned::stage(&ctx, v)?),
+        };
+        let valid = match &column.valid {
+            Some(mask) => Some(pinned::stage(&ctx, mask)?),
+            None => None,
         };
         timings.upload_bytes += column.values.bytes() as u64;
-        let valid = match &column.valid {
-            Some(mask) => {
-                timings.upload_bytes += mask.len() as u64;
-                Some(stream.clone_htod(mask).map_err(driver)?)
-            }
+        timings.upload_bytes += column.valid.as_ref().map_or(0, |m| m.len() as u64);
+        staged.push((values, valid));
+    }
+    timings.stage_ms = ms(staging);
+    let upload = Instant::now();
+    let mut buffers: Vec<DeviceColumn> = Vec::with_capacity(columns.len());
+    for (values, valid) in &mut staged {
+        let values = match values {
+            StagedValues::I32(s) => DeviceValues::I32(pinned::send(&stream, s)?),
+            StagedValues::I64(s) => DeviceValues::I64(pinned::send(&stream, s)?),
+            StagedValues::F64(s) => DeviceValues::F64(pinned::send(&stream, s)?),
+            StagedValues::U32(s) => DeviceValues::U32(pinned::send(&stream, s)?),
+            StagedValues::U8(s) => DeviceValues::U8(pinned::send(&stream, s)?),
+        };
+        let valid = match valid {
+            Some(s) => Some(pinned::send(&stream, s)?),
             None => None,
         };
         buffers.push(DeviceColumn { values, valid });
@@ -113,6 +142,7 @@ pub fn run_timed(plan: &KernelPlan) -> Result<(RecordBatch, GpuTimings), GpuErro
     let mut error_flag = stream.alloc_zeros::<i32>(1).map_err(driver)?;
     stream.synchronize().map_err(driver)?;
     timings.upload_ms = ms(upload);
+    drop(staged);
 
     let block = 256u32;
     let sms = super::devices()
@@ -174,8 +204,16 @@ struct Prepared {
 }
 
 fn prepare(plan: &KernelPlan) -> Result<Prepared, GpuError> {
+    let batches = host::read(plan).map_err(GpuError::Input)?;
+    prepare_batches(plan, &batches)
+}
+
+fn prepare_batches(
+    plan: &KernelPlan,
+    batches: &[(Vec<ArrayRef>, usize)],
+) -> Result<Prepared, GpuError> {
     let mut dictionary = Dictionary::default();
-    let columns = pack(plan, &mut dictionary)?;
+    let columns = pack(plan, batches, &mut dictionary)?;
     let layout = Layout::new(plan, &columns, &dictionary)?;
     let source = kernel_source(plan, &columns, &layout, &dictionary)?;
     Ok(Prepared {
@@ -395,6 +433,14 @@ struct Column {
     range: Option<(i64, i64)>,
 }
 
+enum StagedValues<'a> {
+    I32(pinned::Staged<'a, i32>),
+    I64(pinned::Staged<'a, i64>),
+    F64(pinned::Staged<'a, f64>),
+    U32(pinned::Staged<'a, u32>),
+    U8(pinned::Staged<'a, u8>),
+}
+
 enum DeviceValues {
     I32(CudaSlice<i32>),
     I64(CudaSlice<i64>),
@@ -409,8 +455,11 @@ struct DeviceColumn {
 }
 
 /// Reads the plan's columns and packs each into one array of its device type.
-fn pack(plan: &KernelPlan, dictionary: &mut Dictionary) -> Result<Vec<Column>, GpuError> {
-    let batches = host::read(plan).map_err(GpuError::Input)?;
+fn pack(
+    plan: &KernelPlan,
+    batches: &[(Vec<ArrayRef>, usize)],
+    dictionary: &mut Dictionary,
+) -> Result<Vec<Column>, GpuError> {
     let mut columns = Vec::with_capacity(plan.columns.len());
     for (index, input) in plan.columns.iter().enumerate() {
         let arrays: Vec<&ArrayRef> = batches.iter().map(|(b, _)| &b[index]).collect();

@@ -8,6 +8,7 @@ pub mod cuda;
 pub mod dense;
 mod device;
 pub mod host;
+pub mod pinned;
 pub mod plan;
 
 pub use device::{DeviceInfo, DeviceReport, GPU_SWITCH_ENV, devices, probe};
