@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Sc
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use amdahl_dags::{Activation, DatasetFormat, DevicePreference, Metric};
+use amdahl_dags::{Activation, DatasetFormat, Metric};
 
 use crate::gpu::{self, cuda::GpuError};
 use crate::runtime::CpuRuntime;
@@ -662,9 +662,16 @@ impl Executor for DenseExecutor {
             }
         };
         let log = log.clone();
-        let wants_gpu = stage.device == DevicePreference::Gpu;
+        let gpu_choice = stage.gpu_choice();
         let handle = self.runtime.spawn_blocking(move || {
-            run_dense(&work, &inputs, &output_dir, threads, wants_gpu, &log)
+            run_dense(
+                &work,
+                &inputs,
+                &output_dir,
+                threads,
+                gpu_choice.as_deref(),
+                &log,
+            )
         });
         handle
             .await
@@ -675,15 +682,12 @@ impl Executor for DenseExecutor {
 /// Runs `work` on the GPU when the stage asked for one; `None` (and `note` says why) when it
 /// was not asked, no GPU is usable, or the GPU run failed.
 fn on_gpu<T>(
-    wants_gpu: bool,
+    gpu_choice: Option<&str>,
     log: &LogSink,
     note: &mut Option<String>,
     work: impl FnOnce() -> Result<T, GpuError>,
 ) -> Option<T> {
-    if !wants_gpu {
-        return None;
-    }
-    let asked = "device: gpu was asked for";
+    let asked = gpu_choice?;
     let why = match &gpu::devices().problem {
         Some(problem) => {
             format!("{asked}, but no GPU is usable here ({problem}); running on the CPU")
@@ -706,7 +710,7 @@ fn run_dense(
     inputs: &[TableInput],
     output_dir: &Path,
     threads: usize,
-    wants_gpu: bool,
+    gpu_choice: Option<&str>,
     log: &LogSink,
 ) -> Result<StageOutcome, StageError> {
     reset_dir(output_dir)?;
@@ -758,7 +762,7 @@ fn run_dense(
                 base.dim,
                 metric.name()
             ));
-            let on_device = on_gpu(wants_gpu, log, &mut note, || {
+            let on_device = on_gpu(gpu_choice, log, &mut note, || {
                 gpu::dense::knn(&base, &queries, *k as usize, *metric)
             });
             if on_device.is_some() {
@@ -805,7 +809,7 @@ fn run_dense(
                 left.rows, left.dim, right.rows, right.dim
             ));
             let mut writer = None;
-            let whole = on_gpu(wants_gpu, log, &mut note, || {
+            let whole = on_gpu(gpu_choice, log, &mut note, || {
                 gpu::dense::multiply_transposed(
                     &left.data,
                     &right.data,
@@ -855,7 +859,7 @@ fn run_dense(
             ));
             let outputs = mlp.outputs();
             let mut writer = None;
-            let whole = on_gpu(wants_gpu, log, &mut note, || {
+            let whole = on_gpu(gpu_choice, log, &mut note, || {
                 gpu::dense::mlp_forward(&mlp, &input.data, input.rows)
             });
             for r0 in (0..input.rows).step_by(WRITE_BATCH) {

@@ -14,7 +14,7 @@ use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 use futures::StreamExt;
 
-use amdahl_dags::{DatasetFormat, DevicePreference};
+use amdahl_dags::DatasetFormat;
 
 use crate::gpu;
 use crate::runtime::CpuRuntime;
@@ -94,9 +94,9 @@ impl Executor for SqlExecutor {
         let inputs = stage.inputs.clone();
         let partitions = self.runtime.threads();
         let log = log.clone();
-        let wants_gpu = stage.device == DevicePreference::Gpu;
+        let gpu_choice = stage.gpu_choice();
         let handle = self.runtime.spawn(async move {
-            run_query(&query, &inputs, &output_dir, partitions, wants_gpu, &log).await
+            run_query(&query, &inputs, &output_dir, partitions, gpu_choice, &log).await
         });
         handle
             .await
@@ -109,7 +109,7 @@ async fn run_query(
     inputs: &[TableInput],
     output_dir: &Path,
     partitions: usize,
-    wants_gpu: bool,
+    gpu_choice: Option<String>,
     log: &LogSink,
 ) -> Result<StageOutcome, StageError> {
     let ctx = SessionContext::new_with_config(session_config(partitions));
@@ -142,8 +142,8 @@ async fn run_query(
         .await
         .map_err(|e| StageError::Failed(format!("query failed to plan: {}", e.find_root())))?;
     let mut note = None;
-    if wants_gpu {
-        match on_gpu(&plan, log).await {
+    if let Some(asked) = gpu_choice {
+        match on_gpu(&plan, &asked, log).await {
             Ok(batch) => {
                 reset_dir(output_dir)?;
                 let mut writer = PartWriter::create(output_dir, 0, batch.schema())?;
@@ -194,8 +194,11 @@ fn finish_output(
 
 /// Runs a planned query on the GPU, or says why it runs on the CPU instead (the plan has a
 /// part the GPU cannot run, no GPU is usable, or the GPU run failed).
-async fn on_gpu(plan: &Arc<dyn ExecutionPlan>, log: &LogSink) -> Result<RecordBatch, String> {
-    let asked = "device: gpu was asked for";
+async fn on_gpu(
+    plan: &Arc<dyn ExecutionPlan>,
+    asked: &str,
+    log: &LogSink,
+) -> Result<RecordBatch, String> {
     let kernel = gpu::translate(plan).map_err(|why| {
         format!("{asked}, but the plan cannot run on the GPU ({why}); running on the CPU")
     })?;
