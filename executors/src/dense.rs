@@ -529,6 +529,19 @@ pub fn read_vectors(input: &TableInput, column: &str) -> Result<Matrix, StageErr
     Ok(Matrix::new(rows, dim.unwrap_or(0), data))
 }
 
+/// The vector columns of the first two inputs, which must have one length.
+fn read_pair(inputs: &[TableInput], column: &str) -> Result<(Matrix, Matrix), StageError> {
+    let first = read_vectors(&inputs[0], column)?;
+    let second = read_vectors(&inputs[1], column)?;
+    if first.rows > 0 && second.rows > 0 && first.dim != second.dim {
+        return Err(StageError::Failed(format!(
+            "`{}` vectors have {} values but `{}` vectors have {}",
+            inputs[0].name, first.dim, inputs[1].name, second.dim
+        )));
+    }
+    Ok((first, second))
+}
+
 /// Whether a column type holds vectors the dense stages read.
 pub fn is_vector(data_type: &DataType) -> bool {
     match data_type {
@@ -747,14 +760,7 @@ fn run_dense(
         Work::Knn {
             column, k, metric, ..
         } => {
-            let base = read_vectors(&inputs[0], column)?;
-            let queries = read_vectors(&inputs[1], column)?;
-            if base.rows > 0 && queries.rows > 0 && base.dim != queries.dim {
-                return Err(StageError::Failed(format!(
-                    "`{}` vectors have {} values but `{}` vectors have {}",
-                    inputs[0].name, base.dim, inputs[1].name, queries.dim
-                )));
-            }
+            let (base, queries) = read_pair(inputs, column)?;
             log.system(format!(
                 "knn: {} queries × {} base vectors of {} floats, k = {k}, metric {}",
                 queries.rows,
@@ -796,14 +802,7 @@ fn run_dense(
             writer.finish()?
         }
         Work::Matmul { column, .. } => {
-            let left = read_vectors(&inputs[0], column)?;
-            let right = read_vectors(&inputs[1], column)?;
-            if left.rows > 0 && right.rows > 0 && left.dim != right.dim {
-                return Err(StageError::Failed(format!(
-                    "`{}` vectors have {} values but `{}` vectors have {}",
-                    inputs[0].name, left.dim, inputs[1].name, right.dim
-                )));
-            }
+            let (left, right) = read_pair(inputs, column)?;
             log.system(format!(
                 "matmul: ({} × {}) · ({} × {})ᵀ",
                 left.rows, left.dim, right.rows, right.dim

@@ -270,6 +270,34 @@ template <typename T> static std::vector<T> load(const char* path) {
 }
 "#;
 
+    /// Compiles `program` as `dir/<name>.cpp` with the host's C++ compiler and runs it in
+    /// `dir`.
+    pub(crate) fn compile_and_run(
+        dir: &Path,
+        name: &str,
+        program: &str,
+        flags: &[&str],
+    ) -> Result<std::process::ExitStatus, GpuError> {
+        let io = |e: std::io::Error| GpuError::Input(format!("{}: {e}", dir.display()));
+        let source = format!("{name}.cpp");
+        std::fs::write(dir.join(&source), program).map_err(io)?;
+        let compiled = Command::new("c++")
+            .args(flags)
+            .args(["-O1", "-w", "-o", name, &source])
+            .current_dir(dir)
+            .output()
+            .map_err(io)?;
+        if !compiled.status.success() {
+            return Err(GpuError::Compile(
+                String::from_utf8_lossy(&compiled.stderr).into(),
+            ));
+        }
+        Command::new(dir.join(name))
+            .current_dir(dir)
+            .status()
+            .map_err(io)
+    }
+
     /// Runs the plan's kernel on the host in `dir` (a scratch folder) with `blocks` blocks.
     pub fn run(plan: &KernelPlan, dir: &Path, blocks: u32) -> Result<RecordBatch, GpuError> {
         let prepared = prepare(plan)?;
@@ -312,21 +340,7 @@ template <typename T> static std::vector<T> load(const char* path) {
             args.join(", ")
         );
         let program = format!("{SHIM}\n{}\n{main}", prepared.source);
-        std::fs::write(dir.join("kernel.cpp"), &program).map_err(io)?;
-        let compiled = Command::new("c++")
-            .args(["-std=c++17", "-O1", "-w", "-o", "kernel", "kernel.cpp"])
-            .current_dir(dir)
-            .output()
-            .map_err(io)?;
-        if !compiled.status.success() {
-            return Err(GpuError::Compile(
-                String::from_utf8_lossy(&compiled.stderr).into(),
-            ));
-        }
-        let ran = Command::new(dir.join("kernel"))
-            .current_dir(dir)
-            .status()
-            .map_err(io)?;
+        let ran = compile_and_run(dir, "kernel", &program, &["-std=c++17"])?;
         match ran.code() {
             Some(0) => {}
             Some(3) => return Err(GpuError::Overflow),

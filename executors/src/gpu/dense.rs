@@ -387,10 +387,10 @@ pub fn knn(
 pub mod emulation {
     use std::fmt::Write as _;
     use std::path::Path;
-    use std::process::Command;
 
     use super::{topk_source, topk_threads};
     use crate::gpu::cuda::GpuError;
+    use crate::gpu::cuda::emulation::compile_and_run;
 
     const SHIM: &str = r#"
 #include <barrier>
@@ -464,29 +464,7 @@ template <typename T> static void save(const char* path, const std::vector<T>& v
             l2 = l2 as i32
         );
         let program = format!("{SHIM}\n{}\n{main}", topk_source(k));
-        std::fs::write(dir.join("topk.cpp"), program).map_err(io)?;
-        let compiled = Command::new("c++")
-            .args([
-                "-std=c++20",
-                "-O1",
-                "-w",
-                "-pthread",
-                "-o",
-                "topk",
-                "topk.cpp",
-            ])
-            .current_dir(dir)
-            .output()
-            .map_err(io)?;
-        if !compiled.status.success() {
-            return Err(GpuError::Compile(
-                String::from_utf8_lossy(&compiled.stderr).into(),
-            ));
-        }
-        let ran = Command::new(dir.join("topk"))
-            .current_dir(dir)
-            .status()
-            .map_err(io)?;
+        let ran = compile_and_run(dir, "topk", &program, &["-std=c++20", "-pthread"])?;
         if !ran.success() {
             return Err(GpuError::Input(format!("emulated top-k ended with {ran}")));
         }
