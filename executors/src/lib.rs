@@ -14,6 +14,7 @@
 pub mod check;
 pub mod dense;
 pub mod gpu;
+pub mod linalg;
 pub mod runtime;
 pub mod shell;
 pub mod sql;

@@ -94,7 +94,7 @@ impl Executor for SqlExecutor {
         let inputs = stage.inputs.clone();
         let partitions = self.runtime.threads();
         let log = log.clone();
-        let gpu_choice = stage.gpu_choice();
+        let gpu_choice = gpu::choice(stage);
         let handle = self.runtime.spawn(async move {
             run_query(&query, &inputs, &output_dir, partitions, gpu_choice, &log).await
         });

@@ -20,7 +20,7 @@ use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use amdahl_dags::{Activation, Metric};
 
 use super::cuda::{GpuError, compiled, context, driver};
-use crate::dense::{Matrix, Mlp, Neighbour};
+use crate::linalg::{Matrix, Mlp, Neighbour};
 
 /// Largest `k` the GPU top-k keeps (per-thread lists live in registers and shared memory).
 pub const MAX_GPU_K: usize = 32;

@@ -7,9 +7,68 @@
 pub mod cuda;
 pub mod dense;
 mod device;
+mod error;
 pub mod host;
 pub mod pinned;
 pub mod plan;
 
 pub use device::{DeviceInfo, DeviceReport, GPU_SWITCH_ENV, devices, probe};
+pub use error::GpuError;
 pub use plan::{KernelPlan, Unsupported, translate};
+
+use amdahl_dags::DevicePreference;
+
+use crate::stage::Stage;
+use crate::storage::dir_bytes;
+
+/// Inputs at least this large go to a usable GPU when a task says `device: auto` (a plain
+/// threshold until placement prices each stage).
+pub const AUTO_GPU_BYTES: u64 = 64 << 20;
+
+/// Why `stage` should try the GPU (the start of its note if it does not get there), or `None`
+/// for the CPU.
+pub fn choice(stage: &Stage) -> Option<String> {
+    match stage.device {
+        DevicePreference::Gpu => Some("device: gpu was asked for".into()),
+        DevicePreference::Cpu => None,
+        DevicePreference::Auto => {
+            if !devices().usable() {
+                return None;
+            }
+            let bytes: u64 = stage
+                .inputs
+                .iter()
+                .map(|i| match std::fs::metadata(&i.path) {
+                    Ok(m) if m.is_file() => m.len(),
+                    _ => dir_bytes(&i.path),
+                })
+                .sum();
+            auto_choice(bytes)
+        }
+    }
+}
+
+/// `device: auto` with a usable GPU: the GPU for inputs of at least [`AUTO_GPU_BYTES`].
+fn auto_choice(bytes: u64) -> Option<String> {
+    (bytes >= AUTO_GPU_BYTES).then(|| {
+        format!(
+            "device: auto chose the GPU for {} MiB of input (at least {} MiB)",
+            bytes >> 20,
+            AUTO_GPU_BYTES >> 20
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_takes_the_gpu_from_the_threshold_on() {
+        assert_eq!(auto_choice(AUTO_GPU_BYTES - 1), None);
+        assert_eq!(
+            auto_choice(AUTO_GPU_BYTES * 2).as_deref(),
+            Some("device: auto chose the GPU for 128 MiB of input (at least 64 MiB)")
+        );
+    }
+}

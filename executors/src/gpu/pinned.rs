@@ -11,7 +11,7 @@ use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DevicePtrMut, DeviceRepr, PinnedHostSlice,
 };
 
-use super::cuda::{GpuError, driver};
+use super::error::{GpuError, driver};
 
 /// Pinned bytes the pool keeps while no stage uses them.
 pub const POOL_BYTES: usize = 4 << 30;
