@@ -111,19 +111,6 @@ pub fn read_vectors(input: &TableInput, column: &str) -> Result<Matrix, StageErr
     Ok(Matrix::new(rows, dim.unwrap_or(0), data))
 }
 
-/// The vector columns of the first two inputs, which must have one length.
-fn read_pair(inputs: &[TableInput], column: &str) -> Result<(Matrix, Matrix), StageError> {
-    let first = read_vectors(&inputs[0], column)?;
-    let second = read_vectors(&inputs[1], column)?;
-    if first.rows > 0 && second.rows > 0 && first.dim != second.dim {
-        return Err(StageError::Failed(format!(
-            "`{}` vectors have {} values but `{}` vectors have {}",
-            inputs[0].name, first.dim, inputs[1].name, second.dim
-        )));
-    }
-    Ok((first, second))
-}
-
 /// Whether a column type holds vectors the dense stages read.
 pub fn is_vector(data_type: &DataType) -> bool {
     match data_type {
@@ -287,6 +274,127 @@ fn on_gpu<T>(
     None
 }
 
+/// The vector tables of a dense stage: resident in device memory when a GPU stage of this
+/// process made them and the stage runs on the GPU, read from storage otherwise (or when the
+/// GPU run fails and the CPU needs them).
+struct Operands<'a> {
+    tables: &'a [TableInput],
+    column: &'a str,
+    resident: Vec<Option<gpu::resident::Entry<cudarc::driver::CudaSlice<f32>>>>,
+    host: Vec<Option<Matrix>>,
+}
+
+impl<'a> Operands<'a> {
+    fn gather(
+        tables: &'a [TableInput],
+        column: &'a str,
+        gpu_choice: Option<&str>,
+        log: &LogSink,
+    ) -> Result<Self, StageError> {
+        let mut resident = Vec::with_capacity(tables.len());
+        let mut host = Vec::with_capacity(tables.len());
+        let on_gpu = gpu_choice.is_some() && gpu::devices().usable();
+        for table in tables {
+            let kept = on_gpu
+                .then(|| {
+                    gpu::resident::DEVICE
+                        .lock()
+                        .expect("resident outputs")
+                        .find(&table.path, column)
+                })
+                .flatten();
+            match kept {
+                Some(entry) => {
+                    log.system(format!(
+                        "reads `{}` ({} × {}) from device memory, where the stage that made it \
+                         left it",
+                        table.name, entry.rows, entry.dim
+                    ));
+                    resident.push(Some(entry));
+                    host.push(None);
+                }
+                None => {
+                    resident.push(None);
+                    host.push(Some(read_vectors(table, column)?));
+                }
+            }
+        }
+        Ok(Operands {
+            tables,
+            column,
+            resident,
+            host,
+        })
+    }
+
+    fn rows(&self, i: usize) -> usize {
+        match (&self.resident[i], &self.host[i]) {
+            (Some(e), _) => e.rows,
+            (None, Some(m)) => m.rows,
+            (None, None) => 0,
+        }
+    }
+
+    fn dim(&self, i: usize) -> usize {
+        match (&self.resident[i], &self.host[i]) {
+            (Some(e), _) => e.dim,
+            (None, Some(m)) => m.dim,
+            (None, None) => 0,
+        }
+    }
+
+    /// The first two tables' vectors must have one length.
+    fn same_dim(&self) -> Result<(), StageError> {
+        if self.rows(0) > 0 && self.rows(1) > 0 && self.dim(0) != self.dim(1) {
+            return Err(StageError::Failed(format!(
+                "`{}` vectors have {} values but `{}` vectors have {}",
+                self.tables[0].name,
+                self.dim(0),
+                self.tables[1].name,
+                self.dim(1)
+            )));
+        }
+        Ok(())
+    }
+
+    fn operand(&self, i: usize) -> gpu::dense::Operand<'_> {
+        match (&self.resident[i], &self.host[i]) {
+            (Some(e), _) => gpu::dense::Operand::Device(e.clone()),
+            (None, Some(m)) => gpu::dense::Operand::Host(m),
+            (None, None) => unreachable!("every table is resident or read"),
+        }
+    }
+
+    /// Reads from storage the tables that were only in device memory (for the CPU).
+    fn read_all(&mut self) -> Result<(), StageError> {
+        for (table, host) in self.tables.iter().zip(&mut self.host) {
+            if host.is_none() {
+                *host = Some(read_vectors(table, self.column)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// A table's vectors on the host (after [`Operands::read_all`]).
+    fn host(&self, i: usize) -> &Matrix {
+        self.host[i].as_ref().expect("read_all first")
+    }
+}
+
+/// Keeps a GPU stage's vector output in device memory for the next stage.
+fn keep_resident(
+    output_dir: &Path,
+    column: &str,
+    rows: usize,
+    dim: usize,
+    data: Arc<cudarc::driver::CudaSlice<f32>>,
+) {
+    gpu::resident::DEVICE
+        .lock()
+        .expect("resident outputs")
+        .keep(output_dir, column, rows, dim, data);
+}
+
 fn run_dense(
     work: &Work,
     inputs: &[TableInput],
@@ -329,22 +437,39 @@ fn run_dense(
         Work::Knn {
             column, k, metric, ..
         } => {
-            let (base, queries) = read_pair(inputs, column)?;
+            let mut tables = Operands::gather(inputs, column, gpu_choice, log)?;
+            tables.same_dim()?;
             log.system(format!(
                 "knn: {} queries × {} base vectors of {} floats, k = {k}, metric {}",
-                queries.rows,
-                base.rows,
-                base.dim,
+                tables.rows(1),
+                tables.rows(0),
+                tables.dim(0),
                 metric.name()
             ));
             let on_device = on_gpu(gpu_choice, log, &mut note, || {
-                gpu::dense::knn(&base, &queries, *k as usize, *metric)
+                gpu::dense::knn_operands(
+                    &tables.operand(0),
+                    &tables.operand(1),
+                    *k as usize,
+                    *metric,
+                )
             });
-            if on_device.is_some() {
-                device = Device::Gpu;
-            }
-            let found =
-                on_device.unwrap_or_else(|| knn(&base, &queries, *k as usize, *metric, threads));
+            let found = match on_device {
+                Some(found) => {
+                    device = Device::Gpu;
+                    found
+                }
+                None => {
+                    tables.read_all()?;
+                    knn(
+                        tables.host(0),
+                        tables.host(1),
+                        *k as usize,
+                        *metric,
+                        threads,
+                    )
+                }
+            };
             let mut writer = PartWriter::create(output_dir, 0, knn_schema())?;
             let flat: Vec<(i64, i32, i64, f32)> = found
                 .iter()
@@ -371,36 +496,35 @@ fn run_dense(
             writer.finish()?
         }
         Work::Matmul { column, .. } => {
-            let (left, right) = read_pair(inputs, column)?;
-            log.system(format!(
-                "matmul: ({} × {}) · ({} × {})ᵀ",
-                left.rows, left.dim, right.rows, right.dim
-            ));
-            let mut writer = None;
+            let mut tables = Operands::gather(inputs, column, gpu_choice, log)?;
+            tables.same_dim()?;
+            let (rows, width, dim) = (tables.rows(0), tables.rows(1), tables.dim(0));
+            log.system(format!("matmul: ({rows} × {dim}) · ({width} × {dim})ᵀ"));
             let whole = on_gpu(gpu_choice, log, &mut note, || {
-                gpu::dense::multiply_transposed(
-                    &left.data,
-                    &right.data,
-                    left.rows,
-                    right.rows,
-                    left.dim,
-                )
+                gpu::dense::multiply_operands(&tables.operand(0), &tables.operand(1))
             });
-            for r0 in (0..left.rows).step_by(WRITE_BATCH) {
-                let rn = WRITE_BATCH.min(left.rows - r0);
+            if whole.is_none() {
+                tables.read_all()?;
+            }
+            let mut writer = None;
+            for r0 in (0..rows).step_by(WRITE_BATCH) {
+                let rn = WRITE_BATCH.min(rows - r0);
                 let product = match &whole {
-                    Some(all) => all[r0 * right.rows..(r0 + rn) * right.rows].to_vec(),
+                    Some(all) => all.host[r0 * width..(r0 + rn) * width].to_vec(),
                     None => {
-                        let block = &left.data[r0 * left.dim..(r0 + rn) * left.dim];
-                        multiply_transposed(block, &right.data, rn, right.rows, left.dim, threads)
+                        let (left, right) = (tables.host(0), tables.host(1));
+                        let block = &left.data[r0 * dim..(r0 + rn) * dim];
+                        multiply_transposed(block, &right.data, rn, width, dim, threads)
                     }
                 };
-                write_vectors(&mut writer, output_dir, r0, right.rows, "vector", product)?;
+                write_vectors(&mut writer, output_dir, r0, width, "vector", product)?;
             }
-            if whole.is_some() {
+            let written = finish_vectors(writer, output_dir, width, "vector")?;
+            if let Some(output) = whole {
                 device = Device::Gpu;
+                keep_resident(output_dir, "vector", rows, width, output.device);
             }
-            finish_vectors(writer, output_dir, right.rows, "vector")?
+            written
         }
         Work::Score {
             column,
@@ -409,42 +533,50 @@ fn run_dense(
             ..
         } => {
             let mlp = Mlp::load(model, *activation).map_err(StageError::Failed)?;
-            let input = read_vectors(&inputs[0], column)?;
-            if input.rows > 0 && input.dim != mlp.inputs() {
+            let mut tables = Operands::gather(inputs, column, gpu_choice, log)?;
+            let rows = tables.rows(0);
+            if rows > 0 && tables.dim(0) != mlp.inputs() {
                 return Err(StageError::Failed(format!(
                     "the model takes {} inputs but `{}` vectors have {}",
                     mlp.inputs(),
                     inputs[0].name,
-                    input.dim
+                    tables.dim(0)
                 )));
             }
             log.system(format!(
-                "score: {} rows through {} layer(s) ({} → {})",
-                input.rows,
+                "score: {rows} rows through {} layer(s) ({} → {})",
                 mlp.layers.len(),
                 mlp.inputs(),
                 mlp.outputs()
             ));
             let outputs = mlp.outputs();
-            let mut writer = None;
             let whole = on_gpu(gpu_choice, log, &mut note, || {
-                gpu::dense::mlp_forward(&mlp, &input.data, input.rows)
+                gpu::dense::mlp_operand(&mlp, &tables.operand(0))
             });
-            for r0 in (0..input.rows).step_by(WRITE_BATCH) {
-                let rn = WRITE_BATCH.min(input.rows - r0);
+            if whole.is_none() {
+                tables.read_all()?;
+            }
+            let mut writer = None;
+            for r0 in (0..rows).step_by(WRITE_BATCH) {
+                let rn = WRITE_BATCH.min(rows - r0);
                 let scores = match &whole {
-                    Some(all) => all[r0 * outputs..(r0 + rn) * outputs].to_vec(),
+                    Some(all) => all.host[r0 * outputs..(r0 + rn) * outputs].to_vec(),
                     None => {
+                        let input = tables.host(0);
                         let block = &input.data[r0 * input.dim..(r0 + rn) * input.dim];
                         mlp.forward(block, rn, threads)
                     }
                 };
                 write_vectors(&mut writer, output_dir, r0, outputs, "score", scores)?;
             }
-            if whole.is_some() {
+            let written = finish_vectors(writer, output_dir, outputs, "score")?;
+            if let Some(output) = whole {
                 device = Device::Gpu;
+                if outputs > 1 {
+                    keep_resident(output_dir, "score", rows, outputs, output.device);
+                }
             }
-            finish_vectors(writer, output_dir, outputs, "score")?
+            written
         }
         other => {
             return Err(StageError::Internal(format!(

@@ -20,6 +20,7 @@ use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use amdahl_dags::{Activation, Metric};
 
 use super::cuda::{GpuError, compiled, context, driver};
+use super::{pinned, resident};
 use crate::linalg::{Matrix, Mlp, Neighbour};
 
 /// Largest `k` the GPU top-k keeps (per-thread lists live in registers and shared memory).
@@ -87,6 +88,52 @@ fn gemm_abt(
         .map_err(|e| GpuError::Driver(format!("cuBLAS sgemm: {e:?}")))
 }
 
+/// A matrix for a GPU stage: on the host, or already in device memory (a resident output of
+/// an earlier stage).
+pub enum Operand<'a> {
+    Host(&'a Matrix),
+    Device(resident::Entry<CudaSlice<f32>>),
+}
+
+impl Operand<'_> {
+    pub fn rows(&self) -> usize {
+        match self {
+            Operand::Host(m) => m.rows,
+            Operand::Device(e) => e.rows,
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            Operand::Host(m) => m.dim,
+            Operand::Device(e) => e.dim,
+        }
+    }
+
+    /// The data in device memory: uploaded from the host, or the resident buffer itself.
+    fn on_device(&self, stream: &Arc<CudaStream>) -> Result<Arc<CudaSlice<f32>>, GpuError> {
+        match self {
+            Operand::Host(m) => Ok(Arc::new(upload(stream, &m.data)?)),
+            Operand::Device(e) => Ok(e.data.clone()),
+        }
+    }
+}
+
+/// Copies host floats to the device, through the pinned pool when large.
+fn upload(stream: &Arc<CudaStream>, data: &[f32]) -> Result<CudaSlice<f32>, GpuError> {
+    let mut staged = pinned::stage(stream.context(), data)?;
+    let device = pinned::send(stream, &mut staged)?;
+    stream.synchronize().map_err(driver)?;
+    Ok(device)
+}
+
+/// A result of a GPU stage: its values on the host (to write) and on the device (to keep
+/// resident for the next stage).
+pub struct Output {
+    pub host: Vec<f32>,
+    pub device: Arc<CudaSlice<f32>>,
+}
+
 /// `a · bᵀ` for row-major `a` (m×k) and `b` (n×k).
 pub fn multiply_transposed(
     a: &[f32],
@@ -95,16 +142,28 @@ pub fn multiply_transposed(
     n: usize,
     k: usize,
 ) -> Result<Vec<f32>, GpuError> {
-    if m == 0 || n == 0 {
-        return Ok(vec![0.0; m * n]);
-    }
+    let a = Matrix::new(m, k, a.to_vec());
+    let b = Matrix::new(n, k, b.to_vec());
+    multiply_operands(&Operand::Host(&a), &Operand::Host(&b)).map(|o| o.host)
+}
+
+/// `a · bᵀ` of two operands (rows × the same dim each).
+pub fn multiply_operands(a: &Operand<'_>, b: &Operand<'_>) -> Result<Output, GpuError> {
+    let (m, n, k) = (a.rows(), b.rows(), a.dim());
     let guard = blas()?.lock().expect("cuBLAS handle");
-    let stream = &guard.stream;
-    let a_dev = stream.clone_htod(a).map_err(driver)?;
-    let b_dev = stream.clone_htod(b).map_err(driver)?;
-    let mut c_dev = stream.alloc_zeros::<f32>(m * n).map_err(driver)?;
-    gemm_abt(&guard, &a_dev, &b_dev, &mut c_dev, (m, n, k))?;
-    stream.clone_dtoh(&c_dev).map_err(driver)
+    let stream = guard.stream.clone();
+    let a_dev = a.on_device(&stream)?;
+    let b_dev = b.on_device(&stream)?;
+    let mut c_dev = stream.alloc_zeros::<f32>((m * n).max(1)).map_err(driver)?;
+    if m > 0 && n > 0 {
+        gemm_abt(&guard, &a_dev, &b_dev, &mut c_dev, (m, n, k))?;
+    }
+    let mut host = stream.clone_dtoh(&c_dev).map_err(driver)?;
+    host.truncate(m * n);
+    Ok(Output {
+        host,
+        device: Arc::new(c_dev),
+    })
 }
 
 /// Adds the bias to each row and applies the activation (`act`: 0 none, 1 relu, 2 tanh,
@@ -124,21 +183,29 @@ extern "C" __global__ void amdahl_bias(float* x, const float* bias, long long ro
 
 /// Runs an MLP over `rows` input vectors on the device; returns rows × outputs.
 pub fn mlp_forward(mlp: &Mlp, input: &[f32], rows: usize) -> Result<Vec<f32>, GpuError> {
-    if rows == 0 {
-        return Ok(Vec::new());
-    }
+    let m = Matrix::new(rows, mlp.inputs(), input.to_vec());
+    mlp_operand(mlp, &Operand::Host(&m)).map(|o| o.host)
+}
+
+/// Runs an MLP over an operand's rows on the device.
+pub fn mlp_operand(mlp: &Mlp, input: &Operand<'_>) -> Result<Output, GpuError> {
+    let rows = input.rows();
     let guard = blas()?.lock().expect("cuBLAS handle");
     let stream = guard.stream.clone();
     let ctx = context()?;
     let bias_kernel = compiled(&ctx, BIAS_SOURCE, "amdahl_bias")?;
-    let mut current = stream.clone_htod(input).map_err(driver)?;
+    let mut current = input.on_device(&stream)?;
     let last = mlp.layers.len() - 1;
     for (i, layer) in mlp.layers.iter().enumerate() {
         let weight = stream.clone_htod(&layer.weight).map_err(driver)?;
         let bias = stream.clone_htod(&layer.bias).map_err(driver)?;
         let mut next = stream
-            .alloc_zeros::<f32>(rows * layer.outputs)
+            .alloc_zeros::<f32>((rows * layer.outputs).max(1))
             .map_err(driver)?;
+        if rows == 0 {
+            current = Arc::new(next);
+            continue;
+        }
         gemm_abt(
             &guard,
             &current,
@@ -171,9 +238,70 @@ pub fn mlp_forward(mlp: &Mlp, input: &[f32], rows: usize) -> Result<Vec<f32>, Gp
             .arg(&act);
         // SAFETY: `next` holds rows × cols floats and `bias` cols, as the kernel reads.
         unsafe { launch.launch(config) }.map_err(driver)?;
-        current = next;
+        current = Arc::new(next);
     }
-    stream.clone_dtoh(&current).map_err(driver)
+    let mut host = stream.clone_dtoh(current.as_ref()).map_err(driver)?;
+    host.truncate(rows * mlp.outputs());
+    Ok(Output {
+        host,
+        device: current,
+    })
+}
+
+/// Squared norms of rows (`norms`), and, when `normalized` is not null, the rows scaled to
+/// unit length (zero rows stay zero), as the CPU computes them.
+pub const ROWS_SOURCE: &str = r#"
+extern "C" __global__ void amdahl_rows(const float* x, long long rows, int dim, float* norms, float* normalized, int normalize) {
+    for (long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += (long long)gridDim.x * blockDim.x) {
+        const float* row = x + r * dim;
+        float s = 0.0f;
+        for (int j = 0; j < dim; j++) s += row[j] * row[j];
+        norms[r] = s;
+        if (normalize) {
+            float n = sqrtf(s);
+            for (int j = 0; j < dim; j++) normalized[r * dim + j] = n > 0.0f ? row[j] / n : row[j];
+        }
+    }
+}
+"#;
+
+/// Norms of an operand's rows and, for cosine, its rows normalised (a new buffer: resident
+/// data is never changed).
+fn rows_prepared(
+    stream: &Arc<CudaStream>,
+    data: &Arc<CudaSlice<f32>>,
+    rows: usize,
+    dim: usize,
+    normalize: bool,
+) -> Result<(Arc<CudaSlice<f32>>, CudaSlice<f32>), GpuError> {
+    let ctx = context()?;
+    let kernel = compiled(&ctx, ROWS_SOURCE, "amdahl_rows")?;
+    let mut norms = stream.alloc_zeros::<f32>(rows.max(1)).map_err(driver)?;
+    let mut normalized = stream
+        .alloc_zeros::<f32>(if normalize { (rows * dim).max(1) } else { 1 })
+        .map_err(driver)?;
+    let (n, d, flag) = (rows as i64, dim as i32, normalize as i32);
+    let config = LaunchConfig {
+        grid_dim: (rows.div_ceil(256).clamp(1, 65_535) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = stream.launch_builder(&kernel);
+    launch
+        .arg(data.as_ref())
+        .arg(&n)
+        .arg(&d)
+        .arg(&mut norms)
+        .arg(&mut normalized)
+        .arg(&flag);
+    // SAFETY: `data` holds rows × dim floats, `norms` rows, `normalized` rows × dim when used.
+    unsafe { launch.launch(config) }.map_err(driver)?;
+    let data = if normalize {
+        Arc::new(normalized)
+    } else {
+        data.clone()
+    };
+    Ok((data, norms))
 }
 
 /// The top-k kernel for a given `k`: merges the best `k` of a block of scores (one row per
@@ -262,66 +390,61 @@ extern "C" __global__ void amdahl_topk(const float* scores, long long qn, long l
 }
 
 /// The `k` nearest base rows of each query on the device (best first), like
-/// [`crate::dense::knn`].
+/// [`crate::linalg::knn`].
 pub fn knn(
     base: &Matrix,
     queries: &Matrix,
     k: usize,
     metric: Metric,
 ) -> Result<Vec<Vec<Neighbour>>, GpuError> {
-    let k = k.min(base.rows);
-    if k == 0 || queries.rows == 0 {
-        return Ok(vec![Vec::new(); queries.rows]);
+    knn_operands(&Operand::Host(base), &Operand::Host(queries), k, metric)
+}
+
+/// [`knn`] over operands (either may be resident).
+pub fn knn_operands(
+    base: &Operand<'_>,
+    queries: &Operand<'_>,
+    k: usize,
+    metric: Metric,
+) -> Result<Vec<Vec<Neighbour>>, GpuError> {
+    let (base_rows, query_rows, dim) = (base.rows(), queries.rows(), base.dim());
+    let k = k.min(base_rows);
+    if k == 0 || query_rows == 0 {
+        return Ok(vec![Vec::new(); query_rows]);
     }
     if k > MAX_GPU_K {
         return Err(GpuError::Unsupported(format!(
             "k = {k} (the GPU keeps at most {MAX_GPU_K} neighbours per query)"
         )));
     }
-    let dim = base.dim;
-    let prepare = |m: &Matrix| -> Vec<f32> {
-        let mut data = m.data.clone();
-        if metric == Metric::Cosine {
-            for row in data.chunks_mut(dim.max(1)) {
-                let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-                if norm > 0.0 {
-                    row.iter_mut().for_each(|x| *x /= norm);
-                }
-            }
-        }
-        data
-    };
-    let norms = |m: &Matrix| -> Vec<f32> {
-        (0..m.rows)
-            .map(|i| m.row(i).iter().map(|x| x * x).sum())
-            .collect()
-    };
     let guard = blas()?.lock().expect("cuBLAS handle");
     let stream = guard.stream.clone();
     let ctx = context()?;
     let topk = compiled(&ctx, &topk_source(k), "amdahl_topk")?;
-    let base_dev = stream.clone_htod(&prepare(base)).map_err(driver)?;
-    let bnorm = stream.clone_htod(&norms(base)).map_err(driver)?;
-    let query_data = prepare(queries);
-    let query_norms = norms(queries);
+    let cosine = metric == Metric::Cosine;
+    let (base_dev, bnorm) =
+        rows_prepared(&stream, &base.on_device(&stream)?, base_rows, dim, cosine)?;
+    let (query_dev, query_norms) = rows_prepared(
+        &stream,
+        &queries.on_device(&stream)?,
+        query_rows,
+        dim,
+        cosine,
+    )?;
     let metric_flag: i32 = if metric == Metric::L2 { 1 } else { 0 };
-    let mut results = Vec::with_capacity(queries.rows);
-    let block_rows = BASE_BLOCK.min(base.rows);
+    let mut results = Vec::with_capacity(query_rows);
+    let block_rows = BASE_BLOCK.min(base_rows);
     let mut scores = stream
-        .alloc_zeros::<f32>(QUERY_BLOCK.min(queries.rows) * block_rows)
+        .alloc_zeros::<f32>(QUERY_BLOCK.min(query_rows) * block_rows)
         .map_err(driver)?;
-    for q0 in (0..queries.rows).step_by(QUERY_BLOCK) {
-        let qn = QUERY_BLOCK.min(queries.rows - q0);
-        let q_dev = stream
-            .clone_htod(&query_data[q0 * dim..(q0 + qn) * dim])
-            .map_err(driver)?;
-        let qnorm = stream
-            .clone_htod(&query_norms[q0..q0 + qn])
-            .map_err(driver)?;
+    for q0 in (0..query_rows).step_by(QUERY_BLOCK) {
+        let qn = QUERY_BLOCK.min(query_rows - q0);
+        let q_view = query_dev.slice(q0 * dim..(q0 + qn) * dim);
+        let qnorm = query_norms.slice(q0..q0 + qn);
         let mut best_keys = stream.alloc_zeros::<f32>(qn * k).map_err(driver)?;
         let mut best_ids = stream.clone_htod(&vec![-1i64; qn * k]).map_err(driver)?;
-        for b0 in (0..base.rows).step_by(BASE_BLOCK) {
-            let bn = BASE_BLOCK.min(base.rows - b0);
+        for b0 in (0..base_rows).step_by(BASE_BLOCK) {
+            let bn = BASE_BLOCK.min(base_rows - b0);
             let b_view = base_dev.slice(b0 * dim..(b0 + bn) * dim);
             {
                 let config = GemmConfig {
@@ -336,9 +459,9 @@ pub fn knn(
                     beta: 0.0f32,
                     ldc: bn as i32,
                 };
-                // SAFETY: the base view holds bn×dim floats, the queries qn×dim, and the score
-                // buffer at least qn×bn: scores = queries · baseᵀ, row-major qn×bn.
-                unsafe { guard.blas.gemm(config, &b_view, &q_dev, &mut scores) }
+                // SAFETY: the base view holds bn×dim floats, the query view qn×dim, and the
+                // score buffer at least qn×bn: scores = queries · baseᵀ, row-major qn×bn.
+                unsafe { guard.blas.gemm(config, &b_view, &q_view, &mut scores) }
                     .map_err(|e| GpuError::Driver(format!("cuBLAS sgemm: {e:?}")))?;
             }
             let (qn64, bn64, b064) = (qn as i64, bn as i64, b0 as i64);

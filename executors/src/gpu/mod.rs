@@ -11,6 +11,7 @@ mod error;
 pub mod host;
 pub mod pinned;
 pub mod plan;
+pub mod resident;
 
 pub use device::{DeviceInfo, DeviceReport, GPU_SWITCH_ENV, devices, probe};
 pub use error::GpuError;

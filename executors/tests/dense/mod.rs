@@ -515,3 +515,90 @@ fn gpu_dense_stages_match_the_cpu() {
         }
     }
 }
+
+/// On a GPU: a matmul placed on the GPU leaves its output in device memory, and a knn placed
+/// on the GPU after it reads that output from there (its log says so) and answers like the
+/// CPU does from the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a CUDA device"]
+async fn a_gpu_stage_reads_the_previous_gpu_output_from_device_memory() {
+    let report = amdahl_executors::gpu::devices();
+    assert!(report.usable(), "no usable GPU: {:?}", report.problem);
+    let dir = tempfile::tempdir().unwrap();
+    let docs = vectors(dir.path(), "docs", 20_000, 64, 1).await;
+    let basis = vectors(dir.path(), "basis", 48, 64, 2).await;
+    let questions = vectors(dir.path(), "questions", 100, 48, 3).await;
+    let on = |work: Work, inputs: Vec<TableInput>, out: PathBuf, device| {
+        let mut s = stage(work, inputs, Some(out.clone()), &out);
+        s.device = device;
+        s
+    };
+    let product = dir.path().join("product");
+    let (log, mut lines) = LogSink::channel();
+    let projected = executors()
+        .execute(
+            &on(
+                Work::Matmul {
+                    left: "docs".into(),
+                    right: "basis".into(),
+                    column: "vector".into(),
+                },
+                vec![table("docs", &docs), table("basis", &basis)],
+                product.clone(),
+                amdahl_dags::DevicePreference::Gpu,
+            ),
+            &log,
+        )
+        .await
+        .unwrap();
+    assert_eq!(projected.device.name(), "gpu", "{:?}", projected.note);
+    let knn_work = || Work::Knn {
+        base: "product".into(),
+        queries: "questions".into(),
+        column: "vector".into(),
+        k: 5,
+        metric: Metric::L2,
+    };
+    let inputs = || vec![table("product", &product), table("questions", &questions)];
+    let near = executors()
+        .execute(
+            &on(
+                knn_work(),
+                inputs(),
+                dir.path().join("near-gpu"),
+                amdahl_dags::DevicePreference::Gpu,
+            ),
+            &log,
+        )
+        .await
+        .unwrap();
+    assert_eq!(near.device.name(), "gpu", "{:?}", near.note);
+    drop(log);
+    let mut text = Vec::new();
+    while let Some(line) = lines.recv().await {
+        text.push(line.text);
+    }
+    assert!(
+        text.iter()
+            .any(|l| l.starts_with("reads `product` (20000 × 48) from device memory")),
+        "{text:#?}"
+    );
+    run(knn_work(), inputs(), &dir.path().join("near-cpu"))
+        .await
+        .unwrap();
+    let read = |d: &str| -> Vec<(i64, f32)> {
+        batches(&dir.path().join(d))
+            .iter()
+            .flat_map(|b| {
+                let n = b.column(2).as_primitive::<Int64Type>().clone();
+                let s = b.column(3).as_primitive::<Float32Type>().clone();
+                (0..b.num_rows())
+                    .map(move |i| (n.value(i), s.value(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for ((_, g), (_, c)) in read("near-gpu").iter().zip(read("near-cpu").iter()) {
+        assert!((g - c).abs() <= 1e-3 * (1.0 + c.abs()), "{g} vs {c}");
+    }
+}
