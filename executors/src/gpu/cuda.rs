@@ -106,7 +106,9 @@ pub fn run_batches(
         staged.push((values, valid));
     }
     timings.stage_ms = ms(staging);
-    let upload = Instant::now();
+    // Device time is measured with events on the stream.
+    let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let upload_start = stream.record_event(timed).map_err(driver)?;
     let mut buffers: Vec<DeviceColumn> = Vec::with_capacity(columns.len());
     for (values, valid) in &mut staged {
         let values = match values {
@@ -124,8 +126,9 @@ pub fn run_batches(
     }
     let mut accumulators = stream.clone_htod(&layout.initial()).map_err(driver)?;
     let mut error_flag = stream.alloc_zeros::<i32>(1).map_err(driver)?;
+    let upload_end = stream.record_event(timed).map_err(driver)?;
     stream.synchronize().map_err(driver)?;
-    timings.upload_ms = ms(upload);
+    timings.upload_ms = upload_start.elapsed_ms(&upload_end).map_err(driver)? as f64;
     drop(staged);
 
     let block = 256u32;
@@ -140,7 +143,7 @@ pub fn run_batches(
         shared_mem_bytes: layout.shared_bytes(),
     };
     let n = rows as i64;
-    let kernel = Instant::now();
+    let kernel_start = stream.record_event(timed).map_err(driver)?;
     {
         let mut launch = stream.launch_builder(&function);
         launch.arg(&n);
@@ -163,8 +166,9 @@ pub fn run_batches(
         // accumulator buffer holds `layout.words()` words.
         unsafe { launch.launch(config) }.map_err(driver)?;
     }
+    let kernel_end = stream.record_event(timed).map_err(driver)?;
     stream.synchronize().map_err(driver)?;
-    timings.kernel_ms = ms(kernel);
+    timings.kernel_ms = kernel_start.elapsed_ms(&kernel_end).map_err(driver)? as f64;
 
     let download = Instant::now();
     let words = stream.clone_dtoh(&accumulators).map_err(driver)?;

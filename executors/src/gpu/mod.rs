@@ -1,8 +1,12 @@
 //! The GPU side of the executors (CUDA through cudarc, loaded at run time).
 //!
-//! [`devices`] says which GPUs this process can use, or why none. [`plan`] turns a DataFusion
-//! physical plan into a kernel plan (or says which node keeps it on the CPU); [`host`] is the
-//! reference evaluation of a kernel plan that the GPU kernels must agree with.
+//! [`devices`] says which GPUs this process can use, or why none; [`choice`] whether a stage
+//! tries one. [`plan`] turns a DataFusion physical plan into a kernel plan (or says which node
+//! keeps it on the CPU); [`host`] is the reference evaluation of a kernel plan that the GPU
+//! kernels must agree with; [`cuda`] writes, compiles (NVRTC, cached) and runs the kernel.
+//! [`dense`] runs `knn`, `matmul` and `score` with cuBLAS and NVRTC kernels. [`pinned`] pools
+//! page-locked upload buffers; [`resident`] keeps GPU-made outputs in device memory for the
+//! next stage.
 
 pub mod cuda;
 pub mod dense;
