@@ -358,12 +358,13 @@ fn a_failing_run_exits_non_zero_and_says_why() {
 #[test]
 fn workspace_dependencies_point_one_way() {
     let order = [
+        "amdahl-placement",
         "amdahl-dags",
         "amdahl-executors",
         "amdahl-scheduler",
         "amdahl-web",
     ];
-    let dirs = ["dags", "executors", "scheduler", "web"];
+    let dirs = ["placement", "dags", "executors", "scheduler", "web"];
     for (position, dir) in dirs.iter().enumerate() {
         let manifest = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,220 @@
+//! Profiles of machines and the roofline cost of a stage on a device.
+//!
+//! A stage's time on a device is the larger of its bytes ÷ the device's memory bandwidth and
+//! its work ÷ the device's throughput for that kind of work, plus the device's fixed cost per
+//! stage (launch, allocation). On a GPU it also pays the copy of what it reads from storage to
+//! the device and the copy of its output back (outputs are always written to storage); what it
+//! reads from a GPU stage of the same worker is already there.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Kinds of work a stage does, each with its own throughput per device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    /// Rows scanned and filtered.
+    Scan,
+    /// Rows aggregated.
+    Aggregate,
+    /// Rows joined (build + probe).
+    Join,
+    /// Rows sorted.
+    Sort,
+    /// Floating-point operations of matrix products.
+    Gemm,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 5] = [
+        OpKind::Scan,
+        OpKind::Aggregate,
+        OpKind::Join,
+        OpKind::Sort,
+        OpKind::Gemm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Scan => "scan",
+            OpKind::Aggregate => "aggregate",
+            OpKind::Join => "join",
+            OpKind::Sort => "sort",
+            OpKind::Gemm => "gemm",
+        }
+    }
+}
+
+/// What one device can do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceProfile {
+    /// Bytes per second the device streams through memory.
+    pub memory_bandwidth: f64,
+    /// Units of work per second, per kind (rows, or flops for `gemm`).
+    pub throughput: BTreeMap<OpKind, f64>,
+    /// Seconds every stage pays on this device (launch, allocation, compilation when cached).
+    pub fixed_seconds: f64,
+}
+
+/// A GPU: the device and its link to the host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuProfile {
+    pub name: String,
+    pub device: DeviceProfile,
+    /// Host → device bytes per second (from pinned memory).
+    pub host_to_device: f64,
+    /// Device → host bytes per second.
+    pub device_to_host: f64,
+    /// Seconds every copy pays whatever its size.
+    pub transfer_latency: f64,
+    /// Device memory a stage may use.
+    pub free_bytes: u64,
+}
+
+/// A worker machine: its CPU and, if it has a usable one, its GPU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub cpu: DeviceProfile,
+    pub gpu: Option<GpuProfile>,
+}
+
+/// Where a stage may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    Cpu,
+    Gpu,
+}
+
+/// What the DAG says about a stage's device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pin {
+    Free,
+    Cpu,
+    Gpu,
+}
+
+/// A stage as the cost model sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageWork {
+    pub id: String,
+    /// Bytes it reads from storage (datasets, or outputs of CPU stages are counted on edges).
+    pub storage_bytes: u64,
+    /// Bytes it writes.
+    pub output_bytes: u64,
+    /// Bytes it streams through memory while working (at least what it reads).
+    pub touched_bytes: u64,
+    /// Work by kind.
+    pub work: BTreeMap<OpKind, f64>,
+    /// `Err(reason)` when the stage has no GPU implementation for its shape.
+    pub gpu_support: Result<(), String>,
+    /// Device memory it needs on a GPU.
+    pub device_bytes: u64,
+    pub pin: Pin,
+}
+
+/// A stage's predicted time on the GPU, in parts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GpuTime {
+    pub transfer_in: f64,
+    pub compute: f64,
+    pub transfer_out: f64,
+}
+
+impl GpuTime {
+    pub fn total(&self) -> f64 {
+        self.transfer_in + self.compute + self.transfer_out
+    }
+}
+
+/// Roofline time of `work` touching `bytes` on `device`.
+pub fn roofline(device: &DeviceProfile, bytes: u64, work: &BTreeMap<OpKind, f64>) -> f64 {
+    let memory = bytes as f64 / device.memory_bandwidth;
+    let compute: f64 = work
+        .iter()
+        .map(|(kind, amount)| match device.throughput.get(kind) {
+            Some(rate) if *rate > 0.0 => amount / rate,
+            _ => f64::INFINITY,
+        })
+        .sum();
+    memory.max(compute) + device.fixed_seconds
+}
+
+/// Seconds to copy `bytes` to the GPU.
+pub fn to_device(gpu: &GpuProfile, bytes: u64) -> f64 {
+    if bytes == 0 {
+        0.0
+    } else {
+        gpu.transfer_latency + bytes as f64 / gpu.host_to_device
+    }
+}
+
+/// Seconds to copy `bytes` back to the host.
+pub fn to_host(gpu: &GpuProfile, bytes: u64) -> f64 {
+    if bytes == 0 {
+        0.0
+    } else {
+        gpu.transfer_latency + bytes as f64 / gpu.device_to_host
+    }
+}
+
+/// The stage on the CPU.
+pub fn cpu_time(profile: &Profile, stage: &StageWork) -> f64 {
+    roofline(&profile.cpu, stage.touched_bytes, &stage.work)
+}
+
+/// The stage on the GPU, reading `storage_bytes` from the host, or why it cannot go there.
+pub fn gpu_time(profile: &Profile, stage: &StageWork) -> Result<GpuTime, String> {
+    let Some(gpu) = &profile.gpu else {
+        return Err("this machine has no usable GPU".into());
+    };
+    stage.gpu_support.clone()?;
+    if stage.device_bytes > gpu.free_bytes {
+        return Err(format!(
+            "needs {} MiB of device memory, {} MiB free",
+            stage.device_bytes >> 20,
+            gpu.free_bytes >> 20
+        ));
+    }
+    Ok(GpuTime {
+        transfer_in: to_device(gpu, stage.storage_bytes),
+        compute: roofline(&gpu.device, stage.touched_bytes, &stage.work),
+        transfer_out: to_host(gpu, stage.output_bytes),
+    })
+}
+
+/// The input size from which a bandwidth-bound stage of `kind` (one unit of work per
+/// `bytes_per_unit` bytes, reading all of it from storage, writing nothing) is faster on the
+/// GPU: found by bisection on the model. `None` when it never is (within 1 PB).
+pub fn crossover_bytes(profile: &Profile, kind: OpKind, bytes_per_unit: f64) -> Option<u64> {
+    let stage = |bytes: u64| StageWork {
+        id: "probe".into(),
+        storage_bytes: bytes,
+        output_bytes: 0,
+        touched_bytes: bytes,
+        work: BTreeMap::from([(kind, bytes as f64 / bytes_per_unit)]),
+        gpu_support: Ok(()),
+        device_bytes: 0,
+        pin: Pin::Free,
+    };
+    let gpu_wins = |bytes: u64| {
+        gpu_time(profile, &stage(bytes)).is_ok_and(|g| g.total() < cpu_time(profile, &stage(bytes)))
+    };
+    let (mut lo, mut hi) = (1u64, 1u64 << 50);
+    if !gpu_wins(hi) {
+        return None;
+    }
+    if gpu_wins(lo) {
+        return Some(lo);
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if gpu_wins(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}

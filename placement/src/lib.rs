@@ -1,0 +1,19 @@
+//! Placement: where each stage of a DAG runs, chosen from measured costs for the whole DAG.
+//!
+//! [`cost`] holds machine profiles and the roofline model of a stage on a device and of a copy
+//! between host and device; [`assign`] chooses CPU or GPU for every stage at once by a minimum
+//! cut (exact), with the per-stage greedy choice and brute force beside it for comparison.
+//! Nothing here measures or runs anything: profiles come from calibration (or a file), stage
+//! sizes from the planner.
+
+pub mod assign;
+pub mod cost;
+
+pub use assign::{Assignment, Graph, Priced, brute_force, greedy, min_cut, price};
+pub use cost::{
+    DeviceProfile, GpuProfile, GpuTime, OpKind, Pin, Place, Profile, StageWork, cpu_time,
+    crossover_bytes, gpu_time, roofline,
+};
+
+#[cfg(test)]
+mod tests;

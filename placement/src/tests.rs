@@ -1,0 +1,237 @@
+//! Deterministic tests with synthetic profiles.
+
+use std::collections::BTreeMap;
+
+use crate::*;
+
+/// A laptop-ish CPU and an H100-ish GPU: bandwidths in bytes/s, throughputs in rows/s (flop/s
+/// for gemm).
+fn profile() -> Profile {
+    let cpu = DeviceProfile {
+        memory_bandwidth: 20e9,
+        throughput: BTreeMap::from([
+            (OpKind::Scan, 2e9),
+            (OpKind::Aggregate, 5e8),
+            (OpKind::Join, 1e8),
+            (OpKind::Sort, 1e8),
+            (OpKind::Gemm, 1e11),
+        ]),
+        fixed_seconds: 1e-4,
+    };
+    let gpu = GpuProfile {
+        name: "synthetic".into(),
+        device: DeviceProfile {
+            memory_bandwidth: 2e12,
+            throughput: BTreeMap::from([
+                (OpKind::Scan, 1e11),
+                (OpKind::Aggregate, 5e10),
+                (OpKind::Join, 1e10),
+                (OpKind::Sort, 1e10),
+                (OpKind::Gemm, 5e13),
+            ]),
+            fixed_seconds: 2e-3,
+        },
+        host_to_device: 25e9,
+        device_to_host: 25e9,
+        transfer_latency: 1e-5,
+        free_bytes: 64 << 30,
+    };
+    Profile {
+        cpu,
+        gpu: Some(gpu),
+    }
+}
+
+fn stage(id: &str, bytes: u64, work: &[(OpKind, f64)]) -> StageWork {
+    StageWork {
+        id: id.into(),
+        storage_bytes: bytes,
+        output_bytes: bytes / 10,
+        touched_bytes: bytes,
+        work: work.iter().copied().collect(),
+        gpu_support: Ok(()),
+        device_bytes: bytes,
+        pin: Pin::Free,
+    }
+}
+
+/// A bandwidth-bound stage (a scan of 8-byte rows, reading everything from storage, writing
+/// nothing): per byte it costs the slower of memory and scan throughput on the CPU, and on the
+/// GPU the copy plus the slower of the two there. The crossover is where the GPU's extra fixed
+/// costs are paid back: (f_gpu + latency − f_cpu) ÷ (per byte on the CPU − per byte on the GPU).
+#[test]
+fn the_crossover_of_a_bandwidth_bound_stage_is_the_analytic_one() {
+    let p = profile();
+    let gpu = p.gpu.clone().unwrap();
+    let per_byte = |d: &DeviceProfile| {
+        (1.0 / d.memory_bandwidth).max(1.0 / (d.throughput[&OpKind::Scan] * 8.0))
+    };
+    let per_byte_cpu = per_byte(&p.cpu);
+    let per_byte_gpu = 1.0 / gpu.host_to_device + per_byte(&gpu.device);
+    let fixed = gpu.device.fixed_seconds + gpu.transfer_latency - p.cpu.fixed_seconds;
+    let analytic = fixed / (per_byte_cpu - per_byte_gpu);
+    let found = crossover_bytes(&p, OpKind::Scan, 8.0).expect("the GPU wins at some size") as f64;
+    assert!(
+        (found - analytic).abs() <= 1.0 + analytic * 1e-9,
+        "crossover {found} vs analytic {analytic}"
+    );
+    // With CPU memory faster than the link, the GPU never wins a pure scan.
+    let mut fast_cpu = p.clone();
+    fast_cpu.cpu.memory_bandwidth = 30e9;
+    fast_cpu.cpu.throughput.insert(OpKind::Scan, 1e10);
+    assert_eq!(crossover_bytes(&fast_cpu, OpKind::Scan, 8.0), None);
+}
+
+#[test]
+fn pins_unsupported_stages_and_memory_limits_are_respected() {
+    let p = profile();
+    let big = 1u64 << 32;
+    let mut pinned_cpu = stage("pinned_cpu", big, &[(OpKind::Join, 1e9)]);
+    pinned_cpu.pin = Pin::Cpu;
+    let mut unsupported = stage("udf", big, &[(OpKind::Join, 1e9)]);
+    unsupported.gpu_support = Err("ScalarFunctionExpr: the expression `my_udf(x)`".into());
+    let mut too_big = stage("huge", big, &[(OpKind::Join, 1e9)]);
+    too_big.device_bytes = 128 << 30;
+    let mut pinned_gpu = stage("tiny", 10, &[(OpKind::Scan, 1.0)]);
+    pinned_gpu.pin = Pin::Gpu;
+    let free = stage("join", big, &[(OpKind::Join, 1e9)]);
+    let graph = Graph {
+        stages: vec![pinned_cpu, unsupported, too_big, pinned_gpu, free],
+        edges: vec![],
+    };
+    let chosen = min_cut(&p, &graph);
+    assert_eq!(
+        chosen.places,
+        [Place::Cpu, Place::Cpu, Place::Cpu, Place::Gpu, Place::Gpu],
+        "pins, support and memory decide; the free join goes to the faster GPU"
+    );
+    let priced = price(&p, &graph);
+    assert_eq!(
+        priced[2].gpu.as_ref().unwrap_err(),
+        "needs 131072 MiB of device memory, 65536 MiB free"
+    );
+    // No GPU at all: everything on the CPU, and a GPU pin makes the DAG impossible.
+    let cpu_only = Profile {
+        gpu: None,
+        ..profile()
+    };
+    let chosen = min_cut(&cpu_only, &graph);
+    assert!(chosen.places[..3].iter().all(|p| *p == Place::Cpu));
+    assert!(
+        chosen.total.is_infinite(),
+        "a GPU pin on a GPU-less machine"
+    );
+}
+
+/// A chain built to trap per-stage choice: a load that is cheap on the CPU, then joins that
+/// are cheaper on the GPU only when their 8 GB input is already there (with the copy in, they
+/// are dearer). Greedy keeps the load on the CPU and then every join with it; the cut pays
+/// one copy and runs every join on the GPU.
+#[test]
+fn greedy_loses_to_the_minimum_cut_on_a_ping_pong_dag() {
+    let p = profile();
+    let bytes = 8u64 << 30;
+    let mut first = stage("load", 1 << 20, &[(OpKind::Scan, 1.0)]);
+    first.output_bytes = bytes;
+    let mut stages = vec![first];
+    for i in 1..=8 {
+        let mut s = stage(&format!("join{i}"), 0, &[(OpKind::Join, 5e7)]);
+        s.touched_bytes = bytes;
+        s.output_bytes = bytes;
+        s.device_bytes = bytes;
+        stages.push(s);
+    }
+    let edges = (0..stages.len() - 1).map(|i| (i, i + 1)).collect();
+    let graph = Graph { stages, edges };
+    let cut = min_cut(&p, &graph);
+    let greedy = greedy(&p, &graph);
+    let best = brute_force(&p, &graph);
+    assert!((cut.total - best.total).abs() < 1e-9, "{cut:?} vs {best:?}");
+    assert!(
+        greedy.places.iter().all(|p| *p == Place::Cpu),
+        "greedy never moves the data: {:?}",
+        greedy.places
+    );
+    assert!(
+        cut.places[1..].iter().all(|p| *p == Place::Gpu),
+        "{:?}",
+        cut.places
+    );
+    assert!(
+        greedy.total > cut.total + 0.5,
+        "greedy {:.3} s vs min cut {:.3} s",
+        greedy.total,
+        cut.total
+    );
+}
+
+/// SplitMix64 for the random DAGs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn the_minimum_cut_equals_brute_force_on_random_small_dags() {
+    let p = profile();
+    let kinds = OpKind::ALL;
+    for seed in 0..300 {
+        let mut rng = Rng(seed);
+        let n = 1 + rng.below(10) as usize;
+        let stages: Vec<StageWork> = (0..n)
+            .map(|i| {
+                let bytes = 1u64 << rng.below(36);
+                let kind = kinds[rng.below(kinds.len() as u64) as usize];
+                let mut s = stage(&format!("s{i}"), bytes, &[(kind, (bytes / 8) as f64)]);
+                s.storage_bytes = if rng.below(2) == 0 { 0 } else { bytes };
+                s.output_bytes = 1u64 << rng.below(34);
+                s.pin = match rng.below(10) {
+                    0 => Pin::Cpu,
+                    1 => Pin::Gpu,
+                    _ => Pin::Free,
+                };
+                if rng.below(8) == 0 {
+                    s.gpu_support = Err("unsupported".into());
+                }
+                s
+            })
+            .collect();
+        let mut edges = Vec::new();
+        for v in 1..n {
+            for u in 0..v {
+                if rng.below(3) == 0 {
+                    edges.push((u, v));
+                }
+            }
+        }
+        let graph = Graph { stages, edges };
+        let cut = min_cut(&p, &graph);
+        let best = brute_force(&p, &graph);
+        if best.total.is_infinite() {
+            assert!(cut.total.is_infinite(), "seed {seed}");
+            continue;
+        }
+        assert!(
+            (cut.total - best.total).abs() <= 1e-9 * best.total.max(1.0),
+            "seed {seed}: cut {} vs brute force {}",
+            cut.total,
+            best.total
+        );
+        let greedy = greedy(&p, &graph);
+        assert!(
+            greedy.total >= best.total - 1e-9 * best.total.max(1.0),
+            "seed {seed}"
+        );
+    }
+}
