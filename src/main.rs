@@ -60,6 +60,8 @@ pub enum Command {
     /// Manage the state store
     #[command(subcommand)]
     Db(DbCommand),
+    /// Where each task of a DAG would run (CPU or GPU) and why, with predicted times
+    Explain(commands::explain::ExplainArgs),
     /// List the GPUs this machine can run stages on, or say why there are none
     Devices {
         /// Print JSON instead of a table

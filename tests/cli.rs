@@ -1334,3 +1334,86 @@ fn dense_stages_are_validated_before_they_run() {
     assert!(!run.status.success(), "an invalid DAG does not run");
     assert!(text(&amdahl.run(&["runs", "list"]).stdout).lines().count() <= 1);
 }
+
+/// `amdahl explain` needs no database: it prices every task on the profile's CPU and GPU and
+/// says where each goes and why; bad profiles and params are clear errors.
+#[test]
+fn explain_says_where_each_task_goes_and_why() {
+    let amdahl = Amdahl::sqlite();
+    let out = amdahl.run(&[
+        "explain",
+        "dags/examples/tpch.yaml",
+        "--param",
+        "sf=10",
+        "--profile",
+        "profiles/h100-spec.json",
+    ]);
+    assert_success(&out, "explain tpch");
+    let shown = text(&out.stdout);
+    let row = |task: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(task))
+            .unwrap_or_else(|| panic!("no row for {task}:\n{shown}"))
+            .to_string()
+    };
+    assert!(
+        row("lineitem").contains("generate stages run only on the CPU"),
+        "{shown}"
+    );
+    for query in ["q1_pricing_summary", "q6_forecast_revenue"] {
+        let line = row(query);
+        assert!(
+            line.contains(" gpu ") && line.contains("faster than the CPU"),
+            "{line}"
+        );
+        assert!(
+            line.contains("268.86 ms"),
+            "the copy of lineitem to the GPU: {line}"
+        );
+    }
+    assert!(row("report").contains("shell stages run only on the CPU"));
+    assert!(shown.contains("predicted:") && shown.contains("as chosen (minimum cut"));
+    // Small data stays on the CPU; a join is not a GPU plan.
+    let out = amdahl.run(&[
+        "explain",
+        "dags/examples/vectors.yaml",
+        "--profile",
+        "profiles/h100-spec.json",
+    ]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("HashJoinExec: reads 2 inputs (joins and unions run on the CPU)"),
+        "{shown}"
+    );
+    // Without a profile: the CPU-only reference.
+    let out = amdahl.run(&["explain", "dags/examples/csv_sales.yaml"]);
+    assert_success(&out, "explain without a profile");
+    let shown = text(&out.stdout);
+    assert!(shown.contains("built-in reference (CPU only"), "{shown}");
+    assert!(shown.contains("this machine has no usable GPU"), "{shown}");
+    // Bad input: clear errors, non-zero exits.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{ \"cpu\": 3 }").unwrap();
+    let out = amdahl.run(&[
+        "explain",
+        "dags/examples/tpch.yaml",
+        "--profile",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("bad.json:1:"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = amdahl.run(&["explain", "dags/examples/tpch.yaml", "--param", "sff=1"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown param `sff`; did you mean `sf`?"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("panicked"));
+}

@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod dense;
+pub mod estimate;
 pub mod gpu;
 pub mod linalg;
 pub mod runtime;

@@ -12,7 +12,7 @@ pub mod cost;
 pub use assign::{Assignment, Graph, Priced, brute_force, greedy, min_cut, price};
 pub use cost::{
     DeviceProfile, GpuProfile, GpuTime, OpKind, Pin, Place, Profile, StageWork, cpu_time,
-    crossover_bytes, gpu_time, roofline,
+    crossover_bytes, gpu_time, roofline, to_device, to_host,
 };
 
 #[cfg(test)]

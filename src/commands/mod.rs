@@ -2,6 +2,7 @@
 
 pub mod backfill;
 pub mod devices;
+pub mod explain;
 pub mod inspect;
 pub mod maintenance;
 pub mod run;
@@ -24,6 +25,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Dags(DagsCommand::Validate { paths }) = &cli.command {
         return validate::validate(paths).await;
     }
+    // Nor does explaining placement.
+    if let Command::Explain(args) = &cli.command {
+        return explain::explain(args).await;
+    }
     // Nor does asking which GPUs this machine has.
     if let Command::Devices { json } = &cli.command {
         return devices::devices_list(*json);
@@ -33,7 +38,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let clock = SystemClock;
     let owner = amdahl_scheduler::runner::owner_id(clock.now_ms());
     let result = match cli.command {
-        Command::Dags(DagsCommand::Validate { .. }) | Command::Devices { .. } => {
+        Command::Dags(DagsCommand::Validate { .. })
+        | Command::Devices { .. }
+        | Command::Explain(_) => {
             unreachable!("handled above")
         }
         Command::Dags(DagsCommand::List) => inspect::dags_list(&store).await,

@@ -1,0 +1,484 @@
+//! Estimates of what each task of a DAG will read, do and write, for placement — before it
+//! runs: datasets from their files (Parquet metadata for rows), generated tables from their
+//! scale factor, SQL from its DataFusion plan (which operators, and whether the GPU can run
+//! it), dense stages from their shapes. Upstream outputs are estimated in topological order.
+//! The numbers are estimates: row counts of filters and group-bys are guesses until the task
+//! has run (then the stored sizes can replace them).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use amdahl_dags::{Dag, DevicePreference, Generate, RunContext, TaskKind, TpchTable, template};
+use amdahl_placement::{Graph, OpKind, Pin, StageWork};
+
+use crate::dense;
+use crate::sql::{query_only, register_input, session_config};
+use crate::stage::TableInput;
+use crate::tpch;
+
+/// Rows a group-by is guessed to produce until the task has run.
+const GROUPS_GUESS: f64 = 1000.0;
+/// Share of rows a filter is guessed to keep.
+const FILTER_GUESS: f64 = 0.5;
+
+/// What a table is expected to hold.
+#[derive(Clone, Debug)]
+struct Table {
+    rows: f64,
+    bytes: f64,
+    schema: SchemaRef,
+}
+
+/// The placement graph of `dag` with its params: one stage per task, in the DAG's order.
+pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch folder: {e}"))?;
+    let mut tables: HashMap<String, Table> = HashMap::new();
+    for dataset in dag.datasets.values() {
+        tables.insert(dataset.name.clone(), dataset_table(dataset).await?);
+    }
+    let index: HashMap<&str, usize> = dag
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    let mut stages = Vec::with_capacity(dag.tasks.len());
+    let mut edges = Vec::new();
+    for task in &dag.tasks {
+        for need in &task.needs {
+            if dag.task(need).is_some_and(|t| t.produces_data()) {
+                edges.push((index[need.as_str()], index[task.id.as_str()]));
+            }
+        }
+        let pin = match task.device {
+            DevicePreference::Cpu => Pin::Cpu,
+            DevicePreference::Gpu => Pin::Gpu,
+            DevicePreference::Auto => Pin::Free,
+        };
+        // Bytes read from storage: datasets (upstream outputs are priced on the edges).
+        let visible: Vec<&str> = dag
+            .datasets
+            .keys()
+            .map(String::as_str)
+            .chain(task.needs.iter().map(String::as_str))
+            .collect();
+        let (stage, output) = match &task.kind {
+            TaskKind::Shell(_) | TaskKind::Empty => (
+                cpu_only(&task.id, task.kind.name(), pin, BTreeMap::new(), 0.0),
+                None,
+            ),
+            TaskKind::Generate(Generate::Tpch {
+                table,
+                scale_factor,
+            }) => {
+                let sf = template::render(scale_factor, context)
+                    .ok()
+                    .and_then(|t| amdahl_dags::load::parse_scale_factor(&t).ok())
+                    .unwrap_or(1.0);
+                let schema = tpch::schema(*table);
+                let rows = tpch_rows(*table, sf);
+                let bytes = rows * row_width(&schema);
+                (
+                    cpu_only(
+                        &task.id,
+                        "generate",
+                        pin,
+                        BTreeMap::from([(OpKind::Scan, rows)]),
+                        bytes,
+                    ),
+                    Some(Table {
+                        rows,
+                        bytes,
+                        schema,
+                    }),
+                )
+            }
+            TaskKind::Generate(Generate::Vectors { rows, dim, .. }) => {
+                let schema = dense::generated_schema(*dim as usize);
+                let rows = *rows as f64;
+                let bytes = rows * row_width(&schema);
+                (
+                    cpu_only(
+                        &task.id,
+                        "generate",
+                        pin,
+                        BTreeMap::from([(OpKind::Scan, rows)]),
+                        bytes,
+                    ),
+                    Some(Table {
+                        rows,
+                        bytes,
+                        schema,
+                    }),
+                )
+            }
+            TaskKind::Sql(located) => {
+                let query = template::render(located, context).map_err(|e| e.message)?;
+                sql_stage(dag, task, &query, &visible, &tables, scratch.path(), pin).await?
+            }
+            TaskKind::Knn(k) => {
+                let (base, queries) = (
+                    table(&tables, &k.base.name)?,
+                    table(&tables, &k.queries.name)?,
+                );
+                let dim = vector_dim(&base.schema, &k.column) as f64;
+                let rows = queries.rows * f64::from(k.k).min(base.rows);
+                let schema = dense::knn_schema();
+                let bytes = rows * row_width(&schema);
+                let mut stage = dense_stage(
+                    &task.id,
+                    pin,
+                    storage_bytes(dag, &[&k.base.name, &k.queries.name], &tables),
+                    base.bytes + queries.bytes,
+                    2.0 * queries.rows * base.rows * dim,
+                    bytes,
+                );
+                if k.k as usize > crate::gpu::dense::MAX_GPU_K {
+                    stage.gpu_support = Err(format!(
+                        "k = {} (the GPU keeps at most {})",
+                        k.k,
+                        crate::gpu::dense::MAX_GPU_K
+                    ));
+                }
+                (
+                    stage,
+                    Some(Table {
+                        rows,
+                        bytes,
+                        schema,
+                    }),
+                )
+            }
+            TaskKind::Matmul(m) => {
+                let (left, right) = (
+                    table(&tables, &m.left.name)?,
+                    table(&tables, &m.right.name)?,
+                );
+                let dim = vector_dim(&left.schema, &m.column) as f64;
+                let width = right.rows.max(1.0) as usize;
+                let schema = dense::vectors_schema("vector", width);
+                let bytes = left.rows * row_width(&schema);
+                (
+                    dense_stage(
+                        &task.id,
+                        pin,
+                        storage_bytes(dag, &[&m.left.name, &m.right.name], &tables),
+                        left.bytes + right.bytes,
+                        2.0 * left.rows * right.rows * dim,
+                        bytes,
+                    ),
+                    Some(Table {
+                        rows: left.rows,
+                        bytes,
+                        schema,
+                    }),
+                )
+            }
+            TaskKind::Score(s) => {
+                let input = table(&tables, &s.input.name)?;
+                let mlp = dense::Mlp::load(&dag.source.base_dir.join(&s.model), s.activation)?;
+                let per_row: f64 = mlp
+                    .layers
+                    .iter()
+                    .map(|l| 2.0 * (l.inputs * l.outputs) as f64)
+                    .sum();
+                let schema = dense::vectors_schema("score", mlp.outputs());
+                let bytes = input.rows * row_width(&schema);
+                (
+                    dense_stage(
+                        &task.id,
+                        pin,
+                        storage_bytes(dag, &[&s.input.name], &tables),
+                        input.bytes,
+                        input.rows * per_row,
+                        bytes,
+                    ),
+                    Some(Table {
+                        rows: input.rows,
+                        bytes,
+                        schema,
+                    }),
+                )
+            }
+        };
+        if let Some(output) = output {
+            tables.insert(task.id.clone(), output);
+        }
+        stages.push(stage);
+    }
+    Ok(Graph { stages, edges })
+}
+
+fn table<'a>(tables: &'a HashMap<String, Table>, name: &str) -> Result<&'a Table, String> {
+    tables
+        .get(name)
+        .ok_or_else(|| format!("no estimate for table `{name}`"))
+}
+
+/// Bytes read from storage: the named tables that are datasets.
+fn storage_bytes(dag: &Dag, names: &[&str], tables: &HashMap<String, Table>) -> f64 {
+    names
+        .iter()
+        .filter(|n| dag.datasets.contains_key(**n))
+        .filter_map(|n| tables.get(*n))
+        .map(|t| t.bytes)
+        .sum()
+}
+
+fn cpu_only(id: &str, kind: &str, pin: Pin, work: BTreeMap<OpKind, f64>, output: f64) -> StageWork {
+    StageWork {
+        id: id.to_string(),
+        storage_bytes: 0,
+        output_bytes: output as u64,
+        touched_bytes: output as u64,
+        work,
+        gpu_support: Err(format!("{kind} stages run only on the CPU")),
+        device_bytes: 0,
+        pin,
+    }
+}
+
+fn dense_stage(
+    id: &str,
+    pin: Pin,
+    storage: f64,
+    touched: f64,
+    flops: f64,
+    output: f64,
+) -> StageWork {
+    StageWork {
+        id: id.to_string(),
+        storage_bytes: storage as u64,
+        output_bytes: output as u64,
+        touched_bytes: (touched + output) as u64,
+        work: BTreeMap::from([(OpKind::Gemm, flops)]),
+        gpu_support: Ok(()),
+        device_bytes: (touched + output) as u64,
+        pin,
+    }
+}
+
+async fn sql_stage(
+    dag: &Dag,
+    task: &amdahl_dags::Task,
+    query: &str,
+    visible: &[&str],
+    tables: &HashMap<String, Table>,
+    scratch: &Path,
+    pin: Pin,
+) -> Result<(StageWork, Option<Table>), String> {
+    // Plan over stand-in Parquet files with the inputs' schemas, so the plan has the scans the
+    // real run will have and the GPU translation sees them.
+    let ctx = SessionContext::new_with_config(session_config(1));
+    let mut used_rows = 0.0;
+    let mut used_bytes = 0.0;
+    let mut storage = 0.0;
+    for name in visible {
+        let Some(t) = tables.get(*name) else {
+            continue;
+        };
+        if let Some(dataset) = dag.datasets.get(*name) {
+            let input = TableInput {
+                name: dataset.name.clone(),
+                path: dataset.path.clone(),
+                format: dataset.format,
+            };
+            register_input(&ctx, &input)
+                .await
+                .map_err(|e| format!("dataset `{name}`: {e}"))?;
+        } else {
+            let file = scratch.join(format!("{name}.parquet"));
+            let writer = std::fs::File::create(&file).map_err(|e| e.to_string())?;
+            ArrowWriter::try_new(writer, t.schema.clone(), None)
+                .and_then(|w| w.close().map(|_| ()))
+                .map_err(|e| e.to_string())?;
+            ctx.register_parquet(
+                *name,
+                &file.display().to_string(),
+                ParquetReadOptions::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        if mentions(query, name) {
+            used_rows += t.rows;
+            used_bytes += t.bytes;
+            if dag.datasets.contains_key(*name) {
+                storage += t.bytes;
+            }
+        }
+    }
+    let frame = ctx
+        .sql_with_options(query, query_only())
+        .await
+        .map_err(|e| format!("task `{}`: {}", task.id, e.find_root()))?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let plan = frame
+        .create_physical_plan()
+        .await
+        .map_err(|e| format!("task `{}`: {}", task.id, e.find_root()))?;
+    let mut names = Vec::new();
+    collect_names(&plan, &mut names);
+    let has = |part: &str| names.iter().any(|n| n.contains(part));
+    let mut work = BTreeMap::from([(OpKind::Scan, used_rows)]);
+    if has("Join") {
+        work.insert(OpKind::Join, used_rows);
+    }
+    if has("Aggregate") {
+        work.insert(OpKind::Aggregate, used_rows);
+    }
+    let rows_out = if has("Aggregate") {
+        GROUPS_GUESS.min(used_rows)
+    } else {
+        used_rows * FILTER_GUESS
+    };
+    if has("Sort") {
+        work.insert(OpKind::Sort, rows_out);
+    }
+    let bytes_out = rows_out * row_width(&schema);
+    let stage = StageWork {
+        id: task.id.clone(),
+        storage_bytes: storage as u64,
+        output_bytes: bytes_out as u64,
+        touched_bytes: used_bytes as u64,
+        work,
+        gpu_support: crate::gpu::translate(&plan)
+            .map(|_| ())
+            .map_err(|u| u.to_string()),
+        device_bytes: used_bytes as u64,
+        pin,
+    };
+    Ok((
+        stage,
+        Some(Table {
+            rows: rows_out,
+            bytes: bytes_out,
+            schema,
+        }),
+    ))
+}
+
+fn collect_names(plan: &Arc<dyn ExecutionPlan>, names: &mut Vec<String>) {
+    names.push(plan.name().to_string());
+    for child in plan.children() {
+        collect_names(child, names);
+    }
+}
+
+/// Whether `query` names `table` as a word.
+fn mentions(query: &str, table: &str) -> bool {
+    query
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|word| word.eq_ignore_ascii_case(table))
+}
+
+async fn dataset_table(dataset: &amdahl_dags::Dataset) -> Result<Table, String> {
+    let bytes = file_bytes(&dataset.path) as f64;
+    let ctx = SessionContext::new_with_config(session_config(1));
+    let input = TableInput {
+        name: dataset.name.clone(),
+        path: dataset.path.clone(),
+        format: dataset.format,
+    };
+    register_input(&ctx, &input)
+        .await
+        .map_err(|e| format!("dataset `{}`: {e}", dataset.name))?;
+    let schema: SchemaRef = Arc::new(
+        ctx.table(dataset.name.as_str())
+            .await
+            .map_err(|e| e.to_string())?
+            .schema()
+            .as_arrow()
+            .clone(),
+    );
+    let rows = parquet_rows(&dataset.path).unwrap_or_else(|| bytes / row_width(&schema).max(1.0));
+    Ok(Table {
+        rows,
+        bytes: rows * row_width(&schema),
+        schema,
+    })
+}
+
+fn file_bytes(path: &Path) -> u64 {
+    if path.is_dir() {
+        crate::storage::dir_bytes(path)
+    } else {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+}
+
+/// Rows of a Parquet file or folder, from the files' metadata.
+fn parquet_rows(path: &Path) -> Option<f64> {
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect()
+    } else if path.extension().is_some_and(|x| x == "parquet") {
+        vec![path.to_path_buf()]
+    } else {
+        return None;
+    };
+    let mut rows = 0i64;
+    for file in files {
+        let reader = SerializedFileReader::new(std::fs::File::open(file).ok()?).ok()?;
+        rows += reader.metadata().file_metadata().num_rows();
+    }
+    Some(rows as f64)
+}
+
+/// Rows TPC-H's generator makes at `sf`.
+fn tpch_rows(table: TpchTable, sf: f64) -> f64 {
+    match table {
+        TpchTable::Region => 5.0,
+        TpchTable::Nation => 25.0,
+        TpchTable::Supplier => 10_000.0 * sf,
+        TpchTable::Customer => 150_000.0 * sf,
+        TpchTable::Part => 200_000.0 * sf,
+        TpchTable::PartSupp => 800_000.0 * sf,
+        TpchTable::Orders => 1_500_000.0 * sf,
+        TpchTable::LineItem => 6_001_215.0 * sf,
+    }
+}
+
+/// Bytes a row takes in memory, by its columns' types (strings counted at 24).
+fn row_width(schema: &Schema) -> f64 {
+    schema
+        .fields()
+        .iter()
+        .map(|f| type_width(f.data_type()))
+        .sum::<f64>()
+        .max(1.0)
+}
+
+fn type_width(data_type: &DataType) -> f64 {
+    match data_type {
+        DataType::Boolean | DataType::Int8 | DataType::UInt8 => 1.0,
+        DataType::Int16 | DataType::UInt16 => 2.0,
+        DataType::Int32 | DataType::UInt32 | DataType::Float32 | DataType::Date32 => 4.0,
+        DataType::Decimal128(..) => 16.0,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => 24.0,
+        DataType::FixedSizeList(item, n) => type_width(item.data_type()) * f64::from(*n),
+        _ => 8.0,
+    }
+}
+
+/// The length of a vector column (from a fixed-size list type; 1 when unknown).
+fn vector_dim(schema: &Schema, column: &str) -> usize {
+    match schema
+        .field_with_name(column)
+        .map(|f| f.data_type().clone())
+    {
+        Ok(DataType::FixedSizeList(_, n)) => n.max(1) as usize,
+        _ => 1,
+    }
+}

@@ -1,0 +1,207 @@
+//! `amdahl explain DAG [--param …] [--profile FILE]`: where each task would run and why.
+//!
+//! The DAG is checked like `dags validate`, each task is estimated (input and output sizes,
+//! work by kind, whether the GPU can run it), priced on the profile's CPU and GPU, and the
+//! whole DAG is assigned by the minimum cut. Without `--profile` the machine's profile is a
+//! CPU-only reference (calibration, which measures it, is not built yet).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use amdahl_dags::RunContext;
+use amdahl_placement::{Place, Priced, Profile, greedy, min_cut, price};
+
+use crate::output::table;
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    /// The DAG file
+    pub file: PathBuf,
+    /// Override a param: --param name=value (repeatable)
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, serde_json::Value)>,
+    /// A machine profile (JSON) to explain against, e.g. profiles/h100-spec.json
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+}
+
+fn parse_param(text: &str) -> Result<(String, serde_json::Value), String> {
+    amdahl_dags::params::parse_assignment(text)
+}
+
+/// The profile used without `--profile`: a modest CPU and no GPU.
+fn reference_profile() -> Profile {
+    let text = include_str!("../../profiles/h100-spec.json");
+    let mut profile: Profile = serde_json::from_str(text).expect("the built-in profile parses");
+    profile.gpu = None;
+    profile
+}
+
+pub async fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let dag = match super::validate::check_file(&args.file).await {
+        Ok(dag) => dag,
+        Err(error) => {
+            eprint!("{}", error.render());
+            eprintln!("the DAG is invalid; nothing to explain");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let (profile, source) = match &args.profile {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read profile {}", path.display()))?;
+            let profile: Profile = serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column())
+            })?;
+            (profile, path.display().to_string())
+        }
+        None => (
+            reference_profile(),
+            "built-in reference (CPU only; pass --profile for a GPU machine)".to_string(),
+        ),
+    };
+    let params = amdahl_dags::params::resolve(&dag, &args.params).map_err(anyhow::Error::msg)?;
+    let context = RunContext {
+        dag_id: dag.id.clone(),
+        run_id: 0,
+        logical_date: "2026-01-01T00:00:00Z".into(),
+        params,
+    };
+    let graph = match amdahl_executors::estimate::estimate(&dag, &context).await {
+        Ok(graph) => graph,
+        Err(e) => bail!("cannot estimate `{}`: {e}", dag.id),
+    };
+    let priced = price(&profile, &graph);
+    let chosen = min_cut(&profile, &graph);
+    let per_task = greedy(&profile, &graph);
+    let all_cpu: f64 = priced.iter().map(|p| p.cpu).sum();
+    // Copies into each GPU stage of what CPU stages before it made (the edges of the cut).
+    let mut incoming = vec![0.0; graph.stages.len()];
+    if let Some(gpu) = &profile.gpu {
+        for &(u, v) in &graph.edges {
+            if chosen.places[u] == Place::Cpu {
+                incoming[v] += amdahl_placement::to_device(gpu, graph.stages[u].output_bytes);
+            }
+        }
+    }
+    println!("DAG `{}` against profile {source}", dag.id);
+    if let Some(gpu) = &profile.gpu {
+        println!("GPU: {}", gpu.name);
+    }
+    println!();
+    let rows: Vec<Vec<String>> = graph
+        .stages
+        .iter()
+        .zip(&priced)
+        .zip(&chosen.places)
+        .zip(&incoming)
+        .map(|(((stage, p), place), incoming)| {
+            let p = &Priced {
+                cpu: p.cpu,
+                gpu: p.gpu.clone().map(|mut g| {
+                    g.transfer_in += incoming;
+                    g
+                }),
+            };
+            let (gpu_in, gpu_compute, gpu_out) = match &p.gpu {
+                Ok(g) => (
+                    seconds(g.transfer_in),
+                    seconds(g.compute),
+                    seconds(g.transfer_out),
+                ),
+                Err(_) => ("-".into(), "-".into(), "-".into()),
+            };
+            vec![
+                stage.id.clone(),
+                bytes(stage.touched_bytes),
+                seconds(p.cpu),
+                gpu_in,
+                gpu_compute,
+                gpu_out,
+                match place {
+                    Place::Cpu => "cpu".into(),
+                    Place::Gpu => "gpu".into(),
+                },
+                why(p, *place),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "TASK",
+                "INPUT",
+                "CPU",
+                "GPU IN",
+                "GPU COMPUTE",
+                "GPU OUT",
+                "CHOICE",
+                "WHY"
+            ],
+            &rows
+        )
+    );
+    println!();
+    println!(
+        "predicted: {} as chosen (minimum cut over the whole DAG); {} choosing task by task; {} all on the CPU",
+        seconds(chosen.total),
+        seconds(per_task.total),
+        seconds(all_cpu)
+    );
+    println!(
+        "estimates: sizes from datasets' files and generators' parameters; a filter keeps half \
+         its rows and a group-by makes 1000 until the task has run"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why the place was chosen, in words.
+fn why(p: &Priced, place: Place) -> String {
+    match (&p.gpu, place) {
+        (Err(reason), _) if p.cpu.is_infinite() => format!("cannot run: {reason}"),
+        (Err(reason), _) => format!("GPU not possible: {reason}"),
+        (Ok(_), Place::Gpu) if p.cpu.is_infinite() => "pinned (device: gpu)".into(),
+        (Ok(g), Place::Gpu) => {
+            if g.total() <= p.cpu {
+                format!("{:.1}× faster than the CPU", p.cpu / g.total())
+            } else {
+                "its input is already on the GPU".into()
+            }
+        }
+        (Ok(g), Place::Cpu) => {
+            if p.cpu <= g.total() {
+                format!("{:.1}× faster than the GPU", g.total() / p.cpu)
+            } else {
+                "moving its input to the GPU costs more than it saves".into()
+            }
+        }
+    }
+}
+
+fn seconds(s: f64) -> String {
+    if !s.is_finite() {
+        "∞".into()
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}
+
+fn bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{b:.0} B")
+    }
+}
