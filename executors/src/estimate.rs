@@ -82,43 +82,14 @@ pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> 
                     .ok()
                     .and_then(|t| amdahl_dags::load::parse_scale_factor(&t).ok())
                     .unwrap_or(1.0);
-                let schema = tpch::schema(*table);
-                let rows = tpch_rows(*table, sf);
-                let bytes = rows * row_width(&schema);
-                (
-                    cpu_only(
-                        &task.id,
-                        "generate",
-                        pin,
-                        BTreeMap::from([(OpKind::Scan, rows)]),
-                        bytes,
-                    ),
-                    Some(Table {
-                        rows,
-                        bytes,
-                        schema,
-                    }),
-                )
+                generated(&task.id, pin, tpch_rows(*table, sf), tpch::schema(*table))
             }
-            TaskKind::Generate(Generate::Vectors { rows, dim, .. }) => {
-                let schema = dense::generated_schema(*dim as usize);
-                let rows = *rows as f64;
-                let bytes = rows * row_width(&schema);
-                (
-                    cpu_only(
-                        &task.id,
-                        "generate",
-                        pin,
-                        BTreeMap::from([(OpKind::Scan, rows)]),
-                        bytes,
-                    ),
-                    Some(Table {
-                        rows,
-                        bytes,
-                        schema,
-                    }),
-                )
-            }
+            TaskKind::Generate(Generate::Vectors { rows, dim, .. }) => generated(
+                &task.id,
+                pin,
+                *rows as f64,
+                dense::generated_schema(*dim as usize),
+            ),
             TaskKind::Sql(located) => {
                 let query = template::render(located, context).map_err(|e| e.message)?;
                 sql_stage(dag, task, &query, &visible, &tables, scratch.path(), pin).await?
@@ -214,6 +185,25 @@ pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> 
         stages.push(stage);
     }
     Ok(Graph { stages, edges })
+}
+
+/// A generator: CPU only, writing `rows` rows of `schema`.
+fn generated(id: &str, pin: Pin, rows: f64, schema: SchemaRef) -> (StageWork, Option<Table>) {
+    let bytes = rows * row_width(&schema);
+    (
+        cpu_only(
+            id,
+            "generate",
+            pin,
+            BTreeMap::from([(OpKind::Scan, rows)]),
+            bytes,
+        ),
+        Some(Table {
+            rows,
+            bytes,
+            schema,
+        }),
+    )
 }
 
 fn table<'a>(tables: &'a HashMap<String, Table>, name: &str) -> Result<&'a Table, String> {
