@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use datafusion::physical_plan::ExecutionPlan;
@@ -52,11 +54,6 @@ pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> 
     let mut stages = Vec::with_capacity(dag.tasks.len());
     let mut edges = Vec::new();
     for task in &dag.tasks {
-        for need in &task.needs {
-            if dag.task(need).is_some_and(|t| t.produces_data()) {
-                edges.push((index[need.as_str()], index[task.id.as_str()]));
-            }
-        }
         let pin = match task.device {
             DevicePreference::Cpu => Pin::Cpu,
             DevicePreference::Gpu => Pin::Gpu,
@@ -68,6 +65,12 @@ pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> 
             .keys()
             .map(String::as_str)
             .chain(task.needs.iter().map(String::as_str))
+            .collect();
+        // Bytes the task reads of each upstream output (SQL: the columns its scans keep).
+        let mut reads: HashMap<String, f64> = task
+            .needs
+            .iter()
+            .filter_map(|n| tables.get(n).map(|t| (n.clone(), t.bytes)))
             .collect();
         let (stage, output) = match &task.kind {
             TaskKind::Shell(_) | TaskKind::Empty => (
@@ -92,7 +95,10 @@ pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> 
             ),
             TaskKind::Sql(located) => {
                 let query = template::render(located, context).map_err(|e| e.message)?;
-                sql_stage(dag, task, &query, &visible, &tables, scratch.path(), pin).await?
+                let (stage, output, read) =
+                    sql_stage(dag, task, &query, &visible, &tables, scratch.path(), pin).await?;
+                reads = read;
+                (stage, output)
             }
             TaskKind::Knn(k) => {
                 let (base, queries) = (
@@ -179,6 +185,13 @@ pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> 
                 )
             }
         };
+        for need in &task.needs {
+            if dag.task(need).is_some_and(|t| t.produces_data())
+                && let Some(bytes) = reads.get(need)
+            {
+                edges.push((index[need.as_str()], index[task.id.as_str()], *bytes as u64));
+            }
+        }
         if let Some(output) = output {
             tables.insert(task.id.clone(), output);
         }
@@ -263,13 +276,12 @@ async fn sql_stage(
     tables: &HashMap<String, Table>,
     scratch: &Path,
     pin: Pin,
-) -> Result<(StageWork, Option<Table>), String> {
+) -> Result<(StageWork, Option<Table>, HashMap<String, f64>), String> {
     // Plan over stand-in Parquet files with the inputs' schemas, so the plan has the scans the
     // real run will have and the GPU translation sees them.
     let ctx = SessionContext::new_with_config(session_config(1));
-    let mut used_rows = 0.0;
-    let mut used_bytes = 0.0;
-    let mut storage = 0.0;
+    // Where each table's files are, to know which table a scan reads.
+    let mut locations: Vec<(String, &str)> = Vec::new();
     for name in visible {
         let Some(t) = tables.get(*name) else {
             continue;
@@ -283,6 +295,7 @@ async fn sql_stage(
             register_input(&ctx, &input)
                 .await
                 .map_err(|e| format!("dataset `{name}`: {e}"))?;
+            locations.push((dataset.path.display().to_string(), name));
         } else {
             let file = scratch.join(format!("{name}.parquet"));
             let writer = std::fs::File::create(&file).map_err(|e| e.to_string())?;
@@ -296,13 +309,7 @@ async fn sql_stage(
             )
             .await
             .map_err(|e| e.to_string())?;
-        }
-        if mentions(query, name) {
-            used_rows += t.rows;
-            used_bytes += t.bytes;
-            if dag.datasets.contains_key(*name) {
-                storage += t.bytes;
-            }
+            locations.push((file.display().to_string(), name));
         }
     }
     let frame = ctx
@@ -316,6 +323,28 @@ async fn sql_stage(
         .map_err(|e| format!("task `{}`: {}", task.id, e.find_root()))?;
     let mut names = Vec::new();
     collect_names(&plan, &mut names);
+    // What the scans read: each table's rows, at the width of the columns the scan keeps.
+    let (mut used_rows, mut used_bytes, mut storage) = (0.0, 0.0, 0.0);
+    let mut read: HashMap<String, f64> = HashMap::new();
+    let mut scans = Vec::new();
+    collect_scans(&plan, &mut scans);
+    for (file, width) in scans {
+        let Some((_, name)) = locations
+            .iter()
+            .find(|(path, _)| file.starts_with(path.as_str()))
+        else {
+            continue;
+        };
+        let Some(t) = tables.get(*name) else {
+            continue;
+        };
+        used_rows += t.rows;
+        used_bytes += t.rows * width;
+        *read.entry(name.to_string()).or_default() += t.rows * width;
+        if dag.datasets.contains_key(*name) {
+            storage += t.rows * width;
+        }
+    }
     let has = |part: &str| names.iter().any(|n| n.contains(part));
     let mut work = BTreeMap::from([(OpKind::Scan, used_rows)]);
     if has("Join") {
@@ -352,6 +381,7 @@ async fn sql_stage(
             bytes: bytes_out,
             schema,
         }),
+        read,
     ))
 }
 
@@ -362,11 +392,21 @@ fn collect_names(plan: &Arc<dyn ExecutionPlan>, names: &mut Vec<String>) {
     }
 }
 
-/// Whether `query` names `table` as a word.
-fn mentions(query: &str, table: &str) -> bool {
-    query
-        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .any(|word| word.eq_ignore_ascii_case(table))
+/// Every file scan of a plan: the first file it reads (absolute) and the width of a row of
+/// the columns it keeps.
+fn collect_scans(plan: &Arc<dyn ExecutionPlan>, scans: &mut Vec<(String, f64)>) {
+    if let Some(source) = plan.downcast_ref::<DataSourceExec>()
+        && let Some(config) = source.data_source().downcast_ref::<FileScanConfig>()
+        && let Some(file) = config.file_groups.iter().flat_map(|g| g.iter()).next()
+    {
+        scans.push((
+            format!("/{}", file.object_meta.location),
+            row_width(&plan.schema()),
+        ));
+    }
+    for child in plan.children() {
+        collect_scans(child, scans);
+    }
 }
 
 async fn dataset_table(dataset: &amdahl_dags::Dataset) -> Result<Table, String> {

@@ -14,11 +14,12 @@ use std::collections::VecDeque;
 
 use crate::cost::{GpuTime, Pin, Place, Profile, StageWork, cpu_time, gpu_time, to_device};
 
-/// A DAG for placement: its stages and its data edges (upstream, downstream) by index.
+/// A DAG for placement: its stages and its data edges (upstream, downstream, bytes the
+/// downstream reads of the upstream's output) by index.
 #[derive(Clone, Debug)]
 pub struct Graph {
     pub stages: Vec<StageWork>,
-    pub edges: Vec<(usize, usize)>,
+    pub edges: Vec<(usize, usize, u64)>,
 }
 
 /// The prices of one stage on each place.
@@ -57,11 +58,12 @@ pub fn price(profile: &Profile, graph: &Graph) -> Vec<Priced> {
         .collect()
 }
 
-/// The cost of an edge cut CPU → GPU: copying the upstream's output to the device.
-fn edge_cost(profile: &Profile, graph: &Graph, upstream: usize) -> f64 {
-    profile.gpu.as_ref().map_or(0.0, |gpu| {
-        to_device(gpu, graph.stages[upstream].output_bytes)
-    })
+/// The cost of an edge cut CPU → GPU: copying what the downstream reads to the device.
+pub fn edge_cost(profile: &Profile, bytes: u64) -> f64 {
+    profile
+        .gpu
+        .as_ref()
+        .map_or(0.0, |gpu| to_device(gpu, bytes))
 }
 
 /// The total predicted time of an assignment (infinite when it breaks a pin or a limit).
@@ -73,9 +75,9 @@ pub fn total(profile: &Profile, graph: &Graph, priced: &[Priced], places: &[Plac
             Place::Gpu => p.gpu.as_ref().map_or(f64::INFINITY, GpuTime::total),
         };
     }
-    for &(u, v) in &graph.edges {
+    for &(u, v, bytes) in &graph.edges {
         if places[u] == Place::Cpu && places[v] == Place::Gpu {
-            sum += edge_cost(profile, graph, u);
+            sum += edge_cost(profile, bytes);
         }
     }
     sum
@@ -93,8 +95,8 @@ pub fn min_cut(profile: &Profile, graph: &Graph) -> Assignment {
         flow.add(source, i, finite(gpu));
         flow.add(i, sink, finite(p.cpu));
     }
-    for &(u, v) in &graph.edges {
-        flow.add(u, v, finite(edge_cost(profile, graph, u)));
+    for &(u, v, bytes) in &graph.edges {
+        flow.add(u, v, finite(edge_cost(profile, bytes)));
     }
     flow.max_flow(source, sink);
     let cpu_side = flow.reachable(source);
@@ -114,8 +116,8 @@ pub fn greedy(profile: &Profile, graph: &Graph) -> Assignment {
         let copies: f64 = graph
             .edges
             .iter()
-            .filter(|&&(u, v)| v == i && places[u] == Place::Cpu)
-            .map(|&(u, _)| edge_cost(profile, graph, u))
+            .filter(|&&(u, v, _)| v == i && places[u] == Place::Cpu)
+            .map(|&(_, _, bytes)| edge_cost(profile, bytes))
             .sum();
         let gpu = p.gpu.as_ref().map_or(f64::INFINITY, |g| g.total() + copies);
         places.push(if gpu < p.cpu { Place::Gpu } else { Place::Cpu });

@@ -9,7 +9,7 @@
 pub mod assign;
 pub mod cost;
 
-pub use assign::{Assignment, Graph, Priced, brute_force, greedy, min_cut, price};
+pub use assign::{Assignment, Graph, Priced, brute_force, edge_cost, greedy, min_cut, price};
 pub use cost::{
     DeviceProfile, GpuProfile, GpuTime, OpKind, Pin, Place, Profile, StageWork, cpu_time,
     crossover_bytes, gpu_time, roofline, to_device, to_host,

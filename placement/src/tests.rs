@@ -141,7 +141,9 @@ fn greedy_loses_to_the_minimum_cut_on_a_ping_pong_dag() {
         s.device_bytes = bytes;
         stages.push(s);
     }
-    let edges = (0..stages.len() - 1).map(|i| (i, i + 1)).collect();
+    let edges = (0..stages.len() - 1)
+        .map(|i| (i, i + 1, stages[i].output_bytes))
+        .collect();
     let graph = Graph { stages, edges };
     let cut = min_cut(&p, &graph);
     let greedy = greedy(&p, &graph);
@@ -209,9 +211,9 @@ fn the_minimum_cut_equals_brute_force_on_random_small_dags() {
             .collect();
         let mut edges = Vec::new();
         for v in 1..n {
-            for u in 0..v {
+            for (u, upstream) in stages[..v].iter().enumerate() {
                 if rng.below(3) == 0 {
-                    edges.push((u, v));
+                    edges.push((u, v, upstream.output_bytes >> rng.below(3)));
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use amdahl_dags::RunContext;
-use amdahl_placement::{Place, Priced, Profile, greedy, min_cut, price};
+use amdahl_placement::{Place, Priced, Profile, edge_cost, greedy, min_cut, price};
 
 use crate::output::table;
 
@@ -79,11 +79,9 @@ pub async fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let all_cpu: f64 = priced.iter().map(|p| p.cpu).sum();
     // Copies into each GPU stage of what CPU stages before it made (the edges of the cut).
     let mut incoming = vec![0.0; graph.stages.len()];
-    if let Some(gpu) = &profile.gpu {
-        for &(u, v) in &graph.edges {
-            if chosen.places[u] == Place::Cpu {
-                incoming[v] += amdahl_placement::to_device(gpu, graph.stages[u].output_bytes);
-            }
+    for &(u, v, bytes) in &graph.edges {
+        if chosen.places[u] == Place::Cpu {
+            incoming[v] += edge_cost(&profile, bytes);
         }
     }
     println!("DAG `{}` against profile {source}", dag.id);
