@@ -154,12 +154,7 @@ async fn dataset_schemas(dag: &Dag, diagnostics: &mut Diagnostics) -> BTreeMap<S
     let ctx = SessionContext::new_with_config(session_config(1));
     let mut out = BTreeMap::new();
     for dataset in dag.datasets.values() {
-        let input = TableInput {
-            name: dataset.name.clone(),
-            path: dataset.path.clone(),
-            format: dataset.format,
-        };
-        let schema = match register_input(&ctx, &input).await {
+        let schema = match register_input(&ctx, &TableInput::from(dataset)).await {
             Ok(()) => match ctx.table(dataset.name.as_str()).await {
                 Ok(frame) => Ok(Arc::new(frame.schema().as_arrow().clone())),
                 Err(e) => Err(e),

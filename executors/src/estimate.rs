@@ -287,12 +287,7 @@ async fn sql_stage(
             continue;
         };
         if let Some(dataset) = dag.datasets.get(*name) {
-            let input = TableInput {
-                name: dataset.name.clone(),
-                path: dataset.path.clone(),
-                format: dataset.format,
-            };
-            register_input(&ctx, &input)
+            register_input(&ctx, &TableInput::from(dataset))
                 .await
                 .map_err(|e| format!("dataset `{name}`: {e}"))?;
             locations.push((dataset.path.display().to_string(), name));
@@ -412,12 +407,7 @@ fn collect_scans(plan: &Arc<dyn ExecutionPlan>, scans: &mut Vec<(String, f64)>) 
 async fn dataset_table(dataset: &amdahl_dags::Dataset) -> Result<Table, String> {
     let bytes = file_bytes(&dataset.path) as f64;
     let ctx = SessionContext::new_with_config(session_config(1));
-    let input = TableInput {
-        name: dataset.name.clone(),
-        path: dataset.path.clone(),
-        format: dataset.format,
-    };
-    register_input(&ctx, &input)
+    register_input(&ctx, &TableInput::from(dataset))
         .await
         .map_err(|e| format!("dataset `{}`: {e}", dataset.name))?;
     let schema: SchemaRef = Arc::new(

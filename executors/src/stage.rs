@@ -80,6 +80,16 @@ pub struct TableInput {
     pub format: DatasetFormat,
 }
 
+impl From<&amdahl_dags::Dataset> for TableInput {
+    fn from(dataset: &amdahl_dags::Dataset) -> Self {
+        TableInput {
+            name: dataset.name.clone(),
+            path: dataset.path.clone(),
+            format: dataset.format,
+        }
+    }
+}
+
 /// One attempt of one task, ready to execute.
 #[derive(Clone, Debug)]
 pub struct Stage {

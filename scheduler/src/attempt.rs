@@ -75,15 +75,7 @@ pub fn prepare_stage(
             activation: s.activation,
         },
     };
-    let mut inputs: Vec<TableInput> = dag
-        .datasets
-        .values()
-        .map(|d| TableInput {
-            name: d.name.clone(),
-            path: d.path.clone(),
-            format: d.format,
-        })
-        .collect();
+    let mut inputs: Vec<TableInput> = dag.datasets.values().map(TableInput::from).collect();
     for need in &task.needs {
         if dag.task(need).is_some_and(|t| t.produces_data()) {
             inputs.push(TableInput {
