@@ -6,12 +6,13 @@
 #   # copy gpu-bundle/ to the GPU machine, then there:
 #   OUT=/some/folder bash gpu-bundle/run.sh
 #
-# run.sh unpacks each test binary, runs its ignored tests, keeps each log under $OUT and prints
-# a table (binary, passed, failed) that it also writes to $OUT/summary.md; then it runs the GPU
-# benchmark (executors/benches/gpu.rs; SKIP_BENCH=1 skips it, AMDAHL_BENCH_MAX_MB and
-# AMDAHL_BENCH_KNN_BASE shrink it) into $OUT/bench.md. It exits non-zero if
-# any test failed or none ran. The binaries are built here (x86-64, this machine's glibc, which
-# is older than the GPU machine's, so they run there) in release mode, stripped and gzipped.
+# run.sh (scripts/gpu-run.sh) unpacks each test binary, runs its ignored tests, then the GPU
+# benchmark (executors/benches/gpu.rs), and writes $OUT/summary.md, $OUT/bench.md and
+# $OUT/logs.tgz; it exits non-zero if any test failed or none ran. Only the crates named in
+# PACKAGES are built (default `-p amdahl-executors`, where every GPU test lives). The binaries
+# are built here (x86-64, this machine's glibc, which is older than the GPU machine's, so they
+# run there) in release mode, stripped and xz-compressed (the bundle must stay
+# well under 64 MiB to travel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,7 @@ mkdir -p "$bundle/bin"
 
 profile=${PROFILE:-release}
 echo "building the test binaries ($profile)…" >&2
-cargo test --profile "$profile" --workspace --no-run --message-format=json 2>/dev/null \
+cargo test --profile "$profile" ${PACKAGES:--p amdahl-executors} --no-run --message-format=json 2>/dev/null \
   | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -36,15 +37,18 @@ for line in sys.stdin:
 count=0
 while read -r exe; do
   # Only binaries that hold at least one ignored test travel.
-  if ! "$exe" --list --ignored 2>/dev/null | grep -q ': test$'; then
+  # (The list is read whole first: `grep -q` stopping early would make the lister fail under
+  # pipefail.)
+  ignored=$("$exe" --list --ignored 2>/dev/null | grep -c ': test$' || true)
+  if [ "${ignored:-0}" -eq 0 ]; then
     continue
   fi
   name=$(basename "$exe" | sed 's/-[0-9a-f]\{16\}$//')
   cp "$exe" "$bundle/bin/$name"
   strip "$bundle/bin/$name"
-  gzip -9 "$bundle/bin/$name"
+  xz -9 -T0 "$bundle/bin/$name"
   count=$((count + 1))
-  echo "  $name: $("$exe" --list --ignored 2>/dev/null | grep -c ': test$') ignored test(s)" >&2
+  echo "  $name: $ignored ignored test(s)" >&2
 done < "$bundle/executables.txt"
 rm "$bundle/executables.txt"
 if [ "$count" -eq 0 ]; then
@@ -70,49 +74,8 @@ for line in sys.stdin:
 mkdir -p "$bundle/bench"
 cp "$bench_exe" "$bundle/bench/gpu"
 strip "$bundle/bench/gpu"
-gzip -9 "$bundle/bench/gpu"
+xz -9 -T0 "$bundle/bench/gpu"
 
-cat > "$bundle/run.sh" <<'RUN'
-#!/usr/bin/env bash
-# Runs the packaged GPU tests; see scripts/gpu-bundle.sh.
-set -uo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-out=${OUT:-$here/out}
-mkdir -p "$out"
-work=$(mktemp -d)
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1 || true
-status=0
-ran=0
-{
-  echo "| binary | passed | failed |"
-  echo "|---|---|---|"
-} > "$out/summary.md"
-for gz in "$here"/bin/*.gz; do
-  name=$(basename "$gz" .gz)
-  gunzip -c "$gz" > "$work/$name"
-  chmod +x "$work/$name"
-  (cd "$here/.." && "$work/$name" --ignored --test-threads=1) > "$out/$name.log" 2>&1
-  code=$?
-  passed=$(grep -Eo '[0-9]+ passed' "$out/$name.log" | awk '{s+=$1} END {print s+0}')
-  failed=$(grep -Eo '[0-9]+ failed' "$out/$name.log" | awk '{s+=$1} END {print s+0}')
-  ran=$((ran + passed + failed))
-  [ "$code" -ne 0 ] && status=1
-  echo "| $name | $passed | $failed |" >> "$out/summary.md"
-done
-if [ -f "$here/bench/gpu.gz" ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
-  gunzip -c "$here/bench/gpu.gz" > "$work/gpu-bench"
-  chmod +x "$work/gpu-bench"
-  (cd "$here/.." && "$work/gpu-bench") > "$out/bench.md" 2> "$out/bench.log" || status=1
-fi
-rm -rf "$work"
-echo "GPU: $(cat "$out/gpu.txt")"
-cat "$out/summary.md"
-[ -f "$out/bench.md" ] && cat "$out/bench.md"
-if [ "$ran" -eq 0 ]; then
-  echo "no GPU test ran"
-  exit 1
-fi
-exit "$status"
-RUN
+cp scripts/gpu-run.sh "$bundle/run.sh"
 chmod +x "$bundle/run.sh"
 du -sh "$bundle" >&2

@@ -62,6 +62,9 @@ pub enum Command {
     Db(DbCommand),
     /// Where each task of a DAG would run (CPU or GPU) and why, with predicted times
     Explain(commands::explain::ExplainArgs),
+    /// Measure this machine's CPU and GPU (bandwidths, throughput per operator, copy costs)
+    /// and store the profile that placement prices stages with
+    Calibrate(commands::calibrate::CalibrateArgs),
     /// List the GPUs this machine can run stages on, or say why there are none
     Devices {
         /// Print JSON instead of a table

@@ -36,6 +36,24 @@ impl Settings {
     }
 }
 
+/// The state store's URL if one is configured or the default SQLite file already exists;
+/// creates nothing (for commands that only read, when there is something to read).
+pub fn existing_database_url(
+    database_url: Option<String>,
+    home: Option<PathBuf>,
+) -> Option<String> {
+    if let Some(url) = database_url.filter(|u| !u.trim().is_empty()) {
+        return Some(url);
+    }
+    let home = match home {
+        Some(h) => h,
+        None => default_home().ok()?,
+    };
+    let file = home.join("amdahl.db");
+    file.exists()
+        .then(|| format!("sqlite://{}", file.display()))
+}
+
 fn default_home() -> anyhow::Result<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(xdg).join("amdahl"));

@@ -1,6 +1,8 @@
-//! The GPU benchmark: the machine's ceilings first, then the Q6 shape (filter + aggregate) at
-//! 1 MB … 8 GB of input against those ceilings and against DataFusion on every core, then
-//! `knn` (1M × 128 base, 10k queries) on the GPU and on the CPU. Prints markdown tables.
+//! The GPU benchmark, in markdown tables: the machine's calibration (its ceilings) first; then
+//! the placement sweep (filter + aggregate, group-by and knn from 1 KB up, on the CPU and on
+//! the GPU, beside the calibrated model's predictions, placement's choice and its regret);
+//! then the Q6 shape at 1 MB … 8 GB of input against the ceilings and against DataFusion on
+//! every core; then `knn` (1M × 128 base, 10k queries) on the GPU and on the CPU.
 //!
 //!   cargo bench -p amdahl-executors --bench gpu
 //!   AMDAHL_BENCH_MAX_MB=1024 AMDAHL_BENCH_KNN_BASE=100000 cargo bench -p amdahl-executors --bench gpu
@@ -18,9 +20,11 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use amdahl_dags::Metric;
+use amdahl_executors::calibrate::{self, Effort, calibrate};
 use amdahl_executors::dense::{self, Matrix};
 use amdahl_executors::gpu::{self, cuda, translate};
 use amdahl_executors::sql::session_config;
+use amdahl_placement::{OpKind, Pin, Place, Profile, StageWork, cpu_time, gpu_time};
 
 const Q6: &str = "SELECT SUM(l_extendedprice * l_discount) AS revenue FROM lineitem \
                   WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01' \
@@ -110,41 +114,359 @@ fn main() {
     }
     println!("CPU threads: {threads}\n");
     let usable = report.usable();
-    let ceilings = if usable { ceilings() } else { None };
+    let profile = calibration();
+    let ceilings = profile
+        .as_ref()
+        .and_then(|p| p.gpu.as_ref())
+        .map(|gpu| (gpu.device.memory_bandwidth / 1e9, gpu.host_to_device / 1e9));
+    if let Some(profile) = &profile {
+        placement_sweep(profile, usable, threads);
+    }
     q6_sweep(usable, ceilings, threads);
     knn_bench(usable, threads);
 }
 
-/// (device copy GB/s counting read + write, pinned host→device GB/s).
-fn ceilings() -> Option<(f64, f64)> {
-    let ctx = cudarc::driver::CudaContext::new(0).ok()?;
-    let stream = ctx.default_stream();
-    let bytes: usize = 1 << 30;
-    let src = stream.alloc_zeros::<u8>(bytes).ok()?;
-    let mut dst = stream.alloc_zeros::<u8>(bytes).ok()?;
-    let mut copy = Vec::new();
-    for _ in 0..6 {
-        let t = Instant::now();
-        stream.memcpy_dtod(&src, &mut dst).ok()?;
-        stream.synchronize().ok()?;
-        copy.push(t.elapsed().as_secs_f64());
+/// Calibrates the machine (`amdahl calibrate`'s measurements) and prints the figures; writes
+/// the profile as JSON to `AMDAHL_BENCH_PROFILE_OUT` when set.
+fn calibration() -> Option<Profile> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let calibration = match rt.block_on(calibrate(Effort::Full)) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("calibration failed: {e}\n");
+            return None;
+        }
+    };
+    println!("## Calibration (amdahl calibrate's measurements)\n");
+    println!("| measure | value |\n|---|---|");
+    for (what, value) in &calibration.figures {
+        println!("| {what} | {value} |");
     }
-    let copy_gbs = 2.0 * bytes as f64 / median(copy[1..].to_vec()) / 1e9;
-    let mut pinned = unsafe { ctx.alloc_pinned::<u8>(bytes) }.ok()?;
-    pinned.as_mut_slice().ok()?.fill(1);
-    let mut h2d = Vec::new();
-    for _ in 0..6 {
-        let t = Instant::now();
-        stream.memcpy_htod(&pinned, &mut dst).ok()?;
-        stream.synchronize().ok()?;
-        h2d.push(t.elapsed().as_secs_f64());
+    println!();
+    if let Ok(path) = std::env::var("AMDAHL_BENCH_PROFILE_OUT") {
+        let json = serde_json::to_string_pretty(&calibration.profile).expect("profile JSON");
+        if let Err(e) = std::fs::write(&path, json) {
+            println!("could not write {path}: {e}\n");
+        }
     }
-    let h2d_gbs = bytes as f64 / median(h2d[1..].to_vec()) / 1e9;
-    println!("## Ceilings (1 GiB, median of 5)\n");
-    println!("| measure | GB/s |\n|---|---|");
-    println!("| device copy (read + write) | {copy_gbs:.0} |");
-    println!("| pinned host → device | {h2d_gbs:.1} |\n");
-    Some((copy_gbs, h2d_gbs))
+    Some(calibration.profile)
+}
+
+/// One point of the placement sweep: what the model predicted and what each side took.
+struct Point {
+    kind: &'static str,
+    bytes: u64,
+    predicted_cpu: f64,
+    predicted_gpu: Option<f64>,
+    actual_cpu: f64,
+    actual_gpu: Option<f64>,
+}
+
+impl Point {
+    fn choice(&self) -> Place {
+        match self.predicted_gpu {
+            Some(g) if g < self.predicted_cpu => Place::Gpu,
+            _ => Place::Cpu,
+        }
+    }
+
+    fn actual(&self, place: Place) -> Option<f64> {
+        match place {
+            Place::Cpu => Some(self.actual_cpu),
+            Place::Gpu => self.actual_gpu,
+        }
+    }
+
+    /// chosen ÷ best − 1 (0 when placement chose the faster side).
+    fn regret(&self) -> Option<f64> {
+        let best = self
+            .actual_gpu
+            .map_or(self.actual_cpu, |g| g.min(self.actual_cpu));
+        self.actual(self.choice()).map(|chosen| chosen / best - 1.0)
+    }
+}
+
+fn stage_work(id: &str, bytes: u64, output: u64, work: &[(OpKind, f64)]) -> StageWork {
+    StageWork {
+        id: id.into(),
+        storage_bytes: bytes,
+        output_bytes: output,
+        touched_bytes: bytes,
+        work: work.iter().copied().collect(),
+        gpu_support: Ok(()),
+        device_bytes: bytes,
+        pin: Pin::Free,
+    }
+}
+
+fn predict(profile: &Profile, stage: &StageWork) -> (f64, Option<f64>) {
+    (
+        cpu_time(profile, stage),
+        gpu_time(profile, stage).ok().map(|g| g.total()),
+    )
+}
+
+/// Placement against reality: each stage kind at input sizes from 1 KB up, run on the CPU and
+/// on the GPU, beside what the calibrated model predicted and what placement would choose.
+fn placement_sweep(profile: &Profile, usable: bool, threads: usize) {
+    let max_mb = env_usize("AMDAHL_BENCH_MAX_MB", 8192);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut points: Vec<Point> = Vec::new();
+    // SQL shapes over the calibration table (a, b, g, v: 32 bytes a row).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("t.parquet");
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(&file).expect("file"),
+        calibrate::schema(),
+        None,
+    )
+    .expect("writer");
+    for b in calibrate::sample_table(1000, 3) {
+        writer.write(&b).expect("write");
+    }
+    writer.close().expect("close");
+    let kernels: Vec<(&'static str, &str, Vec<(OpKind, f64)>)> = vec![
+        (
+            "filter + aggregate",
+            calibrate::SCAN,
+            vec![(OpKind::Scan, 1.0)],
+        ),
+        (
+            "group-by (1000 groups)",
+            calibrate::AGGREGATE,
+            vec![(OpKind::Scan, 1.0), (OpKind::Aggregate, 1.0)],
+        ),
+    ];
+    let plan_ctx = SessionContext::new_with_config(session_config(threads));
+    rt.block_on(plan_ctx.register_parquet(
+        "t",
+        file.to_str().expect("utf-8 path"),
+        ParquetReadOptions::default(),
+    ))
+    .expect("register");
+    let row_bytes = 32u64;
+    for (kind, sql, per_row) in &kernels {
+        let kernel = rt.block_on(async {
+            let plan = plan_ctx.sql(sql).await?.create_physical_plan().await?;
+            Ok::<_, datafusion::error::DataFusionError>(translate(&plan).expect("translates"))
+        });
+        let kernel = kernel.expect("plan");
+        let mut bytes = 1u64 << 10;
+        while bytes <= (max_mb as u64) << 20 {
+            let rows = (bytes / row_bytes).max(1) as usize;
+            let batches = calibrate::sample_table(rows, bytes);
+            let work: Vec<(OpKind, f64)> =
+                per_row.iter().map(|(k, r)| (*k, r * rows as f64)).collect();
+            let stage = stage_work(kind, rows as u64 * row_bytes, 64, &work);
+            let (predicted_cpu, predicted_gpu) = predict(profile, &stage);
+            let ctx = SessionContext::new_with_config(session_config(threads));
+            let mut parts = vec![Vec::new(); threads];
+            for (i, b) in batches.iter().enumerate() {
+                parts[i % threads].push(b.clone());
+            }
+            parts.retain(|p| !p.is_empty());
+            ctx.register_table(
+                "t",
+                Arc::new(MemTable::try_new(calibrate::schema(), parts).expect("table")),
+            )
+            .expect("register");
+            let reps = if bytes < 64 << 20 { 7 } else { 3 };
+            let mut cpu = Vec::new();
+            for _ in 0..reps {
+                let t = Instant::now();
+                rt.block_on(async { ctx.sql(sql).await?.collect().await })
+                    .expect("cpu");
+                cpu.push(t.elapsed().as_secs_f64());
+            }
+            let actual_gpu = if usable {
+                let columns = cuda::plan_columns(&kernel, &batches).expect("plan columns");
+                let mut gpu = Vec::new();
+                for _ in 0..reps {
+                    let t = Instant::now();
+                    match cuda::run_batches(&kernel, &columns, t) {
+                        Ok(_) => gpu.push(t.elapsed().as_secs_f64()),
+                        Err(e) => {
+                            println!("{kind} at {bytes} B: GPU failed: {e}");
+                            break;
+                        }
+                    }
+                }
+                // The first run compiles the kernel (once per process in a worker).
+                (gpu.len() == reps).then(|| median(gpu[1..].to_vec()))
+            } else {
+                None
+            };
+            points.push(Point {
+                kind,
+                bytes,
+                predicted_cpu,
+                predicted_gpu,
+                actual_cpu: median(cpu[1..].to_vec()),
+                actual_gpu,
+            });
+            bytes *= 8;
+        }
+    }
+    // knn: a base of n × 128 floats against 1000 queries, k = 10, cosine.
+    let dim = 128;
+    let queries = 1000;
+    let q = Matrix::new(
+        queries,
+        dim,
+        (0..(queries * dim) as u64)
+            .map(|i| dense::uniform(5, i))
+            .collect(),
+    );
+    let mut n = 64usize;
+    while n * dim * 4 <= max_mb << 20 && n <= 4 << 20 {
+        let base = Matrix::new(
+            n,
+            dim,
+            (0..(n * dim) as u64)
+                .map(|i| dense::uniform(6, i))
+                .collect(),
+        );
+        let bytes = ((n + queries) * dim * 4) as u64;
+        let flops = 2.0 * (n * queries * dim) as f64;
+        let stage = stage_work(
+            "knn",
+            bytes,
+            (queries * 10 * 12) as u64,
+            &[(OpKind::Gemm, flops)],
+        );
+        let (predicted_cpu, predicted_gpu) = predict(profile, &stage);
+        let reps = 3;
+        let mut cpu = Vec::new();
+        for _ in 0..reps {
+            let t = Instant::now();
+            std::hint::black_box(dense::knn(&base, &q, 10, Metric::Cosine, threads));
+            cpu.push(t.elapsed().as_secs_f64());
+        }
+        let actual_gpu = if usable {
+            let mut gpu = Vec::new();
+            for _ in 0..reps {
+                let t = Instant::now();
+                match gpu::dense::knn(&base, &q, 10, Metric::Cosine) {
+                    Ok(_) => gpu.push(t.elapsed().as_secs_f64()),
+                    Err(e) => {
+                        println!("knn at {n}: GPU failed: {e}");
+                        break;
+                    }
+                }
+            }
+            (gpu.len() == reps).then(|| median(gpu[1..].to_vec()))
+        } else {
+            None
+        };
+        points.push(Point {
+            kind: "knn (1000 queries, 128-d)",
+            bytes,
+            predicted_cpu,
+            predicted_gpu,
+            actual_cpu: median(cpu[1..].to_vec()),
+            actual_gpu,
+        });
+        n *= 8;
+    }
+    print_sweep(&points);
+}
+
+fn print_sweep(points: &[Point]) {
+    let ms = |s: f64| format!("{:.3}", s * 1e3);
+    let opt = |s: Option<f64>| s.map_or("–".to_string(), ms);
+    println!("## Placement sweep: predicted (calibrated model) vs actual\n");
+    println!(
+        "| stage | input | CPU predicted ms | CPU actual ms | GPU predicted ms | GPU actual ms | placement | faster | regret |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for p in points {
+        let faster = match p.actual_gpu {
+            Some(g) if g < p.actual_cpu => "gpu",
+            _ => "cpu",
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {faster} | {} |",
+            p.kind,
+            human_bytes(p.bytes),
+            ms(p.predicted_cpu),
+            ms(p.actual_cpu),
+            opt(p.predicted_gpu),
+            opt(p.actual_gpu),
+            match p.choice() {
+                Place::Cpu => "cpu",
+                Place::Gpu => "gpu",
+            },
+            p.regret()
+                .map_or("–".to_string(), |r| format!("{:.1} %", 100.0 * r))
+        );
+    }
+    let regrets: Vec<f64> = points.iter().filter_map(Point::regret).collect();
+    let error = |pairs: Vec<(f64, f64)>| -> Option<f64> {
+        (!pairs.is_empty())
+            .then(|| median(pairs.iter().map(|(p, a)| (p / a - 1.0).abs()).collect()))
+    };
+    let cpu_error = error(
+        points
+            .iter()
+            .map(|p| (p.predicted_cpu, p.actual_cpu))
+            .collect(),
+    );
+    let gpu_error = error(
+        points
+            .iter()
+            .filter_map(|p| Some((p.predicted_gpu?, p.actual_gpu?)))
+            .collect(),
+    );
+    println!();
+    if !regrets.is_empty() {
+        println!(
+            "median regret: {:.1} % over {} points",
+            100.0 * median(regrets.clone()),
+            regrets.len()
+        );
+        println!(
+            "worst regret: {:.1} %",
+            100.0 * regrets.iter().copied().fold(0.0, f64::max)
+        );
+    }
+    if let Some(e) = cpu_error {
+        println!("median |predicted ÷ actual − 1|, CPU: {:.0} %", 100.0 * e);
+    }
+    if let Some(e) = gpu_error {
+        println!("median |predicted ÷ actual − 1|, GPU: {:.0} %", 100.0 * e);
+    }
+    // Crossovers per stage kind: the first size the GPU wins, predicted and measured.
+    let mut kinds: Vec<&str> = points.iter().map(|p| p.kind).collect();
+    kinds.dedup();
+    for kind in kinds {
+        let of: Vec<&Point> = points.iter().filter(|p| p.kind == kind).collect();
+        let predicted = of
+            .iter()
+            .find(|p| p.predicted_gpu.is_some_and(|g| g < p.predicted_cpu))
+            .map(|p| human_bytes(p.bytes));
+        let measured = of
+            .iter()
+            .find(|p| p.actual_gpu.is_some_and(|g| g < p.actual_cpu))
+            .map(|p| human_bytes(p.bytes));
+        println!(
+            "crossover, {kind}: predicted {}, measured {} (on this sweep's ×8 grid)",
+            predicted.unwrap_or_else(|| "none".into()),
+            measured.unwrap_or_else(|| "none".into())
+        );
+    }
+    println!();
+}
+
+fn human_bytes(b: u64) -> String {
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+    } else if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    } else if b >= 1 << 10 {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    } else {
+        format!("{b} B")
+    }
 }
 
 fn q6_sweep(usable: bool, ceilings: Option<(f64, f64)>, threads: usize) {
@@ -189,10 +511,7 @@ fn q6_sweep(usable: bool, ceilings: Option<(f64, f64)>, threads: usize) {
     while mb <= max_mb {
         let rows = mb * (1 << 20) / Q6_ROW_BYTES;
         let batches = q6_batches(rows);
-        let columns: Vec<(Vec<ArrayRef>, usize)> = batches
-            .iter()
-            .map(|b| (b.columns().to_vec(), b.num_rows()))
-            .collect();
+        let columns = cuda::plan_columns(&kernel, &batches).expect("plan columns");
         let ctx = SessionContext::new_with_config(session_config(threads));
         ctx.register_table(
             "lineitem",

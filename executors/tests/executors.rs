@@ -12,6 +12,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tpchgen::generators::LineItemGenerator;
 use tpchgen_arrow::{LineItemArrow, RecordBatchIterator};
 
+mod calibrate;
 mod dense;
 mod kernel;
 

@@ -70,6 +70,12 @@ pub struct GpuProfile {
     pub transfer_latency: f64,
     /// Device memory a stage may use.
     pub free_bytes: u64,
+    /// Host → device bytes per second from ordinary (pageable) memory, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pageable_host_to_device: Option<f64>,
+    /// Device → host bytes per second into pageable memory, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pageable_device_to_host: Option<f64>,
 }
 
 /// A worker machine: its CPU and, if it has a usable one, its GPU.
@@ -77,6 +83,9 @@ pub struct GpuProfile {
 pub struct Profile {
     pub cpu: DeviceProfile,
     pub gpu: Option<GpuProfile>,
+    /// Where the figures come from ("measured by amdahl calibrate on … at …", a spec sheet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Where a stage may run.

@@ -35,10 +35,13 @@ fn profile() -> Profile {
         device_to_host: 25e9,
         transfer_latency: 1e-5,
         free_bytes: 64 << 30,
+        pageable_host_to_device: None,
+        pageable_device_to_host: None,
     };
     Profile {
         cpu,
         gpu: Some(gpu),
+        source: None,
     }
 }
 

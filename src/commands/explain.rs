@@ -2,8 +2,8 @@
 //!
 //! The DAG is checked like `dags validate`, each task is estimated (input and output sizes,
 //! work by kind, whether the GPU can run it), priced on the profile's CPU and GPU, and the
-//! whole DAG is assigned by the minimum cut. Without `--profile` the machine's profile is a
-//! CPU-only reference (calibration, which measures it, is not built yet).
+//! whole DAG is assigned by the minimum cut. Without `--profile` the profile is this machine's
+//! as `amdahl calibrate` stored it, or, when it has none, a CPU-only reference.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +39,39 @@ fn reference_profile() -> Profile {
     profile
 }
 
-pub async fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+/// This machine's profile from the state store, if a store exists and holds one; a store
+/// that cannot be read is mentioned and passed over.
+async fn stored_profile(database_url: Option<String>) -> Option<(Profile, String)> {
+    let url = database_url?;
+    let store = match amdahl_scheduler::Store::connect(&url).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("note: cannot open the state store for this machine's profile: {e}");
+            return None;
+        }
+    };
+    let host = amdahl_executors::calibrate::hostname();
+    let found = super::calibrate::stored_profile(&store, &host).await;
+    store.close().await;
+    match found {
+        Ok(Some((profile, measured_at_ms))) => Some((
+            profile,
+            format!(
+                "of {host}, measured {} (`amdahl calibrate`)",
+                crate::output::timestamp(Some(measured_at_ms))
+            ),
+        )),
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("note: cannot read this machine's profile: {e:#}");
+            None
+        }
+    }
+}
+
+/// Explains `args.file`; `database_url` is the state store to find this machine's measured
+/// profile in when no `--profile` is given (`None`: there is no store).
+pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow::Result<ExitCode> {
     let dag = match super::validate::check_file(&args.file).await {
         Ok(dag) => dag,
         Err(error) => {
@@ -57,10 +89,15 @@ pub async fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             })?;
             (profile, path.display().to_string())
         }
-        None => (
-            reference_profile(),
-            "built-in reference (CPU only; pass --profile for a GPU machine)".to_string(),
-        ),
+        None => match stored_profile(database_url).await {
+            Some(found) => found,
+            None => (
+                reference_profile(),
+                "built-in reference (CPU only; `amdahl calibrate` measures this machine, \
+                 --profile FILE explains against another)"
+                    .to_string(),
+            ),
+        },
     };
     let params = amdahl_dags::params::resolve(&dag, &args.params).map_err(anyhow::Error::msg)?;
     let context = RunContext {

@@ -1,6 +1,7 @@
 //! One module per command group; [`dispatch`] routes the parsed command line.
 
 pub mod backfill;
+pub mod calibrate;
 pub mod devices;
 pub mod explain;
 pub mod inspect;
@@ -27,7 +28,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     // Nor does explaining placement.
     if let Command::Explain(args) = &cli.command {
-        return explain::explain(args).await;
+        let url =
+            crate::settings::existing_database_url(cli.database_url.clone(), cli.home.clone());
+        return explain::explain(args, url).await;
     }
     // Nor does asking which GPUs this machine has.
     if let Command::Devices { json } = &cli.command {
@@ -98,6 +101,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             older_than,
             dry_run,
         }) => maintenance::clean(&store, &settings, older_than, dry_run).await,
+        Command::Calibrate(args) => calibrate::run(&store, &args).await,
         Command::Db(DbCommand::Migrate) => {
             println!(
                 "migrations applied to {} ({})",

@@ -50,10 +50,41 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
     /// Also take tasks that asked for `device: gpu`; refused unless this machine has a usable
-    /// GPU (`amdahl devices` says). Such tasks still run on the CPU until the GPU kernels
-    /// exist, and say so in their log
+    /// GPU (`amdahl devices` says)
     #[arg(long)]
     pub gpu: bool,
+    /// Measure this machine again on start (`amdahl calibrate --quick`) even if the state
+    /// store has its profile; without it a worker measures only when there is none
+    #[arg(long)]
+    pub recalibrate: bool,
+}
+
+/// Measures this machine (quickly) and stores its profile if the store has none for it, or
+/// if asked to; a failure is reported and the worker goes on.
+async fn calibrate_on_start(store: &Store, who: &str, recalibrate: bool) {
+    let host = amdahl_executors::calibrate::hostname();
+    match store.profile(&host).await {
+        Ok(Some(_)) if !recalibrate => return,
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("{who}: cannot read this machine's profile: {e}");
+            return;
+        }
+    }
+    let started = std::time::Instant::now();
+    match super::calibrate::measure_and_store(store, amdahl_executors::calibrate::Effort::Quick)
+        .await
+    {
+        Ok(c) => eprintln!(
+            "{who}: calibrated {host} in {:.1}s ({}); `amdahl calibrate --recalibrate` measures longer",
+            started.elapsed().as_secs_f64(),
+            match &c.profile.gpu {
+                Some(gpu) => format!("GPU {}", gpu.name),
+                None => "no GPU".to_string(),
+            }
+        ),
+        Err(e) => eprintln!("{who}: calibration failed, placement uses the reference: {e:#}"),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -216,6 +247,7 @@ pub async fn worker(
     args: WorkerArgs,
 ) -> anyhow::Result<ExitCode> {
     let worker = worker_service(store, settings, owner, &args)?;
+    calibrate_on_start(store, &format!("worker {owner}"), args.recalibrate).await;
     eprintln!(
         "worker {owner}: started with {} slot(s) on {}",
         worker.config.slots,
@@ -233,6 +265,7 @@ pub async fn standalone(
 ) -> anyhow::Result<ExitCode> {
     let worker = worker_service(store, settings, owner, &args.worker)?;
     let scheduler = scheduler_service(store, Duration::from_millis(200), &args.dags_folder);
+    calibrate_on_start(store, "standalone", args.worker.recalibrate).await;
     eprintln!(
         "standalone: scheduler and worker ({} slot(s)) on {}; trigger runs with `amdahl trigger`",
         worker.config.slots,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
-use cudarc::nvrtc::CompileOptions;
+use cudarc::nvrtc::{CompileOptions, Ptx};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
@@ -62,6 +62,30 @@ pub fn run_timed(plan: &KernelPlan) -> Result<(RecordBatch, GpuTimings), GpuErro
     run_batches(plan, &batches, started)
 }
 
+/// The columns `plan` reads, in its order, taken by name from record batches already in
+/// memory (for [`run_batches`]); an absent column or one of another type is an error.
+pub fn plan_columns(
+    plan: &KernelPlan,
+    batches: &[RecordBatch],
+) -> Result<Vec<(Vec<ArrayRef>, usize)>, GpuError> {
+    batches
+        .iter()
+        .map(|batch| {
+            let columns = plan
+                .columns
+                .iter()
+                .map(|c| {
+                    let array = batch.column_by_name(&c.name).ok_or_else(|| {
+                        GpuError::Input(format!("the batch has no column `{}`", c.name))
+                    })?;
+                    Ok(array.clone())
+                })
+                .collect::<Result<Vec<_>, GpuError>>()?;
+            Ok((columns, batch.num_rows()))
+        })
+        .collect()
+}
+
 /// Runs `plan` over columns already in memory (per batch: the plan's columns in its order,
 /// and the row count) instead of its files; timings count from `started`.
 pub fn run_batches(
@@ -70,6 +94,26 @@ pub fn run_batches(
     started: Instant,
 ) -> Result<(RecordBatch, GpuTimings), GpuError> {
     let mut timings = GpuTimings::default();
+    for (columns, rows) in batches {
+        if columns.len() != plan.columns.len() {
+            return Err(GpuError::Input(format!(
+                "{} columns given, the plan reads {}",
+                columns.len(),
+                plan.columns.len()
+            )));
+        }
+        for (array, column) in columns.iter().zip(&plan.columns) {
+            if array.data_type() != &column.data_type || array.len() != *rows {
+                return Err(GpuError::Input(format!(
+                    "column `{}` is {} × {} rows, the plan reads {} × {rows}",
+                    column.name,
+                    array.data_type(),
+                    array.len(),
+                    column.data_type
+                )));
+            }
+        }
+    }
     let Prepared {
         columns,
         dictionary,
@@ -361,6 +405,36 @@ pub(crate) fn context() -> Result<Arc<CudaContext>, GpuError> {
         .map_err(GpuError::Driver)
 }
 
+/// Compiles CUDA C to PTX for `arch` (e.g. `sm_90`) with NVRTC. Needs the toolkit's NVRTC
+/// library but no device, so kernels can be checked on a machine without a GPU.
+pub fn compile_ptx(source: &str, arch: &str) -> Result<Ptx, GpuError> {
+    // SAFETY: only tries to dlopen the library by its usual names; nothing is called.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(GpuError::Compile(
+            "the CUDA runtime compiler is missing (libnvrtc.so could not be loaded)".into(),
+        ));
+    }
+    cudarc::nvrtc::compile_ptx_with_opts(
+        source,
+        CompileOptions {
+            options: vec![format!("--gpu-architecture={arch}"), "-std=c++17".into()],
+            ..Default::default()
+        },
+    )
+    .map_err(|e| match e {
+        cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+            GpuError::Compile(log.to_string_lossy().into_owned())
+        }
+        other => GpuError::Compile(format!("{other:?}")),
+    })
+}
+
+/// The CUDA C source of the kernel that [`run`] would launch for `plan` (its inputs are read
+/// to size the group slots and dictionaries).
+pub fn source(plan: &KernelPlan) -> Result<String, GpuError> {
+    Ok(prepare(plan)?.source)
+}
+
 /// Compiled kernels by source text: a plan shape compiles once per process.
 pub(crate) fn compiled(
     ctx: &Arc<CudaContext>,
@@ -378,14 +452,7 @@ pub(crate) fn compiled(
         .first()
         .map(|d| d.arch())
         .unwrap_or_else(|| "sm_80".into());
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(
-        source,
-        CompileOptions {
-            options: vec![format!("--gpu-architecture={arch}"), "-std=c++17".into()],
-            ..Default::default()
-        },
-    )
-    .map_err(|e| GpuError::Compile(format!("{e:?}")))?;
+    let ptx = compile_ptx(source, &arch)?;
     let module = ctx.load_module(ptx).map_err(driver)?;
     let function = module.load_function(entry).map_err(driver)?;
     cache

@@ -88,6 +88,31 @@ fn gemm_abt(
         .map_err(|e| GpuError::Driver(format!("cuBLAS sgemm: {e:?}")))
 }
 
+/// Seconds of one `m`×`k` · (`n`×`k`)ᵀ sgemm on device-resident operands (random values),
+/// the median of `reps` after a warm-up: the device's matrix throughput without copies.
+pub fn sgemm_seconds(m: usize, n: usize, k: usize, reps: usize) -> Result<f64, GpuError> {
+    let blas = blas()?.lock().expect("cuBLAS handle");
+    let random = |len: usize, seed: u64| -> Vec<f32> {
+        (0..len as u64)
+            .map(|i| crate::linalg::uniform(seed, i))
+            .collect()
+    };
+    let a = upload(&blas.stream, &random(m * k, 1))?;
+    let b = upload(&blas.stream, &random(n * k, 2))?;
+    let mut c = blas.stream.alloc_zeros::<f32>(m * n).map_err(driver)?;
+    gemm_abt(&blas, &a, &b, &mut c, (m, n, k))?;
+    blas.stream.synchronize().map_err(driver)?;
+    let mut times = Vec::with_capacity(reps.max(1));
+    for _ in 0..reps.max(1) {
+        let t = std::time::Instant::now();
+        gemm_abt(&blas, &a, &b, &mut c, (m, n, k))?;
+        blas.stream.synchronize().map_err(driver)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|x, y| x.total_cmp(y));
+    Ok(times[times.len() / 2])
+}
+
 /// A matrix for a GPU stage: on the host, or already in device memory (a resident output of
 /// an earlier stage).
 pub enum Operand<'a> {

@@ -13,6 +13,7 @@ pub mod dense;
 mod device;
 mod error;
 pub mod host;
+pub mod measure;
 pub mod pinned;
 pub mod plan;
 pub mod resident;

@@ -478,42 +478,70 @@ fn gpu_dense_stages_match_the_cpu() {
                 .collect(),
         )
     };
+    // Each check runs on its own; every failure is listed at the end, not just the first.
+    let mut failures: Vec<String> = Vec::new();
+    let mut check = |what: String, body: &dyn Fn()| {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("{what}: {text}"));
+        }
+    };
     for (rows, queries, dim, k) in [(1, 1, 1, 1), (1000, 33, 17, 10), (70_001, 1025, 129, 32)] {
         let base = matrix(rows, dim, 1);
         let q = matrix(queries, dim, 2);
         for metric in [Metric::Dot, Metric::Cosine, Metric::L2] {
-            let on_gpu = gpu::knn(&base, &q, k, metric).unwrap();
-            let on_cpu = dense::knn(&base, &q, k, metric, 4);
-            for (qi, (g, c)) in on_gpu.iter().zip(&on_cpu).enumerate() {
-                assert_eq!(g.len(), c.len());
-                for (a, b) in g.iter().zip(c) {
-                    assert!(
-                        (a.score - b.score).abs() <= 1e-3 * (1.0 + b.score.abs()),
-                        "{metric:?} {rows}×{dim} query {qi}: {a:?} vs {b:?}"
-                    );
+            check(format!("knn {metric:?} {rows}×{dim} k {k}"), &|| {
+                let on_gpu = gpu::knn(&base, &q, k, metric).unwrap();
+                let on_cpu = dense::knn(&base, &q, k, metric, 4);
+                assert_eq!(on_gpu.len(), on_cpu.len());
+                for (qi, (g, c)) in on_gpu.iter().zip(&on_cpu).enumerate() {
+                    assert_eq!(g.len(), c.len());
+                    for (a, b) in g.iter().zip(c) {
+                        assert!(
+                            (a.score - b.score).abs() <= 1e-3 * (1.0 + b.score.abs()),
+                            "{metric:?} {rows}×{dim} query {qi}: {a:?} vs {b:?}"
+                        );
+                    }
                 }
+            });
+        }
+        check(format!("matmul {queries}×{rows}×{dim}"), &|| {
+            let product =
+                gpu::multiply_transposed(&q.data, &base.data, queries, rows, dim).unwrap();
+            let expected = dense::multiply_transposed(&q.data, &base.data, queries, rows, dim, 4);
+            assert_eq!(product.len(), expected.len());
+            for (a, b) in product.iter().zip(&expected) {
+                assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
             }
-        }
-        let product = gpu::multiply_transposed(&q.data, &base.data, queries, rows, dim).unwrap();
-        let expected = dense::multiply_transposed(&q.data, &base.data, queries, rows, dim, 4);
-        for (a, b) in product.iter().zip(&expected) {
-            assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
-        }
+        });
     }
     let dir = tempfile::tempdir().unwrap();
     let (two, _, _) = models(dir.path());
     for activation in [Activation::Relu, Activation::Tanh, Activation::Sigmoid] {
-        let mlp = dense::Mlp::load(&two, activation).unwrap();
-        let input = matrix(10_007, 3, 3);
-        let g = gpu::mlp_forward(&mlp, &input.data, input.rows).unwrap();
-        let c = mlp.forward(&input.data, input.rows, 4);
-        for (a, b) in g.iter().zip(&c) {
-            assert!(
-                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                "{activation:?}: {a} vs {b}"
-            );
-        }
+        check(format!("score {activation:?}"), &|| {
+            let mlp = dense::Mlp::load(&two, activation).unwrap();
+            let input = matrix(10_007, 3, 3);
+            let g = gpu::mlp_forward(&mlp, &input.data, input.rows).unwrap();
+            let c = mlp.forward(&input.data, input.rows, 4);
+            assert_eq!(g.len(), c.len());
+            for (a, b) in g.iter().zip(&c) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{activation:?}: {a} vs {b}"
+                );
+            }
+        });
     }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// On a GPU: a matmul placed on the GPU leaves its output in device memory, and a knn placed

@@ -2,6 +2,7 @@
 //! reference, and compared with DataFusion itself on the same files (TPC-H lineitem, and fresh
 //! random tables with nulls, NaNs, negative zeros and infinities).
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -420,6 +421,60 @@ async fn generated_kernels_compute_what_datafusion_does() {
     }
 }
 
+/// NVRTC accepts every kernel Amdahl writes (TPC-H Q1 and Q6, each random query shape, the
+/// dense kernels for every k class) for Hopper and Ampere. NVRTC needs no device, so this runs
+/// wherever the CUDA toolkit is installed; every failure is listed, not just the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs NVRTC (the CUDA toolkit's runtime compiler)"]
+async fn nvrtc_compiles_every_generated_kernel() {
+    use amdahl_executors::gpu::dense;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sources: Vec<(String, String, &str)> = Vec::new();
+    let lineitem = lineitem(dir.path(), 0.01).await;
+    let ctx = context(2, &[("lineitem", &lineitem)]).await;
+    for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
+        let kernel = translate(&physical(&ctx, &tpch_query(task)).await).unwrap();
+        sources.push((task.into(), cuda::source(&kernel).unwrap(), "amdahl_plan"));
+    }
+    let table = random_table(dir.path(), 1000, 0x5EED);
+    let ctx = context(2, &[("t", &table)]).await;
+    for sql in RANDOM_QUERIES {
+        let kernel = translate(&physical(&ctx, sql).await).unwrap();
+        match cuda::source(&kernel) {
+            Ok(source) => sources.push((sql.to_string(), source, "amdahl_plan")),
+            Err(cuda::GpuError::Unsupported(why)) => {
+                assert!(why.contains("group keys"), "{sql}: {why}")
+            }
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+    sources.push(("bias".into(), dense::BIAS_SOURCE.into(), "amdahl_bias"));
+    sources.push(("rows".into(), dense::ROWS_SOURCE.into(), "amdahl_rows"));
+    for k in [1, 10, dense::MAX_GPU_K] {
+        sources.push((format!("top-{k}"), dense::topk_source(k), "amdahl_topk"));
+    }
+    let mut failures = Vec::new();
+    for arch in ["sm_90", "sm_80"] {
+        for (what, source, entry) in &sources {
+            match cuda::compile_ptx(source, arch) {
+                Ok(ptx) => {
+                    if !ptx.to_src().contains(&format!(".entry {entry}")) {
+                        failures.push(format!("{what} ({arch}): no entry {entry} in the PTX"));
+                    }
+                }
+                Err(e) => failures.push(format!("{what} ({arch}): {e}\n{source}")),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} kernels failed:\n{}",
+        failures.len(),
+        2 * sources.len(),
+        failures.join("\n\n")
+    );
+}
+
 /// On a GPU: Q1 and Q6 run entirely on the device and equal DataFusion exactly; random
 /// tables of sizes that are not multiples of the block size, with nulls and NaNs, agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,20 +482,27 @@ async fn generated_kernels_compute_what_datafusion_does() {
 async fn gpu_kernels_match_datafusion() {
     let report = amdahl_executors::gpu::devices();
     assert!(report.usable(), "no usable GPU: {:?}", report.problem);
+    println!("{:?}", report.devices);
+    // Every failure is collected and listed at the end, not just the first.
+    let mut failures: Vec<String> = Vec::new();
     let dir = tempfile::tempdir().unwrap();
     let lineitem = lineitem(dir.path(), 0.1).await;
     let ctx = context(4, &[("lineitem", &lineitem)]).await;
     for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
         let sql = tpch_query(task);
         let kernel = translate(&physical(&ctx, &sql).await).unwrap();
-        let (ours, timings) = cuda::run_timed(&kernel).unwrap_or_else(|e| panic!("{task}: {e}"));
-        println!("{task}: {timings:?}");
         let expected = datafusion_rows(&ctx, &sql).await;
-        assert_eq!(
-            pretty_format_batches(&[ours]).unwrap().to_string(),
-            pretty_format_batches(&expected).unwrap().to_string(),
-            "{task}"
-        );
+        match cuda::run_timed(&kernel) {
+            Ok((ours, timings)) => {
+                println!("{task}: {timings:?}");
+                let ours = pretty_format_batches(&[ours]).unwrap().to_string();
+                let expected = pretty_format_batches(&expected).unwrap().to_string();
+                if ours != expected {
+                    failures.push(format!("{task}: GPU\n{ours}\nDataFusion\n{expected}"));
+                }
+            }
+            Err(e) => failures.push(format!("{task}: {e}")),
+        }
     }
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -452,16 +514,35 @@ async fn gpu_kernels_match_datafusion() {
         let ctx = context(4, &[("t", &table)]).await;
         for sql in RANDOM_QUERIES {
             let kernel = translate(&physical(&ctx, sql).await).unwrap();
+            let what = format!("{sql} ({rows} rows, GPU)");
             match cuda::run(&kernel) {
                 Ok(ours) => {
                     let expected = datafusion_rows(&ctx, sql).await;
-                    same_rows(&ours, &expected, &format!("{sql} ({rows} rows, GPU)"));
+                    let ours = AssertUnwindSafe(&ours);
+                    let expected = AssertUnwindSafe(&expected);
+                    if let Err(panic) =
+                        std::panic::catch_unwind(|| same_rows(&ours, &expected, &what))
+                    {
+                        failures.push(panic_text(panic));
+                    }
                 }
-                Err(cuda::GpuError::Unsupported(why)) => {
-                    assert!(why.contains("group keys"), "{sql}: {why}")
-                }
-                Err(e) => panic!("{sql} ({rows} rows): {e}"),
+                Err(cuda::GpuError::Unsupported(why)) if why.contains("group keys") => {}
+                Err(e) => failures.push(format!("{what}: {e}")),
             }
         }
     }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
 }

@@ -28,6 +28,7 @@ mod backfills;
 mod claims;
 mod events;
 mod pools;
+mod profiles;
 mod queries;
 mod records;
 
@@ -35,6 +36,7 @@ pub use backfills::{BackfillRecord, DatedRun, NewBackfill};
 pub use claims::{Claim, ClaimRequest, ExpiredLease, ReapLease, WorkerInfo};
 pub use events::{Subscription, Topic};
 pub use pools::PoolRecord;
+pub use profiles::ProfileRecord;
 
 pub use records::*;
 

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Runs the packaged GPU tests and benchmark on a machine with a GPU, the CUDA driver and
+# toolkit but no Rust; scripts/gpu-bundle.sh copies this file into the bundle as run.sh.
+#
+#   OUT=/some/folder bash gpu-bundle/run.sh
+#
+# Writes (at most five files, so that they fit what a remote runner sends back):
+#   $OUT/summary.md  the environment, a table (binary, passed, failed) and each failure
+#   $OUT/bench.md    the benchmark's tables (SKIP_BENCH=1 skips it; AMDAHL_BENCH_MAX_MB,
+#                    AMDAHL_BENCH_KNN_BASE and AMDAHL_BENCH_KNN_QUERIES shrink it)
+#   $OUT/profile.json  the machine's calibrated profile (as `amdahl calibrate` measures it)
+#   $OUT/logs.tgz    every log in full
+# SKIP_TESTS=1 runs the benchmark alone. Exits non-zero if any test failed, none ran (unless
+# skipped), or the benchmark failed.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-$here/out}
+mkdir -p "$out"
+logs=$(mktemp -d)
+work=$(mktemp -d)
+test_timeout=${TEST_TIMEOUT:-300}
+bench_timeout=${BENCH_TIMEOUT:-240}
+
+# cudarc opens libcuda.so.1, libnvrtc.so and libcublas.so by those names (or .so.12/.11);
+# a CUDA 13 toolkit ships libnvrtc.so.13, so link the plain names to what this machine has.
+mkdir -p "$work/lib"
+dirs=""
+for name in nvrtc cublas cublasLt; do
+  found=""
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+    f=$(ls "$d"/lib$name.so* 2>/dev/null | grep -v '\.alt\.' | sort | head -n 1)
+    if [ -n "$f" ]; then found=$f; break; fi
+  done
+  if [ -z "$found" ]; then
+    found=$(timeout 30 find / -xdev -name "lib$name.so*" -not -name '*.alt.*' 2>/dev/null | sort | head -n 1)
+  fi
+  if [ -n "$found" ]; then
+    ln -sf "$found" "$work/lib/lib$name.so"
+    dirs="$dirs:$(dirname "$found")"
+  fi
+  echo "lib$name: ${found:-not found}" >> "$logs/env.txt"
+done
+export LD_LIBRARY_PATH="$work/lib$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+{
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,clocks.mem --format=csv 2>&1
+  nvcc --version 2>&1 | tail -n 2
+  nproc
+} >> "$logs/env.txt"
+
+status=0
+ran=0
+{
+  echo "## Environment"
+  echo '```'
+  cat "$logs/env.txt"
+  echo '```'
+  echo
+  echo "| binary | passed | failed | exit |"
+  echo "|---|---|---|---|"
+} > "$out/summary.md"
+failures=""
+# xz if the machine has it, else Python's lzma module.
+unpack() {
+  if command -v xz > /dev/null; then
+    xz -dc "$1" > "$2"
+  else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"
+  fi
+  chmod +x "$2"
+}
+for packed in "$here"/bin/*.xz; do
+  [ "${SKIP_TESTS:-0}" = 1 ] && break
+  name=$(basename "$packed" .xz)
+  unpack "$packed" "$work/$name"
+  (cd "$here/.." && timeout "$test_timeout" "$work/$name" --ignored --test-threads=1 --nocapture) \
+    > "$logs/$name.log" 2>&1
+  code=$?
+  passed=$(grep -Eo '[0-9]+ passed' "$logs/$name.log" | awk '{s+=$1} END {print s+0}')
+  failed=$(grep -Eo '[0-9]+ failed' "$logs/$name.log" | awk '{s+=$1} END {print s+0}')
+  ran=$((ran + passed + failed))
+  [ "$code" -ne 0 ] && status=1
+  echo "| $name | $passed | $failed | $code |" >> "$out/summary.md"
+  if [ "$code" -ne 0 ]; then
+    failures="$failures
+### $name (exit $code)
+\`\`\`
+$(grep -E -A 40 "panicked at|^error|Error" "$logs/$name.log" | head -c 6000)
+$(tail -n 15 "$logs/$name.log")
+\`\`\`"
+  fi
+done
+echo "$failures" >> "$out/summary.md"
+if [ -f "$here/bench/gpu.xz" ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
+  export AMDAHL_BENCH_PROFILE_OUT="$out/profile.json"
+  unpack "$here/bench/gpu.xz" "$work/gpu-bench"
+  (cd "$here/.." && timeout "$bench_timeout" "$work/gpu-bench") > "$out/bench.md" 2> "$logs/bench.log" \
+    || { status=1; echo "benchmark failed: $(tail -n 5 "$logs/bench.log")" >> "$out/bench.md"; }
+fi
+tar czf "$out/logs.tgz" -C "$logs" .
+rm -rf "$work" "$logs"
+cat "$out/summary.md"
+[ -f "$out/bench.md" ] && cat "$out/bench.md"
+if [ "$ran" -eq 0 ] && [ "${SKIP_TESTS:-0}" != 1 ]; then
+  echo "no GPU test ran"
+  exit 1
+fi
+exit "$status"
