@@ -225,7 +225,9 @@ fn placement_sweep(profile: &Profile, usable: bool, threads: usize) {
         writer.write(&b).expect("write");
     }
     writer.close().expect("close");
-    let kernels: Vec<(&'static str, &str, Vec<(OpKind, f64)>)> = vec![
+    // (stage kind, its SQL, units of work per input row by operator)
+    type Shape = (&'static str, &'static str, Vec<(OpKind, f64)>);
+    let kernels: Vec<Shape> = vec![
         (
             "filter + aggregate",
             calibrate::SCAN,

@@ -6,7 +6,7 @@
 //! has run (then the stored sizes can replace them).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
@@ -18,7 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use amdahl_dags::{Dag, DevicePreference, Generate, RunContext, TaskKind, TpchTable, template};
-use amdahl_placement::{Graph, OpKind, Pin, StageWork};
+use amdahl_placement::{Graph, OpKind, Pin, Place, StageWork};
 
 use crate::dense;
 use crate::sql::{query_only, register_input, session_config};
@@ -38,8 +38,28 @@ struct Table {
     schema: SchemaRef,
 }
 
+/// A task of the run that has already written its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Produced {
+    /// Its output folder (Parquet files).
+    pub dir: PathBuf,
+    /// Where it ran, if known.
+    pub place: Option<Place>,
+}
+
 /// The placement graph of `dag` with its params: one stage per task, in the DAG's order.
 pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> {
+    estimate_run(dag, context, &HashMap::new()).await
+}
+
+/// Like [`estimate`], during a run: the tasks in `produced` have run, so their outputs' real
+/// row counts replace the guesses (and every estimate downstream uses them), and each is
+/// fixed where it ran at no further cost.
+pub async fn estimate_run(
+    dag: &Dag,
+    context: &RunContext,
+    produced: &HashMap<String, Produced>,
+) -> Result<Graph, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch folder: {e}"))?;
     let mut tables: HashMap<String, Table> = HashMap::new();
     for dataset in dag.datasets.values() {
@@ -185,6 +205,10 @@ pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> 
                 )
             }
         };
+        let (stage, output) = match produced.get(&task.id) {
+            Some(done) => done_stage(&task.id, done, stage, output),
+            None => (stage, output),
+        };
         for need in &task.needs {
             if dag.task(need).is_some_and(|t| t.produces_data())
                 && let Some(bytes) = reads.get(need)
@@ -198,6 +222,38 @@ pub async fn estimate(dag: &Dag, context: &RunContext) -> Result<Graph, String> 
         stages.push(stage);
     }
     Ok(Graph { stages, edges })
+}
+
+/// A task that has run: free where it ran, its output as big as it is.
+fn done_stage(
+    id: &str,
+    done: &Produced,
+    stage: StageWork,
+    output: Option<Table>,
+) -> (StageWork, Option<Table>) {
+    let output = output.map(|mut table| {
+        if let Some(rows) = parquet_rows(&done.dir) {
+            table.rows = rows;
+            table.bytes = rows * row_width(&table.schema);
+        }
+        table
+    });
+    let pin = match done.place {
+        Some(Place::Cpu) => Pin::Cpu,
+        Some(Place::Gpu) => Pin::Gpu,
+        None => stage.pin,
+    };
+    let stage = StageWork {
+        id: id.to_string(),
+        storage_bytes: 0,
+        output_bytes: 0,
+        touched_bytes: 0,
+        work: BTreeMap::new(),
+        gpu_support: Ok(()),
+        device_bytes: 0,
+        pin,
+    };
+    (stage, output)
 }
 
 /// A generator: CPU only, writing `rows` rows of `schema`.

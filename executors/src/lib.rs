@@ -17,6 +17,7 @@ pub mod dense;
 pub mod estimate;
 pub mod gpu;
 pub mod linalg;
+pub mod place;
 pub mod runtime;
 pub mod shell;
 pub mod sql;

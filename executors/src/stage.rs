@@ -107,6 +107,9 @@ pub struct Stage {
     /// Where the task asked to run: `gpu` makes a stage that can run on a GPU do so, and one
     /// that cannot say why in [`StageOutcome::note`] and its log.
     pub device: DevicePreference,
+    /// For `device: auto`: where placement decided it runs and why (`None`: no decision was
+    /// made, and a usable GPU takes inputs from [`crate::gpu::AUTO_GPU_BYTES`] on).
+    pub placement: Option<crate::place::Placement>,
 }
 
 /// Which device a stage ran on.

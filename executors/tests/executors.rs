@@ -15,6 +15,7 @@ use tpchgen_arrow::{LineItemArrow, RecordBatchIterator};
 mod calibrate;
 mod dense;
 mod kernel;
+mod place;
 
 use amdahl_dags::{DatasetFormat, TaskKind, TpchTable, load_file};
 use amdahl_executors::{
@@ -37,6 +38,7 @@ fn stage(
         output_dir,
         work_dir: work_dir.to_path_buf(),
         device: amdahl_dags::DevicePreference::Auto,
+        placement: None,
     }
 }
 

@@ -8,12 +8,14 @@
 
 pub mod assign;
 pub mod cost;
+pub mod describe;
 
 pub use assign::{Assignment, Graph, Priced, brute_force, edge_cost, greedy, min_cut, price};
 pub use cost::{
     DeviceProfile, GpuProfile, GpuTime, OpKind, Pin, Place, Profile, StageWork, cpu_time,
     crossover_bytes, gpu_time, roofline, to_device, to_host,
 };
+pub use describe::{seconds, why};
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,16 @@
 //! One attempt of one task, shared by every way of running one (the in-process runner and
 //! the worker): build the stage, execute it with its log going to the store, record the end.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use amdahl_dags::{Dag, Generate, RunContext, TaskKind, template};
+use amdahl_executors::estimate::Produced;
+use amdahl_executors::place::place_task;
 use amdahl_executors::storage::task_output_dir;
 use amdahl_executors::{Executors, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
+use amdahl_placement::{Place, Profile};
 
 use crate::Clock;
 use crate::state::{AttemptState, TaskState};
@@ -21,6 +25,9 @@ pub struct AttemptEnv {
     pub store: Store,
     pub executors: Executors,
     pub clock: Arc<dyn Clock>,
+    /// This machine's measured profile (`amdahl calibrate`), for placing `device: auto`
+    /// stages; `None` leaves them to the size threshold.
+    pub profile: Option<Arc<Profile>>,
 }
 
 /// Renders the task's templates and resolves its inputs and output folder.
@@ -97,7 +104,69 @@ pub fn prepare_stage(
             .then(|| task_output_dir(data_root, context.run_id, task_id)),
         work_dir: dag.source.base_dir.clone(),
         device: task.device,
+        placement: None,
     })
+}
+
+/// Decides where a `device: auto` stage runs, when this machine has a usable GPU and a
+/// profile (otherwise the stage keeps the size threshold): the whole DAG is priced again with
+/// the outputs this run has produced so far (see [`amdahl_executors::place`]), and the
+/// prediction is stored with the attempt. Estimating can fail (a dataset went missing); then
+/// the stage keeps the threshold too, and the next step reports the real problem.
+pub async fn place_stage(
+    env: &AttemptEnv,
+    dag: &Dag,
+    context: &RunContext,
+    mut stage: Stage,
+    attempt_id: i64,
+) -> Stage {
+    let Some(profile) = env.profile.as_deref() else {
+        return stage;
+    };
+    let has_gpu_path = matches!(
+        stage.work,
+        Work::Sql { .. } | Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. }
+    );
+    if stage.device != amdahl_dags::DevicePreference::Auto
+        || !has_gpu_path
+        || !amdahl_executors::gpu::devices().usable()
+    {
+        return stage;
+    }
+    let Ok(tasks) = env.store.tasks(context.run_id).await else {
+        return stage;
+    };
+    let produced: HashMap<String, Produced> = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Success)
+        .filter_map(|t| {
+            Some((
+                t.task_id.clone(),
+                Produced {
+                    dir: PathBuf::from(t.output_path.as_ref()?),
+                    place: match t.device.as_deref() {
+                        Some("gpu") => Some(Place::Gpu),
+                        Some("cpu") => Some(Place::Cpu),
+                        _ => None,
+                    },
+                },
+            ))
+        })
+        .collect();
+    if let Ok(placement) = place_task(dag, context, &stage.task_id, &produced, profile).await {
+        let us = |s: f64| s.is_finite().then(|| (s * 1e6).round() as i64);
+        // The prediction is for `runs show`; a failed write must not stop the task.
+        let _ = env
+            .store
+            .record_prediction(
+                attempt_id,
+                us(placement.cpu_seconds),
+                placement.gpu_seconds.and_then(us),
+            )
+            .await;
+        stage.placement = Some(placement);
+    }
+    stage
 }
 
 /// Executes a prepared stage, storing its log lines as they come. Dropping the future stops
@@ -145,10 +214,20 @@ pub async fn execute_attempt(
         }
     });
     let (result, output_dir) = match prepared {
-        Ok(stage) => (
-            env.executors.execute(&stage, &sink).await,
-            stage.output_dir.clone(),
-        ),
+        Ok(stage) => {
+            if let Some(placement) = &stage.placement {
+                sink.system(&placement.reason);
+            }
+            let mut result = env.executors.execute(&stage, &sink).await;
+            // The decision is the attempt's device note unless the executor had a reason of
+            // its own (a fallback).
+            if let (Ok(outcome), Some(placement)) = (&mut result, &stage.placement)
+                && outcome.note.is_none()
+            {
+                outcome.note = Some(placement.reason.clone());
+            }
+            (result, stage.output_dir.clone())
+        }
         Err(e) => (Err(StageError::Failed(e)), None),
     };
     drop(sink);

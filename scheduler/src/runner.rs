@@ -19,7 +19,9 @@ use amdahl_dags::{Dag, RunContext};
 use amdahl_executors::{Executors, StageError, StageOutcome};
 
 use crate::Clock;
-use crate::attempt::{AttemptEnd, AttemptEnv, execute_attempt, prepare_stage, record_result};
+use crate::attempt::{
+    AttemptEnd, AttemptEnv, execute_attempt, place_stage, prepare_stage, record_result,
+};
 use crate::decide::{Command, Dispatcher, RunView, TaskView, after_failure, decide};
 use crate::state::{AttemptState, RunState, TaskState};
 use crate::store::{NewRun, NewTask, Store, StoreError, TaskRecord, Topic, TriggerKind};
@@ -55,6 +57,9 @@ pub struct LocalRunner {
     pub data_root: PathBuf,
     pub owner: String,
     pub clock: Arc<dyn Clock>,
+    /// This machine's profile, for placing `device: auto` stages (see
+    /// [`crate::attempt::place_stage`]).
+    pub profile: Option<Arc<amdahl_placement::Profile>>,
 }
 
 /// A stage that is executing.
@@ -394,7 +399,16 @@ impl LocalRunner {
         let prepared = prepare_stage(dag, context, task_id, attempt, &self.data_root);
         let env = self.attempt_env();
         let task_id = task_id.to_string();
+        // Placement needs the DAG; cloned only when this machine can place at all.
+        let placing = (env.profile.is_some() && amdahl_executors::gpu::devices().usable())
+            .then(|| (dag.clone(), context.clone()));
         tokio::spawn(async move {
+            let prepared = match (prepared, placing) {
+                (Ok(stage), Some((dag, context))) => {
+                    Ok(place_stage(&env, &dag, &context, stage, attempt_id).await)
+                }
+                (prepared, _) => prepared,
+            };
             let (result, output_dir) = execute_attempt(&env, prepared, attempt_id).await;
             let _ = done.send(Finished {
                 task_id,
@@ -411,6 +425,7 @@ impl LocalRunner {
             store: self.store.clone(),
             executors: self.executors.clone(),
             clock: self.clock.clone(),
+            profile: self.profile.clone(),
         }
     }
 }

@@ -370,6 +370,7 @@ fn runner(store: &Store, data_root: &std::path::Path) -> LocalRunner {
         data_root: data_root.to_path_buf(),
         owner: "test:1:1".into(),
         clock: Arc::new(SystemClock),
+        profile: None,
     }
 }
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use amdahl_dags::RunContext;
-use amdahl_placement::{Place, Priced, Profile, edge_cost, greedy, min_cut, price};
+use amdahl_placement::{Place, Priced, Profile, edge_cost, greedy, min_cut, price, seconds, why};
 
 use crate::output::table;
 
@@ -194,40 +194,6 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
 }
 
 /// Why the place was chosen, in words.
-fn why(p: &Priced, place: Place) -> String {
-    match (&p.gpu, place) {
-        (Err(reason), _) if p.cpu.is_infinite() => format!("cannot run: {reason}"),
-        (Err(reason), _) => format!("GPU not possible: {reason}"),
-        (Ok(_), Place::Gpu) if p.cpu.is_infinite() => "pinned (device: gpu)".into(),
-        (Ok(g), Place::Gpu) => {
-            if g.total() <= p.cpu {
-                format!("{:.1}× faster than the CPU", p.cpu / g.total())
-            } else {
-                "its input is already on the GPU".into()
-            }
-        }
-        (Ok(g), Place::Cpu) => {
-            if p.cpu <= g.total() {
-                format!("{:.1}× faster than the GPU", g.total() / p.cpu)
-            } else {
-                "moving its input to the GPU costs more than it saves".into()
-            }
-        }
-    }
-}
-
-fn seconds(s: f64) -> String {
-    if !s.is_finite() {
-        "∞".into()
-    } else if s >= 1.0 {
-        format!("{s:.2} s")
-    } else if s >= 1e-3 {
-        format!("{:.2} ms", s * 1e3)
-    } else {
-        format!("{:.0} µs", s * 1e6)
-    }
-}
-
 fn bytes(b: u64) -> String {
     let b = b as f64;
     if b >= 1e9 {

@@ -197,6 +197,7 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
                 Some(format!("{} attempt {}: {note}", a.task_id, a.attempt))
             })
             .collect();
+        let predicted = placement_rows(&attempts);
         let rows: Vec<Vec<String>> = attempts
             .into_iter()
             .map(|a| {
@@ -222,14 +223,65 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
                 &rows
             )
         );
+        if !predicted.is_empty() {
+            println!("\nPlacement, predicted beside actual:");
+            print!(
+                "{}",
+                table(
+                    &[
+                        "TASK",
+                        "ATTEMPT",
+                        "RAN ON",
+                        "ACTUAL",
+                        "PREDICTED CPU",
+                        "PREDICTED GPU",
+                        "PREDICTED ÷ ACTUAL",
+                    ],
+                    &predicted
+                )
+            );
+        }
         if !notes.is_empty() {
-            println!("\nWhere attempts ran, when not where they asked to:");
+            println!("\nWhy attempts ran where they did:");
             for note in notes {
                 println!("  {note}");
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Attempts placement decided, with its predictions beside the time each took.
+fn placement_rows(attempts: &[amdahl_scheduler::store::AttemptRecord]) -> Vec<Vec<String>> {
+    let us = |v: Option<i64>| {
+        v.map_or("-".to_string(), |us| {
+            amdahl_placement::seconds(us as f64 / 1e6)
+        })
+    };
+    attempts
+        .iter()
+        .filter(|a| a.predicted_cpu_us.is_some() || a.predicted_gpu_us.is_some())
+        .map(|a| {
+            let actual = a.finished_at_ms.map(|f| (f - a.started_at_ms) as f64 / 1e3);
+            let predicted = match a.device.as_deref() {
+                Some("gpu") => a.predicted_gpu_us,
+                _ => a.predicted_cpu_us,
+            };
+            let ratio = match (predicted, actual) {
+                (Some(p), Some(t)) if t > 0.0 => format!("{:.2}", p as f64 / 1e6 / t),
+                _ => "-".into(),
+            };
+            vec![
+                a.task_id.clone(),
+                a.attempt.to_string(),
+                a.device.clone().unwrap_or_else(|| "-".into()),
+                actual.map_or("-".into(), amdahl_placement::seconds),
+                us(a.predicted_cpu_us),
+                us(a.predicted_gpu_us),
+                ratio,
+            ]
+        })
+        .collect()
 }
 
 pub async fn task_logs(store: &Store, run_id: i64, task_id: &str) -> anyhow::Result<ExitCode> {

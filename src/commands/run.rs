@@ -67,6 +67,7 @@ pub async fn run(
         data_root: settings.data_root.clone(),
         owner: owner.to_string(),
         clock: Arc::new(SystemClock),
+        profile: placement_profile(store).await,
     };
     let run_id = runner.create_run(&dag, &params).await?;
     eprintln!(
@@ -204,6 +205,28 @@ impl RunObserver for Progress {
                     eprintln!("  {task_id}: {state}");
                 }
             }
+        }
+    }
+}
+
+/// The profile `device: auto` tasks are placed with: only a machine with a usable GPU has a
+/// choice to make; it uses its stored profile, measured quickly (and stored) the first time.
+async fn placement_profile(store: &Store) -> Option<Arc<amdahl_placement::Profile>> {
+    if !amdahl_executors::gpu::devices().usable() {
+        return None;
+    }
+    let host = amdahl_executors::calibrate::hostname();
+    if let Ok(Some((profile, _))) = super::calibrate::stored_profile(store, &host).await {
+        return Some(Arc::new(profile));
+    }
+    eprintln!("measuring this machine for placement (once; `amdahl calibrate` measures longer)…");
+    match super::calibrate::measure_and_store(store, amdahl_executors::calibrate::Effort::Quick)
+        .await
+    {
+        Ok(c) => Some(Arc::new(c.profile)),
+        Err(e) => {
+            eprintln!("calibration failed, `device: auto` uses the size threshold: {e:#}");
+            None
         }
     }
 }

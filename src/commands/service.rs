@@ -59,31 +59,41 @@ pub struct WorkerArgs {
     pub recalibrate: bool,
 }
 
-/// Measures this machine (quickly) and stores its profile if the store has none for it, or
-/// if asked to; a failure is reported and the worker goes on.
-async fn calibrate_on_start(store: &Store, who: &str, recalibrate: bool) {
+/// This machine's profile for placement: the stored one, or (when there is none, or when
+/// asked to) a quick measurement, stored. A failure is reported and the worker goes on
+/// without one (`device: auto` then uses the size threshold).
+async fn calibrate_on_start(
+    store: &Store,
+    who: &str,
+    recalibrate: bool,
+) -> Option<Arc<amdahl_placement::Profile>> {
     let host = amdahl_executors::calibrate::hostname();
-    match store.profile(&host).await {
-        Ok(Some(_)) if !recalibrate => return,
-        Ok(_) => {}
-        Err(e) => {
-            eprintln!("{who}: cannot read this machine's profile: {e}");
-            return;
+    if !recalibrate {
+        match super::calibrate::stored_profile(store, &host).await {
+            Ok(Some((profile, _))) => return Some(Arc::new(profile)),
+            Ok(None) => {}
+            Err(e) => eprintln!("{who}: {e:#}; measuring again"),
         }
     }
     let started = std::time::Instant::now();
     match super::calibrate::measure_and_store(store, amdahl_executors::calibrate::Effort::Quick)
         .await
     {
-        Ok(c) => eprintln!(
-            "{who}: calibrated {host} in {:.1}s ({}); `amdahl calibrate --recalibrate` measures longer",
-            started.elapsed().as_secs_f64(),
-            match &c.profile.gpu {
-                Some(gpu) => format!("GPU {}", gpu.name),
-                None => "no GPU".to_string(),
-            }
-        ),
-        Err(e) => eprintln!("{who}: calibration failed, placement uses the reference: {e:#}"),
+        Ok(c) => {
+            eprintln!(
+                "{who}: calibrated {host} in {:.1}s ({}); `amdahl calibrate --recalibrate` measures longer",
+                started.elapsed().as_secs_f64(),
+                match &c.profile.gpu {
+                    Some(gpu) => format!("GPU {}", gpu.name),
+                    None => "no GPU".to_string(),
+                }
+            );
+            Some(Arc::new(c.profile))
+        }
+        Err(e) => {
+            eprintln!("{who}: calibration failed, `device: auto` uses the size threshold: {e:#}");
+            None
+        }
     }
 }
 
@@ -185,6 +195,7 @@ fn worker_service(
     settings: &Settings,
     owner: &str,
     args: &WorkerArgs,
+    profile: Option<Arc<amdahl_placement::Profile>>,
 ) -> anyhow::Result<Arc<Worker>> {
     if args.gpu {
         let devices = amdahl_executors::gpu::devices();
@@ -200,6 +211,7 @@ fn worker_service(
         store: store.clone(),
         executors: Executors::new(runtime),
         clock: Arc::new(SystemClock),
+        profile,
     };
     let config = WorkerConfig {
         owner: owner.to_string(),
@@ -246,8 +258,8 @@ pub async fn worker(
     owner: &str,
     args: WorkerArgs,
 ) -> anyhow::Result<ExitCode> {
-    let worker = worker_service(store, settings, owner, &args)?;
-    calibrate_on_start(store, &format!("worker {owner}"), args.recalibrate).await;
+    let profile = calibrate_on_start(store, &format!("worker {owner}"), args.recalibrate).await;
+    let worker = worker_service(store, settings, owner, &args, profile)?;
     eprintln!(
         "worker {owner}: started with {} slot(s) on {}",
         worker.config.slots,
@@ -263,9 +275,9 @@ pub async fn standalone(
     owner: &str,
     args: StandaloneArgs,
 ) -> anyhow::Result<ExitCode> {
-    let worker = worker_service(store, settings, owner, &args.worker)?;
+    let profile = calibrate_on_start(store, "standalone", args.worker.recalibrate).await;
+    let worker = worker_service(store, settings, owner, &args.worker, profile)?;
     let scheduler = scheduler_service(store, Duration::from_millis(200), &args.dags_folder);
-    calibrate_on_start(store, "standalone", args.worker.recalibrate).await;
     eprintln!(
         "standalone: scheduler and worker ({} slot(s)) on {}; trigger runs with `amdahl trigger`",
         worker.config.slots,

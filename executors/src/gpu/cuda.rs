@@ -103,7 +103,12 @@ pub fn run_batches(
             )));
         }
         for (array, column) in columns.iter().zip(&plan.columns) {
-            if array.data_type() != &column.data_type || array.len() != *rows {
+            let strings = |t: &DataType| {
+                matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            };
+            let same_type = array.data_type() == &column.data_type
+                || (strings(array.data_type()) && strings(&column.data_type));
+            if !same_type || array.len() != *rows {
                 return Err(GpuError::Input(format!(
                     "column `{}` is {} × {} rows, the plan reads {} × {rows}",
                     column.name,

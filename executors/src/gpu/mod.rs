@@ -27,8 +27,8 @@ use amdahl_dags::DevicePreference;
 use crate::stage::Stage;
 use crate::storage::dir_bytes;
 
-/// Inputs at least this large go to a usable GPU when a task says `device: auto` (a plain
-/// threshold until placement prices each stage).
+/// Inputs at least this large go to a usable GPU when a task says `device: auto` and no
+/// placement was decided for it (the worker has no profile, or estimating failed).
 pub const AUTO_GPU_BYTES: u64 = 64 << 20;
 
 /// Why `stage` should try the GPU (the start of its note if it does not get there), or `None`
@@ -40,6 +40,10 @@ pub fn choice(stage: &Stage) -> Option<String> {
         DevicePreference::Auto => {
             if !devices().usable() {
                 return None;
+            }
+            if let Some(placement) = &stage.placement {
+                return (placement.place == amdahl_placement::Place::Gpu)
+                    .then(|| placement.reason.clone());
             }
             let bytes: u64 = stage
                 .inputs

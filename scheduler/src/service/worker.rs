@@ -14,7 +14,7 @@ use amdahl_dags::{Dag, RunContext};
 use super::reports::Reports;
 use super::{Moved, advance, load_pinned};
 use crate::attempt::{
-    AttemptEnd, AttemptEnv, execute_attempt, finish_of, log_failure, prepare_stage,
+    AttemptEnd, AttemptEnv, execute_attempt, finish_of, log_failure, place_stage, prepare_stage,
 };
 use crate::decide::after_failure;
 use crate::runner::task_view;
@@ -293,6 +293,18 @@ impl Worker {
                 )
             }
             Err(e) => (Err(e.clone()), None),
+        };
+        let prepared = match (prepared, &loaded) {
+            (Ok(stage), Ok(dag)) if self.env.profile.is_some() => {
+                let context = RunContext {
+                    dag_id: dag.id.clone(),
+                    run_id: run.id,
+                    logical_date: run.logical_date.clone(),
+                    params: serde_json::from_str(&run.params_json).unwrap_or_default(),
+                };
+                Ok(place_stage(&self.env, dag, &context, stage, claim.attempt_id).await)
+            }
+            (prepared, _) => prepared,
         };
         let execution = execute_attempt(&self.env, prepared, claim.attempt_id);
         let (attempt_state, result) = match timeout {

@@ -474,6 +474,28 @@ impl Store {
         row.map(TaskRow::into_record).transpose()
     }
 
+    /// Records what placement predicted for an attempt (µs on the CPU, and on the GPU if it
+    /// could run there).
+    pub async fn record_prediction(
+        &self,
+        attempt_id: i64,
+        cpu_us: Option<i64>,
+        gpu_us: Option<i64>,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE task_attempts SET predicted_cpu_us = $1, predicted_gpu_us = $2 WHERE id = $3",
+            )
+            .bind(cpu_us)
+            .bind(gpu_us)
+            .bind(attempt_id)
+            .execute(pool)
+            .await
+            .map(|_| ())?
+        });
+        Ok(())
+    }
+
     /// Every attempt of a run, oldest first.
     pub async fn attempts(&self, run_id: i64) -> Result<Vec<AttemptRecord>> {
         type Row = (
@@ -488,11 +510,13 @@ impl Store {
             i64,
             Option<i64>,
             Option<String>,
+            Option<i64>,
+            Option<i64>,
         );
         let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT id, task_id, attempt, state, device, error, rows_out, bytes_out, started_at_ms, finished_at_ms, \
-                 device_note FROM task_attempts WHERE run_id = $1 ORDER BY id",
+                 device_note, predicted_cpu_us, predicted_gpu_us FROM task_attempts WHERE run_id = $1 ORDER BY id",
             )
             .bind(run_id)
             .fetch_all(pool)
@@ -513,6 +537,8 @@ impl Store {
                     started_at_ms: r.8,
                     finished_at_ms: r.9,
                     device_note: r.10,
+                    predicted_cpu_us: r.11,
+                    predicted_gpu_us: r.12,
                 })
             })
             .collect()

@@ -112,6 +112,9 @@ pub struct AttemptRecord {
     pub bytes_out: Option<i64>,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
+    /// What placement predicted for it on the CPU and on the GPU (µs), when it decided.
+    pub predicted_cpu_us: Option<i64>,
+    pub predicted_gpu_us: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,0 +1,84 @@
+//! Where a `device: auto` task runs, decided just before it runs: the whole DAG is estimated
+//! again with the real sizes of the outputs produced so far (each done task fixed where it
+//! ran), priced on this worker's profile, and assigned by the minimum cut; the task goes where
+//! that assignment puts it. Deciding for the whole DAG keeps a cheap stage between two GPU
+//! stages on the GPU when copying its data back and forth would cost more than it saves.
+
+use std::collections::HashMap;
+
+use amdahl_dags::{Dag, RunContext};
+use amdahl_placement::{Place, Priced, Profile, edge_cost, min_cut, price, seconds, why};
+
+use crate::estimate::{Produced, estimate_run};
+
+/// The decision for one task and what it rests on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    pub place: Place,
+    /// Predicted seconds on the CPU (infinite when it cannot run there).
+    pub cpu_seconds: f64,
+    /// Predicted seconds on the GPU, copies in and out included; `None` when it cannot run
+    /// there.
+    pub gpu_seconds: Option<f64>,
+    /// One line: the prediction and why.
+    pub reason: String,
+}
+
+/// Places `task_id` of `dag`'s run on `profile`'s machine.
+pub async fn place_task(
+    dag: &Dag,
+    context: &RunContext,
+    task_id: &str,
+    produced: &HashMap<String, Produced>,
+    profile: &Profile,
+) -> Result<Placement, String> {
+    let graph = estimate_run(dag, context, produced).await?;
+    let i = graph
+        .stages
+        .iter()
+        .position(|s| s.id == task_id)
+        .ok_or_else(|| format!("task `{task_id}` is not in the DAG"))?;
+    let priced = price(profile, &graph);
+    let chosen = min_cut(profile, &graph);
+    // Copies into this task from upstreams the assignment leaves on the CPU.
+    let incoming: f64 = graph
+        .edges
+        .iter()
+        .filter(|(u, v, _)| *v == i && chosen.places[*u] == Place::Cpu)
+        .map(|(_, _, bytes)| edge_cost(profile, *bytes))
+        .sum();
+    let p = Priced {
+        cpu: priced[i].cpu,
+        gpu: priced[i].gpu.clone().map(|mut g| {
+            g.transfer_in += incoming;
+            g
+        }),
+    };
+    let place = chosen.places[i];
+    let gpu_seconds = p.gpu.as_ref().ok().map(|g| g.total());
+    let reason = format!(
+        "placement chose the {} ({}): CPU {}, GPU {}",
+        match place {
+            Place::Cpu => "CPU",
+            Place::Gpu => "GPU",
+        },
+        why(&p, place),
+        seconds(p.cpu),
+        match &p.gpu {
+            Ok(g) => format!(
+                "{} (in {} + compute {} + out {})",
+                seconds(g.total()),
+                seconds(g.transfer_in),
+                seconds(g.compute),
+                seconds(g.transfer_out)
+            ),
+            Err(_) => "–".into(),
+        }
+    );
+    Ok(Placement {
+        place,
+        cpu_seconds: p.cpu,
+        gpu_seconds,
+        reason,
+    })
+}

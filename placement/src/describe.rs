@@ -1,0 +1,40 @@
+//! Placement decisions in words, for `amdahl explain`, task logs and `runs show`.
+
+use crate::assign::Priced;
+use crate::cost::Place;
+
+/// Why a stage priced `p` goes to `place` (copies from CPU upstreams already in `p.gpu`).
+pub fn why(p: &Priced, place: Place) -> String {
+    match (&p.gpu, place) {
+        (Err(reason), _) if p.cpu.is_infinite() => format!("cannot run: {reason}"),
+        (Err(reason), _) => format!("GPU not possible: {reason}"),
+        (Ok(_), Place::Gpu) if p.cpu.is_infinite() => "pinned (device: gpu)".into(),
+        (Ok(g), Place::Gpu) => {
+            if g.total() <= p.cpu {
+                format!("{:.1}× faster than the CPU", p.cpu / g.total())
+            } else {
+                "its input is already on the GPU".into()
+            }
+        }
+        (Ok(g), Place::Cpu) => {
+            if p.cpu <= g.total() {
+                format!("{:.1}× faster than the GPU", g.total() / p.cpu)
+            } else {
+                "moving its input to the GPU costs more than it saves".into()
+            }
+        }
+    }
+}
+
+/// A duration for people: µs, ms or s; `∞` for an impossible one.
+pub fn seconds(s: f64) -> String {
+    if !s.is_finite() {
+        "∞".into()
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}
