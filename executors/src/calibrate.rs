@@ -297,6 +297,7 @@ pub async fn calibrate(effort: Effort) -> Result<Calibration, String> {
                 Effort::Full => "full",
             }
         )),
+        corrections: Vec::new(),
     };
     Ok(Calibration {
         profile,

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use amdahl_dags::{Dag, RunContext};
-use amdahl_placement::{Place, Priced, Profile, edge_cost, min_cut, price, seconds, why};
+use amdahl_placement::{
+    OpKind, Place, Priced, Profile, edge_cost, main_kind, min_cut, price, seconds, why,
+};
 
 use crate::estimate::{Produced, estimate_run};
 
@@ -22,6 +24,11 @@ pub struct Placement {
     pub gpu_seconds: Option<f64>,
     /// One line: the prediction and why.
     pub reason: String,
+    /// The stage's main kind of work, and the learned factors the predictions include (for
+    /// learning from this attempt: the model's own prediction is the predicted ÷ factor).
+    pub kind: Option<OpKind>,
+    pub cpu_factor: f64,
+    pub gpu_factor: f64,
 }
 
 /// Places `task_id` of `dag`'s run on `profile`'s machine.
@@ -75,10 +82,14 @@ pub async fn place_task(
             Err(_) => "–".into(),
         }
     );
+    let kind = main_kind(&profile.cpu, &graph.stages[i]);
     Ok(Placement {
         place,
         cpu_seconds: p.cpu,
         gpu_seconds,
         reason,
+        kind,
+        cpu_factor: profile.factor(kind, Place::Cpu),
+        gpu_factor: profile.factor(kind, Place::Gpu),
     })
 }

@@ -86,10 +86,55 @@ pub struct Profile {
     /// Where the figures come from ("measured by amdahl calibrate on … at …", a spec sheet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Learned from runs: predicted times of stages whose main work is `kind` on `place` are
+    /// multiplied by `factor` (see [`crate::learn`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrections: Vec<Correction>,
+}
+
+/// What observed times taught the model about one kind of work on one place.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Correction {
+    pub kind: OpKind,
+    pub place: Place,
+    /// Median of actual ÷ predicted over the samples.
+    pub factor: f64,
+    pub samples: usize,
+}
+
+impl Profile {
+    /// The learned factor for stages whose main work is `kind` on `place` (1 when none).
+    pub fn factor(&self, kind: Option<OpKind>, place: Place) -> f64 {
+        kind.and_then(|kind| {
+            self.corrections
+                .iter()
+                .find(|c| c.kind == kind && c.place == place)
+        })
+        .map_or(1.0, |c| c.factor)
+    }
+}
+
+/// The kind of work that takes a stage longest on `device` (its compute terms compared);
+/// `None` for a stage with no work.
+pub fn main_kind(device: &DeviceProfile, stage: &StageWork) -> Option<OpKind> {
+    stage
+        .work
+        .iter()
+        .map(|(kind, amount)| {
+            let rate = device.throughput.get(kind).copied().unwrap_or(0.0);
+            let seconds = if rate > 0.0 {
+                amount / rate
+            } else {
+                f64::INFINITY
+            };
+            (*kind, seconds)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(kind, _)| kind)
 }
 
 /// Where a stage may run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Place {
     Cpu,
@@ -170,7 +215,8 @@ pub fn to_host(gpu: &GpuProfile, bytes: u64) -> f64 {
 
 /// The stage on the CPU.
 pub fn cpu_time(profile: &Profile, stage: &StageWork) -> f64 {
-    roofline(&profile.cpu, stage.touched_bytes, &stage.work)
+    let factor = profile.factor(main_kind(&profile.cpu, stage), Place::Cpu);
+    roofline(&profile.cpu, stage.touched_bytes, &stage.work) * factor
 }
 
 /// The stage on the GPU, reading `storage_bytes` from the host, or why it cannot go there.
@@ -186,10 +232,11 @@ pub fn gpu_time(profile: &Profile, stage: &StageWork) -> Result<GpuTime, String>
             gpu.free_bytes >> 20
         ));
     }
+    let factor = profile.factor(main_kind(&profile.cpu, stage), Place::Gpu);
     Ok(GpuTime {
-        transfer_in: to_device(gpu, stage.storage_bytes),
-        compute: roofline(&gpu.device, stage.touched_bytes, &stage.work),
-        transfer_out: to_host(gpu, stage.output_bytes),
+        transfer_in: to_device(gpu, stage.storage_bytes) * factor,
+        compute: roofline(&gpu.device, stage.touched_bytes, &stage.work) * factor,
+        transfer_out: to_host(gpu, stage.output_bytes) * factor,
     })
 }
 

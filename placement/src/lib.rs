@@ -9,13 +9,15 @@
 pub mod assign;
 pub mod cost;
 pub mod describe;
+pub mod learn;
 
 pub use assign::{Assignment, Graph, Priced, brute_force, edge_cost, greedy, min_cut, price};
 pub use cost::{
-    DeviceProfile, GpuProfile, GpuTime, OpKind, Pin, Place, Profile, StageWork, cpu_time,
-    crossover_bytes, gpu_time, roofline, to_device, to_host,
+    Correction, DeviceProfile, GpuProfile, GpuTime, OpKind, Pin, Place, Profile, StageWork,
+    cpu_time, crossover_bytes, gpu_time, main_kind, roofline, to_device, to_host,
 };
 pub use describe::{seconds, why};
+pub use learn::{Observation, learned};
 
 #[cfg(test)]
 mod tests;

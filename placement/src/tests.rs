@@ -42,6 +42,7 @@ fn profile() -> Profile {
         cpu,
         gpu: Some(gpu),
         source: None,
+        corrections: Vec::new(),
     }
 }
 

@@ -10,11 +10,11 @@ use amdahl_executors::estimate::Produced;
 use amdahl_executors::place::place_task;
 use amdahl_executors::storage::task_output_dir;
 use amdahl_executors::{Executors, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
-use amdahl_placement::{Place, Profile};
+use amdahl_placement::{Observation, OpKind, Place, Profile, learned};
 
 use crate::Clock;
 use crate::state::{AttemptState, TaskState};
-use crate::store::{FinishAttempt, Store, StoreError};
+use crate::store::{FinishAttempt, PredictedAttempt, Prediction, Store, StoreError};
 
 /// Log lines kept per attempt; the rest are read and dropped, with a note saying so.
 pub const MAX_LOG_LINES: usize = 100_000;
@@ -153,20 +153,51 @@ pub async fn place_stage(
             ))
         })
         .collect();
-    if let Ok(placement) = place_task(dag, context, &stage.task_id, &produced, profile).await {
+    // What earlier runs taught the model (a store that cannot say teaches nothing).
+    let history = env
+        .store
+        .predicted_attempts(LEARN_FROM)
+        .await
+        .unwrap_or_default();
+    let profile = learned(profile, &observations(&history));
+    if let Ok(placement) = place_task(dag, context, &stage.task_id, &produced, &profile).await {
         let us = |s: f64| s.is_finite().then(|| (s * 1e6).round() as i64);
-        // The prediction is for `runs show`; a failed write must not stop the task.
-        let _ = env
-            .store
-            .record_prediction(
-                attempt_id,
-                us(placement.cpu_seconds),
-                placement.gpu_seconds.and_then(us),
-            )
-            .await;
+        let prediction = Prediction {
+            cpu_us: us(placement.cpu_seconds),
+            gpu_us: placement.gpu_seconds.and_then(us),
+            kind: placement.kind.map(|k| k.name().to_string()),
+            cpu_factor: placement.cpu_factor,
+            gpu_factor: placement.gpu_factor,
+        };
+        // For `runs show` and learning; a failed write must not stop the task.
+        let _ = env.store.record_prediction(attempt_id, &prediction).await;
         stage.placement = Some(placement);
     }
     stage
+}
+
+/// Placed attempts the model learns from: the latest this many.
+pub const LEARN_FROM: i64 = 500;
+
+/// The stored attempts as observations of the uncorrected model (predicted ÷ the factor it
+/// included), on the place each ran.
+pub fn observations(history: &[PredictedAttempt]) -> Vec<Observation> {
+    history
+        .iter()
+        .filter_map(|a| {
+            let kind = OpKind::ALL.into_iter().find(|k| k.name() == a.kind)?;
+            let (place, us, factor) = match a.device.as_deref()? {
+                "gpu" => (Place::Gpu, a.gpu_us?, a.gpu_factor),
+                _ => (Place::Cpu, a.cpu_us?, a.cpu_factor),
+            };
+            (factor > 0.0).then(|| Observation {
+                kind,
+                place,
+                model: us as f64 / 1e6 / factor,
+                actual: a.took_ms as f64 / 1e3,
+            })
+        })
+        .collect()
 }
 
 /// Executes a prepared stage, storing its log lines as they come. Dropping the future stops

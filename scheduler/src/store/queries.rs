@@ -474,26 +474,63 @@ impl Store {
         row.map(TaskRow::into_record).transpose()
     }
 
-    /// Records what placement predicted for an attempt (µs on the CPU, and on the GPU if it
-    /// could run there).
-    pub async fn record_prediction(
-        &self,
-        attempt_id: i64,
-        cpu_us: Option<i64>,
-        gpu_us: Option<i64>,
-    ) -> Result<()> {
+    /// Records what placement predicted for an attempt.
+    pub async fn record_prediction(&self, attempt_id: i64, p: &Prediction) -> Result<()> {
         on_pool!(self, pool => {
             sqlx::query(
-                "UPDATE task_attempts SET predicted_cpu_us = $1, predicted_gpu_us = $2 WHERE id = $3",
+                "UPDATE task_attempts SET predicted_cpu_us = $1, predicted_gpu_us = $2, \
+                 predicted_kind = $3, cpu_factor = $4, gpu_factor = $5 WHERE id = $6",
             )
-            .bind(cpu_us)
-            .bind(gpu_us)
+            .bind(p.cpu_us)
+            .bind(p.gpu_us)
+            .bind(p.kind.as_deref())
+            .bind(p.cpu_factor)
+            .bind(p.gpu_factor)
             .bind(attempt_id)
             .execute(pool)
             .await
             .map(|_| ())?
         });
         Ok(())
+    }
+
+    /// The latest `limit` successful attempts that placement predicted, newest first, with
+    /// the time each took: what the model learns from.
+    pub async fn predicted_attempts(&self, limit: i64) -> Result<Vec<PredictedAttempt>> {
+        type Row = (
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            f64,
+            f64,
+            i64,
+            i64,
+        );
+        let rows: Vec<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT predicted_kind, device, predicted_cpu_us, predicted_gpu_us, cpu_factor, gpu_factor, \
+                 started_at_ms, finished_at_ms FROM task_attempts \
+                 WHERE state = 'success' AND predicted_kind IS NOT NULL AND finished_at_ms IS NOT NULL \
+                 AND cpu_factor IS NOT NULL AND gpu_factor IS NOT NULL \
+                 ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|r| PredictedAttempt {
+                kind: r.0,
+                device: r.1,
+                cpu_us: r.2,
+                gpu_us: r.3,
+                cpu_factor: r.4,
+                gpu_factor: r.5,
+                took_ms: r.7 - r.6,
+            })
+            .collect())
     }
 
     /// Every attempt of a run, oldest first.

@@ -117,6 +117,29 @@ pub struct AttemptRecord {
     pub predicted_gpu_us: Option<i64>,
 }
 
+/// What placement predicted for an attempt (see [`super::Store::record_prediction`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub cpu_us: Option<i64>,
+    pub gpu_us: Option<i64>,
+    /// The stage's main kind of work (`scan`, `gemm`, …).
+    pub kind: Option<String>,
+    pub cpu_factor: f64,
+    pub gpu_factor: f64,
+}
+
+/// A successful attempt placement predicted, and what it took.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PredictedAttempt {
+    pub kind: String,
+    pub device: Option<String>,
+    pub cpu_us: Option<i64>,
+    pub gpu_us: Option<i64>,
+    pub cpu_factor: f64,
+    pub gpu_factor: f64,
+    pub took_ms: i64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DagSummary {
     pub dag_id: String,
