@@ -119,11 +119,20 @@ fn main() {
         .as_ref()
         .and_then(|p| p.gpu.as_ref())
         .map(|gpu| (gpu.device.memory_bandwidth / 1e9, gpu.host_to_device / 1e9));
-    if let Some(profile) = &profile {
+    // AMDAHL_BENCH_PARTS (e.g. `sweep,q6`) runs some parts only.
+    let parts = std::env::var("AMDAHL_BENCH_PARTS").unwrap_or_else(|_| "sweep,q6,knn".into());
+    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
+    if let Some(profile) = &profile
+        && part("sweep")
+    {
         placement_sweep(profile, usable, threads);
     }
-    q6_sweep(usable, ceilings, threads);
-    knn_bench(usable, threads);
+    if part("q6") {
+        q6_sweep(usable, ceilings, threads);
+    }
+    if part("knn") {
+        knn_bench(usable, threads);
+    }
 }
 
 /// Calibrates the machine (`amdahl calibrate`'s measurements) and prints the figures; writes

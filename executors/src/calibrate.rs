@@ -358,6 +358,7 @@ async fn calibrate_gpu(
     .map_err(|e| e.to_string())?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut kernel = BTreeMap::new();
+    let mut staging = Vec::new();
     for (kind, sql) in [(OpKind::Scan, SCAN), (OpKind::Aggregate, AGGREGATE)] {
         let plan = ctx
             .sql(sql)
@@ -373,10 +374,18 @@ async fn calibrate_gpu(
             let (_, t) = gpu::cuda::run_batches(&plan, &columns, Instant::now())
                 .map_err(|e| format!("{sql}: {e}"))?;
             kernel_ms.push(t.kernel_ms);
+            // Packing the columns and staging them in pinned memory, per byte sent.
+            staging.push(t.upload_bytes as f64 / ((t.read_ms + t.stage_ms) / 1e3));
         }
-        // The first run compiles and loads the kernel.
+        // The first run compiles and loads the kernel (and pins the staging buffer).
         kernel.insert(kind, median(kernel_ms[1..].to_vec()) / 1e3);
+        staging.remove(staging.len() - 6);
     }
+    let staging = median(staging);
+    note(
+        "host staging for the GPU (pack + pinned copy)",
+        format!("{:.1} GB/s", staging / 1e9),
+    );
     let scan = kernel[&OpKind::Scan];
     let aggregate = (kernel[&OpKind::Aggregate] - scan).max(kernel[&OpKind::Aggregate] / 10.0);
     let n = effort.gpu_gemm_n();
@@ -431,6 +440,7 @@ async fn calibrate_gpu(
         free_bytes: link.free_bytes,
         pageable_host_to_device: Some(link.pageable_to_device),
         pageable_device_to_host: Some(link.pageable_to_host),
+        host_staging: Some(staging),
     })
 }
 

@@ -24,7 +24,9 @@ use crate::gpu::{self, cuda::GpuError};
 use crate::linalg::natural;
 pub use crate::linalg::{Layer, Matrix, Mlp, Neighbour, knn, multiply_transposed, uniform};
 use crate::runtime::CpuRuntime;
-use crate::stage::{Device, Executor, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
+use crate::stage::{
+    Device, Executor, LogSink, Stage, StageError, StageOutcome, StageTimings, TableInput, Work,
+};
 use crate::storage::{PartWriter, dir_bytes, reset_dir};
 
 /// Rows written per Parquet batch.
@@ -395,6 +397,14 @@ fn keep_resident(
         .keep(output_dir, column, rows, dim, data);
 }
 
+/// Runs `f`, adding its milliseconds to `total`.
+fn timed<T>(total: &mut f64, f: impl FnOnce() -> T) -> T {
+    let t = std::time::Instant::now();
+    let out = f();
+    *total += t.elapsed().as_secs_f64() * 1e3;
+    out
+}
+
 fn run_dense(
     work: &Work,
     inputs: &[TableInput],
@@ -403,6 +413,9 @@ fn run_dense(
     gpu_choice: Option<&str>,
     log: &LogSink,
 ) -> Result<StageOutcome, StageError> {
+    let started = std::time::Instant::now();
+    // Reading the operands is I/O; the rest (copies to a GPU included) counts as compute.
+    let mut io_ms = 0.0;
     reset_dir(output_dir)?;
     let mut note = None;
     let mut device = Device::Cpu;
@@ -437,7 +450,9 @@ fn run_dense(
         Work::Knn {
             column, k, metric, ..
         } => {
-            let mut tables = Operands::gather(inputs, column, gpu_choice, log)?;
+            let mut tables = timed(&mut io_ms, || {
+                Operands::gather(inputs, column, gpu_choice, log)
+            })?;
             tables.same_dim()?;
             log.system(format!(
                 "knn: {} queries × {} base vectors of {} floats, k = {k}, metric {}",
@@ -496,7 +511,9 @@ fn run_dense(
             writer.finish()?
         }
         Work::Matmul { column, .. } => {
-            let mut tables = Operands::gather(inputs, column, gpu_choice, log)?;
+            let mut tables = timed(&mut io_ms, || {
+                Operands::gather(inputs, column, gpu_choice, log)
+            })?;
             tables.same_dim()?;
             let (rows, width, dim) = (tables.rows(0), tables.rows(1), tables.dim(0));
             log.system(format!("matmul: ({rows} × {dim}) · ({width} × {dim})ᵀ"));
@@ -533,7 +550,9 @@ fn run_dense(
             ..
         } => {
             let mlp = Mlp::load(model, *activation).map_err(StageError::Failed)?;
-            let mut tables = Operands::gather(inputs, column, gpu_choice, log)?;
+            let mut tables = timed(&mut io_ms, || {
+                Operands::gather(inputs, column, gpu_choice, log)
+            })?;
             let rows = tables.rows(0);
             if rows > 0 && tables.dim(0) != mlp.inputs() {
                 return Err(StageError::Failed(format!(
@@ -590,11 +609,17 @@ fn run_dense(
         "wrote {rows} rows ({bytes} bytes) to {}",
         output_dir.display()
     ));
+    let total = started.elapsed().as_secs_f64() * 1e3;
     Ok(StageOutcome {
         device,
         rows: Some(rows),
         bytes: Some(bytes),
         note,
+        timings: Some(StageTimings {
+            io_ms,
+            transfer_ms: 0.0,
+            compute_ms: (total - io_ms).max(0.0),
+        }),
     })
 }
 

@@ -30,8 +30,8 @@ pub use runtime::CpuRuntime;
 pub use shell::ShellExecutor;
 pub use sql::SqlExecutor;
 pub use stage::{
-    Device, Executor, LogLine, LogSink, LogStream, Stage, StageError, StageOutcome, TableInput,
-    Work,
+    Device, Executor, LogLine, LogSink, LogStream, Stage, StageError, StageOutcome, StageTimings,
+    TableInput, Work,
 };
 pub use tpch::TpchExecutor;
 

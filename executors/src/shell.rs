@@ -39,6 +39,7 @@ impl Executor for ShellExecutor {
                 stage.work.kind()
             )));
         };
+        let started = std::time::Instant::now();
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(command)
@@ -76,7 +77,11 @@ impl Executor for ShellExecutor {
         // The shell is gone; still kill the group in case it left background children behind.
         drop(group.pgid.take().map(|pgid| KillGroup { pgid: Some(pgid) }));
         if status.success() {
-            Ok(StageOutcome::on_cpu(None, None))
+            // What a command does is its own business: all of it counts as compute.
+            Ok(StageOutcome::on_cpu(None, None).timed(crate::StageTimings {
+                compute_ms: started.elapsed().as_secs_f64() * 1e3,
+                ..Default::default()
+            }))
         } else {
             Err(StageError::Failed(match status.code() {
                 Some(code) => format!("command exited with status {code}"),

@@ -18,8 +18,11 @@ use amdahl_dags::DatasetFormat;
 
 use crate::gpu;
 use crate::runtime::CpuRuntime;
-use crate::stage::{Device, Executor, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
+use crate::stage::{
+    Device, Executor, LogSink, Stage, StageError, StageOutcome, StageTimings, TableInput, Work,
+};
 use crate::storage::{PartWriter, dir_bytes, reset_dir};
+use std::time::Instant;
 
 /// Session settings shared by execution and validate-time planning.
 pub fn session_config(target_partitions: usize) -> SessionConfig {
@@ -144,7 +147,8 @@ async fn run_query(
     let mut note = None;
     if let Some(asked) = gpu_choice {
         match on_gpu(&plan, &asked, log).await {
-            Ok(batch) => {
+            Ok((batch, t)) => {
+                let written = Instant::now();
                 reset_dir(output_dir)?;
                 let mut writer = PartWriter::create(output_dir, 0, batch.schema())?;
                 writer.write(&batch)?;
@@ -154,6 +158,11 @@ async fn run_query(
                     rows: Some(rows),
                     bytes: Some(bytes),
                     note: None,
+                    timings: Some(StageTimings {
+                        io_ms: t.read_ms + ms(written),
+                        transfer_ms: t.stage_ms + t.upload_ms + t.download_ms,
+                        compute_ms: t.kernel_ms,
+                    }),
                 });
             }
             Err(why) => {
@@ -166,13 +175,29 @@ async fn run_query(
         .map_err(|e| StageError::Failed(format!("query failed to start: {}", e.find_root())))?;
     reset_dir(output_dir)?;
     let mut writer = PartWriter::create(output_dir, 0, crate::storage::schema_ref(schema))?;
-    while let Some(batch) = stream.next().await {
+    // The engine reads as it computes: waiting for a batch is compute, writing it is I/O.
+    let (mut compute, mut io) = (0.0, 0.0);
+    loop {
+        let asked = Instant::now();
+        let Some(batch) = stream.next().await else {
+            compute += ms(asked);
+            break;
+        };
+        compute += ms(asked);
         let batch =
             batch.map_err(|e| StageError::Failed(format!("query failed: {}", e.find_root())))?;
+        let writing = Instant::now();
         writer.write(&batch)?;
+        io += ms(writing);
     }
+    let closing = Instant::now();
     let (rows, bytes) = finish_output(writer, output_dir, log)?;
-    let mut outcome = StageOutcome::on_cpu(Some(rows), Some(bytes));
+    io += ms(closing);
+    let mut outcome = StageOutcome::on_cpu(Some(rows), Some(bytes)).timed(StageTimings {
+        io_ms: io,
+        transfer_ms: 0.0,
+        compute_ms: compute,
+    });
     outcome.note = note;
     Ok(outcome)
 }
@@ -194,11 +219,15 @@ fn finish_output(
 
 /// Runs a planned query on the GPU, or says why it runs on the CPU instead (the plan has a
 /// part the GPU cannot run, no GPU is usable, or the GPU run failed).
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
 async fn on_gpu(
     plan: &Arc<dyn ExecutionPlan>,
     asked: &str,
     log: &LogSink,
-) -> Result<RecordBatch, String> {
+) -> Result<(RecordBatch, gpu::cuda::GpuTimings), String> {
     let kernel = gpu::translate(plan).map_err(|why| {
         format!("{asked}, but the plan cannot run on the GPU ({why}); running on the CPU")
     })?;
@@ -226,5 +255,5 @@ async fn on_gpu(
         t.kernel_ms,
         t.download_ms
     ));
-    Ok(batch)
+    Ok((batch, t))
 }

@@ -129,7 +129,7 @@ impl Device {
 }
 
 /// What a successful stage reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StageOutcome {
     pub device: Device,
     /// Rows and bytes written, for data-producing stages.
@@ -138,6 +138,20 @@ pub struct StageOutcome {
     /// Why the stage ran on `device` when the task asked for another (no usable GPU, a plan
     /// the GPU cannot run, a GPU failure rerun on the CPU). The executor logs it too.
     pub note: Option<String>,
+    /// Where the stage's time went, when the executor measured it.
+    pub timings: Option<StageTimings>,
+}
+
+/// Milliseconds a stage spent on each kind of work (the rest of its time is overhead:
+/// planning, compiling, waiting). Reading that a query engine interleaves with its operators
+/// counts as compute.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimings {
+    /// Reading inputs and writing outputs.
+    pub io_ms: f64,
+    /// Copies between host and device, staging in pinned memory included.
+    pub transfer_ms: f64,
+    pub compute_ms: f64,
 }
 
 impl StageOutcome {
@@ -147,7 +161,14 @@ impl StageOutcome {
             rows,
             bytes,
             note: None,
+            timings: None,
         }
+    }
+
+    /// The same outcome with its timings.
+    pub fn timed(mut self, timings: StageTimings) -> Self {
+        self.timings = Some(timings);
+        self
     }
 }
 

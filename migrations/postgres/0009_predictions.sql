@@ -7,3 +7,8 @@ ALTER TABLE task_attempts ADD COLUMN predicted_gpu_us BIGINT;
 ALTER TABLE task_attempts ADD COLUMN predicted_kind TEXT;
 ALTER TABLE task_attempts ADD COLUMN cpu_factor DOUBLE PRECISION;
 ALTER TABLE task_attempts ADD COLUMN gpu_factor DOUBLE PRECISION;
+-- Where an attempt's time went (µs): reading and writing data, copies between host and device,
+-- and compute; the rest of its duration is overhead (planning, scheduling inside the worker).
+ALTER TABLE task_attempts ADD COLUMN io_us BIGINT;
+ALTER TABLE task_attempts ADD COLUMN transfer_us BIGINT;
+ALTER TABLE task_attempts ADD COLUMN compute_us BIGINT;

@@ -76,6 +76,11 @@ pub struct GpuProfile {
     /// Device → host bytes per second into pageable memory, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pageable_device_to_host: Option<f64>,
+    /// Bytes per second the host prepares for a copy to the device (columns packed into the
+    /// device's layout, then into pinned memory), when measured: a cost every byte sent pays
+    /// beside the link itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_staging: Option<f64>,
 }
 
 /// A worker machine: its CPU and, if it has a usable one, its GPU.
@@ -195,12 +200,16 @@ pub fn roofline(device: &DeviceProfile, bytes: u64, work: &BTreeMap<OpKind, f64>
     memory.max(compute) + device.fixed_seconds
 }
 
-/// Seconds to copy `bytes` to the GPU.
+/// Seconds to copy `bytes` to the GPU: preparing them on the host, then the link.
 pub fn to_device(gpu: &GpuProfile, bytes: u64) -> f64 {
     if bytes == 0 {
         0.0
     } else {
-        gpu.transfer_latency + bytes as f64 / gpu.host_to_device
+        let staging = gpu
+            .host_staging
+            .filter(|rate| *rate > 0.0)
+            .map_or(0.0, |rate| bytes as f64 / rate);
+        gpu.transfer_latency + bytes as f64 / gpu.host_to_device + staging
     }
 }
 

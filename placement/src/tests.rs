@@ -37,6 +37,7 @@ fn profile() -> Profile {
         free_bytes: 64 << 30,
         pageable_host_to_device: None,
         pageable_device_to_host: None,
+        host_staging: None,
     };
     Profile {
         cpu,

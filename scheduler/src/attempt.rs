@@ -283,15 +283,23 @@ pub fn finish_of(
     end: &AttemptEnd<'_>,
     result: Result<(StageOutcome, Option<PathBuf>), String>,
 ) -> FinishAttempt {
+    let (mut io_us, mut transfer_us, mut compute_us) = (None, None, None);
     let (device, device_note, output_path, rows, bytes, error) = match result {
-        Ok((outcome, output)) => (
-            Some(outcome.device.name().to_string()),
-            outcome.note,
-            output.map(|p| p.display().to_string()),
-            outcome.rows.map(|r| r as i64),
-            outcome.bytes.map(|b| b as i64),
-            None,
-        ),
+        Ok((outcome, output)) => {
+            if let Some(t) = &outcome.timings {
+                let us = |ms: f64| Some((ms * 1e3).round() as i64);
+                (io_us, transfer_us, compute_us) =
+                    (us(t.io_ms), us(t.transfer_ms), us(t.compute_ms));
+            }
+            (
+                Some(outcome.device.name().to_string()),
+                outcome.note,
+                output.map(|p| p.display().to_string()),
+                outcome.rows.map(|r| r as i64),
+                outcome.bytes.map(|b| b as i64),
+                None,
+            )
+        }
         Err(e) => (Some("cpu".to_string()), None, None, None, None, Some(e)),
     };
     FinishAttempt {
@@ -309,6 +317,9 @@ pub fn finish_of(
         bytes_out: bytes,
         error,
         now_ms: end.now,
+        io_us,
+        transfer_us,
+        compute_us,
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod attempt;
 pub mod backfill;
+pub mod breakdown;
 pub mod decide;
 pub mod runner;
 pub mod service;

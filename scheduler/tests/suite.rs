@@ -269,6 +269,9 @@ async fn a_stale_attempt_report_is_rejected(db: &TestDb) {
         bytes_out: None,
         error: Some("boom".into()),
         now_ms: 20,
+        io_us: None,
+        transfer_us: None,
+        compute_us: None,
     };
     store
         .finish_attempt(&fail(first_id, first, TaskState::UpForRetry))
@@ -717,6 +720,9 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
         bytes_out: None,
         error: (task_state != TaskState::Success).then(|| "boom".to_string()),
         now_ms: 4_000,
+        io_us: None,
+        transfer_us: None,
+        compute_us: None,
     };
     let recorded = store
         .finish_attempts(&[
@@ -861,6 +867,9 @@ async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
             bytes_out: None,
             error: None,
             now_ms: 5_100,
+            io_us: None,
+            transfer_us: None,
+            compute_us: None,
         })
         .await;
     assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");

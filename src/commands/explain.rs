@@ -52,10 +52,16 @@ async fn stored_profile(database_url: Option<String>) -> Option<(Profile, String
     };
     let host = amdahl_executors::calibrate::hostname();
     let found = super::calibrate::stored_profile(&store, &host).await;
+    // What runs taught the model so far.
+    let history = store
+        .predicted_attempts(amdahl_scheduler::attempt::LEARN_FROM)
+        .await
+        .unwrap_or_default();
     store.close().await;
+    let observations = amdahl_scheduler::attempt::observations(&history);
     match found {
         Ok(Some((profile, measured_at_ms))) => Some((
-            profile,
+            amdahl_placement::learned(&profile, &observations),
             format!(
                 "of {host}, measured {} (`amdahl calibrate`)",
                 crate::output::timestamp(Some(measured_at_ms))
@@ -124,6 +130,10 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
     println!("DAG `{}` against profile {source}", dag.id);
     if let Some(gpu) = &profile.gpu {
         println!("GPU: {}", gpu.name);
+    }
+    let learned = amdahl_placement::learn::describe(&profile.corrections);
+    if !learned.is_empty() {
+        println!("learned from runs: {}", learned.join(", "));
     }
     println!();
     let rows: Vec<Vec<String>> = graph

@@ -188,6 +188,12 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
     println!();
     print_tasks(store, run_id).await?;
     let attempts = store.attempts(run_id).await?;
+    let tasks = store.tasks(run_id).await?;
+    print_breakdown(&amdahl_scheduler::breakdown::breakdown(
+        run.started_at_ms.unwrap_or(run.created_at_ms),
+        &tasks,
+        &attempts,
+    ));
     if !attempts.is_empty() {
         println!();
         let notes: Vec<String> = attempts
@@ -249,6 +255,45 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the run's time went, per task and in total, and the speed-up ceiling that follows.
+fn print_breakdown(b: &amdahl_scheduler::breakdown::Breakdown) {
+    if b.tasks.is_empty() {
+        return;
+    }
+    let ms = |v: f64| amdahl_placement::seconds(v / 1e3);
+    let row = |name: &str, p: &amdahl_scheduler::breakdown::Parts| {
+        vec![
+            name.to_string(),
+            ms(p.waiting),
+            ms(p.io),
+            ms(p.transfer),
+            ms(p.compute),
+            ms(p.other),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = b.tasks.iter().map(|(t, p)| row(t, p)).collect();
+    rows.push(row("(total)", &b.total));
+    println!(
+        "\nWhere the time went (per task: waiting to start, data I/O, host↔device copies, compute, the rest):"
+    );
+    print!(
+        "{}",
+        table(
+            &["TASK", "WAITING", "I/O", "TRANSFER", "COMPUTE", "OTHER"],
+            &rows
+        )
+    );
+    match b.ceiling {
+        Some(ceiling) => println!(
+            "compute is {:.0} % of task time: faster devices can speed this run up {ceiling:.2}× at most",
+            100.0 * b.total.compute / b.total.total()
+        ),
+        None => {
+            println!("no task measured its compute time, so there is no speed-up ceiling to give")
+        }
+    }
 }
 
 /// Attempts placement decided, with its predictions beside the time each took.

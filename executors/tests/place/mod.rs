@@ -44,6 +44,7 @@ fn profile() -> Profile {
             free_bytes: 64 << 30,
             pageable_host_to_device: None,
             pageable_device_to_host: None,
+            host_staging: None,
         }),
         source: None,
         corrections: Vec::new(),

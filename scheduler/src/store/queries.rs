@@ -61,6 +61,9 @@ async fn finish_attempts_postgres(
         .bind(text(|e| e.error.as_deref()))
         .bind(column(|e| e.now_ms))
         .bind(text(|e| e.device_note.as_deref()))
+        .bind(maybe(|e| e.io_us))
+        .bind(maybe(|e| e.transfer_us))
+        .bind(maybe(|e| e.compute_us))
         .fetch_one(&mut *tx)
         .await?;
     if tasks as usize != attempt_ids.len() {
@@ -76,9 +79,9 @@ async fn finish_attempts_postgres(
 const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
                              $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
-                             $13::bigint[], $14::text[]) \
+                             $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[]) \
             AS e(run_id, task_id, attempt, attempt_id, attempt_state, task_state, retry_at_ms, device, \
-                 output_path, rows_out, bytes_out, error, now_ms, device_note)), \
+                 output_path, rows_out, bytes_out, error, now_ms, device_note, io_us, transfer_us, compute_us)), \
      t AS ( \
         UPDATE task_instances ti SET state = e.task_state, retry_at_ms = e.retry_at_ms, \
             device = COALESCE(e.device, ti.device), lease_owner = NULL, lease_expires_at_ms = NULL, \
@@ -90,7 +93,8 @@ const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
         RETURNING e.attempt_id), \
      a AS ( \
         UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, \
-            device_note = e.device_note, error = e.error, rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms \
+            device_note = e.device_note, error = e.error, rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms, \
+            io_us = e.io_us, transfer_us = e.transfer_us, compute_us = e.compute_us \
         FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
             AND ta.id IN (SELECT attempt_id FROM t) \
         RETURNING ta.id) \
@@ -169,7 +173,8 @@ where
 {
     sqlx::query(
         "UPDATE task_attempts SET state = $1, device = $2, error = $3, rows_out = $4, bytes_out = $5, \
-            finished_at_ms = $6, device_note = $7 WHERE id = $8 AND state = 'running'",
+            finished_at_ms = $6, device_note = $7, io_us = $8, transfer_us = $9, compute_us = $10 \
+         WHERE id = $11 AND state = 'running'",
     )
     .bind(f.attempt_state.as_str())
     .bind(f.device.as_deref())
@@ -178,6 +183,9 @@ where
     .bind(f.bytes_out)
     .bind(f.now_ms)
     .bind(f.device_note.as_deref())
+    .bind(f.io_us)
+    .bind(f.transfer_us)
+    .bind(f.compute_us)
     .bind(f.attempt_id)
 }
 
@@ -549,11 +557,15 @@ impl Store {
             Option<String>,
             Option<i64>,
             Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
         );
         let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT id, task_id, attempt, state, device, error, rows_out, bytes_out, started_at_ms, finished_at_ms, \
-                 device_note, predicted_cpu_us, predicted_gpu_us FROM task_attempts WHERE run_id = $1 ORDER BY id",
+                 device_note, predicted_cpu_us, predicted_gpu_us, io_us, transfer_us, compute_us \
+                 FROM task_attempts WHERE run_id = $1 ORDER BY id",
             )
             .bind(run_id)
             .fetch_all(pool)
@@ -576,6 +588,9 @@ impl Store {
                     device_note: r.10,
                     predicted_cpu_us: r.11,
                     predicted_gpu_us: r.12,
+                    io_us: r.13,
+                    transfer_us: r.14,
+                    compute_us: r.15,
                 })
             })
             .collect()

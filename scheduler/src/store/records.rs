@@ -115,6 +115,10 @@ pub struct AttemptRecord {
     /// What placement predicted for it on the CPU and on the GPU (µs), when it decided.
     pub predicted_cpu_us: Option<i64>,
     pub predicted_gpu_us: Option<i64>,
+    /// Where its time went (µs): data read and written, host↔device copies, compute.
+    pub io_us: Option<i64>,
+    pub transfer_us: Option<i64>,
+    pub compute_us: Option<i64>,
 }
 
 /// What placement predicted for an attempt (see [`super::Store::record_prediction`]).
@@ -185,6 +189,10 @@ pub struct FinishAttempt {
     pub bytes_out: Option<i64>,
     pub error: Option<String>,
     pub now_ms: i64,
+    /// Where the attempt's time went (µs), when the executor measured it.
+    pub io_us: Option<i64>,
+    pub transfer_us: Option<i64>,
+    pub compute_us: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
