@@ -104,6 +104,9 @@ fn every_example_runs_and_can_be_inspected(amdahl: &Amdahl) {
         "q6_forecast_revenue",
         "ATTEMPT",
         "60175",
+        "Where the time went",
+        "(total)",
+        "faster devices can speed this run up",
     ] {
         assert!(shown.contains(expected), "`{expected}` in:\n{shown}");
     }
@@ -1333,6 +1336,50 @@ fn dense_stages_are_validated_before_they_run() {
     let run = amdahl.run(&["run", file.to_str().unwrap()]);
     assert!(!run.status.success(), "an invalid DAG does not run");
     assert!(text(&amdahl.run(&["runs", "list"]).stdout).lines().count() <= 1);
+}
+
+/// `amdahl calibrate` measures this machine and stores its profile; a second call shows the
+/// stored one; `explain` then prices against it; `--output` writes it for elsewhere.
+fn calibrate_stores_the_profile_explain_uses(amdahl: &Amdahl) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("me.json");
+    let out = amdahl.run(&["calibrate", "--quick", "--output", file.to_str().unwrap()]);
+    assert_success(&out, "calibrate");
+    let shown = text(&out.stdout);
+    for expected in ["CPU memory bandwidth", "CPU scan", "CPU gemm", "GPU", "stored as"] {
+        assert!(shown.contains(expected), "`{expected}` in:\n{shown}");
+    }
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(written["cpu"]["throughput"]["scan"].as_f64().unwrap() > 0.0);
+    let again = amdahl.run(&["calibrate"]);
+    assert_success(&again, "calibrate again");
+    let shown = text(&again.stdout);
+    assert!(shown.contains("stored for ") && shown.contains("--recalibrate"), "{shown}");
+    assert!(!text(&again.stderr).contains("measuring"), "nothing measured again");
+    let explain = amdahl.run(&["explain", "dags/examples/csv_sales.yaml"]);
+    assert_success(&explain, "explain with a stored profile");
+    let shown = text(&explain.stdout);
+    assert!(shown.contains("measured ") && shown.contains("`amdahl calibrate`"), "{shown}");
+    assert!(!shown.contains("built-in reference"), "{shown}");
+    let json = amdahl.run(&["calibrate", "--json"]);
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(parsed["source"].as_str().unwrap().contains("amdahl calibrate (quick)"));
+}
+
+#[test]
+fn sqlite_calibrate_stores_the_profile_explain_uses() {
+    calibrate_stores_the_profile_explain_uses(&Amdahl::sqlite());
+}
+
+#[test]
+fn postgres_calibrate_stores_the_profile_explain_uses() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    calibrate_stores_the_profile_explain_uses(&Amdahl::with_database(&db.url));
+    rt.block_on(db.drop_database());
 }
 
 /// `amdahl explain` needs no database: it prices every task on the profile's CPU and GPU and

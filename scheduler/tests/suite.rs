@@ -14,7 +14,8 @@ use amdahl_dags::load_bytes;
 use amdahl_executors::{CpuRuntime, Executors};
 use amdahl_scheduler::runner::{LocalRunner, Quiet, reap_orphans};
 use amdahl_scheduler::store::{
-    ClaimRequest, FinishAttempt, NewBackfill, NewRun, NewTask, ReapLease, Store, StoreError,
+    ClaimRequest, FinishAttempt, NewBackfill, NewRun, NewTask, Prediction, ReapLease, Store,
+    StoreError,
 };
 use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
 
@@ -898,6 +899,88 @@ async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
     assert!(attempts.contains(&("early".to_string(), AttemptState::Lost)));
 }
 
+/// Machine profiles are kept per host (the last one wins); an attempt keeps what placement
+/// predicted and where its time went, through the batched end too; the model learns from
+/// successful predicted attempts only.
+async fn placement_records_are_kept(db: &TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.profile("h1").await.unwrap(), None);
+    store.save_profile("h1", "{\"a\":1}", 5).await.unwrap();
+    store.save_profile("h1", "{\"a\":2}", 7).await.unwrap();
+    store.save_profile("h0", "{}", 6).await.unwrap();
+    let kept = store.profile("h1").await.unwrap().unwrap();
+    assert_eq!((kept.profile.as_str(), kept.measured_at_ms), ("{\"a\":2}", 7));
+    let hosts: Vec<String> = store
+        .profiles()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.host)
+        .collect();
+    assert_eq!(hosts, ["h0", "h1"]);
+
+    let run_id = new_run(&store, &[("t", &[]), ("u", &[])], "me").await;
+    let mut ends = Vec::new();
+    for (task, gpu_us) in [("t", Some(300)), ("u", None)] {
+        store
+            .set_task_state(run_id, task, TaskState::Scheduled, TaskState::Queued, 1, None)
+            .await
+            .unwrap();
+        let (attempt_id, attempt) = store.start_attempt(run_id, task, "me", 10).await.unwrap();
+        let prediction = Prediction {
+            cpu_us: Some(1_000),
+            gpu_us,
+            kind: Some("scan".into()),
+            cpu_factor: 1.5,
+            gpu_factor: 1.0,
+        };
+        store
+            .record_prediction(attempt_id, &prediction)
+            .await
+            .unwrap();
+        ends.push(FinishAttempt {
+            run_id,
+            task_id: task.into(),
+            attempt_id,
+            attempt,
+            attempt_state: if task == "t" {
+                AttemptState::Success
+            } else {
+                AttemptState::Failed
+            },
+            task_state: if task == "t" {
+                TaskState::Success
+            } else {
+                TaskState::Failed
+            },
+            retry_at_ms: None,
+            device: Some("gpu".into()),
+            device_note: Some("placement chose the GPU".into()),
+            output_path: None,
+            rows_out: None,
+            bytes_out: None,
+            error: None,
+            now_ms: 12,
+            io_us: Some(400),
+            transfer_us: Some(500),
+            compute_us: Some(600),
+        });
+    }
+    assert_eq!(store.finish_attempts(&ends).await.unwrap(), [true, true]);
+    let attempts = store.attempts(run_id).await.unwrap();
+    let t = attempts.iter().find(|a| a.task_id == "t").unwrap();
+    assert_eq!((t.predicted_cpu_us, t.predicted_gpu_us), (Some(1_000), Some(300)));
+    assert_eq!((t.io_us, t.transfer_us, t.compute_us), (Some(400), Some(500), Some(600)));
+    // Only the successful attempt teaches the model.
+    let learned = store.predicted_attempts(10).await.unwrap();
+    assert_eq!(learned.len(), 1);
+    assert_eq!(
+        (learned[0].kind.as_str(), learned[0].device.as_deref(), learned[0].took_ms),
+        ("scan", Some("gpu"), 2)
+    );
+    assert_eq!((learned[0].cpu_factor, learned[0].gpu_factor), (1.5, 1.0));
+}
+
 macro_rules! suite {
     ($($test:ident),+ $(,)?) => {
         mod sqlite {
@@ -1093,6 +1176,7 @@ suite!(
     pools_cap_queued_and_running_tasks_across_runs,
     workers_leave_in_process_runs_alone,
     batched_writes_keep_every_fence,
+    placement_records_are_kept,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of
