@@ -21,6 +21,17 @@ rm -rf "$bundle"
 mkdir -p "$bundle/bin"
 
 profile=${PROFILE:-release}
+if [ "${CLI:-0}" = only ]; then
+  echo "building the amdahl binary (release)…" >&2
+  cargo build --release --bin amdahl
+  cp target/release/amdahl "$bundle/amdahl"
+  strip "$bundle/amdahl"
+  xz -9 -T0 "$bundle/amdahl"
+  cp scripts/gpu-run.sh "$bundle/run.sh"
+  chmod +x "$bundle/run.sh"
+  du -sh "$bundle" >&2
+  exit 0
+fi
 echo "building the test binaries ($profile)…" >&2
 cargo test --profile "$profile" ${PACKAGES:--p amdahl-executors} --no-run --message-format=json 2>/dev/null \
   | python3 -c '
@@ -76,6 +87,15 @@ cp "$bench_exe" "$bundle/bench/gpu"
 strip "$bundle/bench/gpu"
 xz -9 -T0 "$bundle/bench/gpu"
 
+# CLI=1: also the `amdahl` binary, for the user's path on the GPU machine (calibrate, run an
+# example whose tasks are placed, runs show); CLI=only (above) bundles that alone.
+if [ "${CLI:-0}" != 0 ]; then
+  echo "building the amdahl binary (release)…" >&2
+  cargo build --release --bin amdahl 2>/dev/null
+  cp target/release/amdahl "$bundle/amdahl"
+  strip "$bundle/amdahl"
+  xz -9 -T0 "$bundle/amdahl"
+fi
 cp scripts/gpu-run.sh "$bundle/run.sh"
 chmod +x "$bundle/run.sh"
 du -sh "$bundle" >&2

@@ -9,6 +9,7 @@
 #   $OUT/bench.md    the benchmark's tables (SKIP_BENCH=1 skips it; AMDAHL_BENCH_MAX_MB,
 #                    AMDAHL_BENCH_KNN_BASE and AMDAHL_BENCH_KNN_QUERIES shrink it)
 #   $OUT/profile.json  the machine's calibrated profile (as `amdahl calibrate` measures it)
+#   $OUT/cli.md      with the `amdahl` binary in the bundle (CLI=1): the user's path
 #   $OUT/logs.tgz    every log in full
 # SKIP_TESTS=1 runs the benchmark alone. Exits non-zero if any test failed, none ran (unless
 # skipped), or the benchmark failed.
@@ -97,11 +98,31 @@ if [ -f "$here/bench/gpu.xz" ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
   (cd "$here/.." && timeout "$bench_timeout" "$work/gpu-bench") > "$out/bench.md" 2> "$logs/bench.log" \
     || { status=1; echo "benchmark failed: $(tail -n 5 "$logs/bench.log")" >> "$out/bench.md"; }
 fi
+# The user's path, when the bundle holds the `amdahl` binary: calibrate, run examples whose
+# `device: auto` tasks are placed on this machine, show the runs (placement, predictions,
+# where the time went), explain against the stored profile.
+if [ -f "$here/amdahl.xz" ]; then
+  unpack "$here/amdahl.xz" "$work/amdahl"
+  home=$(mktemp -d)
+  {
+    cd "$here/.." || exit 1
+    a() { echo "\$ amdahl $*"; AMDAHL_HOME="$home" timeout 300 "$work/amdahl" "$@" 2>&1; echo "(exit $?)"; }
+    a devices
+    a calibrate --quick
+    a run dags/examples/vectors.yaml
+    a runs show 1
+    a run dags/examples/tpch.yaml --param sf=1
+    a runs show 2
+    a explain dags/examples/tpch.yaml --param sf=10
+  } > "$out/cli.md" 2>&1
+  grep -q "(exit [1-9]" "$out/cli.md" && status=1
+fi
 tar czf "$out/logs.tgz" -C "$logs" .
 rm -rf "$work" "$logs"
 cat "$out/summary.md"
 [ -f "$out/bench.md" ] && cat "$out/bench.md"
-if [ "$ran" -eq 0 ] && [ "${SKIP_TESTS:-0}" != 1 ]; then
+[ -f "$out/cli.md" ] && cat "$out/cli.md"
+if [ "$ran" -eq 0 ] && [ "${SKIP_TESTS:-0}" != 1 ] && [ ! -f "$here/amdahl.xz" ]; then
   echo "no GPU test ran"
   exit 1
 fi

@@ -745,8 +745,11 @@ fn postgres_two_schedulers_and_eight_workers_run_each_task_once() {
             .all(|r| r.contains(" success ") && r.split_whitespace().nth(3) == Some("1")),
         "every task: success after one attempt"
     );
+    // The attempts table ends at the next blank line (the time breakdown follows).
+    let attempts = attempts.split("\n\n").next().unwrap_or_default();
     let attempt_rows: Vec<&str> = attempts.lines().skip(1).collect();
     assert_eq!(attempt_rows.len(), 1_000, "one attempt per task");
+    assert!(shown.contains("Where the time went"), "{shown}");
     assert!(attempt_rows.iter().all(|r| r.contains(" success ")));
     rt.block_on(db.drop_database());
 }
@@ -1346,7 +1349,13 @@ fn calibrate_stores_the_profile_explain_uses(amdahl: &Amdahl) {
     let out = amdahl.run(&["calibrate", "--quick", "--output", file.to_str().unwrap()]);
     assert_success(&out, "calibrate");
     let shown = text(&out.stdout);
-    for expected in ["CPU memory bandwidth", "CPU scan", "CPU gemm", "GPU", "stored as"] {
+    for expected in [
+        "CPU memory bandwidth",
+        "CPU scan",
+        "CPU gemm",
+        "GPU",
+        "stored as",
+    ] {
         assert!(shown.contains(expected), "`{expected}` in:\n{shown}");
     }
     let written: serde_json::Value =
@@ -1355,16 +1364,30 @@ fn calibrate_stores_the_profile_explain_uses(amdahl: &Amdahl) {
     let again = amdahl.run(&["calibrate"]);
     assert_success(&again, "calibrate again");
     let shown = text(&again.stdout);
-    assert!(shown.contains("stored for ") && shown.contains("--recalibrate"), "{shown}");
-    assert!(!text(&again.stderr).contains("measuring"), "nothing measured again");
+    assert!(
+        shown.contains("stored for ") && shown.contains("--recalibrate"),
+        "{shown}"
+    );
+    assert!(
+        !text(&again.stderr).contains("measuring"),
+        "nothing measured again"
+    );
     let explain = amdahl.run(&["explain", "dags/examples/csv_sales.yaml"]);
     assert_success(&explain, "explain with a stored profile");
     let shown = text(&explain.stdout);
-    assert!(shown.contains("measured ") && shown.contains("`amdahl calibrate`"), "{shown}");
+    assert!(
+        shown.contains("measured ") && shown.contains("`amdahl calibrate`"),
+        "{shown}"
+    );
     assert!(!shown.contains("built-in reference"), "{shown}");
     let json = amdahl.run(&["calibrate", "--json"]);
     let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert!(parsed["source"].as_str().unwrap().contains("amdahl calibrate (quick)"));
+    assert!(
+        parsed["source"]
+            .as_str()
+            .unwrap()
+            .contains("amdahl calibrate (quick)")
+    );
 }
 
 #[test]

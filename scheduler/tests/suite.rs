@@ -909,7 +909,10 @@ async fn placement_records_are_kept(db: &TestDb) {
     store.save_profile("h1", "{\"a\":2}", 7).await.unwrap();
     store.save_profile("h0", "{}", 6).await.unwrap();
     let kept = store.profile("h1").await.unwrap().unwrap();
-    assert_eq!((kept.profile.as_str(), kept.measured_at_ms), ("{\"a\":2}", 7));
+    assert_eq!(
+        (kept.profile.as_str(), kept.measured_at_ms),
+        ("{\"a\":2}", 7)
+    );
     let hosts: Vec<String> = store
         .profiles()
         .await
@@ -923,7 +926,14 @@ async fn placement_records_are_kept(db: &TestDb) {
     let mut ends = Vec::new();
     for (task, gpu_us) in [("t", Some(300)), ("u", None)] {
         store
-            .set_task_state(run_id, task, TaskState::Scheduled, TaskState::Queued, 1, None)
+            .set_task_state(
+                run_id,
+                task,
+                TaskState::Scheduled,
+                TaskState::Queued,
+                1,
+                None,
+            )
             .await
             .unwrap();
         let (attempt_id, attempt) = store.start_attempt(run_id, task, "me", 10).await.unwrap();
@@ -969,13 +979,23 @@ async fn placement_records_are_kept(db: &TestDb) {
     assert_eq!(store.finish_attempts(&ends).await.unwrap(), [true, true]);
     let attempts = store.attempts(run_id).await.unwrap();
     let t = attempts.iter().find(|a| a.task_id == "t").unwrap();
-    assert_eq!((t.predicted_cpu_us, t.predicted_gpu_us), (Some(1_000), Some(300)));
-    assert_eq!((t.io_us, t.transfer_us, t.compute_us), (Some(400), Some(500), Some(600)));
+    assert_eq!(
+        (t.predicted_cpu_us, t.predicted_gpu_us),
+        (Some(1_000), Some(300))
+    );
+    assert_eq!(
+        (t.io_us, t.transfer_us, t.compute_us),
+        (Some(400), Some(500), Some(600))
+    );
     // Only the successful attempt teaches the model.
     let learned = store.predicted_attempts(10).await.unwrap();
     assert_eq!(learned.len(), 1);
     assert_eq!(
-        (learned[0].kind.as_str(), learned[0].device.as_deref(), learned[0].took_ms),
+        (
+            learned[0].kind.as_str(),
+            learned[0].device.as_deref(),
+            learned[0].took_ms
+        ),
         ("scan", Some("gpu"), 2)
     );
     assert_eq!((learned[0].cpu_factor, learned[0].gpu_factor), (1.5, 1.0));

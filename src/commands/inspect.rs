@@ -189,11 +189,11 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
     print_tasks(store, run_id).await?;
     let attempts = store.attempts(run_id).await?;
     let tasks = store.tasks(run_id).await?;
-    print_breakdown(&amdahl_scheduler::breakdown::breakdown(
+    let breakdown = amdahl_scheduler::breakdown::breakdown(
         run.started_at_ms.unwrap_or(run.created_at_ms),
         &tasks,
         &attempts,
-    ));
+    );
     if !attempts.is_empty() {
         println!();
         let notes: Vec<String> = attempts
@@ -254,6 +254,7 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    print_breakdown(&breakdown);
     Ok(ExitCode::SUCCESS)
 }
 
