@@ -21,12 +21,16 @@ rm -rf "$bundle"
 mkdir -p "$bundle/bin"
 
 profile=${PROFILE:-release}
-if [ "${CLI:-0}" = only ]; then
+# The `amdahl` binary (release, stripped, xz) for the user's path on the GPU machine.
+bundle_cli() {
   echo "building the amdahl binary (release)…" >&2
   cargo build --release --bin amdahl
   cp target/release/amdahl "$bundle/amdahl"
   strip "$bundle/amdahl"
   xz -9 -T0 "$bundle/amdahl"
+}
+if [ "${CLI:-0}" = only ]; then
+  bundle_cli
   cp scripts/gpu-run.sh "$bundle/run.sh"
   chmod +x "$bundle/run.sh"
   du -sh "$bundle" >&2
@@ -90,11 +94,7 @@ xz -9 -T0 "$bundle/bench/gpu"
 # CLI=1: also the `amdahl` binary, for the user's path on the GPU machine (calibrate, run an
 # example whose tasks are placed, runs show); CLI=only (above) bundles that alone.
 if [ "${CLI:-0}" != 0 ]; then
-  echo "building the amdahl binary (release)…" >&2
-  cargo build --release --bin amdahl 2>/dev/null
-  cp target/release/amdahl "$bundle/amdahl"
-  strip "$bundle/amdahl"
-  xz -9 -T0 "$bundle/amdahl"
+  bundle_cli
 fi
 cp scripts/gpu-run.sh "$bundle/run.sh"
 chmod +x "$bundle/run.sh"

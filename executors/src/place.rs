@@ -7,29 +7,12 @@
 use std::collections::HashMap;
 
 use amdahl_dags::{Dag, RunContext};
+pub use amdahl_placement::Placement;
 use amdahl_placement::{
-    OpKind, Place, Priced, Profile, edge_cost, main_kind, min_cut, price, seconds, why,
+    Place, Priced, Profile, edge_cost, main_kind, min_cut, price, seconds, why,
 };
 
 use crate::estimate::{Produced, estimate_run};
-
-/// The decision for one task and what it rests on.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Placement {
-    pub place: Place,
-    /// Predicted seconds on the CPU (infinite when it cannot run there).
-    pub cpu_seconds: f64,
-    /// Predicted seconds on the GPU, copies in and out included; `None` when it cannot run
-    /// there.
-    pub gpu_seconds: Option<f64>,
-    /// One line: the prediction and why.
-    pub reason: String,
-    /// The stage's main kind of work, and the learned factors the predictions include (for
-    /// learning from this attempt: the model's own prediction is the predicted ÷ factor).
-    pub kind: Option<OpKind>,
-    pub cpu_factor: f64,
-    pub gpu_factor: f64,
-}
 
 /// Places `task_id` of `dag`'s run on `profile`'s machine.
 pub async fn place_task(

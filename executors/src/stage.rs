@@ -109,7 +109,7 @@ pub struct Stage {
     pub device: DevicePreference,
     /// For `device: auto`: where placement decided it runs and why (`None`: no decision was
     /// made, and a usable GPU takes inputs from [`crate::gpu::AUTO_GPU_BYTES`] on).
-    pub placement: Option<crate::place::Placement>,
+    pub placement: Option<amdahl_placement::Placement>,
 }
 
 /// Which device a stage ran on.

@@ -1,7 +1,7 @@
 //! Placement decisions in words, for `amdahl explain`, task logs and `runs show`.
 
 use crate::assign::Priced;
-use crate::cost::Place;
+use crate::cost::{OpKind, Place};
 
 /// Why a stage priced `p` goes to `place` (copies from CPU upstreams already in `p.gpu`).
 pub fn why(p: &Priced, place: Place) -> String {
@@ -37,4 +37,23 @@ pub fn seconds(s: f64) -> String {
     } else {
         format!("{:.0} µs", s * 1e6)
     }
+}
+
+/// Where one task runs, decided just before it runs (by the executors, with the whole DAG priced), and what
+/// the decision rests on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    pub place: Place,
+    /// Predicted seconds on the CPU (infinite when it cannot run there).
+    pub cpu_seconds: f64,
+    /// Predicted seconds on the GPU, copies in and out included; `None` when it cannot run
+    /// there.
+    pub gpu_seconds: Option<f64>,
+    /// One line: the prediction and why.
+    pub reason: String,
+    /// The stage's main kind of work, and the learned factors the predictions include (for
+    /// learning from this attempt: the model's own prediction is the predicted ÷ factor).
+    pub kind: Option<OpKind>,
+    pub cpu_factor: f64,
+    pub gpu_factor: f64,
 }

@@ -16,7 +16,7 @@ pub use cost::{
     Correction, DeviceProfile, GpuProfile, GpuTime, OpKind, Pin, Place, Profile, StageWork,
     cpu_time, crossover_bytes, gpu_time, main_kind, roofline, to_device, to_host,
 };
-pub use describe::{seconds, why};
+pub use describe::{Placement, seconds, why};
 pub use learn::{Observation, learned};
 
 #[cfg(test)]
