@@ -6,6 +6,7 @@
 //!
 //!   cargo bench -p amdahl-executors --bench gpu
 //!   AMDAHL_BENCH_MAX_MB=1024 AMDAHL_BENCH_KNN_BASE=100000 cargo bench -p amdahl-executors --bench gpu
+//!   AMDAHL_BENCH_PARTS=q6 AMDAHL_BENCH_MIN_MB=2048 cargo bench -p amdahl-executors --bench gpu
 //!
 //! On a machine without a usable GPU it says so and measures the CPU side only. Inputs are
 //! made in memory (the same arrays for both sides), so neither side reads files.
@@ -54,43 +55,60 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-/// `rows` lineitem-like rows in TPC-H's value ranges, in batches of 1M rows.
+/// `rows` lineitem-like rows in TPC-H's value ranges, in batches of 1M rows, made on every
+/// core (each batch from its own stretch of the random sequence, so the result is the same
+/// whatever the number of cores).
 fn q6_batches(rows: usize) -> Vec<RecordBatch> {
-    let mut batches = Vec::new();
-    let mut i = 0u64;
-    let mut start = 0;
-    while start < rows {
-        let n = (1 << 20).min(rows - start);
-        let mut next = |m: u64| {
-            i += 1;
-            (dense::uniform(7, i) as f64 * 0.5 + 0.5) * m as f64
-        };
-        let quantity: Vec<i128> = (0..n).map(|_| (next(50) as i128 + 1) * 100).collect();
-        let price: Vec<i128> = (0..n).map(|_| next(10_000_000) as i128 + 90_000).collect();
-        let discount: Vec<i128> = (0..n).map(|_| next(11) as i128).collect();
-        let date: Vec<i32> = (0..n).map(|_| 8_036 + next(2_526) as i32).collect();
-        let decimal = |v: Vec<i128>| -> ArrayRef {
-            Arc::new(
-                Decimal128Array::from(v)
-                    .with_precision_and_scale(15, 2)
-                    .expect("decimal(15, 2)"),
-            )
-        };
-        batches.push(
-            RecordBatch::try_new(
-                schema(),
-                vec![
-                    decimal(quantity),
-                    decimal(price),
-                    decimal(discount),
-                    Arc::new(Date32Array::from(date)),
-                ],
-            )
-            .expect("batch"),
-        );
-        start += n;
-    }
-    batches
+    let starts: Vec<usize> = (0..rows).step_by(1 << 20).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = starts.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = starts
+            .chunks(per)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|&start| q6_batch(start, (1 << 20).min(rows - start)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("generator thread"))
+            .collect()
+    })
+}
+
+/// Rows `start .. start + n` of the Q6 table.
+fn q6_batch(start: usize, n: usize) -> RecordBatch {
+    let mut i = 4 * start as u64;
+    let mut next = |m: u64| {
+        i += 1;
+        (dense::uniform(7, i) as f64 * 0.5 + 0.5) * m as f64
+    };
+    let quantity: Vec<i128> = (0..n).map(|_| (next(50) as i128 + 1) * 100).collect();
+    let price: Vec<i128> = (0..n).map(|_| next(10_000_000) as i128 + 90_000).collect();
+    let discount: Vec<i128> = (0..n).map(|_| next(11) as i128).collect();
+    let date: Vec<i32> = (0..n).map(|_| 8_036 + next(2_526) as i32).collect();
+    let decimal = |v: Vec<i128>| -> ArrayRef {
+        Arc::new(
+            Decimal128Array::from(v)
+                .with_precision_and_scale(15, 2)
+                .expect("decimal(15, 2)"),
+        )
+    };
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            decimal(quantity),
+            decimal(price),
+            decimal(discount),
+            Arc::new(Date32Array::from(date)),
+        ],
+    )
+    .expect("batch")
 }
 
 fn main() {
@@ -518,7 +536,8 @@ fn q6_sweep(usable: bool, ceilings: Option<(f64, f64)>, threads: usize) {
         "| input | rows | GPU kernel ms | kernel GB/s | ÷ copy | upload ms | upload GB/s | ÷ pinned | pin ms | GPU end to end ms | CPU (DataFusion, {threads} threads) ms | CPU ÷ GPU | same answer |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut mb = 1;
+    // AMDAHL_BENCH_MIN_MB starts the sweep higher (for the largest sizes alone).
+    let mut mb = env_usize("AMDAHL_BENCH_MIN_MB", 1).max(1);
     while mb <= max_mb {
         let rows = mb * (1 << 20) / Q6_ROW_BYTES;
         let batches = q6_batches(rows);
