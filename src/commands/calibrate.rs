@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -151,4 +152,36 @@ pub fn summary(profile: &Profile) -> String {
         rows.push(vec!["source".into(), source.clone()]);
     }
     table(&["MEASURE", "VALUE"], &rows)
+}
+
+/// This machine's profile for placement: the stored one, or (when there is none, or when
+/// asked to) a quick measurement, stored. A failure is reported and the caller goes on
+/// without one (`device: auto` then uses the size threshold).
+pub async fn profile_on_start(store: &Store, who: &str, recalibrate: bool) -> Option<Arc<Profile>> {
+    let host = hostname();
+    if !recalibrate {
+        match stored_profile(store, &host).await {
+            Ok(Some((profile, _))) => return Some(Arc::new(profile)),
+            Ok(None) => {}
+            Err(e) => eprintln!("{who}: {e:#}; measuring again"),
+        }
+    }
+    let started = std::time::Instant::now();
+    match measure_and_store(store, Effort::Quick).await {
+        Ok(c) => {
+            eprintln!(
+                "{who}: calibrated {host} in {:.1}s ({}); `amdahl calibrate --recalibrate` measures longer",
+                started.elapsed().as_secs_f64(),
+                match &c.profile.gpu {
+                    Some(gpu) => format!("GPU {}", gpu.name),
+                    None => "no GPU".to_string(),
+                }
+            );
+            Some(Arc::new(c.profile))
+        }
+        Err(e) => {
+            eprintln!("{who}: calibration failed, `device: auto` uses the size threshold: {e:#}");
+            None
+        }
+    }
 }

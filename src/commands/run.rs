@@ -215,18 +215,5 @@ async fn placement_profile(store: &Store) -> Option<Arc<amdahl_placement::Profil
     if !amdahl_executors::gpu::devices().usable() {
         return None;
     }
-    let host = amdahl_executors::calibrate::hostname();
-    if let Ok(Some((profile, _))) = super::calibrate::stored_profile(store, &host).await {
-        return Some(Arc::new(profile));
-    }
-    eprintln!("measuring this machine for placement (once; `amdahl calibrate` measures longer)…");
-    match super::calibrate::measure_and_store(store, amdahl_executors::calibrate::Effort::Quick)
-        .await
-    {
-        Ok(c) => Some(Arc::new(c.profile)),
-        Err(e) => {
-            eprintln!("calibration failed, `device: auto` uses the size threshold: {e:#}");
-            None
-        }
-    }
+    super::calibrate::profile_on_start(store, "run", false).await
 }

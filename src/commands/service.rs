@@ -59,44 +59,6 @@ pub struct WorkerArgs {
     pub recalibrate: bool,
 }
 
-/// This machine's profile for placement: the stored one, or (when there is none, or when
-/// asked to) a quick measurement, stored. A failure is reported and the worker goes on
-/// without one (`device: auto` then uses the size threshold).
-async fn calibrate_on_start(
-    store: &Store,
-    who: &str,
-    recalibrate: bool,
-) -> Option<Arc<amdahl_placement::Profile>> {
-    let host = amdahl_executors::calibrate::hostname();
-    if !recalibrate {
-        match super::calibrate::stored_profile(store, &host).await {
-            Ok(Some((profile, _))) => return Some(Arc::new(profile)),
-            Ok(None) => {}
-            Err(e) => eprintln!("{who}: {e:#}; measuring again"),
-        }
-    }
-    let started = std::time::Instant::now();
-    match super::calibrate::measure_and_store(store, amdahl_executors::calibrate::Effort::Quick)
-        .await
-    {
-        Ok(c) => {
-            eprintln!(
-                "{who}: calibrated {host} in {:.1}s ({}); `amdahl calibrate --recalibrate` measures longer",
-                started.elapsed().as_secs_f64(),
-                match &c.profile.gpu {
-                    Some(gpu) => format!("GPU {}", gpu.name),
-                    None => "no GPU".to_string(),
-                }
-            );
-            Some(Arc::new(c.profile))
-        }
-        Err(e) => {
-            eprintln!("{who}: calibration failed, `device: auto` uses the size threshold: {e:#}");
-            None
-        }
-    }
-}
-
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = amdahl_dags::model::parse_duration(text)?;
     if d.is_zero() {
@@ -258,7 +220,9 @@ pub async fn worker(
     owner: &str,
     args: WorkerArgs,
 ) -> anyhow::Result<ExitCode> {
-    let profile = calibrate_on_start(store, &format!("worker {owner}"), args.recalibrate).await;
+    let profile =
+        super::calibrate::profile_on_start(store, &format!("worker {owner}"), args.recalibrate)
+            .await;
     let worker = worker_service(store, settings, owner, &args, profile)?;
     eprintln!(
         "worker {owner}: started with {} slot(s) on {}",
@@ -275,7 +239,8 @@ pub async fn standalone(
     owner: &str,
     args: StandaloneArgs,
 ) -> anyhow::Result<ExitCode> {
-    let profile = calibrate_on_start(store, "standalone", args.worker.recalibrate).await;
+    let profile =
+        super::calibrate::profile_on_start(store, "standalone", args.worker.recalibrate).await;
     let worker = worker_service(store, settings, owner, &args.worker, profile)?;
     let scheduler = scheduler_service(store, Duration::from_millis(200), &args.dags_folder);
     eprintln!(
