@@ -143,6 +143,8 @@ pub struct Task {
     pub device: DevicePreference,
     pub pool: Option<String>,
     pub priority: i32,
+    /// Parts the input is split into (`sql` tasks; 1: not split).
+    pub shards: u32,
     pub kind: TaskKind,
     /// Where the task's id is written.
     pub span: Span,

@@ -74,5 +74,7 @@ pub async fn place_task(
         kind,
         cpu_factor: profile.factor(kind, Place::Cpu),
         gpu_factor: profile.factor(kind, Place::Gpu),
+        cpu_fixed_seconds: profile.cpu.fixed_seconds,
+        gpu_fixed_seconds: profile.gpu.as_ref().map_or(0.0, |g| g.device.fixed_seconds),
     })
 }

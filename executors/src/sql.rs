@@ -8,16 +8,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 use futures::StreamExt;
 
-use amdahl_dags::DatasetFormat;
+use amdahl_dags::{DatasetFormat, DevicePreference};
+use amdahl_placement::{Lane, Place};
 
 use crate::gpu;
 use crate::runtime::CpuRuntime;
+use crate::shards;
 use crate::stage::{
     Device, Executor, LogSink, Stage, StageError, StageOutcome, StageTimings, TableInput, Work,
 };
@@ -98,7 +100,11 @@ impl Executor for SqlExecutor {
         let partitions = self.runtime.threads();
         let log = log.clone();
         let gpu_choice = gpu::choice(stage);
+        let shards = (stage.shards > 1).then(|| (stage.shards as usize, lanes(stage)));
         let handle = self.runtime.spawn(async move {
+            if let Some((n, lanes)) = shards {
+                return run_split(&query, &inputs, &output_dir, partitions, n, lanes, &log).await;
+            }
             run_query(&query, &inputs, &output_dir, partitions, gpu_choice, &log).await
         });
         handle
@@ -107,17 +113,44 @@ impl Executor for SqlExecutor {
     }
 }
 
-async fn run_query(
+/// Which devices a split stage's parts may use: the CPU always; the GPU when it is usable and
+/// asked for (`device: gpu`: every part) or placement priced it (`device: auto`).
+fn lanes(stage: &Stage) -> shards::Lanes {
+    let report = gpu::devices();
+    let gpu_only = vec![Lane {
+        place: Place::Gpu,
+        per_part_seconds: 0.0,
+        whole_seconds: 1.0,
+    }];
+    let (lanes, note) = match (stage.device, &report.problem, &stage.placement) {
+        (DevicePreference::Cpu, _, _) => (Vec::new(), None),
+        (_, Some(problem), _) => (
+            Vec::new(),
+            (stage.device == DevicePreference::Gpu).then(|| {
+                format!("device: gpu was asked for, but no GPU is usable here ({problem})")
+            }),
+        ),
+        (DevicePreference::Gpu, None, _) => (gpu_only, None),
+        (DevicePreference::Auto, None, Some(placement)) => {
+            (amdahl_placement::lanes(placement), None)
+        }
+        (DevicePreference::Auto, None, None) => (
+            Vec::new(),
+            Some("no calibrated profile to share the parts by; run `amdahl calibrate`".into()),
+        ),
+    };
+    shards::Lanes { lanes, note }
+}
+
+/// Registers the inputs and plans the query on `ctx`.
+async fn plan(
+    ctx: &SessionContext,
     query: &str,
     inputs: &[TableInput],
-    output_dir: &Path,
-    partitions: usize,
-    gpu_choice: Option<String>,
     log: &LogSink,
-) -> Result<StageOutcome, StageError> {
-    let ctx = SessionContext::new_with_config(session_config(partitions));
+) -> Result<Arc<dyn ExecutionPlan>, StageError> {
     for input in inputs {
-        register_input(&ctx, input).await.map_err(|e| {
+        register_input(ctx, input).await.map_err(|e| {
             StageError::Failed(format!(
                 "cannot read table `{}` at {}: {e}",
                 input.name,
@@ -140,10 +173,47 @@ async fn run_query(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let plan = frame
+    frame
         .create_physical_plan()
         .await
-        .map_err(|e| StageError::Failed(format!("query failed to plan: {}", e.find_root())))?;
+        .map_err(|e| StageError::Failed(format!("query failed to plan: {}", e.find_root())))
+}
+
+/// A query split into `n` parts (see [`shards`]); one that cannot be split runs whole, and
+/// its note says why.
+async fn run_split(
+    query: &str,
+    inputs: &[TableInput],
+    output_dir: &Path,
+    partitions: usize,
+    n: usize,
+    lanes: shards::Lanes,
+    log: &LogSink,
+) -> Result<StageOutcome, StageError> {
+    let ctx = shards::session(partitions);
+    let plan = plan(&ctx, query, inputs, log).await?;
+    match shards::find(&plan, inputs) {
+        Ok(split) => shards::run(&ctx, plan, split, n, lanes, output_dir, log).await,
+        Err(why) => {
+            let why = format!("shards: {n} asked for, but the query runs whole: {why}");
+            log.system(&why);
+            let mut outcome = execute_on_cpu(&ctx, plan, output_dir, log).await?;
+            outcome.note = Some(why);
+            Ok(outcome)
+        }
+    }
+}
+
+async fn run_query(
+    query: &str,
+    inputs: &[TableInput],
+    output_dir: &Path,
+    partitions: usize,
+    gpu_choice: Option<String>,
+    log: &LogSink,
+) -> Result<StageOutcome, StageError> {
+    let ctx = SessionContext::new_with_config(session_config(partitions));
+    let plan = plan(&ctx, query, inputs, log).await?;
     let mut note = None;
     if let Some(asked) = gpu_choice {
         match on_gpu(&plan, &asked, log).await {
@@ -171,11 +241,42 @@ async fn run_query(
             }
         }
     }
-    let mut stream = execute_stream(plan, ctx.task_ctx())
+    let mut outcome = execute_on_cpu(&ctx, plan, output_dir, log).await?;
+    outcome.note = note;
+    Ok(outcome)
+}
+
+/// Runs a plan on DataFusion, streaming its result into the output folder.
+async fn execute_on_cpu(
+    ctx: &SessionContext,
+    plan: Arc<dyn ExecutionPlan>,
+    output_dir: &Path,
+    log: &LogSink,
+) -> Result<StageOutcome, StageError> {
+    let schema = plan.schema();
+    let stream = execute_stream(plan, ctx.task_ctx())
         .map_err(|e| StageError::Failed(format!("query failed to start: {}", e.find_root())))?;
     reset_dir(output_dir)?;
-    let mut writer = PartWriter::create(output_dir, 0, crate::storage::schema_ref(schema))?;
-    // The engine reads as it computes: waiting for a batch is compute, writing it is I/O.
+    let mut writer = PartWriter::create(output_dir, 0, schema)?;
+    let (compute, mut io) = stream_into(stream, &mut writer).await?;
+    let closing = Instant::now();
+    let (rows, bytes) = finish_output(writer, output_dir, log)?;
+    io += ms(closing);
+    Ok(
+        StageOutcome::on_cpu(Some(rows), Some(bytes)).timed(StageTimings {
+            io_ms: io,
+            transfer_ms: 0.0,
+            compute_ms: compute,
+        }),
+    )
+}
+
+/// Writes a result stream into `writer`: (compute, I/O) milliseconds. The engine reads as it
+/// computes: waiting for a batch is compute, writing it is I/O.
+pub(crate) async fn stream_into(
+    mut stream: SendableRecordBatchStream,
+    writer: &mut PartWriter,
+) -> Result<(f64, f64), StageError> {
     let (mut compute, mut io) = (0.0, 0.0);
     loop {
         let asked = Instant::now();
@@ -190,20 +291,11 @@ async fn run_query(
         writer.write(&batch)?;
         io += ms(writing);
     }
-    let closing = Instant::now();
-    let (rows, bytes) = finish_output(writer, output_dir, log)?;
-    io += ms(closing);
-    let mut outcome = StageOutcome::on_cpu(Some(rows), Some(bytes)).timed(StageTimings {
-        io_ms: io,
-        transfer_ms: 0.0,
-        compute_ms: compute,
-    });
-    outcome.note = note;
-    Ok(outcome)
+    Ok((compute, io))
 }
 
 /// Closes the output and logs its size: (rows, bytes).
-fn finish_output(
+pub(crate) fn finish_output(
     writer: PartWriter,
     output_dir: &Path,
     log: &LogSink,
@@ -217,12 +309,12 @@ fn finish_output(
     Ok((rows, bytes))
 }
 
-/// Runs a planned query on the GPU, or says why it runs on the CPU instead (the plan has a
-/// part the GPU cannot run, no GPU is usable, or the GPU run failed).
-fn ms(since: Instant) -> f64 {
+pub(crate) fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
+/// Runs a planned query on the GPU, or says why it runs on the CPU instead (the plan has a
+/// part the GPU cannot run, no GPU is usable, or the GPU run failed).
 async fn on_gpu(
     plan: &Arc<dyn ExecutionPlan>,
     asked: &str,

@@ -110,6 +110,9 @@ pub struct Stage {
     /// For `device: auto`: where placement decided it runs and why (`None`: no decision was
     /// made, and a usable GPU takes inputs from [`crate::gpu::AUTO_GPU_BYTES`] on).
     pub placement: Option<amdahl_placement::Placement>,
+    /// `sql` stages: the parts the largest input is split into (1: not split); see
+    /// [`crate::shards`].
+    pub shards: u32,
 }
 
 /// Which device a stage ran on.

@@ -33,6 +33,14 @@ pub fn reset_dir(dir: &Path) -> Result<(), StageError> {
 }
 
 /// Total size of the files in a folder.
+/// The bytes of a file, or of the files directly in a folder.
+pub fn path_bytes(path: &Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => dir_bytes(path),
+    }
+}
+
 pub fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {

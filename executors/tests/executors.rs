@@ -16,6 +16,7 @@ mod calibrate;
 mod dense;
 mod kernel;
 mod place;
+mod shards;
 
 use amdahl_dags::{DatasetFormat, TaskKind, TpchTable, load_file};
 use amdahl_executors::{
@@ -39,6 +40,7 @@ fn stage(
         work_dir: work_dir.to_path_buf(),
         device: amdahl_dags::DevicePreference::Auto,
         placement: None,
+        shards: 1,
     }
 }
 

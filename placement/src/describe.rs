@@ -56,4 +56,8 @@ pub struct Placement {
     pub kind: Option<OpKind>,
     pub cpu_factor: f64,
     pub gpu_factor: f64,
+    /// Each device's fixed cost per stage (in the predictions above), paid again by every
+    /// shard of a split task (see [`crate::shares`]).
+    pub cpu_fixed_seconds: f64,
+    pub gpu_fixed_seconds: f64,
 }

@@ -10,6 +10,7 @@ pub mod assign;
 pub mod cost;
 pub mod describe;
 pub mod learn;
+pub mod shares;
 
 pub use assign::{Assignment, Graph, Priced, brute_force, edge_cost, greedy, min_cut, price};
 pub use cost::{
@@ -18,6 +19,7 @@ pub use cost::{
 };
 pub use describe::{Placement, seconds, why};
 pub use learn::{Observation, learned};
+pub use shares::{Lane, Shares, lanes, share};
 
 #[cfg(test)]
 mod tests;

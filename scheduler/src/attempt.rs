@@ -105,6 +105,7 @@ pub fn prepare_stage(
         work_dir: dag.source.base_dir.clone(),
         device: task.device,
         placement: None,
+        shards: task.shards,
     })
 }
 
@@ -169,8 +170,11 @@ pub async fn place_stage(
             cpu_factor: placement.cpu_factor,
             gpu_factor: placement.gpu_factor,
         };
-        // For `runs show` and learning; a failed write must not stop the task.
-        let _ = env.store.record_prediction(attempt_id, &prediction).await;
+        // For `runs show` and learning; a failed write must not stop the task. A split task's
+        // time is neither device's time for the whole input: nothing to learn from.
+        if stage.shards <= 1 {
+            let _ = env.store.record_prediction(attempt_id, &prediction).await;
+        }
         stage.placement = Some(placement);
     }
     stage

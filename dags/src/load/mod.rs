@@ -572,16 +572,12 @@ impl Cx {
             Some(n) => self.integer(n, &format!("{what}.priority")),
             None => Some(defaults.priority.unwrap_or(0)),
         };
-        if let Some(n) = field("shards")
-            && let Some(shards) = self.positive(n, &format!("{what}.shards"), 4096)
-            && shards > 1
-        {
-            self.error(
-                n.span,
-                "`shards` above 1 is not supported yet (it arrives with placement)",
-            );
-            ok = false;
-        }
+        let shards = match field("shards") {
+            Some(n) => self
+                .positive(n, &format!("{what}.shards"), 4096)
+                .map(|s| (s, Some(n))),
+            None => Some((1, None)),
+        };
         if let Some(n) = field("engine")
             && let Some(engine) = self.string(n, &format!("{what}.engine"))
         {
@@ -647,6 +643,21 @@ impl Cx {
             }
         };
 
+        // Only a query's input can be split into parts and the parts' results combined.
+        if let (Some((shards, Some(node))), Some(kind)) = (shards, &kind)
+            && shards > 1
+            && !matches!(kind, TaskKind::Sql(_))
+        {
+            self.error_help(
+                node.span,
+                format!(
+                    "`shards: {shards}` on a `{}` task; only `sql` tasks are split into shards",
+                    kind.name()
+                ),
+                "remove `shards`, or split the input in a `sql` task",
+            );
+            ok = false;
+        }
         let task = Task {
             id: id.to_string(),
             needs: needs.iter().map(|(n, _)| n.clone()).collect(),
@@ -656,6 +667,7 @@ impl Cx {
             device: device?,
             pool: pool?,
             priority: priority?,
+            shards: shards?.0,
             kind: kind?,
             span: key.span,
         };

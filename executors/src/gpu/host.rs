@@ -168,7 +168,8 @@ pub(crate) fn assemble(
 /// order and the row count.
 pub(crate) fn read(plan: &KernelPlan) -> Result<Vec<(Vec<ArrayRef>, usize)>, String> {
     let mut batches = Vec::new();
-    for path in &plan.files {
+    for scan in &plan.files {
+        let path = &scan.path;
         let failed = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
         let file = File::open(path).map_err(|e| failed(&e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| failed(&e))?;
@@ -176,10 +177,11 @@ pub(crate) fn read(plan: &KernelPlan) -> Result<Vec<(Vec<ArrayRef>, usize)>, Str
             builder.parquet_schema(),
             plan.columns.iter().map(|c| c.name.as_str()),
         );
-        let reader = builder
-            .with_projection(mask)
-            .build()
-            .map_err(|e| failed(&e))?;
+        let mut builder = builder.with_projection(mask);
+        if let Some(rows) = &scan.rows {
+            builder = builder.with_row_selection(rows.clone());
+        }
+        let reader = builder.build().map_err(|e| failed(&e))?;
         for batch in reader {
             let batch = batch.map_err(|e| failed(&e))?;
             // The reader returns columns in file order; put them in the plan's order.

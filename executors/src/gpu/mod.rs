@@ -20,12 +20,12 @@ pub mod resident;
 
 pub use device::{DeviceInfo, DeviceReport, GPU_SWITCH_ENV, devices, probe};
 pub use error::GpuError;
-pub use plan::{KernelPlan, Unsupported, translate};
+pub use plan::{KernelPlan, ScanFile, Unsupported, translate, translate_partial};
 
 use amdahl_dags::DevicePreference;
 
 use crate::stage::Stage;
-use crate::storage::dir_bytes;
+use crate::storage::path_bytes;
 
 /// Inputs at least this large go to a usable GPU when a task says `device: auto` and no
 /// placement was decided for it (the worker has no profile, or estimating failed).
@@ -45,14 +45,7 @@ pub fn choice(stage: &Stage) -> Option<String> {
                 return (placement.place == amdahl_placement::Place::Gpu)
                     .then(|| placement.reason.clone());
             }
-            let bytes: u64 = stage
-                .inputs
-                .iter()
-                .map(|i| match std::fs::metadata(&i.path) {
-                    Ok(m) if m.is_file() => m.len(),
-                    _ => dir_bytes(&i.path),
-                })
-                .sum();
+            let bytes: u64 = stage.inputs.iter().map(|i| path_bytes(&i.path)).sum();
             auto_choice(bytes)
         }
     }

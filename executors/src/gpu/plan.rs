@@ -20,8 +20,10 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::Operator;
+use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_expr::expressions::{
     BinaryExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NegativeExpr,
     NotExpr, TryCastExpr,
@@ -255,11 +257,19 @@ pub struct OrderKey {
     pub nulls_first: bool,
 }
 
+/// A Parquet file the scan reads: all of it, or the rows a selection keeps (a shard's part,
+/// see [`crate::shards`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanFile {
+    pub path: PathBuf,
+    pub rows: Option<RowSelection>,
+}
+
 /// A stage the GPU can run from start to end: read Parquet columns, filter, group, aggregate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelPlan {
-    /// The Parquet files the scan reads.
-    pub files: Vec<PathBuf>,
+    /// What the scan reads.
+    pub files: Vec<ScanFile>,
     pub columns: Vec<InputColumn>,
     /// Rows where this is true go on; `None` keeps every row.
     pub filter: Option<Expr>,
@@ -340,6 +350,19 @@ fn unsupported(node: &str, reason: impl Into<String>) -> Unsupported {
 
 /// Turns a physical plan into a kernel plan, or says which node stops it.
 pub fn translate(plan: &Arc<dyn ExecutionPlan>) -> Result<KernelPlan, Unsupported> {
+    walk(plan, false)
+}
+
+/// Turns the part of a plan that one shard runs (up to and including a partial aggregate,
+/// see [`crate::shards`]) into a kernel plan whose output is the partial aggregate's rows:
+/// the group keys and each aggregate's state (`avg` as its count and sum), in DataFusion's
+/// order. The count of an `avg` comes out as `Int64`; DataFusion's state holds `UInt64`, so
+/// the caller casts the batch to the node's schema.
+pub fn translate_partial(plan: &Arc<dyn ExecutionPlan>) -> Result<KernelPlan, Unsupported> {
+    walk(plan, true)
+}
+
+fn walk(plan: &Arc<dyn ExecutionPlan>, partial: bool) -> Result<KernelPlan, Unsupported> {
     // The plan is a chain: collect it from the top down, then build from the scan up.
     let mut chain = vec![plan.clone()];
     loop {
@@ -366,13 +389,13 @@ pub fn translate(plan: &Arc<dyn ExecutionPlan>) -> Result<KernelPlan, Unsupporte
     for node in nodes {
         state.apply(node)?;
     }
-    state.finish()
+    state.finish(partial)
 }
 
 /// Where the walk up the chain is: before the aggregate, rows are expressions over the input
 /// columns; after it, rows are the aggregate's output rows.
 struct Builder {
-    files: Vec<PathBuf>,
+    files: Vec<ScanFile>,
     columns: Vec<InputColumn>,
     filter: Option<Expr>,
     /// Before the aggregate: the current row, one expression per column of the node's output.
@@ -389,6 +412,8 @@ struct Aggregated {
     limit: Option<usize>,
     /// A partial aggregate waiting for its final half.
     partial: bool,
+    /// A partial aggregate's output: the keys, then each aggregate's state fields.
+    partial_schema: Option<SchemaRef>,
 }
 
 impl Builder {
@@ -410,12 +435,18 @@ impl Builder {
         if config.limit.is_some() {
             return Err(unsupported(name, "a LIMIT pushed into the scan"));
         }
-        let mut files: Vec<PathBuf> = Vec::new();
+        // A file DataFusion split into byte ranges is read whole, once: its ranges are all in
+        // the plan. A shard's part is a row selection, read as it is.
+        let mut files: Vec<ScanFile> = Vec::new();
         for group in &config.file_groups {
             for file in group.iter() {
                 let path = PathBuf::from(format!("/{}", file.object_meta.location));
-                if !files.contains(&path) {
-                    files.push(path);
+                let rows = file
+                    .extension::<ParquetRowSelection>()
+                    .map(|s| s.selection().clone());
+                let scan = ScanFile { path, rows };
+                if scan.rows.is_some() || !files.contains(&scan) {
+                    files.push(scan);
                 }
             }
         }
@@ -590,11 +621,12 @@ impl Builder {
             order: Vec::new(),
             limit: None,
             partial,
+            partial_schema: partial.then_some(schema),
         });
         Ok(())
     }
 
-    fn finish(self) -> Result<KernelPlan, Unsupported> {
+    fn finish(self, want_partial: bool) -> Result<KernelPlan, Unsupported> {
         let Some(aggregated) = self.aggregated else {
             return Err(unsupported(
                 "plan",
@@ -602,12 +634,21 @@ impl Builder {
                  run on the CPU)",
             ));
         };
-        if aggregated.partial {
+        if aggregated.partial != want_partial {
             return Err(unsupported(
                 "AggregateExec",
-                "a partial aggregate without its final half",
+                if want_partial {
+                    "a shard's part must end in a partial aggregate"
+                } else {
+                    "a partial aggregate without its final half"
+                },
             ));
         }
+        let aggregated = if want_partial {
+            aggregated.into_states()?
+        } else {
+            aggregated
+        };
         Ok(KernelPlan {
             files: self.files,
             columns: self.columns,
@@ -617,6 +658,77 @@ impl Builder {
             output: aggregated.output,
             order: aggregated.order,
             limit: aggregated.limit,
+        })
+    }
+}
+
+impl Aggregated {
+    /// A partial aggregate as a kernel plan's output: every aggregate becomes the aggregates
+    /// that compute its state (`avg`: count, then sum), and the output is the keys, then the
+    /// states, named and typed as DataFusion's partial aggregate does (but an `avg`'s count
+    /// as `Int64`).
+    fn into_states(self) -> Result<Aggregated, Unsupported> {
+        let name = "AggregateExec";
+        let schema = self
+            .partial_schema
+            .clone()
+            .ok_or_else(|| unsupported(name, "a partial aggregate without its schema"))?;
+        let fields = schema.fields();
+        let mut aggregates = Vec::new();
+        for aggregate in &self.aggregates {
+            match aggregate.func {
+                AggFunc::Avg => {
+                    let sum_type = fields
+                        .get(self.keys.len() + aggregates.len() + 1)
+                        .map(|f| f.data_type().clone())
+                        .ok_or_else(|| unsupported(name, "an avg without its state"))?;
+                    check_aggregate(AggFunc::Sum, &aggregate.arg, &sum_type)
+                        .map_err(|reason| unsupported(name, reason))?;
+                    aggregates.push(Aggregate {
+                        func: AggFunc::Count,
+                        arg: aggregate.arg.clone(),
+                        output: DataType::Int64,
+                    });
+                    aggregates.push(Aggregate {
+                        func: AggFunc::Sum,
+                        arg: aggregate.arg.clone(),
+                        output: sum_type,
+                    });
+                }
+                _ => aggregates.push(aggregate.clone()),
+            }
+        }
+        let width = self.keys.len() + aggregates.len();
+        if fields.len() != width {
+            return Err(unsupported(
+                name,
+                format!(
+                    "a partial aggregate of {} columns, the GPU makes {width}",
+                    fields.len()
+                ),
+            ));
+        }
+        let output = fields
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let data_type = if i >= self.keys.len() {
+                    aggregates[i - self.keys.len()].output.clone()
+                } else {
+                    field.data_type().clone()
+                };
+                (
+                    i,
+                    Arc::new(field.as_ref().clone().with_data_type(data_type)),
+                )
+            })
+            .collect();
+        Ok(Aggregated {
+            aggregates,
+            output,
+            partial: false,
+            partial_schema: None,
+            ..self
         })
     }
 }

@@ -52,7 +52,7 @@ async fn datafusion_rows(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
     ctx.sql(sql).await.unwrap().collect().await.unwrap()
 }
 
-async fn lineitem(dir: &Path, scale_factor: f64) -> std::path::PathBuf {
+pub(crate) async fn lineitem(dir: &Path, scale_factor: f64) -> std::path::PathBuf {
     let out = dir.join("lineitem");
     let (log, _lines) = LogSink::channel();
     executors()
@@ -73,7 +73,7 @@ async fn lineitem(dir: &Path, scale_factor: f64) -> std::path::PathBuf {
     out
 }
 
-fn tpch_query(id: &str) -> String {
+pub(crate) fn tpch_query(id: &str) -> String {
     // From the crate (cargo test) or from the repository root (the GPU bundle's run.sh).
     let path = ["../dags/examples/tpch.yaml", "dags/examples/tpch.yaml"]
         .into_iter()

@@ -1,0 +1,778 @@
+//! Shards: a `sql` task's largest input split into row ranges that run as separate parts, on
+//! the CPU and the GPU side by side, and the parts' results combined (`shards: N`).
+//!
+//! The query is planned once. [`find`] looks in the physical plan for the lowest node above
+//! the input's scan that needs all of its rows at once (the final half of an aggregate, a
+//! merge of sorted partitions, a coalesce, a global sort or limit): the subtree below it (the
+//! *part*) is what each shard runs over its rows, and everything from that node up runs once
+//! over the parts' outputs. Between the scan and that node only row-local operators may stand
+//! (filters, projections, repartitioning, the partial half of an aggregate, sorts within a
+//! partition, joins whose kept side is the split input): then the union of the parts'
+//! outputs is exactly what the whole input would give there, and the answer is DataFusion's
+//! own. A plan with no such node (a row-returning query) is split at its root, and each part
+//! writes its rows as one output file.
+//!
+//! Parts are row ranges of the Parquet files (DataFusion reads them through a
+//! `ParquetRowSelection`), so a single file splits too; CSV inputs split by whole files.
+//! Each part is cut again into as many ranges as the plan had scan partitions, so a part
+//! keeps every core busy. Which device runs which part is [`amdahl_placement::share`]'s
+//! choice from the predicted CPU and GPU times; a GPU part runs the partial aggregate as a
+//! kernel ([`crate::gpu::translate_partial`]) and falls back to the CPU with a note.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{JoinSide, JoinType};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionContext;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+#[allow(deprecated)] // Still in plans DataFusion 55 makes.
+use datafusion::physical_plan::coalesce_batches::CoalesceBatchesExec;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
+};
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{ExecutionPlan, collect_partitioned, execute_stream};
+
+use amdahl_dags::DatasetFormat;
+use amdahl_placement::{Lane, Place, share};
+
+use crate::gpu;
+use crate::sql::{finish_output, ms, session_config, stream_into};
+use crate::stage::{Device, LogSink, StageError, StageOutcome, StageTimings, TableInput};
+use crate::storage::{PartWriter, reset_dir};
+
+type Plan = Arc<dyn ExecutionPlan>;
+
+/// A session for a query that will be split: DataFusion keeps an aggregate's partial and final
+/// halves apart (so a part can stop after the partial half) and pushes no filters learned
+/// while running into scans (a bound learned from one part must not prune another's rows).
+pub fn session(partitions: usize) -> SessionContext {
+    let mut config = session_config(partitions);
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.enable_dynamic_filter_pushdown = false;
+    optimizer.enable_topk_dynamic_filter_pushdown = false;
+    optimizer.enable_join_dynamic_filter_pushdown = false;
+    optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let rules = state
+        .physical_optimizers()
+        .iter()
+        .filter(|rule| rule.name() != "CombinePartialFinalAggregate")
+        .cloned()
+        .collect();
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_physical_optimizer_rules(rules)
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// Where a plan splits.
+pub struct Split {
+    /// The input split into parts.
+    pub table: String,
+    /// The subtree each part runs.
+    part: Plan,
+    /// The split input's scan inside `part`.
+    scan: Plan,
+    /// Whether nodes above `part` combine the parts' outputs (otherwise the outputs are the
+    /// result).
+    pub combines: bool,
+    /// Whether the node above merges sorted streams: then every partition of every part's
+    /// output stays a stream of its own; otherwise partition `j` of every part goes into
+    /// partition `j`, which keeps the partitioning the node above expects (one partition, or
+    /// rows hashed by key).
+    sorted_streams: bool,
+    /// The input's files, each whole, with their row counts (`None`: CSV, split by file).
+    files: Vec<(PartitionedFile, Option<u64>)>,
+    /// How many partitions the scan had (each part is cut as finely).
+    groups: usize,
+}
+
+/// One part: pieces of the input's files, and about how many bytes they hold.
+#[derive(Clone, Debug)]
+pub struct Part {
+    pieces: Vec<(usize, Option<Range<u64>>)>,
+    pub bytes: u64,
+    pub rows: Option<u64>,
+}
+
+/// Finds where `plan` splits, trying the inputs from the largest down; the error says why
+/// none can be split.
+pub fn find(plan: &Plan, inputs: &[TableInput]) -> Result<Split, String> {
+    let mut scans = Vec::new();
+    scan_paths(plan, &mut vec![plan.clone()], &mut scans);
+    let mut candidates: Vec<(&TableInput, u64, PathBuf)> = inputs
+        .iter()
+        .filter_map(|input| {
+            let root = std::fs::canonicalize(&input.path).ok()?;
+            Some((input, crate::storage::path_bytes(&input.path), root))
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.name.cmp(&b.0.name)));
+    let mut reasons = Vec::new();
+    for (input, _, root) in candidates {
+        let reading: Vec<&Vec<Plan>> = scans
+            .iter()
+            .filter(|path| scan_reads(path.last().expect("a path ends at a scan"), &root))
+            .collect();
+        let path = match reading.as_slice() {
+            [] => continue,
+            [path] => *path,
+            _ => {
+                reasons.push(format!("`{}` is read more than once", input.name));
+                continue;
+            }
+        };
+        match split_at(path, &input.name) {
+            Ok((part, combines, sorted_streams)) => {
+                let scan = path.last().expect("a path ends at a scan").clone();
+                let (files, groups) = files_of(&scan, input.format)?;
+                return Ok(Split {
+                    table: input.name.clone(),
+                    part,
+                    scan,
+                    combines,
+                    sorted_streams,
+                    files,
+                    groups,
+                });
+            }
+            Err(why) => reasons.push(why),
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push("the plan reads no input file (it may be answered from statistics)".into());
+    }
+    Err(reasons.join("; "))
+}
+
+/// Every path from the root to a file scan.
+fn scan_paths(node: &Plan, path: &mut Vec<Plan>, out: &mut Vec<Vec<Plan>>) {
+    if file_scan(node).is_some() {
+        out.push(path.clone());
+    }
+    for child in node.children() {
+        path.push(child.clone());
+        scan_paths(child, path, out);
+        path.pop();
+    }
+}
+
+fn file_scan(node: &Plan) -> Option<&FileScanConfig> {
+    node.downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<FileScanConfig>()
+}
+
+fn file_path(file: &PartitionedFile) -> PathBuf {
+    PathBuf::from(format!("/{}", file.object_meta.location))
+}
+
+/// Whether a scan reads files under `root` (a file or a folder, canonical).
+fn scan_reads(scan: &Plan, root: &Path) -> bool {
+    let Some(config) = file_scan(scan) else {
+        return false;
+    };
+    config
+        .file_groups
+        .iter()
+        .flat_map(|g| g.iter())
+        .next()
+        .is_some_and(|file| {
+            let path = file_path(file);
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            path.starts_with(root)
+        })
+}
+
+fn same(a: &Plan, b: &Plan) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// What a node on the way up from the split input's scan does with the input's rows.
+enum Role {
+    /// Works row by row (or per partition): parts can run it on their own.
+    Local,
+    /// Needs all the rows: the parts stop below it.
+    Merge,
+    Refuse(String),
+}
+
+fn role(node: &Plan, from_child: usize, table: &str) -> Role {
+    let any: &dyn ExecutionPlan = node.as_ref();
+    #[allow(deprecated)]
+    let batching = any.is::<CoalesceBatchesExec>();
+    if batching
+        || any.is::<FilterExec>()
+        || any.is::<ProjectionExec>()
+        || any.is::<RepartitionExec>()
+        || any.is::<LocalLimitExec>()
+        || any.is::<CooperativeExec>()
+    {
+        return Role::Local;
+    }
+    if any.is::<CoalescePartitionsExec>()
+        || any.is::<SortPreservingMergeExec>()
+        || any.is::<GlobalLimitExec>()
+    {
+        return Role::Merge;
+    }
+    if let Some(sort) = any.downcast_ref::<SortExec>() {
+        return if sort.preserve_partitioning() {
+            Role::Local
+        } else {
+            Role::Merge
+        };
+    }
+    if let Some(aggregate) = any.downcast_ref::<AggregateExec>() {
+        return match aggregate.mode() {
+            AggregateMode::Partial => Role::Local,
+            AggregateMode::Final | AggregateMode::FinalPartitioned => Role::Merge,
+            other => Role::Refuse(format!(
+                "a {other:?} aggregate needs all of `{table}`'s rows at once"
+            )),
+        };
+    }
+    let join_type = if let Some(join) = any.downcast_ref::<HashJoinExec>() {
+        Some(*join.join_type())
+    } else if let Some(join) = any.downcast_ref::<NestedLoopJoinExec>() {
+        Some(*join.join_type())
+    } else if let Some(join) = any.downcast_ref::<SortMergeJoinExec>() {
+        Some(join.join_type())
+    } else if any.is::<CrossJoinExec>() {
+        Some(JoinType::Inner)
+    } else {
+        None
+    };
+    if let Some(join_type) = join_type {
+        let side = if from_child == 0 {
+            JoinSide::Left
+        } else {
+            JoinSide::Right
+        };
+        use JoinType::*;
+        let keeps_parts = match side {
+            JoinSide::Left => matches!(join_type, Inner | Left | LeftSemi | LeftAnti | LeftMark),
+            _ => matches!(join_type, Inner | Right | RightSemi | RightAnti | RightMark),
+        };
+        return if keeps_parts {
+            Role::Local
+        } else {
+            Role::Refuse(format!(
+                "a {join_type:?} join keeps rows of its other side, which every part would \
+                 repeat (split the {} side instead)",
+                if side == JoinSide::Left {
+                    "right"
+                } else {
+                    "left"
+                }
+            ))
+        };
+    }
+    Role::Refuse(format!(
+        "{} needs all of `{table}`'s rows at once",
+        node.name()
+    ))
+}
+
+/// The part's root on `path` (root … scan), whether nodes above it combine the parts, and
+/// whether the combining node merges sorted streams.
+fn split_at(path: &[Plan], table: &str) -> Result<(Plan, bool, bool), String> {
+    for i in (0..path.len() - 1).rev() {
+        let node = &path[i];
+        let child = &path[i + 1];
+        let from_child = node
+            .children()
+            .iter()
+            .position(|c| same(c, child))
+            .unwrap_or(0);
+        match role(node, from_child, table) {
+            Role::Local => {}
+            Role::Refuse(why) => return Err(why),
+            Role::Merge => {
+                // Repartitioning right below the merge stays in the combining plan: it spreads
+                // the parts' outputs as the merge expects (by hash for a final aggregate).
+                let mut at = i + 1;
+                while at < path.len() - 1 {
+                    let any: &dyn ExecutionPlan = path[at].as_ref();
+                    #[allow(deprecated)]
+                    let batching = any.is::<CoalesceBatchesExec>();
+                    if batching || any.is::<RepartitionExec>() {
+                        at += 1;
+                    } else {
+                        break;
+                    }
+                }
+                let sorted = node.as_ref().is::<SortPreservingMergeExec>();
+                return Ok((path[at].clone(), true, sorted));
+            }
+        }
+    }
+    Ok((path[0].clone(), false, false))
+}
+
+/// The scan's files, each once and whole, with their row counts (Parquet), and how many
+/// partitions the scan had.
+#[allow(clippy::type_complexity)]
+fn files_of(
+    scan: &Plan,
+    format: DatasetFormat,
+) -> Result<(Vec<(PartitionedFile, Option<u64>)>, usize), String> {
+    let config = file_scan(scan).ok_or("not a file scan")?;
+    let mut files: Vec<(PartitionedFile, Option<u64>)> = Vec::new();
+    for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+        if files
+            .iter()
+            .any(|(f, _)| f.object_meta.location == file.object_meta.location)
+        {
+            continue;
+        }
+        let mut whole = file.clone();
+        whole.range = None;
+        let rows = match format {
+            DatasetFormat::Parquet => Some(parquet_rows(&file_path(file))?),
+            DatasetFormat::Csv => None,
+        };
+        files.push((whole, rows));
+    }
+    Ok((files, config.file_groups.len().max(1)))
+}
+
+fn parquet_rows(path: &Path) -> Result<u64, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| failed(&e))?;
+    let metadata =
+        ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| failed(&e))?;
+    Ok(metadata.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+impl Split {
+    /// The input cut into at most `n` parts of about equal rows (whole files for CSV): fewer
+    /// when there are fewer rows (or CSV files) than `n`.
+    pub fn parts(&self, n: usize) -> Vec<Part> {
+        let n = n.max(1);
+        if self.files.iter().any(|(_, rows)| rows.is_none()) {
+            return self.parts_by_file(n);
+        }
+        let rows: Vec<u64> = self.files.iter().map(|(_, r)| r.unwrap_or(0)).collect();
+        let total: u64 = rows.iter().sum();
+        let n = n.min(total.max(1) as usize);
+        (0..n as u64)
+            .map(|k| {
+                let range = (k * total / n as u64)..((k + 1) * total / n as u64);
+                let pieces = cut(&rows, range.clone());
+                let bytes = pieces
+                    .iter()
+                    .map(|(f, r)| self.piece_bytes(*f, r.as_ref()))
+                    .sum();
+                Part {
+                    pieces,
+                    bytes,
+                    rows: Some(range.end - range.start),
+                }
+            })
+            .collect()
+    }
+
+    fn parts_by_file(&self, n: usize) -> Vec<Part> {
+        let n = n.min(self.files.len()).max(1);
+        let sizes: Vec<u64> = self.files.iter().map(|(f, _)| f.object_meta.size).collect();
+        let total: u64 = sizes.iter().sum::<u64>().max(1);
+        let mut parts: Vec<Part> = (0..n)
+            .map(|_| Part {
+                pieces: Vec::new(),
+                bytes: 0,
+                rows: None,
+            })
+            .collect();
+        let mut before = 0u64;
+        for (i, size) in sizes.iter().enumerate() {
+            // A file goes to the part its middle byte falls in.
+            let middle = before + size / 2;
+            let k = ((middle as u128 * n as u128) / total as u128).min(n as u128 - 1) as usize;
+            parts[k].pieces.push((i, None));
+            parts[k].bytes += size;
+            before += size;
+        }
+        parts.retain(|p| !p.pieces.is_empty());
+        parts
+    }
+
+    fn piece_bytes(&self, file: usize, rows: Option<&Range<u64>>) -> u64 {
+        let (f, total) = &self.files[file];
+        match (rows, total) {
+            (Some(r), Some(total)) if *total > 0 => {
+                ((f.object_meta.size as u128 * (r.end - r.start) as u128) / *total as u128) as u64
+            }
+            _ => f.object_meta.size,
+        }
+    }
+
+    /// The subtree `part` runs: the split input's scan reads only the part's rows, cut into
+    /// as many ranges as the scan had partitions.
+    pub fn part_plan(&self, part: &Part) -> Result<Plan, String> {
+        let config = file_scan(&self.scan).ok_or("not a file scan")?;
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); self.groups];
+        let mut pieces: Vec<(usize, Option<Range<u64>>)> = Vec::new();
+        for (file, rows) in &part.pieces {
+            match (rows, self.files[*file].1) {
+                (Some(range), Some(_)) => {
+                    // Cut the piece as finely as the scan was partitioned.
+                    let len = range.end - range.start;
+                    let g = (self.groups as u64).min(len.max(1));
+                    for j in 0..g {
+                        let start = range.start + j * len / g;
+                        let end = range.start + (j + 1) * len / g;
+                        pieces.push((*file, Some(start..end)));
+                    }
+                }
+                _ => pieces.push((*file, None)),
+            }
+        }
+        for (i, (file, rows)) in pieces.into_iter().enumerate() {
+            let (whole, total) = &self.files[file];
+            let mut piece = whole.clone();
+            if let (Some(range), Some(total)) = (rows, total)
+                && (range.start > 0 || range.end < *total)
+            {
+                piece = piece.with_extension(ParquetRowSelection::new(selection(range, *total)));
+            }
+            groups[i % self.groups].push(piece);
+        }
+        let scan_config = FileScanConfigBuilder::from(config.clone())
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .build();
+        let scan: Plan = DataSourceExec::from_data_source(scan_config);
+        replace(&self.part, &self.scan, scan)
+            .map_err(|e| format!("cannot build a part's plan: {e}"))
+    }
+
+    /// The whole plan with the parts' outputs (per part, per partition) in place of the part.
+    pub fn combining_plan(
+        &self,
+        plan: &Plan,
+        outputs: Vec<Vec<Vec<RecordBatch>>>,
+    ) -> Result<Plan, String> {
+        let partitions: Vec<Vec<RecordBatch>> = if self.sorted_streams {
+            outputs.into_iter().flatten().collect()
+        } else {
+            let count = self
+                .part
+                .properties()
+                .output_partitioning()
+                .partition_count()
+                .max(1);
+            let mut partitions = vec![Vec::new(); count];
+            for part in outputs {
+                for (j, batches) in part.into_iter().enumerate() {
+                    partitions[j % count].extend(batches);
+                }
+            }
+            partitions
+        };
+        let source = MemorySourceConfig::try_new(&partitions, self.part.schema(), None)
+            .map_err(|e| format!("cannot hold the parts' outputs: {e}"))?;
+        let source: Plan = DataSourceExec::from_data_source(source);
+        replace(plan, &self.part, source)
+            .map_err(|e| format!("cannot build the combining plan: {e}"))
+    }
+}
+
+/// `plan` with `old` replaced by `new`, ready to run again: operators that keep state from
+/// a run (a hash join's build side) start afresh, since every part runs its own copy.
+fn replace(plan: &Plan, old: &Plan, new: Plan) -> datafusion::error::Result<Plan> {
+    let replaced = plan
+        .clone()
+        .transform_up(|node| {
+            Ok(if same(&node, old) {
+                Transformed::yes(new.clone())
+            } else {
+                Transformed::no(node)
+            })
+        })?
+        .data;
+    reset_plan_states(replaced)
+}
+
+/// The rows `range` of files with `rows` rows each, read one after another, as pieces:
+/// (file, rows within it).
+fn cut(rows: &[u64], range: Range<u64>) -> Vec<(usize, Option<Range<u64>>)> {
+    let mut pieces = Vec::new();
+    let mut before = 0u64;
+    for (i, &n) in rows.iter().enumerate() {
+        let (start, end) = (before, before + n);
+        before = end;
+        let lo = range.start.max(start);
+        let hi = range.end.min(end);
+        if lo < hi {
+            pieces.push((i, Some((lo - start)..(hi - start))));
+        }
+    }
+    pieces
+}
+
+/// A selection of `range` out of a file's `total` rows.
+fn selection(range: Range<u64>, total: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    if range.start > 0 {
+        selectors.push(RowSelector::skip(range.start as usize));
+    }
+    selectors.push(RowSelector::select((range.end - range.start) as usize));
+    if range.end < total {
+        selectors.push(RowSelector::skip((total - range.end) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+/// Which devices may take parts, and what a part is predicted to cost on each.
+pub struct Lanes {
+    pub lanes: Vec<Lane>,
+    /// Why the GPU takes no part, when it could have.
+    pub note: Option<String>,
+}
+
+/// Runs a query split into `n` parts and writes its result into `output_dir`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    ctx: &SessionContext,
+    plan: Plan,
+    split: Split,
+    n: usize,
+    lanes: Lanes,
+    output_dir: &Path,
+    log: &LogSink,
+) -> Result<StageOutcome, StageError> {
+    let started = Instant::now();
+    let parts = split.parts(n);
+    let sizes: Vec<u64> = parts.iter().map(|p| p.bytes).collect();
+    let mut lane_list = lanes.lanes.clone();
+    if lane_list.is_empty() || !split.combines {
+        // Row-returning parts run on the CPU only (the GPU runs aggregates).
+        lane_list.retain(|l| l.place == Place::Cpu);
+        if lane_list.is_empty() {
+            lane_list.push(Lane {
+                place: Place::Cpu,
+                per_part_seconds: 0.0,
+                whole_seconds: 1.0,
+            });
+        }
+    }
+    let shares = share(&sizes, &lane_list);
+    let place_of = |part: usize| lane_list[shares.lane_of[part]].place;
+    let on_gpu: Vec<usize> = (0..parts.len())
+        .filter(|&p| place_of(p) == Place::Gpu)
+        .collect();
+    log.system(format!(
+        "split `{}` into {} part(s) of about {} rows: {} on the CPU, {} on the GPU{}",
+        split.table,
+        parts.len(),
+        parts
+            .first()
+            .and_then(|p| p.rows)
+            .map_or("-".into(), |r| r.to_string()),
+        parts.len() - on_gpu.len(),
+        on_gpu.len(),
+        lanes
+            .note
+            .as_ref()
+            .map_or(String::new(), |n| format!(" ({n})"))
+    ));
+    let mut plans = Vec::with_capacity(parts.len());
+    for part in &parts {
+        plans.push(split.part_plan(part).map_err(StageError::Internal)?);
+    }
+    reset_dir(output_dir)?;
+    if !split.combines {
+        // Each part's rows are one output file.
+        let (mut compute, mut io, mut rows) = (0.0, 0.0, 0u64);
+        for (i, part) in plans.iter().enumerate() {
+            let stream = execute_stream(part.clone(), ctx.task_ctx()).map_err(|e| {
+                StageError::Failed(format!("query failed to start: {}", e.find_root()))
+            })?;
+            let mut writer = PartWriter::create(output_dir, i, part.schema())?;
+            let (c, w) = stream_into(stream, &mut writer).await?;
+            compute += c;
+            io += w;
+            rows += writer.finish()?;
+        }
+        let bytes = crate::storage::dir_bytes(output_dir);
+        log.system(format!(
+            "wrote {rows} rows ({bytes} bytes) in {} file(s) to {}",
+            plans.len(),
+            output_dir.display()
+        ));
+        let mut outcome = StageOutcome::on_cpu(Some(rows), Some(bytes)).timed(StageTimings {
+            io_ms: io,
+            transfer_ms: 0.0,
+            compute_ms: compute,
+        });
+        outcome.note = Some(format!(
+            "split `{}` into {} part(s); on the CPU {} took {}; one output file per part",
+            split.table,
+            plans.len(),
+            plans.len(),
+            amdahl_placement::seconds(ms(started) / 1e3)
+        ));
+        return Ok(outcome);
+    }
+
+    // The lanes run side by side; each takes its parts one after another.
+    let cpu_parts: Vec<usize> = (0..parts.len())
+        .filter(|&p| place_of(p) == Place::Cpu)
+        .collect();
+    let cpu_lane = async {
+        let lane_started = Instant::now();
+        let mut outputs = Vec::new();
+        for &p in &cpu_parts {
+            outputs.push((p, run_on_cpu(ctx, &plans[p]).await?));
+        }
+        Ok::<_, StageError>((outputs, ms(lane_started)))
+    };
+    let gpu_lane = async {
+        let lane_started = Instant::now();
+        let mut outputs = Vec::new();
+        let mut fell_back = Vec::new();
+        let mut transfer = 0.0;
+        for &p in &on_gpu {
+            match run_on_gpu(&plans[p]).await {
+                Ok((batch, t)) => {
+                    transfer += t.stage_ms + t.upload_ms + t.download_ms;
+                    outputs.push((p, vec![vec![batch]]));
+                }
+                Err(why) => {
+                    log.system(format!(
+                        "part {p} could not run on the GPU ({why}); running it on the CPU"
+                    ));
+                    fell_back.push(why);
+                    outputs.push((p, run_on_cpu(ctx, &plans[p]).await?));
+                }
+            }
+        }
+        Ok::<_, StageError>((outputs, ms(lane_started), transfer, fell_back))
+    };
+    let ((cpu_outputs, cpu_ms), (gpu_outputs, gpu_ms, transfer_ms, fell_back)) =
+        futures::try_join!(cpu_lane, gpu_lane)?;
+    let parts_ms = ms(started);
+    let mut by_part: Vec<Option<Vec<Vec<RecordBatch>>>> = vec![None; parts.len()];
+    for (p, output) in cpu_outputs.into_iter().chain(gpu_outputs) {
+        by_part[p] = Some(output);
+    }
+    let outputs: Vec<Vec<Vec<RecordBatch>>> = by_part.into_iter().flatten().collect();
+    let combining = split
+        .combining_plan(&plan, outputs)
+        .map_err(StageError::Internal)?;
+    let combine_started = Instant::now();
+    let stream = execute_stream(combining, ctx.task_ctx())
+        .map_err(|e| StageError::Failed(format!("query failed to start: {}", e.find_root())))?;
+    let mut writer = PartWriter::create(output_dir, 0, plan.schema())?;
+    let (combine_compute, mut io) = stream_into(stream, &mut writer).await?;
+    let closing = Instant::now();
+    let (rows, bytes) = finish_output(writer, output_dir, log)?;
+    io += ms(closing);
+    let gpu_done = on_gpu.len() - fell_back.len();
+    let took = |ms: f64| amdahl_placement::seconds(ms / 1e3);
+    let lane = |place: Place, parts: usize, ms: f64| {
+        let predicted = lane_list
+            .iter()
+            .position(|l| l.place == place)
+            .map(|i| amdahl_placement::seconds(shares.finish[i]));
+        match (predicted, lanes.lanes.is_empty()) {
+            (Some(predicted), false) => format!("{parts} took {}, predicted {predicted}", took(ms)),
+            _ => format!("{parts} took {}", took(ms)),
+        }
+    };
+    let mut summary = format!(
+        "split `{}` into {} part(s); on the CPU {}",
+        split.table,
+        parts.len(),
+        lane(Place::Cpu, parts.len() - gpu_done, cpu_ms)
+    );
+    if lane_list.iter().any(|l| l.place == Place::Gpu) {
+        summary.push_str(&format!(
+            ", on the GPU {}",
+            lane(Place::Gpu, gpu_done, gpu_ms)
+        ));
+    }
+    summary.push_str(&format!("; combined in {}", took(ms(combine_started))));
+    log.system(&summary);
+    let mut outcome = StageOutcome::on_cpu(Some(rows), Some(bytes)).timed(StageTimings {
+        io_ms: io,
+        transfer_ms,
+        compute_ms: (parts_ms - transfer_ms).max(0.0) + combine_compute,
+    });
+    if gpu_done > 0 {
+        outcome.device = Device::Gpu;
+    }
+    let mut note = summary;
+    if let Some(why) = lanes.note.as_ref().or(fell_back.first()) {
+        note.push_str(&format!("; {why}"));
+    }
+    outcome.note = Some(note);
+    Ok(outcome)
+}
+
+/// A part on DataFusion: its output per partition.
+async fn run_on_cpu(
+    ctx: &SessionContext,
+    part: &Plan,
+) -> Result<Vec<Vec<RecordBatch>>, StageError> {
+    collect_partitioned(part.clone(), ctx.task_ctx())
+        .await
+        .map_err(|e| StageError::Failed(format!("query failed: {}", e.find_root())))
+}
+
+/// A part's partial aggregate as a kernel, its output in the part's schema.
+async fn run_on_gpu(part: &Plan) -> Result<(RecordBatch, gpu::cuda::GpuTimings), String> {
+    let kernel = gpu::translate_partial(part).map_err(|e| e.to_string())?;
+    let (batch, timings) = tokio::task::spawn_blocking(move || gpu::cuda::run_timed(&kernel))
+        .await
+        .map_err(|e| format!("the GPU run ended abnormally ({e})"))?
+        .map_err(|e| e.to_string())?;
+    Ok((to_schema(batch, &part.schema())?, timings))
+}
+
+/// A batch cast column by column to `schema` (a partial `avg`'s count comes as `Int64`).
+pub fn to_schema(
+    batch: RecordBatch,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch, String> {
+    if batch.num_columns() != schema.fields().len() {
+        return Err(format!(
+            "the kernel made {} columns, the part has {}",
+            batch.num_columns(),
+            schema.fields().len()
+        ));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| cast(column, field.data_type()).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+}
