@@ -66,6 +66,27 @@ fn examples() -> Vec<String> {
     files
 }
 
+/// The one integer a one-row, one-column Parquet file holds.
+fn single_integer(path: &Path) -> i64 {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let batches: Vec<_> = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(batches.len(), 1, "{}", path.display());
+    let column = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("an Int64 column");
+    assert_eq!(column.len(), 1);
+    column.value(0)
+}
+
 fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
@@ -110,6 +131,28 @@ fn every_example_runs_and_can_be_inspected(amdahl: &Amdahl) {
     ] {
         assert!(shown.contains(expected), "`{expected}` in:\n{shown}");
     }
+    // The split query says how it was split, and equals the query run whole.
+    let sharded_run = examples()
+        .iter()
+        .position(|e| e.ends_with("sharded.yaml"))
+        .unwrap()
+        + 1;
+    let show = amdahl.run(&["runs", "show", &sharded_run.to_string()]);
+    assert_success(&show, "runs show");
+    let shown = text(&show.stdout);
+    assert!(
+        shown.contains("q1_split attempt 1: split `lineitem` into 4 part(s); on the CPU 4 took"),
+        "{shown}"
+    );
+    assert_eq!(
+        single_integer(
+            &amdahl
+                .home
+                .path()
+                .join(format!("data/runs/{sharded_run}/differing/part-0.parquet"))
+        ),
+        0
+    );
     let logs = amdahl.run(&["tasks", "logs", &tpch_run.to_string(), "report"]);
     assert_success(&logs, "tasks logs");
     assert!(text(&logs.stdout).contains(&format!(

@@ -122,7 +122,9 @@ pub struct TaskSpec {
     device: Option<Device>,
     pool: Option<String>,
     priority: Option<i32>,
-    #[schemars(range(min = 1))]
+    /// `sql` tasks: split the largest input into this many row ranges that run side by side
+    /// (on the CPU and the GPU) and combine to the whole query's answer.
+    #[schemars(range(min = 1, max = 4096))]
     shards: Option<u32>,
     engine: Option<Engine>,
     /// A DataFusion SQL query (Jinja template); its result is the task's dataset.

@@ -242,9 +242,16 @@ pub fn gpu_time(profile: &Profile, stage: &StageWork) -> Result<GpuTime, String>
         ));
     }
     let factor = profile.factor(main_kind(&profile.cpu, stage), Place::Gpu);
+    // Work the GPU profile has no rate for (a measured profile holds only what calibration
+    // runs on the device) is what the GPU path does on the host, such as sorting the few
+    // aggregated rows: it is priced at the CPU's rate.
+    let mut device = gpu.device.clone();
+    for (kind, rate) in &profile.cpu.throughput {
+        device.throughput.entry(*kind).or_insert(*rate);
+    }
     Ok(GpuTime {
         transfer_in: to_device(gpu, stage.storage_bytes) * factor,
-        compute: roofline(&gpu.device, stage.touched_bytes, &stage.work) * factor,
+        compute: roofline(&device, stage.touched_bytes, &stage.work) * factor,
         transfer_out: to_host(gpu, stage.output_bytes) * factor,
     })
 }

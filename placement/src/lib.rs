@@ -19,7 +19,7 @@ pub use cost::{
 };
 pub use describe::{Placement, seconds, why};
 pub use learn::{Observation, learned};
-pub use shares::{Lane, Shares, lanes, share};
+pub use shares::{Lane, Shares, lanes, lanes_from, share};
 
 #[cfg(test)]
 mod tests;

@@ -31,21 +31,28 @@ impl Lane {
 /// The lanes a placed task's shards can use: the CPU always, the GPU when the task can run
 /// there. The prediction's fixed costs are paid per part, the rest shared out.
 pub fn lanes(placement: &Placement) -> Vec<Lane> {
-    let lane = |place, total: f64, fixed: f64| Lane {
+    lanes_from(
+        (placement.cpu_seconds, placement.cpu_fixed_seconds),
+        placement
+            .gpu_seconds
+            .map(|gpu| (gpu, placement.gpu_fixed_seconds)),
+    )
+}
+
+/// Lanes from whole-input predictions: (total seconds, fixed seconds per stage) on the CPU
+/// and, when the task can run there, on the GPU.
+pub fn lanes_from(cpu: (f64, f64), gpu: Option<(f64, f64)>) -> Vec<Lane> {
+    let lane = |place, (total, fixed): (f64, f64)| Lane {
         place,
         per_part_seconds: fixed.min(total),
         whole_seconds: (total - fixed).max(0.0),
     };
     let mut lanes = Vec::new();
-    if placement.cpu_seconds.is_finite() {
-        lanes.push(lane(
-            Place::Cpu,
-            placement.cpu_seconds,
-            placement.cpu_fixed_seconds,
-        ));
+    if cpu.0.is_finite() {
+        lanes.push(lane(Place::Cpu, cpu));
     }
-    if let Some(gpu) = placement.gpu_seconds.filter(|s| s.is_finite()) {
-        lanes.push(lane(Place::Gpu, gpu, placement.gpu_fixed_seconds));
+    if let Some(gpu) = gpu.filter(|(total, _)| total.is_finite()) {
+        lanes.push(lane(Place::Gpu, gpu));
     }
     lanes
 }

@@ -242,3 +242,23 @@ fn the_minimum_cut_equals_brute_force_on_random_small_dags() {
         );
     }
 }
+
+/// A measured GPU profile holds rates only for what calibration ran on the device; other work
+/// in a GPU stage (sorting the aggregated rows, done on the host) costs what it costs on the
+/// CPU, not an infinite time.
+#[test]
+fn work_without_a_gpu_rate_is_priced_at_the_cpu_rate() {
+    let mut measured = profile();
+    let gpu = measured.gpu.as_mut().unwrap();
+    gpu.device.throughput.remove(&OpKind::Sort);
+    let work = stage("q", 1 << 20, &[(OpKind::Scan, 1e5), (OpKind::Sort, 1e6)]);
+    let with_rate = gpu_time(&profile(), &work).unwrap().compute;
+    let without = gpu_time(&measured, &work).unwrap().compute;
+    assert!(without.is_finite());
+    // The sort now takes 1e6 / 1e8 s (the CPU's rate) instead of 1e6 / 1e10 s.
+    let expected = with_rate - 1e6 / 1e10 + 1e6 / 1e8;
+    assert!(
+        (without - expected).abs() < 1e-12,
+        "{without} vs {expected}"
+    );
+}

@@ -189,6 +189,14 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
             &rows
         )
     );
+    let sharded = shard_lines(&dag, &graph, &priced, &incoming, &profile);
+    if !sharded.is_empty() {
+        println!();
+        println!("split tasks (parts shared so that the devices finish together):");
+        for line in sharded {
+            println!("  {line}");
+        }
+    }
     println!();
     println!(
         "predicted: {} as chosen (minimum cut over the whole DAG); {} choosing task by task; {} all on the CPU",
@@ -201,6 +209,49 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
          its rows and a group-by makes 1000 until the task has run"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// For each task with `shards` above 1: how its parts would be shared between the devices,
+/// and the predicted time beside the whole task on either.
+fn shard_lines(
+    dag: &amdahl_dags::Dag,
+    graph: &amdahl_placement::Graph,
+    priced: &[Priced],
+    incoming: &[f64],
+    profile: &Profile,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for ((stage, p), incoming) in graph.stages.iter().zip(priced).zip(incoming) {
+        let Some(task) = dag.task(&stage.id).filter(|t| t.shards > 1) else {
+            continue;
+        };
+        let gpu = match (&p.gpu, &profile.gpu, task.device) {
+            (_, _, amdahl_dags::DevicePreference::Cpu) => None,
+            (Ok(g), Some(device), _) => Some((g.total() + incoming, device.device.fixed_seconds)),
+            _ => None,
+        };
+        let lanes = amdahl_placement::lanes_from((p.cpu, profile.cpu.fixed_seconds), gpu);
+        let n = task.shards as usize;
+        let parts = vec![stage.touched_bytes / n as u64; n];
+        let shares = amdahl_placement::share(&parts, &lanes);
+        let counts = shares.counts();
+        let on = |place: Place| {
+            lanes
+                .iter()
+                .position(|l| l.place == place)
+                .map_or(0, |i| counts[i])
+        };
+        lines.push(format!(
+            "{}: {n} parts, {} on the CPU and {} on the GPU: {} (whole on the CPU {}, on the GPU {})",
+            stage.id,
+            on(Place::Cpu),
+            on(Place::Gpu),
+            seconds(shares.makespan()),
+            seconds(p.cpu),
+            gpu.map_or("-".into(), |(total, _)| seconds(total)),
+        ));
+    }
+    lines
 }
 
 /// Why the place was chosen, in words.

@@ -115,29 +115,32 @@ impl Cx {
     }
 
     pub(super) fn unsigned(&mut self, node: &Node, what: &str, max: u32) -> Option<u32> {
+        self.bounded(node, what, 0, max, "a non-negative integer")
+    }
+
+    pub(super) fn positive(&mut self, node: &Node, what: &str, max: u32) -> Option<u32> {
+        self.bounded(node, what, 1, max, "a positive integer")
+    }
+
+    fn bounded(&mut self, node: &Node, what: &str, min: u32, max: u32, kind: &str) -> Option<u32> {
         match node.value {
-            Value::Int(i) if (0..=i64::from(max)).contains(&i) => Some(i as u32),
+            Value::Int(i) if (i64::from(min)..=i64::from(max)).contains(&i) => Some(i as u32),
+            Value::Int(i) if i < i64::from(min) => {
+                self.error(node.span, format!("`{what}` must be at least {min}"));
+                None
+            }
             Value::Int(i) => {
                 self.error(
                     node.span,
-                    format!("`{what}` must be between 0 and {max}, found {i}"),
+                    format!("`{what}` must be between {min} and {max}, found {i}"),
                 );
                 None
             }
             _ => {
-                self.wrong_type(node, "a non-negative integer", what);
+                self.wrong_type(node, kind, what);
                 None
             }
         }
-    }
-
-    pub(super) fn positive(&mut self, node: &Node, what: &str, max: u32) -> Option<u32> {
-        let value = self.unsigned(node, what, max)?;
-        if value == 0 {
-            self.error(node.span, format!("`{what}` must be at least 1"));
-            return None;
-        }
-        Some(value)
     }
 
     pub(super) fn integer(&mut self, node: &Node, what: &str) -> Option<i32> {
