@@ -1450,6 +1450,81 @@ fn postgres_calibrate_stores_the_profile_explain_uses() {
 
 /// `amdahl explain` needs no database: it prices every task on the profile's CPU and GPU and
 /// says where each goes and why; bad profiles and params are clear errors.
+/// `explain`'s whole output for the examples against the profiles that ship, compared with
+/// `tests/explain/*.expected` (`UPDATE_EXPECT=1` rewrites them after an intended change).
+#[test]
+fn explain_output_matches_the_golden_files() {
+    let amdahl = Amdahl::sqlite();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "tpch_sf10_h100_spec",
+            &[
+                "dags/examples/tpch.yaml",
+                "--param",
+                "sf=10",
+                "--profile",
+                "profiles/h100-spec.json",
+            ],
+        ),
+        (
+            "tpch_sf1_h200_measured",
+            &[
+                "dags/examples/tpch.yaml",
+                "--param",
+                "sf=1",
+                "--profile",
+                "profiles/h200-measured.json",
+            ],
+        ),
+        (
+            "sharded_sf10_h100_spec",
+            &[
+                "dags/examples/sharded.yaml",
+                "--param",
+                "sf=10",
+                "--profile",
+                "profiles/h100-spec.json",
+            ],
+        ),
+        (
+            "vectors_h100_spec",
+            &[
+                "dags/examples/vectors.yaml",
+                "--profile",
+                "profiles/h100-spec.json",
+            ],
+        ),
+        ("csv_sales_reference", &["dags/examples/csv_sales.yaml"]),
+    ];
+    let update = std::env::var("UPDATE_EXPECT").as_deref() == Ok("1");
+    let mut failures = Vec::new();
+    for (name, args) in cases {
+        let mut full = vec!["explain"];
+        full.extend_from_slice(args);
+        let out = amdahl.run(&full);
+        assert_success(&out, name);
+        let actual = text(&out.stdout);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/explain")
+            .join(format!("{name}.expected"));
+        if update {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_EXPECT=1)", path.display()));
+        if actual != expected {
+            failures.push(format!(
+                "amdahl {}\n--- expected ({})\n{expected}\n--- actual\n{actual}",
+                full.join(" "),
+                path.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 #[test]
 fn explain_says_where_each_task_goes_and_why() {
     let amdahl = Amdahl::sqlite();
