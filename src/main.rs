@@ -65,6 +65,11 @@ pub enum Command {
     /// Measure this machine's CPU and GPU (bandwidths, throughput per operator, copy costs)
     /// and store the profile that placement prices stages with
     Calibrate(commands::calibrate::CalibrateArgs),
+    /// Serve the web UI and the REST API (`/api/v1`, OpenAPI at `/api/v1/openapi.json`)
+    Web(commands::web::WebArgs),
+    /// API tokens for the web UI and the REST API
+    #[command(subcommand)]
+    Tokens(commands::web::TokensCommand),
     /// List the GPUs this machine can run stages on, or say why there are none
     Devices {
         /// Print JSON instead of a table

@@ -9,6 +9,7 @@ pub mod maintenance;
 pub mod run;
 pub mod service;
 pub mod validate;
+pub mod web;
 
 use std::process::ExitCode;
 
@@ -102,6 +103,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
         }) => maintenance::clean(&store, &settings, older_than, dry_run).await,
         Command::Calibrate(args) => calibrate::run(&store, &args).await,
+        Command::Web(args) => web::web(&store, args).await,
+        Command::Tokens(command) => web::tokens(&store, command).await,
         Command::Db(DbCommand::Migrate) => {
             println!(
                 "migrations applied to {} ({})",

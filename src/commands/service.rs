@@ -38,6 +38,9 @@ pub struct StandaloneArgs {
     /// Where DAG files with `schedule:` are read from (recursively)
     #[arg(long, default_value = "dags", value_name = "DIR")]
     pub dags_folder: std::path::PathBuf,
+    /// Also serve the web UI and the REST API on this address (e.g. 127.0.0.1:8080)
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,7 +71,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal(what: &'static str) {
+pub async fn shutdown_signal(what: &'static str) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -253,17 +256,32 @@ pub async fn standalone(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let scheduled = scheduler.run(stopped(stop_rx.clone()));
+    let web_stop = stopped(stop_rx.clone());
+    let web = async {
+        match args.web {
+            Some(bind) => super::web::serve(store, bind, args.dags_folder.clone(), web_stop).await,
+            None => Ok(()),
+        }
+    };
     let worked = worker.run(stopped(stop_rx));
-    tokio::pin!(scheduled, worked);
+    tokio::pin!(scheduled, worked, web);
     tokio::select! {
         // Either half ending on its own means it failed; the error is the answer.
         result = &mut scheduled => result?,
         result = &mut worked => result?,
-        _ = shutdown_signal("standalone") => {
+        result = &mut web, if args.web.is_some() => {
             let _ = stop_tx.send(true);
             let (a, b) = tokio::join!(scheduled, worked);
             a?;
             b?;
+            result?;
+        }
+        _ = shutdown_signal("standalone") => {
+            let _ = stop_tx.send(true);
+            let (a, b, c) = tokio::join!(scheduled, worked, web);
+            a?;
+            b?;
+            c?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,8 +1,109 @@
-//! Amdahl web: the HTTP API and the web UI, served by `amdahl web`.
+//! Amdahl web: the REST API under `/api/v1` and the web UI, served by `amdahl web`.
 //!
-//! **Not built yet.** This crate exists so the workspace has its final shape; it has no
-//! routes, no server and no UI. The API and UI arrive with the web issue, on top of
-//! `amdahl-scheduler`'s store.
+//! [`router`] builds the whole application over a [`Store`]: the API ([`api`]: DAGs, runs,
+//! tasks, attempts, logs, trigger, cancel, pause; its OpenAPI document at
+//! `/api/v1/openapi.json`), live updates as server-sent events ([`events`]), `/healthz` and
+//! Prometheus `/metrics` ([`metrics`]), and the UI ([`ui`]: static files compiled into the
+//! binary). Every `/api/v1` request needs a token ([`auth`]); reads need any role, changes
+//! need `admin`. Errors are JSON `{"error": "…"}` with a 4xx status for the caller's mistakes;
+//! a 500 means a bug or a database that cannot be reached.
 
-/// What this crate provides today: nothing but its own description.
-pub const STATUS: &str = "not built yet: the web UI and REST API are planned, not implemented";
+pub mod api;
+pub mod auth;
+pub mod events;
+pub mod metrics;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use amdahl_scheduler::Store;
+
+/// What every handler reads from.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// Where DAG files are looked up by id for a trigger (the store's latest recorded version
+    /// is the fallback).
+    pub dags_folder: PathBuf,
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(api::routes())
+        .merge(events::routes())
+        .merge(metrics::routes())
+        .merge(ui::routes())
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+}
+
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Serves the application on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// An error as the API reports it: a status and one sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// Something on our side (the database) failed.
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}

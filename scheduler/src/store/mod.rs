@@ -27,16 +27,20 @@ macro_rules! on_pool {
 mod backfills;
 mod claims;
 mod events;
+mod metrics;
 mod pools;
 mod profiles;
 mod queries;
 mod records;
+mod tokens;
 
 pub use backfills::{BackfillRecord, DatedRun, NewBackfill};
 pub use claims::{Claim, ClaimRequest, ExpiredLease, ReapLease, WorkerInfo};
 pub use events::{Subscription, Topic};
+pub use metrics::Counts;
 pub use pools::PoolRecord;
 pub use profiles::ProfileRecord;
+pub use tokens::TokenRecord;
 
 pub use records::*;
 

@@ -1,0 +1,317 @@
+// Amdahl's web UI: hash routes over the REST API, live through the event stream.
+// Everything shown is set as text (never as HTML), so names from DAG files cannot inject
+// markup. The token lives in this tab's session storage and goes out as a Bearer header.
+"use strict";
+
+const main = () => document.getElementById("main");
+const token = () => sessionStorage.getItem("amdahl-token");
+let live = null; // the AbortController of the current page's event stream
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  for (const c of children.flat()) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${token()}` };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { ...options, headers });
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    sessionStorage.removeItem("amdahl-token");
+    route();
+    throw new Error(body.error || "not logged in");
+  }
+  if (!response.ok) throw new Error(body.error || `${response.status}`);
+  return body;
+}
+
+/// Calls `onEvent(name, data)` for each server-sent event of `path` until the page changes.
+async function stream(path, onEvent) {
+  if (live) live.abort();
+  live = new AbortController();
+  const signal = live.signal;
+  try {
+    const response = await fetch(path, { headers: { Authorization: `Bearer ${token()}` }, signal });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) name = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+      }
+    }
+  } catch (e) {
+    if (!signal.aborted) console.warn("event stream ended", e);
+  }
+}
+
+const state = (s) => el("span", { class: `state ${s}` }, s);
+const device = (d) => (d ? el("span", { class: `device ${d}` }, d) : "–");
+const time = (ms) => (ms ? new Date(ms).toLocaleString() : "–");
+function duration(from, to) {
+  if (!from) return "–";
+  const ms = (to || Date.now()) - from;
+  return ms < 1000 ? `${ms} ms` : ms < 60000 ? `${(ms / 1000).toFixed(1)} s` : `${(ms / 60000).toFixed(1)} min`;
+}
+const micros = (us) => (us === null || us === undefined ? "–" : us < 1000 ? `${us} µs` : us < 1e6 ? `${(us / 1000).toFixed(1)} ms` : `${(us / 1e6).toFixed(2)} s`);
+
+function show(...nodes) {
+  main().replaceChildren(...nodes);
+}
+
+function failure(e) {
+  show(el("p", { class: "error" }, e.message));
+}
+
+function login() {
+  const input = el("input", { type: "password", id: "token", placeholder: "amd_…", autocomplete: "off" });
+  const message = el("p", { class: "error", id: "login-error" });
+  const form = el("form", { class: "login", id: "login" },
+    el("h1", {}, "Log in"),
+    el("p", {}, "Paste an API token (", el("code", {}, "amdahl tokens create --role viewer"), ")."),
+    input, el("p", {}, el("button", { type: "submit" }, "Log in")), message);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem("amdahl-token", input.value.trim());
+    try {
+      await api("/api/v1/me");
+      location.hash = "#/";
+      route();
+    } catch (e) {
+      message.textContent = e.message;
+    }
+  });
+  show(form);
+}
+
+async function dagsPage() {
+  const [dags, me] = await Promise.all([api("/api/v1/dags"), api("/api/v1/me")]);
+  const admin = me.role === "admin";
+  const rows = dags.map((d) => el("tr", { "data-dag": d.dag_id },
+    el("td", {}, el("a", { href: `#/dags/${encodeURIComponent(d.dag_id)}` }, d.dag_id)),
+    el("td", {}, d.last_run_state ? state(d.last_run_state) : "–"),
+    el("td", {}, d.runs),
+    el("td", {}, d.paused ? "paused" : "active",
+      admin ? el("button", { class: "pause", onclick: async () => {
+        await api(`/api/v1/dags/${encodeURIComponent(d.dag_id)}/${d.paused ? "unpause" : "pause"}`, { method: "POST" });
+        route();
+      } }, d.paused ? "Unpause" : "Pause") : null),
+    el("td", {}, admin ? el("button", { class: "trigger", onclick: () => { location.hash = `#/dags/${encodeURIComponent(d.dag_id)}`; } }, "Trigger…") : null)));
+  show(el("h1", {}, "DAGs"),
+    dags.length ? el("table", { id: "dags" }, el("tr", {}, ["DAG", "Last run", "Runs", "", ""].map((h) => el("th", {}, h))), rows)
+      : el("p", {}, "No DAGs yet: put DAG files in the DAG folder the scheduler reads, or run one with `amdahl run`."));
+}
+
+function layers(tasks) {
+  const depth = {};
+  for (const t of tasks) depth[t.task_id] = Math.max(0, ...t.needs.map((n) => (depth[n] ?? 0) + 1));
+  return depth;
+}
+
+/// The DAG as a layered graph: columns by depth, one node per task, edges from needs.
+function graph(tasks, states) {
+  const depth = layers(tasks);
+  const columns = {};
+  for (const t of tasks) (columns[depth[t.task_id]] ||= []).push(t.task_id);
+  const at = {};
+  const w = 170, h = 44, gap = 16;
+  let rows = 0;
+  for (const [d, ids] of Object.entries(columns)) ids.forEach((id, i) => { at[id] = [d * (w + 50) + 10, i * (h + gap) + 10]; rows = Math.max(rows, i + 1); });
+  const width = (Object.keys(columns).length) * (w + 50) + 20;
+  const root = svg("svg", { width, height: rows * (h + gap) + 20, id: "graph" });
+  for (const t of tasks) for (const n of t.needs) {
+    const [x1, y1] = at[n], [x2, y2] = at[t.task_id];
+    root.append(svg("line", { x1: x1 + w, y1: y1 + h / 2, x2, y2: y2 + h / 2, stroke: "#8a939e" }));
+  }
+  const colour = { success: "#2e8540", failed: "#c0392b", upstream_failed: "#c0392b", running: "#1f6feb", queued: "#b08800", scheduled: "#c9ced6" };
+  for (const t of tasks) {
+    const [x, y] = at[t.task_id];
+    const s = states[t.task_id] || {};
+    root.append(svg("g", { "data-task": t.task_id },
+      svg("rect", { x, y, width: w, height: h, rx: 5, fill: "#fff", stroke: colour[s.state] || "#8a939e", "stroke-width": 3 }),
+      svg("text", { x: x + 8, y: y + 17 }, t.task_id),
+      svg("text", { x: x + 8, y: y + 34 }, `${s.state || t.kind}${s.device ? " · " + s.device : ""}`)));
+  }
+  return root;
+}
+
+async function dagPage(dagId) {
+  const [detail, me] = await Promise.all([api(`/api/v1/dags/${encodeURIComponent(dagId)}`), api("/api/v1/me")]);
+  const params = el("textarea", { id: "params", rows: 3 }, JSON.stringify(detail.params, null, 1));
+  const message = el("p", { class: "error" });
+  const trigger = me.role === "admin" ? el("div", {},
+    el("h2", {}, "Trigger a run"), el("label", {}, "params (JSON)"), params,
+    el("p", {}, el("button", { id: "trigger", onclick: async () => {
+      try {
+        const body = { params: JSON.parse(params.value || "{}") };
+        const made = await api(`/api/v1/dags/${encodeURIComponent(dagId)}/runs`, { method: "POST", body: JSON.stringify(body) });
+        location.hash = `#/runs/${made.run_id}`;
+      } catch (e) { message.textContent = e.message; }
+    } }, "Trigger")), message) : null;
+  show(el("h1", {}, `DAG ${detail.dag.dag_id}`),
+    el("p", { class: "note" }, detail.description || "", detail.schedule ? ` · schedule ${detail.schedule}` : "", detail.dag.paused ? " · paused" : ""),
+    el("h2", {}, "Graph"), graph(detail.tasks, {}),
+    trigger,
+    el("h2", {}, "Runs"), runsTable(detail.runs));
+}
+
+function runsTable(runs) {
+  return el("table", { id: "runs" }, el("tr", {}, ["Run", "DAG", "State", "Logical date", "Started", "Took"].map((h) => el("th", {}, h))),
+    runs.map((r) => el("tr", { "data-run": r.run_id },
+      el("td", {}, el("a", { href: `#/runs/${r.run_id}` }, r.run_id)), el("td", {}, r.dag_id), el("td", {}, state(r.state)),
+      el("td", {}, r.logical_date), el("td", {}, time(r.started_at_ms)), el("td", {}, duration(r.started_at_ms, r.finished_at_ms)))));
+}
+
+async function runsPage() {
+  show(el("h1", {}, "Runs"), runsTable(await api("/api/v1/runs?limit=100")));
+  stream("/api/v1/events", (name, runs) => {
+    if (name === "runs") show(el("h1", {}, "Runs"), runsTable(runs));
+  });
+}
+
+/// Each task's attempts as bars on a time axis, in a lane for its device.
+function gantt(detail) {
+  const attempts = detail.attempts;
+  if (!attempts.length) return el("p", {}, "No attempts yet.");
+  const start = Math.min(...attempts.map((a) => a.started_at_ms));
+  const end = Math.max(...attempts.map((a) => a.finished_at_ms || Date.now()));
+  const span = Math.max(1, end - start), width = 700, row = 20;
+  const lanes = ["cpu", "gpu", "transfer"];
+  const root = svg("svg", { width: width + 160, height: (attempts.length + 1) * row + 10, id: "gantt" });
+  attempts.forEach((a, i) => {
+    const x = 150 + ((a.started_at_ms - start) / span) * width;
+    const w = Math.max(2, (((a.finished_at_ms || Date.now()) - a.started_at_ms) / span) * width);
+    const y = i * row + 5;
+    root.append(svg("text", { x: 0, y: y + 13 }, `${a.task_id} #${a.attempt}`));
+    const lane = a.device === "gpu" ? "#7a3ff2" : "#1f6feb";
+    root.append(svg("rect", { x, y, width: w, height: row - 6, fill: lane }, svg("title", {}, `${a.task_id}: ${a.device || "?"} ${duration(a.started_at_ms, a.finished_at_ms)}`)));
+    if (a.transfer_us) {
+      const t = Math.max(1, (a.transfer_us / 1000 / span) * width);
+      root.append(svg("rect", { x, y: y + row - 9, width: t, height: 3, fill: "#e16f24" }));
+    }
+  });
+  root.append(svg("text", { x: 150, y: attempts.length * row + 18 }, `${lanes.join(" / ")}: blue CPU, purple GPU, orange host↔device copies · ${duration(start, end)}`));
+  return root;
+}
+
+/// Where the run's time went: I/O, copies, compute, the rest.
+function breakdown(detail) {
+  let io = 0, transfer = 0, compute = 0, total = 0;
+  for (const a of detail.attempts) {
+    if (!a.finished_at_ms) continue;
+    total += (a.finished_at_ms - a.started_at_ms) * 1000;
+    io += a.io_us || 0; transfer += a.transfer_us || 0; compute += a.compute_us || 0;
+  }
+  if (!total) return el("p", {}, "No finished attempts yet.");
+  const other = Math.max(0, total - io - transfer - compute);
+  const part = (cls, us) => el("span", { class: cls, style: `width:${(100 * us) / total}%`, title: `${cls} ${micros(us)}` });
+  const ceiling = total / Math.max(1, total - compute);
+  return el("div", { id: "breakdown" },
+    el("div", { class: "bar" }, part("io", io), part("transfer", transfer), part("compute", compute), part("other", other)),
+    el("p", { class: "legend" }, el("span", { class: "io" }), `I/O ${micros(io)}`, el("span", { class: "transfer" }), `copies ${micros(transfer)}`,
+      el("span", { class: "compute" }), `compute ${micros(compute)}`, el("span", { class: "other" }), `other ${micros(other)}`),
+    el("p", {}, `Faster devices can speed this run up ${ceiling.toFixed(2)}× at most.`));
+}
+
+function runView(detail, admin) {
+  const run = detail.run;
+  const states = Object.fromEntries(detail.tasks.map((t) => [t.task_id, t]));
+  const shape = detail.tasks.map((t) => ({ task_id: t.task_id, kind: t.kind, needs: t.needs }));
+  const cancel = admin && !["success", "failed", "cancelled"].includes(run.state)
+    ? el("button", { id: "cancel", onclick: async () => { await api(`/api/v1/runs/${run.run_id}/cancel`, { method: "POST" }); } }, "Cancel run") : null;
+  return [
+    el("h1", {}, `Run ${run.run_id} of `, el("a", { href: `#/dags/${encodeURIComponent(run.dag_id)}` }, run.dag_id), " ", el("span", { id: "run-state", class: `state ${run.state}` }, run.state)),
+    el("p", { class: "note" }, `logical date ${run.logical_date} · started ${time(run.started_at_ms)} · took ${duration(run.started_at_ms, run.finished_at_ms)}`, run.note ? ` · ${run.note}` : ""),
+    cancel,
+    el("h2", {}, "Tasks"),
+    el("table", { id: "tasks" }, el("tr", {}, ["Task", "State", "Device", "Attempts", "Took", "Rows", "Error"].map((h) => el("th", {}, h))),
+      detail.tasks.map((t) => el("tr", { "data-task": t.task_id },
+        el("td", {}, el("a", { href: `#/runs/${run.run_id}/tasks/${encodeURIComponent(t.task_id)}` }, t.task_id)), el("td", {}, state(t.state)),
+        el("td", {}, device(t.device)), el("td", {}, t.attempts), el("td", {}, duration(t.started_at_ms, t.finished_at_ms)),
+        el("td", {}, t.rows_out ?? "–"), el("td", { class: "error" }, t.error || "")))),
+    el("h2", {}, "Graph"), graph(shape, states),
+    el("h2", {}, "Gantt"), gantt(detail),
+    el("h2", {}, "Where the time went"), breakdown(detail),
+  ];
+}
+
+async function runPage(runId) {
+  const me = await api("/api/v1/me");
+  show(...runView(await api(`/api/v1/runs/${runId}`), me.role === "admin"));
+  stream(`/api/v1/events?run=${runId}`, (name, detail) => {
+    if (name === "run") show(...runView(detail, me.role === "admin"));
+  });
+}
+
+async function taskPage(runId, taskId) {
+  const render = async () => {
+    const [detail, logs] = await Promise.all([api(`/api/v1/runs/${runId}`), api(`/api/v1/runs/${runId}/tasks/${encodeURIComponent(taskId)}/logs`)]);
+    const task = detail.tasks.find((t) => t.task_id === taskId);
+    const attempts = detail.attempts.filter((a) => a.task_id === taskId);
+    show(el("h1", {}, el("a", { href: `#/runs/${runId}` }, `Run ${runId}`), ` · task ${taskId} `, state(task.state)),
+      el("p", {}, `output ${task.rows_out ?? "–"} rows, ${task.bytes_out ?? "–"} bytes`),
+      el("h2", {}, "Attempts and placement"),
+      el("table", { id: "attempts" }, el("tr", {}, ["#", "State", "Device", "Why there", "Predicted CPU", "Predicted GPU", "Actual", "I/O", "Copies", "Compute"].map((h) => el("th", {}, h))),
+        attempts.map((a) => el("tr", {}, el("td", {}, a.attempt), el("td", {}, state(a.state)), el("td", {}, device(a.device)),
+          el("td", { class: "note" }, a.device_note || ""), el("td", {}, micros(a.predicted_cpu_us)), el("td", {}, micros(a.predicted_gpu_us)),
+          el("td", {}, duration(a.started_at_ms, a.finished_at_ms)), el("td", {}, micros(a.io_us)), el("td", {}, micros(a.transfer_us)), el("td", {}, micros(a.compute_us))))),
+      el("h2", {}, "Logs"),
+      el("pre", { class: "logs", id: "logs" }, logs.map((l) => el("span", { class: l.stream }, `[${l.attempt}] ${l.line}\n`))));
+  };
+  await render();
+  stream(`/api/v1/events?run=${runId}`, () => render().catch(failure));
+}
+
+async function route() {
+  if (live) { live.abort(); live = null; }
+  const logout = document.getElementById("logout");
+  if (!token()) { logout.hidden = true; document.getElementById("who").textContent = ""; return login(); }
+  logout.hidden = false;
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  try {
+    const me = await api("/api/v1/me");
+    document.getElementById("who").textContent = `token ${me.token_id} (${me.role})`;
+    if (parts[0] === "dags" && parts[1]) await dagPage(parts[1]);
+    else if (parts[0] === "runs" && parts[1] && parts[2] === "tasks") await taskPage(parts[1], parts[3]);
+    else if (parts[0] === "runs" && parts[1]) await runPage(parts[1]);
+    else if (parts[0] === "runs") await runsPage();
+    else await dagsPage();
+  } catch (e) {
+    if (token()) failure(e);
+  }
+}
+
+window.addEventListener("hashchange", route);
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("logout").addEventListener("click", () => { sessionStorage.removeItem("amdahl-token"); route(); });
+  route();
+});

@@ -1,0 +1,461 @@
+//! The REST API end to end over a real state store (SQLite and PostgreSQL): every endpoint,
+//! its auth failures and its bad inputs (4xx with a clear message, never a 500), with runs made
+//! by the real in-process runner.
+
+#[path = "../../scheduler/tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use amdahl_executors::{CpuRuntime, Executors};
+use amdahl_scheduler::runner::Quiet;
+use amdahl_scheduler::{Clock, LocalRunner, Store, SystemClock};
+use amdahl_web::auth::{hash, new_token};
+use amdahl_web::{AppState, router};
+
+use support::TestDb;
+
+const DAG: &str = r#"
+dag: greet
+description: says hello
+params:
+  who: world
+tasks:
+  hello:
+    shell: "echo hello {{ params.who }}; echo to stderr >&2"
+  after:
+    needs: [hello]
+    shell: "echo done"
+"#;
+
+struct Api {
+    state: AppState,
+    admin: String,
+    viewer: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn new(store: Store) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let dags = dir.path().join("dags");
+        std::fs::create_dir_all(&dags).unwrap();
+        std::fs::write(dags.join("greet.yaml"), DAG).unwrap();
+        let token = |role: &'static str| {
+            let store = store.clone();
+            async move {
+                let token = new_token().unwrap();
+                store
+                    .create_token("test", role, &hash(&token), SystemClock.now_ms())
+                    .await
+                    .unwrap();
+                token
+            }
+        };
+        let admin = token("admin").await;
+        let viewer = token("viewer").await;
+        Api {
+            state: AppState {
+                store,
+                dags_folder: dags,
+            },
+            admin,
+            viewer,
+            _dir: dir,
+        }
+    }
+
+    /// Runs the DAG to the end in this process (as `amdahl run` does); the run's id.
+    async fn finished_run(&self) -> i64 {
+        let dag = amdahl_dags::load_file(&self.state.dags_folder.join("greet.yaml")).unwrap();
+        let runner = LocalRunner {
+            store: self.state.store.clone(),
+            executors: Executors::new(CpuRuntime::new(1).unwrap()),
+            data_root: self._dir.path().join("data"),
+            owner: "test:1:1".into(),
+            clock: Arc::new(SystemClock),
+            profile: None,
+        };
+        let params = amdahl_dags::params::resolve(&dag, &[]).unwrap();
+        let run_id = runner.create_run(&dag, &params).await.unwrap();
+        runner
+            .drive(&dag, run_id, &Quiet, std::future::pending())
+            .await
+            .unwrap();
+        run_id
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        self.send(method, path, token, body, &[]).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header("Content-Type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Body::from(body.unwrap_or_default().to_string()))
+            .unwrap();
+        let response = router(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+}
+
+fn error(value: &Value) -> &str {
+    value["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {value}"))
+}
+
+async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
+    let api = Api::new(store).await;
+    let run_id = api.finished_run().await;
+    let (admin, viewer) = (Some(api.admin.as_str()), Some(api.viewer.as_str()));
+
+    // Auth: no token, a malformed header, an unknown token.
+    let (status, body) = api.call("GET", "/api/v1/dags", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(error(&body).contains("amdahl tokens create"));
+    let (status, _) = api
+        .send(
+            "GET",
+            "/api/v1/dags",
+            None,
+            None,
+            &[("Authorization", "Basic abc")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = api
+        .call("GET", "/api/v1/dags", Some("amd_nope"), None)
+        .await;
+    assert_eq!(
+        (status, error(&body)),
+        (StatusCode::UNAUTHORIZED, "unknown or revoked token")
+    );
+
+    let (status, me) = api.call("GET", "/api/v1/me", viewer, None).await;
+    assert_eq!(
+        (status, me["role"].as_str()),
+        (StatusCode::OK, Some("viewer"))
+    );
+
+    // DAGs: the in-process run recorded the DAG.
+    let (status, dags) = api.call("GET", "/api/v1/dags", viewer, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(dags[0]["dag_id"], "greet");
+    assert_eq!(dags[0]["last_run_state"], "success");
+    let (status, dag) = api.call("GET", "/api/v1/dags/greet", viewer, None).await;
+    assert_eq!(status, StatusCode::OK, "{dag}");
+    assert_eq!(dag["description"], "says hello");
+    assert_eq!(dag["tasks"][1]["needs"], json!(["hello"]));
+    assert_eq!(dag["params"]["who"], "world");
+    assert_eq!(dag["runs"][0]["run_id"], run_id);
+    let (status, body) = api.call("GET", "/api/v1/dags/nope", viewer, None).await;
+    assert_eq!(
+        (status, error(&body)),
+        (StatusCode::NOT_FOUND, "no DAG `nope`")
+    );
+
+    // Runs, one run, its logs.
+    let (status, runs) = api
+        .call("GET", "/api/v1/runs?dag=greet&limit=5", viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    for bad in [
+        "/api/v1/runs?limit=0",
+        "/api/v1/runs?limit=5000",
+        "/api/v1/runs?limit=x",
+        "/api/v1/runs?color=red",
+    ] {
+        let (status, body) = api.call("GET", bad, viewer, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(!error(&body).is_empty());
+    }
+    let (status, detail) = api
+        .call("GET", &format!("/api/v1/runs/{run_id}"), viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(detail["run"]["state"], "success");
+    assert_eq!(detail["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(detail["attempts"][0]["device"], "cpu");
+    let (status, body) = api.call("GET", "/api/v1/runs/999999", viewer, None).await;
+    assert_eq!(
+        (status, error(&body)),
+        (StatusCode::NOT_FOUND, "no run 999999")
+    );
+    let (status, body) = api.call("GET", "/api/v1/runs/abc", viewer, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).contains("abc"), "{body}");
+    let (status, logs) = api
+        .call(
+            "GET",
+            &format!("/api/v1/runs/{run_id}/tasks/hello/logs"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<(&str, &str)> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["stream"].as_str().unwrap(), l["line"].as_str().unwrap()))
+        .collect();
+    assert!(lines.contains(&("stdout", "hello world")), "{lines:?}");
+    assert!(lines.contains(&("stderr", "to stderr")), "{lines:?}");
+    let (status, _) = api
+        .call(
+            "GET",
+            &format!("/api/v1/runs/{run_id}/tasks/nope/logs"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Changes: viewers may not; admins may, with clear errors for bad bodies.
+    let trigger = "/api/v1/dags/greet/runs";
+    let (status, body) = api.call("POST", trigger, viewer, Some("{}")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(error(&body).contains("admin token"));
+    let (status, body) = api
+        .call("POST", trigger, admin, Some(r#"{"params":{"whom":"x"}}"#))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).contains("unknown param `whom`"), "{body}");
+    let (status, body) = api.call("POST", trigger, admin, Some("{not json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).contains("JSON"), "{body}");
+    let (status, body) = api
+        .call("POST", trigger, admin, Some(r#"{"param":{}}"#))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = api
+        .send(
+            "POST",
+            trigger,
+            admin,
+            None,
+            &[("Content-Type", "text/plain")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    let (status, body) = api
+        .call("POST", "/api/v1/dags/nope/runs", admin, Some("{}"))
+        .await;
+    assert_eq!(
+        (status, error(&body)),
+        (StatusCode::NOT_FOUND, "no DAG `nope`")
+    );
+    let (status, _) = api
+        .call("POST", "/api/v1/dags/No%20Such/runs", admin, Some("{}"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A cross-site request is refused even with a token.
+    let (status, body) = api
+        .send(
+            "POST",
+            trigger,
+            admin,
+            Some("{}"),
+            &[
+                ("Origin", "https://evil.example"),
+                ("Host", "127.0.0.1:8080"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, made) = api
+        .call("POST", trigger, admin, Some(r#"{"params":{"who":"api"}}"#))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let new_run = made["run_id"].as_i64().unwrap();
+    let (_, detail) = api
+        .call("GET", &format!("/api/v1/runs/{new_run}"), viewer, None)
+        .await;
+    assert_eq!(detail["run"]["state"], "queued");
+    assert_eq!(detail["run"]["params"]["who"], "api");
+
+    // Cancel the queued run; pause and unpause.
+    let cancel = format!("/api/v1/runs/{new_run}/cancel");
+    let (status, _) = api.call("POST", &cancel, viewer, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = api.call("POST", &cancel, admin, None).await;
+    assert_eq!(
+        (status, &body["cancel_requested"]),
+        (StatusCode::OK, &json!(true))
+    );
+    let (status, _) = api
+        .call("POST", "/api/v1/runs/424242/cancel", admin, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = api
+        .call("POST", "/api/v1/dags/greet/pause", admin, None)
+        .await;
+    assert_eq!((status, &body["paused"]), (StatusCode::OK, &json!(true)));
+    let (_, dags) = api.call("GET", "/api/v1/dags", viewer, None).await;
+    assert_eq!(dags[0]["paused"], true);
+    let (status, body) = api
+        .call("POST", "/api/v1/dags/greet/unpause", admin, None)
+        .await;
+    assert_eq!((status, &body["paused"]), (StatusCode::OK, &json!(false)));
+    let (status, _) = api
+        .call("POST", "/api/v1/dags/nope/pause", admin, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Unknown endpoints and methods.
+    let (status, body) = api.call("GET", "/api/v1/nothing", viewer, None).await;
+    assert_eq!(
+        (status, error(&body)),
+        (StatusCode::NOT_FOUND, "no such endpoint: /api/v1/nothing")
+    );
+    let (status, body) = api.call("DELETE", "/api/v1/dags", admin, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+
+    // A revoked token is refused from then on.
+    let tokens = api.state.store.tokens().await.unwrap();
+    let viewer_id = tokens.iter().find(|t| t.role == "viewer").unwrap().id;
+    assert!(
+        api.state
+            .store
+            .revoke_token(viewer_id, SystemClock.now_ms())
+            .await
+            .unwrap()
+    );
+    let (status, _) = api.call("GET", "/api/v1/me", viewer, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Without a token: health, metrics, the OpenAPI document and the UI.
+    let (status, body) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Value::String("ok\n".into()))
+    );
+    let (status, metrics) = api.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap().to_string();
+    for line in [
+        "amdahl_runs{state=\"success\"} 1",
+        // Cancelling is asked for; the scheduler service ends the run.
+        "amdahl_runs{state=\"queued\"} 1",
+        "amdahl_tasks{state=\"success\"} 2",
+        "amdahl_queue_depth 0",
+        "amdahl_attempts_total{device=\"cpu\"} 2",
+    ] {
+        assert!(metrics.contains(line), "`{line}` in\n{metrics}");
+    }
+    let (status, doc) = api.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/api/v1/dags",
+        "/api/v1/dags/{dag_id}",
+        "/api/v1/dags/{dag_id}/runs",
+        "/api/v1/runs/{run_id}",
+        "/api/v1/runs/{run_id}/cancel",
+        "/api/v1/runs/{run_id}/tasks/{task_id}/logs",
+    ] {
+        assert!(paths.contains_key(path), "{path} in the OpenAPI document");
+    }
+    let (status, page) = api.call("GET", "/", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.as_str().unwrap().contains("<script src=\"/app.js\""));
+}
+
+/// The event stream sends the run as it is at once.
+async fn the_event_stream_starts_with_the_run(store: Store) {
+    let api = Api::new(store).await;
+    let run_id = api.finished_run().await;
+    let request = Request::builder()
+        .uri(format!("/api/v1/events?run={run_id}"))
+        .header("Authorization", format!("Bearer {}", api.admin))
+        .body(Body::empty())
+        .unwrap();
+    let response = router(api.state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: run\ndata: {"), "{text}");
+    assert!(text.contains("\"state\":\"success\""), "{text}");
+    let (status, _) = api
+        .call("GET", "/api/v1/events?run=31337", Some(&api.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+mod sqlite {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_endpoint_answers_and_refuses_clearly() {
+        let db = TestDb::sqlite().await;
+        super::every_endpoint_answers_and_refuses_clearly(db.store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_event_stream_starts_with_the_run() {
+        let db = TestDb::sqlite().await;
+        super::the_event_stream_starts_with_the_run(db.store().await).await;
+    }
+}
+
+mod postgres {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_endpoint_answers_and_refuses_clearly() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        super::every_endpoint_answers_and_refuses_clearly(db.store().await).await;
+        db.drop_database().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_event_stream_starts_with_the_run() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        super::the_event_stream_starts_with_the_run(db.store().await).await;
+        db.drop_database().await;
+    }
+}
