@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use support::TestDb;
 
+mod browser;
+
 struct Amdahl {
     home: tempfile::TempDir,
     database_url: Option<String>,

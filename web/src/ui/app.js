@@ -11,6 +11,8 @@ function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") node.className = v;
+    // Through the CSSOM: the page's content security policy refuses inline style attributes.
+    else if (k === "style") node.style.cssText = v;
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
@@ -33,12 +35,12 @@ async function api(path, options = {}) {
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { ...options, headers });
   const body = await response.json().catch(() => ({}));
-  if (response.status === 401) {
-    sessionStorage.removeItem("amdahl-token");
-    route();
-    throw new Error(body.error || "not logged in");
+  if (!response.ok) {
+    const error = new Error(body.error || `${response.status}`);
+    error.status = response.status;
+    if (response.status === 401) sessionStorage.removeItem("amdahl-token");
+    throw error;
   }
-  if (!response.ok) throw new Error(body.error || `${response.status}`);
   return body;
 }
 
@@ -85,16 +87,16 @@ function duration(from, to) {
 const micros = (us) => (us === null || us === undefined ? "–" : us < 1000 ? `${us} µs` : us < 1e6 ? `${(us / 1000).toFixed(1)} ms` : `${(us / 1e6).toFixed(2)} s`);
 
 function show(...nodes) {
-  main().replaceChildren(...nodes);
+  main().replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
 }
 
 function failure(e) {
   show(el("p", { class: "error" }, e.message));
 }
 
-function login() {
+function login(why) {
   const input = el("input", { type: "password", id: "token", placeholder: "amd_…", autocomplete: "off" });
-  const message = el("p", { class: "error", id: "login-error" });
+  const message = el("p", { class: "error", id: "login-error" }, why || "");
   const form = el("form", { class: "login", id: "login" },
     el("h1", {}, "Log in"),
     el("p", {}, "Paste an API token (", el("code", {}, "amdahl tokens create --role viewer"), ")."),
@@ -205,7 +207,6 @@ function gantt(detail) {
   const start = Math.min(...attempts.map((a) => a.started_at_ms));
   const end = Math.max(...attempts.map((a) => a.finished_at_ms || Date.now()));
   const span = Math.max(1, end - start), width = 700, row = 20;
-  const lanes = ["cpu", "gpu", "transfer"];
   const root = svg("svg", { width: width + 160, height: (attempts.length + 1) * row + 10, id: "gantt" });
   attempts.forEach((a, i) => {
     const x = 150 + ((a.started_at_ms - start) / span) * width;
@@ -219,7 +220,7 @@ function gantt(detail) {
       root.append(svg("rect", { x, y: y + row - 9, width: t, height: 3, fill: "#e16f24" }));
     }
   });
-  root.append(svg("text", { x: 150, y: attempts.length * row + 18 }, `${lanes.join(" / ")}: blue CPU, purple GPU, orange host↔device copies · ${duration(start, end)}`));
+  root.append(svg("text", { x: 150, y: attempts.length * row + 18 }, `blue: CPU · purple: GPU · orange: host↔device copies · ${duration(start, end)} in all`));
   return root;
 }
 
@@ -306,7 +307,8 @@ async function route() {
     else if (parts[0] === "runs") await runsPage();
     else await dagsPage();
   } catch (e) {
-    if (token()) failure(e);
+    if (e.status === 401) login(e.message);
+    else failure(e);
   }
 }
 

@@ -1,0 +1,280 @@
+//! The web UI in a real headless Chromium (Debian's `chromium`, driven through `chromedriver`
+//! by WebDriver): log in with a token, see the DAGs, trigger a run, watch it reach success
+//! without reloading the page, open the graph, the Gantt chart and a task's logs. Screenshots
+//! go to `target/browser-screenshots/`. Without Chromium the test fails (CI installs it);
+//! `AMDAHL_TEST_SKIP_BROWSER=1` skips it explicitly.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::{Amdahl, Services, assert_success, text};
+
+const DAG: &str = r#"
+dag: browser_demo
+description: two shell steps, slow enough to watch
+params:
+  who: world
+tasks:
+  hello:
+    shell: "sleep 1; echo hello {{ params.who }}"
+  report:
+    needs: [hello]
+    shell: "sleep 1; echo reported"
+"#;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn find(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    })
+}
+
+/// `chromedriver` on its own port, killed when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `check` gives a value, or fails with what `what` says after `limit`.
+async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text_of(client: &Client, css: &str) -> Option<String> {
+    client.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+#[test]
+fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
+    let (Some(chromium), Some(chromedriver)) = (find("chromium"), find("chromedriver")) else {
+        if std::env::var("AMDAHL_TEST_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("SKIPPED: browser test (AMDAHL_TEST_SKIP_BROWSER=1)");
+            return;
+        }
+        panic!(
+            "the browser test needs Debian's `chromium` and `chromium-driver` \
+             (apt-get install chromium chromium-driver); set AMDAHL_TEST_SKIP_BROWSER=1 to skip it"
+        );
+    };
+    let amdahl = Amdahl::sqlite();
+    let dags = tempfile::tempdir().unwrap();
+    std::fs::write(dags.path().join("browser_demo.yaml"), DAG).unwrap();
+    let created = amdahl.run(&["tokens", "create", "--role", "admin", "--name", "browser"]);
+    assert_success(&created, "tokens create");
+    let token = text(&created.stdout).trim().to_string();
+    let web_port = free_port();
+    let web = format!("127.0.0.1:{web_port}");
+    let _services = Services::start(
+        &amdahl,
+        &[&[
+            "standalone",
+            "--slots",
+            "2",
+            "--dags-folder",
+            &dags.path().display().to_string(),
+            "--web",
+            &web,
+        ]],
+    );
+    let driver_port = free_port();
+    let _driver = Driver(
+        Command::new(&chromedriver)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let capabilities = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": chromium.display().to_string(),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,1000"]
+            }
+        });
+        let client = until(Duration::from_secs(20), "chromedriver", || async {
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities.as_object().unwrap().clone())
+                .connect(&format!("http://127.0.0.1:{driver_port}"))
+                .await
+                .ok()
+        })
+        .await;
+        let base = format!("http://{web}/");
+        until(Duration::from_secs(20), "the web server", || async {
+            client.goto(&base).await.ok()?;
+            client.find(Locator::Css("#login")).await.ok()
+        })
+        .await;
+        screenshot(&client, "1-login").await;
+
+        // A wrong token is refused on the page; the right one logs in.
+        client
+            .find(Locator::Css("#token"))
+            .await
+            .unwrap()
+            .send_keys("amd_wrong")
+            .await
+            .unwrap();
+        client
+            .find(Locator::Css("#login button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let refused = until(Duration::from_secs(10), "the login error", || async {
+            text_of(&client, "#login-error")
+                .await
+                .filter(|t| !t.is_empty())
+        })
+        .await;
+        assert!(refused.contains("unknown or revoked token"), "{refused}");
+        let input = client.find(Locator::Css("#token")).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(&token).await.unwrap();
+        client
+            .find(Locator::Css("#login button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+
+        // The scheduler records the DAG folder; the list shows the DAG.
+        until(Duration::from_secs(30), "the DAG in the list", || async {
+            if client
+                .find(Locator::Css("tr[data-dag='browser_demo']"))
+                .await
+                .is_ok()
+            {
+                return Some(());
+            }
+            client.goto(&base).await.ok()?;
+            None
+        })
+        .await;
+        assert!(text_of(&client, "#who").await.unwrap().contains("admin"));
+        screenshot(&client, "2-dags").await;
+
+        // Trigger from the DAG page, with a param.
+        client
+            .find(Locator::Css("tr[data-dag='browser_demo'] a"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let params = until(Duration::from_secs(10), "the trigger form", || async {
+            client.find(Locator::Css("#params")).await.ok()
+        })
+        .await;
+        assert!(
+            client
+                .find(Locator::Css("#graph g[data-task='report']"))
+                .await
+                .is_ok()
+        );
+        params.clear().await.unwrap();
+        params.send_keys(r#"{"who": "browser"}"#).await.unwrap();
+        // Marks this page load: if the run page reloaded, the mark would be gone.
+        client
+            .execute("window.amdahlMark = 42; return null;", vec![])
+            .await
+            .unwrap();
+        client
+            .find(Locator::Css("#trigger"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+
+        // The run page follows the run live until it succeeds.
+        let states = until(Duration::from_secs(60), "the run to succeed", || async {
+            let state = text_of(&client, "#run-state").await?;
+            (state == "success").then_some(state)
+        })
+        .await;
+        assert_eq!(states, "success");
+        let mark = client
+            .execute("return window.amdahlMark;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(mark, serde_json::json!(42), "the page was reloaded");
+        let url = client.current_url().await.unwrap();
+        assert!(
+            url.fragment().unwrap_or_default().starts_with("/runs/"),
+            "{url}"
+        );
+        for css in [
+            "#graph g[data-task='hello']",
+            "#gantt rect",
+            "#breakdown .bar",
+            "tr[data-task='report']",
+        ] {
+            assert!(
+                client.find(Locator::Css(css)).await.is_ok(),
+                "{css} on the run page"
+            );
+        }
+        screenshot(&client, "3-run").await;
+
+        // The task page: attempts with where they ran, and the logs.
+        client
+            .find(Locator::Css("tr[data-task='hello'] a"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let logs = until(Duration::from_secs(10), "the logs", || async {
+            text_of(&client, "#logs")
+                .await
+                .filter(|t| t.contains("hello browser"))
+        })
+        .await;
+        assert!(logs.contains("[1] hello browser"), "{logs}");
+        assert!(text_of(&client, "#attempts").await.unwrap().contains("cpu"));
+        screenshot(&client, "4-task").await;
+        client.close().await.unwrap();
+    });
+}
