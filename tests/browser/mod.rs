@@ -275,6 +275,28 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         assert!(logs.contains("[1] hello browser"), "{logs}");
         assert!(text_of(&client, "#attempts").await.unwrap().contains("cpu"));
         screenshot(&client, "4-task").await;
+
+        // The DAG page's grid of runs × tasks: a click on a cell opens that task of that run.
+        client.goto(&format!("{base}#/dags/browser_demo")).await.unwrap();
+        until(Duration::from_secs(10), "the grid", || async {
+            client.find(Locator::Css("#grid-canvas")).await.ok()
+        })
+        .await;
+        screenshot(&client, "5-dag-grid").await;
+        client
+            .execute(
+                "const c = document.getElementById('grid-canvas'); const b = c.getBoundingClientRect(); \
+                 c.dispatchEvent(new MouseEvent('click', {clientX: b.left + 90 + 7 + 14, clientY: b.top + 7, bubbles: true})); \
+                 return null;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        until(Duration::from_secs(10), "the report task's page from the grid", || async {
+            let url = client.current_url().await.ok()?;
+            url.fragment()?.ends_with("/tasks/report").then_some(())
+        })
+        .await;
         client.close().await.unwrap();
     });
 }

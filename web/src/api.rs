@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/dags", get(list_dags))
         .route("/api/v1/dags/{dag_id}", get(dag))
         .route("/api/v1/dags/{dag_id}/runs", post(trigger))
+        .route("/api/v1/dags/{dag_id}/grid", get(grid))
         .route("/api/v1/dags/{dag_id}/pause", post(pause))
         .route("/api/v1/dags/{dag_id}/unpause", post(unpause))
         .route("/api/v1/runs", get(list_runs))
@@ -43,12 +44,15 @@ pub fn routes() -> Router<AppState> {
                        changes need an admin token."
     ),
     paths(
-        me, list_dags, dag, trigger, pause, unpause, list_runs, run, cancel, logs
+        me, list_dags, dag, grid, trigger, pause, unpause, list_runs, run, cancel, logs
     ),
     components(schemas(
         Me,
         DagDto,
         DagDetail,
+        Grid,
+        GridRun,
+        GridCell,
         TriggerBody,
         Triggered,
         Paused,
@@ -209,6 +213,115 @@ async fn dag(
         params,
         tasks,
         runs: runs.into_iter().map(RunDto::from).collect(),
+    }))
+}
+
+/// A page of the grid: runs (newest first) × the DAG's tasks.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Grid {
+    /// The columns: the latest version's tasks in DAG order, then tasks only older runs had.
+    pub tasks: Vec<String>,
+    pub runs: Vec<GridRun>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct GridRun {
+    pub run_id: i64,
+    pub state: String,
+    pub logical_date: String,
+    /// One per column of `tasks`; `null` where the run has no such task.
+    pub cells: Vec<Option<GridCell>>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Clone)]
+pub struct GridCell {
+    pub state: String,
+    pub device: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridQuery {
+    limit: Option<i64>,
+    before: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/grid", params(("dag_id" = String, Path),
+    ("limit" = Option<i64>, Query, description = "runs per page (1–1000, default 25)"),
+    ("before" = Option<i64>, Query, description = "only runs older than this run id")),
+    responses((status = 200, body = Grid), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
+async fn grid(
+    _: Caller,
+    State(state): State<AppState>,
+    dag_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<GridQuery>, QueryRejection>,
+) -> Result<Json<Grid>, ApiError> {
+    let Path(dag_id) = dag_id.map_err(path_error)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page_limit(query.limit, 25)?;
+    let version = state
+        .store
+        .latest_dag_version(&dag_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no DAG `{dag_id}`")))?;
+    let mut tasks: Vec<String> = amdahl_dags::load_bytes(
+        &version.source_path,
+        FsPath::new(&version.base_dir),
+        version.yaml.as_bytes(),
+    )
+    .map(|dag| dag.tasks.iter().map(|t| t.id.clone()).collect())
+    .unwrap_or_default();
+    // One more than asked: whether there is a next page.
+    let mut runs = state
+        .store
+        .runs_before(Some(&dag_id), query.before, limit + 1)
+        .await
+        .map_err(ApiError::internal)?;
+    let more = runs.len() as i64 > limit;
+    runs.truncate(limit as usize);
+    let cells = match (runs.last(), runs.first()) {
+        (Some(oldest), Some(newest)) => state
+            .store
+            .task_states(&dag_id, oldest.id, newest.id)
+            .await
+            .map_err(ApiError::internal)?,
+        _ => Vec::new(),
+    };
+    let mut known: std::collections::HashSet<String> = tasks.iter().cloned().collect();
+    let mut by_run: BTreeMap<i64, BTreeMap<String, GridCell>> = BTreeMap::new();
+    for (run_id, task_id, state, device) in cells {
+        if known.insert(task_id.clone()) {
+            tasks.push(task_id.clone());
+        }
+        by_run
+            .entry(run_id)
+            .or_default()
+            .insert(task_id, GridCell { state, device });
+    }
+    let next_before = if more {
+        runs.last().map(|r| r.id)
+    } else {
+        None
+    };
+    let runs = runs
+        .into_iter()
+        .map(|run| {
+            let row = by_run.remove(&run.id).unwrap_or_default();
+            GridRun {
+                run_id: run.id,
+                state: run.state.to_string(),
+                logical_date: run.logical_date,
+                cells: tasks.iter().map(|t| row.get(t).cloned()).collect(),
+            }
+        })
+        .collect();
+    Ok(Json(Grid {
+        tasks,
+        runs,
+        next_before,
     }))
 }
 
@@ -388,11 +501,25 @@ impl From<RunRecord> for RunDto {
 pub struct RunsQuery {
     dag: Option<String>,
     limit: Option<i64>,
+    before: Option<i64>,
+}
+
+/// A page size from the query: 1 to 1000, `default` when absent.
+fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "`limit` must be between 1 and 1000, found {limit}"
+        )))
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/runs", params(
     ("dag" = Option<String>, Query, description = "only this DAG's runs"),
-    ("limit" = Option<i64>, Query, description = "at most this many, newest first (1–1000, default 100)")),
+    ("limit" = Option<i64>, Query, description = "at most this many, newest first (1–1000, default 100)"),
+    ("before" = Option<i64>, Query, description = "only runs older than this run id (the next page)")),
     responses((status = 200, body = [RunDto]), (status = 400, body = ErrorDto)))]
 async fn list_runs(
     _: Caller,
@@ -400,15 +527,10 @@ async fn list_runs(
     query: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<RunDto>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "`limit` must be between 1 and 1000, found {limit}"
-        )));
-    }
+    let limit = page_limit(query.limit, 100)?;
     let runs = state
         .store
-        .list_runs(query.dag.as_deref(), limit)
+        .runs_before(query.dag.as_deref(), query.before, limit)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(runs.into_iter().map(RunDto::from).collect()))

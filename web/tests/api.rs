@@ -308,6 +308,52 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     assert_eq!(detail["run"]["state"], "queued");
     assert_eq!(detail["run"]["params"]["who"], "api");
 
+    // The grid, a page at a time: runs newest first × the DAG's tasks.
+    let (status, grid) = api
+        .call("GET", "/api/v1/dags/greet/grid?limit=1", viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{grid}");
+    assert_eq!(grid["tasks"], json!(["hello", "after"]));
+    assert_eq!(grid["runs"][0]["run_id"], new_run);
+    assert_eq!(grid["runs"][0]["cells"][0]["state"], "scheduled");
+    assert_eq!(grid["next_before"], new_run);
+    let (_, older) = api
+        .call(
+            "GET",
+            &format!("/api/v1/dags/greet/grid?limit=1&before={new_run}"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(older["runs"][0]["run_id"], run_id);
+    assert_eq!(
+        older["runs"][0]["cells"][1],
+        json!({"state": "success", "device": "cpu"})
+    );
+    assert_eq!(older["next_before"], Value::Null);
+    let (_, page) = api
+        .call(
+            "GET",
+            &format!("/api/v1/runs?before={new_run}"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(page.as_array().unwrap().len(), 1);
+    assert_eq!(page[0]["run_id"], run_id);
+    for bad in [
+        "/api/v1/dags/greet/grid?limit=0",
+        "/api/v1/dags/greet/grid?before=x",
+        "/api/v1/dags/greet/grid?x=1",
+    ] {
+        let (status, body) = api.call("GET", bad, viewer, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _) = api
+        .call("GET", "/api/v1/dags/nope/grid", viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
     // Cancel the queued run; pause and unpause.
     let cancel = format!("/api/v1/runs/{new_run}/cancel");
     let (status, _) = api.call("POST", &cancel, viewer, None).await;
@@ -384,6 +430,7 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         "/api/v1/dags",
         "/api/v1/dags/{dag_id}",
         "/api/v1/dags/{dag_id}/runs",
+        "/api/v1/dags/{dag_id}/grid",
         "/api/v1/runs/{run_id}",
         "/api/v1/runs/{run_id}/cancel",
         "/api/v1/runs/{run_id}/tasks/{task_id}/logs",

@@ -428,14 +428,51 @@ impl Store {
 
     /// Newest runs first.
     pub async fn list_runs(&self, dag_id: Option<&str>, limit: i64) -> Result<Vec<RunRecord>> {
+        self.runs_before(dag_id, None, limit).await
+    }
+
+    /// Newest runs first, only those older than the run `before` (a page after `before`).
+    pub async fn runs_before(
+        &self,
+        dag_id: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<RunRecord>> {
         let rows: Vec<RunRow> = on_pool!(self, pool => {
-            sqlx::query_as(select_runs!("WHERE ($1 IS NULL OR r.dag_id = $1) ORDER BY r.id DESC LIMIT $2"))
-                .bind(dag_id)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(select_runs!(
+                "WHERE ($1 IS NULL OR r.dag_id = $1) AND ($2 IS NULL OR r.id < $2) \
+                 ORDER BY r.id DESC LIMIT $3"
+            ))
+            .bind(dag_id)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
         });
         rows.into_iter().map(run_record).collect()
+    }
+
+    /// The state and device of every task of `dag_id`'s runs with ids from `first` to `last`
+    /// (the grid of runs × tasks): (run id, task id, state, device).
+    pub async fn task_states(
+        &self,
+        dag_id: &str,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, String, String, Option<String>)>> {
+        let rows = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT t.run_id, t.task_id, t.state, t.device FROM task_instances t \
+                 JOIN runs r ON r.id = t.run_id \
+                 WHERE r.dag_id = $1 AND t.run_id BETWEEN $2 AND $3",
+            )
+            .bind(dag_id)
+            .bind(first)
+            .bind(last)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
     }
 
     /// A run's task instances in DAG order.

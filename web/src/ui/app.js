@@ -166,6 +166,54 @@ function graph(tasks, states) {
   return root;
 }
 
+const CELL = 14;
+const STATE_COLOUR = { success: "#2e8540", failed: "#c0392b", upstream_failed: "#e8a09a", running: "#1f6feb", queued: "#b08800",
+  scheduled: "#d0d7de", up_for_retry: "#e3b341", cancelled: "#6e7781", skipped: "#afb8c1", timed_out: "#c0392b", lost: "#6e7781" };
+const GRID_COLUMNS = 2000;
+
+/// Runs × tasks on a canvas (one draw, however many cells), a page of runs at a time and at
+/// most GRID_COLUMNS tasks across; clicking a cell opens that task of that run.
+function gridView(dagId, grid, columnOffset, onPage) {
+  const tasks = grid.tasks.slice(columnOffset, columnOffset + GRID_COLUMNS);
+  const labelWidth = 90;
+  const canvas = el("canvas", { id: "grid-canvas", width: labelWidth + tasks.length * CELL, height: grid.runs.length * CELL + 2 });
+  const ctx = canvas.getContext("2d");
+  ctx.font = "11px system-ui";
+  grid.runs.forEach((run, r) => {
+    ctx.fillStyle = "#1b1f24";
+    ctx.fillText(`run ${run.run_id}`, 2, r * CELL + 11);
+    for (let c = 0; c < tasks.length; c++) {
+      const cell = run.cells[columnOffset + c];
+      ctx.fillStyle = cell ? STATE_COLOUR[cell.state] || "#8a939e" : "#ffffff";
+      ctx.fillRect(labelWidth + c * CELL + 1, r * CELL + 1, CELL - 2, CELL - 2);
+      if (cell && cell.device === "gpu") { ctx.fillStyle = "#ffffff"; ctx.fillRect(labelWidth + c * CELL + 5, r * CELL + 5, 4, 4); }
+    }
+  });
+  const hover = el("p", { class: "note", id: "grid-hover" }, "Hover a cell; click to open it.");
+  const at = (event) => {
+    const box = canvas.getBoundingClientRect();
+    const c = Math.floor((event.clientX - box.left - labelWidth) / CELL), r = Math.floor((event.clientY - box.top) / CELL);
+    const run = grid.runs[r];
+    if (!run || c < 0 || c >= tasks.length) return null;
+    return { run, task: tasks[c], cell: run.cells[columnOffset + c] };
+  };
+  canvas.addEventListener("mousemove", (event) => {
+    const hit = at(event);
+    hover.textContent = hit ? `run ${hit.run.run_id} · ${hit.task}: ${hit.cell ? hit.cell.state + (hit.cell.device ? " on " + hit.cell.device : "") : "not in this run"}` : "";
+  });
+  canvas.addEventListener("click", (event) => {
+    const hit = at(event);
+    if (hit && hit.cell) location.hash = `#/runs/${hit.run.run_id}/tasks/${encodeURIComponent(hit.task)}`;
+  });
+  const pager = el("p", {},
+    columnOffset > 0 ? el("button", { onclick: () => onPage(grid.before, columnOffset - GRID_COLUMNS) }, "← earlier tasks") : null,
+    columnOffset + GRID_COLUMNS < grid.tasks.length ? el("button", { onclick: () => onPage(grid.before, columnOffset + GRID_COLUMNS) }, "later tasks →") : null,
+    grid.before ? el("button", { id: "grid-newer", onclick: () => onPage(null, 0) }, "newest runs") : null,
+    grid.next_before ? el("button", { id: "grid-older", onclick: () => onPage(grid.next_before, 0) }, "older runs") : null,
+    ` ${grid.tasks.length} task(s)`);
+  return el("div", { id: "grid" }, el("div", { class: "scroll" }, canvas), hover, pager);
+}
+
 async function dagPage(dagId) {
   const [detail, me] = await Promise.all([api(`/api/v1/dags/${encodeURIComponent(dagId)}`), api("/api/v1/me")]);
   const params = el("textarea", { id: "params", rows: 3 }, JSON.stringify(detail.params, null, 1));
@@ -179,11 +227,20 @@ async function dagPage(dagId) {
         location.hash = `#/runs/${made.run_id}`;
       } catch (e) { message.textContent = e.message; }
     } }, "Trigger")), message) : null;
+  const gridBox = el("div", {});
+  const page = async (before, columnOffset) => {
+    const query = before ? `?before=${before}` : "";
+    const grid = await api(`/api/v1/dags/${encodeURIComponent(dagId)}/grid${query}`);
+    grid.before = before;
+    gridBox.replaceChildren(gridView(dagId, grid, columnOffset, (b, c) => page(b, c).catch(failure)));
+  };
+  await page(null, 0);
   show(el("h1", {}, `DAG ${detail.dag.dag_id}`),
     el("p", { class: "note" }, detail.description || "", detail.schedule ? ` · schedule ${detail.schedule}` : "", detail.dag.paused ? " · paused" : ""),
+    el("h2", {}, "Runs × tasks"), gridBox,
     el("h2", {}, "Graph"), graph(detail.tasks, {}),
     trigger,
-    el("h2", {}, "Runs"), runsTable(detail.runs));
+    el("h2", {}, "Latest runs"), runsTable(detail.runs));
 }
 
 function runsTable(runs) {
@@ -290,6 +347,18 @@ async function taskPage(runId, taskId) {
   };
   await render();
   stream(`/api/v1/events?run=${runId}`, () => render().catch(failure));
+  // Log lines arrive while the task runs, not only when the run changes: look every second.
+  const hash = location.hash;
+  const poll = async () => {
+    if (location.hash !== hash) return;
+    const detail = await api(`/api/v1/runs/${runId}`).catch(() => null);
+    const task = detail && detail.tasks.find((t) => t.task_id === taskId);
+    if (task && ["running", "queued", "scheduled", "up_for_retry"].includes(task.state)) {
+      await render().catch(failure);
+      setTimeout(poll, 1000);
+    }
+  };
+  setTimeout(poll, 1000);
 }
 
 async function route() {
