@@ -55,10 +55,7 @@ pub async fn serve(
         );
     }
     eprintln!("web: the UI and the API (/api/v1) on http://{address}/");
-    let state = amdahl_web::AppState {
-        store: store.clone(),
-        dags_folder,
-    };
+    let state = amdahl_web::AppState::new(store.clone(), dags_folder);
     amdahl_web::serve(listener, state, shutdown)
         .await
         .context("the web server stopped")

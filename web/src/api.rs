@@ -171,18 +171,14 @@ async fn dag(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no recorded version of DAG `{dag_id}`")))?;
-    let loaded = amdahl_dags::load_bytes(
-        &version.source_path,
-        FsPath::new(&version.base_dir),
-        version.yaml.as_bytes(),
-    );
+    let loaded = state.versions.get(&version);
     let runs = state
         .store
         .list_runs(Some(&dag_id), 25)
         .await
         .map_err(ApiError::internal)?;
-    let (description, schedule, params, tasks) = match &loaded {
-        Ok(dag) => (
+    let (description, schedule, params, tasks) = match loaded.as_deref() {
+        Some(dag) => (
             dag.description.clone(),
             dag.schedule.clone(),
             dag.params.clone(),
@@ -197,7 +193,7 @@ async fn dag(
                 })
                 .collect(),
         ),
-        Err(_) => (None, None, BTreeMap::new(), Vec::new()),
+        None => (None, None, BTreeMap::new(), Vec::new()),
     };
     Ok(Json(DagDetail {
         dag: DagDto {
@@ -267,13 +263,11 @@ async fn grid(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no DAG `{dag_id}`")))?;
-    let mut tasks: Vec<String> = amdahl_dags::load_bytes(
-        &version.source_path,
-        FsPath::new(&version.base_dir),
-        version.yaml.as_bytes(),
-    )
-    .map(|dag| dag.tasks.iter().map(|t| t.id.clone()).collect())
-    .unwrap_or_default();
+    let mut tasks: Vec<String> = state
+        .versions
+        .get(&version)
+        .map(|dag| dag.tasks.iter().map(|t| t.id.clone()).collect())
+        .unwrap_or_default();
     // One more than asked: whether there is a next page.
     let mut runs = state
         .store

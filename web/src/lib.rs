@@ -14,14 +14,18 @@ pub mod events;
 pub mod metrics;
 pub mod ui;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use amdahl_dags::Dag;
 use amdahl_scheduler::Store;
+use amdahl_scheduler::store::DagVersion;
 
 /// What every handler reads from.
 #[derive(Clone)]
@@ -30,6 +34,53 @@ pub struct AppState {
     /// Where DAG files are looked up by id for a trigger (the store's latest recorded version
     /// is the fallback).
     pub dags_folder: PathBuf,
+    /// Recorded DAG versions, parsed once.
+    pub versions: Versions,
+}
+
+impl AppState {
+    pub fn new(store: Store, dags_folder: PathBuf) -> AppState {
+        AppState {
+            store,
+            dags_folder,
+            versions: Versions::default(),
+        }
+    }
+}
+
+/// Parsed DAG versions by their YAML's hash (a version never changes), so pages of a large
+/// DAG do not parse its YAML again; at most [`Versions::KEEP`] are kept.
+#[derive(Clone, Default)]
+pub struct Versions(Arc<Mutex<HashMap<String, Arc<Dag>>>>);
+
+impl Versions {
+    pub const KEEP: usize = 64;
+
+    /// The version parsed, or `None` when its YAML does not load any more.
+    pub fn get(&self, version: &DagVersion) -> Option<Arc<Dag>> {
+        if let Some(dag) = self.lock().get(&version.hash) {
+            return Some(dag.clone());
+        }
+        let dag = Arc::new(
+            amdahl_dags::load_bytes(
+                &version.source_path,
+                std::path::Path::new(&version.base_dir),
+                version.yaml.as_bytes(),
+            )
+            .ok()?,
+        );
+        let mut cache = self.lock();
+        if cache.len() >= Self::KEEP {
+            cache.clear();
+        }
+        cache.insert(version.hash.clone(), dag.clone());
+        Some(dag)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Dag>>> {
+        // A panic while holding the lock leaves a map that is still consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The whole application.

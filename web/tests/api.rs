@@ -61,10 +61,7 @@ impl Api {
         let admin = token("admin").await;
         let viewer = token("viewer").await;
         Api {
-            state: AppState {
-                store,
-                dags_folder: dags,
-            },
+            state: AppState::new(store, dags),
             admin,
             viewer,
             _dir: dir,
