@@ -155,6 +155,16 @@ pub enum RunsCommand {
 pub enum TasksCommand {
     /// Print the logs of every attempt of a task
     Logs { run_id: i64, task_id: String },
+    /// Run tasks of a finished run again, with everything downstream of them; the scheduler
+    /// service (`amdahl standalone` or `amdahl scheduler` + workers) runs them
+    Clear {
+        run_id: i64,
+        #[arg(required = true)]
+        task_ids: Vec<String>,
+        /// Clear only the tasks named, not what needs them
+        #[arg(long)]
+        only: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -265,7 +265,7 @@ fn hostile_yaml_is_refused_within_bounds() {
 #[test]
 fn bad_command_lines_are_clear_errors() {
     let amdahl = Amdahl::sqlite();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &["run", "dags/examples/tpch.yaml", "--param", "nonsense"],
             "expected name=value",
@@ -277,6 +277,16 @@ fn bad_command_lines_are_clear_errors() {
         (&["run", "no_such_dag"], "no DAG `no_such_dag`"),
         (&["runs", "show", "999"], "no run 999"),
         (&["runs", "show", "abc"], "invalid value 'abc'"),
+        (&["tasks", "clear", "999", "load"], "no run 999"),
+        (
+            &["tasks", "clear", "1"],
+            "required arguments were not provided",
+        ),
+        (
+            &["tokens", "create", "--role", "root"],
+            "invalid value 'root'",
+        ),
+        (&["web", "--bind", "nowhere"], "invalid value 'nowhere'"),
         (
             &["--database-url", "mysql://x", "runs", "list"],
             "unsupported database URL",

@@ -13,6 +13,7 @@
 pub mod attempt;
 pub mod backfill;
 pub mod breakdown;
+pub mod clear;
 pub mod decide;
 pub mod runner;
 pub mod service;

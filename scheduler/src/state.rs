@@ -91,6 +91,10 @@ impl RunState {
                 | (Running, Success)
                 | (Running, Failed)
                 | (Running, Cancelled)
+                // Clearing a task of a finished run runs it again (`crate::clear`).
+                | (Success, Queued)
+                | (Failed, Queued)
+                | (Cancelled, Queued)
         )
     }
 }
@@ -124,6 +128,12 @@ impl TaskState {
                 | (Running, Cancelled)
                 | (UpForRetry, Queued)
                 | (UpForRetry, Cancelled)
+                // Cleared: it runs again (`crate::clear`).
+                | (Success, Scheduled)
+                | (Failed, Scheduled)
+                | (UpstreamFailed, Scheduled)
+                | (Skipped, Scheduled)
+                | (Cancelled, Scheduled)
         )
     }
 }
@@ -149,18 +159,24 @@ mod tests {
     }
 
     #[test]
-    fn terminal_states_have_no_way_out() {
+    fn terminal_states_are_left_only_by_clearing() {
         for from in TaskState::ALL.iter().filter(|s| s.is_terminal()) {
-            assert!(
-                TaskState::ALL.iter().all(|to| !from.can_become(*to)),
-                "{from} is terminal"
-            );
+            for to in TaskState::ALL {
+                assert_eq!(
+                    from.can_become(*to),
+                    *to == TaskState::Scheduled,
+                    "{from} is terminal: only clearing ({from} -> scheduled) leaves it, not -> {to}"
+                );
+            }
         }
         for from in RunState::ALL.iter().filter(|s| s.is_terminal()) {
-            assert!(
-                RunState::ALL.iter().all(|to| !from.can_become(*to)),
-                "{from} is terminal"
-            );
+            for to in RunState::ALL {
+                assert_eq!(
+                    from.can_become(*to),
+                    *to == RunState::Queued,
+                    "{from} is terminal: only clearing ({from} -> queued) leaves it, not -> {to}"
+                );
+            }
         }
     }
 }

@@ -1001,6 +1001,102 @@ async fn placement_records_are_kept(db: &TestDb) {
     assert_eq!((learned[0].cpu_factor, learned[0].gpu_factor), (1.5, 1.0));
 }
 
+/// A failed run, its cause fixed, cleared from the failed task: that task and what needs it
+/// run again (attempt 2), what it needs does not, and the run ends in success.
+async fn cleared_tasks_run_again(db: &TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("fixed");
+    let yaml = format!(
+        r#"
+dag: clearing
+tasks:
+  extract:
+    shell: "echo extracted"
+  load:
+    needs: [extract]
+    shell: "test -e {m} || exit 4"
+  report:
+    needs: [load]
+    shell: "echo reported"
+"#,
+        m = marker.display()
+    );
+    let dag = load_bytes("clearing.yaml", dir.path(), yaml.as_bytes()).unwrap();
+    let runner = runner(&store, dir.path());
+    let run_id = runner.create_run(&dag, &dag.params).await.unwrap();
+    let state = runner
+        .drive(&dag, run_id, &Quiet, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(state, RunState::Failed);
+    // Unknown tasks and runs are refused, and change nothing.
+    assert!(matches!(
+        amdahl_scheduler::clear::clear(&store, run_id, &["nope".into()], true).await,
+        Err(amdahl_scheduler::clear::ClearError::NoTask { .. })
+    ));
+    assert!(matches!(
+        amdahl_scheduler::clear::clear(&store, 4242, &["load".into()], true).await,
+        Err(amdahl_scheduler::clear::ClearError::NoRun(4242))
+    ));
+    assert_eq!(
+        store.run(run_id).await.unwrap().unwrap().state,
+        RunState::Failed
+    );
+    std::fs::write(&marker, "").unwrap();
+    let cleared = amdahl_scheduler::clear::clear(&store, run_id, &["load".into()], true)
+        .await
+        .unwrap();
+    assert_eq!(cleared, vec!["load".to_string(), "report".to_string()]);
+    let run = store.run(run_id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.state, run.owner, run.finished_at_ms),
+        (RunState::Queued, None, None)
+    );
+    let states: Vec<(String, TaskState)> = store
+        .tasks(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.task_id, t.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("extract".to_string(), TaskState::Success),
+            ("load".to_string(), TaskState::Scheduled),
+            ("report".to_string(), TaskState::Scheduled),
+        ]
+    );
+    // A run that is not finished cannot be cleared.
+    assert!(matches!(
+        amdahl_scheduler::clear::clear(&store, run_id, &["load".into()], true).await,
+        Err(amdahl_scheduler::clear::ClearError::NotFinished(_))
+    ));
+    let state = runner
+        .drive(&dag, run_id, &Quiet, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(state, RunState::Success);
+    let attempts: Vec<(String, i64)> = store
+        .attempts(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.task_id, a.attempt))
+        .collect();
+    assert_eq!(
+        attempts.iter().filter(|(t, _)| t == "extract").count(),
+        1,
+        "{attempts:?}"
+    );
+    assert!(attempts.contains(&("load".to_string(), 2)), "{attempts:?}");
+    assert!(
+        attempts.contains(&("report".to_string(), 1)),
+        "{attempts:?}"
+    );
+}
+
 macro_rules! suite {
     ($($test:ident),+ $(,)?) => {
         mod sqlite {
@@ -1197,6 +1293,7 @@ suite!(
     workers_leave_in_process_runs_alone,
     batched_writes_keep_every_fence,
     placement_records_are_kept,
+    cleared_tasks_run_again,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

@@ -79,6 +79,23 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks(TasksCommand::Logs { run_id, task_id }) => {
             inspect::task_logs(&store, run_id, &task_id).await
         }
+        Command::Tasks(TasksCommand::Clear {
+            run_id,
+            task_ids,
+            only,
+        }) => {
+            reap(&store, &owner).await?;
+            let cleared = amdahl_scheduler::clear::clear(&store, run_id, &task_ids, !only).await?;
+            if cleared.is_empty() {
+                println!("nothing to clear in run {run_id}: those tasks never ran");
+            } else {
+                println!("run {run_id} queued again; cleared {}", cleared.join(", "));
+                eprintln!(
+                    "note: the scheduler service runs it (`amdahl standalone`, or `amdahl scheduler`                      with workers)"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Pools(PoolsCommand::List) => inspect::pools_list(&store).await,
         Command::Pools(PoolsCommand::Set {
             name,

@@ -297,6 +297,27 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
             url.fragment()?.ends_with("/tasks/report").then_some(())
         })
         .await;
+
+        // Clear the task: the service runs it again, and the run page follows it to success.
+        // (The page redraws as events arrive, so find and click again until a click lands.)
+        until(Duration::from_secs(10), "a click on Clear", || async {
+            client.find(Locator::Css("#clear")).await.ok()?.click().await.ok()
+        })
+        .await;
+        until(Duration::from_secs(60), "the cleared run to succeed again", || async {
+            let attempts = client
+                .execute(
+                    "const row = document.querySelector(\"tr[data-task='report']\"); \
+                     const state = document.getElementById('run-state'); \
+                     return row && state ? [state.textContent, row.children[3].textContent] : null;",
+                    vec![],
+                )
+                .await
+                .ok()?;
+            (attempts == serde_json::json!(["success", "2"])).then_some(())
+        })
+        .await;
+        screenshot(&client, "6-cleared-run").await;
         client.close().await.unwrap();
     });
 }

@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{run_id}", get(run))
         .route("/api/v1/runs/{run_id}/cancel", post(cancel))
         .route("/api/v1/runs/{run_id}/tasks/{task_id}/logs", get(logs))
+        .route("/api/v1/runs/{run_id}/tasks/{task_id}/clear", post(clear))
 }
 
 #[derive(OpenApi)]
@@ -44,7 +45,7 @@ pub fn routes() -> Router<AppState> {
                        changes need an admin token."
     ),
     paths(
-        me, list_dags, dag, grid, trigger, pause, unpause, list_runs, run, cancel, logs
+        me, list_dags, dag, grid, trigger, pause, unpause, list_runs, run, cancel, logs, clear
     ),
     components(schemas(
         Me,
@@ -62,6 +63,8 @@ pub fn routes() -> Router<AppState> {
         AttemptDto,
         LogDto,
         CancelDto,
+        ClearBody,
+        Cleared,
         ErrorDto
     ))
 )]
@@ -736,6 +739,50 @@ async fn logs(
             })
             .collect(),
     ))
+}
+
+/// What to clear besides the task.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClearBody {
+    /// Also clear every task that needs this one (default: true).
+    #[serde(default = "yes")]
+    pub downstream: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Cleared {
+    pub run_id: i64,
+    /// The tasks that will run again, in the run's order.
+    pub cleared: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/tasks/{task_id}/clear",
+    params(("run_id" = i64, Path), ("task_id" = String, Path)), request_body = ClearBody,
+    responses((status = 200, body = Cleared), (status = 403, body = ErrorDto),
+    (status = 404, body = ErrorDto), (status = 409, body = ErrorDto)))]
+async fn clear(
+    caller: Caller,
+    State(state): State<AppState>,
+    ids: Result<Path<(i64, String)>, PathRejection>,
+    body: Result<Json<ClearBody>, JsonRejection>,
+) -> Result<Json<Cleared>, ApiError> {
+    caller.admin()?;
+    let Path((run_id, task_id)) = ids.map_err(path_error)?;
+    let Json(body) = body.map_err(json_error)?;
+    use amdahl_scheduler::clear::ClearError;
+    let cleared = amdahl_scheduler::clear::clear(&state.store, run_id, &[task_id], body.downstream)
+        .await
+        .map_err(|e| match e {
+            ClearError::NoRun(_) | ClearError::NoTask { .. } => ApiError::not_found(e.to_string()),
+            ClearError::NotFinished(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            ClearError::Store(e) => ApiError::internal(e),
+        })?;
+    Ok(Json(Cleared { run_id, cleared }))
 }
 
 fn path_error(e: PathRejection) -> ApiError {

@@ -379,6 +379,47 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // Clearing a task of the finished run: it and what needs it run again.
+    let clear = format!("/api/v1/runs/{run_id}/tasks/hello/clear");
+    let (status, _) = api.call("POST", &clear, viewer, Some("{}")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{run_id}/tasks/nope/clear"),
+            admin,
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(
+        (status, error(&body)),
+        (
+            StatusCode::NOT_FOUND,
+            format!("run {run_id} has no task `nope`").as_str()
+        )
+    );
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{new_run}/tasks/hello/clear"),
+            admin,
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = api
+        .call("POST", &clear, admin, Some(r#"{"downstream": "yes"}"#))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = api.call("POST", &clear, admin, Some("{}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cleared"], json!(["hello", "after"]));
+    let (_, detail) = api
+        .call("GET", &format!("/api/v1/runs/{run_id}"), viewer, None)
+        .await;
+    assert_eq!(detail["run"]["state"], "queued");
+    assert_eq!(detail["tasks"][0]["state"], "scheduled");
+
     // Unknown endpoints and methods.
     let (status, body) = api.call("GET", "/api/v1/nothing", viewer, None).await;
     assert_eq!(
@@ -411,10 +452,9 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     assert_eq!(status, StatusCode::OK);
     let metrics = metrics.as_str().unwrap().to_string();
     for line in [
-        "amdahl_runs{state=\"success\"} 1",
-        // Cancelling is asked for; the scheduler service ends the run.
-        "amdahl_runs{state=\"queued\"} 1",
-        "amdahl_tasks{state=\"success\"} 2",
+        // Cancelling is asked for (the scheduler service ends the run); the cleared run waits.
+        "amdahl_runs{state=\"queued\"} 2",
+        "amdahl_tasks{state=\"scheduled\"} 4",
         "amdahl_queue_depth 0",
         "amdahl_attempts_total{device=\"cpu\"} 2",
     ] {
@@ -431,6 +471,7 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         "/api/v1/runs/{run_id}",
         "/api/v1/runs/{run_id}/cancel",
         "/api/v1/runs/{run_id}/tasks/{task_id}/logs",
+        "/api/v1/runs/{run_id}/tasks/{task_id}/clear",
     ] {
         assert!(paths.contains_key(path), "{path} in the OpenAPI document");
     }

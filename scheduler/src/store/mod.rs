@@ -26,6 +26,7 @@ macro_rules! on_pool {
 
 mod backfills;
 mod claims;
+mod clear;
 mod events;
 mod metrics;
 mod pools;

@@ -331,12 +331,19 @@ async function runPage(runId) {
 }
 
 async function taskPage(runId, taskId) {
+  const admin = (await api("/api/v1/me")).role === "admin";
   const render = async () => {
     const [detail, logs] = await Promise.all([api(`/api/v1/runs/${runId}`), api(`/api/v1/runs/${runId}/tasks/${encodeURIComponent(taskId)}/logs`)]);
     const task = detail.tasks.find((t) => t.task_id === taskId);
     const attempts = detail.attempts.filter((a) => a.task_id === taskId);
+    const finished = ["success", "failed", "cancelled"].includes(detail.run.state);
+    const clearButton = admin && finished ? el("button", { id: "clear", onclick: async () => {
+      await api(`/api/v1/runs/${runId}/tasks/${encodeURIComponent(taskId)}/clear`, { method: "POST", body: JSON.stringify({ downstream: true }) });
+      location.hash = `#/runs/${runId}`;
+    } }, "Clear: run it again, with what needs it") : null;
     show(el("h1", {}, el("a", { href: `#/runs/${runId}` }, `Run ${runId}`), ` · task ${taskId} `, state(task.state)),
       el("p", {}, `output ${task.rows_out ?? "–"} rows, ${task.bytes_out ?? "–"} bytes`),
+      clearButton,
       el("h2", {}, "Attempts and placement"),
       el("table", { id: "attempts" }, el("tr", {}, ["#", "State", "Device", "Why there", "Predicted CPU", "Predicted GPU", "Actual", "I/O", "Copies", "Compute"].map((h) => el("th", {}, h))),
         attempts.map((a) => el("tr", {}, el("td", {}, a.attempt), el("td", {}, state(a.state)), el("td", {}, device(a.device)),
