@@ -248,6 +248,7 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         for css in [
             "#graph g[data-task='hello']",
             "#gantt rect",
+            "#gantt text[data-lane='CPU']",
             "#breakdown .bar",
             "tr[data-task='report']",
         ] {
@@ -274,6 +275,7 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         .await;
         assert!(logs.contains("[1] hello browser"), "{logs}");
         assert!(text_of(&client, "#attempts").await.unwrap().contains("cpu"));
+        assert!(text_of(&client, "#sizes").await.unwrap().starts_with("output"));
         screenshot(&client, "4-task").await;
 
         // The DAG page's grid of runs × tasks: a click on a cell opens that task of that run.

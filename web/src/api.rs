@@ -108,6 +108,8 @@ pub struct DagDto {
     pub source_path: String,
     /// The YAML's SHA-256 (first 12 hex digits).
     pub version: String,
+    /// Cron expression or `@daily`…, when the DAG runs on a schedule.
+    pub schedule: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/dags", responses(
@@ -117,18 +119,26 @@ async fn list_dags(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<DagDto>>, ApiError> {
     let dags = state.store.list_dags().await.map_err(ApiError::internal)?;
-    Ok(Json(
-        dags.into_iter()
-            .map(|d| DagDto {
-                dag_id: d.dag_id,
-                paused: d.paused,
-                runs: d.runs,
-                last_run_state: d.last_run_state.map(|s| s.to_string()),
-                source_path: d.source_path,
-                version: d.latest_hash.chars().take(12).collect(),
-            })
-            .collect(),
-    ))
+    let mut out = Vec::with_capacity(dags.len());
+    for d in dags {
+        let schedule = match state.store.latest_dag_version(&d.dag_id).await {
+            Ok(Some(version)) => state
+                .versions
+                .get(&version)
+                .and_then(|dag| dag.schedule.clone()),
+            _ => None,
+        };
+        out.push(DagDto {
+            dag_id: d.dag_id,
+            paused: d.paused,
+            runs: d.runs,
+            last_run_state: d.last_run_state.map(|s| s.to_string()),
+            source_path: d.source_path,
+            version: d.latest_hash.chars().take(12).collect(),
+            schedule,
+        });
+    }
+    Ok(Json(out))
 }
 
 /// A DAG, its tasks and its latest runs.
@@ -206,6 +216,7 @@ async fn dag(
             last_run_state: summary.last_run_state.map(|s| s.to_string()),
             source_path: summary.source_path,
             version: summary.latest_hash.chars().take(12).collect(),
+            schedule: schedule.clone(),
         },
         description,
         schedule,

@@ -86,6 +86,24 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "amdahl_attempts_total{{device=\"{device}\"}} {n}\n"
         ));
     }
+    let latency = &counts.claim_latency_ms;
+    out.push_str(
+        "# HELP amdahl_claim_latency_seconds From queued to claimed by a worker, over the latest \
+         attempts (at most 1,000).\n# TYPE amdahl_claim_latency_seconds summary\n",
+    );
+    for q in [0.5, 0.9, 0.99] {
+        if let Some(ms) = latency.get(((latency.len() as f64 - 1.0) * q).round() as usize) {
+            out.push_str(&format!(
+                "amdahl_claim_latency_seconds{{quantile=\"{q}\"}} {:.3}\n",
+                *ms as f64 / 1e3
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "amdahl_claim_latency_seconds_sum {:.3}\namdahl_claim_latency_seconds_count {}\n",
+        latency.iter().sum::<i64>() as f64 / 1e3,
+        latency.len()
+    ));
     (
         StatusCode::OK,
         [(

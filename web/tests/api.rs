@@ -161,6 +161,15 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         (StatusCode::UNAUTHORIZED, "unknown or revoked token")
     );
 
+    // How long the finished run's two tasks waited to be claimed.
+    let (_, metrics) = api.call("GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("amdahl_claim_latency_seconds_count 2")
+            && metrics.contains("amdahl_claim_latency_seconds{quantile=\"0.99\"} "),
+        "{metrics}"
+    );
+
     let (status, me) = api.call("GET", "/api/v1/me", viewer, None).await;
     assert_eq!(
         (status, me["role"].as_str()),

@@ -1,4 +1,5 @@
-//! Counts for monitoring (`/metrics`): runs and tasks per state, attempt time per device.
+//! Counts for monitoring (`/metrics`): runs and tasks per state, attempt time per device, and
+//! how long queued tasks waited for a worker.
 
 use super::{Pool, Result, Store};
 
@@ -11,12 +12,14 @@ pub struct Counts {
     pub tasks: Vec<(String, i64)>,
     /// (device, finished attempts, their total milliseconds).
     pub device_busy: Vec<(String, i64, i64)>,
+    /// Milliseconds from queued to claimed of the latest attempts (at most 1,000), sorted.
+    pub claim_latency_ms: Vec<i64>,
 }
 
 impl Store {
     /// Runs and tasks per state, and finished attempts' time per device.
     pub async fn counts(&self) -> Result<Counts> {
-        let (runs, tasks, device_busy) = on_pool!(self, pool => {
+        let (runs, tasks, device_busy, latency) = on_pool!(self, pool => {
             let runs: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state",
             )
@@ -35,12 +38,25 @@ impl Store {
             )
             .fetch_all(pool)
             .await?;
-            (runs, tasks, busy)
+            // A task's queue time belongs to its latest attempt (requeueing overwrites it).
+            let latency: Vec<(i64,)> = sqlx::query_as(
+                "SELECT a.started_at_ms - t.queued_at_ms FROM task_attempts a \
+                 JOIN task_instances t ON t.run_id = a.run_id AND t.task_id = a.task_id \
+                 WHERE t.queued_at_ms IS NOT NULL AND a.attempt = t.attempts \
+                   AND a.started_at_ms >= t.queued_at_ms \
+                 ORDER BY a.id DESC LIMIT 1000",
+            )
+            .fetch_all(pool)
+            .await?;
+            (runs, tasks, busy, latency)
         });
+        let mut claim_latency_ms: Vec<i64> = latency.into_iter().map(|(ms,)| ms).collect();
+        claim_latency_ms.sort_unstable();
         Ok(Counts {
             runs,
             tasks,
             device_busy,
+            claim_latency_ms,
         })
     }
 }

@@ -122,6 +122,7 @@ async function dagsPage() {
     el("td", {}, el("a", { href: `#/dags/${encodeURIComponent(d.dag_id)}` }, d.dag_id)),
     el("td", {}, d.last_run_state ? state(d.last_run_state) : "–"),
     el("td", {}, d.runs),
+    el("td", {}, d.schedule || "–"),
     el("td", {}, d.paused ? "paused" : "active",
       admin ? el("button", { class: "pause", onclick: async () => {
         await api(`/api/v1/dags/${encodeURIComponent(d.dag_id)}/${d.paused ? "unpause" : "pause"}`, { method: "POST" });
@@ -129,7 +130,7 @@ async function dagsPage() {
       } }, d.paused ? "Unpause" : "Pause") : null),
     el("td", {}, admin ? el("button", { class: "trigger", onclick: () => { location.hash = `#/dags/${encodeURIComponent(d.dag_id)}`; } }, "Trigger…") : null)));
   show(el("h1", {}, "DAGs"),
-    dags.length ? el("table", { id: "dags" }, el("tr", {}, ["DAG", "Last run", "Runs", "", ""].map((h) => el("th", {}, h))), rows)
+    dags.length ? el("table", { id: "dags" }, el("tr", {}, ["DAG", "Last run", "Runs", "Schedule", "", ""].map((h) => el("th", {}, h))), rows)
       : el("p", {}, "No DAGs yet: put DAG files in the DAG folder the scheduler reads, or run one with `amdahl run`."));
 }
 
@@ -257,27 +258,38 @@ async function runsPage() {
   });
 }
 
-/// Each task's attempts as bars on a time axis, in a lane for its device.
+/// Attempts as bars on one time axis, in a lane per device (CPU, then GPU); the part of each
+/// attempt spent copying between host and device is the orange strip under its bar.
 function gantt(detail) {
   const attempts = detail.attempts;
   if (!attempts.length) return el("p", {}, "No attempts yet.");
   const start = Math.min(...attempts.map((a) => a.started_at_ms));
   const end = Math.max(...attempts.map((a) => a.finished_at_ms || Date.now()));
   const span = Math.max(1, end - start), width = 700, row = 20;
-  const root = svg("svg", { width: width + 160, height: (attempts.length + 1) * row + 10, id: "gantt" });
-  attempts.forEach((a, i) => {
-    const x = 150 + ((a.started_at_ms - start) / span) * width;
-    const w = Math.max(2, (((a.finished_at_ms || Date.now()) - a.started_at_ms) / span) * width);
-    const y = i * row + 5;
-    root.append(svg("text", { x: 0, y: y + 13 }, `${a.task_id} #${a.attempt}`));
-    const lane = a.device === "gpu" ? "#7a3ff2" : "#1f6feb";
-    root.append(svg("rect", { x, y, width: w, height: row - 6, fill: lane }, svg("title", {}, `${a.task_id}: ${a.device || "?"} ${duration(a.started_at_ms, a.finished_at_ms)}`)));
-    if (a.transfer_us) {
-      const t = Math.max(1, (a.transfer_us / 1000 / span) * width);
-      root.append(svg("rect", { x, y: y + row - 9, width: t, height: 3, fill: "#e16f24" }));
+  const lanes = [["cpu", "CPU", "#1f6feb"], ["gpu", "GPU", "#7a3ff2"]]
+    .map(([key, name, colour]) => [name, colour, attempts.filter((a) => (a.device || "cpu") === key)])
+    .filter(([, , list]) => list.length);
+  const rows = lanes.reduce((n, [, , list]) => n + list.length + 1, 0);
+  const root = svg("svg", { width: width + 160, height: rows * row + 24, id: "gantt" });
+  let y = 0;
+  for (const [name, colour, list] of lanes) {
+    root.append(svg("text", { x: 0, y: y + 13, "font-weight": "bold", "data-lane": name }, `${name} lane`));
+    root.append(svg("line", { x1: 0, x2: width + 150, y1: y + 17, y2: y + 17, stroke: "#d0d7de" }));
+    y += row;
+    for (const a of list) {
+      const x = 150 + ((a.started_at_ms - start) / span) * width;
+      const w = Math.max(2, (((a.finished_at_ms || Date.now()) - a.started_at_ms) / span) * width);
+      root.append(svg("text", { x: 8, y: y + 13 }, `${a.task_id} #${a.attempt}`));
+      root.append(svg("rect", { x, y: y + 2, width: w, height: row - 8, fill: colour },
+        svg("title", {}, `${a.task_id}: ${name} ${duration(a.started_at_ms, a.finished_at_ms)}`)));
+      if (a.transfer_us) {
+        const t = Math.max(1, (a.transfer_us / 1000 / span) * width);
+        root.append(svg("rect", { x, y: y + row - 6, width: t, height: 4, fill: "#e16f24" }));
+      }
+      y += row;
     }
-  });
-  root.append(svg("text", { x: 150, y: attempts.length * row + 18 }, `blue: CPU · purple: GPU · orange: host↔device copies · ${duration(start, end)} in all`));
+  }
+  root.append(svg("text", { x: 150, y: y + 16 }, `orange: host↔device copies · ${duration(start, end)} in all`));
   return root;
 }
 
@@ -342,7 +354,11 @@ async function taskPage(runId, taskId) {
       location.hash = `#/runs/${runId}`;
     } }, "Clear: run it again, with what needs it") : null;
     show(el("h1", {}, el("a", { href: `#/runs/${runId}` }, `Run ${runId}`), ` · task ${taskId} `, state(task.state)),
-      el("p", {}, `output ${task.rows_out ?? "–"} rows, ${task.bytes_out ?? "–"} bytes`),
+      el("p", { id: "sizes" }, `output ${task.rows_out ?? "–"} rows, ${task.bytes_out ?? "–"} bytes`,
+        task.needs.length ? " · inputs: " + task.needs.map((n) => {
+          const up = detail.tasks.find((t) => t.task_id === n);
+          return `${n} (${up && up.rows_out !== null ? up.rows_out + " rows, " + up.bytes_out + " bytes" : "no data"})`;
+        }).join(", ") : ""),
       clearButton,
       el("h2", {}, "Attempts and placement"),
       el("table", { id: "attempts" }, el("tr", {}, ["#", "State", "Device", "Why there", "Predicted CPU", "Predicted GPU", "Actual", "I/O", "Copies", "Compute"].map((h) => el("th", {}, h))),
