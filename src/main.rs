@@ -7,6 +7,7 @@
 mod commands;
 mod output;
 mod settings;
+mod signals;
 
 use std::process::ExitCode;
 

@@ -24,7 +24,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::gpu;
 use crate::linalg::{multiply_transposed, uniform};
-use crate::sql::session_config;
+use crate::session::session_config;
 
 /// How long to measure: `Quick` (about a second, for tests and a first start) or `Full`
 /// (tens of seconds, steadier figures).

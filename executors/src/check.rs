@@ -21,7 +21,7 @@ use amdahl_dags::{
 };
 
 use crate::dense;
-use crate::sql::{query_only, register_input, session_config};
+use crate::session::{query_only, register_input, session_config};
 use crate::stage::TableInput;
 use crate::tpch;
 

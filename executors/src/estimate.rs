@@ -21,7 +21,7 @@ use amdahl_dags::{Dag, DevicePreference, Generate, RunContext, TaskKind, TpchTab
 use amdahl_placement::{Graph, OpKind, Pin, Place, StageWork};
 
 use crate::dense;
-use crate::sql::{query_only, register_input, session_config};
+use crate::session::{query_only, register_input, session_config};
 use crate::stage::TableInput;
 use crate::tpch;
 

@@ -19,6 +19,7 @@ pub mod gpu;
 pub mod linalg;
 pub mod place;
 pub mod runtime;
+pub mod session;
 pub mod shards;
 pub mod shell;
 pub mod sql;

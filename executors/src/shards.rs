@@ -59,9 +59,9 @@ use amdahl_dags::DatasetFormat;
 use amdahl_placement::{Lane, Place, share};
 
 use crate::gpu;
-use crate::sql::{finish_output, ms, session_config, stream_into};
+use crate::session::session_config;
 use crate::stage::{Device, LogSink, StageError, StageOutcome, StageTimings, TableInput};
-use crate::storage::{PartWriter, reset_dir};
+use crate::storage::{PartWriter, finish_output, ms, reset_dir, stream_into};
 
 type Plan = Arc<dyn ExecutionPlan>;
 

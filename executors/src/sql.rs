@@ -8,67 +8,22 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
-use datafusion::execution::context::{SQLOptions, SessionContext};
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
-use futures::StreamExt;
+use datafusion::execution::context::SessionContext;
 
-use amdahl_dags::{DatasetFormat, DevicePreference};
+use amdahl_dags::DevicePreference;
 use amdahl_placement::{Lane, Place};
 
 use crate::gpu;
 use crate::runtime::CpuRuntime;
+pub use crate::session::{query_only, register_input, session_config};
 use crate::shards;
 use crate::stage::{
     Device, Executor, LogSink, Stage, StageError, StageOutcome, StageTimings, TableInput, Work,
 };
-use crate::storage::{PartWriter, dir_bytes, reset_dir};
+use crate::storage::{PartWriter, finish_output, ms, reset_dir, stream_into};
 use std::time::Instant;
-
-/// Session settings shared by execution and validate-time planning.
-pub fn session_config(target_partitions: usize) -> SessionConfig {
-    let mut config = SessionConfig::new()
-        .with_target_partitions(target_partitions.max(1))
-        .with_information_schema(false);
-    config.options_mut().sql_parser.collect_spans = true;
-    config
-}
-
-/// Statements a `sql` task may hold: queries only, no DDL, DML or `SET`.
-pub fn query_only() -> SQLOptions {
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
-}
-
-/// Registers an input under its name.
-pub async fn register_input(
-    ctx: &SessionContext,
-    input: &TableInput,
-) -> datafusion::error::Result<()> {
-    let path = path_string(&input.path);
-    match input.format {
-        DatasetFormat::Parquet => {
-            ctx.register_parquet(&input.name, &path, ParquetReadOptions::default())
-                .await
-        }
-        DatasetFormat::Csv => {
-            ctx.register_csv(&input.name, &path, CsvReadOptions::new().has_header(true))
-                .await
-        }
-    }
-}
-
-/// DataFusion treats a path ending in `/` as a folder of files.
-fn path_string(path: &Path) -> String {
-    let mut text = path.display().to_string();
-    if path.is_dir() && !text.ends_with('/') {
-        text.push('/');
-    }
-    text
-}
 
 /// Runs `sql` stages.
 #[derive(Clone)]
@@ -269,48 +224,6 @@ async fn execute_on_cpu(
             compute_ms: compute,
         }),
     )
-}
-
-/// Writes a result stream into `writer`: (compute, I/O) milliseconds. The engine reads as it
-/// computes: waiting for a batch is compute, writing it is I/O.
-pub(crate) async fn stream_into(
-    mut stream: SendableRecordBatchStream,
-    writer: &mut PartWriter,
-) -> Result<(f64, f64), StageError> {
-    let (mut compute, mut io) = (0.0, 0.0);
-    loop {
-        let asked = Instant::now();
-        let Some(batch) = stream.next().await else {
-            compute += ms(asked);
-            break;
-        };
-        compute += ms(asked);
-        let batch =
-            batch.map_err(|e| StageError::Failed(format!("query failed: {}", e.find_root())))?;
-        let writing = Instant::now();
-        writer.write(&batch)?;
-        io += ms(writing);
-    }
-    Ok((compute, io))
-}
-
-/// Closes the output and logs its size: (rows, bytes).
-pub(crate) fn finish_output(
-    writer: PartWriter,
-    output_dir: &Path,
-    log: &LogSink,
-) -> Result<(u64, u64), StageError> {
-    let rows = writer.finish()?;
-    let bytes = dir_bytes(output_dir);
-    log.system(format!(
-        "wrote {rows} rows ({bytes} bytes) to {}",
-        output_dir.display()
-    ));
-    Ok((rows, bytes))
-}
-
-pub(crate) fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1e3
 }
 
 /// Runs a planned query on the GPU, or says why it runs on the CPU instead (the plan has a

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -14,7 +15,10 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
-use crate::stage::StageError;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+
+use crate::stage::{LogSink, StageError};
 
 /// The folder a task's output goes to.
 pub fn task_output_dir(data_root: &Path, run_id: i64, task_id: &str) -> PathBuf {
@@ -102,4 +106,47 @@ impl PartWriter {
 /// Keeps `Arc` out of callers' imports.
 pub fn schema_ref(schema: datafusion::arrow::datatypes::Schema) -> SchemaRef {
     Arc::new(schema)
+}
+
+/// Writes a result stream into `writer`: (compute, I/O) milliseconds. The engine reads as it
+/// computes: waiting for a batch is compute, writing it is I/O.
+pub async fn stream_into(
+    mut stream: SendableRecordBatchStream,
+    writer: &mut PartWriter,
+) -> Result<(f64, f64), StageError> {
+    let (mut compute, mut io) = (0.0, 0.0);
+    loop {
+        let asked = Instant::now();
+        let Some(batch) = stream.next().await else {
+            compute += ms(asked);
+            break;
+        };
+        compute += ms(asked);
+        let batch =
+            batch.map_err(|e| StageError::Failed(format!("query failed: {}", e.find_root())))?;
+        let writing = Instant::now();
+        writer.write(&batch)?;
+        io += ms(writing);
+    }
+    Ok((compute, io))
+}
+
+/// Closes the output and logs its size: (rows, bytes).
+pub fn finish_output(
+    writer: PartWriter,
+    output_dir: &Path,
+    log: &LogSink,
+) -> Result<(u64, u64), StageError> {
+    let rows = writer.finish()?;
+    let bytes = dir_bytes(output_dir);
+    log.system(format!(
+        "wrote {rows} rows ({bytes} bytes) to {}",
+        output_dir.display()
+    ));
+    Ok((rows, bytes))
+}
+
+/// Milliseconds since `since`.
+pub fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
 }

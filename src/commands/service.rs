@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::signals::shutdown_signal;
+
 use amdahl_executors::{CpuRuntime, Executors};
 use amdahl_scheduler::attempt::AttemptEnv;
 use amdahl_scheduler::runner::RunOrigin;
@@ -68,23 +70,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("must be longer than 0s".into());
     }
     Ok(d)
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal(what: &'static str) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-    eprintln!("{what}: shutting down");
 }
 
 pub async fn trigger(store: &Store, args: TriggerArgs) -> anyhow::Result<ExitCode> {

@@ -27,7 +27,7 @@ pub async fn web(store: &Store, args: WebArgs) -> anyhow::Result<ExitCode> {
         store,
         args.bind,
         args.dags_folder,
-        super::service::shutdown_signal("web"),
+        crate::signals::shutdown_signal("web"),
     )
     .await?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,55 @@
+//! The DataFusion session every SQL plan is made in: settings, the statements allowed, and
+//! inputs registered as tables (execution, sharded execution, validation, estimates).
+
+use std::path::Path;
+
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
+
+use amdahl_dags::DatasetFormat;
+
+use crate::stage::TableInput;
+
+/// Session settings shared by execution and validate-time planning.
+pub fn session_config(target_partitions: usize) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(target_partitions.max(1))
+        .with_information_schema(false);
+    config.options_mut().sql_parser.collect_spans = true;
+    config
+}
+
+/// Statements a `sql` task may hold: queries only, no DDL, DML or `SET`.
+pub fn query_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Registers an input under its name.
+pub async fn register_input(
+    ctx: &SessionContext,
+    input: &TableInput,
+) -> datafusion::error::Result<()> {
+    let path = path_string(&input.path);
+    match input.format {
+        DatasetFormat::Parquet => {
+            ctx.register_parquet(&input.name, &path, ParquetReadOptions::default())
+                .await
+        }
+        DatasetFormat::Csv => {
+            ctx.register_csv(&input.name, &path, CsvReadOptions::new().has_header(true))
+                .await
+        }
+    }
+}
+
+/// DataFusion treats a path ending in `/` as a folder of files.
+fn path_string(path: &Path) -> String {
+    let mut text = path.display().to_string();
+    if path.is_dir() && !text.ends_with('/') {
+        text.push('/');
+    }
+    text
+}
