@@ -95,6 +95,15 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
     let amdahl = Amdahl::sqlite();
     let dags = tempfile::tempdir().unwrap();
     std::fs::write(dags.path().join("browser_demo.yaml"), DAG).unwrap();
+    // A DAG too large to draw node by node.
+    let mut wide = String::from("dag: wide\ntasks:\n");
+    for i in 0..2000 {
+        wide.push_str(&format!("  t{i}:\n    empty: {{}}\n"));
+        if i >= 10 {
+            wide.push_str(&format!("    needs: [t{}]\n", i / 10));
+        }
+    }
+    std::fs::write(dags.path().join("wide.yaml"), wide).unwrap();
     let created = amdahl.run(&["tokens", "create", "--role", "admin", "--name", "browser"]);
     assert_success(&created, "tokens create");
     let token = text(&created.stdout).trim().to_string();
@@ -320,6 +329,20 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         })
         .await;
         screenshot(&client, "6-cleared-run").await;
+
+        // A 2,000-task DAG's page draws its graph and grid on canvases.
+        client.goto(&format!("{base}#/dags/wide")).await.unwrap();
+        until(Duration::from_secs(30), "the large DAG's graph", || async {
+            if client.find(Locator::Css("#graph-canvas")).await.is_ok() {
+                return Some(());
+            }
+            // The scheduler may not have recorded it yet.
+            client.refresh().await.ok()?;
+            None
+        })
+        .await;
+        assert_eq!(text_of(&client, "#grid").await.unwrap(), "No runs yet.");
+        screenshot(&client, "7-large-dag").await;
         client.close().await.unwrap();
     });
 }

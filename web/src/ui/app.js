@@ -140,8 +140,51 @@ function layers(tasks) {
   return depth;
 }
 
+const BIG_GRAPH = 300;
+
+/// A DAG too large to draw node by node: each layer (tasks at the same depth) is a column of
+/// small squares coloured by state, wrapping into several columns when tall; edges are left
+/// out (thousands of them say nothing). Hover names a task; in a run, a click opens it.
+function bigGraph(tasks, states, runId) {
+  const depth = layers(tasks);
+  const columns = {};
+  for (const t of tasks) (columns[depth[t.task_id]] ||= []).push(t.task_id);
+  const cell = 8, perColumn = 120, gap = 14;
+  const at = [];
+  let x = 0;
+  for (const d of Object.keys(columns).map(Number).sort((a, b) => a - b)) {
+    const ids = columns[d];
+    ids.forEach((id, i) => at.push([id, x + Math.floor(i / perColumn) * cell, (i % perColumn) * cell]));
+    x += Math.ceil(ids.length / perColumn) * cell + gap;
+  }
+  const height = Math.min(tasks.length, perColumn) * cell;
+  const canvas = el("canvas", { id: "graph-canvas", width: Math.min(x, 30000), height });
+  const ctx = canvas.getContext("2d");
+  const colour = { success: "#2e8540", failed: "#c0392b", upstream_failed: "#e8a09a", running: "#1f6feb", queued: "#b08800" };
+  for (const [id, px, py] of at) {
+    ctx.fillStyle = colour[(states[id] || {}).state] || "#8a939e";
+    ctx.fillRect(px + 1, py + 1, cell - 2, cell - 2);
+  }
+  const hover = el("p", { class: "note" }, `${tasks.length} tasks in ${Object.keys(columns).length} layers (edges not drawn at this size)`);
+  const hit = (event) => {
+    const box = canvas.getBoundingClientRect();
+    const mx = event.clientX - box.left, my = event.clientY - box.top;
+    return at.find(([, px, py]) => mx >= px && mx < px + cell && my >= py && my < py + cell);
+  };
+  canvas.addEventListener("mousemove", (event) => {
+    const found = hit(event);
+    if (found) hover.textContent = `${found[0]}: ${(states[found[0]] || {}).state || "task"}`;
+  });
+  canvas.addEventListener("click", (event) => {
+    const found = hit(event);
+    if (found && runId) location.hash = `#/runs/${runId}/tasks/${encodeURIComponent(found[0])}`;
+  });
+  return el("div", { class: "scroll" }, canvas, hover);
+}
+
 /// The DAG as a layered graph: columns by depth, one node per task, edges from needs.
-function graph(tasks, states) {
+function graph(tasks, states, runId) {
+  if (tasks.length > BIG_GRAPH) return bigGraph(tasks, states, runId);
   const depth = layers(tasks);
   const columns = {};
   for (const t of tasks) (columns[depth[t.task_id]] ||= []).push(t.task_id);
@@ -175,6 +218,7 @@ const GRID_COLUMNS = 2000;
 /// Runs × tasks on a canvas (one draw, however many cells), a page of runs at a time and at
 /// most GRID_COLUMNS tasks across; clicking a cell opens that task of that run.
 function gridView(dagId, grid, columnOffset, onPage) {
+  if (!grid.runs.length) return el("p", { id: "grid" }, "No runs yet.");
   const tasks = grid.tasks.slice(columnOffset, columnOffset + GRID_COLUMNS);
   const labelWidth = 90;
   const canvas = el("canvas", { id: "grid-canvas", width: labelWidth + tasks.length * CELL, height: grid.runs.length * CELL + 2 });
@@ -328,7 +372,7 @@ function runView(detail, admin) {
         el("td", {}, el("a", { href: `#/runs/${run.run_id}/tasks/${encodeURIComponent(t.task_id)}` }, t.task_id)), el("td", {}, state(t.state)),
         el("td", {}, device(t.device)), el("td", {}, t.attempts), el("td", {}, duration(t.started_at_ms, t.finished_at_ms)),
         el("td", {}, t.rows_out ?? "–"), el("td", { class: "error" }, t.error || "")))),
-    el("h2", {}, "Graph"), graph(shape, states),
+    el("h2", {}, "Graph"), graph(shape, states, run.run_id),
     el("h2", {}, "Gantt"), gantt(detail),
     el("h2", {}, "Where the time went"), breakdown(detail),
   ];
