@@ -68,7 +68,7 @@ async function stream(path, onEvent) {
           if (line.startsWith("event:")) name = line.slice(6).trim();
           else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
         }
-        if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+        if (data.length) { const raw = data.join("\n"); onEvent(name, JSON.parse(raw), raw); }
       }
     }
   } catch (e) {
@@ -356,6 +356,15 @@ function breakdown(detail) {
     el("p", {}, `Faster devices can speed this run up ${ceiling.toFixed(2)}× at most.`));
 }
 
+const TASK_ROWS = 500;
+
+/// The tasks a run page lists: all of them, or for a huge run the most telling first.
+function shownTasks(tasks) {
+  if (tasks.length <= TASK_ROWS) return tasks;
+  const rank = { running: 0, failed: 1, up_for_retry: 2, queued: 3, upstream_failed: 4 };
+  return tasks.map((t, i) => [rank[t.state] ?? 9, i, t]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).slice(0, TASK_ROWS).map((x) => x[2]);
+}
+
 function runView(detail, admin) {
   const run = detail.run;
   const states = Object.fromEntries(detail.tasks.map((t) => [t.task_id, t]));
@@ -367,8 +376,9 @@ function runView(detail, admin) {
     el("p", { class: "note" }, `logical date ${run.logical_date} · started ${time(run.started_at_ms)} · took ${duration(run.started_at_ms, run.finished_at_ms)}`, run.note ? ` · ${run.note}` : ""),
     cancel,
     el("h2", {}, "Tasks"),
+    detail.tasks.length > TASK_ROWS ? el("p", { class: "note" }, `${TASK_ROWS} of ${detail.tasks.length} tasks: those running, failed or waiting first; the graph below has them all`) : null,
     el("table", { id: "tasks" }, el("tr", {}, ["Task", "State", "Device", "Attempts", "Took", "Rows", "Error"].map((h) => el("th", {}, h))),
-      detail.tasks.map((t) => el("tr", { "data-task": t.task_id },
+      shownTasks(detail.tasks).map((t) => el("tr", { "data-task": t.task_id },
         el("td", {}, el("a", { href: `#/runs/${run.run_id}/tasks/${encodeURIComponent(t.task_id)}` }, t.task_id)), el("td", {}, state(t.state)),
         el("td", {}, device(t.device)), el("td", {}, t.attempts), el("td", {}, duration(t.started_at_ms, t.finished_at_ms)),
         el("td", {}, t.rows_out ?? "–"), el("td", { class: "error" }, t.error || "")))),
@@ -380,9 +390,14 @@ function runView(detail, admin) {
 
 async function runPage(runId) {
   const me = await api("/api/v1/me");
-  show(...runView(await api(`/api/v1/runs/${runId}`), me.role === "admin"));
-  stream(`/api/v1/events?run=${runId}`, (name, detail) => {
-    if (name === "run") show(...runView(detail, me.role === "admin"));
+  const first = await api(`/api/v1/runs/${runId}`);
+  show(...runView(first, me.role === "admin"));
+  // The stream starts with the run as it is now: drawn already, unless it changed since.
+  let last = JSON.stringify(first);
+  stream(`/api/v1/events?run=${runId}`, (name, detail, raw) => {
+    if (name !== "run" || raw === last) return;
+    last = raw;
+    show(...runView(detail, me.role === "admin"));
   });
 }
 
