@@ -175,6 +175,25 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         (status, me["role"].as_str()),
         (StatusCode::OK, Some("viewer"))
     );
+    let used: Vec<(String, Option<i64>)> = api
+        .state
+        .store
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.role, t.last_used_at_ms))
+        .collect();
+    assert!(
+        used.iter()
+            .any(|(role, at)| role == "viewer" && at.is_some()),
+        "{used:?}"
+    );
+    assert!(
+        used.iter()
+            .any(|(role, at)| role == "admin" && at.is_none()),
+        "{used:?}"
+    );
 
     // DAGs: the in-process run recorded the DAG.
     let (status, dags) = api.call("GET", "/api/v1/dags", viewer, None).await;

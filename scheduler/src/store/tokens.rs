@@ -54,19 +54,32 @@ impl Store {
         Ok(id)
     }
 
-    /// The live (not revoked) token with this hash, marked as used now.
+    /// The live (not revoked) token with this hash. Its last use is written at most once a
+    /// minute, so reading the API does not mean a database write per request.
     pub async fn use_token(&self, token_sha256: &str, now_ms: i64) -> Result<Option<TokenRecord>> {
         let row: Option<Row> = on_pool!(self, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "UPDATE api_tokens SET last_used_at_ms = $2 \
-                 WHERE token_sha256 = $1 AND revoked_at_ms IS NULL RETURNING {COLUMNS}"
+                "SELECT {COLUMNS} FROM api_tokens \
+                 WHERE token_sha256 = $1 AND revoked_at_ms IS NULL"
             )))
             .bind(token_sha256)
-            .bind(now_ms)
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.map(record))
+        let Some(token) = row.map(record) else {
+            return Ok(None);
+        };
+        if token.last_used_at_ms.is_none_or(|at| at < now_ms - 60_000) {
+            on_pool!(self, pool => {
+                sqlx::query("UPDATE api_tokens SET last_used_at_ms = $2 WHERE id = $1")
+                    .bind(token.id)
+                    .bind(now_ms)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())?
+            });
+        }
+        Ok(Some(token))
     }
 
     /// Every token, newest first.
