@@ -66,6 +66,13 @@ pub fn due_runs(view: &ScheduleView<'_>, now: DateTime<Utc>, limit: usize) -> Ve
     }
 }
 
+/// When the scheduler will next create a run of a schedule (the end of the interval that is
+/// open at `now`, or of the first interval when `start` is still ahead).
+pub fn next_run_at(cron: &Cron, start: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let first = cron.find_next_occurrence(&start, true).ok()?;
+    cron.find_next_occurrence(&first.max(now), false).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +84,25 @@ mod tests {
 
     fn cron(text: &str) -> Cron {
         amdahl_dags::schedule::parse_cron(text).unwrap()
+    }
+
+    #[test]
+    fn next_run_is_the_end_of_the_open_interval() {
+        let daily = cron("@daily");
+        assert_eq!(
+            next_run_at(&daily, at(1, 0, 0), at(5, 13, 0)),
+            Some(at(6, 0, 0))
+        );
+        // Start still ahead: the first interval [start, start + 1 day) closes a day later.
+        assert_eq!(
+            next_run_at(&daily, at(10, 0, 0), at(5, 13, 0)),
+            Some(at(11, 0, 0))
+        );
+        let hourly = cron("0 * * * *");
+        assert_eq!(
+            next_run_at(&hourly, at(1, 0, 0), at(5, 13, 0)),
+            Some(at(5, 14, 0))
+        );
     }
 
     /// (name, cron, catchup, last logical, active, max active, now, expected logical dates)

@@ -13,10 +13,12 @@ use utoipa::{OpenApi, ToSchema};
 
 use amdahl_dags::Dag;
 use amdahl_scheduler::runner::{RunOrigin, create_run};
-use amdahl_scheduler::store::{AttemptRecord, RunRecord, TaskRecord};
 use amdahl_scheduler::{Clock, SystemClock};
 
 use crate::auth::Caller;
+use crate::runs::{
+    self, AttemptDto, CancelDto, ClearBody, Cleared, LogDto, RunDetail, RunDto, TaskDetail, TaskDto,
+};
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -29,11 +31,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/dags/{dag_id}/grid", get(grid))
         .route("/api/v1/dags/{dag_id}/pause", post(pause))
         .route("/api/v1/dags/{dag_id}/unpause", post(unpause))
-        .route("/api/v1/runs", get(list_runs))
-        .route("/api/v1/runs/{run_id}", get(run))
-        .route("/api/v1/runs/{run_id}/cancel", post(cancel))
-        .route("/api/v1/runs/{run_id}/tasks/{task_id}/logs", get(logs))
-        .route("/api/v1/runs/{run_id}/tasks/{task_id}/clear", post(clear))
 }
 
 #[derive(OpenApi)]
@@ -45,7 +42,19 @@ pub fn routes() -> Router<AppState> {
                        changes need an admin token."
     ),
     paths(
-        me, list_dags, dag, grid, trigger, pause, unpause, list_runs, run, cancel, logs, clear
+        me,
+        list_dags,
+        dag,
+        grid,
+        trigger,
+        pause,
+        unpause,
+        runs::list_runs,
+        runs::run,
+        runs::cancel,
+        runs::task,
+        runs::logs,
+        runs::clear
     ),
     components(schemas(
         Me,
@@ -59,6 +68,7 @@ pub fn routes() -> Router<AppState> {
         Paused,
         RunDto,
         RunDetail,
+        TaskDetail,
         TaskDto,
         AttemptDto,
         LogDto,
@@ -105,12 +115,19 @@ pub struct DagDto {
     pub paused: bool,
     pub runs: i64,
     pub last_run_state: Option<String>,
+    /// The states of its latest runs, newest first (at most 10).
+    pub recent_run_states: Vec<String>,
     pub source_path: String,
     /// The YAML's SHA-256 (first 12 hex digits).
     pub version: String,
     /// Cron expression or `@daily`…, when the DAG runs on a schedule.
     pub schedule: Option<String>,
+    /// When the scheduler will create its next scheduled run (ms since the epoch); absent
+    /// for unscheduled or paused DAGs.
+    pub next_run_at_ms: Option<i64>,
 }
+
+const RECENT_RUNS: i64 = 10;
 
 #[utoipa::path(get, path = "/api/v1/dags", responses(
     (status = 200, body = [DagDto]), (status = 401, body = ErrorDto)))]
@@ -119,16 +136,33 @@ async fn list_dags(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<DagDto>>, ApiError> {
     let dags = state.store.list_dags().await.map_err(ApiError::internal)?;
+    let mut recent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (dag_id, run_state) in state
+        .store
+        .recent_run_states(RECENT_RUNS)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        recent.entry(dag_id).or_default().push(run_state);
+    }
+    let now = chrono::Utc::now();
     let mut out = Vec::with_capacity(dags.len());
     for d in dags {
-        let schedule = match state.store.latest_dag_version(&d.dag_id).await {
-            Ok(Some(version)) => state
-                .versions
-                .get(&version)
-                .and_then(|dag| dag.schedule.clone()),
+        // Parsed versions are cached by hash: the store is asked only for one not seen yet.
+        let parsed = match state.versions.cached(&d.latest_hash) {
+            Some(dag) => Some(dag),
+            None => match state.store.latest_dag_version(&d.dag_id).await {
+                Ok(Some(version)) => state.versions.get(&version),
+                _ => None,
+            },
+        };
+        let schedule = parsed.as_ref().and_then(|dag| dag.schedule.clone());
+        let next_run_at_ms = match (&parsed, d.paused) {
+            (Some(dag), false) => next_run(dag, now),
             _ => None,
         };
         out.push(DagDto {
+            recent_run_states: recent.remove(&d.dag_id).unwrap_or_default(),
             dag_id: d.dag_id,
             paused: d.paused,
             runs: d.runs,
@@ -136,9 +170,19 @@ async fn list_dags(
             source_path: d.source_path,
             version: d.latest_hash.chars().take(12).collect(),
             schedule,
+            next_run_at_ms,
         });
     }
     Ok(Json(out))
+}
+
+fn next_run(dag: &Dag, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
+    let cron = amdahl_dags::schedule::parse_cron(dag.schedule.as_deref()?).ok()?;
+    let start = dag
+        .start_date
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(now, |d| d.and_utc());
+    amdahl_scheduler::triggers::next_run_at(&cron, start, now).map(|t| t.timestamp_millis())
 }
 
 /// A DAG, its tasks and its latest runs.
@@ -208,6 +252,7 @@ async fn dag(
         ),
         None => (None, None, BTreeMap::new(), Vec::new()),
     };
+    let runs: Vec<RunDto> = runs.into_iter().map(RunDto::from).collect();
     Ok(Json(DagDetail {
         dag: DagDto {
             dag_id: summary.dag_id,
@@ -217,22 +262,37 @@ async fn dag(
             source_path: summary.source_path,
             version: summary.latest_hash.chars().take(12).collect(),
             schedule: schedule.clone(),
+            recent_run_states: runs
+                .iter()
+                .take(RECENT_RUNS as usize)
+                .map(|r| r.state.to_string())
+                .collect(),
+            next_run_at_ms: match (&loaded, summary.paused) {
+                (Some(dag), false) => next_run(dag, chrono::Utc::now()),
+                _ => None,
+            },
         },
         description,
         schedule,
         params,
         tasks,
-        runs: runs.into_iter().map(RunDto::from).collect(),
+        runs,
     }))
 }
 
-/// A page of the grid: runs (newest first) × the DAG's tasks.
+/// A page of the grid: runs (newest first) × a page of the DAG's tasks.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct Grid {
-    /// The columns: the latest version's tasks in DAG order, then tasks only older runs had.
+    /// This page's columns: the latest version's tasks in DAG order from `tasks_from`; when
+    /// every task fits one page, then the tasks only older runs had.
     pub tasks: Vec<String>,
+    /// Tasks of the latest version in all.
+    pub task_count: i64,
+    pub tasks_from: i64,
+    /// Pass as `tasks_from` for the next page of columns; absent on the last.
+    pub next_tasks_from: Option<i64>,
     pub runs: Vec<GridRun>,
-    /// Pass as `before` for the next (older) page; absent on the last page.
+    /// Pass as `before` for the next (older) page of runs; absent on the last page.
     pub next_before: Option<i64>,
 }
 
@@ -256,11 +316,19 @@ pub struct GridCell {
 pub struct GridQuery {
     limit: Option<i64>,
     before: Option<i64>,
+    tasks_from: Option<i64>,
+    tasks_limit: Option<i64>,
 }
+
+/// Cells a grid page holds when the caller does not say how many columns: a page of 25 runs
+/// shows 200 tasks, which stays quick however large the DAG.
+const GRID_CELLS: i64 = 5000;
 
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/grid", params(("dag_id" = String, Path),
     ("limit" = Option<i64>, Query, description = "runs per page (1–1000, default 25)"),
-    ("before" = Option<i64>, Query, description = "only runs older than this run id")),
+    ("before" = Option<i64>, Query, description = "only runs older than this run id"),
+    ("tasks_from" = Option<i64>, Query, description = "position of the first column (default 0)"),
+    ("tasks_limit" = Option<i64>, Query, description = "columns per page (1–1000, default 5,000 cells' worth)")),
     responses((status = 200, body = Grid), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
 async fn grid(
     _: Caller,
@@ -271,17 +339,31 @@ async fn grid(
     let Path(dag_id) = dag_id.map_err(path_error)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page_limit(query.limit, 25)?;
+    let columns = page_limit(query.tasks_limit, (GRID_CELLS / limit).clamp(1, 1000))?;
+    let from = query.tasks_from.unwrap_or(0);
+    if from < 0 {
+        return Err(ApiError::bad_request(format!(
+            "`tasks_from` must be 0 or more, not {from}"
+        )));
+    }
     let version = state
         .store
         .latest_dag_version(&dag_id)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no DAG `{dag_id}`")))?;
-    let mut tasks: Vec<String> = state
+    let all: Vec<String> = state
         .versions
         .get(&version)
         .map(|dag| dag.tasks.iter().map(|t| t.id.clone()).collect())
         .unwrap_or_default();
+    let task_count = all.len() as i64;
+    let whole = from == 0 && task_count <= columns;
+    let mut tasks: Vec<String> = all
+        .into_iter()
+        .skip(from as usize)
+        .take(columns as usize)
+        .collect();
     // One more than asked: whether there is a next page.
     let mut runs = state
         .store
@@ -293,21 +375,29 @@ async fn grid(
     let cells = match (runs.last(), runs.first()) {
         (Some(oldest), Some(newest)) => state
             .store
-            .task_states(&dag_id, oldest.id, newest.id)
+            .grid_cells(
+                &dag_id,
+                oldest.id,
+                newest.id,
+                (!whole).then_some(tasks.as_slice()),
+            )
             .await
             .map_err(ApiError::internal)?,
         _ => Vec::new(),
     };
     let mut known: std::collections::HashSet<String> = tasks.iter().cloned().collect();
     let mut by_run: BTreeMap<i64, BTreeMap<String, GridCell>> = BTreeMap::new();
-    for (run_id, task_id, state, device) in cells {
-        if known.insert(task_id.clone()) {
-            tasks.push(task_id.clone());
+    for cell in cells {
+        if known.insert(cell.task_id.clone()) {
+            tasks.push(cell.task_id.clone());
         }
-        by_run
-            .entry(run_id)
-            .or_default()
-            .insert(task_id, GridCell { state, device });
+        by_run.entry(cell.run_id).or_default().insert(
+            cell.task_id,
+            GridCell {
+                state: cell.state,
+                device: cell.device,
+            },
+        );
     }
     let next_before = if more {
         runs.last().map(|r| r.id)
@@ -328,6 +418,9 @@ async fn grid(
         .collect();
     Ok(Json(Grid {
         tasks,
+        task_count,
+        tasks_from: from,
+        next_tasks_from: (from + columns < task_count).then_some(from + columns),
         runs,
         next_before,
     }))
@@ -471,49 +564,8 @@ async fn set_paused(
     Ok(Json(Paused { dag_id, paused }))
 }
 
-/// A run.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct RunDto {
-    pub run_id: i64,
-    pub dag_id: String,
-    pub state: String,
-    #[schema(value_type = Object)]
-    pub params: serde_json::Value,
-    pub logical_date: String,
-    pub created_at_ms: i64,
-    pub started_at_ms: Option<i64>,
-    pub finished_at_ms: Option<i64>,
-    pub note: Option<String>,
-    pub cancel_requested: bool,
-}
-
-impl From<RunRecord> for RunDto {
-    fn from(r: RunRecord) -> RunDto {
-        RunDto {
-            run_id: r.id,
-            dag_id: r.dag_id,
-            state: r.state.to_string(),
-            params: serde_json::from_str(&r.params_json).unwrap_or(serde_json::Value::Null),
-            logical_date: r.logical_date,
-            created_at_ms: r.created_at_ms,
-            started_at_ms: r.started_at_ms,
-            finished_at_ms: r.finished_at_ms,
-            note: r.note,
-            cancel_requested: r.cancel_requested_at_ms.is_some(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunsQuery {
-    dag: Option<String>,
-    limit: Option<i64>,
-    before: Option<i64>,
-}
-
 /// A page size from the query: 1 to 1000, `default` when absent.
-fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
+pub(crate) fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
     let limit = limit.unwrap_or(default);
     if (1..=1000).contains(&limit) {
         Ok(limit)
@@ -524,283 +576,11 @@ fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/runs", params(
-    ("dag" = Option<String>, Query, description = "only this DAG's runs"),
-    ("limit" = Option<i64>, Query, description = "at most this many, newest first (1–1000, default 100)"),
-    ("before" = Option<i64>, Query, description = "only runs older than this run id (the next page)")),
-    responses((status = 200, body = [RunDto]), (status = 400, body = ErrorDto)))]
-async fn list_runs(
-    _: Caller,
-    State(state): State<AppState>,
-    query: Result<Query<RunsQuery>, QueryRejection>,
-) -> Result<Json<Vec<RunDto>>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = page_limit(query.limit, 100)?;
-    let runs = state
-        .store
-        .runs_before(query.dag.as_deref(), query.before, limit)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Json(runs.into_iter().map(RunDto::from).collect()))
-}
-
-/// A task of a run.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct TaskDto {
-    pub task_id: String,
-    pub kind: String,
-    pub state: String,
-    pub needs: Vec<String>,
-    pub attempts: i64,
-    /// Where its last attempt ran: `cpu` or `gpu`.
-    pub device: Option<String>,
-    pub rows_out: Option<i64>,
-    pub bytes_out: Option<i64>,
-    pub error: Option<String>,
-    pub started_at_ms: Option<i64>,
-    pub finished_at_ms: Option<i64>,
-    pub pool: Option<String>,
-}
-
-impl From<TaskRecord> for TaskDto {
-    fn from(t: TaskRecord) -> TaskDto {
-        TaskDto {
-            task_id: t.task_id,
-            kind: t.kind,
-            state: t.state.to_string(),
-            needs: t.needs,
-            attempts: t.attempts,
-            device: t.device,
-            rows_out: t.rows_out,
-            bytes_out: t.bytes_out,
-            error: t.error,
-            started_at_ms: t.started_at_ms,
-            finished_at_ms: t.finished_at_ms,
-            pool: t.pool,
-        }
-    }
-}
-
-/// One attempt of a task: where it ran, why, what placement predicted and where the time
-/// went.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AttemptDto {
-    pub task_id: String,
-    pub attempt: i64,
-    pub state: String,
-    pub device: Option<String>,
-    /// Why it ran there (placement's reason, a fallback, how a split task was shared).
-    pub device_note: Option<String>,
-    pub error: Option<String>,
-    pub rows_out: Option<i64>,
-    pub bytes_out: Option<i64>,
-    pub started_at_ms: i64,
-    pub finished_at_ms: Option<i64>,
-    pub predicted_cpu_us: Option<i64>,
-    pub predicted_gpu_us: Option<i64>,
-    pub io_us: Option<i64>,
-    pub transfer_us: Option<i64>,
-    pub compute_us: Option<i64>,
-}
-
-impl From<AttemptRecord> for AttemptDto {
-    fn from(a: AttemptRecord) -> AttemptDto {
-        AttemptDto {
-            task_id: a.task_id,
-            attempt: a.attempt,
-            state: a.state.to_string(),
-            device: a.device,
-            device_note: a.device_note,
-            error: a.error,
-            rows_out: a.rows_out,
-            bytes_out: a.bytes_out,
-            started_at_ms: a.started_at_ms,
-            finished_at_ms: a.finished_at_ms,
-            predicted_cpu_us: a.predicted_cpu_us,
-            predicted_gpu_us: a.predicted_gpu_us,
-            io_us: a.io_us,
-            transfer_us: a.transfer_us,
-            compute_us: a.compute_us,
-        }
-    }
-}
-
-/// A run with its tasks and every attempt.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct RunDetail {
-    pub run: RunDto,
-    pub tasks: Vec<TaskDto>,
-    pub attempts: Vec<AttemptDto>,
-}
-
-#[utoipa::path(get, path = "/api/v1/runs/{run_id}", params(("run_id" = i64, Path)), responses(
-    (status = 200, body = RunDetail), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
-async fn run(
-    _: Caller,
-    State(state): State<AppState>,
-    run_id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<RunDetail>, ApiError> {
-    let Path(run_id) = run_id.map_err(path_error)?;
-    Ok(Json(run_detail(&state, run_id).await?))
-}
-
-/// A run, its tasks and attempts (for the API and the live events).
-pub async fn run_detail(state: &AppState, run_id: i64) -> Result<RunDetail, ApiError> {
-    let run = state
-        .store
-        .run(run_id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no run {run_id}")))?;
-    let tasks = state
-        .store
-        .tasks(run_id)
-        .await
-        .map_err(ApiError::internal)?;
-    let attempts = state
-        .store
-        .attempts(run_id)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(RunDetail {
-        run: run.into(),
-        tasks: tasks.into_iter().map(TaskDto::from).collect(),
-        attempts: attempts.into_iter().map(AttemptDto::from).collect(),
-    })
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CancelDto {
-    pub run_id: i64,
-    /// False when the run had already finished.
-    pub cancel_requested: bool,
-}
-
-#[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", params(("run_id" = i64, Path)), responses(
-    (status = 200, body = CancelDto), (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
-async fn cancel(
-    caller: Caller,
-    State(state): State<AppState>,
-    run_id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<CancelDto>, ApiError> {
-    caller.admin()?;
-    let Path(run_id) = run_id.map_err(path_error)?;
-    if state
-        .store
-        .run(run_id)
-        .await
-        .map_err(ApiError::internal)?
-        .is_none()
-    {
-        return Err(ApiError::not_found(format!("no run {run_id}")));
-    }
-    let requested = state
-        .store
-        .request_cancel(run_id, SystemClock.now_ms())
-        .await
-        .map_err(ApiError::internal)?;
-    state.store.signal(amdahl_scheduler::Topic::Progress).await;
-    Ok(Json(CancelDto {
-        run_id,
-        cancel_requested: requested,
-    }))
-}
-
-/// A log line of a task.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct LogDto {
-    pub attempt: i64,
-    /// `stdout`, `stderr` or `system`.
-    pub stream: String,
-    pub line: String,
-}
-
-#[utoipa::path(get, path = "/api/v1/runs/{run_id}/tasks/{task_id}/logs",
-    params(("run_id" = i64, Path), ("task_id" = String, Path)), responses(
-    (status = 200, body = [LogDto]), (status = 404, body = ErrorDto)))]
-async fn logs(
-    _: Caller,
-    State(state): State<AppState>,
-    ids: Result<Path<(i64, String)>, PathRejection>,
-) -> Result<Json<Vec<LogDto>>, ApiError> {
-    let Path((run_id, task_id)) = ids.map_err(path_error)?;
-    if state
-        .store
-        .task(run_id, &task_id)
-        .await
-        .map_err(ApiError::internal)?
-        .is_none()
-    {
-        return Err(ApiError::not_found(format!(
-            "no task `{task_id}` in run {run_id}"
-        )));
-    }
-    let lines = state
-        .store
-        .logs(run_id, &task_id)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Json(
-        lines
-            .into_iter()
-            .map(|l| LogDto {
-                attempt: l.attempt,
-                stream: l.stream,
-                line: l.line,
-            })
-            .collect(),
-    ))
-}
-
-/// What to clear besides the task.
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ClearBody {
-    /// Also clear every task that needs this one (default: true).
-    #[serde(default = "yes")]
-    pub downstream: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Cleared {
-    pub run_id: i64,
-    /// The tasks that will run again, in the run's order.
-    pub cleared: Vec<String>,
-}
-
-#[utoipa::path(post, path = "/api/v1/runs/{run_id}/tasks/{task_id}/clear",
-    params(("run_id" = i64, Path), ("task_id" = String, Path)), request_body = ClearBody,
-    responses((status = 200, body = Cleared), (status = 403, body = ErrorDto),
-    (status = 404, body = ErrorDto), (status = 409, body = ErrorDto)))]
-async fn clear(
-    caller: Caller,
-    State(state): State<AppState>,
-    ids: Result<Path<(i64, String)>, PathRejection>,
-    body: Result<Json<ClearBody>, JsonRejection>,
-) -> Result<Json<Cleared>, ApiError> {
-    caller.admin()?;
-    let Path((run_id, task_id)) = ids.map_err(path_error)?;
-    let Json(body) = body.map_err(json_error)?;
-    use amdahl_scheduler::clear::ClearError;
-    let cleared = amdahl_scheduler::clear::clear(&state.store, run_id, &[task_id], body.downstream)
-        .await
-        .map_err(|e| match e {
-            ClearError::NoRun(_) | ClearError::NoTask { .. } => ApiError::not_found(e.to_string()),
-            ClearError::NotFinished(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            ClearError::Store(e) => ApiError::internal(e),
-        })?;
-    Ok(Json(Cleared { run_id, cleared }))
-}
-
-fn path_error(e: PathRejection) -> ApiError {
+pub(crate) fn path_error(e: PathRejection) -> ApiError {
     ApiError::bad_request(e.body_text())
 }
 
-fn json_error(e: JsonRejection) -> ApiError {
+pub(crate) fn json_error(e: JsonRejection) -> ApiError {
     ApiError::new(
         if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
             StatusCode::UNSUPPORTED_MEDIA_TYPE

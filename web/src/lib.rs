@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod events;
 pub mod metrics;
+pub mod runs;
 pub mod ui;
 
 use std::collections::HashMap;
@@ -56,6 +57,11 @@ pub struct Versions(Arc<Mutex<HashMap<String, Arc<Dag>>>>);
 impl Versions {
     pub const KEEP: usize = 64;
 
+    /// The version with this hash, if it was parsed already.
+    pub fn cached(&self, hash: &str) -> Option<Arc<Dag>> {
+        self.lock().get(hash).cloned()
+    }
+
     /// The version parsed, or `None` when its YAML does not load any more.
     pub fn get(&self, version: &DagVersion) -> Option<Arc<Dag>> {
         if let Some(dag) = self.lock().get(&version.hash) {
@@ -87,6 +93,7 @@ impl Versions {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
+        .merge(runs::routes())
         .merge(events::routes())
         .merge(metrics::routes())
         .merge(ui::routes())

@@ -200,6 +200,8 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(dags[0]["dag_id"], "greet");
     assert_eq!(dags[0]["last_run_state"], "success");
+    assert_eq!(dags[0]["recent_run_states"], json!(["success"]));
+    assert_eq!(dags[0]["next_run_at_ms"], Value::Null);
     let (status, dag) = api.call("GET", "/api/v1/dags/greet", viewer, None).await;
     assert_eq!(status, StatusCode::OK, "{dag}");
     assert_eq!(dag["description"], "says hello");
@@ -235,6 +237,84 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     assert_eq!(detail["run"]["state"], "success");
     assert_eq!(detail["tasks"].as_array().unwrap().len(), 2);
     assert_eq!(detail["attempts"][0]["device"], "cpu");
+    assert_eq!(detail["counts"], json!({"success": 2}));
+    assert_eq!(detail["task_count"], 2);
+    assert_eq!(detail["next_tasks_from"], Value::Null);
+    // A page of one task: its attempts only, and where the next page starts.
+    let (status, page) = api
+        .call(
+            "GET",
+            &format!("/api/v1/runs/{run_id}?tasks_limit=1"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 1);
+    assert_eq!(page["tasks"][0]["task_id"], "hello");
+    assert!(
+        page["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["task_id"] == "hello")
+    );
+    assert_eq!(page["next_tasks_from"], 1);
+    assert_eq!(page["counts"], json!({"success": 2}));
+    let (_, page) = api
+        .call(
+            "GET",
+            &format!("/api/v1/runs/{run_id}?tasks_from=1&tasks_limit=1"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(page["tasks"][0]["task_id"], "after");
+    assert_eq!(page["attempts"][0]["task_id"], "after");
+    assert_eq!(page["next_tasks_from"], Value::Null);
+    for bad in [
+        "tasks_limit=0",
+        "tasks_limit=1001",
+        "tasks_from=-1",
+        "tasks_from=x",
+        "page=2",
+    ] {
+        let (status, body) = api
+            .call("GET", &format!("/api/v1/runs/{run_id}?{bad}"), viewer, None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(!error(&body).is_empty());
+    }
+    // One task: its attempts and what it read.
+    let (status, task) = api
+        .call(
+            "GET",
+            &format!("/api/v1/runs/{run_id}/tasks/after"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(task["task"]["state"], "success");
+    assert_eq!(task["run"]["run_id"], run_id);
+    assert_eq!(task["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(task["attempts"][0]["task_id"], "after");
+    assert_eq!(task["inputs"][0]["task_id"], "hello");
+    let (status, body) = api
+        .call(
+            "GET",
+            &format!("/api/v1/runs/{run_id}/tasks/nope"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error(&body).to_string()),
+        (
+            StatusCode::NOT_FOUND,
+            format!("no task `nope` in run {run_id}")
+        )
+    );
     let (status, body) = api.call("GET", "/api/v1/runs/999999", viewer, None).await;
     assert_eq!(
         (status, error(&body)),
@@ -342,6 +422,37 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     assert_eq!(grid["runs"][0]["run_id"], new_run);
     assert_eq!(grid["runs"][0]["cells"][0]["state"], "scheduled");
     assert_eq!(grid["next_before"], new_run);
+    assert_eq!(grid["task_count"], 2);
+    assert_eq!(grid["next_tasks_from"], Value::Null);
+    // Columns a page at a time too.
+    let (status, left) = api
+        .call(
+            "GET",
+            "/api/v1/dags/greet/grid?limit=2&tasks_limit=1",
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{left}");
+    assert_eq!(left["tasks"], json!(["hello"]));
+    assert_eq!(left["next_tasks_from"], 1);
+    assert_eq!(
+        left["runs"][0]["cells"],
+        json!([{"state": "scheduled", "device": null}])
+    );
+    assert_eq!(left["runs"][1]["cells"][0]["device"], "cpu");
+    let (_, right) = api
+        .call(
+            "GET",
+            "/api/v1/dags/greet/grid?limit=2&tasks_from=1&tasks_limit=1",
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(right["tasks"], json!(["after"]));
+    assert_eq!(right["runs"][0]["cells"][0]["state"], "scheduled");
+    assert_eq!(right["runs"][1]["cells"][0]["state"], "success");
+    assert_eq!(right["next_tasks_from"], Value::Null);
     let (_, older) = api
         .call(
             "GET",
@@ -370,6 +481,8 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         "/api/v1/dags/greet/grid?limit=0",
         "/api/v1/dags/greet/grid?before=x",
         "/api/v1/dags/greet/grid?x=1",
+        "/api/v1/dags/greet/grid?tasks_limit=0",
+        "/api/v1/dags/greet/grid?tasks_from=-3",
     ] {
         let (status, body) = api.call("GET", bad, viewer, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
@@ -498,6 +611,7 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         "/api/v1/dags/{dag_id}/grid",
         "/api/v1/runs/{run_id}",
         "/api/v1/runs/{run_id}/cancel",
+        "/api/v1/runs/{run_id}/tasks/{task_id}",
         "/api/v1/runs/{run_id}/tasks/{task_id}/logs",
         "/api/v1/runs/{run_id}/tasks/{task_id}/clear",
     ] {
@@ -535,6 +649,72 @@ async fn the_event_stream_starts_with_the_run(store: Store) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// After the first event, the stream sends only the tasks that changed, and nothing while
+/// nothing changes.
+async fn the_event_stream_sends_what_changed(store: Store) {
+    let api = Api::new(store).await;
+    let run_id = api.finished_run().await;
+    let request = Request::builder()
+        .uri(format!("/api/v1/events?run={run_id}"))
+        .header("Authorization", format!("Bearer {}", api.admin))
+        .body(Body::empty())
+        .unwrap();
+    let response = router(api.state.clone()).oneshot(request).await.unwrap();
+    let mut body = response.into_body();
+    let mut next_event = async |within: u64| -> Option<Value> {
+        let mut text = String::new();
+        loop {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(within), body.frame())
+                .await
+                .ok()?
+                .unwrap()
+                .unwrap();
+            text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
+            if let Some(data) = text
+                .strip_prefix("event: run\ndata: ")
+                .and_then(|t| t.strip_suffix("\n\n"))
+            {
+                return Some(serde_json::from_str(data).unwrap());
+            }
+        }
+    };
+    let first = next_event(10).await.expect("the first event");
+    assert_eq!(first["full"], true);
+    assert_eq!(first["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(first["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(first["counts"], json!({"success": 2}));
+    // Nothing changes: nothing is sent (the stream looks every second).
+    assert!(next_event(3).await.is_none(), "an event without a change");
+    // Clear one task: the next event has that task alone, and the run queued again.
+    amdahl_scheduler::clear::clear(&api.state.store, run_id, &["after".to_string()], false)
+        .await
+        .unwrap();
+    api.state
+        .store
+        .signal(amdahl_scheduler::Topic::Progress)
+        .await;
+    let change = next_event(10).await.expect("an event after the change");
+    assert_eq!(change["full"], false);
+    assert_eq!(change["run"]["state"], "queued");
+    assert_eq!(change["counts"], json!({"scheduled": 1, "success": 1}));
+    let tasks: Vec<&str> = change["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["after"]);
+    assert_eq!(change["tasks"][0]["state"], "scheduled");
+    // Its attempts come with it (clearing keeps the history).
+    assert!(
+        change["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["task_id"] == "after")
+    );
+}
+
 mod sqlite {
     use super::*;
 
@@ -548,6 +728,12 @@ mod sqlite {
     async fn the_event_stream_starts_with_the_run() {
         let db = TestDb::sqlite().await;
         super::the_event_stream_starts_with_the_run(db.store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_event_stream_sends_what_changed() {
+        let db = TestDb::sqlite().await;
+        super::the_event_stream_sends_what_changed(db.store().await).await;
     }
 }
 
@@ -569,6 +755,15 @@ mod postgres {
             return;
         };
         super::the_event_stream_starts_with_the_run(db.store().await).await;
+        db.drop_database().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_event_stream_sends_what_changed() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        super::the_event_stream_sends_what_changed(db.store().await).await;
         db.drop_database().await;
     }
 }

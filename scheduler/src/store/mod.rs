@@ -24,6 +24,18 @@ macro_rules! on_pool {
     };
 }
 
+/// Task instance rows in the column order `TaskRow` reads.
+macro_rules! select_tasks {
+    ($rest:literal) => {
+        concat!(
+            "SELECT task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, ",
+            "retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms, pool ",
+            "FROM task_instances ",
+            $rest
+        )
+    };
+}
+
 mod backfills;
 mod claims;
 mod clear;
@@ -34,6 +46,7 @@ mod profiles;
 mod queries;
 mod records;
 mod tokens;
+mod views;
 
 pub use backfills::{BackfillRecord, DatedRun, NewBackfill};
 pub use claims::{Claim, ClaimRequest, ExpiredLease, ReapLease, WorkerInfo};
@@ -42,6 +55,7 @@ pub use metrics::Counts;
 pub use pools::PoolRecord;
 pub use profiles::ProfileRecord;
 pub use tokens::TokenRecord;
+pub use views::{StateCount, TaskCell};
 
 pub use records::*;
 

@@ -2,7 +2,6 @@
 
 use super::records::{RunRow, TaskRow, run_record};
 use super::*;
-use crate::state::AttemptState;
 
 /// The select list and join every run query shares, as a literal so queries stay constants.
 macro_rules! select_runs {
@@ -11,18 +10,6 @@ macro_rules! select_runs {
             "SELECT r.id, r.dag_id, r.dag_version_id, v.hash, r.state, r.params_json, r.logical_date, ",
             "r.max_active_tasks, r.owner, r.heartbeat_at_ms, r.note, r.created_at_ms, r.started_at_ms, ",
             "r.finished_at_ms, r.cancel_requested_at_ms FROM runs r JOIN dag_versions v ON v.id = r.dag_version_id ",
-            $rest
-        )
-    };
-}
-
-/// Task instance rows in the column order `TaskRow` reads.
-macro_rules! select_tasks {
-    ($rest:literal) => {
-        concat!(
-            "SELECT task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, ",
-            "retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms, pool ",
-            "FROM task_instances ",
             $rest
         )
     };
@@ -452,29 +439,6 @@ impl Store {
         rows.into_iter().map(run_record).collect()
     }
 
-    /// The state and device of every task of `dag_id`'s runs with ids from `first` to `last`
-    /// (the grid of runs × tasks): (run id, task id, state, device).
-    pub async fn task_states(
-        &self,
-        dag_id: &str,
-        first: i64,
-        last: i64,
-    ) -> Result<Vec<(i64, String, String, Option<String>)>> {
-        let rows = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT t.run_id, t.task_id, t.state, t.device FROM task_instances t \
-                 JOIN runs r ON r.id = t.run_id \
-                 WHERE r.dag_id = $1 AND t.run_id BETWEEN $2 AND $3",
-            )
-            .bind(dag_id)
-            .bind(first)
-            .bind(last)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows)
-    }
-
     /// A run's task instances in DAG order.
     pub async fn tasks(&self, run_id: i64) -> Result<Vec<TaskRecord>> {
         let rows: Vec<TaskRow> = on_pool!(self, pool => {
@@ -576,61 +540,6 @@ impl Store {
                 took_ms: r.7 - r.6,
             })
             .collect())
-    }
-
-    /// Every attempt of a run, oldest first.
-    pub async fn attempts(&self, run_id: i64) -> Result<Vec<AttemptRecord>> {
-        type Row = (
-            i64,
-            String,
-            i64,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            i64,
-            Option<i64>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        );
-        let rows: Vec<Row> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT id, task_id, attempt, state, device, error, rows_out, bytes_out, started_at_ms, finished_at_ms, \
-                 device_note, predicted_cpu_us, predicted_gpu_us, io_us, transfer_us, compute_us \
-                 FROM task_attempts WHERE run_id = $1 ORDER BY id",
-            )
-            .bind(run_id)
-            .fetch_all(pool)
-            .await?
-        });
-        rows.into_iter()
-            .map(|r| {
-                Ok(AttemptRecord {
-                    id: r.0,
-                    task_id: r.1,
-                    attempt: r.2,
-                    state: AttemptState::parse(&r.3)
-                        .ok_or_else(|| StoreError::Corrupt(format!("attempt state `{}`", r.3)))?,
-                    device: r.4,
-                    error: r.5,
-                    rows_out: r.6,
-                    bytes_out: r.7,
-                    started_at_ms: r.8,
-                    finished_at_ms: r.9,
-                    device_note: r.10,
-                    predicted_cpu_us: r.11,
-                    predicted_gpu_us: r.12,
-                    io_us: r.13,
-                    transfer_us: r.14,
-                    compute_us: r.15,
-                })
-            })
-            .collect()
     }
 
     /// Asks whoever drives an unfinished run to cancel it; false if it had already ended.

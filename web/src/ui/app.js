@@ -120,9 +120,11 @@ async function dagsPage() {
   const admin = me.role === "admin";
   const rows = dags.map((d) => el("tr", { "data-dag": d.dag_id },
     el("td", {}, el("a", { href: `#/dags/${encodeURIComponent(d.dag_id)}` }, d.dag_id)),
-    el("td", {}, d.last_run_state ? state(d.last_run_state) : "–"),
+    el("td", { class: "recent" }, d.recent_run_states.length
+      ? d.recent_run_states.slice().reverse().map((s) => el("span", { class: `dot ${s}`, title: s })) : "–"),
     el("td", {}, d.runs),
     el("td", {}, d.schedule || "–"),
+    el("td", { class: "next-run" }, d.next_run_at_ms ? time(d.next_run_at_ms) : "–"),
     el("td", {}, d.paused ? "paused" : "active",
       admin ? el("button", { class: "pause", onclick: async () => {
         await api(`/api/v1/dags/${encodeURIComponent(d.dag_id)}/${d.paused ? "unpause" : "pause"}`, { method: "POST" });
@@ -130,7 +132,7 @@ async function dagsPage() {
       } }, d.paused ? "Unpause" : "Pause") : null),
     el("td", {}, admin ? el("button", { class: "trigger", onclick: () => { location.hash = `#/dags/${encodeURIComponent(d.dag_id)}`; } }, "Trigger…") : null)));
   show(el("h1", {}, "DAGs"),
-    dags.length ? el("table", { id: "dags" }, el("tr", {}, ["DAG", "Last run", "Runs", "Schedule", "", ""].map((h) => el("th", {}, h))), rows)
+    dags.length ? el("table", { id: "dags" }, el("tr", {}, ["DAG", "Recent runs (newest right)", "Runs", "Schedule", "Next run", "", ""].map((h) => el("th", {}, h))), rows)
       : el("p", {}, "No DAGs yet: put DAG files in the DAG folder the scheduler reads, or run one with `amdahl run`."));
 }
 
@@ -143,8 +145,8 @@ function layers(tasks) {
 const BIG_GRAPH = 300;
 
 /// A DAG too large to draw node by node: each layer (tasks at the same depth) is a column of
-/// small squares coloured by state, wrapping into several columns when tall; edges are left
-/// out (thousands of them say nothing). Hover names a task; in a run, a click opens it.
+/// small squares coloured by state, wrapping into several columns when tall, with the edges
+/// as faint lines under them. Hover names a task; in a run, a click opens it.
 function bigGraph(tasks, states, runId) {
   const depth = layers(tasks);
   const columns = {};
@@ -160,12 +162,20 @@ function bigGraph(tasks, states, runId) {
   const height = Math.min(tasks.length, perColumn) * cell;
   const canvas = el("canvas", { id: "graph-canvas", width: Math.min(x, 30000), height });
   const ctx = canvas.getContext("2d");
+  // Edges first, faint, in one path: a 10,000-task DAG's edges draw in a few milliseconds.
+  const place = new Map(at.map(([id, px, py]) => [id, [px + cell / 2, py + cell / 2]]));
+  ctx.beginPath();
+  for (const t of tasks) for (const n of t.needs) {
+    const [x1, y1] = place.get(n), [x2, y2] = place.get(t.task_id);
+    ctx.moveTo(x1, y1); ctx.lineTo(x2, y2);
+  }
+  ctx.strokeStyle = "rgba(110, 119, 129, 0.25)"; ctx.lineWidth = 0.5; ctx.stroke();
   const colour = { success: "#2e8540", failed: "#c0392b", upstream_failed: "#e8a09a", running: "#1f6feb", queued: "#b08800" };
   for (const [id, px, py] of at) {
     ctx.fillStyle = colour[(states[id] || {}).state] || "#8a939e";
     ctx.fillRect(px + 1, py + 1, cell - 2, cell - 2);
   }
-  const hover = el("p", { class: "note" }, `${tasks.length} tasks in ${Object.keys(columns).length} layers (edges not drawn at this size)`);
+  const hover = el("p", { class: "note" }, `${tasks.length} tasks in ${Object.keys(columns).length} layers`);
   const hit = (event) => {
     const box = canvas.getBoundingClientRect();
     const mx = event.clientX - box.left, my = event.clientY - box.top;
@@ -213,13 +223,12 @@ function graph(tasks, states, runId) {
 const CELL = 14;
 const STATE_COLOUR = { success: "#2e8540", failed: "#c0392b", upstream_failed: "#e8a09a", running: "#1f6feb", queued: "#b08800",
   scheduled: "#d0d7de", up_for_retry: "#e3b341", cancelled: "#6e7781", skipped: "#afb8c1", timed_out: "#c0392b", lost: "#6e7781" };
-const GRID_COLUMNS = 2000;
 
-/// Runs × tasks on a canvas (one draw, however many cells), a page of runs at a time and at
-/// most GRID_COLUMNS tasks across; clicking a cell opens that task of that run.
-function gridView(dagId, grid, columnOffset, onPage) {
+/// Runs × tasks on a canvas (one draw, however many cells): the server pages both the runs
+/// and the tasks across; clicking a cell opens that task of that run.
+function gridView(dagId, grid, onPage) {
   if (!grid.runs.length) return el("p", { id: "grid" }, "No runs yet.");
-  const tasks = grid.tasks.slice(columnOffset, columnOffset + GRID_COLUMNS);
+  const tasks = grid.tasks;
   const labelWidth = 90;
   const canvas = el("canvas", { id: "grid-canvas", width: labelWidth + tasks.length * CELL, height: grid.runs.length * CELL + 2 });
   const ctx = canvas.getContext("2d");
@@ -228,7 +237,7 @@ function gridView(dagId, grid, columnOffset, onPage) {
     ctx.fillStyle = "#1b1f24";
     ctx.fillText(`run ${run.run_id}`, 2, r * CELL + 11);
     for (let c = 0; c < tasks.length; c++) {
-      const cell = run.cells[columnOffset + c];
+      const cell = run.cells[c];
       ctx.fillStyle = cell ? STATE_COLOUR[cell.state] || "#8a939e" : "#ffffff";
       ctx.fillRect(labelWidth + c * CELL + 1, r * CELL + 1, CELL - 2, CELL - 2);
       if (cell && cell.device === "gpu") { ctx.fillStyle = "#ffffff"; ctx.fillRect(labelWidth + c * CELL + 5, r * CELL + 5, 4, 4); }
@@ -240,7 +249,7 @@ function gridView(dagId, grid, columnOffset, onPage) {
     const c = Math.floor((event.clientX - box.left - labelWidth) / CELL), r = Math.floor((event.clientY - box.top) / CELL);
     const run = grid.runs[r];
     if (!run || c < 0 || c >= tasks.length) return null;
-    return { run, task: tasks[c], cell: run.cells[columnOffset + c] };
+    return { run, task: tasks[c], cell: run.cells[c] };
   };
   canvas.addEventListener("mousemove", (event) => {
     const hit = at(event);
@@ -250,12 +259,13 @@ function gridView(dagId, grid, columnOffset, onPage) {
     const hit = at(event);
     if (hit && hit.cell) location.hash = `#/runs/${hit.run.run_id}/tasks/${encodeURIComponent(hit.task)}`;
   });
+  const from = grid.tasks_from, shown = Math.min(grid.task_count, from + tasks.length);
   const pager = el("p", {},
-    columnOffset > 0 ? el("button", { onclick: () => onPage(grid.before, columnOffset - GRID_COLUMNS) }, "← earlier tasks") : null,
-    columnOffset + GRID_COLUMNS < grid.tasks.length ? el("button", { onclick: () => onPage(grid.before, columnOffset + GRID_COLUMNS) }, "later tasks →") : null,
-    grid.before ? el("button", { id: "grid-newer", onclick: () => onPage(null, 0) }, "newest runs") : null,
-    grid.next_before ? el("button", { id: "grid-older", onclick: () => onPage(grid.next_before, 0) }, "older runs") : null,
-    ` ${grid.tasks.length} task(s)`);
+    from > 0 ? el("button", { id: "grid-left", onclick: () => onPage(grid.before, Math.max(0, from - tasks.length)) }, "← earlier tasks") : null,
+    grid.next_tasks_from ? el("button", { id: "grid-right", onclick: () => onPage(grid.before, grid.next_tasks_from) }, "later tasks →") : null,
+    grid.before ? el("button", { id: "grid-newer", onclick: () => onPage(null, from) }, "newest runs") : null,
+    grid.next_before ? el("button", { id: "grid-older", onclick: () => onPage(grid.next_before, from) }, "older runs") : null,
+    el("span", { id: "grid-columns" }, grid.task_count > tasks.length ? ` tasks ${from + 1}–${shown} of ${grid.task_count}` : ` ${grid.task_count} task(s)`));
   return el("div", { id: "grid" }, el("div", { class: "scroll" }, canvas), hover, pager);
 }
 
@@ -273,11 +283,12 @@ async function dagPage(dagId) {
       } catch (e) { message.textContent = e.message; }
     } }, "Trigger")), message) : null;
   const gridBox = el("div", {});
-  const page = async (before, columnOffset) => {
-    const query = before ? `?before=${before}` : "";
-    const grid = await api(`/api/v1/dags/${encodeURIComponent(dagId)}/grid${query}`);
+  const page = async (before, tasksFrom) => {
+    const query = new URLSearchParams({ tasks_from: tasksFrom });
+    if (before) query.set("before", before);
+    const grid = await api(`/api/v1/dags/${encodeURIComponent(dagId)}/grid?${query}`);
     grid.before = before;
-    gridBox.replaceChildren(gridView(dagId, grid, columnOffset, (b, c) => page(b, c).catch(failure)));
+    gridBox.replaceChildren(gridView(dagId, grid, (b, c) => page(b, c).catch(failure)));
   };
   await page(null, 0);
   show(el("h1", {}, `DAG ${detail.dag.dag_id}`),
@@ -376,6 +387,7 @@ function runView(detail, admin) {
     el("p", { class: "note" }, `logical date ${run.logical_date} · started ${time(run.started_at_ms)} · took ${duration(run.started_at_ms, run.finished_at_ms)}`, run.note ? ` · ${run.note}` : ""),
     cancel,
     el("h2", {}, "Tasks"),
+    el("p", { id: "counts" }, `${detail.task_count} task(s): `, Object.entries(detail.counts).map(([s, n]) => `${n} ${s}`).join(" · ")),
     detail.tasks.length > TASK_ROWS ? el("p", { class: "note" }, `${TASK_ROWS} of ${detail.tasks.length} tasks: those running, failed or waiting first; the graph below has them all`) : null,
     el("table", { id: "tasks" }, el("tr", {}, ["Task", "State", "Device", "Attempts", "Took", "Rows", "Error"].map((h) => el("th", {}, h))),
       shownTasks(detail.tasks).map((t) => el("tr", { "data-task": t.task_id },
@@ -389,35 +401,41 @@ function runView(detail, admin) {
 }
 
 async function runPage(runId) {
-  const me = await api("/api/v1/me");
+  const admin = (await api("/api/v1/me")).role === "admin";
+  // A run that does not exist is an error here, not an empty stream; a small run is drawn at
+  // once, a large one when the stream's first event brings all its tasks.
   const first = await api(`/api/v1/runs/${runId}`);
-  show(...runView(first, me.role === "admin"));
-  // The stream starts with the run as it is now: drawn already, unless it changed since.
-  let last = JSON.stringify(first);
-  stream(`/api/v1/events?run=${runId}`, (name, detail, raw) => {
-    if (name !== "run" || raw === last) return;
-    last = raw;
-    show(...runView(detail, me.role === "admin"));
+  if (first.next_tasks_from === null) show(...runView(first, admin));
+  else show(el("h1", {}, `Run ${runId}`), el("p", { class: "note" }, `loading ${first.task_count} tasks…`));
+  // The stream sends every task first, then only the tasks that changed (with all their
+  // attempts): kept here by task id, in DAG order.
+  const tasks = new Map(), attempts = new Map();
+  stream(`/api/v1/events?run=${runId}`, (name, event) => {
+    if (name !== "run") return;
+    if (event.full) { tasks.clear(); attempts.clear(); }
+    for (const t of event.tasks) { tasks.set(t.task_id, t); attempts.set(t.task_id, []); }
+    for (const a of event.attempts) (attempts.get(a.task_id) || []).push(a);
+    show(...runView({ run: event.run, counts: event.counts, task_count: event.task_count, tasks: [...tasks.values()], attempts: [...attempts.values()].flat() }, admin));
   });
 }
 
+const UNFINISHED = ["running", "queued", "scheduled", "up_for_retry"];
+
 async function taskPage(runId, taskId) {
   const admin = (await api("/api/v1/me")).role === "admin";
+  const path = `/api/v1/runs/${runId}/tasks/${encodeURIComponent(taskId)}`;
   const render = async () => {
-    const [detail, logs] = await Promise.all([api(`/api/v1/runs/${runId}`), api(`/api/v1/runs/${runId}/tasks/${encodeURIComponent(taskId)}/logs`)]);
-    const task = detail.tasks.find((t) => t.task_id === taskId);
-    const attempts = detail.attempts.filter((a) => a.task_id === taskId);
+    const [detail, logs] = await Promise.all([api(path), api(`${path}/logs`)]);
+    const { task, attempts } = detail;
     const finished = ["success", "failed", "cancelled"].includes(detail.run.state);
     const clearButton = admin && finished ? el("button", { id: "clear", onclick: async () => {
-      await api(`/api/v1/runs/${runId}/tasks/${encodeURIComponent(taskId)}/clear`, { method: "POST", body: JSON.stringify({ downstream: true }) });
+      await api(`${path}/clear`, { method: "POST", body: JSON.stringify({ downstream: true }) });
       location.hash = `#/runs/${runId}`;
     } }, "Clear: run it again, with what needs it") : null;
     show(el("h1", {}, el("a", { href: `#/runs/${runId}` }, `Run ${runId}`), ` · task ${taskId} `, state(task.state)),
       el("p", { id: "sizes" }, `output ${task.rows_out ?? "–"} rows, ${task.bytes_out ?? "–"} bytes`,
-        task.needs.length ? " · inputs: " + task.needs.map((n) => {
-          const up = detail.tasks.find((t) => t.task_id === n);
-          return `${n} (${up && up.rows_out !== null ? up.rows_out + " rows, " + up.bytes_out + " bytes" : "no data"})`;
-        }).join(", ") : ""),
+        detail.inputs.length ? " · inputs: " + detail.inputs.map((up) =>
+          `${up.task_id} (${up.rows_out !== null ? up.rows_out + " rows, " + up.bytes_out + " bytes" : "no data"})`).join(", ") : ""),
       clearButton,
       el("h2", {}, "Attempts and placement"),
       el("table", { id: "attempts" }, el("tr", {}, ["#", "State", "Device", "Why there", "Predicted CPU", "Predicted GPU", "Actual", "I/O", "Copies", "Compute"].map((h) => el("th", {}, h))),
@@ -426,21 +444,16 @@ async function taskPage(runId, taskId) {
           el("td", {}, duration(a.started_at_ms, a.finished_at_ms)), el("td", {}, micros(a.io_us)), el("td", {}, micros(a.transfer_us)), el("td", {}, micros(a.compute_us))))),
       el("h2", {}, "Logs"),
       el("pre", { class: "logs", id: "logs" }, logs.map((l) => el("span", { class: l.stream }, `[${l.attempt}] ${l.line}\n`))));
+    return !finished || UNFINISHED.includes(task.state);
   };
-  await render();
-  stream(`/api/v1/events?run=${runId}`, () => render().catch(failure));
-  // Log lines arrive while the task runs, not only when the run changes: look every second.
+  // While the task or its run is unfinished, look again every second: state, attempts and
+  // the log lines written meanwhile (one task's worth, however large the run).
   const hash = location.hash;
   const poll = async () => {
     if (location.hash !== hash) return;
-    const detail = await api(`/api/v1/runs/${runId}`).catch(() => null);
-    const task = detail && detail.tasks.find((t) => t.task_id === taskId);
-    if (task && ["running", "queued", "scheduled", "up_for_retry"].includes(task.state)) {
-      await render().catch(failure);
-      setTimeout(poll, 1000);
-    }
+    if (await render().catch((e) => { failure(e); return false; })) setTimeout(poll, 1000);
   };
-  setTimeout(poll, 1000);
+  if (await render()) setTimeout(poll, 1000);
 }
 
 async function route() {

@@ -1,0 +1,297 @@
+//! What the web UI and API read: a run's tasks a page at a time, its tasks by name, per-state
+//! counts that change whenever a task moves, the cells of the runs × tasks grid, and attempts
+//! of chosen tasks. Each is bounded by a page or a list of names, so a 10,000-task run only
+//! travels whole when a caller asks for every page.
+//!
+//! Lists of names are bound as one value: an array on PostgreSQL (`= ANY($2)`), a JSON array
+//! on SQLite (`IN (SELECT value FROM json_each($2))`), so a query's text does not depend on
+//! how many names it is given.
+
+use super::records::TaskRow;
+use super::*;
+use crate::state::AttemptState;
+
+/// How many of a run's tasks are in one state, with what moves whenever one of them changes
+/// (their attempts, their latest start and end): equal counts mean nothing visible changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateCount {
+    pub state: String,
+    pub tasks: i64,
+    pub attempts: i64,
+    pub last_started_ms: Option<i64>,
+    pub last_finished_ms: Option<i64>,
+}
+
+/// One cell of the grid: a task of a run, its state and where its last attempt ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskCell {
+    pub run_id: i64,
+    pub task_id: String,
+    pub state: String,
+    pub device: Option<String>,
+}
+
+macro_rules! select_attempts {
+    ($rest:literal) => {
+        concat!(
+            "SELECT a.id, a.task_id, a.attempt, a.state, a.device, a.error, a.rows_out, a.bytes_out, ",
+            "a.started_at_ms, a.finished_at_ms, a.device_note, a.predicted_cpu_us, a.predicted_gpu_us, ",
+            "a.io_us, a.transfer_us, a.compute_us FROM task_attempts a ",
+            $rest
+        )
+    };
+}
+
+type AttemptRow = (
+    i64,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn attempt_records(rows: Vec<AttemptRow>) -> Result<Vec<AttemptRecord>> {
+    rows.into_iter()
+        .map(|r| {
+            Ok(AttemptRecord {
+                id: r.0,
+                task_id: r.1,
+                attempt: r.2,
+                state: AttemptState::parse(&r.3)
+                    .ok_or_else(|| StoreError::Corrupt(format!("attempt state `{}`", r.3)))?,
+                device: r.4,
+                error: r.5,
+                rows_out: r.6,
+                bytes_out: r.7,
+                started_at_ms: r.8,
+                finished_at_ms: r.9,
+                device_note: r.10,
+                predicted_cpu_us: r.11,
+                predicted_gpu_us: r.12,
+                io_us: r.13,
+                transfer_us: r.14,
+                compute_us: r.15,
+            })
+        })
+        .collect()
+}
+
+fn json_names(names: &[String]) -> String {
+    serde_json::to_string(names).unwrap_or_else(|_| "[]".into())
+}
+
+impl Store {
+    /// Every attempt of a run, oldest first.
+    pub async fn attempts(&self, run_id: i64) -> Result<Vec<AttemptRecord>> {
+        let rows: Vec<AttemptRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_attempts!("WHERE a.run_id = $1 ORDER BY a.id"))
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?
+        });
+        attempt_records(rows)
+    }
+
+    /// The attempts of the named tasks of a run, oldest first.
+    pub async fn attempts_of(&self, run_id: i64, tasks: &[String]) -> Result<Vec<AttemptRecord>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<AttemptRow> = match &self.pool {
+            Pool::Postgres(pool) => {
+                sqlx::query_as(select_attempts!(
+                    "WHERE a.run_id = $1 AND a.task_id = ANY($2) ORDER BY a.id"
+                ))
+                .bind(run_id)
+                .bind(tasks)
+                .fetch_all(pool)
+                .await?
+            }
+            Pool::Sqlite(pool) => {
+                sqlx::query_as(select_attempts!(
+                    "WHERE a.run_id = $1 AND a.task_id IN (SELECT value FROM json_each($2)) ORDER BY a.id"
+                ))
+                .bind(run_id)
+                .bind(json_names(tasks))
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        attempt_records(rows)
+    }
+
+    /// The attempts of the tasks at positions `from..to` of a run (a page of its tasks).
+    pub async fn attempts_at(&self, run_id: i64, from: i64, to: i64) -> Result<Vec<AttemptRecord>> {
+        let rows: Vec<AttemptRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_attempts!(
+                "JOIN task_instances t ON t.run_id = a.run_id AND t.task_id = a.task_id \
+                 WHERE a.run_id = $1 AND t.position >= $2 AND t.position < $3 ORDER BY a.id"
+            ))
+            .bind(run_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?
+        });
+        attempt_records(rows)
+    }
+
+    /// The tasks of a run at positions `from..from + limit`, in DAG order.
+    pub async fn tasks_page(&self, run_id: i64, from: i64, limit: i64) -> Result<Vec<TaskRecord>> {
+        let rows: Vec<TaskRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_tasks!(
+                "WHERE run_id = $1 AND position >= $2 AND position < $3 ORDER BY position"
+            ))
+            .bind(run_id)
+            .bind(from)
+            .bind(from.saturating_add(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(TaskRow::into_record).collect()
+    }
+
+    /// The named tasks of a run, in DAG order (names it does not have are left out).
+    pub async fn tasks_named(&self, run_id: i64, tasks: &[String]) -> Result<Vec<TaskRecord>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<TaskRow> = match &self.pool {
+            Pool::Postgres(pool) => {
+                sqlx::query_as(select_tasks!(
+                    "WHERE run_id = $1 AND task_id = ANY($2) ORDER BY position"
+                ))
+                .bind(run_id)
+                .bind(tasks)
+                .fetch_all(pool)
+                .await?
+            }
+            Pool::Sqlite(pool) => {
+                sqlx::query_as(select_tasks!(
+                    "WHERE run_id = $1 AND task_id IN (SELECT value FROM json_each($2)) ORDER BY position"
+                ))
+                .bind(run_id)
+                .bind(json_names(tasks))
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        rows.into_iter().map(TaskRow::into_record).collect()
+    }
+
+    /// A run's tasks counted by state (one aggregate; no task rows leave the database).
+    pub async fn state_counts(&self, run_id: i64) -> Result<Vec<StateCount>> {
+        type Row = (String, i64, i64, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT state, COUNT(*), CAST(COALESCE(SUM(attempts), 0) AS BIGINT), \
+                        MAX(started_at_ms), MAX(finished_at_ms) \
+                 FROM task_instances WHERE run_id = $1 GROUP BY state ORDER BY state",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(state, tasks, attempts, last_started_ms, last_finished_ms)| StateCount {
+                    state,
+                    tasks,
+                    attempts,
+                    last_started_ms,
+                    last_finished_ms,
+                },
+            )
+            .collect())
+    }
+
+    /// The grid's cells: the tasks of `dag_id`'s runs with ids from `first` to `last`, all of
+    /// them or only the named ones.
+    pub async fn grid_cells(
+        &self,
+        dag_id: &str,
+        first: i64,
+        last: i64,
+        tasks: Option<&[String]>,
+    ) -> Result<Vec<TaskCell>> {
+        let rows: Vec<(i64, String, String, Option<String>)> = match (&self.pool, tasks) {
+            (_, Some([])) => Vec::new(),
+            (Pool::Postgres(pool), Some(tasks)) => {
+                sqlx::query_as(
+                    "SELECT t.run_id, t.task_id, t.state, t.device FROM task_instances t \
+                     JOIN runs r ON r.id = t.run_id \
+                     WHERE r.dag_id = $1 AND t.run_id BETWEEN $2 AND $3 AND t.task_id = ANY($4)",
+                )
+                .bind(dag_id)
+                .bind(first)
+                .bind(last)
+                .bind(tasks)
+                .fetch_all(pool)
+                .await?
+            }
+            (Pool::Sqlite(pool), Some(tasks)) => {
+                sqlx::query_as(
+                    "SELECT t.run_id, t.task_id, t.state, t.device FROM task_instances t \
+                     JOIN runs r ON r.id = t.run_id \
+                     WHERE r.dag_id = $1 AND t.run_id BETWEEN $2 AND $3 \
+                       AND t.task_id IN (SELECT value FROM json_each($4))",
+                )
+                .bind(dag_id)
+                .bind(first)
+                .bind(last)
+                .bind(json_names(tasks))
+                .fetch_all(pool)
+                .await?
+            }
+            (_, None) => on_pool!(self, pool => {
+                sqlx::query_as(
+                    "SELECT t.run_id, t.task_id, t.state, t.device FROM task_instances t \
+                     JOIN runs r ON r.id = t.run_id \
+                     WHERE r.dag_id = $1 AND t.run_id BETWEEN $2 AND $3",
+                )
+                .bind(dag_id)
+                .bind(first)
+                .bind(last)
+                .fetch_all(pool)
+                .await?
+            }),
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(run_id, task_id, state, device)| TaskCell {
+                run_id,
+                task_id,
+                state,
+                device,
+            })
+            .collect())
+    }
+
+    /// The states of each DAG's latest `per_dag` runs, newest first: (DAG id, state).
+    pub async fn recent_run_states(&self, per_dag: i64) -> Result<Vec<(String, String)>> {
+        let rows = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT dag_id, state FROM ( \
+                     SELECT dag_id, state, id, ROW_NUMBER() OVER (PARTITION BY dag_id ORDER BY id DESC) AS n \
+                     FROM runs) recent \
+                 WHERE n <= $1 ORDER BY dag_id, id DESC",
+            )
+            .bind(per_dag)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+}
