@@ -134,12 +134,12 @@ fn main() {
                 format!("/api/v1/runs/{wide_run}/tasks/t9999"),
             ),
             (
-                "10,000-task grid page (25 runs × 200 tasks)",
+                "10,000-task grid page (25 runs × 100 tasks)",
                 "/api/v1/dags/wide/grid".to_string(),
             ),
             (
                 "10,000-task grid, last tasks",
-                "/api/v1/dags/wide/grid?tasks_from=9800".to_string(),
+                "/api/v1/dags/wide/grid?tasks_from=9900".to_string(),
             ),
             ("10,000-run DAG page", "/api/v1/dags/many".to_string()),
             ("10,000-run grid page", "/api/v1/dags/many/grid".to_string()),

@@ -321,14 +321,14 @@ pub struct GridQuery {
 }
 
 /// Cells a grid page holds when the caller does not say how many columns: a page of 25 runs
-/// shows 200 tasks, which stays quick however large the DAG.
-const GRID_CELLS: i64 = 5000;
+/// shows 100 tasks (a screen's width), which stays quick however large the DAG.
+const GRID_CELLS: i64 = 2500;
 
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/grid", params(("dag_id" = String, Path),
     ("limit" = Option<i64>, Query, description = "runs per page (1–1000, default 25)"),
     ("before" = Option<i64>, Query, description = "only runs older than this run id"),
     ("tasks_from" = Option<i64>, Query, description = "position of the first column (default 0)"),
-    ("tasks_limit" = Option<i64>, Query, description = "columns per page (1–1000, default 5,000 cells' worth)")),
+    ("tasks_limit" = Option<i64>, Query, description = "columns per page (1–1000, default 2,500 cells' worth)")),
     responses((status = 200, body = Grid), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
 async fn grid(
     _: Caller,
@@ -372,19 +372,12 @@ async fn grid(
         .map_err(ApiError::internal)?;
     let more = runs.len() as i64 > limit;
     runs.truncate(limit as usize);
-    let cells = match (runs.last(), runs.first()) {
-        (Some(oldest), Some(newest)) => state
-            .store
-            .grid_cells(
-                &dag_id,
-                oldest.id,
-                newest.id,
-                (!whole).then_some(tasks.as_slice()),
-            )
-            .await
-            .map_err(ApiError::internal)?,
-        _ => Vec::new(),
-    };
+    let run_ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let cells = state
+        .store
+        .grid_cells(&run_ids, (!whole).then_some(tasks.as_slice()))
+        .await
+        .map_err(ApiError::internal)?;
     let mut known: std::collections::HashSet<String> = tasks.iter().cloned().collect();
     let mut by_run: BTreeMap<i64, BTreeMap<String, GridCell>> = BTreeMap::new();
     for cell in cells {

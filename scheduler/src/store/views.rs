@@ -162,24 +162,24 @@ impl Store {
         rows.into_iter().map(TaskRow::into_record).collect()
     }
 
-    /// The named tasks of a run, in DAG order (names it does not have are left out).
+    /// The named tasks of a run, in the order named (names it does not have are left out).
+    /// Sorted here: an `ORDER BY position` would have SQLite walk the run's position index
+    /// instead of looking the names up.
     pub async fn tasks_named(&self, run_id: i64, tasks: &[String]) -> Result<Vec<TaskRecord>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
         let rows: Vec<TaskRow> = match &self.pool {
             Pool::Postgres(pool) => {
-                sqlx::query_as(select_tasks!(
-                    "WHERE run_id = $1 AND task_id = ANY($2) ORDER BY position"
-                ))
-                .bind(run_id)
-                .bind(tasks)
-                .fetch_all(pool)
-                .await?
+                sqlx::query_as(select_tasks!("WHERE run_id = $1 AND task_id = ANY($2)"))
+                    .bind(run_id)
+                    .bind(tasks)
+                    .fetch_all(pool)
+                    .await?
             }
             Pool::Sqlite(pool) => {
                 sqlx::query_as(select_tasks!(
-                    "WHERE run_id = $1 AND task_id IN (SELECT value FROM json_each($2)) ORDER BY position"
+                    "WHERE run_id = $1 AND task_id IN (SELECT value FROM json_each($2))"
                 ))
                 .bind(run_id)
                 .bind(json_names(tasks))
@@ -187,7 +187,17 @@ impl Store {
                 .await?
             }
         };
-        rows.into_iter().map(TaskRow::into_record).collect()
+        let mut records = rows
+            .into_iter()
+            .map(TaskRow::into_record)
+            .collect::<Result<Vec<_>>>()?;
+        let order: std::collections::HashMap<&str, usize> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        records.sort_by_key(|r| order.get(r.task_id.as_str()).copied());
+        Ok(records)
     }
 
     /// A run's tasks counted by state (one aggregate; no task rows leave the database).
@@ -217,56 +227,55 @@ impl Store {
             .collect())
     }
 
-    /// The grid's cells: the tasks of `dag_id`'s runs with ids from `first` to `last`, all of
-    /// them or only the named ones.
+    /// The grid's cells: the tasks of the given runs, all of them or only the named ones.
+    /// Looked up by primary key (run, task), so a page costs its cells, not the runs' size
+    /// (SQLite plans `IN (SELECT value FROM json_each(..))` as key lookups; a join with
+    /// `json_each` it plans as a scan of each run).
     pub async fn grid_cells(
         &self,
-        dag_id: &str,
-        first: i64,
-        last: i64,
+        runs: &[i64],
         tasks: Option<&[String]>,
     ) -> Result<Vec<TaskCell>> {
+        if runs.is_empty() || tasks.is_some_and(|t| t.is_empty()) {
+            return Ok(Vec::new());
+        }
         let rows: Vec<(i64, String, String, Option<String>)> = match (&self.pool, tasks) {
-            (_, Some([])) => Vec::new(),
             (Pool::Postgres(pool), Some(tasks)) => {
                 sqlx::query_as(
-                    "SELECT t.run_id, t.task_id, t.state, t.device FROM task_instances t \
-                     JOIN runs r ON r.id = t.run_id \
-                     WHERE r.dag_id = $1 AND t.run_id BETWEEN $2 AND $3 AND t.task_id = ANY($4)",
+                    "SELECT run_id, task_id, state, device FROM task_instances \
+                     WHERE run_id = ANY($1) AND task_id = ANY($2)",
                 )
-                .bind(dag_id)
-                .bind(first)
-                .bind(last)
+                .bind(runs)
                 .bind(tasks)
                 .fetch_all(pool)
                 .await?
             }
+            (Pool::Postgres(pool), None) => sqlx::query_as(
+                "SELECT run_id, task_id, state, device FROM task_instances WHERE run_id = ANY($1)",
+            )
+            .bind(runs)
+            .fetch_all(pool)
+            .await?,
             (Pool::Sqlite(pool), Some(tasks)) => {
                 sqlx::query_as(
-                    "SELECT t.run_id, t.task_id, t.state, t.device FROM task_instances t \
-                     JOIN runs r ON r.id = t.run_id \
-                     WHERE r.dag_id = $1 AND t.run_id BETWEEN $2 AND $3 \
-                       AND t.task_id IN (SELECT value FROM json_each($4))",
+                    "SELECT run_id, task_id, state, device FROM task_instances \
+                     WHERE run_id IN (SELECT value FROM json_each($1)) \
+                       AND task_id IN (SELECT value FROM json_each($2))",
                 )
-                .bind(dag_id)
-                .bind(first)
-                .bind(last)
+                .bind(serde_json::to_string(runs).unwrap_or_default())
                 .bind(json_names(tasks))
                 .fetch_all(pool)
                 .await?
             }
-            (_, None) => on_pool!(self, pool => {
+            (Pool::Sqlite(pool), None) => {
                 sqlx::query_as(
-                    "SELECT t.run_id, t.task_id, t.state, t.device FROM task_instances t \
-                     JOIN runs r ON r.id = t.run_id \
-                     WHERE r.dag_id = $1 AND t.run_id BETWEEN $2 AND $3",
+                    "SELECT run_id, task_id, state, device FROM task_instances \
+                     WHERE run_id IN (SELECT value FROM json_each($1))",
                 )
-                .bind(dag_id)
-                .bind(first)
-                .bind(last)
+                .bind(serde_json::to_string(runs).unwrap_or_default())
                 .fetch_all(pool)
                 .await?
-            }),
+            }
         };
         Ok(rows
             .into_iter()
@@ -279,14 +288,14 @@ impl Store {
             .collect())
     }
 
-    /// The states of each DAG's latest `per_dag` runs, newest first: (DAG id, state).
+    /// The states of each DAG's latest `per_dag` runs, newest first: (DAG id, state). Each
+    /// DAG's runs are read newest first by index, `per_dag` of them, however many it has.
     pub async fn recent_run_states(&self, per_dag: i64) -> Result<Vec<(String, String)>> {
         let rows = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT dag_id, state FROM ( \
-                     SELECT dag_id, state, id, ROW_NUMBER() OVER (PARTITION BY dag_id ORDER BY id DESC) AS n \
-                     FROM runs) recent \
-                 WHERE n <= $1 ORDER BY dag_id, id DESC",
+                "SELECT r.dag_id, r.state FROM dags d JOIN runs r ON r.id IN \
+                     (SELECT id FROM runs WHERE dag_id = d.dag_id ORDER BY id DESC LIMIT $1) \
+                 ORDER BY r.dag_id, r.id DESC",
             )
             .bind(per_dag)
             .fetch_all(pool)
