@@ -266,6 +266,8 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
                 "{css} on the run page"
             );
         }
+        let counts = text_of(&client, "#counts").await.unwrap();
+        assert!(counts.contains("success"), "{counts}");
         screenshot(&client, "3-run").await;
 
         // The task page: attempts with where they ran, and the logs.
@@ -286,6 +288,16 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         assert!(text_of(&client, "#attempts").await.unwrap().contains("cpu"));
         assert!(text_of(&client, "#sizes").await.unwrap().starts_with("output"));
         screenshot(&client, "4-task").await;
+
+        // The DAG list shows the run among the DAG's recent runs.
+        client.goto(&format!("{base}#/")).await.unwrap();
+        until(Duration::from_secs(10), "the run in the DAG list", || async {
+            client
+                .find(Locator::Css("tr[data-dag='browser_demo'] .recent .dot.success"))
+                .await
+                .ok()
+        })
+        .await;
 
         // The DAG page's grid of runs × tasks: a click on a cell opens that task of that run.
         client.goto(&format!("{base}#/dags/browser_demo")).await.unwrap();
