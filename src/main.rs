@@ -34,7 +34,7 @@ pub enum Command {
     #[command(subcommand)]
     Dags(DagsCommand),
     /// Run a DAG in this process and wait for it to finish
-    Run(commands::run::RunArgs),
+    Run(commands::run::RunCommand),
     /// Queue a run for the scheduler service (`amdahl scheduler` + `amdahl worker`, or
     /// `amdahl standalone`) to execute
     Trigger(commands::service::TriggerArgs),

@@ -3,12 +3,20 @@
 //! DataFusion is async but CPU-bound; running it on the scheduler's runtime would starve the
 //! event loop. Stages run on this separate tokio runtime instead, and the caller awaits a
 //! handle. Dropping the handle aborts the work, which is how timeouts stop a query.
+//!
+//! The pool also holds DataFusion's runtime environment, shared by every query it runs: with
+//! a memory budget (`--memory`), one pool of that size that the queries running at once share
+//! fairly; operators that can spill (sorts, aggregates, joins' build sides) write to temporary
+//! files when their share runs out, and a query that still cannot fit fails with DataFusion's
+//! resources-exhausted error (see [`crate::sql`] for the message a user sees).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use tokio::runtime::{Builder, Runtime};
 use tokio::task::JoinHandle;
 
@@ -21,6 +29,8 @@ pub struct CpuRuntime {
 struct RuntimeHolder {
     runtime: Option<Runtime>,
     threads: usize,
+    env: Arc<RuntimeEnv>,
+    memory: Option<usize>,
 }
 
 impl Drop for RuntimeHolder {
@@ -34,9 +44,25 @@ impl Drop for RuntimeHolder {
 }
 
 impl CpuRuntime {
-    /// A pool of `threads` worker threads (at least one).
+    /// A pool of `threads` worker threads (at least one), its queries' memory unbounded.
     pub fn new(threads: usize) -> std::io::Result<Self> {
+        Self::with_memory(threads, None)
+    }
+
+    /// A pool of `threads` worker threads whose queries share `memory` bytes at most
+    /// (spilling to the system's temporary folder), or unbounded memory.
+    pub fn with_memory(threads: usize, memory: Option<usize>) -> std::io::Result<Self> {
         let threads = threads.max(1);
+        let mut env = RuntimeEnvBuilder::new();
+        if let Some(bytes) = memory {
+            // Tracking names the largest consumers in the error when the budget runs out.
+            let top = std::num::NonZeroUsize::new(3).expect("3 is not zero");
+            env = env.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(bytes),
+                top,
+            )));
+        }
+        let env = env.build_arc().map_err(std::io::Error::other)?;
         let runtime = Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("amdahl-cpu")
@@ -46,18 +72,31 @@ impl CpuRuntime {
             inner: Arc::new(RuntimeHolder {
                 runtime: Some(runtime),
                 threads,
+                env,
+                memory,
             }),
         })
     }
 
-    /// A pool sized to the machine's cores.
-    pub fn for_machine() -> std::io::Result<Self> {
+    /// A pool sized to the machine's cores, with an optional memory budget.
+    pub fn for_machine(memory: Option<usize>) -> std::io::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self::new(cores)
+        Self::with_memory(cores, memory)
     }
 
     pub fn threads(&self) -> usize {
         self.inner.threads
+    }
+
+    /// DataFusion's runtime environment for queries on this pool (its memory pool, spill
+    /// files, object stores).
+    pub fn datafusion_env(&self) -> Arc<RuntimeEnv> {
+        self.inner.env.clone()
+    }
+
+    /// The memory budget its queries share, if any.
+    pub fn memory(&self) -> Option<usize> {
+        self.inner.memory
     }
 
     /// Runs `future` on the pool. Dropping the returned handle aborts it.

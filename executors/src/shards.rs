@@ -35,6 +35,7 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanC
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
 };
@@ -68,7 +69,7 @@ type Plan = Arc<dyn ExecutionPlan>;
 /// A session for a query that will be split: DataFusion keeps an aggregate's partial and final
 /// halves apart (so a part can stop after the partial half) and pushes no filters learned
 /// while running into scans (a bound learned from one part must not prune another's rows).
-pub fn session(partitions: usize) -> SessionContext {
+pub fn session(partitions: usize, env: Arc<RuntimeEnv>) -> SessionContext {
     let mut config = session_config(partitions);
     let optimizer = &mut config.options_mut().optimizer;
     optimizer.enable_dynamic_filter_pushdown = false;
@@ -77,6 +78,7 @@ pub fn session(partitions: usize) -> SessionContext {
     optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     let state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(env)
         .with_default_features()
         .build();
     let rules = state

@@ -11,6 +11,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnv;
 
 use amdahl_dags::DevicePreference;
 use amdahl_placement::{Lane, Place};
@@ -52,19 +53,49 @@ impl Executor for SqlExecutor {
         };
         let query = query.clone();
         let inputs = stage.inputs.clone();
-        let partitions = self.runtime.threads();
+        let pool = QueryPool {
+            partitions: self.runtime.threads(),
+            env: self.runtime.datafusion_env(),
+        };
+        let memory = self.runtime.memory();
         let log = log.clone();
         let gpu_choice = gpu::choice(stage);
         let shards = (stage.shards > 1).then(|| (stage.shards as usize, lanes(stage)));
         let handle = self.runtime.spawn(async move {
             if let Some((n, lanes)) = shards {
-                return run_split(&query, &inputs, &output_dir, partitions, n, lanes, &log).await;
+                return run_split(&query, &inputs, &output_dir, pool, n, lanes, &log).await;
             }
-            run_query(&query, &inputs, &output_dir, partitions, gpu_choice, &log).await
+            run_query(&query, &inputs, &output_dir, pool, gpu_choice, &log).await
         });
         handle
             .await
             .map_err(|e| StageError::Internal(format!("query task ended abnormally: {e}")))?
+            .map_err(|e| out_of_memory(e, memory))
+    }
+}
+
+/// What a query runs with: its partitions and DataFusion's environment (memory pool, spill
+/// files) shared by every query of the pool.
+pub struct QueryPool {
+    pub partitions: usize,
+    pub env: Arc<RuntimeEnv>,
+}
+
+/// A query that ran out of the worker's memory budget even after spilling says so, and what
+/// to do about it, beside DataFusion's account of who held the memory.
+fn out_of_memory(error: StageError, memory: Option<usize>) -> StageError {
+    match error {
+        StageError::Failed(message) if message.contains("Resources exhausted") => {
+            let budget = memory.map_or_else(
+                || "the memory it was given".to_string(),
+                |bytes| format!("this worker's memory budget (--memory {} MiB)", bytes >> 20),
+            );
+            StageError::Failed(format!(
+                "the query needs more memory than {budget} allows, even spilling to disk: \
+                 give the worker more (--memory), or split the task (shards:). {message}"
+            ))
+        }
+        other => other,
     }
 }
 
@@ -140,12 +171,12 @@ async fn run_split(
     query: &str,
     inputs: &[TableInput],
     output_dir: &Path,
-    partitions: usize,
+    pool: QueryPool,
     n: usize,
     lanes: shards::Lanes,
     log: &LogSink,
 ) -> Result<StageOutcome, StageError> {
-    let ctx = shards::session(partitions);
+    let ctx = shards::session(pool.partitions, pool.env);
     let plan = plan(&ctx, query, inputs, log).await?;
     match shards::find(&plan, inputs) {
         Ok(split) => shards::run(&ctx, plan, split, n, lanes, output_dir, log).await,
@@ -163,11 +194,11 @@ async fn run_query(
     query: &str,
     inputs: &[TableInput],
     output_dir: &Path,
-    partitions: usize,
+    pool: QueryPool,
     gpu_choice: Option<String>,
     log: &LogSink,
 ) -> Result<StageOutcome, StageError> {
-    let ctx = SessionContext::new_with_config(session_config(partitions));
+    let ctx = SessionContext::new_with_config_rt(session_config(pool.partitions), pool.env);
     let plan = plan(&ctx, query, inputs, log).await?;
     let mut note = None;
     if let Some(asked) = gpu_choice {

@@ -361,3 +361,65 @@ async fn mutated_sql_plans_or_fails_but_never_panics() {
         "enough mutations reached the planner: {planned}"
     );
 }
+
+/// Under a memory budget, a sort bigger than the budget spills to disk and gives the same
+/// rows as without one; a hash join whose build side cannot fit (it does not spill) fails
+/// with a message that names the budget and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_budget_spills_or_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let lineitem = kernel::lineitem(dir.path(), 0.1).await;
+    let input = TableInput {
+        name: "lineitem".into(),
+        path: lineitem,
+        format: DatasetFormat::Parquet,
+    };
+    // DataFusion sets 10 MB aside per partition to merge a sort's spill files: one partition
+    // and 32 MiB leave 22 for sorting.
+    let budget = 32 << 20;
+    let bounded = Executors::new(CpuRuntime::with_memory(1, Some(budget)).unwrap());
+    let run = |exec: &Executors, query: &str, out: &str| {
+        let stage = stage(
+            Work::Sql {
+                query: query.into(),
+            },
+            vec![input.clone()],
+            Some(dir.path().join(out)),
+            dir.path(),
+        );
+        let exec = exec.clone();
+        async move {
+            let (log, _lines) = LogSink::channel();
+            exec.execute(&stage, &log).await
+        }
+    };
+    // The numeric columns of every row, sorted: about 58 MB through a 32 MiB budget.
+    let sort = "SELECT l_orderkey, l_partkey, l_suppkey, l_linenumber, l_quantity, l_extendedprice, \
+                l_discount, l_tax FROM lineitem ORDER BY l_partkey, l_orderkey, l_linenumber";
+    let free = run(&executors(), sort, "free").await.unwrap();
+    let spilled = run(&bounded, sort, "spilled").await.unwrap();
+    assert!(free.rows.unwrap() > 500_000, "{:?}", free.rows);
+    assert_eq!(spilled.rows, free.rows);
+    let first_rows = |out: &str| {
+        let out = dir.path().join(out);
+        async move { read_parquet(&out, "l_partkey, l_orderkey, l_linenumber LIMIT 5").await }
+    };
+    assert_eq!(first_rows("spilled").await, first_rows("free").await);
+    // A join on the comments: its build side holds every row's comment and the columns used
+    // above the join (tens of MB), and a hash join does not spill.
+    let join = "SELECT count(*) AS n, max(a.l_shipinstruct || a.l_shipmode), max(b.l_shipinstruct || b.l_shipmode), \
+                max(a.l_extendedprice + a.l_tax), max(b.l_extendedprice + b.l_tax) \
+                FROM lineitem a JOIN lineitem b ON a.l_comment = b.l_comment";
+    match run(&bounded, join, "join").await {
+        Err(StageError::Failed(message)) => {
+            assert!(
+                message.starts_with(
+                    "the query needs more memory than this worker's memory budget (--memory 32 MiB) allows"
+                ),
+                "{message}"
+            );
+            assert!(message.contains("Resources exhausted"), "{message}");
+        }
+        other => panic!("expected the budget to be exceeded, got {other:?}"),
+    }
+}

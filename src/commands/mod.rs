@@ -156,3 +156,74 @@ pub async fn reap(store: &Store, owner: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A memory size for `--memory`: bytes, or a number with a unit: `KiB`/`MiB`/`GiB`/`TiB` (or
+/// `Ki`, `Mi`…, powers of 1024), `KB`/`MB`/`GB`/`TB` (or `K`, `M`…, powers of 1000). At least
+/// 1 MiB: less cannot hold a batch.
+pub fn parse_memory(text: &str) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a memory size (try 512MiB or 4GiB)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ));
+        }
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes >= usize::MAX as f64 {
+        return Err(format!("`{text}` is too large"));
+    }
+    if bytes < (1 << 20) as f64 {
+        return Err(format!(
+            "`{text}` is less than 1 MiB, too little to run a query"
+        ));
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_memory;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_memory("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_memory("4Gi"), Ok(4 << 30));
+        assert_eq!(parse_memory("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_memory("1.5 GiB"), Ok(3 << 29));
+        assert_eq!(parse_memory("1048576"), Ok(1 << 20));
+        assert!(
+            parse_memory("12 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_memory("lots")
+                .unwrap_err()
+                .contains("not a memory size")
+        );
+        assert!(
+            parse_memory("100KiB")
+                .unwrap_err()
+                .contains("less than 1 MiB")
+        );
+        assert!(parse_memory("").is_err());
+    }
+}

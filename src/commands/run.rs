@@ -31,6 +31,17 @@ pub struct RunArgs {
     pub dags_folder: PathBuf,
 }
 
+/// `amdahl run`: the run's arguments, and what the process that executes it may use.
+#[derive(clap::Args, Debug)]
+pub struct RunCommand {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Memory the run's queries may share (e.g. 4GiB): beyond it they spill to disk, and a
+    /// query that still cannot fit fails saying so [default: unbounded]
+    #[arg(long, value_parser = super::parse_memory)]
+    pub memory: Option<usize>,
+}
+
 fn parse_param(text: &str) -> Result<(String, serde_json::Value), String> {
     amdahl_dags::params::parse_assignment(text)
 }
@@ -39,8 +50,9 @@ pub async fn run(
     store: &Store,
     settings: &Settings,
     owner: &str,
-    args: RunArgs,
+    command: RunCommand,
 ) -> anyhow::Result<ExitCode> {
+    let args = command.run;
     let dag = match resolve_dag(store, &args).await? {
         Ok(dag) => dag,
         Err(rendered) => {
@@ -60,7 +72,7 @@ pub async fn run(
     }
     super::reap(store, owner).await?;
 
-    let runtime = CpuRuntime::for_machine().context("cannot start the CPU pool")?;
+    let runtime = CpuRuntime::for_machine(command.memory).context("cannot start the CPU pool")?;
     let runner = LocalRunner {
         store: store.clone(),
         executors: Executors::new(runtime),

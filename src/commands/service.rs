@@ -62,6 +62,10 @@ pub struct WorkerArgs {
     /// store has its profile; without it a worker measures only when there is none
     #[arg(long)]
     pub recalibrate: bool,
+    /// Memory the worker's queries may share (e.g. 4GiB): beyond it they spill to disk, and a
+    /// query that still cannot fit fails saying so [default: unbounded]
+    #[arg(long, value_parser = super::parse_memory)]
+    pub memory: Option<usize>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -155,7 +159,7 @@ fn worker_service(
             );
         }
     }
-    let runtime = CpuRuntime::for_machine().context("cannot start the CPU pool")?;
+    let runtime = CpuRuntime::for_machine(args.memory).context("cannot start the CPU pool")?;
     let slots = args.slots.map_or(runtime.threads(), |s| s as usize);
     let env = AttemptEnv {
         store: store.clone(),

@@ -308,7 +308,7 @@ async fn parts_cover_every_row_once() {
             path,
             format: DatasetFormat::Parquet,
         }];
-        let ctx = shards::session(2);
+        let ctx = shards::session(2, Default::default());
         amdahl_executors::sql::register_input(&ctx, &inputs[0])
             .await
             .unwrap();
@@ -375,7 +375,7 @@ async fn gpu_parts_run_partial_aggregate_kernels() {
     }];
     for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
         let sql = tpch_query(task);
-        let ctx = shards::session(2);
+        let ctx = shards::session(2, Default::default());
         amdahl_executors::sql::register_input(&ctx, &inputs[0])
             .await
             .unwrap();
