@@ -16,6 +16,7 @@ use amdahl_scheduler::runner::{RunOrigin, create_run};
 use amdahl_scheduler::{Clock, SystemClock};
 
 use crate::auth::Caller;
+use crate::extract::{ErrorDto, json_error, page_limit, path_error};
 use crate::runs::{
     self, AttemptDto, CancelDto, ClearBody, Cleared, LogDto, RunDetail, RunDto, TaskDetail, TaskDto,
 };
@@ -83,12 +84,6 @@ pub struct ApiDoc;
 /// The OpenAPI document (no token needed).
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
-}
-
-/// An error: what went wrong, in one sentence.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDto {
-    pub error: String,
 }
 
 /// Who the token belongs to.
@@ -338,8 +333,12 @@ async fn grid(
 ) -> Result<Json<Grid>, ApiError> {
     let Path(dag_id) = dag_id.map_err(path_error)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = page_limit(query.limit, 25)?;
-    let columns = page_limit(query.tasks_limit, (GRID_CELLS / limit).clamp(1, 1000))?;
+    let limit = page_limit("limit", query.limit, 25)?;
+    let columns = page_limit(
+        "tasks_limit",
+        query.tasks_limit,
+        (GRID_CELLS / limit).clamp(1, 1000),
+    )?;
     let from = query.tasks_from.unwrap_or(0);
     if from < 0 {
         return Err(ApiError::bad_request(format!(
@@ -555,31 +554,4 @@ async fn set_paused(
     }
     state.store.signal(amdahl_scheduler::Topic::Progress).await;
     Ok(Json(Paused { dag_id, paused }))
-}
-
-/// A page size from the query: 1 to 1000, `default` when absent.
-pub(crate) fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
-    let limit = limit.unwrap_or(default);
-    if (1..=1000).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::bad_request(format!(
-            "`limit` must be between 1 and 1000, found {limit}"
-        )))
-    }
-}
-
-pub(crate) fn path_error(e: PathRejection) -> ApiError {
-    ApiError::bad_request(e.body_text())
-}
-
-pub(crate) fn json_error(e: JsonRejection) -> ApiError {
-    ApiError::new(
-        if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE
-        } else {
-            StatusCode::BAD_REQUEST
-        },
-        e.body_text(),
-    )
 }

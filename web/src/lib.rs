@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod events;
+pub mod extract;
 pub mod metrics;
 pub mod runs;
 pub mod ui;

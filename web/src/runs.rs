@@ -14,8 +14,8 @@ use utoipa::ToSchema;
 use amdahl_scheduler::store::{AttemptRecord, RunRecord, StateCount, TaskRecord};
 use amdahl_scheduler::{Clock, SystemClock};
 
-use crate::api::{ErrorDto, json_error, page_limit, path_error};
 use crate::auth::Caller;
+use crate::extract::{ErrorDto, json_error, page_limit, path_error};
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -80,7 +80,7 @@ pub(crate) async fn list_runs(
     query: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<RunDto>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = page_limit(query.limit, 100)?;
+    let limit = page_limit("limit", query.limit, 100)?;
     let runs = state
         .store
         .runs_before(query.dag.as_deref(), query.before, limit)
@@ -216,7 +216,7 @@ pub(crate) async fn run(
             "`tasks_from` must be 0 or more, not {from}"
         )));
     }
-    let limit = page_limit(query.tasks_limit, 500)?;
+    let limit = page_limit("tasks_limit", query.tasks_limit, 500)?;
     let run = find_run(&state, run_id).await?;
     let (counts, task_count) = counts(&state, run_id).await?;
     let tasks = state

@@ -285,6 +285,18 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert!(!error(&body).is_empty());
     }
+    let (_, body) = api
+        .call(
+            "GET",
+            &format!("/api/v1/runs/{run_id}?tasks_limit=0"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(
+        error(&body),
+        "`tasks_limit` must be between 1 and 1000, found 0"
+    );
     // One task: its attempts and what it read.
     let (status, task) = api
         .call(
