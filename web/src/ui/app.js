@@ -313,8 +313,9 @@ async function runsPage() {
   });
 }
 
-/// Attempts as bars on one time axis, in a lane per device (CPU, then GPU); the part of each
-/// attempt spent copying between host and device is the orange strip under its bar.
+/// Attempts as bars on one time axis, in a lane per device (CPU, then GPU), and a third lane
+/// for the host↔device copies of the attempts that made any (each attempt's copy time drawn
+/// from its start, as one bar: the attempt does not say when within it they happened).
 function gantt(detail) {
   const attempts = detail.attempts;
   if (!attempts.length) return el("p", {}, "No attempts yet.");
@@ -322,29 +323,27 @@ function gantt(detail) {
   const end = Math.max(...attempts.map((a) => a.finished_at_ms || Date.now()));
   const span = Math.max(1, end - start), width = 700, row = 20;
   const lanes = [["cpu", "CPU", "#1f6feb"], ["gpu", "GPU", "#7a3ff2"]]
-    .map(([key, name, colour]) => [name, colour, attempts.filter((a) => (a.device || "cpu") === key)])
+    .map(([key, name, colour]) => [name, colour, attempts.filter((a) => (a.device || "cpu") === key), (a) => (a.finished_at_ms || Date.now()) - a.started_at_ms])
+    .concat([["Copies", "#e16f24", attempts.filter((a) => a.transfer_us), (a) => a.transfer_us / 1000]])
     .filter(([, , list]) => list.length);
   const rows = lanes.reduce((n, [, , list]) => n + list.length + 1, 0);
   const root = svg("svg", { width: width + 160, height: rows * row + 24, id: "gantt" });
   let y = 0;
-  for (const [name, colour, list] of lanes) {
-    root.append(svg("text", { x: 0, y: y + 13, "font-weight": "bold", "data-lane": name }, `${name} lane`));
+  for (const [name, colour, list, length] of lanes) {
+    root.append(svg("text", { x: 0, y: y + 13, "font-weight": "bold", "data-lane": name }, name === "Copies" ? "host↔device copies" : `${name} lane`));
     root.append(svg("line", { x1: 0, x2: width + 150, y1: y + 17, y2: y + 17, stroke: "#d0d7de" }));
     y += row;
     for (const a of list) {
       const x = 150 + ((a.started_at_ms - start) / span) * width;
-      const w = Math.max(2, (((a.finished_at_ms || Date.now()) - a.started_at_ms) / span) * width);
+      const ms = length(a);
+      const w = Math.max(2, (ms / span) * width);
       root.append(svg("text", { x: 8, y: y + 13 }, `${a.task_id} #${a.attempt}`));
       root.append(svg("rect", { x, y: y + 2, width: w, height: row - 8, fill: colour },
-        svg("title", {}, `${a.task_id}: ${name} ${duration(a.started_at_ms, a.finished_at_ms)}`)));
-      if (a.transfer_us) {
-        const t = Math.max(1, (a.transfer_us / 1000 / span) * width);
-        root.append(svg("rect", { x, y: y + row - 6, width: t, height: 4, fill: "#e16f24" }));
-      }
+        svg("title", {}, `${a.task_id}: ${name} ${name === "Copies" ? micros(a.transfer_us) : duration(a.started_at_ms, a.finished_at_ms)}`)));
       y += row;
     }
   }
-  root.append(svg("text", { x: 150, y: y + 16 }, `orange: host↔device copies · ${duration(start, end)} in all`));
+  root.append(svg("text", { x: 150, y: y + 16 }, `${duration(start, end)} in all`));
   return root;
 }
 
