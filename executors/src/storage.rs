@@ -28,6 +28,35 @@ pub fn task_output_dir(data_root: &Path, run_id: i64, task_id: &str) -> PathBuf 
         .join(task_id)
 }
 
+/// Where one attempt of a task writes its output: a hidden folder beside the task's, named
+/// by the attempt, published to [`task_output_dir`] only once the attempt succeeded (see
+/// [`publish_output`]). A process that dies half-way leaves only this folder, which nothing
+/// reads.
+pub fn attempt_output_dir(data_root: &Path, run_id: i64, task_id: &str, attempt: u32) -> PathBuf {
+    data_root
+        .join("runs")
+        .join(run_id.to_string())
+        .join(format!(".{task_id}.attempt-{attempt}"))
+}
+
+/// Makes a succeeded attempt's output the task's: renames its folder to `task_dir`, so a
+/// reader sees the whole output or none. An output already there (the task was cleared and
+/// ran again) is first moved aside, then removed.
+pub fn publish_output(attempt_dir: &Path, task_dir: &Path) -> std::io::Result<()> {
+    let aside = attempt_dir.with_extension("replaced");
+    if task_dir.exists() {
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside)?;
+        }
+        std::fs::rename(task_dir, &aside)?;
+    }
+    std::fs::rename(attempt_dir, task_dir)?;
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside)?;
+    }
+    Ok(())
+}
+
 /// Empties (or creates) an output folder before an attempt writes to it.
 pub fn reset_dir(dir: &Path) -> Result<(), StageError> {
     if dir.exists() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use amdahl_dags::{Dag, Generate, RunContext, TaskKind, template};
 use amdahl_executors::estimate::Produced;
 use amdahl_executors::place::place_task;
-use amdahl_executors::storage::task_output_dir;
+use amdahl_executors::storage::{attempt_output_dir, publish_output, task_output_dir};
 use amdahl_executors::{Executors, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
 use amdahl_placement::{Observation, OpKind, Place, Profile, learned};
 
@@ -101,7 +101,7 @@ pub fn prepare_stage(
         inputs,
         output_dir: task
             .produces_data()
-            .then(|| task_output_dir(data_root, context.run_id, task_id)),
+            .then(|| attempt_output_dir(data_root, context.run_id, task_id, attempt as u32)),
         work_dir: dag.source.base_dir.clone(),
         device: task.device,
         placement: None,
@@ -261,7 +261,31 @@ pub async fn execute_attempt(
             {
                 outcome.note = Some(placement.reason.clone());
             }
-            (result, stage.output_dir.clone())
+            match (&result, &stage.output_dir) {
+                (Ok(_), Some(written)) => {
+                    // Published whole, under the task's own name, or not at all.
+                    // Beside the attempt's folder (see `attempt_output_dir`).
+                    let task_dir = written.with_file_name(&stage.task_id);
+                    match publish_output(written, &task_dir) {
+                        Ok(()) => (result, Some(task_dir)),
+                        Err(e) => (
+                            Err(StageError::Internal(format!(
+                                "cannot publish the output {} as {}: {e}",
+                                written.display(),
+                                task_dir.display()
+                            ))),
+                            None,
+                        ),
+                    }
+                }
+                (Err(_), Some(written)) => {
+                    // A failed attempt's partial output is nobody's: removed (best effort;
+                    // what stays is hidden and never read).
+                    let _ = std::fs::remove_dir_all(written);
+                    (result, None)
+                }
+                (_, None) => (result, None),
+            }
         }
         Err(e) => (Err(StageError::Failed(e)), None),
     };

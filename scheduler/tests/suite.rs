@@ -508,6 +508,55 @@ tasks:
         ]
     );
     assert!(tasks.iter().all(|t| t.device.as_deref() == Some("cpu")));
+    // Each output is published under the task's name; no attempt folder is left.
+    let run_dir = dir.path().join("runs").join(run_id.to_string());
+    let mut listed: Vec<String> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["nation", "per_region", "total"]);
+    assert_eq!(
+        tasks[2].output_path.as_deref(),
+        Some(run_dir.join("total").to_str().unwrap())
+    );
+}
+
+/// A query that fails while it writes leaves no output under the task's name: what it wrote
+/// went to its attempt's own folder, which is removed.
+async fn a_failed_attempt_publishes_nothing(db: &TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"
+dag: half
+tasks:
+  nation:
+    generate: { tpch: nation }
+  broken:
+    needs: [nation]
+    sql: SELECT n_nationkey, CAST(n_name AS INT) AS not_a_number FROM nation
+"#;
+    let dag = load_bytes("half.yaml", dir.path(), yaml.as_bytes()).unwrap();
+    let runner = runner(&store, dir.path());
+    let run_id = runner.create_run(&dag, &dag.params).await.unwrap();
+    let state = runner
+        .drive(&dag, run_id, &Quiet, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(state, RunState::Failed);
+    let broken = store.task(run_id, "broken").await.unwrap().unwrap();
+    assert!(
+        broken.error.as_deref().unwrap_or_default().contains("Cast"),
+        "{:?}",
+        broken.error
+    );
+    assert_eq!(broken.output_path, None);
+    let run_dir = dir.path().join("runs").join(run_id.to_string());
+    let listed: Vec<String> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, ["nation"]);
 }
 
 /// `db clean` removes only finished runs older than the cutoff, with everything under them.
@@ -1285,6 +1334,7 @@ suite!(
     runs_retry_time_out_and_propagate_failure,
     cancelling_a_run_stops_its_tasks,
     sql_reads_upstream_outputs,
+    a_failed_attempt_publishes_nothing,
     old_finished_runs_are_deleted_with_their_rows,
     concurrent_claims_take_each_task_once,
     expired_leases_are_reaped_and_late_reports_refused,
