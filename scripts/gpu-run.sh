@@ -111,8 +111,17 @@ if [ -f "$here/amdahl.xz" ]; then
     a calibrate --quick
     a run dags/examples/vectors.yaml
     a runs show 1
-    a run dags/examples/tpch.yaml --param sf=1
+    # A query split into parts that the CPU and the GPU share, checked against the whole query.
+    a run dags/examples/sharded.yaml --param sf=1
     a runs show 2
+    a tasks logs 2 q1_split
+    # The same DAG three times: each run's predictions include what the runs before taught.
+    a run dags/examples/tpch.yaml --param sf=1
+    a run dags/examples/tpch.yaml --param sf=1
+    a run dags/examples/tpch.yaml --param sf=1
+    a runs show 3
+    a runs show 5
+    a explain dags/examples/tpch.yaml --param sf=1
     a explain dags/examples/tpch.yaml --param sf=10
   } > "$out/cli.md" 2>&1
   grep -q "(exit [1-9]" "$out/cli.md" && status=1

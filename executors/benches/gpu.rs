@@ -1,6 +1,7 @@
 //! The GPU benchmark, in markdown tables: the machine's calibration (its ceilings) first; then
-//! the placement sweep (filter + aggregate, group-by and knn from 1 KB up, on the CPU and on
-//! the GPU, beside the calibrated model's predictions, placement's choice and its regret);
+//! the placement sweep (filter + aggregate, group-by and knn from 1 KB up, timed on the CPU and
+//! on the GPU in several runs, beside the model's predictions, placement's choice and its
+//! regret, the model learning from each run as a worker does);
 //! then the Q6 shape at 1 MB … 8 GB of input against the ceilings and against DataFusion on
 //! every core; then `knn` (1M × 128 base, 10k queries) on the GPU and on the CPU.
 //!
@@ -25,7 +26,10 @@ use amdahl_executors::calibrate::{self, Effort, calibrate};
 use amdahl_executors::dense::{self, Matrix};
 use amdahl_executors::gpu::{self, cuda, translate};
 use amdahl_executors::sql::session_config;
-use amdahl_placement::{OpKind, Pin, Place, Profile, StageWork, cpu_time, gpu_time};
+use amdahl_placement::cost::{cpu_model, gpu_model};
+use amdahl_placement::{
+    Observation, OpKind, Pin, Place, Profile, StageWork, cpu_time, gpu_time, learned, main_kind,
+};
 
 const Q6: &str = "SELECT SUM(l_extendedprice * l_discount) AS revenue FROM lineitem \
                   WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01' \
@@ -179,17 +183,25 @@ fn calibration() -> Option<Profile> {
     Some(calibration.profile)
 }
 
-/// One point of the placement sweep: what the model predicted and what each side took.
+/// One point of the placement sweep: the stage as the model sees it and what each side took
+/// in each run (seconds).
 struct Point {
     kind: &'static str,
     bytes: u64,
+    stage: StageWork,
+    cpu: Vec<f64>,
+    gpu: Option<Vec<f64>>,
+}
+
+/// A point as one run saw it: the predictions of the model as learned so far, and the times.
+struct Seen {
     predicted_cpu: f64,
     predicted_gpu: Option<f64>,
     actual_cpu: f64,
     actual_gpu: Option<f64>,
 }
 
-impl Point {
+impl Seen {
     fn choice(&self) -> Place {
         match self.predicted_gpu {
             Some(g) if g < self.predicted_cpu => Place::Gpu,
@@ -201,6 +213,13 @@ impl Point {
         match place {
             Place::Cpu => Some(self.actual_cpu),
             Place::Gpu => self.actual_gpu,
+        }
+    }
+
+    fn predicted(&self, place: Place) -> Option<f64> {
+        match place {
+            Place::Cpu => Some(self.predicted_cpu),
+            Place::Gpu => self.predicted_gpu,
         }
     }
 
@@ -226,17 +245,47 @@ fn stage_work(id: &str, bytes: u64, output: u64, work: &[(OpKind, f64)]) -> Stag
     }
 }
 
-fn predict(profile: &Profile, stage: &StageWork) -> (f64, Option<f64>) {
-    (
-        cpu_time(profile, stage),
-        gpu_time(profile, stage).ok().map(|g| g.total()),
-    )
+/// Times `f` once to warm it up (the GPU side compiles its kernel on the first call, once per
+/// process in a worker), then `runs` times, each run the median of `reps` calls. `None` (and a
+/// line saying why) when a call fails.
+fn timed_runs(
+    what: &str,
+    runs: usize,
+    reps: usize,
+    mut f: impl FnMut() -> Result<(), String>,
+) -> Option<Vec<f64>> {
+    let mut call = || {
+        let t = Instant::now();
+        f().map(|()| t.elapsed().as_secs_f64())
+    };
+    let fail = |e: String| println!("{what}: failed: {e}");
+    if let Err(e) = call() {
+        fail(e);
+        return None;
+    }
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            match call() {
+                Ok(t) => times.push(t),
+                Err(e) => {
+                    fail(e);
+                    return None;
+                }
+            }
+        }
+        out.push(median(times));
+    }
+    Some(out)
 }
 
-/// Placement against reality: each stage kind at input sizes from 1 KB up, run on the CPU and
-/// on the GPU, beside what the calibrated model predicted and what placement would choose.
+/// Placement against reality, run after run: each stage kind at input sizes from 1 KB up,
+/// timed on the CPU and on the GPU in `AMDAHL_BENCH_RUNS` runs (4 by default); run k's
+/// predictions come from the calibrated model corrected by what runs 1 … k−1 taught it.
 fn placement_sweep(profile: &Profile, usable: bool, threads: usize) {
     let max_mb = env_usize("AMDAHL_BENCH_MAX_MB", 8192);
+    let runs = env_usize("AMDAHL_BENCH_RUNS", 4).max(1);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut points: Vec<Point> = Vec::new();
     // SQL shapes over the calibration table (a, b, g, v: 32 bytes a row).
@@ -287,7 +336,6 @@ fn placement_sweep(profile: &Profile, usable: bool, threads: usize) {
             let work: Vec<(OpKind, f64)> =
                 per_row.iter().map(|(k, r)| (*k, r * rows as f64)).collect();
             let stage = stage_work(kind, rows as u64 * row_bytes, 64, &work);
-            let (predicted_cpu, predicted_gpu) = predict(profile, &stage);
             let ctx = SessionContext::new_with_config(session_config(threads));
             let mut parts = vec![Vec::new(); threads];
             for (i, b) in batches.iter().enumerate() {
@@ -299,39 +347,30 @@ fn placement_sweep(profile: &Profile, usable: bool, threads: usize) {
                 Arc::new(MemTable::try_new(calibrate::schema(), parts).expect("table")),
             )
             .expect("register");
-            let reps = if bytes < 64 << 20 { 7 } else { 3 };
-            let mut cpu = Vec::new();
-            for _ in 0..reps {
-                let t = Instant::now();
+            let reps = if bytes < 64 << 20 { 5 } else { 1 };
+            let what = format!("{kind} at {}", human_bytes(bytes));
+            let cpu = timed_runs(&format!("{what} on the CPU"), runs, reps, || {
                 rt.block_on(async { ctx.sql(sql).await?.collect().await })
-                    .expect("cpu");
-                cpu.push(t.elapsed().as_secs_f64());
-            }
-            let actual_gpu = if usable {
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .expect("the CPU side runs");
+            let gpu = if usable {
                 let columns = cuda::plan_columns(&kernel, &batches).expect("plan columns");
-                let mut gpu = Vec::new();
-                for _ in 0..reps {
-                    let t = Instant::now();
-                    match cuda::run_batches(&kernel, &columns, t) {
-                        Ok(_) => gpu.push(t.elapsed().as_secs_f64()),
-                        Err(e) => {
-                            println!("{kind} at {bytes} B: GPU failed: {e}");
-                            break;
-                        }
-                    }
-                }
-                // The first run compiles the kernel (once per process in a worker).
-                (gpu.len() == reps).then(|| median(gpu[1..].to_vec()))
+                timed_runs(&format!("{what} on the GPU"), runs, reps, || {
+                    cuda::run_batches(&kernel, &columns, Instant::now())
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
             } else {
                 None
             };
             points.push(Point {
                 kind,
                 bytes,
-                predicted_cpu,
-                predicted_gpu,
-                actual_cpu: median(cpu[1..].to_vec()),
-                actual_gpu,
+                stage,
+                cpu,
+                gpu,
             });
             bytes *= 8;
         }
@@ -363,125 +402,221 @@ fn placement_sweep(profile: &Profile, usable: bool, threads: usize) {
             (queries * 10 * 12) as u64,
             &[(OpKind::Gemm, flops)],
         );
-        let (predicted_cpu, predicted_gpu) = predict(profile, &stage);
-        let reps = 3;
-        let mut cpu = Vec::new();
-        for _ in 0..reps {
-            let t = Instant::now();
+        let reps = if bytes < 64 << 20 { 3 } else { 1 };
+        let what = format!("knn over {n} rows");
+        let cpu = timed_runs(&format!("{what} on the CPU"), runs, reps, || {
             std::hint::black_box(dense::knn(&base, &q, 10, Metric::Cosine, threads));
-            cpu.push(t.elapsed().as_secs_f64());
-        }
-        let actual_gpu = if usable {
-            let mut gpu = Vec::new();
-            for _ in 0..reps {
-                let t = Instant::now();
-                match gpu::dense::knn(&base, &q, 10, Metric::Cosine) {
-                    Ok(_) => gpu.push(t.elapsed().as_secs_f64()),
-                    Err(e) => {
-                        println!("knn at {n}: GPU failed: {e}");
-                        break;
-                    }
-                }
-            }
-            (gpu.len() == reps).then(|| median(gpu[1..].to_vec()))
+            Ok(())
+        })
+        .expect("the CPU side runs");
+        let gpu = if usable {
+            timed_runs(&format!("{what} on the GPU"), runs, reps, || {
+                gpu::dense::knn(&base, &q, 10, Metric::Cosine)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
         } else {
             None
         };
         points.push(Point {
             kind: "knn (1000 queries, 128-d)",
             bytes,
-            predicted_cpu,
-            predicted_gpu,
-            actual_cpu: median(cpu[1..].to_vec()),
-            actual_gpu,
+            stage,
+            cpu,
+            gpu,
         });
         n *= 8;
     }
-    print_sweep(&points);
+    print_sweep(profile, &points, runs);
 }
 
-fn print_sweep(points: &[Point]) {
+/// Each run's view of the points. With `observe_both`, every run teaches the model both
+/// sides' times (as a benchmark, or tasks pinned each way, would); without, only the side
+/// placement chose (as a worker learns from the attempts it runs).
+/// Also the model the last run predicted with.
+fn replay(
+    profile: &Profile,
+    points: &[Point],
+    runs: usize,
+    observe_both: bool,
+) -> (Vec<Vec<Seen>>, Profile) {
+    let mut observations: Vec<Observation> = Vec::new();
+    let mut out = Vec::with_capacity(runs);
+    let mut taught = profile.clone();
+    for run in 0..runs {
+        taught = learned(profile, &observations);
+        let seen: Vec<Seen> = points
+            .iter()
+            .map(|p| Seen {
+                predicted_cpu: cpu_time(&taught, &p.stage),
+                predicted_gpu: gpu_time(&taught, &p.stage).ok().map(|g| g.total()),
+                actual_cpu: p.cpu[run],
+                actual_gpu: p.gpu.as_ref().map(|g| g[run]),
+            })
+            .collect();
+        for (p, s) in points.iter().zip(&seen) {
+            let Some(kind) = main_kind(&profile.cpu, &p.stage) else {
+                continue;
+            };
+            let mut observe = |place: Place| {
+                let model = match place {
+                    Place::Cpu => Some(cpu_model(profile, &p.stage)),
+                    Place::Gpu => gpu_model(profile, &p.stage).ok().map(|g| g.total()),
+                };
+                if let (Some(model), Some(actual)) = (model, s.actual(place)) {
+                    observations.push(Observation {
+                        kind,
+                        place,
+                        model,
+                        actual,
+                    });
+                }
+            };
+            if observe_both {
+                observe(Place::Cpu);
+                observe(Place::Gpu);
+            } else {
+                observe(s.choice());
+            }
+        }
+        out.push(seen);
+    }
+    (out, taught)
+}
+
+/// Median |predicted ÷ actual − 1| over the pairs (`None` without any).
+fn error(pairs: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
+    let errors: Vec<f64> = pairs.map(|(p, a)| (p / a - 1.0).abs()).collect();
+    (!errors.is_empty()).then(|| median(errors))
+}
+
+fn percent(x: Option<f64>) -> String {
+    x.map_or("–".into(), |x| format!("{:.1} %", 100.0 * x))
+}
+
+fn print_table(title: &str, points: &[Point], seen: &[Seen]) {
     let ms = |s: f64| format!("{:.3}", s * 1e3);
     let opt = |s: Option<f64>| s.map_or("–".to_string(), ms);
-    println!("## Placement sweep: predicted (calibrated model) vs actual\n");
+    println!("## {title}\n");
     println!(
         "| stage | input | CPU predicted ms | CPU actual ms | GPU predicted ms | GPU actual ms | placement | faster | regret |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for p in points {
-        let faster = match p.actual_gpu {
-            Some(g) if g < p.actual_cpu => "gpu",
+    for (p, s) in points.iter().zip(seen) {
+        let faster = match s.actual_gpu {
+            Some(g) if g < s.actual_cpu => "gpu",
             _ => "cpu",
         };
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {faster} | {} |",
             p.kind,
             human_bytes(p.bytes),
-            ms(p.predicted_cpu),
-            ms(p.actual_cpu),
-            opt(p.predicted_gpu),
-            opt(p.actual_gpu),
-            match p.choice() {
+            ms(s.predicted_cpu),
+            ms(s.actual_cpu),
+            opt(s.predicted_gpu),
+            opt(s.actual_gpu),
+            match s.choice() {
                 Place::Cpu => "cpu",
                 Place::Gpu => "gpu",
             },
-            p.regret()
-                .map_or("–".to_string(), |r| format!("{:.1} %", 100.0 * r))
+            percent(s.regret())
         );
     }
-    let regrets: Vec<f64> = points.iter().filter_map(Point::regret).collect();
-    let error = |pairs: Vec<(f64, f64)>| -> Option<f64> {
-        (!pairs.is_empty())
-            .then(|| median(pairs.iter().map(|(p, a)| (p / a - 1.0).abs()).collect()))
-    };
-    let cpu_error = error(
-        points
-            .iter()
-            .map(|p| (p.predicted_cpu, p.actual_cpu))
-            .collect(),
-    );
-    let gpu_error = error(
-        points
-            .iter()
-            .filter_map(|p| Some((p.predicted_gpu?, p.actual_gpu?)))
-            .collect(),
-    );
     println!();
-    if !regrets.is_empty() {
-        println!(
-            "median regret: {:.1} % over {} points",
-            100.0 * median(regrets.clone()),
-            regrets.len()
-        );
-        println!(
-            "worst regret: {:.1} %",
-            100.0 * regrets.iter().copied().fold(0.0, f64::max)
-        );
-    }
-    if let Some(e) = cpu_error {
-        println!("median |predicted ÷ actual − 1|, CPU: {:.0} %", 100.0 * e);
-    }
-    if let Some(e) = gpu_error {
-        println!("median |predicted ÷ actual − 1|, GPU: {:.0} %", 100.0 * e);
-    }
     // Crossovers per stage kind: the first size the GPU wins, predicted and measured.
     let mut kinds: Vec<&str> = points.iter().map(|p| p.kind).collect();
     kinds.dedup();
     for kind in kinds {
-        let of: Vec<&Point> = points.iter().filter(|p| p.kind == kind).collect();
-        let predicted = of
+        let of: Vec<(&Point, &Seen)> = points
             .iter()
-            .find(|p| p.predicted_gpu.is_some_and(|g| g < p.predicted_cpu))
-            .map(|p| human_bytes(p.bytes));
-        let measured = of
-            .iter()
-            .find(|p| p.actual_gpu.is_some_and(|g| g < p.actual_cpu))
-            .map(|p| human_bytes(p.bytes));
+            .zip(seen)
+            .filter(|(p, _)| p.kind == kind)
+            .collect();
+        let first = |wins: &dyn Fn(&Seen) -> bool| {
+            of.iter()
+                .find(|(_, s)| wins(s))
+                .map_or("none".to_string(), |(p, _)| human_bytes(p.bytes))
+        };
         println!(
             "crossover, {kind}: predicted {}, measured {} (on this sweep's ×8 grid)",
-            predicted.unwrap_or_else(|| "none".into()),
-            measured.unwrap_or_else(|| "none".into())
+            first(&|s| s.predicted_gpu.is_some_and(|g| g < s.predicted_cpu)),
+            first(&|s| s.actual_gpu.is_some_and(|g| g < s.actual_cpu)),
         );
+    }
+    println!();
+}
+
+fn print_sweep(profile: &Profile, points: &[Point], runs: usize) {
+    let (both, taught) = replay(profile, points, runs, true);
+    let (chosen, _) = replay(profile, points, runs, false);
+    print_table(
+        "Placement sweep, run 1: the calibrated model vs actual",
+        points,
+        &both[0],
+    );
+    if runs > 1 {
+        print_table(
+            &format!(
+                "Placement sweep, run {runs}: the model corrected by runs 1 … {} (both sides observed)",
+                runs - 1
+            ),
+            points,
+            &both[runs - 1],
+        );
+    }
+    println!("## Learning, run after run\n");
+    println!(
+        "Median \\|predicted ÷ actual − 1\\| and regret (chosen ÷ best − 1) per run. \"Both sides\": every \
+         run teaches the model the CPU's and the GPU's times; \"chosen side\": only the side placement \
+         chose (what a worker learns from its own attempts), the error measured on that side.\n"
+    );
+    println!(
+        "| run | learned from | error CPU | error GPU | error, all | median regret | worst regret | chosen side: error | median regret | worst regret |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for run in 0..runs {
+        let b = &both[run];
+        let c = &chosen[run];
+        let regrets = |seen: &[Seen]| -> (Option<f64>, Option<f64>) {
+            let r: Vec<f64> = seen.iter().filter_map(Seen::regret).collect();
+            (
+                (!r.is_empty()).then(|| median(r.clone())),
+                r.iter().copied().reduce(f64::max),
+            )
+        };
+        let (b_median, b_worst) = regrets(b);
+        let (c_median, c_worst) = regrets(c);
+        let sides = |seen: &[Seen], place: Place| -> Vec<(f64, f64)> {
+            seen.iter()
+                .filter_map(|s| Some((s.predicted(place)?, s.actual(place)?)))
+                .collect()
+        };
+        let mut all = sides(b, Place::Cpu);
+        all.extend(sides(b, Place::Gpu));
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            run + 1,
+            if run == 0 {
+                "calibration only".to_string()
+            } else {
+                format!("runs 1 … {run}")
+            },
+            percent(error(sides(b, Place::Cpu).into_iter())),
+            percent(error(sides(b, Place::Gpu).into_iter())),
+            percent(error(all.into_iter())),
+            percent(b_median),
+            percent(b_worst),
+            percent(error(c.iter().filter_map(|s| {
+                let place = s.choice();
+                Some((s.predicted(place)?, s.actual(place)?))
+            }))),
+            percent(c_median),
+            percent(c_worst),
+        );
+    }
+    let words = amdahl_placement::learn::describe(&taught.corrections);
+    if !words.is_empty() {
+        println!("\nlearned after {} run(s): {}", runs - 1, words.join(", "));
     }
     println!();
 }

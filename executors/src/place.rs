@@ -66,14 +66,15 @@ pub async fn place_task(
         }
     );
     let kind = main_kind(&profile.cpu, &graph.stages[i]);
+    let (cpu_factor, gpu_factor) = amdahl_placement::cost::factors(profile, &graph.stages[i]);
     Ok(Placement {
         place,
         cpu_seconds: p.cpu,
         gpu_seconds,
         reason,
         kind,
-        cpu_factor: profile.factor(kind, Place::Cpu),
-        gpu_factor: profile.factor(kind, Place::Gpu),
+        cpu_factor,
+        gpu_factor,
         cpu_fixed_seconds: profile.cpu.fixed_seconds,
         gpu_fixed_seconds: profile.gpu.as_ref().map_or(0.0, |g| g.device.fixed_seconds),
     })

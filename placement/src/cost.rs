@@ -97,7 +97,9 @@ pub struct Profile {
     pub corrections: Vec<Correction>,
 }
 
-/// What observed times taught the model about one kind of work on one place.
+/// What observed times taught the model about one kind of work on one place: for every stage
+/// of that kind (`class` `None`), or for those whose uncorrected prediction falls in one size
+/// class (see [`class_of`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Correction {
     pub kind: OpKind,
@@ -105,17 +107,37 @@ pub struct Correction {
     /// Median of actual ÷ predicted over the samples.
     pub factor: f64,
     pub samples: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<i32>,
+}
+
+/// The size class of an uncorrected prediction: its half-decade (⌊2·log₁₀ seconds⌋), so
+/// 1–3.16 ms is one class and 3.16–10 ms the next. The model's error is not the same at every
+/// size (caches, staging, fixed costs), so learning keeps a correction per class beside the
+/// one for the whole kind.
+pub fn class_of(model_seconds: f64) -> Option<i32> {
+    (model_seconds.is_finite() && model_seconds > 0.0)
+        .then(|| (2.0 * model_seconds.log10()).floor() as i32)
 }
 
 impl Profile {
-    /// The learned factor for stages whose main work is `kind` on `place` (1 when none).
-    pub fn factor(&self, kind: Option<OpKind>, place: Place) -> f64 {
-        kind.and_then(|kind| {
+    /// The learned factor for a stage whose main work is `kind`, predicted by the model alone
+    /// at `model_seconds` on `place`: the correction of its size class when runs taught one,
+    /// else the kind's, else 1.
+    pub fn factor(&self, kind: Option<OpKind>, place: Place, model_seconds: f64) -> f64 {
+        let Some(kind) = kind else {
+            return 1.0;
+        };
+        let class = class_of(model_seconds);
+        let of = |class: Option<i32>| {
             self.corrections
                 .iter()
-                .find(|c| c.kind == kind && c.place == place)
-        })
-        .map_or(1.0, |c| c.factor)
+                .find(|c| c.kind == kind && c.place == place && c.class == class)
+        };
+        class
+            .and_then(|c| of(Some(c)))
+            .or_else(|| of(None))
+            .map_or(1.0, |c| c.factor)
     }
 }
 
@@ -222,14 +244,20 @@ pub fn to_host(gpu: &GpuProfile, bytes: u64) -> f64 {
     }
 }
 
-/// The stage on the CPU.
-pub fn cpu_time(profile: &Profile, stage: &StageWork) -> f64 {
-    let factor = profile.factor(main_kind(&profile.cpu, stage), Place::Cpu);
-    roofline(&profile.cpu, stage.touched_bytes, &stage.work) * factor
+/// The stage on the CPU by the calibrated model alone (no learned correction).
+pub fn cpu_model(profile: &Profile, stage: &StageWork) -> f64 {
+    roofline(&profile.cpu, stage.touched_bytes, &stage.work)
 }
 
-/// The stage on the GPU, reading `storage_bytes` from the host, or why it cannot go there.
-pub fn gpu_time(profile: &Profile, stage: &StageWork) -> Result<GpuTime, String> {
+/// The stage on the CPU.
+pub fn cpu_time(profile: &Profile, stage: &StageWork) -> f64 {
+    let model = cpu_model(profile, stage);
+    model * profile.factor(main_kind(&profile.cpu, stage), Place::Cpu, model)
+}
+
+/// The stage on the GPU by the calibrated model alone (no learned correction), reading
+/// `storage_bytes` from the host, or why it cannot go there.
+pub fn gpu_model(profile: &Profile, stage: &StageWork) -> Result<GpuTime, String> {
     let Some(gpu) = &profile.gpu else {
         return Err("this machine has no usable GPU".into());
     };
@@ -241,7 +269,6 @@ pub fn gpu_time(profile: &Profile, stage: &StageWork) -> Result<GpuTime, String>
             gpu.free_bytes >> 20
         ));
     }
-    let factor = profile.factor(main_kind(&profile.cpu, stage), Place::Gpu);
     // Work the GPU profile has no rate for (a measured profile holds only what calibration
     // runs on the device) is what the GPU path does on the host, such as sorting the few
     // aggregated rows: it is priced at the CPU's rate.
@@ -250,10 +277,31 @@ pub fn gpu_time(profile: &Profile, stage: &StageWork) -> Result<GpuTime, String>
         device.throughput.entry(*kind).or_insert(*rate);
     }
     Ok(GpuTime {
-        transfer_in: to_device(gpu, stage.storage_bytes) * factor,
-        compute: roofline(&device, stage.touched_bytes, &stage.work) * factor,
-        transfer_out: to_host(gpu, stage.output_bytes) * factor,
+        transfer_in: to_device(gpu, stage.storage_bytes),
+        compute: roofline(&device, stage.touched_bytes, &stage.work),
+        transfer_out: to_host(gpu, stage.output_bytes),
     })
+}
+
+/// The stage on the GPU, or why it cannot go there.
+pub fn gpu_time(profile: &Profile, stage: &StageWork) -> Result<GpuTime, String> {
+    let model = gpu_model(profile, stage)?;
+    let factor = profile.factor(main_kind(&profile.cpu, stage), Place::Gpu, model.total());
+    Ok(GpuTime {
+        transfer_in: model.transfer_in * factor,
+        compute: model.compute * factor,
+        transfer_out: model.transfer_out * factor,
+    })
+}
+
+/// The learned factors [`cpu_time`] and [`gpu_time`] include for `stage` (CPU, GPU); 1 where
+/// nothing was learned or the stage cannot run there.
+pub fn factors(profile: &Profile, stage: &StageWork) -> (f64, f64) {
+    let kind = main_kind(&profile.cpu, stage);
+    let cpu = profile.factor(kind, Place::Cpu, cpu_model(profile, stage));
+    let gpu =
+        gpu_model(profile, stage).map_or(1.0, |g| profile.factor(kind, Place::Gpu, g.total()));
+    (cpu, gpu)
 }
 
 /// The input size from which a bandwidth-bound stage of `kind` (one unit of work per

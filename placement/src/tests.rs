@@ -262,3 +262,85 @@ fn work_without_a_gpu_rate_is_priced_at_the_cpu_rate() {
         "{without} vs {expected}"
     );
 }
+
+/// Learning: the model is off by a different factor at different sizes; after runs of two
+/// sizes each size is predicted at what it took (its size class's median), a size never seen
+/// gets the kind's median, the other place and kinds are untouched, and learning again from
+/// the corrected predictions (÷ the factor they included) gives the same corrections instead
+/// of compounding them.
+#[test]
+fn learning_corrects_each_size_class_and_converges() {
+    let base = profile();
+    let small = stage("small", 1 << 20, &[(OpKind::Scan, 1e4)]);
+    let large = stage("large", 1 << 32, &[(OpKind::Scan, 4e7)]);
+    let (small_model, large_model) = (cpu_time(&base, &small), cpu_time(&base, &large));
+    assert_ne!(
+        cost::class_of(small_model),
+        cost::class_of(large_model),
+        "{small_model} s and {large_model} s should fall in different classes"
+    );
+    // Small stages take 3× the model (fixed costs), large ones half (the CPU streams faster
+    // than calibration said); one odd slow run among the small ones.
+    let mut observations = Vec::new();
+    for (model, actual) in [
+        (small_model, 3.0 * small_model),
+        (small_model, 3.1 * small_model),
+        (small_model, 40.0 * small_model),
+        (large_model, 0.5 * large_model),
+        (large_model, 0.52 * large_model),
+    ] {
+        observations.push(Observation {
+            kind: OpKind::Scan,
+            place: Place::Cpu,
+            model,
+            actual,
+        });
+    }
+    let taught = learned(&base, &observations);
+    let close = |a: f64, b: f64| (a / b - 1.0).abs() < 1e-9;
+    assert!(close(cpu_time(&taught, &small), 3.1 * small_model));
+    assert!(close(cpu_time(&taught, &large), 0.51 * large_model));
+    // A size between the two: the kind's median over all five runs (3.0 × its model).
+    let middle = stage("middle", 1 << 26, &[(OpKind::Scan, 6e5)]);
+    let middle_model = cpu_time(&base, &middle);
+    assert!(
+        ![small_model, large_model]
+            .iter()
+            .any(|m| cost::class_of(*m) == cost::class_of(middle_model))
+    );
+    assert!(close(cpu_time(&taught, &middle), 3.0 * middle_model));
+    // The GPU and other kinds learned nothing.
+    assert_eq!(gpu_time(&taught, &small), gpu_time(&base, &small));
+    let join = stage("join", 1 << 20, &[(OpKind::Join, 1e4)]);
+    assert_eq!(cpu_time(&taught, &join), cpu_time(&base, &join));
+    // The factors a prediction includes, and learning from corrected predictions.
+    let (factor, gpu_factor) = cost::factors(&taught, &small);
+    assert!(close(factor, 3.1) && gpu_factor == 1.0);
+    let again: Vec<Observation> = observations
+        .iter()
+        .map(|o| {
+            let predicted = o.model * taught.factor(Some(o.kind), o.place, o.model);
+            let factor = taught.factor(Some(o.kind), o.place, o.model);
+            Observation {
+                model: predicted / factor,
+                ..*o
+            }
+        })
+        .collect();
+    assert_eq!(learned(&taught, &again).corrections, taught.corrections);
+    // One absurd sample is bounded; the description names the kind's factor and the classes.
+    let absurd = learned(
+        &base,
+        &[Observation {
+            kind: OpKind::Scan,
+            place: Place::Gpu,
+            model: 1e-6,
+            actual: 1e3,
+        }],
+    );
+    assert!(absurd.corrections.iter().all(|c| c.factor == learn::BOUND));
+    assert_eq!(
+        learn::describe(&taught.corrections),
+        vec!["scan on the CPU ×3.00 (5 runs; by size ×0.51 … ×3.10 in 2 classes)".to_string()]
+    );
+}

@@ -415,3 +415,66 @@ async fn gpu_parts_run_partial_aggregate_kernels() {
         );
     }
 }
+
+/// On a GPU, through the executor: `shards: 4` with predictions that make both lanes equally
+/// fast, so two parts run as kernels on the device and two on DataFusion; the combined answer
+/// equals the whole query's (TPC-H Q1 and Q6 over SF 0.1) and the stage reports the GPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a CUDA device"]
+async fn parts_shared_between_the_cpu_and_a_real_gpu_combine_exactly() {
+    let report = amdahl_executors::gpu::devices();
+    assert!(report.usable(), "no usable GPU: {:?}", report.problem);
+    let dir = tempfile::tempdir().unwrap();
+    let lineitem = lineitem(dir.path(), 0.1).await;
+    let inputs = vec![TableInput {
+        name: "lineitem".into(),
+        path: lineitem,
+        format: DatasetFormat::Parquet,
+    }];
+    for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
+        let sql = tpch_query(task);
+        let whole = dir.path().join(format!("{task}-whole"));
+        run(&sql, &inputs, &whole, 1).await;
+        let split = dir.path().join(format!("{task}-split"));
+        let mut shared = stage(
+            Work::Sql { query: sql.clone() },
+            inputs.clone(),
+            Some(split.clone()),
+            &split,
+        );
+        shared.shards = 4;
+        shared.device = amdahl_dags::DevicePreference::Auto;
+        shared.placement = Some(amdahl_placement::Placement {
+            place: amdahl_placement::Place::Gpu,
+            cpu_seconds: 1.0,
+            gpu_seconds: Some(1.0),
+            reason: "equal lanes (test)".into(),
+            kind: None,
+            cpu_factor: 1.0,
+            gpu_factor: 1.0,
+            cpu_fixed_seconds: 0.0,
+            gpu_fixed_seconds: 0.0,
+        });
+        let (log, _lines) = LogSink::channel();
+        let outcome = executors()
+            .execute(&shared, &log)
+            .await
+            .unwrap_or_else(|e| panic!("{task}: {e}"));
+        let note = outcome.note.clone().unwrap_or_default();
+        println!("{task}: {note}");
+        assert_eq!(
+            outcome.device,
+            amdahl_executors::Device::Gpu,
+            "{task}: {note}"
+        );
+        assert!(
+            note.contains("on the CPU 2 took") && note.contains("on the GPU 2 took"),
+            "{task}: {note}"
+        );
+        assert!(
+            outcome.timings.is_some_and(|t| t.transfer_ms > 0.0),
+            "{task}: the GPU parts' copies are timed"
+        );
+        assert_eq!(rows(&split).await, rows(&whole).await, "{task}");
+    }
+}
