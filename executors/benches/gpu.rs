@@ -596,10 +596,10 @@ fn print_sweep(profile: &Profile, points: &[Point], runs: usize) {
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             run + 1,
-            if run == 0 {
-                "calibration only".to_string()
-            } else {
-                format!("runs 1 … {run}")
+            match run {
+                0 => "calibration only".to_string(),
+                1 => "run 1".to_string(),
+                _ => format!("runs 1 … {run}"),
             },
             percent(error(sides(b, Place::Cpu).into_iter())),
             percent(error(sides(b, Place::Gpu).into_iter())),
