@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::yaml::{Span, Style};
@@ -67,10 +67,64 @@ pub struct Dataset {
     pub name: String,
     /// As written in the file.
     pub uri: String,
-    /// Resolved local path (file or folder of files).
-    pub path: PathBuf,
+    /// Where its files are.
+    pub location: Location,
     pub format: DatasetFormat,
     pub span: Span,
+}
+
+/// Where a dataset's files live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A file, or a folder of files, on this machine.
+    Local(PathBuf),
+    /// An object, or every object under a prefix (a URL ending in `/`, or one naming no
+    /// object), in object storage.
+    Object(ObjectLocation),
+}
+
+/// A URL in object storage and the settings for reaching it (never credentials: those come
+/// from the environment, see `amdahl_executors::objects`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectLocation {
+    /// `s3://bucket/key`, `gs://bucket/key`, `az://container/key` (and the other spellings
+    /// of [`OBJECT_SCHEMES`]).
+    pub url: String,
+    /// Settings such as `endpoint` or `region` (see [`OBJECT_OPTIONS`]).
+    pub options: BTreeMap<String, String>,
+}
+
+/// The object storage schemes a dataset URI may use.
+pub const OBJECT_SCHEMES: [&str; 7] = ["s3", "s3a", "gs", "az", "abfs", "abfss", "azure"];
+
+/// Settings a DAG file may give for a dataset in object storage. Credentials are not among
+/// them: a DAG file is code, shared and shown; secrets belong in the worker's environment.
+pub const OBJECT_OPTIONS: [&str; 6] = [
+    "endpoint",
+    "region",
+    "allow_http",
+    "virtual_hosted_style_request",
+    "skip_signature",
+    "account_name",
+];
+
+impl Location {
+    /// The local path, when the data is on this machine.
+    pub fn local(&self) -> Option<&Path> {
+        match self {
+            Location::Local(path) => Some(path),
+            Location::Object(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Local(path) => write!(f, "{}", path.display()),
+            Location::Object(object) => f.write_str(&object.url),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

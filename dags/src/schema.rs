@@ -88,14 +88,35 @@ pub enum Format {
     Parquet,
 }
 
-/// An external dataset: a local file or folder.
+/// An external dataset: a local file or folder, or objects in object storage.
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct DatasetSpec {
-    /// `file://relative/or/absolute` or a plain path; relative to the DAG file's folder.
+    /// `file://relative/or/absolute` or a plain path (relative to the DAG file's folder), or
+    /// `s3://bucket/key`, `gs://bucket/key`, `az://container/key` (a key ending in `/` is a
+    /// prefix: every object under it).
     uri: String,
     format: Format,
+    /// Object storage settings (credentials come from the environment, never from here).
+    options: Option<ObjectOptions>,
+}
+
+/// How to reach a dataset in object storage.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ObjectOptions {
+    /// An S3-compatible server's address, e.g. `http://127.0.0.1:9000`.
+    endpoint: Option<String>,
+    region: Option<String>,
+    /// Allow `http://` endpoints (set by itself for an `http://` endpoint).
+    allow_http: Option<bool>,
+    virtual_hosted_style_request: Option<bool>,
+    /// Anonymous access to a public bucket.
+    skip_signature: Option<bool>,
+    /// Azure storage account.
+    account_name: Option<String>,
 }
 
 /// One task: settings plus exactly one kind (`sql`, `shell`, `generate`, `empty`, `knn`,

@@ -127,13 +127,16 @@ fn every_example_dag_loads() {
 #[test]
 fn relative_dataset_paths_resolve_against_the_dag_folder() {
     let dag = load_file(Path::new("examples/csv_sales.yaml")).unwrap();
-    let orders = &dag.datasets["orders"];
+    let orders = dag.datasets["orders"]
+        .location
+        .local()
+        .expect("a local dataset");
     assert!(
-        orders.path.ends_with("examples/data/orders.csv"),
+        orders.ends_with("examples/data/orders.csv"),
         "{}",
-        orders.path.display()
+        orders.display()
     );
-    assert!(orders.path.is_absolute());
+    assert!(orders.is_absolute());
 }
 
 #[test]

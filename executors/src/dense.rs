@@ -40,11 +40,17 @@ fn files_of(input: &TableInput) -> Result<Vec<PathBuf>, StageError> {
             input.name
         )));
     }
-    if !input.path.is_dir() {
-        return Ok(vec![input.path.clone()]);
+    let Some(path) = input.path() else {
+        return Err(StageError::Failed(format!(
+            "table `{}` is in object storage ({}); dense stages read vectors from local files",
+            input.name, input.location
+        )));
+    };
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&input.path)
-        .map_err(|e| StageError::Failed(format!("cannot read {}: {e}", input.path.display())))?
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| StageError::Failed(format!("cannot read {}: {e}", path.display())))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
@@ -299,10 +305,11 @@ impl<'a> Operands<'a> {
         for table in tables {
             let kept = on_gpu
                 .then(|| {
+                    let path = table.path()?;
                     gpu::resident::DEVICE
                         .lock()
                         .expect("resident outputs")
-                        .find(&table.path, column)
+                        .find(path, column)
                 })
                 .flatten();
             match kept {

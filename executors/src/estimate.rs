@@ -17,7 +17,9 @@ use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-use amdahl_dags::{Dag, DevicePreference, Generate, RunContext, TaskKind, TpchTable, template};
+use amdahl_dags::{
+    Dag, DevicePreference, Generate, Location, RunContext, TaskKind, TpchTable, template,
+};
 use amdahl_placement::{Graph, OpKind, Pin, Place, StageWork};
 
 use crate::dense;
@@ -346,7 +348,14 @@ async fn sql_stage(
             register_input(&ctx, &TableInput::from(dataset))
                 .await
                 .map_err(|e| format!("dataset `{name}`: {e}"))?;
-            locations.push((dataset.path.display().to_string(), name));
+            let location = match &dataset.location {
+                Location::Local(path) => path.display().to_string(),
+                // Scans name an object by its key, from the bucket's root.
+                Location::Object(object) => crate::objects::store(object)
+                    .map(|(_, _, key)| format!("/{key}"))
+                    .map_err(|e| format!("dataset `{name}`: {e}"))?,
+            };
+            locations.push((location, name));
         } else {
             let file = scratch.join(format!("{name}.parquet"));
             let writer = std::fs::File::create(&file).map_err(|e| e.to_string())?;
@@ -461,7 +470,12 @@ fn collect_scans(plan: &Arc<dyn ExecutionPlan>, scans: &mut Vec<(String, f64)>) 
 }
 
 async fn dataset_table(dataset: &amdahl_dags::Dataset) -> Result<Table, String> {
-    let bytes = file_bytes(&dataset.path) as f64;
+    let bytes = match &dataset.location {
+        Location::Local(path) => file_bytes(path),
+        Location::Object(object) => crate::objects::size(object)
+            .await
+            .map_err(|e| format!("dataset `{}`: {e}", dataset.name))?,
+    } as f64;
     let ctx = SessionContext::new_with_config(session_config(1));
     register_input(&ctx, &TableInput::from(dataset))
         .await
@@ -474,7 +488,11 @@ async fn dataset_table(dataset: &amdahl_dags::Dataset) -> Result<Table, String> 
             .as_arrow()
             .clone(),
     );
-    let rows = parquet_rows(&dataset.path).unwrap_or_else(|| bytes / row_width(&schema).max(1.0));
+    let rows = dataset
+        .location
+        .local()
+        .and_then(parquet_rows)
+        .unwrap_or_else(|| bytes / row_width(&schema).max(1.0));
     Ok(Table {
         rows,
         bytes: rows * row_width(&schema),

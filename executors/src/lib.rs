@@ -17,6 +17,7 @@ pub mod dense;
 pub mod estimate;
 pub mod gpu;
 pub mod linalg;
+pub mod objects;
 pub mod place;
 pub mod runtime;
 pub mod session;
@@ -25,6 +26,7 @@ pub mod shell;
 pub mod sql;
 pub mod stage;
 pub mod storage;
+pub mod testing;
 pub mod tpch;
 
 pub use dense::DenseExecutor;

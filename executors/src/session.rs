@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 
-use amdahl_dags::DatasetFormat;
+use amdahl_dags::{DatasetFormat, Location};
 
 use crate::stage::TableInput;
 
@@ -27,12 +28,17 @@ pub fn query_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// Registers an input under its name.
+/// Registers an input under its name (an object storage input: its store too).
 pub async fn register_input(
     ctx: &SessionContext,
     input: &TableInput,
 ) -> datafusion::error::Result<()> {
-    let path = path_string(&input.path);
+    let path = match &input.location {
+        Location::Local(path) => path_string(path),
+        Location::Object(object) => crate::objects::register(ctx, object)
+            .await
+            .map_err(DataFusionError::Execution)?,
+    };
     match input.format {
         DatasetFormat::Parquet => {
             ctx.register_parquet(&input.name, &path, ParquetReadOptions::default())

@@ -131,8 +131,10 @@ pub fn find(plan: &Plan, inputs: &[TableInput]) -> Result<Split, String> {
     let mut candidates: Vec<(&TableInput, u64, PathBuf)> = inputs
         .iter()
         .filter_map(|input| {
-            let root = std::fs::canonicalize(&input.path).ok()?;
-            Some((input, crate::storage::path_bytes(&input.path), root))
+            // Parts are cut from local files (object storage inputs are read whole).
+            let path = input.path()?;
+            let root = std::fs::canonicalize(path).ok()?;
+            Some((input, crate::storage::path_bytes(path), root))
         })
         .collect();
     candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.name.cmp(&b.0.name)));

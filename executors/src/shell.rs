@@ -56,7 +56,7 @@ impl Executor for ShellExecutor {
         for input in &stage.inputs {
             cmd.env(
                 format!("AMDAHL_INPUT_{}", input.name.to_uppercase()),
-                &input.path,
+                input.location.to_string(),
             );
         }
         let mut child = cmd

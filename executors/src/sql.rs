@@ -139,8 +139,7 @@ async fn plan(
         register_input(ctx, input).await.map_err(|e| {
             StageError::Failed(format!(
                 "cannot read table `{}` at {}: {e}",
-                input.name,
-                input.path.display()
+                input.name, input.location
             ))
         })?;
     }

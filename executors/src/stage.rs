@@ -6,11 +6,11 @@
 //! scheduler records what they report.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use amdahl_dags::{Activation, DatasetFormat, DevicePreference, Metric, TpchTable};
+use amdahl_dags::{Activation, DatasetFormat, DevicePreference, Location, Metric, TpchTable};
 
 /// What a stage does, with its templates rendered.
 #[derive(Clone, Debug)]
@@ -75,16 +75,32 @@ impl Work {
 pub struct TableInput {
     /// The name SQL uses.
     pub name: String,
-    /// A file, or a folder of files of the same format.
-    pub path: PathBuf,
+    /// A file, or a folder of files of the same format, here or in object storage.
+    pub location: Location,
     pub format: DatasetFormat,
+}
+
+impl TableInput {
+    /// A table in a local file or folder.
+    pub fn local(name: impl Into<String>, path: impl Into<PathBuf>, format: DatasetFormat) -> Self {
+        TableInput {
+            name: name.into(),
+            location: Location::Local(path.into()),
+            format,
+        }
+    }
+
+    /// Its local path, when it is on this machine.
+    pub fn path(&self) -> Option<&Path> {
+        self.location.local()
+    }
 }
 
 impl From<&amdahl_dags::Dataset> for TableInput {
     fn from(dataset: &amdahl_dags::Dataset) -> Self {
         TableInput {
             name: dataset.name.clone(),
-            path: dataset.path.clone(),
+            location: dataset.location.clone(),
             format: dataset.format,
         }
     }

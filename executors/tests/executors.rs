@@ -15,6 +15,7 @@ use tpchgen_arrow::{LineItemArrow, RecordBatchIterator};
 mod calibrate;
 mod dense;
 mod kernel;
+mod objects;
 mod place;
 mod shards;
 
@@ -159,7 +160,7 @@ async fn tpch_q1_and_q6_match_datafusion_on_the_same_data() {
         let out = dir.path().join(task);
         let input = TableInput {
             name: "lineitem".into(),
-            path: lineitem_dir.clone(),
+            location: amdahl_dags::Location::Local(lineitem_dir.clone()),
             format: DatasetFormat::Parquet,
         };
         let outcome = exec
@@ -195,7 +196,9 @@ async fn sql_over_a_csv_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let input = TableInput {
         name: "regions".into(),
-        path: std::fs::canonicalize("../dags/examples/data/regions.csv").unwrap(),
+        location: amdahl_dags::Location::Local(
+            std::fs::canonicalize("../dags/examples/data/regions.csv").unwrap(),
+        ),
         format: DatasetFormat::Csv,
     };
     let (log, mut lines) = LogSink::channel();
@@ -260,7 +263,7 @@ async fn shell_output_is_the_log_and_exit_codes_fail() {
     let (log, mut lines) = LogSink::channel();
     let input = TableInput {
         name: "up".into(),
-        path: dir.path().join("up"),
+        location: amdahl_dags::Location::Local(dir.path().join("up")),
         format: DatasetFormat::Parquet,
     };
     let ok = executors()
@@ -371,7 +374,7 @@ async fn a_memory_budget_spills_or_fails_clearly() {
     let lineitem = kernel::lineitem(dir.path(), 0.1).await;
     let input = TableInput {
         name: "lineitem".into(),
-        path: lineitem,
+        location: amdahl_dags::Location::Local(lineitem),
         format: DatasetFormat::Parquet,
     };
     // DataFusion sets 10 MB aside per partition to merge a sort's spill files: one partition

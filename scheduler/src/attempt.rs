@@ -85,11 +85,11 @@ pub fn prepare_stage(
     let mut inputs: Vec<TableInput> = dag.datasets.values().map(TableInput::from).collect();
     for need in &task.needs {
         if dag.task(need).is_some_and(|t| t.produces_data()) {
-            inputs.push(TableInput {
-                name: need.clone(),
-                path: task_output_dir(data_root, context.run_id, need),
-                format: amdahl_dags::DatasetFormat::Parquet,
-            });
+            inputs.push(TableInput::local(
+                need.clone(),
+                task_output_dir(data_root, context.run_id, need),
+                amdahl_dags::DatasetFormat::Parquet,
+            ));
         }
     }
     Ok(Stage {

@@ -70,7 +70,7 @@ pub const MATMUL_KEYS: &[&str] = &["left", "right", "column"];
 pub const SCORE_KEYS: &[&str] = &["input", "column", "model", "activation"];
 /// Most neighbours a `knn` task may ask for per query.
 pub const MAX_K: u32 = 4096;
-pub const DATASET_KEYS: &[&str] = &["uri", "format"];
+pub const DATASET_KEYS: &[&str] = &["uri", "format", "options"];
 pub const GENERATE_KEYS: &[&str] = &["tpch", "scale_factor", "vectors", "dim", "seed"];
 /// Most rows and widths `generate: { vectors }` makes.
 pub const MAX_VECTOR_ROWS: u64 = 1 << 32;
@@ -383,13 +383,32 @@ impl Cx {
                     None
                 }
             };
+            let options = field("options").map(|n| (self.object_options(n, &what), n.span));
             let Some((uri, uri_span)) = uri else {
                 continue;
             };
-            let Some(path) = self.resolve_uri(&uri, uri_span, base_dir) else {
+            let Some(location) = self.resolve_uri(&uri, uri_span, base_dir) else {
                 continue;
             };
-            if !path.exists() {
+            let location = match (location, options) {
+                (Location::Object(mut object), Some((options, _))) => {
+                    object.options = options;
+                    Location::Object(object)
+                }
+                (Location::Local(_), Some((_, span))) => {
+                    self.error(
+                        span,
+                        format!(
+                            "`{what}.options` are settings for object storage; `{uri}` is a local path"
+                        ),
+                    );
+                    continue;
+                }
+                (location, None) => location,
+            };
+            if let Location::Local(path) = &location
+                && !path.exists()
+            {
                 let shown = if Path::new(uri.split_once("://").map_or(uri.as_str(), |(_, p)| p))
                     .is_absolute()
                 {
@@ -397,7 +416,7 @@ impl Cx {
                 } else {
                     format!(
                         "{} (relative to the DAG file's folder)",
-                        path.strip_prefix(base_dir).unwrap_or(&path).display()
+                        path.strip_prefix(base_dir).unwrap_or(path).display()
                     )
                 };
                 self.error(uri_span, format!("dataset file not found: {shown}"));
@@ -411,7 +430,7 @@ impl Cx {
                 Dataset {
                     name: name.to_string(),
                     uri,
-                    path,
+                    location,
                     format,
                     span: key.span,
                 },
@@ -420,13 +439,69 @@ impl Cx {
         out
     }
 
-    fn resolve_uri(&mut self, uri: &str, span: Span, base_dir: &Path) -> Option<PathBuf> {
+    /// A dataset's `options:` for object storage: known settings only, never credentials.
+    fn object_options(&mut self, node: &Node, what: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let what = format!("{what}.options");
+        for (key, key_node, value) in self.entries(node, &what, None).unwrap_or_default() {
+            if !OBJECT_OPTIONS.contains(&key) {
+                let secret = ["key", "secret", "token", "password", "sas", "credential"]
+                    .iter()
+                    .any(|s| key.to_ascii_lowercase().contains(s));
+                if secret {
+                    self.error(
+                        key_node.span,
+                        format!(
+                            "`{what}.{key}`: credentials do not belong in a DAG file; give them to \
+                             the workers in their environment (AWS_ACCESS_KEY_ID, \
+                             AWS_SECRET_ACCESS_KEY, GOOGLE_SERVICE_ACCOUNT, AZURE_STORAGE_ACCOUNT_KEY, …)"
+                        ),
+                    );
+                } else {
+                    self.one_of(key_node.span, &what, key, &OBJECT_OPTIONS);
+                }
+                continue;
+            }
+            let text = match &value.value {
+                Value::Str(s, _) => Some(s.clone()),
+                Value::Bool(b) => Some(b.to_string()),
+                _ => {
+                    self.wrong_type(value, "a string or true/false", &format!("{what}.{key}"));
+                    None
+                }
+            };
+            if let Some(text) = text {
+                out.insert(key.to_string(), text);
+            }
+        }
+        out
+    }
+
+    fn resolve_uri(&mut self, uri: &str, span: Span, base_dir: &Path) -> Option<Location> {
         let path = match uri.split_once("://") {
             Some(("file", rest)) => rest,
+            Some((scheme, rest)) if OBJECT_SCHEMES.contains(&scheme) => {
+                let bucket = rest.split('/').next().unwrap_or_default();
+                if bucket.is_empty() {
+                    self.error(
+                        span,
+                        format!("`{uri}` names no bucket: write {scheme}://BUCKET/KEY"),
+                    );
+                    return None;
+                }
+                return Some(Location::Object(ObjectLocation {
+                    url: uri.to_string(),
+                    options: BTreeMap::new(),
+                }));
+            }
             Some((scheme, _)) => {
                 self.error(
                     span,
-                    format!("unsupported URI scheme `{scheme}://`; only local files (`file://` or a path) for now"),
+                    format!(
+                        "unsupported URI scheme `{scheme}://`; a dataset is a local path \
+                         (`file://` or a plain path) or in object storage ({})",
+                        OBJECT_SCHEMES.map(|s| format!("{s}://")).join(", ")
+                    ),
                 );
                 return None;
             }
@@ -437,11 +512,11 @@ impl Cx {
             return None;
         }
         let path = Path::new(path);
-        Some(if path.is_absolute() {
+        Some(Location::Local(if path.is_absolute() {
             path.to_path_buf()
         } else {
             base_dir.join(path)
-        })
+        }))
     }
 
     fn tasks(

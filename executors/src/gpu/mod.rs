@@ -45,7 +45,11 @@ pub fn choice(stage: &Stage) -> Option<String> {
                 return (placement.place == amdahl_placement::Place::Gpu)
                     .then(|| placement.reason.clone());
             }
-            let bytes: u64 = stage.inputs.iter().map(|i| path_bytes(&i.path)).sum();
+            let bytes: u64 = stage
+                .inputs
+                .iter()
+                .filter_map(|i| i.path().map(path_bytes))
+                .sum();
             auto_choice(bytes)
         }
     }

@@ -435,6 +435,15 @@ impl Builder {
         if config.limit.is_some() {
             return Err(unsupported(name, "a LIMIT pushed into the scan"));
         }
+        if config.object_store_url.as_str() != "file:///" {
+            return Err(unsupported(
+                name,
+                format!(
+                    "input in object storage ({}; the GPU reads local Parquet files)",
+                    config.object_store_url.as_str()
+                ),
+            ));
+        }
         // A file DataFusion split into byte ranges is read whole, once: its ranges are all in
         // the plan. A shard's part is a row selection, read as it is.
         let mut files: Vec<ScanFile> = Vec::new();

@@ -18,7 +18,7 @@ use super::{executors, stage};
 fn table(name: &str, path: &Path) -> TableInput {
     TableInput {
         name: name.into(),
-        path: path.to_path_buf(),
+        location: amdahl_dags::Location::Local(path.to_path_buf()),
         format: DatasetFormat::Parquet,
     }
 }
@@ -347,7 +347,7 @@ async fn bad_dense_inputs_fail_with_what_is_wrong() {
                 table("a", &a),
                 TableInput {
                     name: "b".into(),
-                    path: a.join("part-0.parquet"),
+                    location: amdahl_dags::Location::Local(a.join("part-0.parquet")),
                     format: DatasetFormat::Csv,
                 },
             ],

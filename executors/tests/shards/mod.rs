@@ -118,7 +118,7 @@ fn tables(dir: &Path) -> Vec<TableInput> {
     write_parquet(&dims_path, &dims, 1000);
     let input = |name: &str, path: PathBuf, format| TableInput {
         name: name.into(),
-        path,
+        location: amdahl_dags::Location::Local(path),
         format,
     };
     vec![
@@ -305,7 +305,7 @@ async fn parts_cover_every_row_once() {
     for (path, rows) in [(single, 1001u64), (tiny, 3)] {
         let inputs = vec![TableInput {
             name: "t".into(),
-            path,
+            location: amdahl_dags::Location::Local(path),
             format: DatasetFormat::Parquet,
         }];
         let ctx = shards::session(2, Default::default());
@@ -370,7 +370,7 @@ async fn gpu_parts_run_partial_aggregate_kernels() {
     let lineitem = lineitem(dir.path(), 0.01).await;
     let inputs = vec![TableInput {
         name: "lineitem".into(),
-        path: lineitem,
+        location: amdahl_dags::Location::Local(lineitem),
         format: DatasetFormat::Parquet,
     }];
     for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
@@ -428,7 +428,7 @@ async fn parts_shared_between_the_cpu_and_a_real_gpu_combine_exactly() {
     let lineitem = lineitem(dir.path(), 0.1).await;
     let inputs = vec![TableInput {
         name: "lineitem".into(),
-        path: lineitem,
+        location: amdahl_dags::Location::Local(lineitem),
         format: DatasetFormat::Parquet,
     }];
     for task in ["q1_pricing_summary", "q6_forecast_revenue"] {

@@ -1,0 +1,155 @@
+//! Object storage: datasets at `s3://`, `gs://` and `az://` URLs, read through the
+//! `object_store` crate that DataFusion reads with.
+//!
+//! Credentials come from the worker's environment, as each cloud's own tools read them:
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL` (an S3-compatible server), `AWS_ALLOW_HTTP`; `GOOGLE_SERVICE_ACCOUNT`
+//! (or `GOOGLE_APPLICATION_CREDENTIALS`); `AZURE_STORAGE_ACCOUNT_NAME`,
+//! `AZURE_STORAGE_ACCOUNT_KEY`, …. A dataset's `options:` in the DAG add what is not secret
+//! (endpoint, region). Nothing here logs or returns a credential: errors name the URL only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::execution::context::SessionContext;
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::path::Path as ObjectPath;
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
+use url::Url;
+
+use amdahl_dags::ObjectLocation;
+
+/// A store for the bucket (or container) of `location`, the URL DataFusion knows it by
+/// (`scheme://bucket`), and the key within it.
+pub fn store(location: &ObjectLocation) -> Result<(Arc<dyn ObjectStore>, Url, ObjectPath), String> {
+    let url =
+        Url::parse(&location.url).map_err(|e| format!("`{}` is not a URL: {e}", location.url))?;
+    let bucket = url
+        .host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("`{}` names no bucket", location.url))?;
+    let base = Url::parse(&format!("{}://{bucket}", url.scheme()))
+        .map_err(|e| format!("`{}`: {e}", location.url))?;
+    let key = ObjectPath::from_url_path(url.path())
+        .map_err(|e| format!("`{}`: bad key: {e}", location.url))?;
+    let options = &location.options;
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "s3" | "s3a" => {
+            let mut builder = AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retries());
+            // An `http://` endpoint (a local S3-compatible server) says plain HTTP is meant.
+            let endpoint = options.get("endpoint").cloned().or_else(aws_endpoint);
+            if endpoint.is_some_and(|e| e.starts_with("http://")) {
+                builder = builder.with_allow_http(true);
+            }
+            let builder = configure(builder, options, |b, k, v| {
+                Ok(b.with_config(k.parse().map_err(|e| format!("{e}"))?, v))
+            })?;
+            Arc::new(builder.build().map_err(|e| failed(location, e))?)
+        }
+        "gs" => {
+            let builder = GoogleCloudStorageBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retries());
+            let builder = configure(builder, options, |b, k, v| {
+                Ok(b.with_config(k.parse().map_err(|e| format!("{e}"))?, v))
+            })?;
+            Arc::new(builder.build().map_err(|e| failed(location, e))?)
+        }
+        "az" | "abfs" | "abfss" | "azure" => {
+            let builder = MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retries());
+            let builder = configure(builder, options, |b, k, v| {
+                Ok(b.with_config(k.parse().map_err(|e| format!("{e}"))?, v))
+            })?;
+            Arc::new(builder.build().map_err(|e| failed(location, e))?)
+        }
+        other => return Err(format!("`{other}://` is not an object storage scheme")),
+    };
+    Ok((store, base, key))
+}
+
+/// A request that fails for a passing reason (a dropped connection, a 5xx, throttling) is
+/// tried again a few times within 20 s; beyond that the task fails and its own `retries:`
+/// take over (the store's default would keep a task waiting for three minutes).
+fn retries() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+    }
+}
+
+/// The standard variable for an S3-compatible endpoint (object_store reads `AWS_ENDPOINT`
+/// and `AWS_ENDPOINT_URL` itself; it is read here to tell whether it is plain HTTP).
+fn aws_endpoint() -> Option<String> {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+/// Applies a dataset's options to a store's builder.
+fn configure<B>(
+    mut builder: B,
+    options: &BTreeMap<String, String>,
+    set: impl Fn(B, &str, &str) -> Result<B, String>,
+) -> Result<B, String> {
+    for (key, value) in options {
+        builder = set(builder, key, value).map_err(|e| format!("option `{key}`: {e}"))?;
+    }
+    Ok(builder)
+}
+
+fn failed(location: &ObjectLocation, e: object_store::Error) -> String {
+    format!("cannot reach {}: {e}", location.url)
+}
+
+/// Makes `location` readable in `ctx` and returns the URL to register it by: the object
+/// itself, or its prefix with a trailing `/` when it names a folder (a URL ending in `/`, or
+/// one that names no object).
+pub async fn register(ctx: &SessionContext, location: &ObjectLocation) -> Result<String, String> {
+    let (store, base, key) = store(location)?;
+    ctx.register_object_store(&base, store.clone());
+    if !location.url.ends_with('/') {
+        match store.head(&key).await {
+            Ok(_) => return Ok(location.url.clone()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(failed(location, e)),
+        }
+    }
+    // A prefix: it must hold something, or the query would see an empty table.
+    let mut listing = store.list(Some(&key));
+    match listing.next().await {
+        Some(Ok(_)) => Ok(format!("{}/", location.url.trim_end_matches('/'))),
+        Some(Err(e)) => Err(failed(location, e)),
+        None => Err(format!(
+            "nothing at {}: no such object, and no objects under it",
+            location.url
+        )),
+    }
+}
+
+/// Bytes stored at `location`: the object's size, or the sum over the objects under the
+/// prefix.
+pub async fn size(location: &ObjectLocation) -> Result<u64, String> {
+    let (store, _, key) = store(location)?;
+    if !location.url.ends_with('/') {
+        match store.head(&key).await {
+            Ok(meta) => return Ok(meta.size),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(failed(location, e)),
+        }
+    }
+    let mut total = 0u64;
+    let mut listing = store.list(Some(&key));
+    while let Some(meta) = listing.next().await {
+        total += meta.map_err(|e| failed(location, e))?.size;
+    }
+    Ok(total)
+}
