@@ -66,7 +66,9 @@ impl CpuRuntime {
         let runtime = Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("amdahl-cpu")
+            // Time for DataFusion's spilling and timeouts; I/O for object storage clients.
             .enable_time()
+            .enable_io()
             .build()?;
         Ok(CpuRuntime {
             inner: Arc::new(RuntimeHolder {
