@@ -24,6 +24,12 @@ pub struct Cli {
     /// [default: $XDG_DATA_HOME/amdahl or ~/.local/share/amdahl]
     #[arg(long, global = true, env = "AMDAHL_HOME", value_name = "DIR")]
     pub home: Option<std::path::PathBuf>,
+    /// Where task outputs go: a folder, or a prefix in object storage (s3://BUCKET/PREFIX,
+    /// gs://…, az://…) that workers on every machine share; credentials and endpoint come
+    /// from the standard variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, …)
+    /// [default: the `data` folder in the Amdahl home]
+    #[arg(long, global = true, env = "AMDAHL_DATA_ROOT", value_name = "DIR|URL")]
+    pub data_root: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -1,22 +1,28 @@
 //! Where Amdahl keeps things, resolved once from flags and the environment.
 //!
 //! **Invariant:** this is the only place the binary reads environment variables (clap reads
-//! `AMDAHL_DATABASE_URL` and `AMDAHL_HOME`; this reads `XDG_DATA_HOME` and `HOME`).
+//! `AMDAHL_DATABASE_URL`, `AMDAHL_HOME` and `AMDAHL_DATA_ROOT`; this reads `XDG_DATA_HOME`
+//! and `HOME`; object storage clients read their own, see `amdahl_executors::objects`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
+use amdahl_dags::Location;
+use amdahl_executors::storage::DataRoot;
+
 pub struct Settings {
     pub database_url: String,
-    /// Task outputs live under here.
-    pub data_root: PathBuf,
+    /// Where task outputs live: `<home>/data`, another folder, or a prefix in object storage
+    /// (with `<home>/data` as this machine's scratch).
+    pub data_root: DataRoot,
 }
 
 impl Settings {
     pub fn resolve(
         database_url: Option<String>,
         home: Option<PathBuf>,
+        data_root: Option<String>,
     ) -> anyhow::Result<Settings> {
         let home = match home {
             Some(h) => h,
@@ -29,9 +35,25 @@ impl Settings {
             Some(url) if !url.trim().is_empty() => url,
             _ => format!("sqlite://{}", home.join("amdahl.db").display()),
         };
+        let scratch = home.join("data");
+        let data_root = match data_root.filter(|r| !r.trim().is_empty()) {
+            None => DataRoot::local(scratch),
+            Some(text) => {
+                let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+                match Location::parse(text.trim(), &here)
+                    .map_err(|e| anyhow::anyhow!("--data-root `{text}`: {e}"))?
+                {
+                    Location::Local(path) => DataRoot::local(path),
+                    Location::Object(object) => DataRoot {
+                        local: scratch,
+                        shared: Some(object),
+                    },
+                }
+            }
+        };
         Ok(Settings {
             database_url,
-            data_root: home.join("data"),
+            data_root,
         })
     }
 }

@@ -1705,6 +1705,46 @@ fn a_dag_reads_its_datasets_from_s3() {
     for shown in [&printed, &text(&explain.stdout), &text(&logs.stdout)] {
         assert!(!shown.contains(secret), "{shown}");
     }
+    // Outputs in the bucket too (`--data-root`): `amdahl run` publishes each task's output
+    // under its run and attempt and reads it back from there.
+    let out = with_s3(&[
+        "run",
+        dag,
+        "--param",
+        "min_amount=100",
+        "--data-root",
+        "s3://sales/amdahl",
+    ]);
+    assert_success(&out, "the example with its outputs in S3");
+    let shown = text(&with_s3(&["runs", "show", "3"]).stdout);
+    assert!(
+        shown.contains("revenue_by_region  s3://sales/amdahl/runs/3/revenue_by_region/attempt-1/"),
+        "{shown}"
+    );
+    assert_eq!(
+        object_rows(&s3, "s3://sales/amdahl/runs/3/revenue_by_region/attempt-1/"),
+        expected
+    );
+    assert!(!data.join("3").join("revenue_by_region").exists());
+    // A data root that cannot be used stops the command before anything runs.
+    for (root, needle) in [
+        (
+            "s3://no-such-bucket/amdahl",
+            "cannot reach s3://no-such-bucket/amdahl",
+        ),
+        ("ftp://host/amdahl", "unsupported URI scheme `ftp://`"),
+    ] {
+        let out = with_s3(&["run", dag, "--data-root", root]);
+        assert!(!out.status.success(), "{root}");
+        let said = text(&out.stderr);
+        assert!(said.contains(needle), "{root}: {said}");
+        assert!(!said.contains(secret), "{said}");
+    }
+    let listed = text(&with_s3(&["runs", "list"]).stdout);
+    assert!(
+        !listed.contains("\n4 "),
+        "a refused run was created:\n{listed}"
+    );
     // Without the server's address the bucket cannot be reached: a clear error, non-zero.
     let unreachable = amdahl
         .command(&["run", dag])
@@ -1717,4 +1757,169 @@ fn a_dag_reads_its_datasets_from_s3() {
     let said = format!("{}{}", text(&unreachable.stdout), text(&unreachable.stderr));
     assert!(said.contains("s3://sales/raw/"), "{said}");
     assert!(!said.contains(secret), "{said}");
+}
+
+/// The rows of the Parquet objects under `prefix` in the bucket (the manifest left out), as a
+/// table.
+fn object_rows(s3: &amdahl_executors::testing::LocalS3, prefix: &str) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for url in rt.block_on(s3.list(prefix)).unwrap() {
+        if let Some(name) = url
+            .strip_suffix(".parquet")
+            .and_then(|u| u.rsplit('/').next())
+        {
+            let bytes = rt.block_on(s3.get(&url)).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.parquet")), bytes).unwrap();
+        }
+    }
+    output_rows(dir.path())
+}
+
+/// Two machines, one PostgreSQL and one bucket: workers with separate local disks hand data
+/// to each other through object storage (`--data-root s3://…`). Worker A generates a table
+/// and is killed while it holds the next task; its whole disk is then deleted; worker B
+/// takes the task over and runs the query over A's output, which it can only have read from
+/// the bucket. Outputs are published under `runs/<run>/<task>/attempt-<N>/` with a manifest,
+/// and the answer equals the same DAG run on one machine's own disk.
+#[test]
+fn postgres_workers_on_two_machines_hand_data_through_object_storage() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let s3 = amdahl_executors::testing::LocalS3::start().unwrap();
+    s3.create_bucket("lake").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("let-the-gate-open");
+    let file = dir.path().join("handoff.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "dag: handoff\n\
+             tasks:\n  \
+               orders:\n    generate: {{ tpch: orders, scale_factor: 0.01 }}\n  \
+               gate:\n    needs: [orders]\n    retries: 1\n    retry_delay: 0s\n    \
+                 shell: \"echo waiting; while [ ! -e {m} ]; do sleep 0.1; done\"\n  \
+               by_status:\n    needs: [orders, gate]\n    \
+                 sql: SELECT o_orderstatus, COUNT(*) AS n, SUM(o_totalprice) AS total \
+                      FROM orders GROUP BY o_orderstatus ORDER BY o_orderstatus\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let machine_a = Amdahl::with_database(&db.url);
+    let machine_b = Amdahl::with_database(&db.url);
+    let worker = |machine: &Amdahl| {
+        let mut cmd = machine.command(&[
+            "worker",
+            "--slots",
+            "1",
+            "--lease",
+            "2s",
+            "--data-root",
+            "s3://lake/amdahl",
+        ]);
+        for (key, value) in s3.env() {
+            cmd.env(key, value);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    assert_success(&machine_a.run(&["db", "migrate"]), "migrate");
+    let no_dags = tempfile::tempdir().unwrap();
+    let no_dags = no_dags.path().display().to_string();
+    let mut services = Services::start(
+        &machine_a,
+        &[&["scheduler", "--poll", "100ms", "--dags-folder", &no_dags]],
+    );
+    let worker_a = worker(&machine_a);
+    let pid_a = worker_a.id();
+    services.0.push(worker_a);
+    assert_success(&machine_a.run(&["trigger", &file]), "trigger");
+    // A holds the gate (its only slot) once the table is published.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = text(&machine_a.run(&["tasks", "logs", "1", "gate"]).stdout);
+        if logs.contains("attempt 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gate never started:\n{logs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(pid_a as i32, libc::SIGKILL);
+    }
+    let scratch_a = machine_a.home.path().join("data");
+    std::fs::remove_dir_all(&scratch_a).unwrap();
+    std::fs::write(&marker, "").unwrap();
+    services.0.push(worker(&machine_b));
+    let shown = wait_for(&machine_b, "1", "state    success", Duration::from_secs(90));
+    assert!(shown.contains("lost"), "A's attempt is lost:\n{shown}");
+
+    let published = rt.block_on(s3.list("s3://lake/amdahl/runs/1/")).unwrap();
+    for expected in [
+        "s3://lake/amdahl/runs/1/orders/attempt-1/_SUCCESS",
+        "s3://lake/amdahl/runs/1/orders/attempt-1/part-0.parquet",
+        "s3://lake/amdahl/runs/1/by_status/attempt-1/_SUCCESS",
+        "s3://lake/amdahl/runs/1/by_status/attempt-1/part-0.parquet",
+    ] {
+        assert!(published.contains(&expected.to_string()), "{published:#?}");
+    }
+    let manifest = rt
+        .block_on(s3.get("s3://lake/amdahl/runs/1/by_status/attempt-1/_SUCCESS"))
+        .unwrap();
+    assert!(
+        text(&manifest).starts_with("part-0.parquet\t"),
+        "{}",
+        text(&manifest)
+    );
+    assert!(
+        shown.contains("s3://lake/amdahl/runs/1/by_status/attempt-1/"),
+        "the output's place is shown:\n{shown}"
+    );
+    let logs = text(&machine_b.run(&["tasks", "logs", "1", "by_status"]).stdout);
+    assert!(
+        logs.contains("uploaded") && logs.contains("s3://lake/amdahl/runs/1/by_status/attempt-1/"),
+        "{logs}"
+    );
+    // Nothing is left on either machine's disk: outputs live in the bucket.
+    assert!(!scratch_a.exists());
+    let runs_b = machine_b.home.path().join("data/runs/1");
+    let left: Vec<_> = std::fs::read_dir(&runs_b)
+        .map(|entries| entries.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left on B's disk: {left:?}");
+
+    // The same DAG on one machine's own disk gives the same answer.
+    let alone = Amdahl::sqlite();
+    std::fs::write(&marker, "").unwrap();
+    assert_success(&alone.run(&["run", &file]), "the DAG on one machine");
+    let expected = output_rows(&alone.home.path().join("data/runs/1/by_status"));
+    assert!(expected.contains("o_orderstatus"), "{expected}");
+    assert_eq!(
+        object_rows(&s3, "s3://lake/amdahl/runs/1/by_status/attempt-1/"),
+        expected
+    );
+
+    // `db clean` removes a run's objects with its rows.
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut clean = machine_b.command(&[
+        "db",
+        "clean",
+        "--older-than",
+        "1s",
+        "--data-root",
+        "s3://lake/amdahl",
+    ]);
+    for (key, value) in s3.env() {
+        clean.env(key, value);
+    }
+    assert_success(&clean.output().unwrap(), "db clean");
+    let after = rt.block_on(s3.list("s3://lake/amdahl/runs/1/")).unwrap();
+    assert!(after.is_empty(), "{after:#?}");
+    drop(services);
+    rt.block_on(db.drop_database());
 }

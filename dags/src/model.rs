@@ -109,6 +109,43 @@ pub const OBJECT_OPTIONS: [&str; 6] = [
 ];
 
 impl Location {
+    /// A location as written: `file://PATH` or a plain path (relative ones from `base_dir`),
+    /// or a URL in object storage (`s3://BUCKET/KEY`, …), with no options. The error says
+    /// what is wrong, without a place (the caller knows where the text came from).
+    pub fn parse(uri: &str, base_dir: &Path) -> Result<Location, String> {
+        let path = match uri.split_once("://") {
+            Some(("file", rest)) => rest,
+            Some((scheme, rest)) if OBJECT_SCHEMES.contains(&scheme) => {
+                if rest.split('/').next().unwrap_or_default().is_empty() {
+                    return Err(format!(
+                        "`{uri}` names no bucket: write {scheme}://BUCKET/KEY"
+                    ));
+                }
+                return Ok(Location::Object(ObjectLocation {
+                    url: uri.to_string(),
+                    options: BTreeMap::new(),
+                }));
+            }
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "unsupported URI scheme `{scheme}://`; use a local path (`file://` or a \
+                     plain path) or object storage ({})",
+                    OBJECT_SCHEMES.map(|s| format!("{s}://")).join(", ")
+                ));
+            }
+            None => uri,
+        };
+        if path.is_empty() {
+            return Err("empty path".into());
+        }
+        let path = Path::new(path);
+        Ok(Location::Local(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            base_dir.join(path)
+        }))
+    }
+
     /// The local path, when the data is on this machine.
     pub fn local(&self) -> Option<&Path> {
         match self {

@@ -153,3 +153,95 @@ pub async fn size(location: &ObjectLocation) -> Result<u64, String> {
     }
     Ok(total)
 }
+
+/// The object `name` under the prefix `location` (a URL with or without a trailing `/`),
+/// with the same options.
+pub fn child(location: &ObjectLocation, name: &str) -> ObjectLocation {
+    ObjectLocation {
+        url: format!("{}/{name}", location.url.trim_end_matches('/')),
+        options: location.options.clone(),
+    }
+}
+
+/// The object a published output's list of files is written to, last: an output whose
+/// manifest is missing was never finished.
+pub const MANIFEST: &str = "_SUCCESS";
+
+/// Uploads the files directly in `dir` (hidden ones left out) under the prefix `target`,
+/// each streamed in parts, then writes the [`MANIFEST`] naming them with their sizes.
+/// Returns the bytes uploaded. Nothing reads an output before the state store records it,
+/// so a process that dies half-way leaves objects that nothing names; the manifest tells
+/// other readers the same.
+pub async fn upload_dir(dir: &std::path::Path, target: &ObjectLocation) -> Result<u64, String> {
+    let (store, _, prefix) = store(target)?;
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_file()) {
+            files.push(name);
+        }
+    }
+    files.sort();
+    let mut manifest = String::new();
+    let mut total = 0u64;
+    for name in &files {
+        let path = dir.join(name);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = prefix.clone().join(name.as_str());
+        let mut writer = object_store::buffered::BufWriter::new(store.clone(), key);
+        let bytes = tokio::io::copy(&mut file, &mut writer).await.map_err(|e| {
+            format!(
+                "cannot upload {} to {}: {e}",
+                path.display(),
+                child(target, name).url
+            )
+        })?;
+        tokio::io::AsyncWriteExt::shutdown(&mut writer)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot upload {} to {}: {e}",
+                    path.display(),
+                    child(target, name).url
+                )
+            })?;
+        total += bytes;
+        manifest.push_str(&format!("{name}\t{bytes}\n"));
+    }
+    store
+        .put(&prefix.clone().join(MANIFEST), manifest.into_bytes().into())
+        .await
+        .map_err(|e| failed(target, e))?;
+    Ok(total)
+}
+
+/// Deletes every object under the prefix `location`; returns how many went.
+pub async fn delete_prefix(location: &ObjectLocation) -> Result<usize, String> {
+    let (store, _, prefix) = store(location)?;
+    let paths = store
+        .list(Some(&prefix))
+        .map(|meta| meta.map(|m| m.location))
+        .boxed();
+    let mut deleted = 0;
+    let mut results = store.delete_stream(paths);
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+            Err(e) => return Err(failed(location, e)),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Whether the bucket and prefix of `location` can be listed with the credentials at hand.
+pub async fn reachable(location: &ObjectLocation) -> Result<(), String> {
+    let (store, _, prefix) = store(location)?;
+    match store.list(Some(&prefix)).next().await {
+        Some(Err(e)) => Err(failed(location, e)),
+        _ => Ok(()),
+    }
+}

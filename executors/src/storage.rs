@@ -3,6 +3,12 @@
 //! Layout: `<data_root>/runs/<run_id>/<task_id>/part-<n>.parquet`. A folder per task lets
 //! generation write partitions in parallel and lets DataFusion read them as one table.
 //! Outputs are written to a temporary name and renamed, so a reader never sees half a file.
+//!
+//! With a shared root in object storage ([`DataRoot::shared`]), an attempt still writes into
+//! its local folder; when it succeeded the files are uploaded to
+//! `<shared>/runs/<run_id>/<task_id>/attempt-<N>/` (a manifest last) and the local copy goes.
+//! The state store records that prefix as the task's output, and downstream tasks, on any
+//! machine, read it from there.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,7 +24,50 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 
+use amdahl_dags::ObjectLocation;
+
 use crate::stage::{LogSink, StageError};
+
+/// Where task outputs go.
+#[derive(Clone, Debug)]
+pub struct DataRoot {
+    /// This machine's folder: attempts write here, and without a shared root outputs are
+    /// published and read here.
+    pub local: PathBuf,
+    /// A prefix in object storage (`s3://bucket/prefix`) that succeeded attempts' outputs are
+    /// uploaded to, so workers on other machines can read them.
+    pub shared: Option<ObjectLocation>,
+}
+
+impl DataRoot {
+    /// Outputs on this machine only.
+    pub fn local(path: impl Into<PathBuf>) -> Self {
+        DataRoot {
+            local: path.into(),
+            shared: None,
+        }
+    }
+
+    /// Where an attempt's output is published in the shared root.
+    pub fn shared_output(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        attempt: u32,
+    ) -> Option<ObjectLocation> {
+        let root = self.shared.as_ref()?;
+        Some(crate::objects::child(
+            root,
+            &format!("runs/{run_id}/{task_id}/attempt-{attempt}/"),
+        ))
+    }
+
+    /// Every output of a run in the shared root.
+    pub fn shared_run(&self, run_id: i64) -> Option<ObjectLocation> {
+        let root = self.shared.as_ref()?;
+        Some(crate::objects::child(root, &format!("runs/{run_id}/")))
+    }
+}
 
 /// The folder a task's output goes to.
 pub fn task_output_dir(data_root: &Path, run_id: i64, task_id: &str) -> PathBuf {

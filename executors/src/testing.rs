@@ -117,6 +117,34 @@ impl LocalS3 {
             .map(|_| ())
             .map_err(|e| format!("put {url}: {e}"))
     }
+
+    /// The bytes of the object at `url`.
+    pub async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let (store, _, key) = crate::objects::store(&self.location(url))?;
+        let got = store
+            .get(&key)
+            .await
+            .map_err(|e| format!("get {url}: {e}"))?;
+        let bytes = got.bytes().await.map_err(|e| format!("get {url}: {e}"))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// The URLs of every object under the prefix `url`, sorted.
+    pub async fn list(&self, url: &str) -> Result<Vec<String>, String> {
+        let (store, base, key) = crate::objects::store(&self.location(url))?;
+        let mut urls = Vec::new();
+        let mut listing = store.list(Some(&key));
+        while let Some(meta) = futures::StreamExt::next(&mut listing).await {
+            let meta = meta.map_err(|e| format!("list {url}: {e}"))?;
+            urls.push(format!(
+                "{}/{}",
+                base.as_str().trim_end_matches('/'),
+                meta.location
+            ));
+        }
+        urls.sort();
+        Ok(urls)
+    }
 }
 
 impl Drop for LocalS3 {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use amdahl_dags::{Dag, Generate, RunContext, TaskKind, template};
 use amdahl_executors::estimate::Produced;
 use amdahl_executors::place::place_task;
-use amdahl_executors::storage::{attempt_output_dir, publish_output, task_output_dir};
+use amdahl_executors::storage::{DataRoot, attempt_output_dir, publish_output, task_output_dir};
 use amdahl_executors::{Executors, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
 use amdahl_placement::{Observation, OpKind, Place, Profile, learned};
 
@@ -30,13 +30,38 @@ pub struct AttemptEnv {
     pub profile: Option<Arc<Profile>>,
 }
 
-/// Renders the task's templates and resolves its inputs and output folder.
+/// The outputs a run's succeeded tasks published to the shared root (task → URL), which
+/// their downstream tasks read; empty without a shared root (outputs are then found by
+/// their place under the local root).
+pub async fn published_outputs(
+    store: &Store,
+    run_id: i64,
+    data_root: &DataRoot,
+) -> Result<HashMap<String, String>, String> {
+    if data_root.shared.is_none() {
+        return Ok(HashMap::new());
+    }
+    let tasks = store
+        .tasks(run_id)
+        .await
+        .map_err(|e| format!("cannot read where upstream outputs are: {e}"))?;
+    Ok(tasks
+        .into_iter()
+        .filter(|t| t.state == TaskState::Success)
+        .filter_map(|t| Some((t.task_id, t.output_path?)))
+        .collect())
+}
+
+/// Renders the task's templates and resolves its inputs and output folder. With a shared
+/// root, an upstream output is read from where it was published (`published`, see
+/// [`published_outputs`]).
 pub fn prepare_stage(
     dag: &Dag,
     context: &RunContext,
     task_id: &str,
     attempt: i64,
-    data_root: &Path,
+    data_root: &DataRoot,
+    published: &HashMap<String, String>,
 ) -> Result<Stage, String> {
     let task = dag
         .task(task_id)
@@ -84,13 +109,22 @@ pub fn prepare_stage(
     };
     let mut inputs: Vec<TableInput> = dag.datasets.values().map(TableInput::from).collect();
     for need in &task.needs {
-        if dag.task(need).is_some_and(|t| t.produces_data()) {
-            inputs.push(TableInput::local(
-                need.clone(),
-                task_output_dir(data_root, context.run_id, need),
-                amdahl_dags::DatasetFormat::Parquet,
-            ));
+        if !dag.task(need).is_some_and(|t| t.produces_data()) {
+            continue;
         }
+        let location = if data_root.shared.is_some() {
+            let url = published.get(need).ok_or_else(|| {
+                format!("the output of `{need}` is not recorded in the state store")
+            })?;
+            amdahl_dags::Location::parse(url, Path::new("/"))?
+        } else {
+            amdahl_dags::Location::Local(task_output_dir(&data_root.local, context.run_id, need))
+        };
+        inputs.push(TableInput {
+            name: need.clone(),
+            location,
+            format: amdahl_dags::DatasetFormat::Parquet,
+        });
     }
     Ok(Stage {
         dag_id: dag.id.clone(),
@@ -101,7 +135,7 @@ pub fn prepare_stage(
         inputs,
         output_dir: task
             .produces_data()
-            .then(|| attempt_output_dir(data_root, context.run_id, task_id, attempt as u32)),
+            .then(|| attempt_output_dir(&data_root.local, context.run_id, task_id, attempt as u32)),
         work_dir: dag.source.base_dir.clone(),
         device: task.device,
         placement: None,
@@ -210,7 +244,8 @@ pub async fn execute_attempt(
     env: &AttemptEnv,
     prepared: Result<Stage, String>,
     attempt_id: i64,
-) -> (Result<StageOutcome, StageError>, Option<PathBuf>) {
+    data_root: &DataRoot,
+) -> (Result<StageOutcome, StageError>, Option<String>) {
     if let Ok(stage) = &prepared
         && matches!(stage.work, Work::Empty)
         && stage.device != amdahl_dags::DevicePreference::Gpu
@@ -262,22 +297,10 @@ pub async fn execute_attempt(
                 outcome.note = Some(placement.reason.clone());
             }
             match (&result, &stage.output_dir) {
-                (Ok(_), Some(written)) => {
-                    // Published whole, under the task's own name, or not at all.
-                    // Beside the attempt's folder (see `attempt_output_dir`).
-                    let task_dir = written.with_file_name(&stage.task_id);
-                    match publish_output(written, &task_dir) {
-                        Ok(()) => (result, Some(task_dir)),
-                        Err(e) => (
-                            Err(StageError::Internal(format!(
-                                "cannot publish the output {} as {}: {e}",
-                                written.display(),
-                                task_dir.display()
-                            ))),
-                            None,
-                        ),
-                    }
-                }
+                (Ok(_), Some(written)) => match publish(&stage, written, data_root, &sink).await {
+                    Ok(published) => (result, Some(published)),
+                    Err(e) => (Err(StageError::Internal(e)), None),
+                },
                 (Err(_), Some(written)) => {
                     // A failed attempt's partial output is nobody's: removed (best effort;
                     // what stays is hidden and never read).
@@ -292,6 +315,41 @@ pub async fn execute_attempt(
     drop(sink);
     let _ = writer.await;
     (result, output_dir)
+}
+
+/// Makes a succeeded attempt's output the task's; returns where it now is. Locally: its
+/// folder is renamed to the task's (see `attempt_output_dir`). With a shared root: its files
+/// are uploaded under the attempt's own prefix and the local folder removed; the state store
+/// recording that prefix is what publishes it.
+async fn publish(
+    stage: &Stage,
+    written: &Path,
+    data_root: &DataRoot,
+    sink: &LogSink,
+) -> Result<String, String> {
+    if let Some(target) = data_root.shared_output(stage.run_id, &stage.task_id, stage.attempt) {
+        let uploaded = amdahl_executors::objects::upload_dir(written, &target).await;
+        let _ = std::fs::remove_dir_all(written);
+        let bytes = match uploaded {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // What did get there is nobody's (nothing records it); tidy it if possible.
+                let _ = amdahl_executors::objects::delete_prefix(&target).await;
+                return Err(e);
+            }
+        };
+        sink.system(format!("uploaded {bytes} bytes to {}", target.url));
+        return Ok(target.url);
+    }
+    let task_dir = written.with_file_name(&stage.task_id);
+    publish_output(written, &task_dir).map_err(|e| {
+        format!(
+            "cannot publish the output {} as {}: {e}",
+            written.display(),
+            task_dir.display()
+        )
+    })?;
+    Ok(task_dir.display().to_string())
 }
 
 /// How an attempt ended, for [`record_result`].
@@ -309,7 +367,7 @@ pub struct AttemptEnd<'a> {
 /// The store write that records an attempt's end.
 pub fn finish_of(
     end: &AttemptEnd<'_>,
-    result: Result<(StageOutcome, Option<PathBuf>), String>,
+    result: Result<(StageOutcome, Option<String>), String>,
 ) -> FinishAttempt {
     let (mut io_us, mut transfer_us, mut compute_us) = (None, None, None);
     let (device, device_note, output_path, rows, bytes, error) = match result {
@@ -322,7 +380,7 @@ pub fn finish_of(
             (
                 Some(outcome.device.name().to_string()),
                 outcome.note,
-                output.map(|p| p.display().to_string()),
+                output,
                 outcome.rows.map(|r| r as i64),
                 outcome.bytes.map(|b| b as i64),
                 None,
@@ -369,7 +427,7 @@ pub async fn log_failure(store: &Store, finish: &FinishAttempt) -> Result<(), St
 pub async fn record_result(
     store: &Store,
     end: &AttemptEnd<'_>,
-    result: Result<(StageOutcome, Option<PathBuf>), String>,
+    result: Result<(StageOutcome, Option<String>), String>,
 ) -> Result<(), StoreError> {
     let finish = finish_of(end, result);
     log_failure(store, &finish).await?;

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +15,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use amdahl_dags::{Dag, RunContext};
-use amdahl_executors::{Executors, StageError, StageOutcome};
+use amdahl_executors::storage::DataRoot;
+use amdahl_executors::{Executors, Stage, StageError, StageOutcome};
 
 use crate::Clock;
 use crate::attempt::{
-    AttemptEnd, AttemptEnv, execute_attempt, place_stage, prepare_stage, record_result,
+    AttemptEnd, AttemptEnv, execute_attempt, place_stage, prepare_stage, published_outputs,
+    record_result,
 };
 use crate::decide::{Command, Dispatcher, RunView, TaskView, after_failure, decide};
 use crate::state::{AttemptState, RunState, TaskState};
@@ -54,7 +55,7 @@ pub enum RunError {
 pub struct LocalRunner {
     pub store: Store,
     pub executors: Executors,
-    pub data_root: PathBuf,
+    pub data_root: DataRoot,
     pub owner: String,
     pub clock: Arc<dyn Clock>,
     /// This machine's profile, for placing `device: auto` stages (see
@@ -75,7 +76,7 @@ struct Finished {
     attempt_id: i64,
     attempt: i64,
     result: Result<StageOutcome, StageError>,
-    output_dir: Option<PathBuf>,
+    output_dir: Option<String>,
 }
 
 impl LocalRunner {
@@ -365,7 +366,7 @@ impl LocalRunner {
         attempt_state: AttemptState,
         task_state: TaskState,
         retry_at_ms: Option<i64>,
-        result: Result<(StageOutcome, Option<PathBuf>), String>,
+        result: Result<(StageOutcome, Option<String>), String>,
         now: i64,
     ) -> Result<(), RunError> {
         record_result(
@@ -396,20 +397,39 @@ impl LocalRunner {
         attempt: i64,
         done: mpsc::UnboundedSender<Finished>,
     ) -> JoinHandle<()> {
-        let prepared = prepare_stage(dag, context, task_id, attempt, &self.data_root);
         let env = self.attempt_env();
+        let data_root = self.data_root.clone();
         let task_id = task_id.to_string();
-        // Placement needs the DAG; cloned only when this machine can place at all.
-        let placing = (env.profile.is_some() && amdahl_executors::gpu::devices().usable())
-            .then(|| (dag.clone(), context.clone()));
+        // Placement and a shared root's published outputs are read in the task, with the DAG
+        // cloned into it; otherwise the stage is prepared here.
+        let placing = env.profile.is_some() && amdahl_executors::gpu::devices().usable();
+        let preparation = if placing || data_root.shared.is_some() {
+            Preparation::Later(dag.clone(), context.clone())
+        } else {
+            let none = HashMap::new();
+            Preparation::Ready(prepare_stage(
+                dag, context, &task_id, attempt, &data_root, &none,
+            ))
+        };
         tokio::spawn(async move {
-            let prepared = match (prepared, placing) {
-                (Ok(stage), Some((dag, context))) => {
-                    Ok(place_stage(&env, &dag, &context, stage, attempt_id).await)
+            let prepared = match preparation {
+                Preparation::Ready(prepared) => prepared,
+                Preparation::Later(dag, context) => {
+                    let prepared = published_outputs(&env.store, context.run_id, &data_root)
+                        .await
+                        .and_then(|published| {
+                            prepare_stage(&dag, &context, &task_id, attempt, &data_root, &published)
+                        });
+                    match prepared {
+                        Ok(stage) if placing => {
+                            Ok(place_stage(&env, &dag, &context, stage, attempt_id).await)
+                        }
+                        prepared => prepared,
+                    }
                 }
-                (prepared, _) => prepared,
             };
-            let (result, output_dir) = execute_attempt(&env, prepared, attempt_id).await;
+            let (result, output_dir) =
+                execute_attempt(&env, prepared, attempt_id, &data_root).await;
             let _ = done.send(Finished {
                 task_id,
                 attempt_id,
@@ -428,6 +448,12 @@ impl LocalRunner {
             profile: self.profile.clone(),
         }
     }
+}
+
+/// A stage prepared before its task is spawned, or what preparing it in the task needs.
+enum Preparation {
+    Ready(Result<Stage, String>),
+    Later(Dag, RunContext),
 }
 
 /// Who asked for a run, which decides who drives it.

@@ -371,7 +371,7 @@ fn runner(store: &Store, data_root: &std::path::Path) -> LocalRunner {
     LocalRunner {
         store: store.clone(),
         executors: Executors::new(CpuRuntime::new(2).unwrap()),
-        data_root: data_root.to_path_buf(),
+        data_root: amdahl_executors::storage::DataRoot::local(data_root),
         owner: "test:1:1".into(),
         clock: Arc::new(SystemClock),
         profile: None,

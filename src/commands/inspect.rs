@@ -254,6 +254,16 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let outputs: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| Some(format!("  {}  {}", t.task_id, t.output_path.as_ref()?)))
+        .collect();
+    if !outputs.is_empty() {
+        println!("\nOutputs:");
+        for line in outputs {
+            println!("{line}");
+        }
+    }
     print_breakdown(&breakdown);
     Ok(ExitCode::SUCCESS)
 }

@@ -32,7 +32,15 @@ pub async fn clean(
             break;
         }
         for id in &ids {
-            let dir = settings.data_root.join("runs").join(id.to_string());
+            if let Some(prefix) = settings.data_root.shared_run(*id)
+                && let Err(e) = amdahl_executors::objects::delete_prefix(&prefix).await
+            {
+                eprintln!(
+                    "warning: could not remove the objects under {}: {e}",
+                    prefix.url
+                );
+            }
+            let dir = settings.data_root.local.join("runs").join(id.to_string());
             if dir.exists()
                 && let Err(e) = std::fs::remove_dir_all(&dir)
             {

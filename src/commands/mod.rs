@@ -37,7 +37,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Devices { json } = &cli.command {
         return devices::devices_list(*json);
     }
-    let settings = Settings::resolve(cli.database_url, cli.home)?;
+    let settings = Settings::resolve(cli.database_url, cli.home, cli.data_root)?;
     let store = open_store(&settings).await?;
     let clock = SystemClock;
     let owner = amdahl_scheduler::runner::owner_id(clock.now_ms());
@@ -136,6 +136,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Connects and applies migrations.
+/// A data root in object storage must be reachable before any task runs: a wrong bucket or
+/// missing credentials fail here, once, rather than in every task after its work is done.
+pub async fn check_data_root(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(root) = &settings.data_root.shared {
+        amdahl_executors::objects::reachable(root)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("the data root (--data-root) cannot be used")?;
+    }
+    Ok(())
+}
+
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let url = redact(&settings.database_url);
     let store = Store::connect(&settings.database_url)

@@ -71,6 +71,7 @@ pub async fn run(
         );
     }
     super::reap(store, owner).await?;
+    super::check_data_root(settings).await?;
 
     let runtime = CpuRuntime::for_machine(command.memory).context("cannot start the CPU pool")?;
     let runner = LocalRunner {

@@ -212,6 +212,7 @@ pub async fn worker(
     owner: &str,
     args: WorkerArgs,
 ) -> anyhow::Result<ExitCode> {
+    super::check_data_root(settings).await?;
     let profile =
         super::calibrate::profile_on_start(store, &format!("worker {owner}"), args.recalibrate)
             .await;
@@ -231,6 +232,7 @@ pub async fn standalone(
     owner: &str,
     args: StandaloneArgs,
 ) -> anyhow::Result<ExitCode> {
+    super::check_data_root(settings).await?;
     let profile =
         super::calibrate::profile_on_start(store, "standalone", args.worker.recalibrate).await;
     let worker = worker_service(store, settings, owner, &args.worker, profile)?;

@@ -74,7 +74,7 @@ impl Api {
         let runner = LocalRunner {
             store: self.state.store.clone(),
             executors: Executors::new(CpuRuntime::new(1).unwrap()),
-            data_root: self._dir.path().join("data"),
+            data_root: amdahl_executors::storage::DataRoot::local(self._dir.path().join("data")),
             owner: "test:1:1".into(),
             clock: Arc::new(SystemClock),
             profile: None,

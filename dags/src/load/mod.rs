@@ -478,45 +478,16 @@ impl Cx {
     }
 
     fn resolve_uri(&mut self, uri: &str, span: Span, base_dir: &Path) -> Option<Location> {
-        let path = match uri.split_once("://") {
-            Some(("file", rest)) => rest,
-            Some((scheme, rest)) if OBJECT_SCHEMES.contains(&scheme) => {
-                let bucket = rest.split('/').next().unwrap_or_default();
-                if bucket.is_empty() {
-                    self.error(
-                        span,
-                        format!("`{uri}` names no bucket: write {scheme}://BUCKET/KEY"),
-                    );
-                    return None;
-                }
-                return Some(Location::Object(ObjectLocation {
-                    url: uri.to_string(),
-                    options: BTreeMap::new(),
-                }));
-            }
-            Some((scheme, _)) => {
-                self.error(
-                    span,
-                    format!(
-                        "unsupported URI scheme `{scheme}://`; a dataset is a local path \
-                         (`file://` or a plain path) or in object storage ({})",
-                        OBJECT_SCHEMES.map(|s| format!("{s}://")).join(", ")
-                    ),
-                );
-                return None;
-            }
-            None => uri,
-        };
-        if path.is_empty() {
-            self.error(span, "empty dataset path");
-            return None;
-        }
-        let path = Path::new(path);
-        Some(Location::Local(if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            base_dir.join(path)
-        }))
+        Location::parse(uri, base_dir)
+            .map_err(|e| {
+                let e = if e == "empty path" {
+                    "empty dataset path".to_string()
+                } else {
+                    e
+                };
+                self.error(span, e)
+            })
+            .ok()
     }
 
     fn tasks(

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +9,13 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use amdahl_dags::{Dag, RunContext};
+use amdahl_executors::storage::DataRoot;
 
 use super::reports::Reports;
 use super::{Moved, advance, load_pinned};
 use crate::attempt::{
     AttemptEnd, AttemptEnv, execute_attempt, finish_of, log_failure, place_stage, prepare_stage,
+    published_outputs,
 };
 use crate::decide::after_failure;
 use crate::runner::task_view;
@@ -43,7 +44,7 @@ pub struct WorkerConfig {
 /// Claims and executes queued tasks.
 pub struct Worker {
     pub env: AttemptEnv,
-    pub data_root: PathBuf,
+    pub data_root: DataRoot,
     pub config: WorkerConfig,
     pub poll: Duration,
     /// DAG versions already loaded, by version id.
@@ -54,7 +55,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(env: AttemptEnv, data_root: PathBuf, mut config: WorkerConfig) -> Self {
+    pub fn new(env: AttemptEnv, data_root: DataRoot, mut config: WorkerConfig) -> Self {
         config.slots = config.slots.max(1);
         Worker {
             env,
@@ -281,14 +282,18 @@ impl Worker {
                     params,
                 };
                 let task = dag.task(&claim.task_id);
+                let published = published_outputs(store, run.id, &self.data_root).await;
                 (
-                    prepare_stage(
-                        dag,
-                        &context,
-                        &claim.task_id,
-                        claim.attempt,
-                        &self.data_root,
-                    ),
+                    published.and_then(|published| {
+                        prepare_stage(
+                            dag,
+                            &context,
+                            &claim.task_id,
+                            claim.attempt,
+                            &self.data_root,
+                            &published,
+                        )
+                    }),
                     task.and_then(|t| t.timeout),
                 )
             }
@@ -306,7 +311,7 @@ impl Worker {
             }
             (prepared, _) => prepared,
         };
-        let execution = execute_attempt(&self.env, prepared, claim.attempt_id);
+        let execution = execute_attempt(&self.env, prepared, claim.attempt_id, &self.data_root);
         let (attempt_state, result) = match timeout {
             Some(limit) => match tokio::time::timeout(limit, execution).await {
                 Ok(done) => outcome(done),
@@ -365,13 +370,13 @@ impl Drop for AbortOnDrop {
 
 type Outcome = (
     AttemptState,
-    Result<(amdahl_executors::StageOutcome, Option<PathBuf>), String>,
+    Result<(amdahl_executors::StageOutcome, Option<String>), String>,
 );
 
 fn outcome(
     (result, output_dir): (
         Result<amdahl_executors::StageOutcome, amdahl_executors::StageError>,
-        Option<PathBuf>,
+        Option<String>,
     ),
 ) -> Outcome {
     match result {
