@@ -20,6 +20,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use amdahl_dags::DatasetFormat;
 
+use crate::budget::Budget;
 use crate::gpu::{self, cuda::GpuError};
 use crate::linalg::natural;
 pub use crate::linalg::{Layer, Matrix, Mlp, Neighbour, knn, multiply_transposed, uniform};
@@ -63,12 +64,27 @@ fn files_of(input: &TableInput) -> Result<Vec<PathBuf>, StageError> {
 }
 
 /// Reads a vector column into a matrix.
-pub fn read_vectors(input: &TableInput, column: &str) -> Result<Matrix, StageError> {
+/// The matrix is claimed from `budget` whole, once the vectors' length is known, before it
+/// is filled.
+pub fn read_vectors(
+    input: &TableInput,
+    column: &str,
+    budget: &mut Budget,
+) -> Result<Matrix, StageError> {
     let failed = |why: String| StageError::Failed(format!("table `{}`: {why}", input.name));
+    let files = files_of(input)?;
+    // Rows in every file, from their footers: the matrix is allocated once.
+    let mut total_rows = 0usize;
+    for path in &files {
+        let file = File::open(path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        total_rows += builder.metadata().file_metadata().num_rows().max(0) as usize;
+    }
     let mut data = Vec::new();
     let mut rows = 0usize;
     let mut dim: Option<usize> = None;
-    for path in files_of(input)? {
+    for path in files {
         let file = File::open(&path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| failed(format!("{}: {e}", path.display())))?;
@@ -102,7 +118,15 @@ pub fn read_vectors(input: &TableInput, column: &str) -> Result<Matrix, StageErr
                 let values = list_values(array, i);
                 let len = values.len();
                 match dim {
-                    None => dim = Some(len),
+                    None => {
+                        dim = Some(len);
+                        let floats = total_rows.saturating_mul(len);
+                        budget.claim(
+                            floats.saturating_mul(size_of::<f32>()),
+                            &format!("reading `{}` ({total_rows} × {len} floats)", input.name),
+                        )?;
+                        data.reserve_exact(floats);
+                    }
                     Some(d) if d != len => {
                         return Err(failed(format!(
                             "row {} of `{column}` has {len} values, earlier rows {d}",
@@ -240,6 +264,11 @@ impl Executor for DenseExecutor {
         };
         let log = log.clone();
         let gpu_choice = gpu::choice(stage);
+        let mut budget = Budget::new(
+            &self.runtime.datafusion_env(),
+            self.runtime.memory(),
+            &format!("{} stage `{}`", work.kind(), stage.task_id),
+        );
         let handle = self.runtime.spawn_blocking(move || {
             run_dense(
                 &work,
@@ -248,11 +277,39 @@ impl Executor for DenseExecutor {
                 threads,
                 gpu_choice.as_deref(),
                 &log,
+                &mut budget,
             )
         });
         handle
             .await
             .map_err(|e| StageError::Internal(format!("dense stage ended abnormally: {e}")))?
+    }
+}
+
+/// The GPU choice, if the whole output (`floats` of it) fits the memory budget on the host;
+/// otherwise `None`, and the note says why the stage stays on the CPU.
+fn whole_fits<'a>(
+    gpu_choice: Option<&'a str>,
+    budget: &mut Budget,
+    floats: usize,
+    log: &LogSink,
+    note: &mut Option<String>,
+) -> Option<&'a str> {
+    let asked = gpu_choice?;
+    if !gpu::devices().usable() {
+        return Some(asked);
+    }
+    match budget.claim(
+        floats.saturating_mul(size_of::<f32>()),
+        "the GPU's whole output",
+    ) {
+        Ok(()) => Some(asked),
+        Err(e) => {
+            let why = format!("{asked}, but {e}; running on the CPU a block at a time");
+            log.system(&why);
+            *note = Some(why);
+            None
+        }
     }
 }
 
@@ -298,6 +355,7 @@ impl<'a> Operands<'a> {
         column: &'a str,
         gpu_choice: Option<&str>,
         log: &LogSink,
+        budget: &mut Budget,
     ) -> Result<Self, StageError> {
         let mut resident = Vec::with_capacity(tables.len());
         let mut host = Vec::with_capacity(tables.len());
@@ -324,7 +382,7 @@ impl<'a> Operands<'a> {
                 }
                 None => {
                     resident.push(None);
-                    host.push(Some(read_vectors(table, column)?));
+                    host.push(Some(read_vectors(table, column, budget)?));
                 }
             }
         }
@@ -375,10 +433,10 @@ impl<'a> Operands<'a> {
     }
 
     /// Reads from storage the tables that were only in device memory (for the CPU).
-    fn read_all(&mut self) -> Result<(), StageError> {
+    fn read_all(&mut self, budget: &mut Budget) -> Result<(), StageError> {
         for (table, host) in self.tables.iter().zip(&mut self.host) {
             if host.is_none() {
-                *host = Some(read_vectors(table, self.column)?);
+                *host = Some(read_vectors(table, self.column, budget)?);
             }
         }
         Ok(())
@@ -419,6 +477,7 @@ fn run_dense(
     threads: usize,
     gpu_choice: Option<&str>,
     log: &LogSink,
+    budget: &mut Budget,
 ) -> Result<StageOutcome, StageError> {
     let started = std::time::Instant::now();
     // Reading the operands is I/O; the rest (copies to a GPU included) counts as compute.
@@ -458,7 +517,7 @@ fn run_dense(
             column, k, metric, ..
         } => {
             let mut tables = timed(&mut io_ms, || {
-                Operands::gather(inputs, column, gpu_choice, log)
+                Operands::gather(inputs, column, gpu_choice, log, budget)
             })?;
             tables.same_dim()?;
             log.system(format!(
@@ -468,6 +527,18 @@ fn run_dense(
                 tables.dim(0),
                 metric.name()
             ));
+            // Each query's list, then the rows written from it.
+            let found_bytes = size_of::<Neighbour>() + size_of::<(i64, i32, i64, f32)>();
+            budget.claim(
+                tables
+                    .rows(1)
+                    .saturating_mul(*k as usize)
+                    .saturating_mul(found_bytes),
+                &format!(
+                    "the neighbours found ({} queries × k = {k})",
+                    tables.rows(1)
+                ),
+            )?;
             let on_device = on_gpu(gpu_choice, log, &mut note, || {
                 gpu::dense::knn_operands(
                     &tables.operand(0),
@@ -482,7 +553,7 @@ fn run_dense(
                     found
                 }
                 None => {
-                    tables.read_all()?;
+                    tables.read_all(budget)?;
                     knn(
                         tables.host(0),
                         tables.host(1),
@@ -519,16 +590,25 @@ fn run_dense(
         }
         Work::Matmul { column, .. } => {
             let mut tables = timed(&mut io_ms, || {
-                Operands::gather(inputs, column, gpu_choice, log)
+                Operands::gather(inputs, column, gpu_choice, log, budget)
             })?;
             tables.same_dim()?;
             let (rows, width, dim) = (tables.rows(0), tables.rows(1), tables.dim(0));
             log.system(format!("matmul: ({rows} × {dim}) · ({width} × {dim})ᵀ"));
+            // The GPU hands back the whole product; the CPU makes it a block at a time.
+            let gpu_choice = whole_fits(gpu_choice, budget, rows * width, log, &mut note);
+            budget.claim(
+                WRITE_BATCH.min(rows) * width * size_of::<f32>(),
+                &format!(
+                    "a block of the product ({} × {width})",
+                    WRITE_BATCH.min(rows)
+                ),
+            )?;
             let whole = on_gpu(gpu_choice, log, &mut note, || {
                 gpu::dense::multiply_operands(&tables.operand(0), &tables.operand(1))
             });
             if whole.is_none() {
-                tables.read_all()?;
+                tables.read_all(budget)?;
             }
             let mut writer = None;
             for r0 in (0..rows).step_by(WRITE_BATCH) {
@@ -558,7 +638,7 @@ fn run_dense(
         } => {
             let mlp = Mlp::load(model, *activation).map_err(StageError::Failed)?;
             let mut tables = timed(&mut io_ms, || {
-                Operands::gather(inputs, column, gpu_choice, log)
+                Operands::gather(inputs, column, gpu_choice, log, budget)
             })?;
             let rows = tables.rows(0);
             if rows > 0 && tables.dim(0) != mlp.inputs() {
@@ -576,11 +656,12 @@ fn run_dense(
                 mlp.outputs()
             ));
             let outputs = mlp.outputs();
+            let gpu_choice = whole_fits(gpu_choice, budget, rows * outputs, log, &mut note);
             let whole = on_gpu(gpu_choice, log, &mut note, || {
                 gpu::dense::mlp_operand(&mlp, &tables.operand(0))
             });
             if whole.is_none() {
-                tables.read_all()?;
+                tables.read_all(budget)?;
             }
             let mut writer = None;
             for r0 in (0..rows).step_by(WRITE_BATCH) {

@@ -11,6 +11,7 @@
 //! (the scheduler drops the future to stop them). Heavy work runs on the [`CpuRuntime`],
 //! never on the caller's runtime.
 
+pub mod budget;
 pub mod calibrate;
 pub mod check;
 pub mod dense;

@@ -59,6 +59,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect_partitioned, execute_stre
 use amdahl_dags::DatasetFormat;
 use amdahl_placement::{Lane, Place, share};
 
+use crate::budget::Budget;
 use crate::gpu;
 use crate::session::session_config;
 use crate::stage::{Device, LogSink, StageError, StageOutcome, StageTimings, TableInput};
@@ -570,6 +571,7 @@ pub async fn run(
     lanes: Lanes,
     output_dir: &Path,
     log: &LogSink,
+    memory: Option<usize>,
 ) -> Result<StageOutcome, StageError> {
     let started = Instant::now();
     let parts = split.parts(n);
@@ -649,11 +651,33 @@ pub async fn run(
     let cpu_parts: Vec<usize> = (0..parts.len())
         .filter(|&p| place_of(p) == Place::Cpu)
         .collect();
+    // The parts' outputs are held until they are combined: on the worker's memory budget.
+    let budget = std::sync::Mutex::new(Budget::new(
+        &ctx.runtime_env(),
+        memory,
+        "the outputs of a split query's parts",
+    ));
+    let hold = |p: usize, output: &Vec<Vec<RecordBatch>>| {
+        let bytes = output
+            .iter()
+            .flatten()
+            .map(|b| b.get_array_memory_size())
+            .sum();
+        let mut budget = budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        budget.claim(
+            bytes,
+            &format!("holding part {p}'s output until the parts are combined"),
+        )
+    };
     let cpu_lane = async {
         let lane_started = Instant::now();
         let mut outputs = Vec::new();
         for &p in &cpu_parts {
-            outputs.push((p, run_on_cpu(ctx, &plans[p]).await?));
+            let output = run_on_cpu(ctx, &plans[p]).await?;
+            hold(p, &output)?;
+            outputs.push((p, output));
         }
         Ok::<_, StageError>((outputs, ms(lane_started)))
     };
@@ -666,14 +690,18 @@ pub async fn run(
             match run_on_gpu(&plans[p]).await {
                 Ok((batch, t)) => {
                     transfer += t.stage_ms + t.upload_ms + t.download_ms;
-                    outputs.push((p, vec![vec![batch]]));
+                    let output = vec![vec![batch]];
+                    hold(p, &output)?;
+                    outputs.push((p, output));
                 }
                 Err(why) => {
                     log.system(format!(
                         "part {p} could not run on the GPU ({why}); running it on the CPU"
                     ));
                     fell_back.push(why);
-                    outputs.push((p, run_on_cpu(ctx, &plans[p]).await?));
+                    let output = run_on_cpu(ctx, &plans[p]).await?;
+                    hold(p, &output)?;
+                    outputs.push((p, output));
                 }
             }
         }

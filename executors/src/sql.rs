@@ -56,6 +56,7 @@ impl Executor for SqlExecutor {
         let pool = QueryPool {
             partitions: self.runtime.threads(),
             env: self.runtime.datafusion_env(),
+            memory: self.runtime.memory(),
         };
         let memory = self.runtime.memory();
         let log = log.clone();
@@ -79,6 +80,8 @@ impl Executor for SqlExecutor {
 pub struct QueryPool {
     pub partitions: usize,
     pub env: Arc<RuntimeEnv>,
+    /// The budget `env`'s pool holds (`--memory`), for messages.
+    pub memory: Option<usize>,
 }
 
 /// A query that ran out of the worker's memory budget even after spilling says so, and what
@@ -86,10 +89,7 @@ pub struct QueryPool {
 fn out_of_memory(error: StageError, memory: Option<usize>) -> StageError {
     match error {
         StageError::Failed(message) if message.contains("Resources exhausted") => {
-            let budget = memory.map_or_else(
-                || "the memory it was given".to_string(),
-                |bytes| format!("this worker's memory budget (--memory {} MiB)", bytes >> 20),
-            );
+            let budget = crate::budget::describe(memory);
             StageError::Failed(format!(
                 "the query needs more memory than {budget} allows, even spilling to disk: \
                  give the worker more (--memory), or split the task (shards:). {message}"
@@ -175,10 +175,11 @@ async fn run_split(
     lanes: shards::Lanes,
     log: &LogSink,
 ) -> Result<StageOutcome, StageError> {
+    let memory = pool.memory;
     let ctx = shards::session(pool.partitions, pool.env);
     let plan = plan(&ctx, query, inputs, log).await?;
     match shards::find(&plan, inputs) {
-        Ok(split) => shards::run(&ctx, plan, split, n, lanes, output_dir, log).await,
+        Ok(split) => shards::run(&ctx, plan, split, n, lanes, output_dir, log, memory).await,
         Err(why) => {
             let why = format!("shards: {n} asked for, but the query runs whole: {why}");
             log.system(&why);

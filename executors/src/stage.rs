@@ -199,6 +199,10 @@ pub enum StageError {
     /// The user's work failed (bad SQL at run time, non-zero exit, unreadable input).
     #[error("{0}")]
     Failed(String),
+    /// The stage needs more memory than the worker's budget (`--memory`) leaves it; the
+    /// message says how much, for what, and what to do.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// The executor itself could not run (I/O on the data root, runtime gone).
     #[error("executor error: {0}")]
     Internal(String),

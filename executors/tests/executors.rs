@@ -365,6 +365,102 @@ async fn mutated_sql_plans_or_fails_but_never_panics() {
     );
 }
 
+/// What a stage holds outside DataFusion's operators comes out of the same budget: a dense
+/// stage's vectors (claimed before they are read, released when the stage ends, so two runs
+/// in a row fit where one does) and a split query's part outputs held until they are
+/// combined. A stage that cannot fit fails saying what needed how much, and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dense_stages_and_split_parts_hold_memory_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = |name: &str, path: PathBuf| TableInput {
+        name: name.into(),
+        location: amdahl_dags::Location::Local(path),
+        format: DatasetFormat::Parquet,
+    };
+    let run = |exec: Executors, work: Work, inputs: Vec<TableInput>, out: &str, shards: u32| {
+        let mut stage = stage(work, inputs, Some(dir.path().join(out)), dir.path());
+        stage.shards = shards;
+        async move {
+            let (log, _lines) = LogSink::channel();
+            exec.execute(&stage, &log).await
+        }
+    };
+    let vectors = |rows, seed| Work::Vectors {
+        rows,
+        dim: 32,
+        seed,
+    };
+    run(executors(), vectors(20_000, 1), vec![], "base", 1)
+        .await
+        .unwrap();
+    run(executors(), vectors(100, 2), vec![], "queries", 1)
+        .await
+        .unwrap();
+    let knn = Work::Knn {
+        base: "base".into(),
+        queries: "queries".into(),
+        column: "vector".into(),
+        k: 5,
+        metric: amdahl_dags::Metric::L2,
+    };
+    let tables = vec![
+        input("base", dir.path().join("base")),
+        input("queries", dir.path().join("queries")),
+    ];
+    // 20,000 × 32 floats are 2.4 MiB.
+    let small = Executors::new(CpuRuntime::with_memory(1, Some(2 << 20)).unwrap());
+    match run(small, knn.clone(), tables.clone(), "knn-small", 1).await {
+        Err(StageError::OutOfMemory(message)) => assert!(
+            message.starts_with(
+                "reading `base` (20000 × 32 floats) needs 3 MiB, more than this worker's memory \
+                 budget (--memory 2 MiB) has left: give the worker more (--memory)"
+            ),
+            "{message}"
+        ),
+        other => panic!("expected the budget to be exceeded, got {other:?}"),
+    }
+    let enough = Executors::new(CpuRuntime::with_memory(1, Some(4 << 20)).unwrap());
+    let free = run(executors(), knn.clone(), tables.clone(), "knn-free", 1)
+        .await
+        .unwrap();
+    for out in ["knn-1", "knn-2"] {
+        let bounded = run(enough.clone(), knn.clone(), tables.clone(), out, 1)
+            .await
+            .unwrap();
+        assert_eq!(bounded.rows, free.rows);
+        assert_eq!(
+            read_parquet(&dir.path().join(out), "query, rank").await,
+            read_parquet(&dir.path().join("knn-free"), "query, rank").await
+        );
+    }
+
+    // A global sort split in two: each part sorts (spilling within the budget) and its rows
+    // are held until the parts are merged, about 58 MB for these columns.
+    let lineitem = kernel::lineitem(dir.path(), 0.1).await;
+    let sort = Work::Sql {
+        query: "SELECT l_orderkey, l_partkey, l_suppkey, l_linenumber, l_quantity, \
+                l_extendedprice, l_discount, l_tax FROM lineitem ORDER BY l_partkey, l_orderkey"
+            .into(),
+    };
+    let bounded = Executors::new(CpuRuntime::with_memory(1, Some(32 << 20)).unwrap());
+    match run(
+        bounded,
+        sort,
+        vec![input("lineitem", lineitem)],
+        "sorted",
+        2,
+    )
+    .await
+    {
+        Err(StageError::OutOfMemory(message)) => assert!(
+            message.contains("output until the parts are combined needs")
+                && message.contains("this worker's memory budget (--memory 32 MiB)"),
+            "{message}"
+        ),
+        other => panic!("expected the budget to be exceeded, got {other:?}"),
+    }
+}
+
 /// Under a memory budget, a sort bigger than the budget spills to disk and gives the same
 /// rows as without one; a hash join whose build side cannot fit (it does not spill) fails
 /// with a message that names the budget and what to do.

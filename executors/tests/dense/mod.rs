@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::{Float32Type, Int32Type, Int64Type};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use amdahl_dags::{Activation, DatasetFormat, Metric};
+use amdahl_executors::budget::Budget;
 use amdahl_executors::dense::{Matrix, read_vectors};
 use amdahl_executors::{LogSink, StageError, StageOutcome, TableInput, Work};
 
@@ -59,16 +60,19 @@ async fn generated_vectors_are_reproducible_and_in_range() {
     let a = read_vectors(
         &table("a", &vectors(dir.path(), "a", 1001, 7, 5).await),
         "vector",
+        &mut Budget::unbounded("test"),
     )
     .unwrap();
     let b = read_vectors(
         &table("b", &vectors(dir.path(), "b", 1001, 7, 5).await),
         "vector",
+        &mut Budget::unbounded("test"),
     )
     .unwrap();
     let c = read_vectors(
         &table("c", &vectors(dir.path(), "c", 1001, 7, 6).await),
         "vector",
+        &mut Budget::unbounded("test"),
     )
     .unwrap();
     assert_eq!((a.rows, a.dim), (1001, 7));
@@ -85,8 +89,18 @@ async fn knn_finds_what_brute_force_finds() {
     let dir = tempfile::tempdir().unwrap();
     let base_dir = vectors(dir.path(), "base", 3000, 16, 1).await;
     let query_dir = vectors(dir.path(), "queries", 300, 16, 2).await;
-    let base = read_vectors(&table("base", &base_dir), "vector").unwrap();
-    let queries = read_vectors(&table("queries", &query_dir), "vector").unwrap();
+    let base = read_vectors(
+        &table("base", &base_dir),
+        "vector",
+        &mut Budget::unbounded("test"),
+    )
+    .unwrap();
+    let queries = read_vectors(
+        &table("queries", &query_dir),
+        "vector",
+        &mut Budget::unbounded("test"),
+    )
+    .unwrap();
     for metric in [Metric::Dot, Metric::Cosine, Metric::L2] {
         let out = dir.path().join(format!("knn-{}", metric.name()));
         let outcome = run(
@@ -151,8 +165,18 @@ async fn matmul_equals_the_definition() {
     let dir = tempfile::tempdir().unwrap();
     let left_dir = vectors(dir.path(), "left", 9000, 12, 3).await;
     let right_dir = vectors(dir.path(), "right", 5, 12, 4).await;
-    let left = read_vectors(&table("left", &left_dir), "vector").unwrap();
-    let right = read_vectors(&table("right", &right_dir), "vector").unwrap();
+    let left = read_vectors(
+        &table("left", &left_dir),
+        "vector",
+        &mut Budget::unbounded("test"),
+    )
+    .unwrap();
+    let right = read_vectors(
+        &table("right", &right_dir),
+        "vector",
+        &mut Budget::unbounded("test"),
+    )
+    .unwrap();
     let out = dir.path().join("product");
     let outcome = run(
         Work::Matmul {
@@ -166,7 +190,12 @@ async fn matmul_equals_the_definition() {
     .await
     .unwrap();
     assert_eq!(outcome.rows, Some(9000));
-    let product = read_vectors(&table("product", &out), "vector").unwrap();
+    let product = read_vectors(
+        &table("product", &out),
+        "vector",
+        &mut Budget::unbounded("test"),
+    )
+    .unwrap();
     assert_eq!((product.rows, product.dim), (9000, 5));
     for i in [0, 1, 4095, 8191, 8192, 8999] {
         for j in 0..5 {
@@ -239,7 +268,12 @@ fn models(dir: &Path) -> (PathBuf, PathBuf, Vec<TestLayer>) {
 async fn score_runs_the_mlp_of_a_safetensors_file() {
     let dir = tempfile::tempdir().unwrap();
     let input_dir = vectors(dir.path(), "input", 1000, 3, 9).await;
-    let input = read_vectors(&table("input", &input_dir), "vector").unwrap();
+    let input = read_vectors(
+        &table("input", &input_dir),
+        "vector",
+        &mut Budget::unbounded("test"),
+    )
+    .unwrap();
     let (two, one, layers) = models(dir.path());
     let out = dir.path().join("scores");
     run(
@@ -254,7 +288,12 @@ async fn score_runs_the_mlp_of_a_safetensors_file() {
     )
     .await
     .unwrap();
-    let scores = read_vectors(&table("scores", &out), "score").unwrap();
+    let scores = read_vectors(
+        &table("scores", &out),
+        "score",
+        &mut Budget::unbounded("test"),
+    )
+    .unwrap();
     assert_eq!((scores.rows, scores.dim), (1000, 2));
     for i in [0, 1, 500, 999] {
         let mut h: Vec<f32> = input.row(i).to_vec();
