@@ -1745,6 +1745,25 @@ fn a_dag_reads_its_datasets_from_s3() {
         !listed.contains("\n4 "),
         "a refused run was created:\n{listed}"
     );
+    // Dense stages read their vectors from local files: with the outputs in the bucket they
+    // copy their inputs down first, and give what the same DAG gives on the local disk.
+    assert_success(
+        &amdahl.run(&["run", "dags/examples/vectors.yaml"]),
+        "the vectors example on the local disk",
+    );
+    let out = with_s3(&[
+        "run",
+        "dags/examples/vectors.yaml",
+        "--data-root",
+        "s3://sales/amdahl",
+    ]);
+    assert_success(&out, "the vectors example with its outputs in S3");
+    let logs = text(&with_s3(&["tasks", "logs", "5", "nearest"]).stdout);
+    assert!(logs.contains("copied `docs`"), "{logs}");
+    assert_eq!(
+        object_rows(&s3, "s3://sales/amdahl/runs/5/best_answers/attempt-1/"),
+        output_rows(&data.join("4/best_answers"))
+    );
     // Without the server's address the bucket cannot be reached: a clear error, non-zero.
     let unreachable = amdahl
         .command(&["run", dag])

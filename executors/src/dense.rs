@@ -262,6 +262,38 @@ impl Executor for DenseExecutor {
                 )));
             }
         };
+        // Inputs in object storage are copied next to the output first: vectors are read
+        // from local files. The copies go when the stage ends.
+        let mut fetched = None;
+        let mut inputs = inputs;
+        for input in &mut inputs {
+            let amdahl_dags::Location::Object(object) = &input.location else {
+                continue;
+            };
+            let scratch = match &fetched {
+                Some(dir) => dir,
+                None => {
+                    let beside = output_dir.parent().unwrap_or(&output_dir);
+                    let made = std::fs::create_dir_all(beside).and_then(|()| {
+                        tempfile::Builder::new()
+                            .prefix(".inputs-")
+                            .tempdir_in(beside)
+                    });
+                    fetched.insert(made.map_err(|e| {
+                        StageError::Internal(format!("scratch folder in {}: {e}", beside.display()))
+                    })?)
+                }
+            };
+            let local = scratch.path().join(&input.name);
+            let bytes = crate::objects::download(object, &local)
+                .await
+                .map_err(|e| StageError::Failed(format!("table `{}`: {e}", input.name)))?;
+            log.system(format!(
+                "copied `{}` ({bytes} bytes) from {} to read its vectors",
+                input.name, object.url
+            ));
+            input.location = amdahl_dags::Location::Local(local);
+        }
         let log = log.clone();
         let gpu_choice = gpu::choice(stage);
         let mut budget = Budget::new(
@@ -280,9 +312,11 @@ impl Executor for DenseExecutor {
                 &mut budget,
             )
         });
-        handle
+        let result = handle
             .await
-            .map_err(|e| StageError::Internal(format!("dense stage ended abnormally: {e}")))?
+            .map_err(|e| StageError::Internal(format!("dense stage ended abnormally: {e}")))?;
+        drop(fetched);
+        result
     }
 }
 

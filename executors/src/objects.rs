@@ -245,3 +245,59 @@ pub async fn reachable(location: &ObjectLocation) -> Result<(), String> {
         _ => Ok(()),
     }
 }
+
+/// Copies the object at `location`, or the `.parquet` objects under the prefix, into the
+/// folder `dir` (created), streaming each to a file; returns the bytes copied. For the
+/// readers that need local files (dense stages).
+pub async fn download(location: &ObjectLocation, dir: &std::path::Path) -> Result<u64, String> {
+    let (store, _, key) = store(location)?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut objects = Vec::new();
+    let single = if location.url.ends_with('/') {
+        None
+    } else {
+        match store.head(&key).await {
+            Ok(meta) => Some(meta),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(failed(location, e)),
+        }
+    };
+    match single {
+        Some(meta) => objects.push(meta.location),
+        None => {
+            let mut listing = store.list(Some(&key));
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(|e| failed(location, e))?;
+                if meta.location.extension() == Some("parquet") {
+                    objects.push(meta.location);
+                }
+            }
+        }
+    }
+    if objects.is_empty() {
+        return Err(format!("no Parquet objects at {}", location.url));
+    }
+    let mut total = 0u64;
+    for object in objects {
+        let name = object.filename().unwrap_or("part.parquet").to_string();
+        let path = dir.join(&name);
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let got = store.get(&object).await.map_err(|e| failed(location, e))?;
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| failed(location, e))?;
+            total += chunk.len() as u64;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(total)
+}
