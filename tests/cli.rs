@@ -1942,3 +1942,77 @@ fn postgres_workers_on_two_machines_hand_data_through_object_storage() {
     drop(services);
     rt.block_on(db.drop_database());
 }
+
+/// `engine: ballista` from the command line: the TPC-H example with its queries on Ballista's
+/// in-process cluster (`--ballista standalone`) and its outputs in a bucket: the queries read
+/// the generated table from the bucket and their results are published there, equal to the
+/// example's on the local disk. Without a cluster the task fails saying how to name one.
+#[cfg(feature = "ballista")]
+#[test]
+fn a_ballista_task_runs_on_the_standalone_cluster() {
+    let s3 = amdahl_executors::testing::LocalS3::start().unwrap();
+    s3.create_bucket("lake").unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("dags/examples/tpch.yaml")).unwrap();
+    let distributed = example
+        .replace("dag: tpch", "dag: tpch_on_ballista")
+        .replace("defaults:\n", "defaults:\n  engine: ballista\n")
+        .replace("  retries: 1\n", "  retries: 0\n");
+    assert_ne!(distributed, example);
+    let dir = tempfile::tempdir().unwrap();
+    let dag = dir.path().join("tpch_on_ballista.yaml");
+    std::fs::write(&dag, distributed).unwrap();
+    let dag = dag.to_str().unwrap();
+
+    let amdahl = Amdahl::sqlite();
+    assert_success(
+        &amdahl.run(&["run", "dags/examples/tpch.yaml"]),
+        "the example",
+    );
+    let with_s3 = |args: &[&str]| {
+        let mut cmd = amdahl.command(args);
+        for (key, value) in s3.env() {
+            cmd.env(key, value);
+        }
+        cmd.output().unwrap()
+    };
+    let out = with_s3(&[
+        "run",
+        dag,
+        "--ballista",
+        "standalone",
+        "--data-root",
+        "s3://lake/amdahl",
+    ]);
+    assert_success(&out, "the example on Ballista");
+    let logs = text(&with_s3(&["tasks", "logs", "2", "q1_pricing_summary"]).stdout);
+    assert!(
+        logs.contains(
+            "running the query on the in-process standalone cluster (DistributedQueryExec)"
+        ),
+        "{logs}"
+    );
+    let shown = text(&with_s3(&["runs", "show", "2"]).stdout);
+    assert!(shown.contains("engine: ballista; ran on"), "{shown}");
+    let data = amdahl.home.path().join("data/runs");
+    for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
+        assert_eq!(
+            object_rows(&s3, &format!("s3://lake/amdahl/runs/2/{task}/attempt-1/")),
+            output_rows(&data.join("1").join(task)),
+            "{task}"
+        );
+    }
+    // No cluster named: the query task fails and says how to name one.
+    let out = amdahl.run(&["run", dag]);
+    assert!(!out.status.success());
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(said.contains("knows no Ballista cluster"), "{said}");
+    // A malformed address is refused before anything runs.
+    let out = amdahl.run(&["run", dag, "--ballista", "scheduler:50050"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("df://HOST:50050"),
+        "{}",
+        text(&out.stderr)
+    );
+}

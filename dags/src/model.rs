@@ -189,6 +189,35 @@ impl DatasetFormat {
     }
 }
 
+/// What runs a `sql` task's query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// DataFusion in the worker (on its CPU, or its GPU's kernels).
+    #[default]
+    DataFusion,
+    /// A Ballista cluster: the worker hands the query to its scheduler.
+    Ballista,
+}
+
+impl Engine {
+    pub const NAMES: [&'static str; 2] = ["datafusion", "ballista"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "datafusion" => Some(Engine::DataFusion),
+            "ballista" => Some(Engine::Ballista),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::DataFusion => "datafusion",
+            Engine::Ballista => "ballista",
+        }
+    }
+}
+
 /// Where a task asks to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DevicePreference {
@@ -236,6 +265,8 @@ pub struct Task {
     pub priority: i32,
     /// Parts the input is split into (`sql` tasks; 1: not split).
     pub shards: u32,
+    /// What runs the query (`sql` tasks).
+    pub engine: Engine,
     pub kind: TaskKind,
     /// Where the task's id is written.
     pub span: Span,

@@ -52,6 +52,8 @@ pub struct Defaults {
     device: Option<Device>,
     pool: Option<String>,
     priority: Option<i32>,
+    /// What runs the `sql` tasks that name no engine.
+    engine: Option<Engine>,
 }
 
 /// A duration such as `30s`, `10m`, `1h30m`, `2d`, or a number of seconds.

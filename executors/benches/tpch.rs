@@ -136,6 +136,7 @@ fn stage(work: Work, inputs: Vec<TableInput>, out: &Path) -> Stage {
         device: DevicePreference::Cpu,
         placement: None,
         shards: 1,
+        engine: amdahl_dags::Engine::DataFusion,
     }
 }
 

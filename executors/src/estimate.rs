@@ -77,6 +77,9 @@ pub async fn estimate_run(
     let mut edges = Vec::new();
     for task in &dag.tasks {
         let pin = match task.device {
+            // A query on Ballista never runs on this machine's GPU (placement does not move
+            // tasks to or from Ballista; it is priced as this CPU until it has a profile).
+            _ if task.engine == amdahl_dags::Engine::Ballista => Pin::Cpu,
             DevicePreference::Cpu => Pin::Cpu,
             DevicePreference::Gpu => Pin::Gpu,
             DevicePreference::Auto => Pin::Free,

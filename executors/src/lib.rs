@@ -11,6 +11,7 @@
 //! (the scheduler drops the future to stop them). Heavy work runs on the [`CpuRuntime`],
 //! never on the caller's runtime.
 
+pub mod ballista;
 pub mod budget;
 pub mod calibrate;
 pub mod check;
@@ -59,6 +60,12 @@ impl Executors {
             tpch: TpchExecutor::new(runtime),
             shell: ShellExecutor,
         }
+    }
+
+    /// Where `engine: ballista` tasks run (none: they fail saying how to configure one).
+    pub fn with_ballista(mut self, ballista: ballista::Ballista) -> Self {
+        self.sql = self.sql.with_ballista(ballista);
+        self
     }
 
     /// Runs `stage` on the executor for its kind of work.

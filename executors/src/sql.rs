@@ -30,11 +30,20 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct SqlExecutor {
     runtime: CpuRuntime,
+    ballista: crate::ballista::Ballista,
 }
 
 impl SqlExecutor {
     pub fn new(runtime: CpuRuntime) -> Self {
-        SqlExecutor { runtime }
+        SqlExecutor {
+            runtime,
+            ballista: crate::ballista::Ballista::default(),
+        }
+    }
+
+    /// Runs `engine: ballista` stages on `ballista`'s cluster.
+    pub fn with_ballista(self, ballista: crate::ballista::Ballista) -> Self {
+        SqlExecutor { ballista, ..self }
     }
 }
 
@@ -62,6 +71,19 @@ impl Executor for SqlExecutor {
         let log = log.clone();
         let gpu_choice = gpu::choice(stage);
         let shards = (stage.shards > 1).then(|| (stage.shards as usize, lanes(stage)));
+        if stage.engine == amdahl_dags::Engine::Ballista {
+            if stage.device == amdahl_dags::DevicePreference::Gpu {
+                log.system("device: gpu was asked for, but the task runs on Ballista");
+            }
+            let ballista = self.ballista.clone();
+            let handle = self
+                .runtime
+                .spawn(async move { ballista.run(&query, &inputs, &output_dir, pool, &log).await });
+            return handle
+                .await
+                .map_err(|e| StageError::Internal(format!("query task ended abnormally: {e}")))?
+                .map_err(|e| out_of_memory(e, memory));
+        }
         let handle = self.runtime.spawn(async move {
             if let Some((n, lanes)) = shards {
                 return run_split(&query, &inputs, &output_dir, pool, n, lanes, &log).await;

@@ -129,6 +129,8 @@ pub struct Stage {
     /// `sql` stages: the parts the largest input is split into (1: not split); see
     /// [`crate::shards`].
     pub shards: u32,
+    /// `sql` stages: what runs the query (see [`crate::ballista`]).
+    pub engine: amdahl_dags::Engine,
 }
 
 /// Which device a stage ran on.

@@ -12,6 +12,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tpchgen::generators::LineItemGenerator;
 use tpchgen_arrow::{LineItemArrow, RecordBatchIterator};
 
+mod ballista;
 mod calibrate;
 mod dense;
 mod kernel;
@@ -42,6 +43,7 @@ fn stage(
         device: amdahl_dags::DevicePreference::Auto,
         placement: None,
         shards: 1,
+        engine: amdahl_dags::Engine::DataFusion,
     }
 }
 

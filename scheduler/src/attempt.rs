@@ -140,6 +140,7 @@ pub fn prepare_stage(
         device: task.device,
         placement: None,
         shards: task.shards,
+        engine: task.engine,
     })
 }
 
@@ -162,7 +163,9 @@ pub async fn place_stage(
         stage.work,
         Work::Sql { .. } | Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. }
     );
+    // A query on Ballista runs on the cluster; there is nothing to place here.
     if stage.device != amdahl_dags::DevicePreference::Auto
+        || stage.engine == amdahl_dags::Engine::Ballista
         || !has_gpu_path
         || !amdahl_executors::gpu::devices().usable()
     {

@@ -169,6 +169,11 @@ pub async fn reap(store: &Store, owner: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--ballista`: `standalone` or a scheduler's address.
+pub fn parse_ballista(text: &str) -> Result<amdahl_executors::ballista::Cluster, String> {
+    amdahl_executors::ballista::Cluster::parse(text)
+}
+
 /// A memory size for `--memory`: bytes, or a number with a unit: `KiB`/`MiB`/`GiB`/`TiB` (or
 /// `Ki`, `Mi`…, powers of 1024), `KB`/`MB`/`GB`/`TB` (or `K`, `M`…, powers of 1000). At least
 /// 1 MiB: less cannot hold a batch.

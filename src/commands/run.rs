@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use amdahl_dags::Dag;
+use amdahl_executors::ballista::Ballista;
 use amdahl_executors::{CpuRuntime, Executors};
 use amdahl_scheduler::{LocalRunner, RunObserver, RunState, Store, SystemClock, TaskState};
 
@@ -40,6 +41,10 @@ pub struct RunCommand {
     /// query that still cannot fit fails saying so [default: unbounded]
     #[arg(long, value_parser = super::parse_memory)]
     pub memory: Option<usize>,
+    /// Where `engine: ballista` tasks run: a Ballista scheduler (df://HOST:50050) or
+    /// `standalone` (a scheduler and an executor in this process)
+    #[arg(long, env = "AMDAHL_BALLISTA", value_name = "URL", value_parser = super::parse_ballista)]
+    pub ballista: Option<amdahl_executors::ballista::Cluster>,
 }
 
 fn parse_param(text: &str) -> Result<(String, serde_json::Value), String> {
@@ -76,7 +81,7 @@ pub async fn run(
     let runtime = CpuRuntime::for_machine(command.memory).context("cannot start the CPU pool")?;
     let runner = LocalRunner {
         store: store.clone(),
-        executors: Executors::new(runtime),
+        executors: Executors::new(runtime).with_ballista(Ballista::new(command.ballista.clone())),
         data_root: settings.data_root.clone(),
         owner: owner.to_string(),
         clock: Arc::new(SystemClock),

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::signals::shutdown_signal;
 
+use amdahl_executors::ballista::Ballista;
 use amdahl_executors::{CpuRuntime, Executors};
 use amdahl_scheduler::attempt::AttemptEnv;
 use amdahl_scheduler::runner::RunOrigin;
@@ -66,6 +67,10 @@ pub struct WorkerArgs {
     /// query that still cannot fit fails saying so [default: unbounded]
     #[arg(long, value_parser = super::parse_memory)]
     pub memory: Option<usize>,
+    /// Where `engine: ballista` tasks run: a Ballista scheduler (df://HOST:50050) or
+    /// `standalone` (a scheduler and an executor in this process)
+    #[arg(long, env = "AMDAHL_BALLISTA", value_name = "URL", value_parser = super::parse_ballista)]
+    pub ballista: Option<amdahl_executors::ballista::Cluster>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -163,7 +168,7 @@ fn worker_service(
     let slots = args.slots.map_or(runtime.threads(), |s| s as usize);
     let env = AttemptEnv {
         store: store.clone(),
-        executors: Executors::new(runtime),
+        executors: Executors::new(runtime).with_ballista(Ballista::new(args.ballista.clone())),
         clock: Arc::new(SystemClock),
         profile,
     };

@@ -41,6 +41,7 @@ pub const DEFAULTS_KEYS: &[&str] = &[
     "device",
     "pool",
     "priority",
+    "engine",
 ];
 /// Keys allowed on a task (the settings plus the kinds).
 pub const TASK_KEYS: &[&str] = &[
@@ -75,7 +76,6 @@ pub const GENERATE_KEYS: &[&str] = &["tpch", "scale_factor", "vectors", "dim", "
 /// Most rows and widths `generate: { vectors }` makes.
 pub const MAX_VECTOR_ROWS: u64 = 1 << 32;
 pub const MAX_VECTOR_DIM: u32 = 65_536;
-pub const ENGINES: &[&str] = &["datafusion", "ballista"];
 /// Most tasks one DAG may declare.
 pub const MAX_TASKS: usize = 10_000;
 
@@ -213,6 +213,8 @@ struct Defaults {
     device: Option<DevicePreference>,
     pool: Option<String>,
     priority: Option<i32>,
+    /// With where it is written: a non-`sql` task ignores the default.
+    engine: Option<Engine>,
 }
 
 /// The loader's state: the file being read and the problems found so far.
@@ -345,6 +347,7 @@ impl Cx {
                 "device" => d.device = self.device(value, &what),
                 "pool" => d.pool = self.string(value, &what),
                 "priority" => d.priority = self.integer(value, &what),
+                "engine" => d.engine = self.engine(value, &what),
                 _ => {}
             }
         }
@@ -624,20 +627,12 @@ impl Cx {
                 .map(|s| (s, Some(n))),
             None => Some((1, None)),
         };
-        if let Some(n) = field("engine")
-            && let Some(engine) = self.string(n, &format!("{what}.engine"))
-        {
-            if !ENGINES.contains(&engine.as_str()) {
-                self.one_of(n.span, &format!("{what}.engine"), &engine, ENGINES);
-                ok = false;
-            } else if engine == "ballista" {
-                self.error(
-                    n.span,
-                    "engine `ballista` is not available in this build yet; use `datafusion`",
-                );
-                ok = false;
-            }
-        }
+        let engine = match field("engine") {
+            Some(n) => self
+                .engine(n, &format!("{what}.engine"))
+                .map(|e| (e, Some(n))),
+            None => Some((defaults.engine.unwrap_or_default(), None)),
+        };
 
         let kinds: Vec<(&str, &Node, &Node)> = fields
             .iter()
@@ -704,6 +699,34 @@ impl Cx {
             );
             ok = false;
         }
+        // Only a query runs on another engine; a default applies to the queries alone.
+        let engine = match (engine, &kind) {
+            (Some((engine, node)), Some(kind)) if !matches!(kind, TaskKind::Sql(_)) => {
+                if let (Engine::Ballista, Some(node)) = (engine, node) {
+                    self.error_help(
+                        node.span,
+                        format!(
+                            "`engine: ballista` on a `{}` task; only `sql` tasks run on Ballista",
+                            kind.name()
+                        ),
+                        "remove `engine`, or move the query into a `sql` task",
+                    );
+                    ok = false;
+                }
+                Some(Engine::DataFusion)
+            }
+            (engine, _) => engine.map(|(e, _)| e),
+        };
+        if engine == Some(Engine::Ballista) && shards.is_some_and(|(s, _)| s > 1) {
+            if let Some((_, Some(node))) = shards {
+                self.error_help(
+                    node.span,
+                    "`shards` on a task with `engine: ballista`; Ballista splits the query itself",
+                    "remove `shards`, or run the task on `datafusion`",
+                );
+            }
+            ok = false;
+        }
         let task = Task {
             id: id.to_string(),
             needs: needs.iter().map(|(n, _)| n.clone()).collect(),
@@ -714,6 +737,7 @@ impl Cx {
             pool: pool?,
             priority: priority?,
             shards: shards?.0,
+            engine: engine?,
             kind: kind?,
             span: key.span,
         };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{Cx, Entries};
 use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::model::{DevicePreference, Located, is_valid_id, parse_duration};
+use crate::model::{DevicePreference, Engine, Located, is_valid_id, parse_duration};
 use crate::yaml::{Node, Span, Style, Value};
 
 impl Cx {
@@ -188,6 +188,15 @@ impl Cx {
             self.one_of(node.span, what, &text, &DevicePreference::NAMES);
         }
         device
+    }
+
+    pub(super) fn engine(&mut self, node: &Node, what: &str) -> Option<Engine> {
+        let text = self.string(node, what)?;
+        let engine = Engine::parse(&text);
+        if engine.is_none() {
+            self.one_of(node.span, what, &text, &Engine::NAMES);
+        }
+        engine
     }
 
     pub(super) fn one_of(&mut self, span: Span, what: &str, found: &str, allowed: &[&str]) {
