@@ -2002,6 +2002,16 @@ fn a_ballista_task_runs_on_the_standalone_cluster() {
             "{task}"
         );
     }
+    // `explain` shows where the queries go, and that placement leaves them there.
+    let explain = amdahl.run(&["explain", dag]);
+    assert_success(&explain, "explain");
+    let shown = text(&explain.stdout);
+    assert!(
+        shown.lines().any(|l| l.starts_with("q1_pricing_summary")
+            && l.contains("ballista")
+            && l.contains("never placed")),
+        "{shown}"
+    );
     // No cluster named: the query task fails and says how to name one.
     let out = amdahl.run(&["run", dag]);
     assert!(!out.status.success());

@@ -67,7 +67,8 @@ impl Ballista {
     pub fn new(cluster: Option<Cluster>) -> Self {
         Ballista {
             cluster,
-            ..Ballista::default()
+            #[cfg(feature = "ballista")]
+            standalone: Default::default(),
         }
     }
 
@@ -76,6 +77,8 @@ impl Ballista {
     }
 
     /// Runs `query` over `inputs` on the cluster, writing its result into `output_dir`.
+    // Each build returns from its own branch below.
+    #[cfg_attr(not(feature = "ballista"), allow(clippy::needless_return))]
     pub async fn run(
         &self,
         query: &str,
@@ -92,25 +95,19 @@ impl Ballista {
                     .into(),
             ));
         };
-        self.run_on(cluster, query, inputs, output_dir, pool, log)
-            .await
-    }
-
-    #[cfg(not(feature = "ballista"))]
-    async fn run_on(
-        &self,
-        _cluster: &Cluster,
-        _query: &str,
-        _inputs: &[TableInput],
-        _output_dir: &std::path::Path,
-        _pool: crate::sql::QueryPool,
-        _log: &LogSink,
-    ) -> Result<StageOutcome, StageError> {
-        Err(StageError::Failed(
-            "the task has `engine: ballista`, but this amdahl was built without Ballista: \
-             build it with `cargo build --release --features ballista`"
-                .into(),
-        ))
+        #[cfg(not(feature = "ballista"))]
+        {
+            let _ = (cluster, query, inputs, output_dir, pool, log);
+            return Err(StageError::Failed(
+                "the task has `engine: ballista`, but this amdahl was built without Ballista: \
+                 build it with `cargo build --release --features ballista`"
+                    .into(),
+            ));
+        }
+        #[cfg(feature = "ballista")]
+        return self
+            .run_on(cluster, query, inputs, output_dir, pool, log)
+            .await;
     }
 
     #[cfg(feature = "ballista")]

@@ -136,6 +136,10 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
         println!("learned from runs: {}", learned.join(", "));
     }
     println!();
+    let on_ballista = |id: &str| {
+        dag.task(id)
+            .is_some_and(|t| t.engine == amdahl_dags::Engine::Ballista)
+    };
     let rows: Vec<Vec<String>> = graph
         .stages
         .iter()
@@ -165,11 +169,20 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
                 gpu_in,
                 gpu_compute,
                 gpu_out,
-                match place {
-                    Place::Cpu => "cpu".into(),
-                    Place::Gpu => "gpu".into(),
+                if on_ballista(&stage.id) {
+                    "ballista".into()
+                } else {
+                    match place {
+                        Place::Cpu => "cpu".into(),
+                        Place::Gpu => "gpu".into(),
+                    }
                 },
-                why(p, *place),
+                if on_ballista(&stage.id) {
+                    "engine: ballista: runs on the cluster, never placed (priced as this CPU)"
+                        .into()
+                } else {
+                    why(p, *place)
+                },
             ]
         })
         .collect();

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use amdahl_dags::{DatasetFormat, Engine};
+use amdahl_dags::Engine;
 use amdahl_executors::ballista::{Ballista, Cluster};
 use amdahl_executors::{
     CpuRuntime, Executors, LogSink, StageError, StageOutcome, TableInput, Work,
@@ -91,7 +91,7 @@ fn cluster_addresses_are_checked() {
 #[cfg(feature = "ballista")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_on_a_standalone_cluster_answer_what_datafusion_does() {
-    use amdahl_dags::Location;
+    use amdahl_dags::{DatasetFormat, Location};
     use amdahl_executors::testing::LocalS3;
 
     use super::{kernel, read_parquet};
