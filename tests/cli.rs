@@ -1993,7 +1993,7 @@ fn a_ballista_task_runs_on_the_standalone_cluster() {
         "{logs}"
     );
     let shown = text(&with_s3(&["runs", "show", "2"]).stdout);
-    assert!(shown.contains("engine: ballista; ran on"), "{shown}");
+    assert!(shown.contains("ran on Ballista, "), "{shown}");
     let data = amdahl.home.path().join("data/runs");
     for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
         assert_eq!(
@@ -2009,7 +2009,7 @@ fn a_ballista_task_runs_on_the_standalone_cluster() {
     assert!(
         shown.lines().any(|l| l.starts_with("q1_pricing_summary")
             && l.contains("ballista")
-            && l.contains("never placed")),
+            && l.contains("priced as this CPU")),
         "{shown}"
     );
     // No cluster named: the query task fails and says how to name one.
@@ -2025,4 +2025,98 @@ fn a_ballista_task_runs_on_the_standalone_cluster() {
         "{}",
         text(&out.stderr)
     );
+
+    // The cluster as a third place for placement: measured, then chosen only when a worker
+    // is told it may (--ballista-auto) and the profile prices it faster.
+    let out = amdahl.run(&["run", "dags/examples/tpch.yaml", "--ballista-auto"]);
+    assert!(!out.status.success(), "--ballista-auto needs --ballista");
+    assert!(
+        text(&out.stderr).contains("--ballista"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = amdahl.run(&["calibrate", "--ballista", "standalone", "--quick"]);
+    assert_success(&out, "calibrate --ballista standalone");
+    let shown = text(&out.stdout);
+    assert!(shown.contains("cluster fixed cost per query"), "{shown}");
+    assert!(
+        shown.contains("--ballista standalone --ballista-auto"),
+        "{shown}"
+    );
+    let json = amdahl.run(&["calibrate", "--json"]);
+    assert_success(&json, "calibrate --json");
+    let mut profile: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(profile["cluster"]["name"], "standalone", "{profile}");
+    let explain = amdahl.run(&["explain", "dags/examples/tpch.yaml"]);
+    assert_success(&explain, "explain with a cluster");
+    let shown = text(&explain.stdout);
+    assert!(
+        shown.contains("CLUSTER") && shown.contains("cluster: standalone"),
+        "{shown}"
+    );
+    // As measured, the example's small queries stay here (the cluster's fixed cost); a
+    // cluster ten thousand times faster with no fixed cost wins them all.
+    let cluster = &mut profile["cluster"]["device"];
+    cluster["fixed_seconds"] = 0.0.into();
+    for rate in cluster["throughput"].as_object_mut().unwrap().values_mut() {
+        *rate = (rate.as_f64().unwrap() * 1e4).into();
+    }
+    cluster["memory_bandwidth"] = 1e15.into();
+    profile["cluster"]["result_bandwidth"] = 1e15.into();
+    let fast = dir.path().join("fast-cluster.json");
+    std::fs::write(&fast, profile.to_string()).unwrap();
+    assert_success(
+        &amdahl.run(&["calibrate", "--import", fast.to_str().unwrap()]),
+        "calibrate --import",
+    );
+    let run_id = |out: &Output| {
+        let said = text(&out.stderr);
+        said.lines()
+            .find(|l| l.starts_with("run ") && l.contains(" started"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_else(|| panic!("no run id in {said}"))
+            .to_string()
+    };
+    let out = amdahl.run(&[
+        "run",
+        "dags/examples/tpch.yaml",
+        "--ballista",
+        "standalone",
+        "--ballista-auto",
+    ]);
+    assert_success(&out, "the example placed with the cluster");
+    let placed = run_id(&out);
+    let logs = text(
+        &amdahl
+            .run(&["tasks", "logs", &placed, "q1_pricing_summary"])
+            .stdout,
+    );
+    assert!(
+        logs.contains("placement chose the cluster standalone")
+            && logs.contains("running the query on the in-process standalone cluster"),
+        "{logs}"
+    );
+    let shown = text(&amdahl.run(&["runs", "show", &placed]).stdout);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("q1_pricing_summary") && l.contains("cluster")),
+        "{shown}"
+    );
+    for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
+        assert_eq!(
+            output_rows(&data.join(&placed).join(task)),
+            output_rows(&data.join("1").join(task)),
+            "{task}"
+        );
+    }
+    // The same profile without --ballista-auto: the cluster is no place for this run.
+    let out = amdahl.run(&["run", "dags/examples/tpch.yaml", "--ballista", "standalone"]);
+    assert_success(&out, "the example without --ballista-auto");
+    let logs = text(
+        &amdahl
+            .run(&["tasks", "logs", &run_id(&out), "q1_pricing_summary"])
+            .stdout,
+    );
+    assert!(!logs.contains("cluster"), "{logs}");
 }

@@ -213,6 +213,7 @@ impl Seen {
         match place {
             Place::Cpu => Some(self.actual_cpu),
             Place::Gpu => self.actual_gpu,
+            Place::Cluster => None,
         }
     }
 
@@ -220,6 +221,7 @@ impl Seen {
         match place {
             Place::Cpu => Some(self.predicted_cpu),
             Place::Gpu => self.predicted_gpu,
+            Place::Cluster => None,
         }
     }
 
@@ -240,6 +242,7 @@ fn stage_work(id: &str, bytes: u64, output: u64, work: &[(OpKind, f64)]) -> Stag
         touched_bytes: bytes,
         work: work.iter().copied().collect(),
         gpu_support: Ok(()),
+        cluster_support: Err("not measured here".into()),
         device_bytes: bytes,
         pin: Pin::Free,
     }
@@ -462,6 +465,7 @@ fn replay(
                 let model = match place {
                     Place::Cpu => Some(cpu_model(profile, &p.stage)),
                     Place::Gpu => gpu_model(profile, &p.stage).ok().map(|g| g.total()),
+                    Place::Cluster => None,
                 };
                 if let (Some(model), Some(actual)) = (model, s.actual(place)) {
                     observations.push(Observation {
@@ -515,10 +519,7 @@ fn print_table(title: &str, points: &[Point], seen: &[Seen]) {
             ms(s.actual_cpu),
             opt(s.predicted_gpu),
             opt(s.actual_gpu),
-            match s.choice() {
-                Place::Cpu => "cpu",
-                Place::Gpu => "gpu",
-            },
+            s.choice().name().to_lowercase(),
             percent(s.regret())
         );
     }

@@ -25,6 +25,14 @@ pub enum Cluster {
 
 impl Cluster {
     /// `standalone`, or a scheduler's address: `df://host[:port]` (also `http://…`).
+    /// The cluster as `--ballista` names it, and as its profile is named.
+    pub fn name(&self) -> &str {
+        match self {
+            Cluster::Standalone => "standalone",
+            Cluster::Remote(url) => url,
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Cluster, String> {
         let text = text.trim();
         if text == "standalone" {
@@ -165,8 +173,9 @@ impl Ballista {
             transfer_ms: 0.0,
             compute_ms: compute,
         });
+        outcome.device = crate::stage::Device::Cluster;
         outcome.note = Some(format!(
-            "engine: ballista; ran on {cluster} in {}",
+            "ran on Ballista, {cluster}, in {}",
             amdahl_placement::seconds(ms(started) / 1e3)
         ));
         Ok(outcome)

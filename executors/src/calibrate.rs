@@ -290,6 +290,7 @@ pub async fn calibrate(effort: Effort) -> Result<Calibration, String> {
     let profile = Profile {
         cpu,
         gpu,
+        cluster: None,
         source: Some(format!(
             "measured by amdahl calibrate ({}) on {host}, {threads} CPU threads",
             match effort {
@@ -447,6 +448,7 @@ async fn calibrate_gpu(
 fn rate_text(kind: OpKind, rate: f64) -> String {
     match kind {
         OpKind::Gemm => format!("{:.1} GFLOP/s", rate / 1e9),
+        _ if rate < 10e6 => format!("{:.2} M rows/s", rate / 1e6),
         _ => format!("{:.0} M rows/s", rate / 1e6),
     }
 }
@@ -459,4 +461,209 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// A cluster measured from this worker, and each figure behind it in words.
+#[derive(Clone, Debug)]
+pub struct ClusterCalibration {
+    pub profile: amdahl_placement::ClusterProfile,
+    pub figures: Vec<(String, String)>,
+}
+
+/// A query returning what [`SORT`] returns, unsorted: the cost of results coming back.
+const RESULT: &str = "SELECT a, v FROM t WHERE b < 0.5 AND a > 100";
+
+/// Measures `ballista`'s cluster as a place for `sql` stages, from this worker: the calibration
+/// table written as Parquet where the cluster can read it (`shared`, the data root in object
+/// storage, when there is one; else this machine's disk, which only the in-process cluster
+/// reads), then whole stages as a worker runs them (the query handed to the cluster, its
+/// result written here): a 64-row query for the fixed cost, the CPU's queries for the rates
+/// per kind (a rate is per input row, as on the CPU), and a query returning its rows for the
+/// bandwidth of results coming back. The files are removed afterwards.
+pub async fn calibrate_cluster(
+    ballista: &crate::ballista::Ballista,
+    runtime: &crate::runtime::CpuRuntime,
+    effort: Effort,
+    shared: Option<&amdahl_dags::ObjectLocation>,
+) -> Result<ClusterCalibration, String> {
+    use crate::stage::{LogSink, TableInput};
+    use amdahl_dags::{DatasetFormat, Location};
+
+    let Some(cluster) = ballista.cluster().cloned() else {
+        return Err("no Ballista cluster named (--ballista)".into());
+    };
+    let rows = effort.rows();
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch folder: {e}"))?;
+    let write = |name: &str, batches: &[RecordBatch]| -> Result<(), String> {
+        let dir = scratch.path().join("tables").join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let file = std::fs::File::create(dir.join("part-0.parquet")).map_err(|e| e.to_string())?;
+        let mut writer =
+            ArrowWriter::try_new(file, batches[0].schema(), None).map_err(|e| e.to_string())?;
+        for batch in batches {
+            writer.write(batch).map_err(|e| e.to_string())?;
+        }
+        writer.close().map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    let t_batches = sample_table(rows, 0xC1);
+    write("t", &t_batches)?;
+    // Rows the result query returns.
+    let returned = t_batches
+        .iter()
+        .map(|batch| {
+            let (a, b) = (
+                batch.column(0).as_any().downcast_ref::<Int64Array>(),
+                batch.column(1).as_any().downcast_ref::<Float64Array>(),
+            );
+            match (a, b) {
+                (Some(a), Some(b)) => a
+                    .values()
+                    .iter()
+                    .zip(b.values())
+                    .filter(|(a, b)| **a > 100 && **b < 0.5)
+                    .count(),
+                _ => 0,
+            }
+        })
+        .sum::<usize>() as f64;
+    drop(t_batches);
+    write("tiny", &sample_table(64, 0xF1))?;
+    let dim_schema = Arc::new(Schema::new(vec![Field::new("g", DataType::Int64, false)]));
+    let dim = RecordBatch::try_new(
+        dim_schema,
+        vec![Arc::new(Int64Array::from_iter_values(0..GROUPS))],
+    )
+    .map_err(|e| e.to_string())?;
+    write("d", &[dim])?;
+    let uploaded = match shared {
+        Some(root) => {
+            let prefix = crate::objects::child(
+                root,
+                &format!("calibration/{}-{}", hostname(), std::process::id()),
+            );
+            for name in ["t", "tiny", "d"] {
+                crate::objects::upload_dir(
+                    &scratch.path().join("tables").join(name),
+                    &crate::objects::child(&prefix, name),
+                )
+                .await?;
+            }
+            Some(prefix)
+        }
+        None => None,
+    };
+    let input = |sql_name: &str, dir: &str| TableInput {
+        name: sql_name.to_string(),
+        location: match &uploaded {
+            Some(prefix) => {
+                let mut at = crate::objects::child(prefix, dir);
+                at.url.push('/');
+                Location::Object(at)
+            }
+            None => Location::Local(scratch.path().join("tables").join(dir)),
+        },
+        format: DatasetFormat::Parquet,
+    };
+    let (log, _lines) = LogSink::channel();
+    let out = scratch.path().join("out");
+    let measured = async {
+        let timed = |query: &'static str, inputs: Vec<TableInput>, reps: usize| {
+            cluster_median(ballista, runtime, query, inputs, &out, &log, reps)
+        };
+        let reps = 3;
+        let fixed = timed(SCAN, vec![input("t", "tiny")], 5).await?;
+        let t = || vec![input("t", "t")];
+        let scan_query = timed(SCAN, t(), reps).await?;
+        let aggregate = timed(AGGREGATE, t(), reps).await?;
+        let join = timed(JOIN, vec![input("t", "t"), input("d", "d")], reps).await?;
+        let sort = timed(SORT, t(), reps).await?;
+        let result = timed(RESULT, t(), reps).await?;
+        Ok::<_, String>((fixed, scan_query, aggregate, join, sort, result))
+    }
+    .await
+    .map_err(|e| format!("{cluster}: {e}"));
+    if let Some(prefix) = &uploaded {
+        // Best effort: a calibration that cannot tidy up still measured what it measured.
+        let _ = crate::objects::delete_prefix(prefix).await;
+    }
+    let (fixed, scan_query, aggregate, join, sort, result) = measured?;
+    // As on the CPU: the scan is its query beyond the fixed cost, each other operator what it
+    // adds to the scan (at least a tenth of its query).
+    let scan = (scan_query - fixed).max(scan_query / 10.0);
+    let extra = |t: f64| (t - scan_query).max(t / 10.0);
+    let r = rows as f64;
+    let throughput = BTreeMap::from([
+        (OpKind::Scan, r / scan),
+        (OpKind::Aggregate, r / extra(aggregate)),
+        (OpKind::Join, r / extra(join)),
+        // The sort query returns its rows: what it adds beyond returning them unsorted.
+        (OpKind::Sort, r / (sort - result).max(sort / 10.0)),
+    ]);
+    // Bytes as the estimates count them: 8 per value of the four columns.
+    let table_bytes = r * 32.0;
+
+    let profile = amdahl_placement::ClusterProfile {
+        name: cluster.name().to_string(),
+        device: DeviceProfile {
+            memory_bandwidth: table_bytes / scan,
+            throughput,
+            fixed_seconds: fixed,
+        },
+        result_bandwidth: returned * 16.0 / extra(result),
+    };
+    let mut figures = vec![
+        (
+            "cluster".to_string(),
+            format!(
+                "{cluster}{}",
+                if uploaded.is_some() {
+                    ", reading from the data root"
+                } else {
+                    ", reading this machine's files"
+                }
+            ),
+        ),
+        (
+            "cluster fixed cost per query".to_string(),
+            format!("{:.1} ms", fixed * 1e3),
+        ),
+    ];
+    for (kind, rate) in &profile.device.throughput {
+        figures.push((format!("cluster {}", kind.name()), rate_text(*kind, *rate)));
+    }
+    figures.push((
+        "cluster results to the worker".to_string(),
+        format!("{:.0} MB/s", profile.result_bandwidth / 1e6),
+    ));
+    Ok(ClusterCalibration { profile, figures })
+}
+
+/// Median seconds of `reps` whole stages of `query` on the cluster, after one warm-up.
+async fn cluster_median(
+    ballista: &crate::ballista::Ballista,
+    runtime: &crate::runtime::CpuRuntime,
+    query: &str,
+    inputs: Vec<crate::stage::TableInput>,
+    out: &std::path::Path,
+    log: &crate::stage::LogSink,
+    reps: usize,
+) -> Result<f64, String> {
+    let mut times = Vec::with_capacity(reps);
+    for rep in 0..=reps {
+        let pool = crate::sql::QueryPool {
+            partitions: runtime.threads(),
+            env: runtime.datafusion_env(),
+            memory: runtime.memory(),
+        };
+        let started = Instant::now();
+        ballista
+            .run(query, &inputs, out, pool, log)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rep > 0 {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median(times))
 }

@@ -77,9 +77,9 @@ pub async fn estimate_run(
     let mut edges = Vec::new();
     for task in &dag.tasks {
         let pin = match task.device {
-            // A query on Ballista never runs on this machine's GPU (placement does not move
-            // tasks to or from Ballista; it is priced as this CPU until it has a profile).
-            _ if task.engine == amdahl_dags::Engine::Ballista => Pin::Cpu,
+            // A query on Ballista runs on the cluster (priced as this CPU when the profile
+            // has no cluster).
+            _ if task.engine == amdahl_dags::Engine::Ballista => Pin::Cluster,
             DevicePreference::Cpu => Pin::Cpu,
             DevicePreference::Gpu => Pin::Gpu,
             DevicePreference::Auto => Pin::Free,
@@ -246,6 +246,7 @@ fn done_stage(
     let pin = match done.place {
         Some(Place::Cpu) => Pin::Cpu,
         Some(Place::Gpu) => Pin::Gpu,
+        Some(Place::Cluster) => Pin::Cluster,
         None => stage.pin,
     };
     let stage = StageWork {
@@ -255,6 +256,7 @@ fn done_stage(
         touched_bytes: 0,
         work: BTreeMap::new(),
         gpu_support: Ok(()),
+        cluster_support: Ok(()),
         device_bytes: 0,
         pin,
     };
@@ -304,6 +306,7 @@ fn cpu_only(id: &str, kind: &str, pin: Pin, work: BTreeMap<OpKind, f64>, output:
         touched_bytes: output as u64,
         work,
         gpu_support: Err(format!("{kind} stages run only on the CPU")),
+        cluster_support: Err(format!("{kind} stages run only on a worker")),
         device_bytes: 0,
         pin,
     }
@@ -324,6 +327,7 @@ fn dense_stage(
         touched_bytes: (touched + output) as u64,
         work: BTreeMap::from([(OpKind::Gemm, flops)]),
         gpu_support: Ok(()),
+        cluster_support: Err("dense stages run only on a worker".into()),
         device_bytes: (touched + output) as u64,
         pin,
     }
@@ -434,6 +438,12 @@ async fn sql_stage(
         gpu_support: crate::gpu::translate(&plan)
             .map(|_| ())
             .map_err(|u| u.to_string()),
+        // A split query runs its parts on this worker's devices.
+        cluster_support: if task.shards > 1 {
+            Err("a split task (shards:) runs its parts on the worker".into())
+        } else {
+            Ok(())
+        },
         device_bytes: used_bytes as u64,
         pin,
     };

@@ -71,7 +71,13 @@ impl Executor for SqlExecutor {
         let log = log.clone();
         let gpu_choice = gpu::choice(stage);
         let shards = (stage.shards > 1).then(|| (stage.shards as usize, lanes(stage)));
-        if stage.engine == amdahl_dags::Engine::Ballista {
+        // `engine: ballista`, or placement chose the cluster for this `device: auto` query.
+        let placed_on_cluster = stage.device == DevicePreference::Auto
+            && stage
+                .placement
+                .as_ref()
+                .is_some_and(|p| p.place == Place::Cluster);
+        if stage.engine == amdahl_dags::Engine::Ballista || placed_on_cluster {
             if stage.device == amdahl_dags::DevicePreference::Gpu {
                 log.system("device: gpu was asked for, but the task runs on Ballista");
             }

@@ -138,6 +138,8 @@ pub struct Stage {
 pub enum Device {
     Cpu,
     Gpu,
+    /// A Ballista cluster ran the query (`engine: ballista`, or placed there).
+    Cluster,
 }
 
 impl Device {
@@ -145,6 +147,7 @@ impl Device {
         match self {
             Device::Cpu => "cpu",
             Device::Gpu => "gpu",
+            Device::Cluster => "cluster",
         }
     }
 }

@@ -9,10 +9,18 @@
 //! CPU edge costs nothing more; a GPU → GPU edge reads from device memory.) Pins and stages that
 //! cannot go to the GPU get an infinite edge. The cut is found with Dinic's algorithm; this is
 //! exact, and the tests check it against every assignment of small random DAGs.
+//!
+//! A cluster (see [`crate::cost::ClusterProfile`]) is a third place that keeps this exact: it
+//! reads its inputs from storage and its output is written to storage like a CPU stage's, so
+//! an edge costs the same whether its upstream ran on the CPU or the cluster. Only whether a
+//! stage is on the GPU matters to the edges; off the GPU each stage takes the cheaper of the
+//! CPU and the cluster, and the cut decides GPU or not with that price.
 
 use std::collections::VecDeque;
 
-use crate::cost::{GpuTime, Pin, Place, Profile, StageWork, cpu_time, gpu_time, to_device};
+use crate::cost::{
+    GpuTime, Pin, Place, Profile, StageWork, cluster_time, cpu_time, gpu_time, to_device,
+};
 
 /// A DAG for placement: its stages and its data edges (upstream, downstream, bytes the
 /// downstream reads of the upstream's output) by index.
@@ -28,6 +36,27 @@ pub struct Priced {
     pub cpu: f64,
     /// The GPU time, or why the stage cannot go there.
     pub gpu: Result<GpuTime, String>,
+    /// The cluster's time, or why the stage cannot go there.
+    pub cluster: Result<f64, String>,
+}
+
+impl Priced {
+    /// The stage's time on `place` (infinite where it cannot run).
+    pub fn on(&self, place: Place) -> f64 {
+        match place {
+            Place::Cpu => self.cpu,
+            Place::Gpu => self.gpu.as_ref().map_or(f64::INFINITY, GpuTime::total),
+            Place::Cluster => *self.cluster.as_ref().unwrap_or(&f64::INFINITY),
+        }
+    }
+
+    /// The cheaper place off the GPU (the CPU on a tie) and its time.
+    pub fn off_gpu(&self) -> (Place, f64) {
+        match self.cluster {
+            Ok(cluster) if cluster < self.cpu => (Place::Cluster, cluster),
+            _ => (Place::Cpu, self.cpu),
+        }
+    }
 }
 
 /// An assignment and its predicted total time.
@@ -45,20 +74,30 @@ pub fn price(profile: &Profile, graph: &Graph) -> Vec<Priced> {
         .stages
         .iter()
         .map(|stage| Priced {
-            cpu: if stage.pin == Pin::Gpu {
-                f64::INFINITY
-            } else {
-                cpu_time(profile, stage)
+            cpu: match stage.pin {
+                Pin::Free | Pin::Cpu => cpu_time(profile, stage),
+                Pin::Gpu | Pin::Cluster => f64::INFINITY,
             },
             gpu: match stage.pin {
                 Pin::Cpu => Err("pinned to the CPU (`device: cpu`)".into()),
-                _ => gpu_time(profile, stage),
+                Pin::Cluster => Err("runs on the cluster (`engine: ballista`)".into()),
+                Pin::Free | Pin::Gpu => gpu_time(profile, stage),
+            },
+            cluster: match stage.pin {
+                Pin::Free => cluster_time(profile, stage),
+                Pin::Cpu => Err("pinned to this worker's CPU (`device: cpu`)".into()),
+                Pin::Gpu => Err("pinned to the GPU (`device: gpu`)".into()),
+                // Without a measured cluster it is priced as this CPU.
+                Pin::Cluster => stage.cluster_support.clone().map(|()| {
+                    cluster_time(profile, stage).unwrap_or_else(|_| cpu_time(profile, stage))
+                }),
             },
         })
         .collect()
 }
 
-/// The cost of an edge cut CPU → GPU: copying what the downstream reads to the device.
+/// The cost of an edge cut into the GPU (from the CPU or the cluster, through storage): copying
+/// what the downstream reads to the device.
 pub fn edge_cost(profile: &Profile, bytes: u64) -> f64 {
     profile
         .gpu
@@ -70,13 +109,10 @@ pub fn edge_cost(profile: &Profile, bytes: u64) -> f64 {
 pub fn total(profile: &Profile, graph: &Graph, priced: &[Priced], places: &[Place]) -> f64 {
     let mut sum = 0.0;
     for (p, place) in priced.iter().zip(places) {
-        sum += match place {
-            Place::Cpu => p.cpu,
-            Place::Gpu => p.gpu.as_ref().map_or(f64::INFINITY, GpuTime::total),
-        };
+        sum += p.on(*place);
     }
     for &(u, v, bytes) in &graph.edges {
-        if places[u] == Place::Cpu && places[v] == Place::Gpu {
+        if places[u] != Place::Gpu && places[v] == Place::Gpu {
             sum += edge_cost(profile, bytes);
         }
     }
@@ -93,7 +129,7 @@ pub fn min_cut(profile: &Profile, graph: &Graph) -> Assignment {
     for (i, p) in priced.iter().enumerate() {
         let gpu = p.gpu.as_ref().map_or(f64::INFINITY, GpuTime::total);
         flow.add(source, i, finite(gpu));
-        flow.add(i, sink, finite(p.cpu));
+        flow.add(i, sink, finite(p.off_gpu().1));
     }
     for &(u, v, bytes) in &graph.edges {
         flow.add(u, v, finite(edge_cost(profile, bytes)));
@@ -101,7 +137,13 @@ pub fn min_cut(profile: &Profile, graph: &Graph) -> Assignment {
     flow.max_flow(source, sink);
     let cpu_side = flow.reachable(source);
     let places: Vec<Place> = (0..n)
-        .map(|i| if cpu_side[i] { Place::Cpu } else { Place::Gpu })
+        .map(|i| {
+            if cpu_side[i] {
+                priced[i].off_gpu().0
+            } else {
+                Place::Gpu
+            }
+        })
         .collect();
     let total = total(profile, graph, &priced, &places);
     Assignment { places, total }
@@ -116,30 +158,40 @@ pub fn greedy(profile: &Profile, graph: &Graph) -> Assignment {
         let copies: f64 = graph
             .edges
             .iter()
-            .filter(|&&(u, v, _)| v == i && places[u] == Place::Cpu)
+            .filter(|&&(u, v, _)| v == i && places[u] != Place::Gpu)
             .map(|&(_, _, bytes)| edge_cost(profile, bytes))
             .sum();
         let gpu = p.gpu.as_ref().map_or(f64::INFINITY, |g| g.total() + copies);
-        places.push(if gpu < p.cpu { Place::Gpu } else { Place::Cpu });
+        let (off, off_seconds) = p.off_gpu();
+        places.push(if gpu < off_seconds { Place::Gpu } else { off });
     }
     let total = total(profile, graph, &priced, &places);
     Assignment { places, total }
 }
 
-/// Every assignment tried (for tests and tiny DAGs): the least total.
+/// Every assignment over the CPU, the GPU and (when the profile has one) the cluster tried, for
+/// tests and tiny DAGs: the least total.
 pub fn brute_force(profile: &Profile, graph: &Graph) -> Assignment {
     let priced = price(profile, graph);
     let n = graph.stages.len();
-    assert!(n <= 20, "brute force over {n} stages");
+    let choices: &[Place] = if profile.cluster.is_some() {
+        &[Place::Cpu, Place::Gpu, Place::Cluster]
+    } else {
+        &[Place::Cpu, Place::Gpu]
+    };
+    let count = (choices.len() as u64).checked_pow(n as u32);
+    assert!(
+        count.is_some_and(|c| c <= 1 << 20),
+        "brute force over {n} stages"
+    );
     let mut best: Option<Assignment> = None;
-    for mask in 0u32..(1 << n) {
+    for code in 0..count.unwrap_or(0) {
+        let mut rest = code;
         let places: Vec<Place> = (0..n)
-            .map(|i| {
-                if mask >> i & 1 == 1 {
-                    Place::Gpu
-                } else {
-                    Place::Cpu
-                }
+            .map(|_| {
+                let place = choices[(rest % choices.len() as u64) as usize];
+                rest /= choices.len() as u64;
+                place
             })
             .collect();
         let total = total(profile, graph, &priced, &places);

@@ -83,11 +83,30 @@ pub struct GpuProfile {
     pub host_staging: Option<f64>,
 }
 
-/// A worker machine: its CPU and, if it has a usable one, its GPU.
+/// A distributed SQL engine (a Ballista cluster) as a place: what its executors do together,
+/// measured from this worker (`amdahl calibrate --ballista …`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterProfile {
+    /// The cluster as workers name it: `standalone` or a scheduler's address.
+    pub name: String,
+    /// Its executors together: bytes per second they read from storage (`memory_bandwidth`),
+    /// rows per second by kind, and what every query pays (planning, scheduling the job,
+    /// starting its tasks).
+    pub device: DeviceProfile,
+    /// Bytes per second of results streamed back to the worker, which writes the output.
+    pub result_bandwidth: f64,
+}
+
+/// A worker machine: its CPU and, if it has a usable one, its GPU; and the cluster it may hand
+/// queries to, when one was measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub cpu: DeviceProfile,
     pub gpu: Option<GpuProfile>,
+    /// A cluster placement may choose for `sql` stages; `None`: stages stay on this worker
+    /// (an `engine: ballista` task is then priced as this CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterProfile>,
     /// Where the figures come from ("measured by amdahl calibrate on … at …", a spec sheet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -164,16 +183,34 @@ pub fn main_kind(device: &DeviceProfile, stage: &StageWork) -> Option<OpKind> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Place {
+    /// This worker's CPU.
     Cpu,
+    /// This worker's GPU.
     Gpu,
+    /// The cluster of the profile (a `sql` stage's query handed to Ballista).
+    Cluster,
 }
 
-/// What the DAG says about a stage's device.
+impl Place {
+    pub fn name(self) -> &'static str {
+        match self {
+            Place::Cpu => "CPU",
+            Place::Gpu => "GPU",
+            Place::Cluster => "cluster",
+        }
+    }
+}
+
+/// What the DAG says about a stage's place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pin {
     Free,
+    /// `device: cpu`: this worker's CPU.
     Cpu,
+    /// `device: gpu`.
     Gpu,
+    /// `engine: ballista`: the cluster.
+    Cluster,
 }
 
 /// A stage as the cost model sees it.
@@ -190,6 +227,8 @@ pub struct StageWork {
     pub work: BTreeMap<OpKind, f64>,
     /// `Err(reason)` when the stage has no GPU implementation for its shape.
     pub gpu_support: Result<(), String>,
+    /// `Err(reason)` when a cluster cannot run it (only single `sql` queries can).
+    pub cluster_support: Result<(), String>,
     /// Device memory it needs on a GPU.
     pub device_bytes: u64,
     pub pin: Pin,
@@ -294,6 +333,28 @@ pub fn gpu_time(profile: &Profile, stage: &StageWork) -> Result<GpuTime, String>
     })
 }
 
+/// The stage on the profile's cluster by the calibrated model alone, or why it cannot go
+/// there: its fixed cost, the roofline of its work on the executors (reading its inputs from
+/// storage), and its result streamed back to the worker.
+pub fn cluster_model(profile: &Profile, stage: &StageWork) -> Result<f64, String> {
+    let Some(cluster) = &profile.cluster else {
+        return Err("no cluster is configured for placement".into());
+    };
+    stage.cluster_support.clone()?;
+    let result = if cluster.result_bandwidth > 0.0 {
+        stage.output_bytes as f64 / cluster.result_bandwidth
+    } else {
+        0.0
+    };
+    Ok(roofline(&cluster.device, stage.touched_bytes, &stage.work) + result)
+}
+
+/// The stage on the profile's cluster, or why it cannot go there.
+pub fn cluster_time(profile: &Profile, stage: &StageWork) -> Result<f64, String> {
+    let model = cluster_model(profile, stage)?;
+    Ok(model * profile.factor(main_kind(&profile.cpu, stage), Place::Cluster, model))
+}
+
 /// The learned factors [`cpu_time`] and [`gpu_time`] include for `stage` (CPU, GPU); 1 where
 /// nothing was learned or the stage cannot run there.
 pub fn factors(profile: &Profile, stage: &StageWork) -> (f64, f64) {
@@ -315,6 +376,7 @@ pub fn crossover_bytes(profile: &Profile, kind: OpKind, bytes_per_unit: f64) -> 
         touched_bytes: bytes,
         work: BTreeMap::from([(kind, bytes as f64 / bytes_per_unit)]),
         gpu_support: Ok(()),
+        cluster_support: Err("a probe".into()),
         device_bytes: 0,
         pin: Pin::Free,
     };

@@ -6,8 +6,23 @@ use crate::cost::{OpKind, Place};
 /// Why a stage priced `p` goes to `place` (copies from CPU upstreams already in `p.gpu`).
 pub fn why(p: &Priced, place: Place) -> String {
     match (&p.gpu, place) {
+        (_, Place::Cluster) => {
+            let (cpu, gpu) = (p.on(Place::Cpu), p.on(Place::Gpu));
+            if cpu.min(gpu).is_infinite() {
+                "`engine: ballista`".into()
+            } else {
+                let than = if cpu <= gpu { "the CPU" } else { "the GPU" };
+                format!("{:.1}× faster than {than}", cpu.min(gpu) / p.on(place))
+            }
+        }
         (Err(reason), _) if p.cpu.is_infinite() => format!("cannot run: {reason}"),
-        (Err(reason), _) => format!("GPU not possible: {reason}"),
+        (Err(reason), _) => match &p.cluster {
+            Ok(cluster) if p.cpu <= *cluster => format!(
+                "{:.1}× faster than the cluster; GPU not possible: {reason}",
+                cluster / p.cpu
+            ),
+            _ => format!("GPU not possible: {reason}"),
+        },
         (Ok(_), Place::Gpu) if p.cpu.is_infinite() => "pinned (device: gpu)".into(),
         (Ok(g), Place::Gpu) => {
             if g.total() <= p.cpu {
@@ -49,6 +64,9 @@ pub struct Placement {
     /// Predicted seconds on the GPU, copies in and out included; `None` when it cannot run
     /// there.
     pub gpu_seconds: Option<f64>,
+    /// Predicted seconds on the profile's cluster; `None` when it cannot run there (or there
+    /// is none).
+    pub cluster_seconds: Option<f64>,
     /// One line: the prediction and why.
     pub reason: String,
     /// The stage's main kind of work, and the learned factors the predictions include (for

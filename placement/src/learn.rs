@@ -90,10 +90,7 @@ pub fn describe(corrections: &[Correction]) -> Vec<String> {
             format!(
                 "{} on the {} ×{:.2} ({} run{}{by_size})",
                 c.kind.name(),
-                match c.place {
-                    Place::Cpu => "CPU",
-                    Place::Gpu => "GPU",
-                },
+                c.place.name(),
                 c.factor,
                 c.samples,
                 if c.samples == 1 { "" } else { "s" }

@@ -14,8 +14,9 @@ pub mod shares;
 
 pub use assign::{Assignment, Graph, Priced, brute_force, edge_cost, greedy, min_cut, price};
 pub use cost::{
-    Correction, DeviceProfile, GpuProfile, GpuTime, OpKind, Pin, Place, Profile, StageWork,
-    cpu_time, crossover_bytes, gpu_time, main_kind, roofline, to_device, to_host,
+    ClusterProfile, Correction, DeviceProfile, GpuProfile, GpuTime, OpKind, Pin, Place, Profile,
+    StageWork, cluster_time, cpu_time, crossover_bytes, gpu_time, main_kind, roofline, to_device,
+    to_host,
 };
 pub use describe::{Placement, seconds, why};
 pub use learn::{Observation, learned};

@@ -223,6 +223,7 @@ mod tests {
             place: Place::Gpu,
             cpu_seconds: 4.0,
             gpu_seconds: Some(1.5),
+            cluster_seconds: None,
             reason: String::new(),
             kind: None,
             cpu_factor: 1.0,
@@ -236,6 +237,7 @@ mod tests {
         assert_eq!(lanes[1].part_seconds(0.5), 1.0);
         let cpu_only = Placement {
             gpu_seconds: None,
+            cluster_seconds: None,
             ..placement
         };
         assert_eq!(self::lanes(&cpu_only).len(), 1);

@@ -42,9 +42,28 @@ fn profile() -> Profile {
     Profile {
         cpu,
         gpu: Some(gpu),
+        cluster: None,
         source: None,
         corrections: Vec::new(),
     }
+}
+
+/// [`profile`] with a cluster of many CPUs behind it: ten times the CPU's rates, but 0.5 s of
+/// fixed cost per query and results back at 1 GB/s.
+fn with_cluster() -> Profile {
+    let mut p = profile();
+    let mut device = p.cpu.clone();
+    device.memory_bandwidth *= 10.0;
+    for rate in device.throughput.values_mut() {
+        *rate *= 10.0;
+    }
+    device.fixed_seconds = 0.5;
+    p.cluster = Some(ClusterProfile {
+        name: "df://scheduler:50050".into(),
+        device,
+        result_bandwidth: 1e9,
+    });
+    p
 }
 
 fn stage(id: &str, bytes: u64, work: &[(OpKind, f64)]) -> StageWork {
@@ -55,6 +74,7 @@ fn stage(id: &str, bytes: u64, work: &[(OpKind, f64)]) -> StageWork {
         touched_bytes: bytes,
         work: work.iter().copied().collect(),
         gpu_support: Ok(()),
+        cluster_support: Ok(()),
         device_bytes: bytes,
         pin: Pin::Free,
     }
@@ -342,5 +362,138 @@ fn learning_corrects_each_size_class_and_converges() {
     assert_eq!(
         learn::describe(&taught.corrections),
         vec!["scan on the CPU ×3.00 (5 runs; by size ×0.51 … ×3.10 in 2 classes)".to_string()]
+    );
+}
+
+/// With a cluster the assignment is over three places; the cut stays exact (edges only care
+/// whether a stage is on the GPU), checked against every assignment of small random DAGs.
+#[test]
+fn with_a_cluster_the_minimum_cut_equals_brute_force_over_three_places() {
+    let p = with_cluster();
+    let kinds = [OpKind::Scan, OpKind::Aggregate, OpKind::Join, OpKind::Sort];
+    let mut clustered = 0;
+    for seed in 0..300 {
+        let mut rng = Rng(seed);
+        let n = 1 + rng.below(7) as usize;
+        let stages: Vec<StageWork> = (0..n)
+            .map(|i| {
+                let bytes = 1u64 << rng.below(38);
+                let kind = kinds[rng.below(kinds.len() as u64) as usize];
+                let mut s = stage(&format!("s{i}"), bytes, &[(kind, (bytes / 8) as f64)]);
+                s.storage_bytes = if rng.below(2) == 0 { 0 } else { bytes };
+                s.output_bytes = 1u64 << rng.below(34);
+                s.pin = match rng.below(12) {
+                    0 => Pin::Cpu,
+                    1 => Pin::Gpu,
+                    2 => Pin::Cluster,
+                    _ => Pin::Free,
+                };
+                if rng.below(8) == 0 {
+                    s.gpu_support = Err("unsupported".into());
+                }
+                if rng.below(6) == 0 {
+                    s.cluster_support = Err("not a query".into());
+                }
+                s
+            })
+            .collect();
+        let mut edges = Vec::new();
+        for v in 1..n {
+            for (u, upstream) in stages[..v].iter().enumerate() {
+                if rng.below(3) == 0 {
+                    edges.push((u, v, upstream.output_bytes >> rng.below(3)));
+                }
+            }
+        }
+        let graph = Graph { stages, edges };
+        let cut = min_cut(&p, &graph);
+        let best = brute_force(&p, &graph);
+        if best.total.is_infinite() {
+            assert!(cut.total.is_infinite(), "seed {seed}");
+            continue;
+        }
+        assert!(
+            (cut.total - best.total).abs() <= 1e-9 * best.total.max(1.0),
+            "seed {seed}: cut {} vs brute force {}",
+            cut.total,
+            best.total
+        );
+        for (stage, place) in graph.stages.iter().zip(&cut.places) {
+            if *place == Place::Cluster {
+                clustered += 1;
+                assert!(stage.cluster_support.is_ok(), "seed {seed}");
+                assert!(matches!(stage.pin, Pin::Free | Pin::Cluster), "seed {seed}");
+            }
+            if stage.pin == Pin::Cluster {
+                assert_eq!(*place, Place::Cluster, "seed {seed}");
+            }
+        }
+        let greedy = greedy(&p, &graph);
+        assert!(
+            greedy.total >= best.total - 1e-9 * best.total.max(1.0),
+            "seed {seed}"
+        );
+    }
+    assert!(clustered > 50, "the cluster won only {clustered} stages");
+}
+
+/// The cluster is a place only when the profile has one: without it, nothing but an
+/// `engine: ballista` stage goes there (priced as this CPU); with it, a large join that the
+/// CPU takes minutes over goes to the cluster, a small query (which the cluster's fixed cost
+/// would dominate) stays, and `device: cpu` keeps a stage on this worker whatever it costs.
+#[test]
+fn the_cluster_is_chosen_only_when_configured_and_cheaper() {
+    let big = stage("big", 64 << 30, &[(OpKind::Join, 8e9)]);
+    let small = stage("small", 1 << 20, &[(OpKind::Scan, 1e5)]);
+    let mut pinned_cpu = big.clone();
+    pinned_cpu.id = "pinned_cpu".into();
+    pinned_cpu.pin = Pin::Cpu;
+    let mut ballista = small.clone();
+    ballista.id = "ballista".into();
+    ballista.pin = Pin::Cluster;
+    let mut shell = big.clone();
+    shell.id = "shell".into();
+    shell.gpu_support = Err("a shell command".into());
+    shell.cluster_support = Err("a shell command".into());
+    let graph = Graph {
+        stages: vec![big, small, pinned_cpu, ballista, shell],
+        edges: vec![],
+    };
+    let mut no_gpu = profile();
+    no_gpu.gpu = None;
+    let alone = min_cut(&no_gpu, &graph);
+    assert_eq!(
+        alone.places,
+        [
+            Place::Cpu,
+            Place::Cpu,
+            Place::Cpu,
+            Place::Cluster,
+            Place::Cpu
+        ]
+    );
+    let priced = price(&no_gpu, &graph);
+    assert_eq!(priced[3].cluster, Ok(priced[1].cpu), "priced as this CPU");
+
+    let mut configured = with_cluster();
+    configured.gpu = None;
+    let chosen = min_cut(&configured, &graph);
+    assert_eq!(
+        chosen.places,
+        [
+            Place::Cluster,
+            Place::Cpu,
+            Place::Cpu,
+            Place::Cluster,
+            Place::Cpu
+        ]
+    );
+    let priced = price(&configured, &graph);
+    assert!(why(&priced[0], Place::Cluster).contains("faster than the CPU"));
+    assert!(priced[1].cluster.as_ref().unwrap() > &0.5);
+    assert_eq!(
+        priced[4].cluster,
+        Err("a shell command".to_string()),
+        "what cannot run there says why"
     );
 }

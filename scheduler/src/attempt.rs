@@ -163,14 +163,28 @@ pub async fn place_stage(
         stage.work,
         Work::Sql { .. } | Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. }
     );
+    let gpu = has_gpu_path && amdahl_executors::gpu::devices().usable();
+    // The worker's profile holds a cluster only when it may send queries there.
+    let cluster =
+        matches!(stage.work, Work::Sql { .. }) && stage.shards <= 1 && profile.cluster.is_some();
     // A query on Ballista runs on the cluster; there is nothing to place here.
     if stage.device != amdahl_dags::DevicePreference::Auto
         || stage.engine == amdahl_dags::Engine::Ballista
-        || !has_gpu_path
-        || !amdahl_executors::gpu::devices().usable()
+        || !(gpu || cluster)
     {
         return stage;
     }
+    // A GPU that is not usable now is no place to price.
+    let without_gpu;
+    let profile = if profile.gpu.is_some() && !amdahl_executors::gpu::devices().usable() {
+        without_gpu = amdahl_placement::Profile {
+            gpu: None,
+            ..profile.clone()
+        };
+        &without_gpu
+    } else {
+        profile
+    };
     let Ok(tasks) = env.store.tasks(context.run_id).await else {
         return stage;
     };
@@ -185,6 +199,7 @@ pub async fn place_stage(
                     place: match t.device.as_deref() {
                         Some("gpu") => Some(Place::Gpu),
                         Some("cpu") => Some(Place::Cpu),
+                        Some("cluster") => Some(Place::Cluster),
                         _ => None,
                     },
                 },
@@ -229,7 +244,9 @@ pub fn observations(history: &[PredictedAttempt]) -> Vec<Observation> {
             let kind = OpKind::ALL.into_iter().find(|k| k.name() == a.kind)?;
             let (place, us, factor) = match a.device.as_deref()? {
                 "gpu" => (Place::Gpu, a.gpu_us?, a.gpu_factor),
-                _ => (Place::Cpu, a.cpu_us?, a.cpu_factor),
+                "cpu" => (Place::Cpu, a.cpu_us?, a.cpu_factor),
+                // The cluster's prediction is not stored: nothing to learn from.
+                _ => return None,
             };
             (factor > 0.0).then(|| Observation {
                 kind,

@@ -27,10 +27,37 @@ pub struct CalibrateArgs {
     /// Print the profile as JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Measure this Ballista cluster (`standalone` or df://HOST:50050) as a place for `sql`
+    /// tasks and keep it in this machine's profile; workers started with the same --ballista
+    /// and --ballista-auto then let placement choose it
+    #[arg(long, value_name = "URL", value_parser = super::parse_ballista)]
+    pub ballista: Option<amdahl_executors::ballista::Cluster>,
+    /// Store this profile (JSON, as --output writes it) as this machine's instead of measuring
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ballista", "quick", "recalibrate"])]
+    pub import: Option<PathBuf>,
 }
 
-pub async fn run(store: &Store, args: &CalibrateArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    store: &Store,
+    settings: &crate::settings::Settings,
+    args: &CalibrateArgs,
+) -> anyhow::Result<ExitCode> {
     let host = hostname();
+    if let Some(path) = &args.import {
+        let profile = read_profile(path)?;
+        let json = serde_json::to_string(&profile)?;
+        store
+            .save_profile(&host, &json, SystemClock.now_ms())
+            .await?;
+        emit(args, &profile, None)?;
+        if !args.json {
+            println!("stored {} as {host}'s profile", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(cluster) = &args.ballista {
+        return measure_cluster(store, settings, args, cluster).await;
+    }
     if !args.recalibrate
         && let Some(stored) = stored_profile(store, &host).await?
     {
@@ -60,11 +87,124 @@ pub async fn run(store: &Store, args: &CalibrateArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// Measures this machine and stores the profile under its host name.
+/// A profile from a JSON file; errors say where in it.
+pub fn read_profile(path: &std::path::Path) -> anyhow::Result<Profile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read profile {}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+}
+
+/// `calibrate --ballista`: measures the cluster and keeps it in this machine's profile (the
+/// machine itself measured first when it has none).
+async fn measure_cluster(
+    store: &Store,
+    settings: &crate::settings::Settings,
+    args: &CalibrateArgs,
+    cluster: &amdahl_executors::ballista::Cluster,
+) -> anyhow::Result<ExitCode> {
+    super::check_data_root(settings).await?;
+    let effort = if args.quick {
+        Effort::Quick
+    } else {
+        Effort::Full
+    };
+    let host = hostname();
+    let mut profile = match stored_profile(store, &host).await? {
+        Some((profile, _)) if !args.recalibrate => profile,
+        _ => {
+            if !args.json {
+                eprintln!("measuring {host} …");
+            }
+            measure_and_store(store, effort).await?.profile
+        }
+    };
+    if !args.json {
+        eprintln!("measuring {cluster} from {host} …");
+    }
+    let runtime = amdahl_executors::runtime::CpuRuntime::for_machine(None)
+        .context("cannot start the CPU pool")?;
+    let ballista = amdahl_executors::ballista::Ballista::new(Some(cluster.clone()));
+    let measured = amdahl_executors::calibrate::calibrate_cluster(
+        &ballista,
+        &runtime,
+        effort,
+        settings.data_root.shared.as_ref(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("calibrating the cluster failed: {e}"))?;
+    profile.cluster = Some(measured.profile);
+    let json = serde_json::to_string(&profile)?;
+    store
+        .save_profile(&host, &json, SystemClock.now_ms())
+        .await?;
+    let calibration = Calibration {
+        profile: profile.clone(),
+        figures: measured.figures,
+        gpu_problem: None,
+    };
+    emit(args, &profile, Some(&calibration))?;
+    if !args.json {
+        println!(
+            "stored in {host}'s profile; workers started with --ballista {} --ballista-auto \
+             may now place `sql` tasks there",
+            cluster.name()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The profile a worker places with: the stored `profile`, keeping its cluster only when the
+/// worker hands queries to that same cluster (`--ballista`) and placement may choose it
+/// (`--ballista-auto`); otherwise the cluster is no place for it. What does not fit is said.
+pub fn for_worker(
+    profile: Option<Arc<Profile>>,
+    ballista: Option<&amdahl_executors::ballista::Cluster>,
+    auto: bool,
+    who: &str,
+) -> Option<Arc<Profile>> {
+    let profile = profile?;
+    let keep = match (&profile.cluster, ballista) {
+        _ if !auto => false,
+        (Some(measured), Some(named)) if measured.name == named.name() => true,
+        (Some(measured), Some(named)) => {
+            eprintln!(
+                "{who}: the profile measured the cluster {}, not {}: placement keeps tasks \
+                 here until `amdahl calibrate --ballista {}`",
+                measured.name,
+                named.name(),
+                named.name()
+            );
+            false
+        }
+        (None, named) => {
+            eprintln!(
+                "{who}: --ballista-auto, but the cluster was never measured: placement keeps \
+                 tasks here until `amdahl calibrate --ballista {}`",
+                named.map_or("URL", |n| n.name())
+            );
+            false
+        }
+        (Some(_), None) => false,
+    };
+    if keep || profile.cluster.is_none() {
+        return Some(profile);
+    }
+    Some(Arc::new(Profile {
+        cluster: None,
+        ..(*profile).clone()
+    }))
+}
+
+/// Measures this machine and stores the profile under its host name (keeping the cluster a
+/// stored profile measured).
 pub async fn measure_and_store(store: &Store, effort: Effort) -> anyhow::Result<Calibration> {
-    let calibration = calibrate(effort)
+    let mut calibration = calibrate(effort)
         .await
         .map_err(|e| anyhow::anyhow!("calibration failed: {e}"))?;
+    if let Ok(Some((stored, _))) = stored_profile(store, &hostname()).await {
+        calibration.profile.cluster = stored.cluster;
+    }
     let json = serde_json::to_string(&calibration.profile)?;
     store
         .save_profile(&hostname(), &json, SystemClock.now_ms())
@@ -118,6 +258,7 @@ pub fn summary(profile: &Profile) -> String {
     ]];
     let rate = |kind: amdahl_placement::OpKind, r: f64| match kind {
         amdahl_placement::OpKind::Gemm => format!("{:.1} GFLOP/s", r / 1e9),
+        _ if r < 10e6 => format!("{:.2} M rows/s", r / 1e6),
         _ => format!("{:.0} M rows/s", r / 1e6),
     };
     for (kind, r) in &profile.cpu.throughput {
@@ -147,6 +288,16 @@ pub fn summary(profile: &Profile) -> String {
             ]);
         }
         None => rows.push(vec!["GPU".into(), "none".into()]),
+    }
+    if let Some(cluster) = &profile.cluster {
+        rows.push(vec!["cluster".into(), cluster.name.clone()]);
+        rows.push(vec![
+            "cluster fixed cost per query".into(),
+            format!("{:.1} ms", cluster.device.fixed_seconds * 1e3),
+        ]);
+        for (kind, r) in &cluster.device.throughput {
+            rows.push(vec![format!("cluster {}", kind.name()), rate(*kind, *r)]);
+        }
     }
     if let Some(source) = &profile.source {
         rows.push(vec!["source".into(), source.clone()]);

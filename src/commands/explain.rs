@@ -1,14 +1,14 @@
 //! `amdahl explain DAG [--param …] [--profile FILE]`: where each task would run and why.
 //!
 //! The DAG is checked like `dags validate`, each task is estimated (input and output sizes,
-//! work by kind, whether the GPU can run it), priced on the profile's CPU and GPU, and the
+//! work by kind, whether the GPU can run it), priced on the profile's CPU, GPU and cluster, and the
 //! whole DAG is assigned by the minimum cut. Without `--profile` the profile is this machine's
 //! as `amdahl calibrate` stored it, or, when it has none, a CPU-only reference.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use amdahl_dags::RunContext;
 use amdahl_placement::{Place, Priced, Profile, edge_cost, greedy, min_cut, price, seconds, why};
@@ -87,14 +87,10 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
         }
     };
     let (profile, source) = match &args.profile {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read profile {}", path.display()))?;
-            let profile: Profile = serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column())
-            })?;
-            (profile, path.display().to_string())
-        }
+        Some(path) => (
+            super::calibrate::read_profile(path)?,
+            path.display().to_string(),
+        ),
         None => match stored_profile(database_url).await {
             Some(found) => found,
             None => (
@@ -123,13 +119,20 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
     // Copies into each GPU stage of what CPU stages before it made (the edges of the cut).
     let mut incoming = vec![0.0; graph.stages.len()];
     for &(u, v, bytes) in &graph.edges {
-        if chosen.places[u] == Place::Cpu {
+        if chosen.places[u] != Place::Gpu {
             incoming[v] += edge_cost(&profile, bytes);
         }
     }
     println!("DAG `{}` against profile {source}", dag.id);
     if let Some(gpu) = &profile.gpu {
         println!("GPU: {}", gpu.name);
+    }
+    if let Some(cluster) = &profile.cluster {
+        println!(
+            "cluster: {} (a worker sends tasks there only when started with --ballista {} \
+             --ballista-auto)",
+            cluster.name, cluster.name
+        );
     }
     let learned = amdahl_placement::learn::describe(&profile.corrections);
     if !learned.is_empty() {
@@ -153,6 +156,7 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
                     g.transfer_in += incoming;
                     g
                 }),
+                cluster: p.cluster.clone(),
             };
             let (gpu_in, gpu_compute, gpu_out) = match &p.gpu {
                 Ok(g) => (
@@ -162,46 +166,36 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
                 ),
                 Err(_) => ("-".into(), "-".into(), "-".into()),
             };
-            vec![
+            let mut row = vec![
                 stage.id.clone(),
                 bytes(stage.touched_bytes),
                 seconds(p.cpu),
                 gpu_in,
                 gpu_compute,
                 gpu_out,
-                if on_ballista(&stage.id) {
-                    "ballista".into()
-                } else {
-                    match place {
-                        Place::Cpu => "cpu".into(),
-                        Place::Gpu => "gpu".into(),
-                    }
-                },
-                if on_ballista(&stage.id) {
-                    "engine: ballista: runs on the cluster, never placed (priced as this CPU)"
-                        .into()
-                } else {
-                    why(p, *place)
-                },
-            ]
+            ];
+            if profile.cluster.is_some() {
+                row.push(p.cluster.as_ref().map_or("-".into(), |c| seconds(*c)));
+            }
+            row.push(match place {
+                Place::Cluster if on_ballista(&stage.id) => "ballista".into(),
+                other => other.name().to_lowercase(),
+            });
+            row.push(if on_ballista(&stage.id) && profile.cluster.is_none() {
+                "engine: ballista: runs on the cluster (none in the profile: priced as this CPU)"
+                    .into()
+            } else {
+                why(p, *place)
+            });
+            row
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &[
-                "TASK",
-                "INPUT",
-                "CPU",
-                "GPU IN",
-                "GPU COMPUTE",
-                "GPU OUT",
-                "CHOICE",
-                "WHY"
-            ],
-            &rows
-        )
-    );
+    let mut headers = vec!["TASK", "INPUT", "CPU", "GPU IN", "GPU COMPUTE", "GPU OUT"];
+    if profile.cluster.is_some() {
+        headers.push("CLUSTER");
+    }
+    headers.extend(["CHOICE", "WHY"]);
+    print!("{}", table(&headers, &rows));
     let sharded = shard_lines(&dag, &graph, &priced, &incoming, &profile);
     if !sharded.is_empty() {
         println!();

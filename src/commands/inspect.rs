@@ -321,6 +321,7 @@ fn placement_rows(attempts: &[amdahl_scheduler::store::AttemptRecord]) -> Vec<Ve
             let actual = a.finished_at_ms.map(|f| (f - a.started_at_ms) as f64 / 1e3);
             let predicted = match a.device.as_deref() {
                 Some("gpu") => a.predicted_gpu_us,
+                Some("cluster") => None,
                 _ => a.predicted_cpu_us,
             };
             let ratio = match (predicted, actual) {

@@ -119,7 +119,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             older_than,
             dry_run,
         }) => maintenance::clean(&store, &settings, older_than, dry_run).await,
-        Command::Calibrate(args) => calibrate::run(&store, &args).await,
+        Command::Calibrate(args) => calibrate::run(&store, &settings, &args).await,
         Command::Web(args) => web::web(&store, args).await,
         Command::Tokens(command) => web::tokens(&store, command).await,
         Command::Db(DbCommand::Migrate) => {

@@ -45,6 +45,10 @@ pub struct RunCommand {
     /// `standalone` (a scheduler and an executor in this process)
     #[arg(long, env = "AMDAHL_BALLISTA", value_name = "URL", value_parser = super::parse_ballista)]
     pub ballista: Option<amdahl_executors::ballista::Cluster>,
+    /// Let placement send `device: auto` SQL tasks to the --ballista cluster when its measured
+    /// profile (`amdahl calibrate --ballista …`) prices them faster there
+    #[arg(long, env = "AMDAHL_BALLISTA_AUTO", requires = "ballista")]
+    pub ballista_auto: bool,
 }
 
 fn parse_param(text: &str) -> Result<(String, serde_json::Value), String> {
@@ -85,7 +89,12 @@ pub async fn run(
         data_root: settings.data_root.clone(),
         owner: owner.to_string(),
         clock: Arc::new(SystemClock),
-        profile: placement_profile(store).await,
+        profile: super::calibrate::for_worker(
+            placement_profile(store, command.ballista_auto).await,
+            command.ballista.as_ref(),
+            command.ballista_auto,
+            "run",
+        ),
     };
     let run_id = runner.create_run(&dag, &params).await?;
     eprintln!(
@@ -227,10 +236,14 @@ impl RunObserver for Progress {
     }
 }
 
-/// The profile `device: auto` tasks are placed with: only a machine with a usable GPU has a
-/// choice to make; it uses its stored profile, measured quickly (and stored) the first time.
-async fn placement_profile(store: &Store) -> Option<Arc<amdahl_placement::Profile>> {
-    if !amdahl_executors::gpu::devices().usable() {
+/// The profile `device: auto` tasks are placed with: only a machine with a usable GPU or a
+/// cluster it may use (`--ballista-auto`) has a choice to make; it uses its stored profile,
+/// measured quickly (and stored) the first time.
+async fn placement_profile(
+    store: &Store,
+    ballista_auto: bool,
+) -> Option<Arc<amdahl_placement::Profile>> {
+    if !ballista_auto && !amdahl_executors::gpu::devices().usable() {
         return None;
     }
     super::calibrate::profile_on_start(store, "run", false).await

@@ -71,6 +71,10 @@ pub struct WorkerArgs {
     /// `standalone` (a scheduler and an executor in this process)
     #[arg(long, env = "AMDAHL_BALLISTA", value_name = "URL", value_parser = super::parse_ballista)]
     pub ballista: Option<amdahl_executors::ballista::Cluster>,
+    /// Let placement send `device: auto` SQL tasks to the --ballista cluster when its measured
+    /// profile (`amdahl calibrate --ballista …`) prices them faster there
+    #[arg(long, env = "AMDAHL_BALLISTA_AUTO", requires = "ballista")]
+    pub ballista_auto: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -218,9 +222,10 @@ pub async fn worker(
     args: WorkerArgs,
 ) -> anyhow::Result<ExitCode> {
     super::check_data_root(settings).await?;
+    let who = format!("worker {owner}");
+    let profile = super::calibrate::profile_on_start(store, &who, args.recalibrate).await;
     let profile =
-        super::calibrate::profile_on_start(store, &format!("worker {owner}"), args.recalibrate)
-            .await;
+        super::calibrate::for_worker(profile, args.ballista.as_ref(), args.ballista_auto, &who);
     let worker = worker_service(store, settings, owner, &args, profile)?;
     eprintln!(
         "worker {owner}: started with {} slot(s) on {}",
@@ -240,6 +245,12 @@ pub async fn standalone(
     super::check_data_root(settings).await?;
     let profile =
         super::calibrate::profile_on_start(store, "standalone", args.worker.recalibrate).await;
+    let profile = super::calibrate::for_worker(
+        profile,
+        args.worker.ballista.as_ref(),
+        args.worker.ballista_auto,
+        "standalone",
+    );
     let worker = worker_service(store, settings, owner, &args.worker, profile)?;
     let scheduler = scheduler_service(store, Duration::from_millis(200), &args.dags_folder);
     eprintln!(

@@ -136,7 +136,7 @@ async fn queries_on_a_standalone_cluster_answer_what_datafusion_does() {
         .unwrap_or_else(|e| panic!("{name} on Ballista: {e}"));
         let note = outcome.note.unwrap_or_default();
         assert!(
-            note.starts_with("engine: ballista; ran on the in-process standalone cluster"),
+            note.starts_with("ran on Ballista, the in-process standalone cluster"),
             "{note}"
         );
         assert_eq!(
@@ -212,4 +212,74 @@ async fn queries_on_a_standalone_cluster_answer_what_datafusion_does() {
     let some = read_parquet(&count_small, "n").await;
     assert_ne!(all, some, "each stage saw its own table");
     assert!(all.contains("60175"), "{all}");
+}
+
+/// The cluster as a third place: `amdahl calibrate --ballista` measures it as whole stages
+/// (finite, positive rates for every kind a query does; a fixed cost per query), and a
+/// `device: auto` query that placement put on the cluster runs there (the outcome says the
+/// cluster), while one placed on the CPU stays in the worker.
+#[cfg(feature = "ballista")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_is_measured_and_a_query_placed_there_runs_there() {
+    use amdahl_dags::DatasetFormat;
+    use amdahl_executors::Device;
+    use amdahl_executors::calibrate::{Effort, calibrate_cluster};
+    use amdahl_placement::{OpKind, Place, Placement};
+
+    let ballista = Ballista::new(Some(Cluster::Standalone));
+    let runtime = CpuRuntime::new(2).unwrap();
+    let measured = calibrate_cluster(&ballista, &runtime, Effort::Quick, None)
+        .await
+        .unwrap();
+    let profile = &measured.profile;
+    assert_eq!(profile.name, "standalone");
+    assert!(profile.device.fixed_seconds > 0.0 && profile.device.fixed_seconds < 10.0);
+    for kind in [OpKind::Scan, OpKind::Aggregate, OpKind::Join, OpKind::Sort] {
+        let rate = profile.device.throughput[&kind];
+        assert!(rate.is_finite() && rate > 0.0, "{kind:?}: {rate}");
+    }
+    assert!(profile.result_bandwidth.is_finite() && profile.result_bandwidth > 0.0);
+    assert!(
+        measured
+            .figures
+            .iter()
+            .any(|(what, _)| what == "cluster fixed cost per query"),
+        "{:?}",
+        measured.figures
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let lineitem = super::kernel::lineitem(dir.path(), 0.01).await;
+    let executors = executors_on(Some(Cluster::Standalone));
+    for (place, device) in [(Place::Cluster, Device::Cluster), (Place::Cpu, Device::Cpu)] {
+        let out = dir.path().join(format!("{place:?}"));
+        let mut stage = stage(
+            Work::Sql {
+                query: "SELECT COUNT(*) AS n FROM lineitem".into(),
+            },
+            vec![TableInput::local(
+                "lineitem",
+                &lineitem,
+                DatasetFormat::Parquet,
+            )],
+            Some(out.clone()),
+            &out,
+        );
+        stage.placement = Some(Placement {
+            place,
+            cpu_seconds: 1.0,
+            gpu_seconds: None,
+            cluster_seconds: Some(0.5),
+            reason: "placement chose it".into(),
+            kind: Some(OpKind::Scan),
+            cpu_factor: 1.0,
+            gpu_factor: 1.0,
+            cpu_fixed_seconds: 0.0,
+            gpu_fixed_seconds: 0.0,
+        });
+        let (log, _lines) = LogSink::channel();
+        let outcome = executors.execute(&stage, &log).await.unwrap();
+        assert_eq!(outcome.device, device, "{place:?}");
+        assert!(super::read_parquet(&out, "n").await.contains("60175"));
+    }
 }

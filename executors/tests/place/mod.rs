@@ -46,6 +46,7 @@ fn profile() -> Profile {
             pageable_device_to_host: None,
             host_staging: None,
         }),
+        cluster: None,
         source: None,
         corrections: Vec::new(),
     }

@@ -448,6 +448,7 @@ async fn parts_shared_between_the_cpu_and_a_real_gpu_combine_exactly() {
             place: amdahl_placement::Place::Gpu,
             cpu_seconds: 1.0,
             gpu_seconds: Some(1.0),
+            cluster_seconds: None,
             reason: "equal lanes (test)".into(),
             kind: None,
             cpu_factor: 1.0,
