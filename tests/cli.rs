@@ -2120,3 +2120,94 @@ fn a_ballista_task_runs_on_the_standalone_cluster() {
     );
     assert!(!logs.contains("cluster"), "{logs}");
 }
+
+/// A deployment's limits hold whatever a DAG says. `--no-shell`: a `shell` task fails saying
+/// so, and its command never runs. `--file-root`: a dataset outside the roots is refused, by
+/// `../` or by a link inside a root that points outside, while a root's own files and the
+/// outputs of upstream tasks (the data root) are read as usual; a root that does not exist is
+/// refused before anything runs.
+#[test]
+fn a_deployment_refuses_shell_tasks_and_files_outside_its_roots() {
+    let amdahl = Amdahl::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let (allowed, outside) = (dir.path().join("allowed"), dir.path().join("outside"));
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(allowed.join("inside.csv"), "x\n5\n").unwrap();
+    std::fs::write(outside.join("secret.csv"), "x\n1\n2\n").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.csv"), allowed.join("link.csv")).unwrap();
+
+    let marker = dir.path().join("marker");
+    let shell = allowed.join("shell.yaml");
+    std::fs::write(
+        &shell,
+        format!(
+            "dag: shell_here\ntasks:\n  touch:\n    shell: \"touch {}\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let shell = shell.to_str().unwrap();
+    let out = amdahl.run(&["run", shell, "--no-shell"]);
+    assert!(!out.status.success(), "a shell task with --no-shell");
+    let logs = text(&amdahl.run(&["tasks", "logs", "1", "touch"]).stdout);
+    assert!(logs.contains("shell tasks are disabled"), "{logs}");
+    assert!(!marker.exists(), "the command ran");
+    let out = amdahl
+        .command(&["run", shell])
+        .env("AMDAHL_NO_SHELL", "true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "AMDAHL_NO_SHELL=true");
+    assert!(!marker.exists(), "the command ran");
+    assert_success(&amdahl.run(&["run", shell]), "shell allowed");
+    assert!(marker.exists());
+
+    let reading = |name: &str, uri: &str| {
+        let dag = allowed.join(format!("{name}.yaml"));
+        std::fs::write(
+            &dag,
+            format!(
+                "dag: {name}\ndatasets:\n  t: {{ uri: \"{uri}\", format: csv }}\ntasks:\n  \
+                 total:\n    sql: SELECT SUM(x) AS s FROM t\n  again:\n    needs: [total]\n    \
+                 sql: SELECT s FROM total\n"
+            ),
+        )
+        .unwrap();
+        dag.to_str().unwrap().to_string()
+    };
+    let root = allowed.to_str().unwrap();
+    let inside = reading("inside", "inside.csv");
+    assert_success(
+        &amdahl.run(&["run", &inside, "--file-root", root]),
+        "a file in the root, then an upstream output",
+    );
+    for (name, uri) in [("dotdot", "../outside/secret.csv"), ("linked", "link.csv")] {
+        let dag = reading(name, uri);
+        let out = amdahl.run(&["run", &dag, "--file-root", root]);
+        assert!(!out.status.success(), "{name}");
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let run = said
+            .lines()
+            .find(|l| l.starts_with("run ") && l.contains(" started"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_else(|| panic!("{said}"))
+            .to_string();
+        let logs = text(&amdahl.run(&["tasks", "logs", &run, "total"]).stdout);
+        assert!(
+            logs.contains("outside the folders this deployment allows")
+                && logs.contains("secret.csv")
+                && !logs.contains("planned query"),
+            "{name}: {logs}"
+        );
+        // Without the limit the same DAG reads the file.
+        assert_success(&amdahl.run(&["run", &dag]), name);
+    }
+    let out = amdahl.run(&["run", &inside, "--file-root", "/no/such/folder"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--file-root /no/such/folder"),
+        "{}",
+        text(&out.stderr)
+    );
+}

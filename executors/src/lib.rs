@@ -21,6 +21,7 @@ pub mod gpu;
 pub mod linalg;
 pub mod objects;
 pub mod place;
+pub mod policy;
 pub mod runtime;
 pub mod session;
 pub mod shards;
@@ -50,6 +51,7 @@ pub struct Executors {
     dense: DenseExecutor,
     tpch: TpchExecutor,
     shell: ShellExecutor,
+    policy: policy::Policy,
 }
 
 impl Executors {
@@ -59,7 +61,14 @@ impl Executors {
             dense: DenseExecutor::new(runtime.clone()),
             tpch: TpchExecutor::new(runtime),
             shell: ShellExecutor,
+            policy: policy::Policy::default(),
         }
+    }
+
+    /// What this deployment lets tasks do (checked before every stage).
+    pub fn with_policy(mut self, policy: policy::Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Where `engine: ballista` tasks run (none: they fail saying how to configure one).
@@ -70,6 +79,7 @@ impl Executors {
 
     /// Runs `stage` on the executor for its kind of work.
     pub async fn execute(&self, stage: &Stage, log: &LogSink) -> Result<StageOutcome, StageError> {
+        self.policy.check(stage)?;
         // SQL and dense stages have a GPU path; the others say so when asked for one.
         let gpu_path = matches!(
             stage.work,

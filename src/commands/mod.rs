@@ -169,6 +169,35 @@ pub async fn reap(store: &Store, owner: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a deployment lets tasks do, on every command that runs tasks (`run`, `worker`,
+/// `standalone`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Refuse `shell` tasks: they fail saying so, and nothing is run
+    #[arg(long, env = "AMDAHL_NO_SHELL")]
+    pub no_shell: bool,
+    /// Tasks may read local files only under this folder (repeatable, or comma-separated in
+    /// the environment; the data root is always allowed) [default: anywhere]
+    #[arg(
+        long = "file-root",
+        env = "AMDAHL_FILE_ROOTS",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    pub file_roots: Vec<std::path::PathBuf>,
+}
+
+impl PolicyArgs {
+    pub fn policy(&self, settings: &Settings) -> anyhow::Result<amdahl_executors::policy::Policy> {
+        amdahl_executors::policy::Policy::new(
+            !self.no_shell,
+            &self.file_roots,
+            &settings.data_root.local,
+        )
+        .map_err(anyhow::Error::msg)
+    }
+}
+
 /// `--ballista`: `standalone` or a scheduler's address.
 pub fn parse_ballista(text: &str) -> Result<amdahl_executors::ballista::Cluster, String> {
     amdahl_executors::ballista::Cluster::parse(text)

@@ -49,6 +49,8 @@ pub struct RunCommand {
     /// profile (`amdahl calibrate --ballista …`) prices them faster there
     #[arg(long, env = "AMDAHL_BALLISTA_AUTO", requires = "ballista")]
     pub ballista_auto: bool,
+    #[command(flatten)]
+    pub policy: super::PolicyArgs,
 }
 
 fn parse_param(text: &str) -> Result<(String, serde_json::Value), String> {
@@ -82,10 +84,13 @@ pub async fn run(
     super::reap(store, owner).await?;
     super::check_data_root(settings).await?;
 
+    let policy = command.policy.policy(settings)?;
     let runtime = CpuRuntime::for_machine(command.memory).context("cannot start the CPU pool")?;
     let runner = LocalRunner {
         store: store.clone(),
-        executors: Executors::new(runtime).with_ballista(Ballista::new(command.ballista.clone())),
+        executors: Executors::new(runtime)
+            .with_ballista(Ballista::new(command.ballista.clone()))
+            .with_policy(policy),
         data_root: settings.data_root.clone(),
         owner: owner.to_string(),
         clock: Arc::new(SystemClock),

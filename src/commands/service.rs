@@ -75,6 +75,8 @@ pub struct WorkerArgs {
     /// profile (`amdahl calibrate --ballista …`) prices them faster there
     #[arg(long, env = "AMDAHL_BALLISTA_AUTO", requires = "ballista")]
     pub ballista_auto: bool,
+    #[command(flatten)]
+    pub policy: super::PolicyArgs,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -168,11 +170,14 @@ fn worker_service(
             );
         }
     }
+    let policy = args.policy.policy(settings)?;
     let runtime = CpuRuntime::for_machine(args.memory).context("cannot start the CPU pool")?;
     let slots = args.slots.map_or(runtime.threads(), |s| s as usize);
     let env = AttemptEnv {
         store: store.clone(),
-        executors: Executors::new(runtime).with_ballista(Ballista::new(args.ballista.clone())),
+        executors: Executors::new(runtime)
+            .with_ballista(Ballista::new(args.ballista.clone()))
+            .with_policy(policy),
         clock: Arc::new(SystemClock),
         profile,
     };
