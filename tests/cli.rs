@@ -2211,3 +2211,86 @@ fn a_deployment_refuses_shell_tasks_and_files_outside_its_roots() {
         text(&out.stderr)
     );
 }
+
+/// `secrets:` reach a `shell` task as environment variables, read on the worker (from its
+/// environment or a file), and their values are stored nowhere: the task's log lines and its
+/// error show `***`, and no file of the state store holds them. A secret the worker cannot
+/// read fails the task by its name, before the command runs.
+#[test]
+fn secrets_reach_shell_tasks_and_are_masked_everywhere_they_are_stored() {
+    let amdahl = Amdahl::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let (token, password) = ("tok-7c1e5a0b", "pw-9f3k-from-file");
+    std::fs::write(dir.path().join("db"), format!("{password}\n")).unwrap();
+    let seen = dir.path().join("seen");
+    let dag = dir.path().join("secretive.yaml");
+    std::fs::write(
+        &dag,
+        format!(
+            "dag: secretive\nsecrets:\n  api_token: {{ env: TEST_API_TOKEN }}\n  \
+             db_password: {{ file: db }}\ntasks:\n  call:\n    shell: 'printf \"%s|%s\" \
+             \"$API_TOKEN\" \"$DB_PASSWORD\" > {}; echo \"token=$API_TOKEN\"; \
+             echo \"password=$DB_PASSWORD\" >&2; echo \"failed with $API_TOKEN\" >&2; exit 3'\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    let dag = dag.to_str().unwrap();
+    let out = amdahl
+        .command(&["run", dag])
+        .env("TEST_API_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the command exits 3");
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        format!("{token}|{password}"),
+        "the command saw the values"
+    );
+    let logs = text(&amdahl.run(&["tasks", "logs", "1", "call"]).stdout);
+    assert!(
+        logs.contains("token=***") && logs.contains("password=***"),
+        "{logs}"
+    );
+    let shown = format!(
+        "{}{}{}",
+        logs,
+        text(&out.stdout),
+        text(&amdahl.run(&["runs", "show", "1"]).stdout)
+    );
+    for value in [token, password] {
+        assert!(!shown.contains(value), "{value} shown: {shown}");
+    }
+    // Nothing under the home folder (the SQLite store, its journal) holds a value.
+    let mut files = vec![amdahl.home.path().to_path_buf()];
+    let mut checked = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                files.push(entry.unwrap().path());
+            }
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            for value in [token, password] {
+                assert!(
+                    !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                    "{value} is in {}",
+                    path.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+
+    // Without the variable on the worker: the task fails naming what is missing.
+    std::fs::remove_file(&seen).unwrap();
+    let out = amdahl.run(&["run", dag]);
+    assert!(!out.status.success());
+    let logs = text(&amdahl.run(&["tasks", "logs", "2", "call"]).stdout);
+    assert!(
+        logs.contains("secret `api_token`: the environment variable TEST_API_TOKEN is not set"),
+        "{logs}"
+    );
+    assert!(!seen.exists(), "the command ran without its secret");
+}

@@ -24,6 +24,8 @@ pub struct Dag {
     /// Declared params and their defaults.
     pub params: BTreeMap<String, serde_json::Value>,
     pub datasets: BTreeMap<String, Dataset>,
+    /// Secrets its `shell` tasks receive (see [`Secret`]).
+    pub secrets: BTreeMap<String, Secret>,
     /// Tasks in a topological order: every task comes after all of its `needs`.
     pub tasks: Vec<Task>,
     pub source: DagSource,
@@ -283,6 +285,64 @@ impl Task {
                 | TaskKind::Matmul(_)
                 | TaskKind::Score(_)
         )
+    }
+}
+
+/// A secret a DAG's `shell` tasks receive as an environment variable (its name in capitals),
+/// resolved on the worker when a task runs. The DAG names only where it comes from; the value
+/// is never stored, and the worker masks it in logs and errors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Secret {
+    pub name: String,
+    pub source: SecretSource,
+    pub span: Span,
+}
+
+/// Where a secret's value is read on the worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// A file (absolute, or from the DAG file's folder); one trailing newline is dropped.
+    File(PathBuf),
+}
+
+impl Secret {
+    /// The environment variable a `shell` task reads it from.
+    pub fn variable(&self) -> String {
+        self.name.to_uppercase()
+    }
+
+    /// Its value on this machine, or why there is none (which never holds the value).
+    pub fn resolve(&self) -> Result<String, String> {
+        match &self.source {
+            SecretSource::Env(variable) => std::env::var(variable).map_err(|e| {
+                format!(
+                    "secret `{}`: the environment variable {variable} {}",
+                    self.name,
+                    match e {
+                        std::env::VarError::NotPresent => "is not set on this worker",
+                        std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
+                    }
+                )
+            }),
+            SecretSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(mut text) => {
+                    if text.ends_with('\n') {
+                        text.pop();
+                        if text.ends_with('\r') {
+                            text.pop();
+                        }
+                    }
+                    Ok(text)
+                }
+                Err(e) => Err(format!(
+                    "secret `{}`: cannot read {} on this worker: {e}",
+                    self.name,
+                    path.display()
+                )),
+            },
+        }
     }
 }
 

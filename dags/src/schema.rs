@@ -36,6 +36,9 @@ pub struct DagFile {
     defaults: Option<Defaults>,
     /// External inputs, readable in SQL by name.
     datasets: Option<BTreeMap<String, DatasetSpec>>,
+    /// Secrets `shell` tasks receive as environment variables (the name in capitals), read on
+    /// the worker and masked in logs and errors.
+    secrets: Option<BTreeMap<String, SecretSpec>>,
     /// Tasks by id.
     tasks: BTreeMap<String, TaskSpec>,
 }
@@ -102,6 +105,18 @@ pub struct DatasetSpec {
     format: Format,
     /// Object storage settings (credentials come from the environment, never from here).
     options: Option<ObjectOptions>,
+}
+
+/// Where a secret's value is read on the worker: exactly one of `env` and `file`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct SecretSpec {
+    /// An environment variable of the worker.
+    env: Option<String>,
+    /// A file on the worker (absolute, or from the DAG file's folder); a trailing newline is
+    /// dropped.
+    file: Option<String>,
 }
 
 /// How to reach a dataset in object storage.

@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use amdahl_dags::load::{DAG_KEYS, DATASET_KEYS, DEFAULTS_KEYS, GENERATE_KEYS, TASK_KEYS};
+use amdahl_dags::load::{
+    DAG_KEYS, DATASET_KEYS, DEFAULTS_KEYS, GENERATE_KEYS, SECRET_KEYS, TASK_KEYS,
+};
 use amdahl_dags::{load_file, schema};
 
 fn update() -> bool {
@@ -103,6 +105,7 @@ fn the_schema_names_exactly_the_keys_the_loader_accepts() {
     assert_eq!(keys("/$defs/Defaults/properties"), sorted(DEFAULTS_KEYS));
     assert_eq!(keys("/$defs/TaskSpec/properties"), sorted(TASK_KEYS));
     assert_eq!(keys("/$defs/DatasetSpec/properties"), sorted(DATASET_KEYS));
+    assert_eq!(keys("/$defs/SecretSpec/properties"), sorted(SECRET_KEYS));
     assert_eq!(
         keys("/$defs/GenerateSpec/properties"),
         sorted(GENERATE_KEYS)
@@ -225,4 +228,33 @@ fn mutated_files_never_panic() {
         loaded > 0,
         "some mutations still load, so the success path is exercised too"
     );
+}
+
+/// Inputs that once troubled the loader or a fuzzer (scripts/fuzz), and hostile shapes written
+/// by hand (deep nesting, endless and recursive templates, unclosed tags): each loads or fails
+/// with located diagnostics, in bounded time, without a panic. A fuzzer's finding is added by
+/// copying its input into tests/fuzz/.
+#[test]
+fn fuzz_regressions_load_or_fail_cleanly() {
+    let mut inputs = 0;
+    for entry in std::fs::read_dir("tests/fuzz").unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let started = std::time::Instant::now();
+        let name = path.display().to_string();
+        match amdahl_dags::load_bytes(&name, Path::new("tests"), &bytes) {
+            Ok(_) => {}
+            Err(error) => {
+                let rendered = error.render();
+                assert!(rendered.contains(&name), "{name}: {rendered}");
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+        inputs += 1;
+    }
+    assert!(inputs >= 6, "the regression inputs are missing ({inputs})");
 }

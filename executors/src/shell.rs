@@ -53,6 +53,9 @@ impl Executor for ShellExecutor {
             .env("AMDAHL_RUN_ID", stage.run_id.to_string())
             .env("AMDAHL_TASK_ID", &stage.task_id)
             .env("AMDAHL_ATTEMPT", stage.attempt.to_string());
+        for (variable, value) in &stage.secrets {
+            cmd.env(variable, value);
+        }
         for input in &stage.inputs {
             cmd.env(
                 format!("AMDAHL_INPUT_{}", input.name.to_uppercase()),

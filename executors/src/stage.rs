@@ -131,6 +131,30 @@ pub struct Stage {
     pub shards: u32,
     /// `sql` stages: what runs the query (see [`crate::ballista`]).
     pub engine: amdahl_dags::Engine,
+    /// `shell` stages: the DAG's secrets as (environment variable, value), resolved on this
+    /// worker. Their values are masked in whatever the attempt stores (see [`Stage::mask`]).
+    pub secrets: Vec<(String, String)>,
+}
+
+impl Stage {
+    /// `text` with every secret value of the stage replaced by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        mask(text, self.secrets.iter().map(|(_, value)| value.as_str()))
+    }
+}
+
+/// `text` with every one of `values` (empty ones aside) replaced by `***`, longest first so
+/// that a secret containing another is masked whole.
+pub fn mask<'a>(text: &str, values: impl Iterator<Item = &'a str>) -> String {
+    let mut values: Vec<&str> = values.filter(|v| !v.is_empty()).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for value in values {
+        if out.contains(value) {
+            out = out.replace(value, "***");
+        }
+    }
+    out
 }
 
 /// Which device a stage ran on.

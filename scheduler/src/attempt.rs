@@ -67,6 +67,15 @@ pub fn prepare_stage(
         .task(task_id)
         .ok_or_else(|| format!("task `{task_id}` is not in the DAG"))?;
     let render = |located| template::render(located, context).map_err(|e| e.message);
+    // Only commands read secrets (as environment variables); nothing else is given them.
+    let secrets = if matches!(task.kind, TaskKind::Shell(_)) {
+        dag.secrets
+            .values()
+            .map(|secret| Ok((secret.variable(), secret.resolve()?)))
+            .collect::<Result<Vec<_>, String>>()?
+    } else {
+        Vec::new()
+    };
     let work = match &task.kind {
         TaskKind::Sql(sql) => Work::Sql {
             query: render(sql)?,
@@ -139,6 +148,7 @@ pub fn prepare_stage(
         work_dir: dag.source.base_dir.clone(),
         device: task.device,
         placement: None,
+        secrets,
         shards: task.shards,
         engine: task.engine,
     })
@@ -277,6 +287,21 @@ pub async fn execute_attempt(
     let (sink, mut lines) = LogSink::channel();
     let store = env.store.clone();
     let clock = env.clock.clone();
+    // Secret values never reach the store: not in a log line, not in an error.
+    let secrets: Vec<String> = prepared
+        .as_ref()
+        .map(|stage| stage.secrets.iter().map(|(_, v)| v.clone()).collect())
+        .unwrap_or_default();
+    let masked = {
+        let secrets = secrets.clone();
+        move |text: String| {
+            if secrets.is_empty() {
+                text
+            } else {
+                amdahl_executors::stage::mask(&text, secrets.iter().map(String::as_str))
+            }
+        }
+    };
     let writer = tokio::spawn(async move {
         let mut batch = Vec::new();
         let mut stored = 0usize;
@@ -285,9 +310,17 @@ pub async fn execute_attempt(
                 // Keep draining so the stage never blocks on a full pipe.
                 continue;
             }
-            batch.push((line.stream.name().to_string(), line.text, clock.now_ms()));
+            batch.push((
+                line.stream.name().to_string(),
+                masked(line.text),
+                clock.now_ms(),
+            ));
             while let Ok(more) = lines.try_recv() {
-                batch.push((more.stream.name().to_string(), more.text, clock.now_ms()));
+                batch.push((
+                    more.stream.name().to_string(),
+                    masked(more.text),
+                    clock.now_ms(),
+                ));
                 if batch.len() >= 500 {
                     break;
                 }
@@ -334,6 +367,21 @@ pub async fn execute_attempt(
     };
     drop(sink);
     let _ = writer.await;
+    let result = if secrets.is_empty() {
+        result
+    } else {
+        let mask =
+            |text: &str| amdahl_executors::stage::mask(text, secrets.iter().map(String::as_str));
+        match result {
+            Err(StageError::Failed(e)) => Err(StageError::Failed(mask(&e))),
+            Err(StageError::Internal(e)) => Err(StageError::Internal(mask(&e))),
+            Err(StageError::OutOfMemory(e)) => Err(StageError::OutOfMemory(mask(&e))),
+            Ok(mut outcome) => {
+                outcome.note = outcome.note.map(|n| mask(&n));
+                Ok(outcome)
+            }
+        }
+    };
     (result, output_dir)
 }
 

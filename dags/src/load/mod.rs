@@ -31,6 +31,7 @@ pub const DAG_KEYS: &[&str] = &[
     "params",
     "defaults",
     "datasets",
+    "secrets",
     "tasks",
 ];
 /// Keys allowed under `defaults:`.
@@ -72,6 +73,8 @@ pub const SCORE_KEYS: &[&str] = &["input", "column", "model", "activation"];
 /// Most neighbours a `knn` task may ask for per query.
 pub const MAX_K: u32 = 4096;
 pub const DATASET_KEYS: &[&str] = &["uri", "format", "options"];
+/// Keys allowed under `secrets.<name>`: exactly one of them.
+pub const SECRET_KEYS: &[&str] = &["env", "file"];
 pub const GENERATE_KEYS: &[&str] = &["tpch", "scale_factor", "vectors", "dim", "seed"];
 /// Most rows and widths `generate: { vectors }` makes.
 pub const MAX_VECTOR_ROWS: u64 = 1 << 32;
@@ -297,6 +300,10 @@ impl Cx {
             .map(|n| self.datasets(n, &source.base_dir))
             .unwrap_or_default();
 
+        let secrets = get("secrets")
+            .map(|n| self.secrets(n, &source.base_dir))
+            .unwrap_or_default();
+
         let ctx = RunContext {
             dag_id: id.clone().unwrap_or_default(),
             run_id: 0,
@@ -327,6 +334,7 @@ impl Cx {
             max_active_tasks,
             params,
             datasets,
+            secrets,
             tasks,
             source,
             task_index: Default::default(),
@@ -438,6 +446,79 @@ impl Cx {
                     span: key.span,
                 },
             );
+        }
+        out
+    }
+
+    /// `secrets:`: each names where its value comes from, `env: VARIABLE` or `file: PATH`.
+    fn secrets(&mut self, node: &Node, base_dir: &Path) -> BTreeMap<String, Secret> {
+        let mut out = BTreeMap::new();
+        for (name, key, value) in self.entries(node, "secrets", None).unwrap_or_default() {
+            let mut valid = self.id(key, name, "secret");
+            if valid && name.starts_with("amdahl_") {
+                self.error(
+                    key.span,
+                    format!(
+                        "secret `{name}`: names starting with `amdahl_` are Amdahl's own \
+                         variables; choose another"
+                    ),
+                );
+                valid = false;
+            }
+            let what = format!("secrets.{name}");
+            let Some(fields) = self.entries(value, &what, Some(SECRET_KEYS)) else {
+                continue;
+            };
+            let field = |k: &str| fields.iter().find(|(f, _, _)| *f == k).map(|(_, _, v)| *v);
+            let source = match (field("env"), field("file")) {
+                (Some(node), None) => {
+                    self.string(node, &format!("{what}.env"))
+                        .and_then(|variable| {
+                            let ok = !variable.is_empty()
+                                && !variable.starts_with(|c: char| c.is_ascii_digit())
+                                && variable
+                                    .chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                            if !ok {
+                                self.error(
+                                    node.span,
+                                    format!(
+                                        "`{what}.env` must name an environment variable \
+                                     (letters, digits and `_`), found `{variable}`"
+                                    ),
+                                );
+                            }
+                            ok.then_some(SecretSource::Env(variable))
+                        })
+                }
+                (None, Some(node)) => self
+                    .string(node, &format!("{what}.file"))
+                    .map(|path| SecretSource::File(base_dir.join(path))),
+                (Some(_), Some(node)) => {
+                    self.error(
+                        node.span,
+                        format!("secret `{name}` has both `env` and `file`; give one"),
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.error(
+                        key.span,
+                        format!("secret `{name}` needs `env: VARIABLE` or `file: PATH`"),
+                    );
+                    None
+                }
+            };
+            if let (Some(source), true) = (source, valid) {
+                out.insert(
+                    name.to_string(),
+                    Secret {
+                        name: name.to_string(),
+                        source,
+                        span: key.span,
+                    },
+                );
+            }
         }
         out
     }
