@@ -209,40 +209,56 @@ impl Rng {
     }
 }
 
+/// A random DAG of 1 to `max_stages` stages of the given kinds, inputs up to 2^`bytes_bits`
+/// bytes, random pins and unsupported stages; with `cluster`, pins to and stages unsupported
+/// by a cluster too.
+fn random_graph(
+    rng: &mut Rng,
+    max_stages: u64,
+    kinds: &[OpKind],
+    bytes_bits: u64,
+    cluster: bool,
+) -> Graph {
+    let n = 1 + rng.below(max_stages) as usize;
+    let stages: Vec<StageWork> = (0..n)
+        .map(|i| {
+            let bytes = 1u64 << rng.below(bytes_bits);
+            let kind = kinds[rng.below(kinds.len() as u64) as usize];
+            let mut s = stage(&format!("s{i}"), bytes, &[(kind, (bytes / 8) as f64)]);
+            s.storage_bytes = if rng.below(2) == 0 { 0 } else { bytes };
+            s.output_bytes = 1u64 << rng.below(34);
+            s.pin = match rng.below(if cluster { 12 } else { 10 }) {
+                0 => Pin::Cpu,
+                1 => Pin::Gpu,
+                2 if cluster => Pin::Cluster,
+                _ => Pin::Free,
+            };
+            if rng.below(8) == 0 {
+                s.gpu_support = Err("unsupported".into());
+            }
+            if cluster && rng.below(6) == 0 {
+                s.cluster_support = Err("not a query".into());
+            }
+            s
+        })
+        .collect();
+    let mut edges = Vec::new();
+    for v in 1..n {
+        for (u, upstream) in stages[..v].iter().enumerate() {
+            if rng.below(3) == 0 {
+                edges.push((u, v, upstream.output_bytes >> rng.below(3)));
+            }
+        }
+    }
+    Graph { stages, edges }
+}
+
 #[test]
 fn the_minimum_cut_equals_brute_force_on_random_small_dags() {
     let p = profile();
     let kinds = OpKind::ALL;
     for seed in 0..300 {
-        let mut rng = Rng(seed);
-        let n = 1 + rng.below(10) as usize;
-        let stages: Vec<StageWork> = (0..n)
-            .map(|i| {
-                let bytes = 1u64 << rng.below(36);
-                let kind = kinds[rng.below(kinds.len() as u64) as usize];
-                let mut s = stage(&format!("s{i}"), bytes, &[(kind, (bytes / 8) as f64)]);
-                s.storage_bytes = if rng.below(2) == 0 { 0 } else { bytes };
-                s.output_bytes = 1u64 << rng.below(34);
-                s.pin = match rng.below(10) {
-                    0 => Pin::Cpu,
-                    1 => Pin::Gpu,
-                    _ => Pin::Free,
-                };
-                if rng.below(8) == 0 {
-                    s.gpu_support = Err("unsupported".into());
-                }
-                s
-            })
-            .collect();
-        let mut edges = Vec::new();
-        for v in 1..n {
-            for (u, upstream) in stages[..v].iter().enumerate() {
-                if rng.below(3) == 0 {
-                    edges.push((u, v, upstream.output_bytes >> rng.below(3)));
-                }
-            }
-        }
-        let graph = Graph { stages, edges };
+        let graph = random_graph(&mut Rng(seed), 10, &kinds, 36, false);
         let cut = min_cut(&p, &graph);
         let best = brute_force(&p, &graph);
         if best.total.is_infinite() {
@@ -373,39 +389,7 @@ fn with_a_cluster_the_minimum_cut_equals_brute_force_over_three_places() {
     let kinds = [OpKind::Scan, OpKind::Aggregate, OpKind::Join, OpKind::Sort];
     let mut clustered = 0;
     for seed in 0..300 {
-        let mut rng = Rng(seed);
-        let n = 1 + rng.below(7) as usize;
-        let stages: Vec<StageWork> = (0..n)
-            .map(|i| {
-                let bytes = 1u64 << rng.below(38);
-                let kind = kinds[rng.below(kinds.len() as u64) as usize];
-                let mut s = stage(&format!("s{i}"), bytes, &[(kind, (bytes / 8) as f64)]);
-                s.storage_bytes = if rng.below(2) == 0 { 0 } else { bytes };
-                s.output_bytes = 1u64 << rng.below(34);
-                s.pin = match rng.below(12) {
-                    0 => Pin::Cpu,
-                    1 => Pin::Gpu,
-                    2 => Pin::Cluster,
-                    _ => Pin::Free,
-                };
-                if rng.below(8) == 0 {
-                    s.gpu_support = Err("unsupported".into());
-                }
-                if rng.below(6) == 0 {
-                    s.cluster_support = Err("not a query".into());
-                }
-                s
-            })
-            .collect();
-        let mut edges = Vec::new();
-        for v in 1..n {
-            for (u, upstream) in stages[..v].iter().enumerate() {
-                if rng.below(3) == 0 {
-                    edges.push((u, v, upstream.output_bytes >> rng.below(3)));
-                }
-            }
-        }
-        let graph = Graph { stages, edges };
+        let graph = random_graph(&mut Rng(seed), 7, &kinds, 38, true);
         let cut = min_cut(&p, &graph);
         let best = brute_force(&p, &graph);
         if best.total.is_infinite() {
