@@ -92,7 +92,7 @@ impl Ballista {
         query: &str,
         inputs: &[TableInput],
         output_dir: &std::path::Path,
-        pool: crate::sql::QueryPool,
+        pool: crate::runtime::QueryPool,
         log: &LogSink,
     ) -> Result<StageOutcome, StageError> {
         let Some(cluster) = &self.cluster else {
@@ -125,7 +125,7 @@ impl Ballista {
         query: &str,
         inputs: &[TableInput],
         output_dir: &std::path::Path,
-        pool: crate::sql::QueryPool,
+        pool: crate::runtime::QueryPool,
         log: &LogSink,
     ) -> Result<StageOutcome, StageError> {
         use std::sync::Arc;
@@ -186,7 +186,7 @@ impl Ballista {
     async fn session(
         &self,
         cluster: &Cluster,
-        pool: &crate::sql::QueryPool,
+        pool: &crate::runtime::QueryPool,
     ) -> datafusion::error::Result<datafusion::prelude::SessionContext> {
         use std::sync::Arc;
 

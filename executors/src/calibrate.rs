@@ -651,7 +651,7 @@ async fn cluster_median(
 ) -> Result<f64, String> {
     let mut times = Vec::with_capacity(reps);
     for rep in 0..=reps {
-        let pool = crate::sql::QueryPool {
+        let pool = crate::runtime::QueryPool {
             partitions: runtime.threads(),
             env: runtime.datafusion_env(),
             memory: runtime.memory(),

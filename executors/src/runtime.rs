@@ -146,3 +146,12 @@ impl<T> Future for AbortOnDrop<T> {
         Pin::new(&mut self.0).poll(cx)
     }
 }
+
+/// What a query runs with: its partitions and DataFusion's environment (memory pool, spill
+/// files) shared by every query of the pool.
+pub struct QueryPool {
+    pub partitions: usize,
+    pub env: Arc<RuntimeEnv>,
+    /// The budget `env`'s pool holds (`--memory`), for messages.
+    pub memory: Option<usize>,
+}

@@ -11,13 +11,13 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
 use datafusion::execution::context::SessionContext;
-use datafusion::execution::runtime_env::RuntimeEnv;
 
 use amdahl_dags::DevicePreference;
 use amdahl_placement::{Lane, Place};
 
 use crate::gpu;
 use crate::runtime::CpuRuntime;
+pub use crate::runtime::QueryPool;
 pub use crate::session::{query_only, register_input, session_config};
 use crate::shards;
 use crate::stage::{
@@ -101,15 +101,6 @@ impl Executor for SqlExecutor {
             .map_err(|e| StageError::Internal(format!("query task ended abnormally: {e}")))?
             .map_err(|e| out_of_memory(e, memory))
     }
-}
-
-/// What a query runs with: its partitions and DataFusion's environment (memory pool, spill
-/// files) shared by every query of the pool.
-pub struct QueryPool {
-    pub partitions: usize,
-    pub env: Arc<RuntimeEnv>,
-    /// The budget `env`'s pool holds (`--memory`), for messages.
-    pub memory: Option<usize>,
 }
 
 /// A query that ran out of the worker's memory budget even after spilling says so, and what
