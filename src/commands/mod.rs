@@ -174,7 +174,7 @@ pub async fn reap(store: &Store, owner: &str) -> anyhow::Result<()> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct PolicyArgs {
     /// Refuse `shell` tasks: they fail saying so, and nothing is run
-    #[arg(long, env = "AMDAHL_NO_SHELL")]
+    #[arg(long, env = "AMDAHL_NO_SHELL", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_shell: bool,
     /// Tasks may read local files only under this folder (repeatable, or comma-separated in
     /// the environment; the data root is always allowed) [default: anywhere]

@@ -47,7 +47,12 @@ pub struct RunCommand {
     pub ballista: Option<amdahl_executors::ballista::Cluster>,
     /// Let placement send `device: auto` SQL tasks to the --ballista cluster when its measured
     /// profile (`amdahl calibrate --ballista …`) prices them faster there
-    #[arg(long, env = "AMDAHL_BALLISTA_AUTO", requires = "ballista")]
+    #[arg(
+        long,
+        env = "AMDAHL_BALLISTA_AUTO",
+        requires = "ballista",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub ballista_auto: bool,
     #[command(flatten)]
     pub policy: super::PolicyArgs,
