@@ -169,6 +169,24 @@ pub async fn reap(store: &Store, owner: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Ballista cluster of every command that runs tasks (`run`, `worker`, `standalone`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct BallistaArgs {
+    /// Where `engine: ballista` tasks run: a Ballista scheduler (df://HOST:50050) or
+    /// `standalone` (a scheduler and an executor in this process)
+    #[arg(long, env = "AMDAHL_BALLISTA", value_name = "URL", value_parser = parse_ballista)]
+    pub ballista: Option<amdahl_executors::ballista::Cluster>,
+    /// Let placement send `device: auto` SQL tasks to the --ballista cluster when its measured
+    /// profile (`amdahl calibrate --ballista …`) prices them faster there
+    #[arg(
+        long,
+        env = "AMDAHL_BALLISTA_AUTO",
+        requires = "ballista",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub ballista_auto: bool,
+}
+
 /// What a deployment lets tasks do, on every command that runs tasks (`run`, `worker`,
 /// `standalone`).
 #[derive(clap::Args, Debug, Clone)]

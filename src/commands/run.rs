@@ -41,19 +41,8 @@ pub struct RunCommand {
     /// query that still cannot fit fails saying so [default: unbounded]
     #[arg(long, value_parser = super::parse_memory)]
     pub memory: Option<usize>,
-    /// Where `engine: ballista` tasks run: a Ballista scheduler (df://HOST:50050) or
-    /// `standalone` (a scheduler and an executor in this process)
-    #[arg(long, env = "AMDAHL_BALLISTA", value_name = "URL", value_parser = super::parse_ballista)]
-    pub ballista: Option<amdahl_executors::ballista::Cluster>,
-    /// Let placement send `device: auto` SQL tasks to the --ballista cluster when its measured
-    /// profile (`amdahl calibrate --ballista …`) prices them faster there
-    #[arg(
-        long,
-        env = "AMDAHL_BALLISTA_AUTO",
-        requires = "ballista",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub ballista_auto: bool,
+    #[command(flatten)]
+    pub cluster: super::BallistaArgs,
     #[command(flatten)]
     pub policy: super::PolicyArgs,
 }
@@ -94,15 +83,15 @@ pub async fn run(
     let runner = LocalRunner {
         store: store.clone(),
         executors: Executors::new(runtime)
-            .with_ballista(Ballista::new(command.ballista.clone()))
+            .with_ballista(Ballista::new(command.cluster.ballista.clone()))
             .with_policy(policy),
         data_root: settings.data_root.clone(),
         owner: owner.to_string(),
         clock: Arc::new(SystemClock),
         profile: super::calibrate::for_worker(
-            placement_profile(store, command.ballista_auto).await,
-            command.ballista.as_ref(),
-            command.ballista_auto,
+            placement_profile(store, command.cluster.ballista_auto).await,
+            command.cluster.ballista.as_ref(),
+            command.cluster.ballista_auto,
             "run",
         ),
     };

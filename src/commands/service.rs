@@ -67,19 +67,8 @@ pub struct WorkerArgs {
     /// query that still cannot fit fails saying so [default: unbounded]
     #[arg(long, value_parser = super::parse_memory)]
     pub memory: Option<usize>,
-    /// Where `engine: ballista` tasks run: a Ballista scheduler (df://HOST:50050) or
-    /// `standalone` (a scheduler and an executor in this process)
-    #[arg(long, env = "AMDAHL_BALLISTA", value_name = "URL", value_parser = super::parse_ballista)]
-    pub ballista: Option<amdahl_executors::ballista::Cluster>,
-    /// Let placement send `device: auto` SQL tasks to the --ballista cluster when its measured
-    /// profile (`amdahl calibrate --ballista …`) prices them faster there
-    #[arg(
-        long,
-        env = "AMDAHL_BALLISTA_AUTO",
-        requires = "ballista",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub ballista_auto: bool,
+    #[command(flatten)]
+    pub cluster: super::BallistaArgs,
     #[command(flatten)]
     pub policy: super::PolicyArgs,
 }
@@ -181,7 +170,7 @@ fn worker_service(
     let env = AttemptEnv {
         store: store.clone(),
         executors: Executors::new(runtime)
-            .with_ballista(Ballista::new(args.ballista.clone()))
+            .with_ballista(Ballista::new(args.cluster.ballista.clone()))
             .with_policy(policy),
         clock: Arc::new(SystemClock),
         profile,
@@ -234,8 +223,12 @@ pub async fn worker(
     super::check_data_root(settings).await?;
     let who = format!("worker {owner}");
     let profile = super::calibrate::profile_on_start(store, &who, args.recalibrate).await;
-    let profile =
-        super::calibrate::for_worker(profile, args.ballista.as_ref(), args.ballista_auto, &who);
+    let profile = super::calibrate::for_worker(
+        profile,
+        args.cluster.ballista.as_ref(),
+        args.cluster.ballista_auto,
+        &who,
+    );
     let worker = worker_service(store, settings, owner, &args, profile)?;
     eprintln!(
         "worker {owner}: started with {} slot(s) on {}",
@@ -257,8 +250,8 @@ pub async fn standalone(
         super::calibrate::profile_on_start(store, "standalone", args.worker.recalibrate).await;
     let profile = super::calibrate::for_worker(
         profile,
-        args.worker.ballista.as_ref(),
-        args.worker.ballista_auto,
+        args.worker.cluster.ballista.as_ref(),
+        args.worker.cluster.ballista_auto,
         "standalone",
     );
     let worker = worker_service(store, settings, owner, &args.worker, profile)?;
