@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use support::TestDb;
 
 mod browser;
+mod crash;
 
 struct Amdahl {
     home: tempfile::TempDir,
@@ -2293,4 +2294,16 @@ fn secrets_reach_shell_tasks_and_are_masked_everywhere_they_are_stored() {
         "{logs}"
     );
     assert!(!seen.exists(), "the command ran without its secret");
+}
+
+/// Two schedulers and three workers, a random one killed with SIGKILL again and again while a
+/// 200-task DAG runs (see `tests/crash/mod.rs`): nothing is lost, nothing done twice.
+#[test]
+fn postgres_kill_9_anywhere_loses_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    crash::suite(&db.url, &rt);
+    rt.block_on(db.drop_database());
 }

@@ -1374,3 +1374,86 @@ async fn postgres_claim_query_uses_its_index() {
     assert!(plan.contains("task_instances_claimable"), "{plan}");
     db.drop_database().await;
 }
+
+/// What the services wait out and what stops them, told apart on errors a real PostgreSQL
+/// gives: a deadlock, a statement timeout and a refused connection are transient; bad SQL and
+/// a broken constraint are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_transient_errors_are_told_apart() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let transient = |e: sqlx::Error| StoreError::Database(e).is_transient();
+    let mut a = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut b = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE pair (id INT PRIMARY KEY, v INT); INSERT INTO pair VALUES (1, 0), (2, 0)",
+    )
+    .execute(&mut a)
+    .await
+    .unwrap();
+
+    // A deadlock: each transaction holds the row the other wants next.
+    sqlx::raw_sql("BEGIN; UPDATE pair SET v = 1 WHERE id = 1")
+        .execute(&mut a)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; UPDATE pair SET v = 1 WHERE id = 2")
+        .execute(&mut b)
+        .await
+        .unwrap();
+    let (first, second) = tokio::join!(
+        sqlx::raw_sql("UPDATE pair SET v = 2 WHERE id = 2").execute(&mut a),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            sqlx::raw_sql("UPDATE pair SET v = 2 WHERE id = 1")
+                .execute(&mut b)
+                .await
+        }
+    );
+    let deadlock = match (first, second) {
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => e,
+        other => panic!("expected exactly one side to deadlock: {other:?}"),
+    };
+    assert_eq!(
+        deadlock
+            .as_database_error()
+            .and_then(|d| d.code())
+            .as_deref(),
+        Some("40P01"),
+        "{deadlock}"
+    );
+    assert!(transient(deadlock));
+    sqlx::raw_sql("ROLLBACK").execute(&mut a).await.unwrap();
+    sqlx::raw_sql("ROLLBACK").execute(&mut b).await.unwrap();
+
+    // A statement timeout.
+    let timeout = sqlx::raw_sql("SET statement_timeout = '50ms'; SELECT pg_sleep(2)")
+        .execute(&mut a)
+        .await
+        .unwrap_err();
+    assert!(transient(timeout));
+
+    // A server that is not there (a closed port on this machine).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = sqlx::PgConnection::connect(&format!("postgres://postgres@127.0.0.1:{port}/x"))
+        .await
+        .unwrap_err();
+    assert!(transient(refused));
+
+    // Bugs and bad data are not waited out.
+    let syntax = sqlx::raw_sql("SELEC 1").execute(&mut b).await.unwrap_err();
+    assert!(!transient(syntax));
+    let duplicate = sqlx::raw_sql("INSERT INTO pair VALUES (1, 0)")
+        .execute(&mut b)
+        .await
+        .unwrap_err();
+    assert!(!transient(duplicate));
+    assert!(!StoreError::Conflict("moved".into()).is_transient());
+    a.close().await.ok();
+    b.close().await.ok();
+    db.drop_database().await;
+}

@@ -5,7 +5,7 @@
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::store::{FinishAttempt, Store, StoreError};
+use crate::store::{Backoff, FinishAttempt, Store, StoreError};
 
 /// Most ends one write records.
 const MAX_BATCH: usize = 512;
@@ -45,7 +45,24 @@ async fn write(store: Store, mut receiver: mpsc::UnboundedReceiver<Pending>) {
     let mut batch = Vec::new();
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let ends: Vec<FinishAttempt> = batch.iter().map(|p| p.finish.clone()).collect();
-        match store.finish_attempts(&ends).await {
+        // An end is what the attempt's work comes to: while the database is out of reach it
+        // is tried again, not dropped. A retry after a commit whose answer was lost finds the
+        // attempt already ended, and the fence makes it change nothing.
+        let mut backoff = Backoff::default();
+        let written = loop {
+            match store.finish_attempts(&ends).await {
+                Err(e) if e.is_transient() => {
+                    let wait = backoff.next_wait();
+                    eprintln!(
+                        "worker: recording {} attempt end(s): database unavailable ({e}); trying again in {wait:?}",
+                        ends.len()
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                other => break other,
+            }
+        };
+        match written {
             Ok(recorded) => {
                 for (pending, ok) in batch.drain(..).zip(recorded) {
                     let _ = pending.reply.send(Ok(ok));

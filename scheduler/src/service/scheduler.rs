@@ -16,7 +16,7 @@ use crate::backfill::{self, Reprocess, Step};
 use crate::decide::after_failure;
 use crate::runner::{RunOrigin, create_run, record_version, task_view};
 use crate::state::RunState;
-use crate::store::{ReapLease, Store, StoreError, Topic};
+use crate::store::{Backoff, ReapLease, Store, StoreError, Topic};
 use crate::triggers::{ScheduleView, due_runs};
 
 /// Drives ownerless runs, creates cron runs for the DAGs in a folder, reaps expired leases.
@@ -59,13 +59,38 @@ impl SchedulerService {
         tokio::pin!(shutdown);
         let mut progress = self.store.subscribe(Topic::Progress).await?;
         let mut next_tick = tokio::time::Instant::now();
+        let mut backoff = Backoff::default();
+        let mut failing = false;
         loop {
             let pass = tokio::time::Instant::now();
-            if pass >= next_tick {
-                self.tick().await?;
-                next_tick = tokio::time::Instant::now() + self.poll;
+            let done = if pass >= next_tick {
+                let ticked = self.tick().await;
+                if ticked.is_ok() {
+                    next_tick = tokio::time::Instant::now() + self.poll;
+                }
+                ticked
             } else {
-                self.advance_runs().await?;
+                self.advance_runs().await
+            };
+            // The database going away (a restart, a failover, a deadlock, a timeout) is
+            // waited out: every move is fenced, so a pass cut short is simply made again.
+            match done {
+                Ok(()) => {
+                    if std::mem::take(&mut failing) {
+                        eprintln!("scheduler: the database answers again");
+                    }
+                    backoff.reset();
+                }
+                Err(e) if e.is_transient() => {
+                    failing = true;
+                    let wait = backoff.next_wait();
+                    eprintln!("scheduler: database unavailable ({e}); trying again in {wait:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(e),
             }
             // Rest as long as the pass took before the next one: a stream of signals (a wide
             // run finishing thousands of tasks) then costs at most half a core, and every

@@ -20,7 +20,7 @@ use crate::attempt::{
 use crate::decide::after_failure;
 use crate::runner::task_view;
 use crate::state::{AttemptState, TaskState};
-use crate::store::{Claim, ClaimRequest, RunRecord, StoreError, Topic, WorkerInfo};
+use crate::store::{Backoff, Claim, ClaimRequest, RunRecord, StoreError, Topic, WorkerInfo};
 
 /// A worker decides a run itself after one of its tasks ends (instead of leaving that to a
 /// scheduler) only when the task has downstream tasks and the DAG has at most this many
@@ -111,10 +111,17 @@ impl Worker {
         let _stop = AbortOnDrop(vec![report_writer.abort_handle(), signaller.abort_handle()]);
         // The stage of each claimed task, to stop it if the task is cancelled.
         let mut stages: HashMap<(i64, String), tokio::task::AbortHandle> = HashMap::new();
+        // While the database is unreachable the worker claims nothing new, keeps its stages
+        // running, and tries again after a growing wait; its leases are renewed as soon as
+        // it answers again (or, if that took longer than a lease, its tasks were reaped and
+        // their stages stop).
+        let (mut claim_backoff, mut claim_after) =
+            (Backoff::default(), tokio::time::Instant::now());
+        let mut renew_backoff = Backoff::default();
         loop {
             let mut free = self.config.slots.saturating_sub(running.len());
-            if free > 0 {
-                let claims = self
+            if free > 0 && tokio::time::Instant::now() >= claim_after {
+                let claimed = self
                     .env
                     .store
                     .claim_tasks(&ClaimRequest {
@@ -124,17 +131,38 @@ impl Worker {
                         lease_ms,
                         now_ms: self.env.clock.now_ms(),
                     })
-                    .await?;
-                free -= claims.len();
-                for claim in claims {
-                    let worker = self.clone();
-                    let key = (claim.run_id, claim.task_id.clone());
-                    let (reports, progress) = (reports.clone(), progress.clone());
-                    let stage = running
-                        .spawn(async move { worker.attempt(claim, &reports, &progress).await });
-                    stages.insert(key, stage);
+                    .await;
+                match claimed {
+                    Ok(claims) => {
+                        claim_backoff.reset();
+                        free -= claims.len();
+                        for claim in claims {
+                            let worker = self.clone();
+                            let key = (claim.run_id, claim.task_id.clone());
+                            let (reports, progress) = (reports.clone(), progress.clone());
+                            let stage = running.spawn(async move {
+                                worker.attempt(claim, &reports, &progress).await
+                            });
+                            stages.insert(key, stage);
+                        }
+                    }
+                    Err(e) if e.is_transient() => {
+                        let wait = claim_backoff.next_wait();
+                        eprintln!(
+                            "worker {}: database unavailable ({e}); claiming again in {wait:?}",
+                            self.config.owner
+                        );
+                        claim_after = tokio::time::Instant::now() + wait;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
+            let now = tokio::time::Instant::now();
+            let claim_wait = if claim_after > now {
+                claim_after - now
+            } else {
+                self.poll
+            };
             tokio::select! {
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     // Take every stage that has ended before claiming again, so one claim
@@ -148,18 +176,21 @@ impl Worker {
                     }
                 }
                 // With every slot busy, new work can wait for a slot to free up.
-                _ = queued.wait(self.poll), if free > 0 => {}
+                _ = queued.wait(claim_wait), if free > 0 => {}
                 _ = renew.tick() => {
-                    let held = self.env.store.extend_leases(&self.config.owner, lease_ms, self.env.clock.now_ms()).await?;
-                    // A task no longer held was cancelled or reaped: stop its stage.
-                    stages.retain(|key, stage: &mut tokio::task::AbortHandle| {
-                        let keep = held.contains(key);
-                        if !keep {
-                            stage.abort();
+                    match self.renew(&mut stages, lease_ms, started_at_ms).await {
+                        Ok(()) => renew_backoff.reset(),
+                        Err(e) if e.is_transient() => {
+                            // The renew interval is the backoff's floor; this only spaces
+                            // the messages.
+                            let _ = renew_backoff.next_wait();
+                            eprintln!(
+                                "worker {}: cannot renew leases, database unavailable ({e})",
+                                self.config.owner
+                            );
                         }
-                        keep
-                    });
-                    self.advertise(started_at_ms).await?;
+                        Err(e) => return Err(e),
+                    }
                 }
                 _ = &mut shutdown => {
                     running.abort_all();
@@ -167,6 +198,42 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Extends this worker's leases and says it is alive. A task no longer held (cancelled,
+    /// or reaped while the database was out of reach) has its stage stopped. A task still
+    /// held whose stage already ended never got its end recorded (the database failed
+    /// during the attempt): its lease is given up, so a scheduler retries it at once rather
+    /// than this worker holding it forever.
+    async fn renew(
+        &self,
+        stages: &mut HashMap<(i64, String), tokio::task::AbortHandle>,
+        lease_ms: i64,
+        started_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let store = &self.env.store;
+        let held = store
+            .extend_leases(&self.config.owner, lease_ms, self.env.clock.now_ms())
+            .await?;
+        for (run_id, task_id) in &held {
+            if !stages.contains_key(&(*run_id, task_id.clone())) {
+                eprintln!(
+                    "worker {}: run {run_id} task {task_id}: its end could not be recorded; giving up its lease",
+                    self.config.owner
+                );
+                store
+                    .give_up_lease(&self.config.owner, *run_id, task_id)
+                    .await?;
+            }
+        }
+        stages.retain(|key, stage| {
+            let keep = held.contains(key);
+            if !keep {
+                stage.abort();
+            }
+            keep
+        });
+        self.advertise(started_at_ms).await
     }
 
     /// Runs one claimed attempt; returns its (run, task) key.

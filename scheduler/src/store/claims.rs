@@ -213,8 +213,8 @@ impl Store {
             .collect())
     }
 
-    /// Extends every lease `owner` holds; returns the (run, task) pairs it still holds, so
-    /// the worker can stop stages whose task was cancelled or reaped.
+    /// Extends every lease `owner` holds (except those it gave up); returns the (run, task)
+    /// pairs it still holds, so the worker can stop stages whose task was cancelled or reaped.
     pub async fn extend_leases(
         &self,
         owner: &str,
@@ -224,7 +224,7 @@ impl Store {
         let held = on_pool!(self, pool => {
             sqlx::query_as(
                 "UPDATE task_instances SET lease_expires_at_ms = $1 WHERE state = 'running' AND lease_owner = $2 \
-                 RETURNING run_id, task_id",
+                   AND lease_expires_at_ms <> 0 RETURNING run_id, task_id",
             )
             .bind(now_ms.saturating_add(lease_ms))
             .bind(owner)
@@ -232,6 +232,24 @@ impl Store {
             .await?
         });
         Ok(held)
+    }
+
+    /// Gives up `owner`'s lease on a running task at once: the next reaper pass ends its
+    /// attempt as `lost` and retries the task. For a worker that can no longer report the
+    /// attempt's end (see the worker's renewal).
+    pub async fn give_up_lease(&self, owner: &str, run_id: i64, task_id: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE task_instances SET lease_expires_at_ms = 0 \
+                 WHERE run_id = $1 AND task_id = $2 AND lease_owner = $3 AND state = 'running'",
+            )
+            .bind(run_id)
+            .bind(task_id)
+            .bind(owner)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
 
     /// Running tasks whose lease expired before `now_ms`.

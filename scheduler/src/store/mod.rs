@@ -83,6 +83,76 @@ pub enum StoreError {
     Batch(String),
 }
 
+impl StoreError {
+    /// Whether trying again later may succeed: the database went away or is restarting, the
+    /// pool could not hand out a connection in time, or the server gave up on a statement
+    /// (a deadlock, a serialization failure, a statement or lock timeout, SQLite busy).
+    /// Services back off and retry these; anything else is a bug or bad data and stops them.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Database(error) = self else {
+            return false;
+        };
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+            _ => false,
+        }
+    }
+}
+
+/// SQLSTATEs (PostgreSQL) and result codes (SQLite) that mean "try again".
+fn transient_code(code: &str) -> bool {
+    // Connection exceptions, server shutting down or starting, too many connections.
+    if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
+        return true;
+    }
+    // Serialization failure, deadlock, statement cancelled (statement_timeout), lock
+    // timeout.
+    if matches!(code, "40001" | "40P01" | "57014" | "55P03") {
+        return true;
+    }
+    // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+}
+
+/// Waits between tries of a store operation that failed transiently: 100 ms, doubling to
+/// 5 s, with jitter so that many processes do not come back at the same instant.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MOST: Duration = Duration::from_secs(5);
+
+    /// The wait before the next try, and doubles the one after it.
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MOST);
+        // Up to a quarter more, from the clock's nanoseconds: enough to spread processes.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        wait + wait.mul_f64(f64::from(nanos % 1_000) / 4_000.0)
+    }
+
+    /// After a success: the next failure waits the shortest time again.
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// An exclusive advisory lock (flock) held until the file is dropped.
 async fn lock_file(path: std::path::PathBuf) -> Result<std::fs::File> {
     tokio::task::spawn_blocking(move || {
@@ -254,5 +324,33 @@ impl Store {
 
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_ceiling_and_resets() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<Duration> = (0..10).map(|_| backoff.next_wait()).collect();
+        assert!(waits[0] >= Duration::from_millis(100) && waits[0] <= Duration::from_millis(125));
+        assert!(waits[1] >= Duration::from_millis(200) && waits[1] <= Duration::from_millis(250));
+        assert!(waits[9] >= Duration::from_secs(5) && waits[9] <= Duration::from_millis(6_250));
+        backoff.reset();
+        assert!(backoff.next_wait() <= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn sqlstates_and_sqlite_codes_are_classified() {
+        for code in [
+            "40001", "40P01", "57014", "55P03", "08006", "57P01", "57P03", "53300", "5", "517", "6",
+        ] {
+            assert!(transient_code(code), "{code}");
+        }
+        for code in ["23505", "42601", "42P01", "22P02", "19", "2067", "1"] {
+            assert!(!transient_code(code), "{code}");
+        }
     }
 }
