@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use amdahl_executors::testing::LocalObjects;
 use support::TestDb;
 
 mod browser;
@@ -1781,7 +1782,7 @@ fn a_dag_reads_its_datasets_from_s3() {
 
 /// The rows of the Parquet objects under `prefix` in the bucket (the manifest left out), as a
 /// table.
-fn object_rows(s3: &amdahl_executors::testing::LocalS3, prefix: &str) -> String {
+fn object_rows(s3: &impl LocalObjects, prefix: &str) -> String {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     for url in rt.block_on(s3.list(prefix)).unwrap() {
@@ -1803,12 +1804,23 @@ fn object_rows(s3: &amdahl_executors::testing::LocalS3, prefix: &str) -> String 
 /// the bucket. Outputs are published under `runs/<run>/<task>/attempt-<N>/` with a manifest,
 /// and the answer equals the same DAG run on one machine's own disk.
 #[test]
-fn postgres_workers_on_two_machines_hand_data_through_object_storage() {
+fn postgres_workers_on_two_machines_hand_data_through_s3() {
+    let s3 = amdahl_executors::testing::LocalS3::start().unwrap();
+    workers_on_two_machines_hand_data_through(&s3, "s3");
+}
+
+/// The same through Azure Blob Storage (`az://`, Azurite).
+#[test]
+fn postgres_workers_on_two_machines_hand_data_through_azure_blob_storage() {
+    let azure = amdahl_executors::testing::LocalAzure::start().unwrap();
+    workers_on_two_machines_hand_data_through(&azure, "az");
+}
+
+fn workers_on_two_machines_hand_data_through(s3: &impl LocalObjects, scheme: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let Some(db) = rt.block_on(TestDb::postgres()) else {
         return;
     };
-    let s3 = amdahl_executors::testing::LocalS3::start().unwrap();
     s3.create_bucket("lake").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("let-the-gate-open");
@@ -1839,7 +1851,7 @@ fn postgres_workers_on_two_machines_hand_data_through_object_storage() {
             "--lease",
             "2s",
             "--data-root",
-            "s3://lake/amdahl",
+            &format!("{scheme}://lake/amdahl"),
         ]);
         for (key, value) in s3.env() {
             cmd.env(key, value);
@@ -1879,17 +1891,21 @@ fn postgres_workers_on_two_machines_hand_data_through_object_storage() {
     let shown = wait_for(&machine_b, "1", "state    success", Duration::from_secs(90));
     assert!(shown.contains("lost"), "A's attempt is lost:\n{shown}");
 
-    let published = rt.block_on(s3.list("s3://lake/amdahl/runs/1/")).unwrap();
+    let published = rt
+        .block_on(s3.list(&format!("{scheme}://lake/amdahl/runs/1/")))
+        .unwrap();
     for expected in [
-        "s3://lake/amdahl/runs/1/orders/attempt-1/_SUCCESS",
-        "s3://lake/amdahl/runs/1/orders/attempt-1/part-0.parquet",
-        "s3://lake/amdahl/runs/1/by_status/attempt-1/_SUCCESS",
-        "s3://lake/amdahl/runs/1/by_status/attempt-1/part-0.parquet",
+        &format!("{scheme}://lake/amdahl/runs/1/orders/attempt-1/_SUCCESS"),
+        &format!("{scheme}://lake/amdahl/runs/1/orders/attempt-1/part-0.parquet"),
+        &format!("{scheme}://lake/amdahl/runs/1/by_status/attempt-1/_SUCCESS"),
+        &format!("{scheme}://lake/amdahl/runs/1/by_status/attempt-1/part-0.parquet"),
     ] {
         assert!(published.contains(&expected.to_string()), "{published:#?}");
     }
     let manifest = rt
-        .block_on(s3.get("s3://lake/amdahl/runs/1/by_status/attempt-1/_SUCCESS"))
+        .block_on(s3.get(&format!(
+            "{scheme}://lake/amdahl/runs/1/by_status/attempt-1/_SUCCESS"
+        )))
         .unwrap();
     assert!(
         text(&manifest).starts_with("part-0.parquet\t"),
@@ -1897,12 +1913,17 @@ fn postgres_workers_on_two_machines_hand_data_through_object_storage() {
         text(&manifest)
     );
     assert!(
-        shown.contains("s3://lake/amdahl/runs/1/by_status/attempt-1/"),
+        shown.contains(&format!(
+            "{scheme}://lake/amdahl/runs/1/by_status/attempt-1/"
+        )),
         "the output's place is shown:\n{shown}"
     );
     let logs = text(&machine_b.run(&["tasks", "logs", "1", "by_status"]).stdout);
     assert!(
-        logs.contains("uploaded") && logs.contains("s3://lake/amdahl/runs/1/by_status/attempt-1/"),
+        logs.contains("uploaded")
+            && logs.contains(&format!(
+                "{scheme}://lake/amdahl/runs/1/by_status/attempt-1/"
+            )),
         "{logs}"
     );
     // Nothing is left on either machine's disk: outputs live in the bucket.
@@ -1920,7 +1941,10 @@ fn postgres_workers_on_two_machines_hand_data_through_object_storage() {
     let expected = output_rows(&alone.home.path().join("data/runs/1/by_status"));
     assert!(expected.contains("o_orderstatus"), "{expected}");
     assert_eq!(
-        object_rows(&s3, "s3://lake/amdahl/runs/1/by_status/attempt-1/"),
+        object_rows(
+            s3,
+            &format!("{scheme}://lake/amdahl/runs/1/by_status/attempt-1/")
+        ),
         expected
     );
 
@@ -1932,13 +1956,15 @@ fn postgres_workers_on_two_machines_hand_data_through_object_storage() {
         "--older-than",
         "1s",
         "--data-root",
-        "s3://lake/amdahl",
+        &format!("{scheme}://lake/amdahl"),
     ]);
     for (key, value) in s3.env() {
         clean.env(key, value);
     }
     assert_success(&clean.output().unwrap(), "db clean");
-    let after = rt.block_on(s3.list("s3://lake/amdahl/runs/1/")).unwrap();
+    let after = rt
+        .block_on(s3.list(&format!("{scheme}://lake/amdahl/runs/1/")))
+        .unwrap();
     assert!(after.is_empty(), "{after:#?}");
     drop(services);
     rt.block_on(db.drop_database());
@@ -2306,4 +2332,10 @@ fn postgres_kill_9_anywhere_loses_nothing() {
     };
     crash::suite(&db.url, &rt);
     rt.block_on(db.drop_database());
+}
+
+/// PostgreSQL crashes and restarts under a running DAG; the services wait it out.
+#[test]
+fn postgres_a_database_restart_mid_run_is_waited_out() {
+    crash::database_restarts();
 }

@@ -330,7 +330,7 @@ fn whole_fits<'a>(
     note: &mut Option<String>,
 ) -> Option<&'a str> {
     let asked = gpu_choice?;
-    if !gpu::devices().usable() {
+    if !gpu::usable() {
         return Some(asked);
     }
     match budget.claim(
@@ -356,7 +356,7 @@ fn on_gpu<T>(
     work: impl FnOnce() -> Result<T, GpuError>,
 ) -> Option<T> {
     let asked = gpu_choice?;
-    let why = match &gpu::devices().problem {
+    let why = match gpu::health::unusable_reason() {
         Some(problem) => {
             format!("{asked}, but no GPU is usable here ({problem}); running on the CPU")
         }
@@ -365,7 +365,14 @@ fn on_gpu<T>(
                 log.system("ran on the GPU (cuBLAS and NVRTC kernels)");
                 return Some(value);
             }
-            Err(e) => format!("{asked}, but the GPU run failed ({e}); rerunning on the CPU"),
+            Err(e) => {
+                if gpu::health::observe(&e) {
+                    log.system(format!(
+                        "the GPU is lost for this process ({e}): later stages run on the CPU"
+                    ));
+                }
+                format!("{asked}, but the GPU run failed ({e}); rerunning on the CPU")
+            }
         },
     };
     log.system(&why);
@@ -393,7 +400,7 @@ impl<'a> Operands<'a> {
     ) -> Result<Self, StageError> {
         let mut resident = Vec::with_capacity(tables.len());
         let mut host = Vec::with_capacity(tables.len());
-        let on_gpu = gpu_choice.is_some() && gpu::devices().usable();
+        let on_gpu = gpu_choice.is_some() && gpu::usable();
         for table in tables {
             let kept = on_gpu
                 .then(|| {

@@ -287,8 +287,7 @@ async fn on_gpu(
         format!("{asked}, but the plan cannot run on the GPU ({why}); running on the CPU")
     })?;
     log.system(format!("GPU kernel plan: {kernel}"));
-    let report = gpu::devices();
-    if let Some(problem) = &report.problem {
+    if let Some(problem) = gpu::health::unusable_reason() {
         return Err(format!(
             "{asked}, but no GPU is usable here ({problem}); running on the CPU"
         ));
@@ -296,7 +295,16 @@ async fn on_gpu(
     let ran = tokio::task::spawn_blocking(move || gpu::cuda::run_timed(&kernel))
         .await
         .map_err(|e| format!("the GPU run ended abnormally ({e})"))
-        .and_then(|r| r.map_err(|e| e.to_string()));
+        .and_then(|r| {
+            r.map_err(|e| {
+                if gpu::health::observe(&e) {
+                    log.system(format!(
+                        "the GPU is lost for this process ({e}): later stages run on the CPU"
+                    ));
+                }
+                e.to_string()
+            })
+        });
     let (batch, t) = ran.map_err(|e| format!("the GPU run failed ({e}); rerunning on the CPU"))?;
     log.system(format!(
         "ran on the GPU: {} rows; read and pack {:.1} ms, pin {:.1} ms, compile {:.1} ms, \

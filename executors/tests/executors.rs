@@ -525,3 +525,52 @@ async fn a_memory_budget_spills_or_fails_clearly() {
         other => panic!("expected the budget to be exceeded, got {other:?}"),
     }
 }
+
+/// GPU fault injection: after a lasting CUDA error (an uncorrectable ECC error, injected
+/// through the call the GPU paths make when they meet one) a stage that asked for the GPU
+/// runs on the CPU, gives the right answer, and its note says the GPU was lost and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_gpu_is_lost_gpu_stages_run_on_the_cpu_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("numbers");
+    SessionContext::new()
+        .sql("SELECT CAST(column1 AS BIGINT) AS x FROM (VALUES (1), (2), (3), (4))")
+        .await
+        .unwrap()
+        .write_parquet(
+            data.to_str().unwrap(),
+            datafusion::dataframe::DataFrameWriteOptions::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    amdahl_executors::gpu::health::mark_lost(
+        "DriverError(CUDA_ERROR_ECC_UNCORRECTABLE, \"uncorrectable ECC error encountered\") (injected)",
+    );
+    assert!(!amdahl_executors::gpu::usable());
+    let mut on_gpu = stage(
+        Work::Sql {
+            query: "SELECT sum(x) AS s FROM numbers WHERE x > 1".into(),
+        },
+        vec![TableInput {
+            name: "numbers".into(),
+            location: amdahl_dags::Location::Local(data),
+            format: DatasetFormat::Parquet,
+        }],
+        Some(dir.path().join("out")),
+        dir.path(),
+    );
+    on_gpu.device = amdahl_dags::DevicePreference::Gpu;
+    let (log, _lines) = LogSink::channel();
+    let outcome = executors().execute(&on_gpu, &log).await.unwrap();
+    assert_eq!(outcome.device, amdahl_executors::Device::Cpu);
+    let note = outcome.note.unwrap_or_default();
+    assert!(
+        note.contains("no GPU is usable here (the GPU was lost earlier in this process: DriverError(CUDA_ERROR_ECC_UNCORRECTABLE"),
+        "{note}"
+    );
+    assert_eq!(
+        read_parquet(&dir.path().join("out"), "s").await,
+        "+---+\n| s |\n+---+\n| 9 |\n+---+"
+    );
+}

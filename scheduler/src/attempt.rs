@@ -173,7 +173,7 @@ pub async fn place_stage(
         stage.work,
         Work::Sql { .. } | Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. }
     );
-    let gpu = has_gpu_path && amdahl_executors::gpu::devices().usable();
+    let gpu = has_gpu_path && amdahl_executors::gpu::usable();
     // The worker's profile holds a cluster only when it may send queries there.
     let cluster =
         matches!(stage.work, Work::Sql { .. }) && stage.shards <= 1 && profile.cluster.is_some();
@@ -186,7 +186,7 @@ pub async fn place_stage(
     }
     // A GPU that is not usable now is no place to price.
     let without_gpu;
-    let profile = if profile.gpu.is_some() && !amdahl_executors::gpu::devices().usable() {
+    let profile = if profile.gpu.is_some() && !amdahl_executors::gpu::usable() {
         without_gpu = amdahl_placement::Profile {
             gpu: None,
             ..profile.clone()

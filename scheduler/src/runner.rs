@@ -402,9 +402,10 @@ impl LocalRunner {
         let task_id = task_id.to_string();
         // Placement and a shared root's published outputs are read in the task, with the DAG
         // cloned into it; otherwise the stage is prepared here.
-        let placing = env.profile.as_ref().is_some_and(|profile| {
-            profile.cluster.is_some() || amdahl_executors::gpu::devices().usable()
-        });
+        let placing = env
+            .profile
+            .as_ref()
+            .is_some_and(|profile| profile.cluster.is_some() || amdahl_executors::gpu::usable());
         let preparation = if placing || data_root.shared.is_some() {
             Preparation::Later(dag.clone(), context.clone())
         } else {

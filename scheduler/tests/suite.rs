@@ -143,6 +143,115 @@ async fn gpu_tasks_wait_for_a_gpu_worker(db: &TestDb) {
     assert!(store.live_workers(6_000).await.unwrap().is_empty());
 }
 
+/// GPU fault injection: a worker started with a GPU advertises it and takes `device: gpu`
+/// tasks; once the GPU is lost (what a lasting CUDA error such as an uncorrectable ECC error
+/// does; injected here through the same call) the worker advertises no GPU at its next
+/// renewal and leaves `device: gpu` tasks to others, while it goes on taking the rest.
+async fn a_worker_whose_gpu_is_lost_stops_advertising_it(db: &TestDb) {
+    use amdahl_scheduler::attempt::AttemptEnv;
+    use amdahl_scheduler::service::{Worker, WorkerConfig};
+    let store = db.store().await;
+    let data = tempfile::tempdir().unwrap();
+    let worker = Arc::new(Worker::new(
+        AttemptEnv {
+            store: store.clone(),
+            executors: Executors::new(CpuRuntime::new(1).unwrap()),
+            clock: Arc::new(SystemClock),
+            profile: None,
+        },
+        amdahl_executors::storage::DataRoot::local(data.path()),
+        WorkerConfig {
+            owner: "gpu-host:1:1".into(),
+            host: "gpu-host".into(),
+            slots: 2,
+            lease: Duration::from_millis(300),
+            has_gpu: true,
+            memory_bytes: 1 << 30,
+        },
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.clone().run(async {
+        let _ = stopped.await;
+    }));
+    let gpus_advertised = || {
+        let store = store.clone();
+        async move {
+            let now = SystemClock.now_ms();
+            store
+                .live_workers(now - 250)
+                .await
+                .unwrap()
+                .iter()
+                .find(|w| w.worker_id == "gpu-host:1:1")
+                .map(|w| w.gpus)
+        }
+    };
+    let wait_for_gpus = |want: i64| async move {
+        for _ in 0..100 {
+            if gpus_advertised().await == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the worker never advertised {want} GPU(s)");
+    };
+    wait_for_gpus(1).await;
+
+    amdahl_executors::gpu::health::mark_lost(
+        "DriverError(CUDA_ERROR_ECC_UNCORRECTABLE, \"uncorrectable ECC error encountered\") (injected)",
+    );
+    wait_for_gpus(0).await;
+    // A GPU task queued now stays queued; a CPU one is taken (its DAG has no such task, so
+    // its attempt fails, which is not what this test looks at).
+    let run_id = new_run_on_devices(
+        &store,
+        &[("on_gpu", &[], "gpu"), ("anywhere", &[], "cpu")],
+        None,
+    )
+    .await;
+    for id in ["on_gpu", "anywhere"] {
+        store
+            .set_task_state(
+                run_id,
+                id,
+                TaskState::Scheduled,
+                TaskState::Queued,
+                2_000,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let state_of = |id: &'static str| {
+        let store = store.clone();
+        async move { store.task(run_id, id).await.unwrap().unwrap().state }
+    };
+    for _ in 0..100 {
+        if state_of("anywhere").await != TaskState::Queued {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(
+        state_of("anywhere").await,
+        TaskState::Queued,
+        "the CPU task was taken"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        state_of("on_gpu").await,
+        TaskState::Queued,
+        "the GPU task waits for a GPU"
+    );
+    assert_eq!(
+        gpus_advertised().await,
+        Some(0),
+        "still alive, without a GPU"
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
+
 async fn migrations_are_idempotent(db: &TestDb) {
     let store = db.store().await;
     store.migrate().await.unwrap();
@@ -1344,6 +1453,7 @@ suite!(
     batched_writes_keep_every_fence,
     placement_records_are_kept,
     cleared_tasks_run_again,
+    a_worker_whose_gpu_is_lost_stops_advertising_it,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

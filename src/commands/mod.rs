@@ -38,7 +38,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         return devices::devices_list(*json);
     }
     let settings = Settings::resolve(cli.database_url, cli.home, cli.data_root)?;
-    let store = open_store(&settings).await?;
+    // Services wait for a database that is not up yet (starting together, or restarting);
+    // a command a person typed says at once that it cannot reach it.
+    let patient = matches!(
+        cli.command,
+        Command::Scheduler(_) | Command::Worker(_) | Command::Standalone(_)
+    );
+    let store = open_store(&settings, patient).await?;
     let clock = SystemClock;
     let owner = amdahl_scheduler::runner::owner_id(clock.now_ms());
     let result = match cli.command {
@@ -148,16 +154,31 @@ pub async fn check_data_root(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+/// Connects and migrates. With `patient`, an unreachable database (connection refused, the
+/// server starting) is tried again with backoff until it answers.
+pub async fn open_store(settings: &Settings, patient: bool) -> anyhow::Result<Store> {
     let url = redact(&settings.database_url);
-    let store = Store::connect(&settings.database_url)
-        .await
-        .with_context(|| format!("cannot open the state store {url}"))?;
-    store
-        .migrate()
-        .await
-        .with_context(|| format!("cannot migrate the state store {url}"))?;
-    Ok(store)
+    let mut backoff = amdahl_scheduler::store::Backoff::default();
+    loop {
+        let opened = async {
+            let store = Store::connect(&settings.database_url).await?;
+            store.migrate().await?;
+            Ok::<Store, amdahl_scheduler::StoreError>(store)
+        }
+        .await;
+        match opened {
+            Ok(store) => return Ok(store),
+            Err(e) if patient && e.is_transient() => {
+                let wait = backoff.next_wait();
+                eprintln!("cannot reach the state store {url} yet ({e}); trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("cannot open the state store {url}"));
+            }
+        }
+    }
 }
 
 /// Fails runs whose owning process is gone, and says so.

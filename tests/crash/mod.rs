@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::{Amdahl, assert_success, text};
 
+mod postgres;
+use postgres::PrivatePostgres;
+
 /// Kills per run of the suite unless `AMDAHL_CRASH_KILLS` says otherwise.
 const DEFAULT_KILLS: usize = 12;
 /// How long a worker's lease lasts: short, so a killed worker's tasks come back quickly.
@@ -180,7 +183,10 @@ pub fn suite(url: &str, rt: &tokio::runtime::Runtime) {
     let file = dir.path().join("crash.yaml");
     std::fs::write(&file, yaml).unwrap();
     let file = file.display().to_string();
-    assert_success(&amdahl.run(&["dags", "validate", &file]), "validate the crash DAG");
+    assert_success(
+        &amdahl.run(&["dags", "validate", &file]),
+        "validate the crash DAG",
+    );
     let no_dags = dir.path().join("no-dags");
     std::fs::create_dir(&no_dags).unwrap();
     let no_dags = no_dags.display().to_string();
@@ -452,4 +458,148 @@ fn parquet_rows(dir: &Path) -> Result<u64, String> {
         rows += reader.metadata().file_metadata().num_rows() as u64;
     }
     Ok(rows)
+}
+
+/// PostgreSQL crashes twice under a running DAG (immediate stops: every connection cut, no
+/// checkpoint), once for a second and once for longer than a worker's lease and the pool's
+/// connection timeout. The schedulers and workers wait it out with backoff, none of them
+/// exits, and the run completes with every task done once.
+pub fn database_restarts() {
+    if std::env::var("AMDAHL_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: PostgreSQL test (AMDAHL_TEST_SKIP_POSTGRES=1)");
+        return;
+    }
+    let server = PrivatePostgres::start();
+    let amdahl = Amdahl::with_database(&server.url());
+    assert_success(&amdahl.run(&["db", "migrate"]), "migrate");
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = String::from(
+        "dag: restart\nmax_active_tasks: 4\ndefaults:\n  retries: 3\n  retry_delay: 0s\ntasks:\n",
+    );
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  r{i}:\n    sql: SELECT value AS n FROM generate_series(1, {})\n",
+            1_000 * (i + 1)
+        ));
+        yaml.push_str(&format!(
+            "  m{i}:\n    needs: [r{i}]\n    sql: SELECT n FROM r{i} WHERE n % 2 = 0\n"
+        ));
+        for j in 0..3 {
+            yaml.push_str(&format!(
+                "  s{i}_{j}:\n    needs: [m{i}]\n    shell: sleep 0.5\n"
+            ));
+        }
+    }
+    let file = dir.path().join("restart.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let no_dags = dir.path().join("no-dags");
+    std::fs::create_dir(&no_dags).unwrap();
+    let no_dags = no_dags.display().to_string();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let mut services = Vec::new();
+    for i in 0..2 {
+        services.push(Service::spawn(
+            &amdahl,
+            &format!("scheduler{i}"),
+            &strings(&["scheduler", "--poll", "200ms", "--dags-folder", &no_dags]),
+            &logs,
+        ));
+        services.push(Service::spawn(
+            &amdahl,
+            &format!("worker{i}"),
+            &strings(&["worker", "--slots", "2", "--lease", "6s"]),
+            &logs,
+        ));
+    }
+    let out = amdahl.run(&["trigger", &file.display().to_string()]);
+    assert_success(&out, "trigger");
+    // Crash once a few tasks are done, so that others are running.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while text(&amdahl.run(&["runs", "show", "1"]).stdout)
+        .matches(" success ")
+        .count()
+        < 4
+    {
+        assert!(Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.crash();
+    std::thread::sleep(Duration::from_secs(1));
+    server.up();
+    std::thread::sleep(Duration::from_secs(2));
+    server.crash();
+    // Longer than the lease (6 s) and the pool's wait for a connection (10 s).
+    std::thread::sleep(Duration::from_secs(13));
+    server.up();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let shown = loop {
+        let shown = text(&amdahl.run(&["runs", "show", "1"]).stdout);
+        if shown.contains("state    success") || shown.contains("state    failed") {
+            break shown;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish after the restarts:\n{shown}\n{}",
+            services
+                .iter()
+                .map(|s| format!("--- {} ---\n{}", s.name, s.tail()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for service in &mut services {
+        assert!(
+            service.child.try_wait().unwrap().is_none(),
+            "{} exited when the database went away:\n{}",
+            service.name,
+            service.tail()
+        );
+    }
+    let log_of = |name: &str| std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap();
+    assert!(shown.contains("state    success"), "{shown}");
+    let schedulers = log_of("scheduler0") + &log_of("scheduler1");
+    assert!(
+        schedulers.contains("database unavailable")
+            && schedulers.contains("the database answers again"),
+        "the schedulers saw the database go and come back:\n{schedulers}"
+    );
+    let workers = log_of("worker0") + &log_of("worker1");
+    assert!(
+        workers.contains("database unavailable"),
+        "the workers saw the database go:\n{workers}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
+        let per_task: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT ti.task_id, count(a.id) FILTER (WHERE a.state = 'success') \
+             FROM task_instances ti LEFT JOIN task_attempts a USING (run_id, task_id) \
+             GROUP BY ti.task_id ORDER BY ti.task_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let lost: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE state = 'lost'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        eprintln!(
+            "database restarts: 2 crashes survived; {} and {} \"database unavailable\" lines from \
+             the schedulers and workers; {lost} attempts lost and retried",
+            schedulers.matches("database unavailable").count(),
+            workers.matches("database unavailable").count(),
+        );
+        assert_eq!(per_task.len(), 50);
+        assert!(
+            per_task.iter().all(|(_, n)| *n == 1),
+            "one successful attempt per task: {per_task:?}"
+        );
+        pool.close().await;
+    });
+    drop(services);
 }

@@ -12,6 +12,7 @@ pub mod cuda;
 pub mod dense;
 mod device;
 mod error;
+pub mod health;
 pub mod host;
 pub mod measure;
 pub mod pinned;
@@ -31,6 +32,12 @@ use crate::storage::path_bytes;
 /// placement was decided for it (the worker has no profile, or estimating failed).
 pub const AUTO_GPU_BYTES: u64 = 64 << 20;
 
+/// Whether this process can run stages on a GPU now: one was usable at start and has not
+/// been lost since (see [`health`]).
+pub fn usable() -> bool {
+    health::unusable_reason().is_none()
+}
+
 /// Why `stage` should try the GPU (the start of its note if it does not get there), or `None`
 /// for the CPU.
 pub fn choice(stage: &Stage) -> Option<String> {
@@ -38,7 +45,7 @@ pub fn choice(stage: &Stage) -> Option<String> {
         DevicePreference::Gpu => Some("device: gpu was asked for".into()),
         DevicePreference::Cpu => None,
         DevicePreference::Auto => {
-            if !devices().usable() {
+            if !usable() {
                 return None;
             }
             if let Some(placement) = &stage.placement {

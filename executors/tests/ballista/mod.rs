@@ -92,7 +92,7 @@ fn cluster_addresses_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_on_a_standalone_cluster_answer_what_datafusion_does() {
     use amdahl_dags::{DatasetFormat, Location};
-    use amdahl_executors::testing::LocalS3;
+    use amdahl_executors::testing::{LocalObjects, LocalS3};
 
     use super::{kernel, read_parquet};
 

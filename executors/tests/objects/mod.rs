@@ -1,5 +1,5 @@
-//! Object storage: SQL stages read datasets at `s3://` URLs from a real S3-compatible server
-//! (moto, started by the test): a prefix of Parquet files joined with a CSV object gives the
+//! Object storage: SQL stages read datasets at `s3://` and `az://` URLs from real local servers
+//! (moto and Azurite, started by the test): a prefix of Parquet files joined with a CSV object gives the
 //! answer the same query gives over the same files on disk; what goes wrong is said with the
 //! URL, never with a credential.
 
@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 
 use amdahl_dags::{DatasetFormat, Location, ObjectLocation};
-use amdahl_executors::testing::LocalS3;
+use amdahl_executors::testing::{LocalAzure, LocalObjects, LocalS3};
 use amdahl_executors::{LogSink, StageError, StageOutcome, TableInput, Work};
 
 use super::{executors, read_parquet, stage};
@@ -74,7 +74,16 @@ fn object(name: &str, location: ObjectLocation, format: DatasetFormat) -> TableI
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_reads_datasets_from_s3() {
-    let s3 = LocalS3::start().unwrap();
+    sql_reads_datasets_from(&LocalS3::start().unwrap(), "s3").await;
+}
+
+/// The same from Azure Blob Storage (`az://container/…`, Azurite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_reads_datasets_from_azure_blob_storage() {
+    sql_reads_datasets_from(&LocalAzure::start().unwrap(), "az").await;
+}
+
+async fn sql_reads_datasets_from(s3: &impl LocalObjects, scheme: &str) {
     s3.create_bucket("lake").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let local_facts = dir.path().join("facts");
@@ -82,13 +91,13 @@ async fn sql_reads_datasets_from_s3() {
     for (i, first) in [0i64, 5_000].into_iter().enumerate() {
         let bytes = facts_file(first, 5_000);
         std::fs::write(local_facts.join(format!("part-{i}.parquet")), &bytes).unwrap();
-        s3.put(&format!("s3://lake/facts/part-{i}.parquet"), bytes)
+        s3.put(&format!("{scheme}://lake/facts/part-{i}.parquet"), bytes)
             .await
             .unwrap();
     }
     let regions = std::fs::canonicalize("../dags/examples/data/regions.csv").unwrap();
     s3.put(
-        "s3://lake/ref/regions.csv",
+        &format!("{scheme}://lake/ref/regions.csv"),
         std::fs::read(&regions).unwrap(),
     )
     .await
@@ -107,14 +116,17 @@ async fn sql_reads_datasets_from_s3() {
     let expected = read_parquet(&on_disk, "region_name").await;
     assert!(expected.contains("| east"), "{expected}");
     // A prefix with and without its trailing `/`, and one object.
-    for prefix in ["s3://lake/facts/", "s3://lake/facts"] {
+    for prefix in [
+        format!("{scheme}://lake/facts/"),
+        format!("{scheme}://lake/facts"),
+    ] {
         let out = dir.path().join(format!("from-s3-{}", prefix.len()));
         let outcome = run(
             vec![
-                object("facts", s3.location(prefix), DatasetFormat::Parquet),
+                object("facts", s3.location(&prefix), DatasetFormat::Parquet),
                 object(
                     "regions",
-                    s3.location("s3://lake/ref/regions.csv"),
+                    s3.location(&format!("{scheme}://lake/ref/regions.csv")),
                     DatasetFormat::Csv,
                 ),
             ],

@@ -57,7 +57,10 @@ impl SchedulerService {
     /// ended) makes it decide at once; cron, DAG files and leases are looked at every `poll`.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
         tokio::pin!(shutdown);
-        let mut progress = self.store.subscribe(Topic::Progress).await?;
+        let mut progress = self
+            .store
+            .subscribe_when_reachable(Topic::Progress, "scheduler")
+            .await?;
         let mut next_tick = tokio::time::Instant::now();
         let mut backoff = Backoff::default();
         let mut failing = false;

@@ -52,6 +52,8 @@ pub struct Worker {
     /// Runs seen lately, by id: what an attempt reads of a run (version, params, logical
     /// date) never changes, so a chain of tasks reads it once.
     runs: std::sync::Mutex<HashMap<i64, Arc<RunRecord>>>,
+    /// Whether the loss of the GPU was logged.
+    gpu_loss_told: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -64,10 +66,28 @@ impl Worker {
             poll: Duration::from_millis(100),
             dags: Mutex::new(HashMap::new()),
             runs: std::sync::Mutex::new(HashMap::new()),
+            gpu_loss_told: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
+    /// Whether this worker takes `device: gpu` tasks now: it was started with a GPU and the
+    /// GPU has not been lost since (a lasting CUDA error; see `amdahl_executors::gpu::health`).
+    fn has_gpu(&self) -> bool {
+        self.config.has_gpu && amdahl_executors::gpu::health::lost().is_none()
+    }
+
     async fn advertise(&self, started_at_ms: i64) -> Result<(), StoreError> {
+        if self.config.has_gpu
+            && let Some(reason) = amdahl_executors::gpu::health::lost()
+            && !self
+                .gpu_loss_told
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            eprintln!(
+                "worker {}: the GPU is lost ({reason}); no longer advertising it or taking device: gpu tasks",
+                self.config.owner
+            );
+        }
         let c = &self.config;
         self.env
             .store
@@ -75,7 +95,7 @@ impl Worker {
                 worker_id: c.owner.clone(),
                 host: c.host.clone(),
                 slots: c.slots as i64,
-                gpus: i64::from(c.has_gpu),
+                gpus: i64::from(self.has_gpu()),
                 memory_bytes: c.memory_bytes.min(i64::MAX as u64) as i64,
                 started_at_ms,
                 heartbeat_at_ms: self.env.clock.now_ms(),
@@ -94,7 +114,11 @@ impl Worker {
         let lease_ms = self.config.lease.as_millis() as i64;
         let mut renew = tokio::time::interval(self.config.lease / 3);
         let started_at_ms = self.env.clock.now_ms();
-        let mut queued = self.env.store.subscribe(Topic::Queued).await?;
+        let mut queued = self
+            .env
+            .store
+            .subscribe_when_reachable(Topic::Queued, &format!("worker {}", self.config.owner))
+            .await?;
         let (reports, report_writer) = Reports::start(self.env.store.clone());
         // Ends that leave the deciding to a scheduler wake it, coalesced: a burst of ends
         // makes one signal, not one per task.
@@ -126,7 +150,7 @@ impl Worker {
                     .store
                     .claim_tasks(&ClaimRequest {
                         owner: &self.config.owner,
-                        has_gpu: self.config.has_gpu,
+                        has_gpu: self.has_gpu(),
                         limit: free as i64,
                         lease_ms,
                         now_ms: self.env.clock.now_ms(),
@@ -169,8 +193,16 @@ impl Worker {
                     // fills all the slots that freed up (short tasks end in bursts).
                     let mut done = Some(done);
                     while let Some(ended) = done {
-                        if let Ok(key) = ended {
-                            stages.remove(&key);
+                        match ended {
+                            Ok(key) => {
+                                stages.remove(&key);
+                            }
+                            // A stage that panicked reported nothing: forgetting it lets the
+                            // next renewal give up its lease, so the task is retried.
+                            Err(e) => {
+                                eprintln!("worker {}: a stage ended abnormally: {e}", self.config.owner);
+                                stages.retain(|_, stage| stage.id() != e.id());
+                            }
                         }
                         done = running.try_join_next();
                     }

@@ -94,6 +94,24 @@ impl Store {
     }
 }
 
+impl Store {
+    /// [`Store::subscribe`] for a service that has just started: a database that is not
+    /// reachable yet (restarting) is waited for, with backoff, instead of ending the service.
+    pub async fn subscribe_when_reachable(&self, topic: Topic, who: &str) -> Result<Subscription> {
+        let mut backoff = super::Backoff::default();
+        loop {
+            match self.subscribe(topic).await {
+                Err(e) if e.is_transient() => {
+                    let wait = backoff.next_wait();
+                    eprintln!("{who}: database unavailable ({e}); trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                done => return done,
+            }
+        }
+    }
+}
+
 impl Subscription {
     /// Waits for a signal, at most `at_most`; returns whether one came. Signals that arrived
     /// while nobody waited count (one wake-up for all of them), so none is missed between

@@ -89,18 +89,25 @@ impl StoreError {
     /// (a deadlock, a serialization failure, a statement or lock timeout, SQLite busy).
     /// Services back off and retry these; anything else is a bug or bad data and stops them.
     pub fn is_transient(&self) -> bool {
-        let StoreError::Database(error) = self else {
-            return false;
-        };
-        match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+        match self {
+            StoreError::Database(error)
+            | StoreError::Migrate(sqlx::migrate::MigrateError::Execute(error)) => {
+                sqlx_transient(error)
+            }
             _ => false,
         }
+    }
+}
+
+fn sqlx_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+        _ => false,
     }
 }
 
