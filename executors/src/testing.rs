@@ -100,24 +100,11 @@ pub trait LocalObjects {
 impl LocalObjects for LocalS3 {
     /// Creates a bucket (an unsigned `PUT /bucket`, which the test server accepts).
     fn create_bucket(&self, bucket: &str) -> Result<(), String> {
-        let address = self.endpoint.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(address).map_err(|e| e.to_string())?;
-        write!(
-            stream,
-            "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .map_err(|e| e.to_string())?;
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .map_err(|e| e.to_string())?;
-        if response.starts_with("HTTP/1.1 200") {
+        let status = empty_put(&self.endpoint, &format!("/{bucket}"))?;
+        if status.starts_with("HTTP/1.1 200") {
             Ok(())
         } else {
-            Err(format!(
-                "creating bucket {bucket}: {}",
-                response.lines().next().unwrap_or("no answer")
-            ))
+            Err(format!("creating bucket {bucket}: {status}"))
         }
     }
 
@@ -147,6 +134,23 @@ impl Drop for LocalS3 {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An empty `PUT` of `target` on the server at `endpoint` (`http://HOST:PORT`); its status
+/// line.
+fn empty_put(endpoint: &str, target: &str) -> Result<String, String> {
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "PUT {target} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    Ok(response.lines().next().unwrap_or("no answer").to_string())
 }
 
 /// A free port on 127.0.0.1 (free when asked; the server takes it right after).
@@ -232,25 +236,14 @@ impl LocalAzure {
 impl LocalObjects for LocalAzure {
     /// Creates a container (`az://CONTAINER/…`).
     fn create_bucket(&self, container: &str) -> Result<(), String> {
-        let address = self.endpoint.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(address).map_err(|e| e.to_string())?;
-        write!(
-            stream,
-            "PUT /{AZURITE_ACCOUNT}/{container}?restype=container&{AZURITE_SAS} HTTP/1.1\r\n\
-             Host: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .map_err(|e| e.to_string())?;
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .map_err(|e| e.to_string())?;
-        if response.starts_with("HTTP/1.1 201") {
+        let status = empty_put(
+            &self.endpoint,
+            &format!("/{AZURITE_ACCOUNT}/{container}?restype=container&{AZURITE_SAS}"),
+        )?;
+        if status.starts_with("HTTP/1.1 201") {
             Ok(())
         } else {
-            Err(format!(
-                "creating container {container}: {}",
-                response.lines().next().unwrap_or("no answer")
-            ))
+            Err(format!("creating container {container}: {status}"))
         }
     }
 

@@ -77,16 +77,9 @@ async fn new_run_on_devices(
         .unwrap()
 }
 
-/// A task that asked for a GPU waits for a worker that has one; workers advertise themselves.
-async fn gpu_tasks_wait_for_a_gpu_worker(db: &TestDb) {
-    let store = db.store().await;
-    let run_id = new_run_on_devices(
-        &store,
-        &[("on_gpu", &[], "gpu"), ("anywhere", &[], "auto")],
-        None,
-    )
-    .await;
-    for id in ["on_gpu", "anywhere"] {
+/// Moves `ids` of `run_id` from scheduled to queued, as a scheduler would.
+async fn queue(store: &Store, run_id: i64, ids: &[&str]) {
+    for id in ids {
         store
             .set_task_state(
                 run_id,
@@ -99,6 +92,18 @@ async fn gpu_tasks_wait_for_a_gpu_worker(db: &TestDb) {
             .await
             .unwrap();
     }
+}
+
+/// A task that asked for a GPU waits for a worker that has one; workers advertise themselves.
+async fn gpu_tasks_wait_for_a_gpu_worker(db: &TestDb) {
+    let store = db.store().await;
+    let run_id = new_run_on_devices(
+        &store,
+        &[("on_gpu", &[], "gpu"), ("anywhere", &[], "auto")],
+        None,
+    )
+    .await;
+    queue(&store, run_id, &["on_gpu", "anywhere"]).await;
     let claim = |has_gpu| {
         let store = store.clone();
         async move {
@@ -209,19 +214,7 @@ async fn a_worker_whose_gpu_is_lost_stops_advertising_it(db: &TestDb) {
         None,
     )
     .await;
-    for id in ["on_gpu", "anywhere"] {
-        store
-            .set_task_state(
-                run_id,
-                id,
-                TaskState::Scheduled,
-                TaskState::Queued,
-                2_000,
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    queue(&store, run_id, &["on_gpu", "anywhere"]).await;
     let state_of = |id: &'static str| {
         let store = store.clone();
         async move { store.task(run_id, id).await.unwrap().unwrap().state }

@@ -155,6 +155,41 @@ impl Drop for Service {
     }
 }
 
+/// `schedulers` schedulers and `workers` two-slot workers holding leases of `lease`, their
+/// logs in `dir/logs`.
+fn fleet(
+    amdahl: &Amdahl,
+    dir: &Path,
+    schedulers: usize,
+    workers: usize,
+    lease: &str,
+) -> Vec<Service> {
+    let no_dags = dir.join("no-dags");
+    std::fs::create_dir(&no_dags).unwrap();
+    let no_dags = no_dags.display().to_string();
+    let logs = dir.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let mut services = Vec::new();
+    for i in 0..schedulers {
+        services.push(Service::spawn(
+            amdahl,
+            &format!("scheduler{i}"),
+            &strings(&["scheduler", "--poll", "200ms", "--dags-folder", &no_dags]),
+            &logs,
+        ));
+    }
+    for i in 0..workers {
+        services.push(Service::spawn(
+            amdahl,
+            &format!("worker{i}"),
+            &strings(&["worker", "--slots", "2", "--lease", lease]),
+            &logs,
+        ));
+    }
+    services
+}
+
 fn env_number(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
     Some(
@@ -187,29 +222,7 @@ pub fn suite(url: &str, rt: &tokio::runtime::Runtime) {
         &amdahl.run(&["dags", "validate", &file]),
         "validate the crash DAG",
     );
-    let no_dags = dir.path().join("no-dags");
-    std::fs::create_dir(&no_dags).unwrap();
-    let no_dags = no_dags.display().to_string();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-    let mut services = Vec::new();
-    for i in 0..2 {
-        services.push(Service::spawn(
-            &amdahl,
-            &format!("scheduler{i}"),
-            &strings(&["scheduler", "--poll", "200ms", "--dags-folder", &no_dags]),
-            &logs,
-        ));
-    }
-    for i in 0..3 {
-        services.push(Service::spawn(
-            &amdahl,
-            &format!("worker{i}"),
-            &strings(&["worker", "--slots", "2", "--lease", LEASE]),
-            &logs,
-        ));
-    }
+    let mut services = fleet(&amdahl, dir.path(), 2, 3, LEASE);
 
     let started = Instant::now();
     let trigger = |amdahl: &Amdahl| -> String {
@@ -492,27 +505,8 @@ pub fn database_restarts() {
     }
     let file = dir.path().join("restart.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let no_dags = dir.path().join("no-dags");
-    std::fs::create_dir(&no_dags).unwrap();
-    let no_dags = no_dags.display().to_string();
+    let mut services = fleet(&amdahl, dir.path(), 2, 2, "6s");
     let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-    let mut services = Vec::new();
-    for i in 0..2 {
-        services.push(Service::spawn(
-            &amdahl,
-            &format!("scheduler{i}"),
-            &strings(&["scheduler", "--poll", "200ms", "--dags-folder", &no_dags]),
-            &logs,
-        ));
-        services.push(Service::spawn(
-            &amdahl,
-            &format!("worker{i}"),
-            &strings(&["worker", "--slots", "2", "--lease", "6s"]),
-            &logs,
-        ));
-    }
     let out = amdahl.run(&["trigger", &file.display().to_string()]);
     assert_success(&out, "trigger");
     // Crash once a few tasks are done, so that others are running.
