@@ -1809,6 +1809,13 @@ fn postgres_workers_on_two_machines_hand_data_through_s3() {
     workers_on_two_machines_hand_data_through(&s3, "s3");
 }
 
+/// The same through Google Cloud Storage (`gs://`, its XML API served by the local S3 server).
+#[test]
+fn postgres_workers_on_two_machines_hand_data_through_google_cloud_storage() {
+    let gcs = amdahl_executors::testing::LocalGcs::start().unwrap();
+    workers_on_two_machines_hand_data_through(&gcs, "gs");
+}
+
 /// The same through Azure Blob Storage (`az://`, Azurite).
 #[test]
 fn postgres_workers_on_two_machines_hand_data_through_azure_blob_storage() {

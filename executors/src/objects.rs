@@ -4,7 +4,8 @@
 //! Credentials come from the worker's environment, as each cloud's own tools read them:
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
 //! `AWS_ENDPOINT_URL` (an S3-compatible server), `AWS_ALLOW_HTTP`; `GOOGLE_SERVICE_ACCOUNT`
-//! (or `GOOGLE_APPLICATION_CREDENTIALS`); `AZURE_STORAGE_ACCOUNT_NAME`,
+//! (or `GOOGLE_APPLICATION_CREDENTIALS`, or an access token in `GOOGLE_OAUTH_ACCESS_TOKEN`),
+//! `GOOGLE_BASE_URL`; `AZURE_STORAGE_ACCOUNT_NAME`,
 //! `AZURE_STORAGE_ACCOUNT_KEY`, …. A dataset's `options:` in the DAG add what is not secret
 //! (endpoint, region). Nothing here logs or returns a credential: errors name the URL only.
 
@@ -16,12 +17,17 @@ use datafusion::execution::context::SessionContext;
 use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{
+    BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig, StaticCredentialProvider,
+};
 use url::Url;
 
 use amdahl_dags::ObjectLocation;
+
+/// An OAuth access token for Google Cloud Storage, used instead of a service account when set.
+pub const GOOGLE_ACCESS_TOKEN_ENV: &str = "GOOGLE_OAUTH_ACCESS_TOKEN";
 
 /// A store for the bucket (or container) of `location`, the URL DataFusion knows it by
 /// (`scheme://bucket`), and the key within it.
@@ -53,9 +59,20 @@ pub fn store(location: &ObjectLocation) -> Result<(Arc<dyn ObjectStore>, Url, Ob
             Arc::new(builder.build().map_err(|e| failed(location, e))?)
         }
         "gs" => {
-            let builder = GoogleCloudStorageBuilder::from_env()
+            let mut builder = GoogleCloudStorageBuilder::from_env()
                 .with_url(url.as_str())
                 .with_retry(retries());
+            // A short-lived OAuth access token (`gcloud auth print-access-token`) instead of
+            // a service account: for a developer's machine, and for a local server that
+            // speaks the XML API (`GOOGLE_BASE_URL`).
+            if let Some(token) = std::env::var(GOOGLE_ACCESS_TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.is_empty())
+            {
+                builder = builder.with_credentials(Arc::new(StaticCredentialProvider::new(
+                    GcpCredential { bearer: token },
+                )));
+            }
             let builder = configure(builder, options, |b, k, v| {
                 Ok(b.with_config(k.parse().map_err(|e| format!("{e}"))?, v))
             })?;

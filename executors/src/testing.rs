@@ -275,3 +275,47 @@ impl Drop for LocalAzure {
         let _ = self.child.wait();
     }
 }
+
+/// Google Cloud Storage as the `gs://` client speaks to it, through the XML API, which is
+/// S3's: served here by the local S3 server. (No Google emulator that can be installed from a
+/// package registry serves the XML API's uploads.) Starting one sets
+/// `GOOGLE_OAUTH_ACCESS_TOKEN` in this process, since a credential never travels in dataset
+/// options; nextest runs each test in a process of its own.
+pub struct LocalGcs {
+    s3: LocalS3,
+}
+
+impl LocalGcs {
+    pub fn start() -> Result<Self, String> {
+        let s3 = LocalS3::start()?;
+        // SAFETY: test support, called before the test starts any thread that reads the
+        // environment.
+        unsafe {
+            std::env::set_var(crate::objects::GOOGLE_ACCESS_TOKEN_ENV, "testing");
+        }
+        Ok(LocalGcs { s3 })
+    }
+}
+
+impl LocalObjects for LocalGcs {
+    fn create_bucket(&self, bucket: &str) -> Result<(), String> {
+        self.s3.create_bucket(bucket)
+    }
+
+    /// The server's address for the XML API.
+    fn options(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("base_url".to_string(), self.s3.endpoint.clone()),
+            ("allow_http".to_string(), "true".to_string()),
+        ])
+    }
+
+    /// How a user points the `gs://` client at such a server, with an access token.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("GOOGLE_BASE_URL", self.s3.endpoint.clone()),
+            ("GOOGLE_ALLOW_HTTP", "true".into()),
+            (crate::objects::GOOGLE_ACCESS_TOKEN_ENV, "testing".into()),
+        ]
+    }
+}

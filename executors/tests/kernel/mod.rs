@@ -546,3 +546,135 @@ fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "a panic without a message".into())
 }
+
+/// A SQL stage over `table` that the GPU can run whole, asked for the GPU.
+fn gpu_sql_stage(table: &Path, out: &Path) -> amdahl_executors::Stage {
+    let mut on_gpu = stage(
+        Work::Sql {
+            query: "SELECT count(*) AS n, sum(i) AS s, min(i) AS lo, max(i) AS hi FROM t".into(),
+        },
+        vec![amdahl_executors::TableInput::local(
+            "t",
+            table,
+            amdahl_dags::DatasetFormat::Parquet,
+        )],
+        Some(out.to_path_buf()),
+        out.parent().unwrap(),
+    );
+    on_gpu.device = amdahl_dags::DevicePreference::Gpu;
+    on_gpu
+}
+
+/// GPU faults on a real device, out of memory: with all but 1 MiB of the device's memory
+/// taken, a GPU stage falls back to the CPU, gives the right answer and its note names the
+/// error; an out-of-memory error does not lose the GPU, and once the memory is free again the
+/// same stage runs on the GPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a CUDA device"]
+async fn out_of_device_memory_falls_back_and_keeps_the_gpu() {
+    use amdahl_executors::gpu::{self, health};
+    let report = gpu::devices();
+    assert!(report.usable(), "no usable GPU: {:?}", report.problem);
+    let dir = tempfile::tempdir().unwrap();
+    let table = random_table(dir.path(), 2_000_000, 7);
+    let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    let (free, _) = ctx.mem_get_info().unwrap();
+    let hog = ctx
+        .default_stream()
+        .alloc_zeros::<u8>(free.saturating_sub(1 << 20))
+        .unwrap();
+    let (log, _lines) = LogSink::channel();
+    let starved = dir.path().join("starved");
+    let outcome = executors()
+        .execute(&gpu_sql_stage(&table, &starved), &log)
+        .await
+        .unwrap();
+    let note = outcome.note.clone().unwrap_or_default();
+    assert_eq!(outcome.device, amdahl_executors::Device::Cpu, "{note}");
+    assert!(note.contains("CUDA_ERROR_OUT_OF_MEMORY"), "{note}");
+    assert_eq!(health::lost(), None, "out of memory does not lose the GPU");
+    drop(hog);
+    let fed = dir.path().join("fed");
+    let outcome = executors()
+        .execute(&gpu_sql_stage(&table, &fed), &log)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.device,
+        amdahl_executors::Device::Gpu,
+        "{:?}",
+        outcome.note
+    );
+    assert_eq!(
+        super::read_parquet(&starved, "n").await,
+        super::read_parquet(&fed, "n").await
+    );
+}
+
+/// GPU faults on a real device, a failing kernel: a kernel that writes through a null
+/// pointer leaves the process's context unusable (an illegal address, a sticky error). The
+/// driver's error is recognised as lasting; the next GPU stage meets it, runs on the CPU with
+/// the right answer, and marks the GPU lost; the one after goes straight to the CPU and says
+/// the GPU was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a CUDA device"]
+async fn a_faulting_kernel_loses_the_gpu_and_stages_run_on_the_cpu() {
+    use amdahl_executors::gpu::{self, health};
+    use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
+    let report = gpu::devices();
+    assert!(report.usable(), "no usable GPU: {:?}", report.problem);
+    let dir = tempfile::tempdir().unwrap();
+    let table = random_table(dir.path(), 100_000, 11);
+    // The right answer, from the CPU, before anything breaks.
+    let (log, _lines) = LogSink::channel();
+    let expected_dir = dir.path().join("cpu");
+    let mut on_cpu = gpu_sql_stage(&table, &expected_dir);
+    on_cpu.device = amdahl_dags::DevicePreference::Cpu;
+    executors().execute(&on_cpu, &log).await.unwrap();
+
+    let ptx = cuda::compile_ptx(
+        "extern \"C\" __global__ void boom(int *p) { p[threadIdx.x] = 1; }",
+        &report.devices[0].arch(),
+    )
+    .unwrap();
+    let ctx = CudaContext::new(0).unwrap();
+    let stream = ctx.default_stream();
+    let boom = ctx.load_module(ptx).unwrap().load_function("boom").unwrap();
+    let null: u64 = 0;
+    let mut launch = stream.launch_builder(&boom);
+    launch.arg(&null);
+    // SAFETY: deliberately not: the kernel writes through a null device pointer, which the
+    // driver catches as an illegal address.
+    let launched = unsafe { launch.launch(LaunchConfig::for_num_elems(32)) };
+    let fault = launched
+        .and_then(|_| stream.synchronize())
+        .expect_err("writing through a null pointer faults");
+    let fault = format!("{fault:?}");
+    assert!(health::is_lasting(&fault), "{fault}");
+
+    let first = dir.path().join("first");
+    let outcome = executors()
+        .execute(&gpu_sql_stage(&table, &first), &log)
+        .await
+        .unwrap();
+    assert_eq!(outcome.device, amdahl_executors::Device::Cpu);
+    assert!(
+        health::lost().is_some(),
+        "the stage met the poisoned context: {:?}",
+        outcome.note
+    );
+    assert!(!gpu::usable());
+    let second = dir.path().join("second");
+    let outcome = executors()
+        .execute(&gpu_sql_stage(&table, &second), &log)
+        .await
+        .unwrap();
+    let note = outcome.note.unwrap_or_default();
+    assert!(
+        note.contains("the GPU was lost earlier in this process"),
+        "{note}"
+    );
+    let expected = super::read_parquet(&expected_dir, "n").await;
+    assert_eq!(super::read_parquet(&first, "n").await, expected);
+    assert_eq!(super::read_parquet(&second, "n").await, expected);
+}

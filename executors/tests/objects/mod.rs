@@ -1,5 +1,5 @@
-//! Object storage: SQL stages read datasets at `s3://` and `az://` URLs from real local servers
-//! (moto and Azurite, started by the test): a prefix of Parquet files joined with a CSV object gives the
+//! Object storage: SQL stages read datasets at `s3://`, `gs://` and `az://` URLs from real local
+//! servers (moto, for S3 and for GCS's XML API, and Azurite, started by the test): a prefix of Parquet files joined with a CSV object gives the
 //! answer the same query gives over the same files on disk; what goes wrong is said with the
 //! URL, never with a credential.
 
@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 
 use amdahl_dags::{DatasetFormat, Location, ObjectLocation};
-use amdahl_executors::testing::{LocalAzure, LocalObjects, LocalS3};
+use amdahl_executors::testing::{LocalAzure, LocalGcs, LocalObjects, LocalS3};
 use amdahl_executors::{LogSink, StageError, StageOutcome, TableInput, Work};
 
 use super::{executors, read_parquet, stage};
@@ -81,6 +81,12 @@ async fn sql_reads_datasets_from_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_reads_datasets_from_azure_blob_storage() {
     sql_reads_datasets_from(&LocalAzure::start().unwrap(), "az").await;
+}
+
+/// The same from Google Cloud Storage (`gs://bucket/…`, through its XML API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_reads_datasets_from_google_cloud_storage() {
+    sql_reads_datasets_from(&LocalGcs::start().unwrap(), "gs").await;
 }
 
 async fn sql_reads_datasets_from(s3: &impl LocalObjects, scheme: &str) {
