@@ -193,13 +193,28 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     amdahl_dags::model::parse_duration(text)
 }
 
+/// Like other Unix tools, end quietly when the reader of our output goes away (`amdahl runs
+/// show 1 | head`), with the status a shell gives a process SIGPIPE ended (141), instead of a
+/// panic message. SIGPIPE itself stays ignored: a worker or a Ballista client writing to a
+/// socket its peer closed must get an error to handle, not be killed.
+fn end_quietly_when_stdout_closes() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
+}
+
 fn main() -> ExitCode {
-    // Like other Unix tools, end quietly when the reader of our output goes away
-    // (`amdahl runs show 1 | head`) instead of failing to print.
-    // SAFETY: setting a signal's disposition to the default before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    end_quietly_when_stdout_closes();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
