@@ -1,0 +1,296 @@
+//! `tasks:`: the task list, each task's id, `needs` and common settings (with `defaults:`),
+//! and the checks that tie a task's kind to those settings.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use super::{Cx, Defaults};
+use crate::diagnostic::did_you_mean;
+use crate::model::{Dataset, Engine, Task, TaskKind};
+use crate::template::RunContext;
+use crate::yaml::{Node, Span, Value};
+
+/// Keys allowed on a task (the settings plus the kinds).
+pub const TASK_KEYS: &[&str] = &[
+    "needs",
+    "retries",
+    "retry_delay",
+    "timeout",
+    "device",
+    "pool",
+    "priority",
+    "shards",
+    "engine",
+    "sql",
+    "shell",
+    "generate",
+    "empty",
+    "knn",
+    "matmul",
+    "score",
+];
+/// The task kinds: each task has exactly one of these keys.
+pub const KIND_KEYS: &[&str] = &[
+    "sql", "shell", "generate", "empty", "knn", "matmul", "score",
+];
+/// Most tasks one DAG may declare.
+pub const MAX_TASKS: usize = 10_000;
+
+impl Cx {
+    pub(super) fn tasks(
+        &mut self,
+        node: &Node,
+        defaults: &Defaults,
+        datasets: &BTreeMap<String, Dataset>,
+        ctx: &RunContext,
+    ) -> Vec<(Task, Vec<(String, Span)>)> {
+        let mut out = Vec::new();
+        let entries = self.entries(node, "tasks", None).unwrap_or_default();
+        if entries.len() > MAX_TASKS {
+            self.error(
+                node.span,
+                format!(
+                    "{} tasks; a DAG may have at most {MAX_TASKS}",
+                    entries.len()
+                ),
+            );
+            return Vec::new();
+        }
+        let ids: HashSet<&str> = entries.iter().map(|(k, _, _)| *k).collect();
+        for (id, key, value) in &entries {
+            let valid = self.id(key, id, "task");
+            if datasets.contains_key(*id) {
+                self.error(
+                    key.span,
+                    format!("task id `{id}` is also a dataset name; SQL could not tell them apart"),
+                );
+            }
+            let known = Known {
+                tasks: &ids,
+                datasets,
+            };
+            if let Some(task) = self.task(id, key, value, defaults, &known, ctx)
+                && valid
+            {
+                out.push(task);
+            }
+        }
+        out
+    }
+
+    fn task(
+        &mut self,
+        id: &str,
+        key: &Node,
+        node: &Node,
+        defaults: &Defaults,
+        known: &Known<'_>,
+        ctx: &RunContext,
+    ) -> Option<(Task, Vec<(String, Span)>)> {
+        let (all_ids, datasets) = (known.tasks, known.datasets);
+        let what = format!("tasks.{id}");
+        let fields = self.entries(node, &what, Some(TASK_KEYS))?;
+        let field = |k: &str| fields.iter().find(|(f, _, _)| *f == k).map(|(_, _, v)| *v);
+        let mut ok = true;
+
+        let mut needs = Vec::new();
+        if let Some(n) = field("needs") {
+            let items: Vec<&Node> = match &n.value {
+                Value::Seq(items) => items.iter().collect(),
+                Value::Str(..) => vec![n],
+                _ => {
+                    self.wrong_type(n, "a list of task ids", &format!("{what}.needs"));
+                    ok = false;
+                    Vec::new()
+                }
+            };
+            for item in items {
+                let Some(need) = self.string(item, &format!("{what}.needs")) else {
+                    ok = false;
+                    continue;
+                };
+                if need == id {
+                    self.error(item.span, format!("task `{id}` needs itself"));
+                    ok = false;
+                } else if !all_ids.contains(need.as_str()) {
+                    let message = format!("task `{id}` needs unknown task `{need}`");
+                    // Suggestions cost an edit distance per task; skip them in huge DAGs.
+                    let candidates = all_ids.iter().copied().filter(|_| all_ids.len() <= 2_000);
+                    match did_you_mean(&need, candidates) {
+                        Some(s) => {
+                            self.error_help(item.span, message, format!("did you mean `{s}`?"))
+                        }
+                        None => self.error(item.span, message),
+                    }
+                    ok = false;
+                } else if needs.iter().any(|(n, _): &(String, Span)| *n == need) {
+                    self.error(item.span, format!("`{need}` is listed twice in `needs`"));
+                    ok = false;
+                } else {
+                    needs.push((need, item.span));
+                }
+            }
+        }
+
+        let retries = match field("retries") {
+            Some(n) => self.unsigned(n, &format!("{what}.retries"), 100),
+            None => Some(defaults.retries.unwrap_or(0)),
+        };
+        let retry_delay = match field("retry_delay") {
+            Some(n) => self.duration(n, &format!("{what}.retry_delay")),
+            None => Some(defaults.retry_delay.unwrap_or(Duration::from_secs(10))),
+        };
+        let timeout = match field("timeout") {
+            Some(n) => self.duration(n, &format!("{what}.timeout")).map(Some),
+            None => Some(defaults.timeout),
+        };
+        if let Some(Some(t)) = timeout
+            && t.is_zero()
+        {
+            self.error(
+                field("timeout").map_or(key.span, |n| n.span),
+                "`timeout` must be longer than 0s",
+            );
+            ok = false;
+        }
+        let device = match field("device") {
+            Some(n) => self.device(n, &format!("{what}.device")),
+            None => Some(defaults.device.unwrap_or_default()),
+        };
+        let pool = match field("pool") {
+            Some(n) => self.string(n, &format!("{what}.pool")).map(Some),
+            None => Some(defaults.pool.clone()),
+        };
+        let priority = match field("priority") {
+            Some(n) => self.integer(n, &format!("{what}.priority")),
+            None => Some(defaults.priority.unwrap_or(0)),
+        };
+        let shards = match field("shards") {
+            Some(n) => self
+                .positive(n, &format!("{what}.shards"), 4096)
+                .map(|s| (s, Some(n))),
+            None => Some((1, None)),
+        };
+        let engine = match field("engine") {
+            Some(n) => self
+                .engine(n, &format!("{what}.engine"))
+                .map(|e| (e, Some(n))),
+            None => Some((defaults.engine.unwrap_or_default(), None)),
+        };
+
+        let kinds: Vec<(&str, &Node, &Node)> = fields
+            .iter()
+            .filter(|(k, _, _)| KIND_KEYS.contains(k))
+            .copied()
+            .collect();
+        let kind = match kinds.as_slice() {
+            [] => {
+                self.error_help(
+                    key.span,
+                    format!("task `{id}` has no kind"),
+                    format!("add exactly one of: {}", KIND_KEYS.join(", ")),
+                );
+                None
+            }
+            [(kind, _, value)] => {
+                let kind = self.kind(kind, value, &what, ctx);
+                // A dense task reads tables it needs or datasets, by name.
+                for table in kind.iter().flat_map(|k| k.tables()) {
+                    let known = needs.iter().any(|(n, _)| *n == table.name)
+                        || datasets.contains_key(&table.name);
+                    if !known {
+                        self.error_help(
+                            table.span,
+                            format!(
+                                "task `{id}` reads table `{}`, which is neither one of its \
+                                 `needs` nor a dataset",
+                                table.name
+                            ),
+                            format!("add `{}` to `needs` or to `datasets`", table.name),
+                        );
+                        ok = false;
+                    }
+                }
+                kind
+            }
+            [_, (second, second_key, _), ..] => {
+                let names: Vec<&str> = kinds.iter().map(|(k, _, _)| *k).collect();
+                self.error_help(
+                    second_key.span,
+                    format!(
+                        "task `{id}` has {} kinds ({}); a task has exactly one",
+                        names.len(),
+                        names.join(", ")
+                    ),
+                    format!("split `{second}` into its own task"),
+                );
+                None
+            }
+        };
+
+        // Only a query's input can be split into parts and the parts' results combined.
+        if let (Some((shards, Some(node))), Some(kind)) = (shards, &kind)
+            && shards > 1
+            && !matches!(kind, TaskKind::Sql(_))
+        {
+            self.error_help(
+                node.span,
+                format!(
+                    "`shards: {shards}` on a `{}` task; only `sql` tasks are split into shards",
+                    kind.name()
+                ),
+                "remove `shards`, or split the input in a `sql` task",
+            );
+            ok = false;
+        }
+        // Only a query runs on another engine; a default applies to the queries alone.
+        let engine = match (engine, &kind) {
+            (Some((engine, node)), Some(kind)) if !matches!(kind, TaskKind::Sql(_)) => {
+                if let (Engine::Ballista, Some(node)) = (engine, node) {
+                    self.error_help(
+                        node.span,
+                        format!(
+                            "`engine: ballista` on a `{}` task; only `sql` tasks run on Ballista",
+                            kind.name()
+                        ),
+                        "remove `engine`, or move the query into a `sql` task",
+                    );
+                    ok = false;
+                }
+                Some(Engine::DataFusion)
+            }
+            (engine, _) => engine.map(|(e, _)| e),
+        };
+        if engine == Some(Engine::Ballista) && shards.is_some_and(|(s, _)| s > 1) {
+            if let Some((_, Some(node))) = shards {
+                self.error_help(
+                    node.span,
+                    "`shards` on a task with `engine: ballista`; Ballista splits the query itself",
+                    "remove `shards`, or run the task on `datafusion`",
+                );
+            }
+            ok = false;
+        }
+        let task = Task {
+            id: id.to_string(),
+            needs: needs.iter().map(|(n, _)| n.clone()).collect(),
+            retries: retries?,
+            retry_delay: retry_delay?,
+            timeout: timeout?,
+            device: device?,
+            pool: pool?,
+            priority: priority?,
+            shards: shards?.0,
+            engine: engine?,
+            kind: kind?,
+            span: key.span,
+        };
+        ok.then_some((task, needs))
+    }
+}
+
+/// The names a task may refer to: the DAG's task ids and its datasets.
+struct Known<'a> {
+    tasks: &'a HashSet<&'a str>,
+    datasets: &'a BTreeMap<String, Dataset>,
+}
