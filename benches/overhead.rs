@@ -14,7 +14,7 @@
 //! `shell: "true"` instead, which forks `sh -c true` (about a millisecond) per task. The
 //! worker has `AMDAHL_BENCH_SLOTS` slots (default 16).
 
-#[path = "../scheduler/tests/support/mod.rs"]
+#[path = "../runner/tests/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use amdahl_scheduler::runner::{RunOrigin, create_run};
+use amdahl_scheduler::runs::{RunOrigin, create_run};
 use amdahl_scheduler::{Store, SystemClock};
 
 struct Processes(Vec<Child>);

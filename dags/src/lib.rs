@@ -6,7 +6,7 @@
 //! text for a run; [`schema`] describes the format as JSON Schema for editors.
 //!
 //! This crate never runs anything and never touches a database. Checks that need to plan SQL
-//! live in `amdahl-executors`, which knows what each task produces.
+//! live in `amdahl-planner`, which knows what each task produces.
 //!
 //! ```
 //! let dag = amdahl_dags::load_bytes(
@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod schema;
 pub mod template;
 #[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod yaml;
 

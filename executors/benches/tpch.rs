@@ -135,6 +135,7 @@ fn stage(work: Work, inputs: Vec<TableInput>, out: &Path) -> Stage {
         work_dir: out.to_path_buf(),
         device: DevicePreference::Cpu,
         placement: None,
+        route: None,
         secrets: Vec::new(),
         shards: 1,
         engine: amdahl_dags::Engine::DataFusion,

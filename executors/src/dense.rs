@@ -14,16 +14,20 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use amdahl_dags::DatasetFormat;
 
+pub use amdahl_planner::schemas::{generated_schema, is_vector, knn_schema, vectors_schema};
+
 use crate::budget::Budget;
 use crate::gpu::{self, cuda::GpuError};
 use crate::linalg::natural;
-pub use crate::linalg::{Layer, Matrix, Mlp, Neighbour, knn, multiply_transposed, uniform};
+pub use crate::linalg::{
+    Forward, Layer, Matrix, Mlp, Neighbour, knn, multiply_transposed, uniform,
+};
 use crate::runtime::CpuRuntime;
 use crate::stage::{
     Device, Executor, LogSink, Stage, StageError, StageOutcome, StageTimings, TableInput, Work,
@@ -143,16 +147,6 @@ pub fn read_vectors(
     Ok(Matrix::new(rows, dim.unwrap_or(0), data))
 }
 
-/// Whether a column type holds vectors the dense stages read.
-pub fn is_vector(data_type: &DataType) -> bool {
-    match data_type {
-        DataType::FixedSizeList(item, _) | DataType::List(item) | DataType::LargeList(item) => {
-            matches!(item.data_type(), DataType::Float32 | DataType::Float64)
-        }
-        _ => false,
-    }
-}
-
 fn list_values(array: &ArrayRef, i: usize) -> ArrayRef {
     match array.data_type() {
         DataType::FixedSizeList(..) => array.as_fixed_size_list().value(i),
@@ -174,17 +168,6 @@ fn extend_floats(data: &mut Vec<f32>, values: &ArrayRef) {
     }
 }
 
-fn vector_field(name: &str, dim: usize) -> Field {
-    Field::new(
-        name,
-        DataType::FixedSizeList(
-            Arc::new(Field::new("item", DataType::Float32, false)),
-            dim as i32,
-        ),
-        false,
-    )
-}
-
 fn vector_array(field: &Field, dim: usize, values: Vec<f32>) -> Result<ArrayRef, StageError> {
     let DataType::FixedSizeList(item, _) = field.data_type() else {
         return Err(StageError::Internal("vector field is not a list".into()));
@@ -197,24 +180,6 @@ fn vector_array(field: &Field, dim: usize, values: Vec<f32>) -> Result<ArrayRef,
     )
     .map(|a| Arc::new(a) as ArrayRef)
     .map_err(|e| StageError::Internal(e.to_string()))
-}
-
-/// The schema of `generate: { vectors }`: `id` and `vector`.
-pub fn generated_schema(dim: usize) -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        vector_field("vector", dim),
-    ]))
-}
-
-/// The output schemas of the dense kinds (the scalar ones; vector widths come at run time).
-pub fn knn_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("query", DataType::Int64, false),
-        Field::new("rank", DataType::Int32, false),
-        Field::new("neighbour", DataType::Int64, false),
-        Field::new("score", DataType::Float32, false),
-    ]))
 }
 
 /// Runs `knn`, `matmul` and `score` stages on the CPU pool.
@@ -295,7 +260,7 @@ impl Executor for DenseExecutor {
             input.location = amdahl_dags::Location::Local(local);
         }
         let log = log.clone();
-        let gpu_choice = gpu::choice(stage);
+        let gpu_choice = stage.routed().gpu_asked().map(str::to_string);
         let mut budget = Budget::new(
             &self.runtime.datafusion_env(),
             self.runtime.memory(),
@@ -750,20 +715,6 @@ fn run_dense(
             compute_ms: (total - io_ms).max(0.0),
         }),
     })
-}
-
-/// The schema of a matmul or score output: `row`, then the vector (or, for one value per
-/// row, a plain `Float32` column).
-pub fn vectors_schema(name: &str, dim: usize) -> SchemaRef {
-    let value = if dim == 1 {
-        Field::new(name, DataType::Float32, false)
-    } else {
-        vector_field(name, dim)
-    };
-    Arc::new(Schema::new(vec![
-        Field::new("row", DataType::Int64, false),
-        value,
-    ]))
 }
 
 /// Appends rows `first_row..` (as many as `values` holds) to the output.

@@ -4,8 +4,13 @@
 //! in, a [`StageOutcome`] or [`StageError`] comes out, log lines go to a [`LogSink`]. The
 //! implementations are [`SqlExecutor`] (DataFusion on the CPU pool), [`TpchExecutor`] (TPC-H
 //! generation) and [`ShellExecutor`]; [`Executors`] dispatches a stage to the right one.
-//! [`check`] plans a DAG's SQL at validate time. [`gpu`] finds the CUDA devices this process
-//! can use (without panicking where there are none).
+//! [`DenseExecutor`] runs `knn`, `matmul`, `score` and generated vectors. [`gpu`] finds the
+//! CUDA devices this process can use (without panicking where there are none).
+//!
+//! Executors carry out a stage's route ([`Stage::routed`], decided by `amdahl_planner::route`)
+//! and never decide placement themselves. [`calibrate`] measures this machine into a placement
+//! profile (it runs work, so it lives here). `check`, `estimate`, `objects`, `place` and
+//! `session` are the planner's, re-exported.
 //!
 //! Executors never read or write the state store; they do not decide retries or timeouts
 //! (the scheduler drops the future to stop them). Heavy work runs on the [`CpuRuntime`],
@@ -14,35 +19,30 @@
 pub mod ballista;
 pub mod budget;
 pub mod calibrate;
-pub mod check;
 pub mod dense;
-pub mod estimate;
 pub mod gpu;
 pub mod linalg;
-pub mod objects;
-pub mod place;
 pub mod policy;
 pub mod runtime;
-pub mod session;
 pub mod shards;
 pub mod shell;
 pub mod sql;
 pub mod stage;
 pub mod storage;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tpch;
 
+pub use amdahl_planner::{check, estimate, objects, place, session};
 pub use dense::DenseExecutor;
 pub use runtime::CpuRuntime;
 pub use shell::ShellExecutor;
 pub use sql::SqlExecutor;
 pub use stage::{
-    Device, Executor, LogLine, LogSink, LogStream, Stage, StageError, StageOutcome, StageTimings,
-    TableInput, Work,
+    Device, Executor, LogLine, LogSink, LogStream, Route, Routed, Stage, StageError, StageOutcome,
+    StageTimings, TableInput, Work,
 };
 pub use tpch::TpchExecutor;
-
-use amdahl_dags::DevicePreference;
 
 /// All executors of this process, sharing one CPU pool.
 #[derive(Clone)]
@@ -80,19 +80,14 @@ impl Executors {
     /// Runs `stage` on the executor for its kind of work.
     pub async fn execute(&self, stage: &Stage, log: &LogSink) -> Result<StageOutcome, StageError> {
         self.policy.check(stage)?;
-        // SQL and dense stages have a GPU path; the others say so when asked for one.
-        let gpu_path = matches!(
-            stage.work,
-            Work::Sql { .. } | Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. }
-        );
-        let cpu_only = (stage.device == DevicePreference::Gpu && !gpu_path).then(|| {
-            let note = format!(
-                "device: gpu was asked for, but {} stages run only on the CPU",
-                stage.work.kind()
-            );
-            log.system(&note);
-            note
-        });
+        // A kind with no GPU path asked for one: its route says so, and so does its attempt.
+        let cpu_only = match stage.routed().route {
+            Route::Cpu { note: Some(note) } => {
+                log.system(&note);
+                Some(note)
+            }
+            _ => None,
+        };
         let mut outcome = match stage.work {
             Work::Sql { .. } => self.sql.execute(stage, log).await,
             Work::Tpch { .. } => self.tpch.execute(stage, log).await,

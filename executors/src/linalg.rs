@@ -5,7 +5,6 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::path::Path;
 
 use amdahl_dags::{Activation, Metric};
 
@@ -250,179 +249,49 @@ fn normalised(m: &Matrix) -> Vec<f32> {
     out
 }
 
-/// A tensor's shape and values.
-type Tensor = (Vec<usize>, Vec<f32>);
+pub(crate) use amdahl_planner::model::natural;
+pub use amdahl_planner::model::{Layer, Mlp};
 
-/// One dense layer: `out = W · in + b`, W row-major (out × in).
-#[derive(Clone, Debug)]
-pub struct Layer {
-    pub name: String,
-    pub inputs: usize,
-    pub outputs: usize,
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
-}
-
-/// A multi-layer perceptron: the activation between layers, none after the last.
-#[derive(Clone, Debug)]
-pub struct Mlp {
-    pub layers: Vec<Layer>,
-    pub activation: Activation,
-}
-
-impl Mlp {
-    /// Reads `<layer>.weight` (out × in) and optional `<layer>.bias` (out) tensors; layers in
-    /// the order of their names, numbers compared as numbers (`2` before `10`).
-    pub fn load(path: &Path, activation: Activation) -> Result<Mlp, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let tensors = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| format!("{} is not a safetensors file: {e}", path.display()))?;
-        let mut names: Vec<String> = Vec::new();
-        for name in tensors.names() {
-            let Some((layer, part)) = name.rsplit_once('.') else {
-                return Err(format!(
-                    "tensor `{name}`: names must be `<layer>.weight` or `<layer>.bias`"
-                ));
-            };
-            if part != "weight" && part != "bias" {
-                return Err(format!(
-                    "tensor `{name}`: names must be `<layer>.weight` or `<layer>.bias`"
-                ));
-            }
-            if !names.iter().any(|n| n == layer) {
-                names.push(layer.to_string());
-            }
-        }
-        names.sort_by_key(|a| natural(a));
-        if names.is_empty() {
-            return Err(format!("{} holds no layers", path.display()));
-        }
-        let floats = |name: &str| -> Result<Option<Tensor>, String> {
-            let Ok(view) = tensors.tensor(name) else {
-                return Ok(None);
-            };
-            let data = view.data();
-            let values = match view.dtype() {
-                safetensors::Dtype::F32 => data
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect(),
-                safetensors::Dtype::F64 => data
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                    .collect(),
-                other => {
-                    return Err(format!(
-                        "tensor `{name}` is {other:?}; save the model as float32 or float64"
-                    ));
-                }
-            };
-            Ok(Some((view.shape().to_vec(), values)))
-        };
-        let mut layers: Vec<Layer> = Vec::new();
-        for name in names {
-            let Some((shape, weight)) = floats(&format!("{name}.weight"))? else {
-                return Err(format!("layer `{name}` has a bias but no `{name}.weight`"));
-            };
-            let [outputs, inputs] = shape[..] else {
-                return Err(format!(
-                    "`{name}.weight` has shape {shape:?}; a layer's weight is (outputs, inputs)"
-                ));
-            };
-            let bias = match floats(&format!("{name}.bias"))? {
-                Some((shape, bias)) if shape == [outputs] => bias,
-                Some((shape, _)) => {
-                    return Err(format!(
-                        "`{name}.bias` has shape {shape:?}; expected [{outputs}]"
-                    ));
-                }
-                None => vec![0.0; outputs],
-            };
-            if let Some(previous) = layers.last()
-                && previous.outputs != inputs
-            {
-                return Err(format!(
-                    "layer `{name}` takes {inputs} inputs but layer `{}` gives {}",
-                    previous.name, previous.outputs
-                ));
-            }
-            layers.push(Layer {
-                name,
-                inputs,
-                outputs,
-                weight,
-                bias,
-            });
-        }
-        Ok(Mlp { layers, activation })
-    }
-
-    pub fn inputs(&self) -> usize {
-        self.layers[0].inputs
-    }
-
-    pub fn outputs(&self) -> usize {
-        self.layers.last().expect("at least one layer").outputs
-    }
-
+/// Running a model on vectors (the model itself, read and checked, is the planner's).
+pub trait Forward {
     /// Runs the network on `rows` input vectors (row-major); returns rows × outputs.
-    pub fn forward(&self, input: &[f32], rows: usize, threads: usize) -> Vec<f32> {
-        let mut current = input.to_vec();
-        let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let mut next = multiply_transposed(
-                &current,
-                &layer.weight,
-                rows,
-                layer.outputs,
-                layer.inputs,
-                threads,
-            );
-            for row in next.chunks_mut(layer.outputs.max(1)) {
-                for (x, b) in row.iter_mut().zip(&layer.bias) {
-                    *x += b;
-                    if i != last {
-                        *x = match self.activation {
-                            Activation::Relu => x.max(0.0),
-                            Activation::Tanh => x.tanh(),
-                            Activation::Sigmoid => 1.0 / (1.0 + (-*x).exp()),
-                        };
-                    }
-                }
-            }
-            current = next;
-        }
-        current
+    fn forward(&self, input: &[f32], rows: usize, threads: usize) -> Vec<f32>;
+}
+
+impl Forward for Mlp {
+    fn forward(&self, input: &[f32], rows: usize, threads: usize) -> Vec<f32> {
+        forward(self, input, rows, threads)
     }
 }
 
-/// A layer name as parts, numbers compared as numbers.
-pub(crate) fn natural(name: &str) -> Vec<(u64, String)> {
-    let mut parts = Vec::new();
-    let mut text = String::new();
-    let mut digits = String::new();
-    for c in name.chars() {
-        if c.is_ascii_digit() {
-            if !text.is_empty() {
-                parts.push((0, std::mem::take(&mut text)));
+/// Runs the network on `rows` input vectors (row-major); returns rows × outputs.
+pub fn forward(mlp: &Mlp, input: &[f32], rows: usize, threads: usize) -> Vec<f32> {
+    let mut current = input.to_vec();
+    let last = mlp.layers.len() - 1;
+    for (i, layer) in mlp.layers.iter().enumerate() {
+        let mut next = multiply_transposed(
+            &current,
+            &layer.weight,
+            rows,
+            layer.outputs,
+            layer.inputs,
+            threads,
+        );
+        for row in next.chunks_mut(layer.outputs.max(1)) {
+            for (x, b) in row.iter_mut().zip(&layer.bias) {
+                *x += b;
+                if i != last {
+                    *x = match mlp.activation {
+                        Activation::Relu => x.max(0.0),
+                        Activation::Tanh => x.tanh(),
+                        Activation::Sigmoid => 1.0 / (1.0 + (-*x).exp()),
+                    };
+                }
             }
-            digits.push(c);
-        } else {
-            if !digits.is_empty() {
-                parts.push((digits.parse().unwrap_or(u64::MAX), String::new()));
-                digits.clear();
-            }
-            text.push(c);
         }
+        current = next;
     }
-    if !digits.is_empty() {
-        parts.push((digits.parse().unwrap_or(u64::MAX), String::new()));
-    }
-    if !text.is_empty() {
-        parts.push((0, text));
-    }
-    parts
+    current
 }
 
 /// Element `index` of the generated vectors of `seed`: uniform in [-1, 1) (SplitMix64 of the

@@ -12,16 +12,14 @@ use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
 use datafusion::execution::context::SessionContext;
 
-use amdahl_dags::DevicePreference;
-use amdahl_placement::{Lane, Place};
-
 use crate::gpu;
 use crate::runtime::CpuRuntime;
 pub use crate::runtime::QueryPool;
 pub use crate::session::{query_only, register_input, session_config};
 use crate::shards;
 use crate::stage::{
-    Device, Executor, LogSink, Stage, StageError, StageOutcome, StageTimings, TableInput, Work,
+    Device, Executor, LogSink, Route, Stage, StageError, StageOutcome, StageTimings, TableInput,
+    Work,
 };
 use crate::storage::{PartWriter, finish_output, ms, reset_dir, stream_into};
 use std::time::Instant;
@@ -69,27 +67,27 @@ impl Executor for SqlExecutor {
         };
         let memory = self.runtime.memory();
         let log = log.clone();
-        let gpu_choice = gpu::choice(stage);
-        let shards = (stage.shards > 1).then(|| (stage.shards as usize, lanes(stage)));
-        // `engine: ballista`, or placement chose the cluster for this `device: auto` query.
-        let placed_on_cluster = stage.device == DevicePreference::Auto
-            && stage
-                .placement
-                .as_ref()
-                .is_some_and(|p| p.place == Place::Cluster);
-        if stage.engine == amdahl_dags::Engine::Ballista || placed_on_cluster {
-            if stage.device == amdahl_dags::DevicePreference::Gpu {
-                log.system("device: gpu was asked for, but the task runs on Ballista");
+        // Where the query runs was decided once, before the stage got here.
+        let (gpu_choice, shards) = match stage.routed().route {
+            Route::Cluster { note } => {
+                if let Some(note) = note {
+                    log.system(note);
+                }
+                let ballista = self.ballista.clone();
+                let handle = self.runtime.spawn(async move {
+                    ballista.run(&query, &inputs, &output_dir, pool, &log).await
+                });
+                return handle
+                    .await
+                    .map_err(|e| StageError::Internal(format!("query task ended abnormally: {e}")))?
+                    .map_err(|e| out_of_memory(e, memory));
             }
-            let ballista = self.ballista.clone();
-            let handle = self
-                .runtime
-                .spawn(async move { ballista.run(&query, &inputs, &output_dir, pool, &log).await });
-            return handle
-                .await
-                .map_err(|e| StageError::Internal(format!("query task ended abnormally: {e}")))?
-                .map_err(|e| out_of_memory(e, memory));
-        }
+            Route::Split { parts, lanes, note } => {
+                (None, Some((parts as usize, shards::Lanes { lanes, note })))
+            }
+            Route::Gpu { asked } => (Some(asked), None),
+            Route::Cpu { .. } => (None, None),
+        };
         let handle = self.runtime.spawn(async move {
             if let Some((n, lanes)) = shards {
                 return run_split(&query, &inputs, &output_dir, pool, n, lanes, &log).await;
@@ -116,35 +114,6 @@ fn out_of_memory(error: StageError, memory: Option<usize>) -> StageError {
         }
         other => other,
     }
-}
-
-/// Which devices a split stage's parts may use: the CPU always; the GPU when it is usable and
-/// asked for (`device: gpu`: every part) or placement priced it (`device: auto`).
-fn lanes(stage: &Stage) -> shards::Lanes {
-    let report = gpu::devices();
-    let gpu_only = vec![Lane {
-        place: Place::Gpu,
-        per_part_seconds: 0.0,
-        whole_seconds: 1.0,
-    }];
-    let (lanes, note) = match (stage.device, &report.problem, &stage.placement) {
-        (DevicePreference::Cpu, _, _) => (Vec::new(), None),
-        (_, Some(problem), _) => (
-            Vec::new(),
-            (stage.device == DevicePreference::Gpu).then(|| {
-                format!("device: gpu was asked for, but no GPU is usable here ({problem})")
-            }),
-        ),
-        (DevicePreference::Gpu, None, _) => (gpu_only, None),
-        (DevicePreference::Auto, None, Some(placement)) => {
-            (amdahl_placement::lanes(placement), None)
-        }
-        (DevicePreference::Auto, None, None) => (
-            Vec::new(),
-            Some("no calibrated profile to share the parts by; run `amdahl calibrate`".into()),
-        ),
-    };
-    shards::Lanes { lanes, note }
 }
 
 /// Registers the inputs and plans the query on `ctx`.

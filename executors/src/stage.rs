@@ -6,11 +6,13 @@
 //! scheduler records what they report.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::sync::mpsc;
 
-use amdahl_dags::{Activation, DatasetFormat, DevicePreference, Location, Metric, TpchTable};
+use amdahl_dags::{Activation, DevicePreference, Metric, TpchTable};
+use amdahl_planner::route::route;
+pub use amdahl_planner::route::{Ask, Route, Routed};
 
 /// What a stage does, with its templates rendered.
 #[derive(Clone, Debug)]
@@ -70,41 +72,7 @@ impl Work {
     }
 }
 
-/// A table a SQL stage can read: an upstream task's output or a declared dataset.
-#[derive(Clone, Debug)]
-pub struct TableInput {
-    /// The name SQL uses.
-    pub name: String,
-    /// A file, or a folder of files of the same format, here or in object storage.
-    pub location: Location,
-    pub format: DatasetFormat,
-}
-
-impl TableInput {
-    /// A table in a local file or folder.
-    pub fn local(name: impl Into<String>, path: impl Into<PathBuf>, format: DatasetFormat) -> Self {
-        TableInput {
-            name: name.into(),
-            location: Location::Local(path.into()),
-            format,
-        }
-    }
-
-    /// Its local path, when it is on this machine.
-    pub fn path(&self) -> Option<&Path> {
-        self.location.local()
-    }
-}
-
-impl From<&amdahl_dags::Dataset> for TableInput {
-    fn from(dataset: &amdahl_dags::Dataset) -> Self {
-        TableInput {
-            name: dataset.name.clone(),
-            location: dataset.location.clone(),
-            format: dataset.format,
-        }
-    }
-}
+pub use amdahl_planner::TableInput;
 
 /// One attempt of one task, ready to execute.
 #[derive(Clone, Debug)]
@@ -126,6 +94,10 @@ pub struct Stage {
     /// For `device: auto`: where placement decided it runs and why (`None`: no decision was
     /// made, and a usable GPU takes inputs from [`crate::gpu::AUTO_GPU_BYTES`] on).
     pub placement: Option<amdahl_placement::Placement>,
+    /// Where this attempt runs, decided once from the fields above (see [`Stage::routed`]);
+    /// the runner sets it before the stage is executed and records it. `None`: decided when
+    /// the stage is executed (a stage built by hand, as tests and benchmarks do).
+    pub route: Option<Routed>,
     /// `sql` stages: the parts the largest input is split into (1: not split); see
     /// [`crate::shards`].
     pub shards: u32,
@@ -137,6 +109,37 @@ pub struct Stage {
 }
 
 impl Stage {
+    /// The stage's route: the one it carries, or the planner's decision for it in this
+    /// process now (the GPU's state read here, input sizes only if the decision needs them).
+    pub fn routed(&self) -> Routed {
+        if let Some(routed) = &self.route {
+            return routed.clone();
+        }
+        let problem = crate::gpu::health::unusable_reason();
+        route(&self.ask(), problem.as_deref(), || {
+            self.inputs
+                .iter()
+                .filter_map(|i| i.path().map(crate::storage::path_bytes))
+                .sum()
+        })
+    }
+
+    /// What the task asked for, as the route decision reads it.
+    pub fn ask(&self) -> Ask<'_> {
+        Ask {
+            kind: self.work.kind(),
+            gpu_path: matches!(
+                self.work,
+                Work::Sql { .. } | Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. }
+            ),
+            sql: matches!(self.work, Work::Sql { .. }),
+            device: self.device,
+            engine: self.engine,
+            shards: self.shards,
+            placement: self.placement.as_ref(),
+        }
+    }
+
     /// `text` with every secret value of the stage replaced by `***`.
     pub fn mask(&self, text: &str) -> String {
         mask(text, self.secrets.iter().map(|(_, value)| value.as_str()))

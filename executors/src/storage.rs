@@ -116,25 +116,7 @@ pub fn reset_dir(dir: &Path) -> Result<(), StageError> {
 
 /// Total size of the files in a folder.
 /// The bytes of a file, or of the files directly in a folder.
-pub fn path_bytes(path: &Path) -> u64 {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => m.len(),
-        _ => dir_bytes(path),
-    }
-}
-
-pub fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
+pub use amdahl_planner::estimate::{dir_bytes, path_bytes};
 
 fn internal(path: &Path, e: impl std::fmt::Display) -> StageError {
     StageError::Internal(format!("{}: {e}", path.display()))

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tpchgen::generators::{
     CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
     PartSuppGenerator, RegionGenerator, SupplierGenerator,
@@ -23,6 +22,8 @@ use amdahl_dags::TpchTable;
 use crate::runtime::CpuRuntime;
 use crate::stage::{Executor, LogSink, Stage, StageError, StageOutcome, Work};
 use crate::storage::{PartWriter, dir_bytes, reset_dir};
+
+pub use amdahl_planner::schemas::tpch as schema;
 
 /// Runs `generate: { tpch: … }` stages.
 #[derive(Clone)]
@@ -164,98 +165,6 @@ fn batches(table: TpchTable, sf: f64, part: i32, parts: i32) -> Box<dyn RecordBa
             Box::new(LineItemArrow::new(LineItemGenerator::new(sf, part, parts)))
         }
     }
-}
-
-/// The schema of a TPC-H table, without building the generator (whose 300 MB text pool is
-/// too heavy for `dags validate`). A test checks it against the generators.
-pub fn schema(table: TpchTable) -> SchemaRef {
-    use DataType::{Date32, Int32, Int64, Utf8View};
-    let money = DataType::Decimal128(15, 2);
-    let columns: Vec<(&str, DataType)> = match table {
-        TpchTable::Region => vec![
-            ("r_regionkey", Int64),
-            ("r_name", Utf8View),
-            ("r_comment", Utf8View),
-        ],
-        TpchTable::Nation => vec![
-            ("n_nationkey", Int64),
-            ("n_name", Utf8View),
-            ("n_regionkey", Int64),
-            ("n_comment", Utf8View),
-        ],
-        TpchTable::Supplier => vec![
-            ("s_suppkey", Int64),
-            ("s_name", Utf8View),
-            ("s_address", Utf8View),
-            ("s_nationkey", Int64),
-            ("s_phone", Utf8View),
-            ("s_acctbal", money),
-            ("s_comment", Utf8View),
-        ],
-        TpchTable::Customer => vec![
-            ("c_custkey", Int64),
-            ("c_name", Utf8View),
-            ("c_address", Utf8View),
-            ("c_nationkey", Int64),
-            ("c_phone", Utf8View),
-            ("c_acctbal", money),
-            ("c_mktsegment", Utf8View),
-            ("c_comment", Utf8View),
-        ],
-        TpchTable::Part => vec![
-            ("p_partkey", Int64),
-            ("p_name", Utf8View),
-            ("p_mfgr", Utf8View),
-            ("p_brand", Utf8View),
-            ("p_type", Utf8View),
-            ("p_size", Int32),
-            ("p_container", Utf8View),
-            ("p_retailprice", money),
-            ("p_comment", Utf8View),
-        ],
-        TpchTable::PartSupp => vec![
-            ("ps_partkey", Int64),
-            ("ps_suppkey", Int64),
-            ("ps_availqty", Int32),
-            ("ps_supplycost", money),
-            ("ps_comment", Utf8View),
-        ],
-        TpchTable::Orders => vec![
-            ("o_orderkey", Int64),
-            ("o_custkey", Int64),
-            ("o_orderstatus", Utf8View),
-            ("o_totalprice", money),
-            ("o_orderdate", Date32),
-            ("o_orderpriority", Utf8View),
-            ("o_clerk", Utf8View),
-            ("o_shippriority", Int32),
-            ("o_comment", Utf8View),
-        ],
-        TpchTable::LineItem => vec![
-            ("l_orderkey", Int64),
-            ("l_partkey", Int64),
-            ("l_suppkey", Int64),
-            ("l_linenumber", Int32),
-            ("l_quantity", money.clone()),
-            ("l_extendedprice", money.clone()),
-            ("l_discount", money.clone()),
-            ("l_tax", money),
-            ("l_returnflag", Utf8View),
-            ("l_linestatus", Utf8View),
-            ("l_shipdate", Date32),
-            ("l_commitdate", Date32),
-            ("l_receiptdate", Date32),
-            ("l_shipinstruct", Utf8View),
-            ("l_shipmode", Utf8View),
-            ("l_comment", Utf8View),
-        ],
-    };
-    Arc::new(Schema::new(
-        columns
-            .into_iter()
-            .map(|(name, data_type)| Field::new(name, data_type, false))
-            .collect::<Vec<_>>(),
-    ))
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ fn stage(
         work_dir: work_dir.to_path_buf(),
         device: amdahl_dags::DevicePreference::Auto,
         placement: None,
+        route: None,
         secrets: Vec::new(),
         shards: 1,
         engine: amdahl_dags::Engine::DataFusion,

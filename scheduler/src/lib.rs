@@ -3,25 +3,27 @@
 //! - [`state`]: the run, task and attempt states and their legal transitions.
 //! - [`decide`]: the pure scheduling core, `(run snapshot, now) → commands`.
 //! - [`store`]: the state store on PostgreSQL or SQLite; the only module that writes SQL.
-//! - [`runner`]: the loop that drives a run in this process: store ↔ decide ↔ executors.
-//! - [`service`]: the scheduler and worker services, which drive runs through the database.
+//! - [`resolve`]: finding a DAG by id (DAGs folder, then the store), for the CLI and the API.
+//! - [`runs`]: creating runs from DAGs, the views `decide` reads, owners and orphans.
+//! - [`service`]: the scheduler service, which drives runs through the database (and
+//!   [`service::advance`], which workers call too).
 //! - [`triggers`]: when cron runs are due (intervals, catchup, `max_active_runs`); pure.
-//! - [`attempt`]: one attempt of one task, shared by the runner and the worker.
 //!
-//! The scheduler never runs user code itself: stages go to `amdahl-executors`.
+//! The scheduler never runs user code and does not link the executors: attempts are carried
+//! out by `amdahl-runner` (the in-process runner and the worker service).
 
-pub mod attempt;
 pub mod backfill;
 pub mod breakdown;
 pub mod clear;
 pub mod decide;
-pub mod runner;
+pub mod resolve;
+pub mod runs;
 pub mod service;
 pub mod state;
 pub mod store;
 pub mod triggers;
 
-pub use runner::{LocalRunner, RunError, RunObserver, reap_orphans};
+pub use runs::{RunError, reap_orphans};
 pub use state::{AttemptState, RunState, TaskState};
 pub use store::{Store, StoreError, Topic};
 

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use amdahl_scheduler::backfill::{self, Reprocess};
-use amdahl_scheduler::runner::{logical_text, record_version};
+use amdahl_scheduler::runs::{logical_text, record_version};
 use amdahl_scheduler::service::backfill_plan;
 use amdahl_scheduler::store::{BackfillRecord, NewBackfill};
 use amdahl_scheduler::{Clock, RunState, Store, SystemClock, Topic};

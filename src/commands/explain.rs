@@ -54,11 +54,11 @@ async fn stored_profile(database_url: Option<String>) -> Option<(Profile, String
     let found = super::calibrate::stored_profile(&store, &host).await;
     // What runs taught the model so far.
     let history = store
-        .predicted_attempts(amdahl_scheduler::attempt::LEARN_FROM)
+        .predicted_attempts(amdahl_runner::attempt::LEARN_FROM)
         .await
         .unwrap_or_default();
     store.close().await;
-    let observations = amdahl_scheduler::attempt::observations(&history);
+    let observations = amdahl_runner::attempt::observations(&history);
     match found {
         Ok(Some((profile, measured_at_ms))) => Some((
             amdahl_placement::learned(&profile, &observations),
@@ -108,7 +108,7 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
         logical_date: "2026-01-01T00:00:00Z".into(),
         params,
     };
-    let graph = match amdahl_executors::estimate::estimate(&dag, &context).await {
+    let graph = match amdahl_planner::estimate::estimate(&dag, &context).await {
         Ok(graph) => graph,
         Err(e) => bail!("cannot estimate `{}`: {e}", dag.id),
     };

@@ -46,7 +46,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     );
     let store = open_store(&settings, patient).await?;
     let clock = SystemClock;
-    let owner = amdahl_scheduler::runner::owner_id(clock.now_ms());
+    let owner = amdahl_scheduler::runs::owner_id(clock.now_ms());
     let result = match cli.command {
         Command::Dags(DagsCommand::Validate { .. })
         | Command::Devices { .. }

@@ -11,9 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use amdahl_dags::Dag;
 use amdahl_executors::ballista::Ballista;
 use amdahl_executors::{CpuRuntime, Executors};
-use amdahl_scheduler::{LocalRunner, RunObserver, RunState, Store, SystemClock, TaskState};
+use amdahl_runner::{LocalRunner, RunObserver};
+use amdahl_scheduler::{RunState, Store, SystemClock, TaskState};
 
-use super::validate::{check_file, dag_files};
+use super::validate::check_file;
 use crate::settings::Settings;
 
 #[derive(clap::Args, Debug)]
@@ -155,35 +156,14 @@ pub async fn resolve_dag(store: &Store, args: &RunArgs) -> anyhow::Result<Result
     if !amdahl_dags::is_valid_id(&args.dag) {
         bail!("`{}` is neither a DAG file nor a valid DAG id", args.dag);
     }
-    if args.dags_folder.is_dir() {
-        for file in dag_files(std::slice::from_ref(&args.dags_folder)) {
-            if let Ok(dag) = amdahl_dags::load_file(&file)
-                && dag.id == args.dag
-            {
-                return Ok(check_file(&file).await.map_err(|e| e.render()));
-            }
-        }
-    }
-    let Some(version) = store.latest_dag_version(&args.dag).await? else {
-        bail!(
+    match amdahl_scheduler::resolve::resolve_dag_id(store, &args.dag, &args.dags_folder).await? {
+        Some(found) => Ok(found),
+        None => bail!(
             "no DAG `{}`: not a file, not in {}/, and never run before",
             args.dag,
             args.dags_folder.display()
-        );
-    };
-    let dag = match amdahl_dags::load_bytes(
-        &version.source_path,
-        Path::new(&version.base_dir),
-        version.yaml.as_bytes(),
-    ) {
-        Ok(dag) => dag,
-        Err(e) => return Ok(Err(e.render())),
-    };
-    let diagnostics = amdahl_executors::check::check_sql(&dag).await;
-    if !diagnostics.is_empty() {
-        return Ok(Err(diagnostics.render(&dag.source.text)));
+        ),
     }
-    Ok(Ok(dag))
 }
 
 /// A progress bar on a terminal; one line per finished task otherwise.

@@ -10,9 +10,10 @@ use crate::signals::shutdown_signal;
 
 use amdahl_executors::ballista::Ballista;
 use amdahl_executors::{CpuRuntime, Executors};
-use amdahl_scheduler::attempt::AttemptEnv;
-use amdahl_scheduler::runner::RunOrigin;
-use amdahl_scheduler::service::{SchedulerService, Worker, WorkerConfig};
+use amdahl_runner::attempt::AttemptEnv;
+use amdahl_runner::{Worker, WorkerConfig};
+use amdahl_scheduler::runs::RunOrigin;
+use amdahl_scheduler::service::SchedulerService;
 use amdahl_scheduler::{RunState, Store, SystemClock, Topic};
 
 use super::run::{RunArgs, resolve_dag};
@@ -99,7 +100,7 @@ pub async fn trigger(store: &Store, args: TriggerArgs) -> anyhow::Result<ExitCod
         );
     }
     let run_id =
-        amdahl_scheduler::runner::create_run(store, &SystemClock, &dag, &params, RunOrigin::Manual)
+        amdahl_scheduler::runs::create_run(store, &SystemClock, &dag, &params, RunOrigin::Manual)
             .await?;
     println!("run {run_id} of `{}` queued", dag.id);
     if store.is_paused(&dag.id).await? {

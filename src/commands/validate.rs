@@ -8,7 +8,7 @@ use amdahl_dags::{Dag, LoadError, load_file};
 /// Loads and fully checks one DAG file (structure, templates, SQL).
 pub async fn check_file(path: &Path) -> Result<Dag, LoadError> {
     let dag = load_file(path)?;
-    let diagnostics = amdahl_executors::check::check_sql(&dag).await;
+    let diagnostics = amdahl_planner::check::check_sql(&dag).await;
     if diagnostics.is_empty() {
         Ok(dag)
     } else {

@@ -20,7 +20,7 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use amdahl_scheduler::runner::{RunOrigin, create_run};
+use amdahl_scheduler::runs::{RunOrigin, create_run};
 use amdahl_scheduler::{Clock, Store, SystemClock};
 use amdahl_web::auth::{hash, new_token};
 use amdahl_web::{AppState, router};

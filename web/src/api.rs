@@ -1,7 +1,6 @@
 //! The REST API under `/api/v1`, and its OpenAPI document.
 
 use std::collections::BTreeMap;
-use std::path::Path as FsPath;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -12,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use amdahl_dags::Dag;
-use amdahl_scheduler::runner::{RunOrigin, create_run};
+use amdahl_scheduler::runs::{RunOrigin, create_run};
 use amdahl_scheduler::{Clock, SystemClock};
 
 use crate::auth::Caller;
@@ -475,39 +474,11 @@ async fn find_dag(state: &AppState, dag_id: &str) -> Result<Dag, ApiError> {
             "DAG `{dag_id}` is invalid; nothing was queued:\n{rendered}"
         ))
     };
-    let mut found = None;
-    if state.dags_folder.is_dir() {
-        for file in amdahl_dags::discover::dag_files(std::slice::from_ref(&state.dags_folder)) {
-            if let Ok(dag) = amdahl_dags::load_file(&file)
-                && dag.id == dag_id
-            {
-                found = Some(dag);
-                break;
-            }
-        }
-    }
-    let dag = match found {
-        Some(dag) => dag,
-        None => {
-            let version = state
-                .store
-                .latest_dag_version(dag_id)
-                .await
-                .map_err(ApiError::internal)?
-                .ok_or_else(|| ApiError::not_found(format!("no DAG `{dag_id}`")))?;
-            amdahl_dags::load_bytes(
-                &version.source_path,
-                FsPath::new(&version.base_dir),
-                version.yaml.as_bytes(),
-            )
-            .map_err(|e| invalid(e.render()))?
-        }
-    };
-    let diagnostics = amdahl_executors::check::check_sql(&dag).await;
-    if !diagnostics.is_empty() {
-        return Err(invalid(diagnostics.render(&dag.source.text)));
-    }
-    Ok(dag)
+    amdahl_scheduler::resolve::resolve_dag_id(&state.store, dag_id, &state.dags_folder)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no DAG `{dag_id}`")))?
+        .map_err(invalid)
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

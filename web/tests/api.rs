@@ -2,7 +2,7 @@
 //! its auth failures and its bad inputs (4xx with a clear message, never a 500), with runs made
 //! by the real in-process runner.
 
-#[path = "../../scheduler/tests/support/mod.rs"]
+#[path = "../../runner/tests/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use amdahl_executors::{CpuRuntime, Executors};
-use amdahl_scheduler::runner::Quiet;
-use amdahl_scheduler::{Clock, LocalRunner, Store, SystemClock};
+use amdahl_runner::{LocalRunner, Quiet};
+use amdahl_scheduler::{Clock, Store, SystemClock};
 use amdahl_web::auth::{hash, new_token};
 use amdahl_web::{AppState, router};
 

@@ -23,8 +23,7 @@ use super::cuda::{GpuError, compiled, context, driver};
 use super::{pinned, resident};
 use crate::linalg::{Matrix, Mlp, Neighbour};
 
-/// Largest `k` the GPU top-k keeps (per-thread lists live in registers and shared memory).
-pub const MAX_GPU_K: usize = 32;
+pub use amdahl_planner::kernel::MAX_GPU_K;
 
 /// Threads per block of the top-k kernel: their lists (12 bytes × k each) share the block's
 /// 48 KiB of static shared memory.

@@ -11,7 +11,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use amdahl_dags::{Activation, DatasetFormat, Metric};
 use amdahl_executors::budget::Budget;
-use amdahl_executors::dense::{Matrix, read_vectors};
+use amdahl_executors::dense::{Forward, Matrix, read_vectors};
 use amdahl_executors::{LogSink, StageError, StageOutcome, TableInput, Work};
 
 use super::{executors, stage};

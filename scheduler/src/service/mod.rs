@@ -6,19 +6,16 @@
 //! of schedulers may run at once: every write is fenced, and a `Conflict` only means another
 //! scheduler made the same move first.
 //!
-//! [`Worker`] claims queued tasks (best first; `FOR UPDATE SKIP LOCKED` on PostgreSQL), holds
+//! The worker (`amdahl_runner::Worker`) claims queued tasks (best first; `FOR UPDATE SKIP LOCKED` on PostgreSQL), holds
 //! a lease it renews while they run, executes them with the task's timeout, and reports each
 //! end fenced by the attempt number, so a report after its lease was reaped changes nothing.
 //!
 //! Both decide service runs with [`advance`]: schedulers on every pass, a worker right after
-//! one of the run's tasks ended (see [`HAND_OFF_MAX_TASKS`]).
+//! one of the run's tasks ended (see `amdahl_runner::HAND_OFF_MAX_TASKS`).
 
-mod reports;
 mod scheduler;
-mod worker;
 
 pub use scheduler::SchedulerService;
-pub use worker::{HAND_OFF_MAX_TASKS, Worker, WorkerConfig};
 
 use std::collections::HashMap;
 
@@ -27,7 +24,7 @@ use amdahl_dags::Dag;
 use crate::Clock;
 use crate::backfill::{self, DateView};
 use crate::decide::{Command, Dispatcher, decide};
-use crate::runner::{logical_text, pool_free_for, view_of};
+use crate::runs::{logical_text, pool_free_for, view_of};
 use crate::state::{RunState, TaskState};
 use crate::store::{BackfillRecord, RunRecord, Store, StoreError, TaskRecord};
 
@@ -99,7 +96,7 @@ pub async fn backfill_plan(
 /// With `skip_if_settled`, a running run none of whose tasks waits for a decision (none
 /// `scheduled` or `up_for_retry`, and some still unfinished) is left alone after one counting
 /// query, without reading its tasks: a wide run's passes then cost little while its tasks run.
-pub(crate) async fn advance(
+pub async fn advance(
     store: &Store,
     clock: &dyn Clock,
     run: RunRecord,
@@ -222,9 +219,11 @@ pub(crate) async fn advance(
 
 /// What one pass of decisions did, for the signals sent after it.
 #[derive(Default)]
-pub(crate) struct Moved {
-    queued: bool,
-    finished: bool,
+pub struct Moved {
+    /// Tasks were queued: workers may claim.
+    pub queued: bool,
+    /// Runs finished.
+    pub finished: bool,
 }
 
 /// Loads the DAG version a run or backfill pinned, from the YAML the store kept.

@@ -14,7 +14,7 @@ use super::{Moved, advance, backfill_plan, load_pinned, tolerate_conflict};
 use crate::Clock;
 use crate::backfill::{self, Reprocess, Step};
 use crate::decide::after_failure;
-use crate::runner::{RunOrigin, create_run, record_version, task_view};
+use crate::runs::{RunOrigin, create_run, record_version, task_view};
 use crate::state::RunState;
 use crate::store::{Backoff, ReapLease, Store, StoreError, Topic};
 use crate::triggers::{ScheduleView, due_runs};
@@ -214,7 +214,7 @@ impl SchedulerService {
             }
             let problems = match amdahl_dags::load_file(&path) {
                 Ok(dag) => {
-                    let problems = amdahl_executors::check::check_sql(&dag).await;
+                    let problems = amdahl_planner::check::check_sql(&dag).await;
                     if problems.is_empty() {
                         Ok(dag)
                     } else {

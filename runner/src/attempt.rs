@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use amdahl_dags::{Dag, Generate, RunContext, TaskKind, template};
-use amdahl_executors::estimate::Produced;
-use amdahl_executors::place::place_task;
 use amdahl_executors::storage::{DataRoot, attempt_output_dir, publish_output, task_output_dir};
 use amdahl_executors::{Executors, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
 use amdahl_placement::{Observation, OpKind, Place, Profile, learned};
+use amdahl_planner::estimate::Produced;
+use amdahl_planner::place::place_task;
+use amdahl_planner::route::placeable;
 
-use crate::Clock;
-use crate::state::{AttemptState, TaskState};
-use crate::store::{FinishAttempt, PredictedAttempt, Prediction, Store, StoreError};
+use amdahl_scheduler::Clock;
+use amdahl_scheduler::state::{AttemptState, TaskState};
+use amdahl_scheduler::store::{FinishAttempt, PredictedAttempt, Prediction, Store, StoreError};
 
 /// Log lines kept per attempt; the rest are read and dropped, with a note saying so.
 pub const MAX_LOG_LINES: usize = 100_000;
@@ -148,6 +149,7 @@ pub fn prepare_stage(
         work_dir: dag.source.base_dir.clone(),
         device: task.device,
         placement: None,
+        route: None,
         secrets,
         shards: task.shards,
         engine: task.engine,
@@ -169,19 +171,12 @@ pub async fn place_stage(
     let Some(profile) = env.profile.as_deref() else {
         return stage;
     };
-    let has_gpu_path = matches!(
-        stage.work,
-        Work::Sql { .. } | Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. }
-    );
-    let gpu = has_gpu_path && amdahl_executors::gpu::usable();
     // The worker's profile holds a cluster only when it may send queries there.
-    let cluster =
-        matches!(stage.work, Work::Sql { .. }) && stage.shards <= 1 && profile.cluster.is_some();
-    // A query on Ballista runs on the cluster; there is nothing to place here.
-    if stage.device != amdahl_dags::DevicePreference::Auto
-        || stage.engine == amdahl_dags::Engine::Ballista
-        || !(gpu || cluster)
-    {
+    if !placeable(
+        &stage.ask(),
+        amdahl_executors::gpu::usable(),
+        profile.cluster.is_some(),
+    ) {
         return stage;
     }
     // A GPU that is not usable now is no place to price.
@@ -337,14 +332,17 @@ pub async fn execute_attempt(
         }
     });
     let (result, output_dir) = match prepared {
-        Ok(stage) => {
-            if let Some(placement) = &stage.placement {
-                sink.system(&placement.reason);
+        Ok(mut stage) => {
+            // Where the attempt runs is decided here, once; the executors carry it out.
+            let routed = stage.routed();
+            if routed.placement.is_some() {
+                sink.system(routed.describe());
             }
+            stage.route = Some(routed);
             let mut result = env.executors.execute(&stage, &sink).await;
-            // The decision is the attempt's device note unless the executor had a reason of
-            // its own (a fallback).
-            if let (Ok(outcome), Some(placement)) = (&mut result, &stage.placement)
+            // Placement's decision is the attempt's device note unless the executor had a
+            // reason of its own (a fallback).
+            if let (Ok(outcome), Some(placement)) = (&mut result, stage.placement.as_ref())
                 && outcome.note.is_none()
             {
                 outcome.note = Some(placement.reason.clone());

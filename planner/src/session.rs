@@ -1,15 +1,13 @@
 //! The DataFusion session every SQL plan is made in: settings, the statements allowed, and
 //! inputs registered as tables (execution, sharded execution, validation, estimates).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 
 use amdahl_dags::{DatasetFormat, Location};
-
-use crate::stage::TableInput;
 
 /// Session settings shared by execution and validate-time planning.
 pub fn session_config(target_partitions: usize) -> SessionConfig {
@@ -58,4 +56,40 @@ fn path_string(path: &Path) -> String {
         text.push('/');
     }
     text
+}
+
+/// A table a SQL stage can read: an upstream task's output or a declared dataset.
+#[derive(Clone, Debug)]
+pub struct TableInput {
+    /// The name SQL uses.
+    pub name: String,
+    /// A file, or a folder of files of the same format, here or in object storage.
+    pub location: Location,
+    pub format: DatasetFormat,
+}
+
+impl TableInput {
+    /// A table in a local file or folder.
+    pub fn local(name: impl Into<String>, path: impl Into<PathBuf>, format: DatasetFormat) -> Self {
+        TableInput {
+            name: name.into(),
+            location: Location::Local(path.into()),
+            format,
+        }
+    }
+
+    /// Its local path, when it is on this machine.
+    pub fn path(&self) -> Option<&Path> {
+        self.location.local()
+    }
+}
+
+impl From<&amdahl_dags::Dataset> for TableInput {
+    fn from(dataset: &amdahl_dags::Dataset) -> Self {
+        TableInput {
+            name: dataset.name.clone(),
+            location: dataset.location.clone(),
+            format: dataset.format,
+        }
+    }
 }

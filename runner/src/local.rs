@@ -18,19 +18,15 @@ use amdahl_dags::{Dag, RunContext};
 use amdahl_executors::storage::DataRoot;
 use amdahl_executors::{Executors, Stage, StageError, StageOutcome};
 
-use crate::Clock;
 use crate::attempt::{
     AttemptEnd, AttemptEnv, execute_attempt, place_stage, prepare_stage, published_outputs,
     record_result,
 };
-use crate::decide::{Command, Dispatcher, RunView, TaskView, after_failure, decide};
-use crate::state::{AttemptState, RunState, TaskState};
-use crate::store::{NewRun, NewTask, Store, StoreError, TaskRecord, Topic, TriggerKind};
-
-/// How often a running process proves it is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
-/// A run whose owner has not beaten for this long is taken to be orphaned.
-pub const ORPHAN_AFTER: Duration = Duration::from_secs(60);
+use amdahl_scheduler::Clock;
+use amdahl_scheduler::decide::{Command, Dispatcher, after_failure, decide};
+use amdahl_scheduler::runs::*;
+use amdahl_scheduler::state::{AttemptState, RunState, TaskState};
+use amdahl_scheduler::store::{Store, StoreError};
 
 /// Hears about progress, for progress bars and logs. Both methods default to doing nothing.
 pub trait RunObserver: Send + Sync {
@@ -41,14 +37,6 @@ pub trait RunObserver: Send + Sync {
 /// An observer that ignores everything.
 pub struct Quiet;
 impl RunObserver for Quiet {}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// Runs DAGs in this process.
 #[derive(Clone)]
@@ -226,15 +214,19 @@ impl LocalRunner {
                             ))
                         );
                         let (state, retry_at) = after_failure(&task_view(record), now);
-                        self.finish(
-                            run_id,
-                            &task_id,
-                            (stage.attempt_id, stage.attempt),
-                            AttemptState::TimedOut,
-                            state,
-                            retry_at,
+                        record_result(
+                            &self.store,
+                            &AttemptEnd {
+                                run_id,
+                                task_id: &task_id,
+                                attempt_id: stage.attempt_id,
+                                attempt: stage.attempt,
+                                attempt_state: AttemptState::TimedOut,
+                                task_state: state,
+                                retry_at_ms: retry_at,
+                                now,
+                            },
                             Err(error),
-                            now,
                         )
                         .await?;
                         observer.task_changed(&task_id, state);
@@ -242,17 +234,17 @@ impl LocalRunner {
                     Command::Cancel(task_id) => {
                         if let Some(stage) = active.remove(&task_id) {
                             stage.handle.abort();
-                            self.finish(
+                            let end = AttemptEnd {
                                 run_id,
-                                &task_id,
-                                (stage.attempt_id, stage.attempt),
-                                AttemptState::Cancelled,
-                                TaskState::Cancelled,
-                                None,
-                                Err("cancelled".into()),
+                                task_id: &task_id,
+                                attempt_id: stage.attempt_id,
+                                attempt: stage.attempt,
+                                attempt_state: AttemptState::Cancelled,
+                                task_state: TaskState::Cancelled,
+                                retry_at_ms: None,
                                 now,
-                            )
-                            .await?;
+                            };
+                            record_result(&self.store, &end, Err("cancelled".into())).await?;
                         } else {
                             let from = state_of(&tasks, &task_id);
                             self.store
@@ -324,7 +316,6 @@ impl LocalRunner {
         let now = self.clock.now_ms();
         let tasks = self.store.tasks(run_id).await?;
         let record = find(&tasks, &done.task_id)?;
-        let stage = (done.attempt_id, done.attempt);
         let (attempt_state, task_state, retry_at, result) = match done.result {
             Ok(outcome) => (
                 AttemptState::Success,
@@ -337,53 +328,21 @@ impl LocalRunner {
                 (AttemptState::Failed, state, retry_at, Err(e.to_string()))
             }
         };
-        match self
-            .finish(
-                run_id,
-                &done.task_id,
-                stage,
-                attempt_state,
-                task_state,
-                retry_at,
-                result,
-                now,
-            )
-            .await
-        {
+        let end = AttemptEnd {
+            run_id,
+            task_id: &done.task_id,
+            attempt_id: done.attempt_id,
+            attempt: done.attempt,
+            attempt_state,
+            task_state,
+            retry_at_ms: retry_at,
+            now,
+        };
+        match record_result(&self.store, &end, result).await {
             Ok(()) => observer.task_changed(&done.task_id, task_state),
-            Err(RunError::Store(StoreError::Conflict(_))) => {}
-            Err(e) => return Err(e),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
         }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn finish(
-        &self,
-        run_id: i64,
-        task_id: &str,
-        (attempt_id, attempt): (i64, i64),
-        attempt_state: AttemptState,
-        task_state: TaskState,
-        retry_at_ms: Option<i64>,
-        result: Result<(StageOutcome, Option<String>), String>,
-        now: i64,
-    ) -> Result<(), RunError> {
-        record_result(
-            &self.store,
-            &AttemptEnd {
-                run_id,
-                task_id,
-                attempt_id,
-                attempt,
-                attempt_state,
-                task_state,
-                retry_at_ms,
-                now,
-            },
-            result,
-        )
-        .await?;
         Ok(())
     }
 
@@ -457,230 +416,4 @@ impl LocalRunner {
 enum Preparation {
     Ready(Result<Stage, String>),
     Later(Dag, RunContext),
-}
-
-/// Who asked for a run, which decides who drives it.
-#[derive(Clone, Debug)]
-pub enum RunOrigin {
-    /// `amdahl run`: this process (the owner) drives it.
-    InProcess(String),
-    /// `amdahl trigger`: the scheduler service drives it; logical date = now.
-    Manual,
-    /// A cron tick: the scheduler service drives it; logical date = the interval's start.
-    Scheduled(chrono::DateTime<chrono::Utc>),
-    /// One date of a backfill: the scheduler service drives it.
-    Backfill {
-        backfill_id: i64,
-        logical: chrono::DateTime<chrono::Utc>,
-    },
-}
-
-/// Records the DAG's version and creates a queued run. A scheduled run that exists already
-/// (another scheduler was first) is a `Conflict`.
-pub async fn create_run(
-    store: &Store,
-    clock: &dyn Clock,
-    dag: &Dag,
-    params: &BTreeMap<String, serde_json::Value>,
-    origin: RunOrigin,
-) -> Result<i64, StoreError> {
-    let now = clock.now_ms();
-    let (owner, trigger, logical_date, backfill_id) = match origin {
-        RunOrigin::InProcess(owner) => (Some(owner), TriggerKind::Manual, rfc3339(now), None),
-        RunOrigin::Manual => (None, TriggerKind::Manual, rfc3339(now), None),
-        RunOrigin::Scheduled(tick) => (None, TriggerKind::Schedule, logical_text(tick), None),
-        RunOrigin::Backfill {
-            backfill_id,
-            logical,
-        } => (
-            None,
-            TriggerKind::Backfill,
-            logical_text(logical),
-            Some(backfill_id),
-        ),
-    };
-    let version_id = record_version(store, dag, now).await?;
-    let tasks = dag
-        .tasks
-        .iter()
-        .map(|t| NewTask {
-            task_id: t.id.clone(),
-            device: t.device.to_string(),
-            kind: t.kind.name().to_string(),
-            needs: t.needs.clone(),
-            priority: i64::from(t.priority),
-            retries: i64::from(t.retries),
-            retry_delay_ms: t.retry_delay.as_millis() as i64,
-            timeout_ms: t.timeout.map(|d| d.as_millis() as i64),
-            pool: t.pool.clone(),
-        })
-        .collect();
-    let run_id = store
-        .create_run(&NewRun {
-            dag_id: dag.id.clone(),
-            trigger,
-            dag_version_id: version_id,
-            params_json: serde_json::to_string(params).unwrap_or_else(|_| "{}".into()),
-            logical_date,
-            max_active_tasks: i64::from(dag.max_active_tasks.unwrap_or(16)),
-            owner,
-            backfill_id,
-            now_ms: now,
-            tasks,
-        })
-        .await?;
-    store.signal(Topic::Progress).await;
-    Ok(run_id)
-}
-
-pub(crate) fn find<'a>(tasks: &'a [TaskRecord], task_id: &str) -> Result<&'a TaskRecord, RunError> {
-    tasks
-        .iter()
-        .find(|t| t.task_id == task_id)
-        .ok_or_else(|| RunError::Invalid(format!("task `{task_id}` is missing from the run")))
-}
-
-pub(crate) fn state_of(tasks: &[TaskRecord], task_id: &str) -> TaskState {
-    tasks
-        .iter()
-        .find(|t| t.task_id == task_id)
-        .map_or(TaskState::Scheduled, |t| t.state)
-}
-
-pub(crate) fn task_view(t: &TaskRecord) -> TaskView {
-    TaskView {
-        task_id: t.task_id.clone(),
-        state: t.state,
-        needs: t.needs.clone(),
-        priority: t.priority as i32,
-        attempts: t.attempts as u32,
-        retries: t.retries as u32,
-        retry_delay_ms: t.retry_delay_ms,
-        retry_at_ms: t.retry_at_ms,
-        timeout_ms: t.timeout_ms,
-        started_at_ms: t.started_at_ms,
-        pool: t.pool.clone(),
-    }
-}
-
-/// Free pool slots, read only when one of `tasks` is in a pool.
-pub(crate) async fn pool_free_for(
-    store: &Store,
-    tasks: &[TaskRecord],
-) -> Result<BTreeMap<String, usize>, StoreError> {
-    if tasks.iter().any(|t| t.pool.is_some()) {
-        store.pool_free().await
-    } else {
-        Ok(BTreeMap::new())
-    }
-}
-
-pub(crate) fn view_of(
-    state: RunState,
-    tasks: &[TaskRecord],
-    max_active_tasks: i64,
-    cancel_requested: bool,
-    dispatcher: Dispatcher,
-    pool_free: BTreeMap<String, usize>,
-) -> RunView {
-    RunView {
-        state,
-        tasks: tasks.iter().map(task_view).collect(),
-        max_active_tasks: max_active_tasks.max(1) as usize,
-        cancel_requested,
-        dispatcher,
-        pool_free,
-    }
-}
-
-/// Records the DAG's source as a version (idempotent by its hash); returns the version id.
-pub async fn record_version(store: &Store, dag: &Dag, now_ms: i64) -> Result<i64, StoreError> {
-    store
-        .record_dag_version(
-            &dag.id,
-            &dag.source.hash,
-            &dag.source.display_path,
-            &dag.source.base_dir.display().to_string(),
-            &dag.source.text,
-            now_ms,
-        )
-        .await
-}
-
-/// How logical dates are stored: RFC 3339, UTC, whole seconds (so text order is time order).
-pub fn logical_text(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
-/// This process's identity as a run owner: `host:pid:start-ms`.
-pub fn owner_id(now_ms: i64) -> String {
-    format!("{}:{}:{now_ms}", host_name(), std::process::id())
-}
-
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// Fails every unfinished run whose owner is gone: a process on this host that no longer
-/// exists, or any owner silent for longer than [`ORPHAN_AFTER`]. Returns the runs it failed.
-pub async fn reap_orphans(
-    store: &Store,
-    clock: &dyn Clock,
-    own_owner: &str,
-) -> Result<Vec<i64>, StoreError> {
-    let now = clock.now_ms();
-    let host = host_name();
-    let mut reaped = Vec::new();
-    for (run_id, owner, heartbeat) in store.unfinished_runs().await? {
-        // Runs without an owner belong to the scheduler service, whose workers hold leases.
-        let Some(owner) = owner else { continue };
-        if owner == own_owner {
-            continue;
-        }
-        let owner = Some(owner);
-        let dead_here = owner.as_deref().and_then(|o| {
-            let mut parts = o.split(':');
-            let owner_host = parts.next()?;
-            let pid: i32 = parts.next()?.parse().ok()?;
-            (owner_host == host).then(|| !process_alive(pid))
-        });
-        let silent = heartbeat.is_none_or(|at| now - at > ORPHAN_AFTER.as_millis() as i64);
-        let reason = match (dead_here, silent) {
-            (Some(true), _) => format!(
-                "owner process {} exited before the run finished",
-                owner.as_deref().unwrap_or("?")
-            ),
-            (_, true) => format!(
-                "owner {} stopped sending heartbeats",
-                owner.as_deref().unwrap_or("(none)")
-            ),
-            _ => continue,
-        };
-        if store
-            .fail_orphaned_run(run_id, owner.as_deref(), &reason, now)
-            .await?
-        {
-            reaped.push(run_id);
-        }
-    }
-    Ok(reaped)
 }

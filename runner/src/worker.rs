@@ -11,16 +11,18 @@ use tokio::task::JoinSet;
 use amdahl_dags::{Dag, RunContext};
 use amdahl_executors::storage::DataRoot;
 
-use super::reports::Reports;
-use super::{Moved, advance, load_pinned};
 use crate::attempt::{
     AttemptEnd, AttemptEnv, execute_attempt, finish_of, log_failure, place_stage, prepare_stage,
     published_outputs,
 };
-use crate::decide::after_failure;
-use crate::runner::task_view;
-use crate::state::{AttemptState, TaskState};
-use crate::store::{Backoff, Claim, ClaimRequest, RunRecord, StoreError, Topic, WorkerInfo};
+use crate::reports::Reports;
+use amdahl_scheduler::decide::after_failure;
+use amdahl_scheduler::runs::task_view;
+use amdahl_scheduler::service::{Moved, advance, load_pinned};
+use amdahl_scheduler::state::{AttemptState, TaskState};
+use amdahl_scheduler::store::{
+    Backoff, Claim, ClaimRequest, RunRecord, StoreError, Topic, WorkerInfo,
+};
 
 /// A worker decides a run itself after one of its tasks ends (instead of leaving that to a
 /// scheduler) only when the task has downstream tasks and the DAG has at most this many

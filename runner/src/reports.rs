@@ -5,7 +5,7 @@
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::store::{Backoff, FinishAttempt, Store, StoreError};
+use amdahl_scheduler::store::{Backoff, FinishAttempt, Store, StoreError};
 
 /// Most ends one write records.
 const MAX_BATCH: usize = 512;

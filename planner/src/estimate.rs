@@ -22,10 +22,9 @@ use amdahl_dags::{
 };
 use amdahl_placement::{Graph, OpKind, Pin, Place, StageWork};
 
-use crate::dense;
+use crate::schemas;
+use crate::session::TableInput;
 use crate::session::{query_only, register_input, session_config};
-use crate::stage::TableInput;
-use crate::tpch;
 
 /// Rows a group-by is guessed to produce until the task has run.
 const GROUPS_GUESS: f64 = 1000.0;
@@ -110,13 +109,13 @@ pub async fn estimate_run(
                     .ok()
                     .and_then(|t| amdahl_dags::load::parse_scale_factor(&t).ok())
                     .unwrap_or(1.0);
-                generated(&task.id, pin, tpch_rows(*table, sf), tpch::schema(*table))
+                generated(&task.id, pin, tpch_rows(*table, sf), schemas::tpch(*table))
             }
             TaskKind::Generate(Generate::Vectors { rows, dim, .. }) => generated(
                 &task.id,
                 pin,
                 *rows as f64,
-                dense::generated_schema(*dim as usize),
+                schemas::generated_schema(*dim as usize),
             ),
             TaskKind::Sql(located) => {
                 let query = template::render(located, context).map_err(|e| e.message)?;
@@ -132,7 +131,7 @@ pub async fn estimate_run(
                 );
                 let dim = vector_dim(&base.schema, &k.column) as f64;
                 let rows = queries.rows * f64::from(k.k).min(base.rows);
-                let schema = dense::knn_schema();
+                let schema = schemas::knn_schema();
                 let bytes = rows * row_width(&schema);
                 let mut stage = dense_stage(
                     &task.id,
@@ -142,11 +141,11 @@ pub async fn estimate_run(
                     2.0 * queries.rows * base.rows * dim,
                     bytes,
                 );
-                if k.k as usize > crate::gpu::dense::MAX_GPU_K {
+                if k.k as usize > crate::kernel::MAX_GPU_K {
                     stage.gpu_support = Err(format!(
                         "k = {} (the GPU keeps at most {})",
                         k.k,
-                        crate::gpu::dense::MAX_GPU_K
+                        crate::kernel::MAX_GPU_K
                     ));
                 }
                 (
@@ -165,7 +164,7 @@ pub async fn estimate_run(
                 );
                 let dim = vector_dim(&left.schema, &m.column) as f64;
                 let width = right.rows.max(1.0) as usize;
-                let schema = dense::vectors_schema("vector", width);
+                let schema = schemas::vectors_schema("vector", width);
                 let bytes = left.rows * row_width(&schema);
                 (
                     dense_stage(
@@ -185,13 +184,14 @@ pub async fn estimate_run(
             }
             TaskKind::Score(s) => {
                 let input = table(&tables, &s.input.name)?;
-                let mlp = dense::Mlp::load(&dag.source.base_dir.join(&s.model), s.activation)?;
+                let mlp =
+                    crate::model::Mlp::load(&dag.source.base_dir.join(&s.model), s.activation)?;
                 let per_row: f64 = mlp
                     .layers
                     .iter()
                     .map(|l| 2.0 * (l.inputs * l.outputs) as f64)
                     .sum();
-                let schema = dense::vectors_schema("score", mlp.outputs());
+                let schema = schemas::vectors_schema("score", mlp.outputs());
                 let bytes = input.rows * row_width(&schema);
                 (
                     dense_stage(
@@ -435,7 +435,7 @@ async fn sql_stage(
         output_bytes: bytes_out as u64,
         touched_bytes: used_bytes as u64,
         work,
-        gpu_support: crate::gpu::translate(&plan)
+        gpu_support: crate::kernel::translate(&plan)
             .map(|_| ())
             .map_err(|u| u.to_string()),
         // A split query runs its parts on this worker's devices.
@@ -515,7 +515,7 @@ async fn dataset_table(dataset: &amdahl_dags::Dataset) -> Result<Table, String> 
 
 fn file_bytes(path: &Path) -> u64 {
     if path.is_dir() {
-        crate::storage::dir_bytes(path)
+        dir_bytes(path)
     } else {
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
@@ -588,4 +588,25 @@ fn vector_dim(schema: &Schema, column: &str) -> usize {
         Ok(DataType::FixedSizeList(_, n)) => n.max(1) as usize,
         _ => 1,
     }
+}
+
+/// Bytes of a local file, or of the files directly in a folder.
+pub fn path_bytes(path: &Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => dir_bytes(path),
+    }
+}
+
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use amdahl_dags::load_bytes;
 use amdahl_executors::{CpuRuntime, Executors};
-use amdahl_scheduler::runner::{LocalRunner, Quiet, reap_orphans};
+use amdahl_runner::{LocalRunner, Quiet};
+use amdahl_scheduler::runs::reap_orphans;
 use amdahl_scheduler::store::{
     ClaimRequest, FinishAttempt, NewBackfill, NewRun, NewTask, Prediction, ReapLease, Store,
     StoreError,
@@ -153,8 +154,8 @@ async fn gpu_tasks_wait_for_a_gpu_worker(db: &TestDb) {
 /// does; injected here through the same call) the worker advertises no GPU at its next
 /// renewal and leaves `device: gpu` tasks to others, while it goes on taking the rest.
 async fn a_worker_whose_gpu_is_lost_stops_advertising_it(db: &TestDb) {
-    use amdahl_scheduler::attempt::AttemptEnv;
-    use amdahl_scheduler::service::{Worker, WorkerConfig};
+    use amdahl_runner::attempt::AttemptEnv;
+    use amdahl_runner::{Worker, WorkerConfig};
     let store = db.store().await;
     let data = tempfile::tempdir().unwrap();
     let worker = Arc::new(Worker::new(

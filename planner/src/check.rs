@@ -20,10 +20,9 @@ use amdahl_dags::{
     Dag, Diagnostic, Diagnostics, Generate, Located, RunContext, TaskKind, template,
 };
 
-use crate::dense;
+use crate::schemas;
+use crate::session::TableInput;
 use crate::session::{query_only, register_input, session_config};
-use crate::stage::TableInput;
-use crate::tpch;
 
 /// Plans every SQL task of `dag` with its default params; returns the problems found.
 pub async fn check_sql(dag: &Dag) -> Diagnostics {
@@ -40,10 +39,10 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
     for task in &dag.tasks {
         match &task.kind {
             TaskKind::Generate(Generate::Tpch { table, .. }) => {
-                task_schemas.insert(&task.id, tpch::schema(*table));
+                task_schemas.insert(&task.id, schemas::tpch(*table));
             }
             TaskKind::Generate(Generate::Vectors { dim, .. }) => {
-                task_schemas.insert(&task.id, dense::generated_schema(*dim as usize));
+                task_schemas.insert(&task.id, schemas::generated_schema(*dim as usize));
             }
             TaskKind::Shell(_) | TaskKind::Empty => {}
             TaskKind::Knn(_) | TaskKind::Matmul(_) | TaskKind::Score(_) => {
@@ -74,7 +73,7 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         )),
-                        Ok(f) if !dense::is_vector(f.data_type()) => Some(format!(
+                        Ok(f) if !schemas::is_vector(f.data_type()) => Some(format!(
                             "column `{column}` of table `{}` is {}, not a list of floats",
                             table.name,
                             f.data_type()
@@ -86,13 +85,13 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
                     }
                 }
                 let output = match &task.kind {
-                    TaskKind::Knn(_) => Some(dense::knn_schema()),
+                    TaskKind::Knn(_) => Some(schemas::knn_schema()),
                     // The width is the right table's row count: known only at run time.
-                    TaskKind::Matmul(_) => Some(dense::vectors_schema("vector", 2)),
+                    TaskKind::Matmul(_) => Some(schemas::vectors_schema("vector", 2)),
                     TaskKind::Score(s) => {
                         let path = dag.source.base_dir.join(&s.model);
-                        match dense::Mlp::load(&path, s.activation) {
-                            Ok(mlp) => Some(dense::vectors_schema("score", mlp.outputs())),
+                        match crate::model::Mlp::load(&path, s.activation) {
+                            Ok(mlp) => Some(schemas::vectors_schema("score", mlp.outputs())),
                             Err(e) => {
                                 diagnostics.push(Diagnostic::new(file, task.span, e));
                                 None

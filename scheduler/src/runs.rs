@@ -1,0 +1,253 @@
+//! Runs as the store holds them: creating a run from a DAG (its version, tasks and logical
+//! date), the views [`crate::decide`] reads, owners and their heartbeats, and failing runs whose
+//! owner died ([`reap_orphans`]). Shared by the in-process runner, the services and the API;
+//! nothing here executes a stage.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use amdahl_dags::Dag;
+
+use crate::Clock;
+use crate::decide::{Dispatcher, RunView, TaskView};
+use crate::state::{RunState, TaskState};
+use crate::store::{NewRun, NewTask, Store, StoreError, TaskRecord, Topic, TriggerKind};
+
+/// How often a running process proves it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A run whose owner has not beaten for this long is taken to be orphaned.
+pub const ORPHAN_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Who asked for a run, which decides who drives it.
+#[derive(Clone, Debug)]
+pub enum RunOrigin {
+    /// `amdahl run`: this process (the owner) drives it.
+    InProcess(String),
+    /// `amdahl trigger`: the scheduler service drives it; logical date = now.
+    Manual,
+    /// A cron tick: the scheduler service drives it; logical date = the interval's start.
+    Scheduled(chrono::DateTime<chrono::Utc>),
+    /// One date of a backfill: the scheduler service drives it.
+    Backfill {
+        backfill_id: i64,
+        logical: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+/// Records the DAG's version and creates a queued run. A scheduled run that exists already
+/// (another scheduler was first) is a `Conflict`.
+pub async fn create_run(
+    store: &Store,
+    clock: &dyn Clock,
+    dag: &Dag,
+    params: &BTreeMap<String, serde_json::Value>,
+    origin: RunOrigin,
+) -> Result<i64, StoreError> {
+    let now = clock.now_ms();
+    let (owner, trigger, logical_date, backfill_id) = match origin {
+        RunOrigin::InProcess(owner) => (Some(owner), TriggerKind::Manual, rfc3339(now), None),
+        RunOrigin::Manual => (None, TriggerKind::Manual, rfc3339(now), None),
+        RunOrigin::Scheduled(tick) => (None, TriggerKind::Schedule, logical_text(tick), None),
+        RunOrigin::Backfill {
+            backfill_id,
+            logical,
+        } => (
+            None,
+            TriggerKind::Backfill,
+            logical_text(logical),
+            Some(backfill_id),
+        ),
+    };
+    let version_id = record_version(store, dag, now).await?;
+    let tasks = dag
+        .tasks
+        .iter()
+        .map(|t| NewTask {
+            task_id: t.id.clone(),
+            device: t.device.to_string(),
+            kind: t.kind.name().to_string(),
+            needs: t.needs.clone(),
+            priority: i64::from(t.priority),
+            retries: i64::from(t.retries),
+            retry_delay_ms: t.retry_delay.as_millis() as i64,
+            timeout_ms: t.timeout.map(|d| d.as_millis() as i64),
+            pool: t.pool.clone(),
+        })
+        .collect();
+    let run_id = store
+        .create_run(&NewRun {
+            dag_id: dag.id.clone(),
+            trigger,
+            dag_version_id: version_id,
+            params_json: serde_json::to_string(params).unwrap_or_else(|_| "{}".into()),
+            logical_date,
+            max_active_tasks: i64::from(dag.max_active_tasks.unwrap_or(16)),
+            owner,
+            backfill_id,
+            now_ms: now,
+            tasks,
+        })
+        .await?;
+    store.signal(Topic::Progress).await;
+    Ok(run_id)
+}
+
+pub fn find<'a>(tasks: &'a [TaskRecord], task_id: &str) -> Result<&'a TaskRecord, RunError> {
+    tasks
+        .iter()
+        .find(|t| t.task_id == task_id)
+        .ok_or_else(|| RunError::Invalid(format!("task `{task_id}` is missing from the run")))
+}
+
+pub fn state_of(tasks: &[TaskRecord], task_id: &str) -> TaskState {
+    tasks
+        .iter()
+        .find(|t| t.task_id == task_id)
+        .map_or(TaskState::Scheduled, |t| t.state)
+}
+
+pub fn task_view(t: &TaskRecord) -> TaskView {
+    TaskView {
+        task_id: t.task_id.clone(),
+        state: t.state,
+        needs: t.needs.clone(),
+        priority: t.priority as i32,
+        attempts: t.attempts as u32,
+        retries: t.retries as u32,
+        retry_delay_ms: t.retry_delay_ms,
+        retry_at_ms: t.retry_at_ms,
+        timeout_ms: t.timeout_ms,
+        started_at_ms: t.started_at_ms,
+        pool: t.pool.clone(),
+    }
+}
+
+/// Free pool slots, read only when one of `tasks` is in a pool.
+pub async fn pool_free_for(
+    store: &Store,
+    tasks: &[TaskRecord],
+) -> Result<BTreeMap<String, usize>, StoreError> {
+    if tasks.iter().any(|t| t.pool.is_some()) {
+        store.pool_free().await
+    } else {
+        Ok(BTreeMap::new())
+    }
+}
+
+pub fn view_of(
+    state: RunState,
+    tasks: &[TaskRecord],
+    max_active_tasks: i64,
+    cancel_requested: bool,
+    dispatcher: Dispatcher,
+    pool_free: BTreeMap<String, usize>,
+) -> RunView {
+    RunView {
+        state,
+        tasks: tasks.iter().map(task_view).collect(),
+        max_active_tasks: max_active_tasks.max(1) as usize,
+        cancel_requested,
+        dispatcher,
+        pool_free,
+    }
+}
+
+/// Records the DAG's source as a version (idempotent by its hash); returns the version id.
+pub async fn record_version(store: &Store, dag: &Dag, now_ms: i64) -> Result<i64, StoreError> {
+    store
+        .record_dag_version(
+            &dag.id,
+            &dag.source.hash,
+            &dag.source.display_path,
+            &dag.source.base_dir.display().to_string(),
+            &dag.source.text,
+            now_ms,
+        )
+        .await
+}
+
+/// How logical dates are stored: RFC 3339, UTC, whole seconds (so text order is time order).
+pub fn logical_text(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// This process's identity as a run owner: `host:pid:start-ms`.
+pub fn owner_id(now_ms: i64) -> String {
+    format!("{}:{}:{now_ms}", host_name(), std::process::id())
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown-host".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Fails every unfinished run whose owner is gone: a process on this host that no longer
+/// exists, or any owner silent for longer than [`ORPHAN_AFTER`]. Returns the runs it failed.
+pub async fn reap_orphans(
+    store: &Store,
+    clock: &dyn Clock,
+    own_owner: &str,
+) -> Result<Vec<i64>, StoreError> {
+    let now = clock.now_ms();
+    let host = host_name();
+    let mut reaped = Vec::new();
+    for (run_id, owner, heartbeat) in store.unfinished_runs().await? {
+        // Runs without an owner belong to the scheduler service, whose workers hold leases.
+        let Some(owner) = owner else { continue };
+        if owner == own_owner {
+            continue;
+        }
+        let owner = Some(owner);
+        let dead_here = owner.as_deref().and_then(|o| {
+            let mut parts = o.split(':');
+            let owner_host = parts.next()?;
+            let pid: i32 = parts.next()?.parse().ok()?;
+            (owner_host == host).then(|| !process_alive(pid))
+        });
+        let silent = heartbeat.is_none_or(|at| now - at > ORPHAN_AFTER.as_millis() as i64);
+        let reason = match (dead_here, silent) {
+            (Some(true), _) => format!(
+                "owner process {} exited before the run finished",
+                owner.as_deref().unwrap_or("?")
+            ),
+            (_, true) => format!(
+                "owner {} stopped sending heartbeats",
+                owner.as_deref().unwrap_or("(none)")
+            ),
+            _ => continue,
+        };
+        if store
+            .fail_orphaned_run(run_id, owner.as_deref(), &reason, now)
+            .await?
+        {
+            reaped.push(run_id);
+        }
+    }
+    Ok(reaped)
+}
