@@ -12,11 +12,12 @@
 //! On a machine without a usable GPU it says so and measures the CPU side only. Inputs are
 //! made in memory (the same arrays for both sides), so neither side reads files.
 
+#[path = "gpu/data.rs"]
+mod data;
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{ArrayRef, Date32Array, Decimal128Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -30,6 +31,8 @@ use amdahl_placement::cost::{cpu_model, gpu_model};
 use amdahl_placement::{
     Observation, OpKind, Pin, Place, Profile, StageWork, cpu_time, gpu_time, learned, main_kind,
 };
+
+use data::{q6_batches, schema};
 
 const Q6: &str = "SELECT SUM(l_extendedprice * l_discount) AS revenue FROM lineitem \
                   WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01' \
@@ -47,72 +50,6 @@ fn env_usize(name: &str, default: usize) -> usize {
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
-}
-
-fn schema() -> SchemaRef {
-    let money = DataType::Decimal128(15, 2);
-    Arc::new(Schema::new(vec![
-        Field::new("l_quantity", money.clone(), false),
-        Field::new("l_extendedprice", money.clone(), false),
-        Field::new("l_discount", money, false),
-        Field::new("l_shipdate", DataType::Date32, false),
-    ]))
-}
-
-/// `rows` lineitem-like rows in TPC-H's value ranges, in batches of 1M rows, made on every
-/// core (each batch from its own stretch of the random sequence, so the result is the same
-/// whatever the number of cores).
-fn q6_batches(rows: usize) -> Vec<RecordBatch> {
-    let starts: Vec<usize> = (0..rows).step_by(1 << 20).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = starts.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = starts
-            .chunks(per)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|&start| q6_batch(start, (1 << 20).min(rows - start)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("generator thread"))
-            .collect()
-    })
-}
-
-/// Rows `start .. start + n` of the Q6 table.
-fn q6_batch(start: usize, n: usize) -> RecordBatch {
-    let mut i = 4 * start as u64;
-    let mut next = |m: u64| {
-        i += 1;
-        (dense::uniform(7, i) as f64 * 0.5 + 0.5) * m as f64
-    };
-    let quantity: Vec<i128> = (0..n).map(|_| (next(50) as i128 + 1) * 100).collect();
-    let price: Vec<i128> = (0..n).map(|_| next(10_000_000) as i128 + 90_000).collect();
-    let discount: Vec<i128> = (0..n).map(|_| next(11) as i128).collect();
-    let date: Vec<i32> = (0..n).map(|_| 8_036 + next(2_526) as i32).collect();
-    let decimal = |v: Vec<i128>| -> ArrayRef {
-        Arc::new(
-            Decimal128Array::from(v)
-                .with_precision_and_scale(15, 2)
-                .expect("decimal(15, 2)"),
-        )
-    };
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            decimal(quantity),
-            decimal(price),
-            decimal(discount),
-            Arc::new(Date32Array::from(date)),
-        ],
-    )
-    .expect("batch")
 }
 
 fn main() {
