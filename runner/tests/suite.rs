@@ -16,7 +16,7 @@ use amdahl_runner::{LocalRunner, Quiet};
 use amdahl_scheduler::runs::reap_orphans;
 use amdahl_scheduler::store::{
     ClaimRequest, FinishAttempt, NewBackfill, NewRun, NewTask, Prediction, ReapLease, Store,
-    StoreError,
+    StoreError, TriggerKind, WorkerInfo,
 };
 use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
 
@@ -1249,6 +1249,335 @@ tasks:
     );
 }
 
+/// Every read of the store, on rows written here: the store decodes rows by column name, so
+/// a column (or alias) a read's row shape does not name fails here, on either database.
+async fn every_read_decodes_its_rows(db: &TestDb) {
+    let store = db.store().await;
+    let date = "2026-01-01T00:00:00Z";
+    let version = store
+        .record_dag_version("demo", "h1", "demo.yaml", "/tmp", "dag: demo", 1_000)
+        .await
+        .unwrap();
+    let task = |id: &str, needs: &[&str]| NewTask {
+        task_id: id.into(),
+        device: "auto".into(),
+        kind: "shell".into(),
+        needs: needs.iter().map(|n| n.to_string()).collect(),
+        priority: 0,
+        retries: 0,
+        retry_delay_ms: 0,
+        timeout_ms: None,
+        pool: None,
+    };
+    let run_id = store
+        .create_run(&NewRun {
+            dag_id: "demo".into(),
+            trigger: TriggerKind::Schedule,
+            dag_version_id: version,
+            params_json: "{}".into(),
+            logical_date: date.into(),
+            max_active_tasks: 4,
+            owner: None,
+            backfill_id: None,
+            now_ms: 1_000,
+            tasks: vec![task("a", &[]), task("b", &["a"]), task("c", &[])],
+        })
+        .await
+        .unwrap();
+
+    // DAGs and their versions.
+    let dags = store.list_dags().await.unwrap();
+    assert_eq!(
+        (
+            dags[0].dag_id.as_str(),
+            dags[0].latest_hash.as_str(),
+            dags[0].source_path.as_str(),
+            dags[0].runs,
+            dags[0].last_run_state,
+            dags[0].paused
+        ),
+        ("demo", "h1", "demo.yaml", 1, Some(RunState::Queued), false)
+    );
+    let latest = store.latest_dag_version("demo").await.unwrap().unwrap();
+    assert_eq!(store.dag_version(version).await.unwrap().unwrap(), latest);
+    assert_eq!(
+        (latest.id, latest.base_dir.as_str(), latest.yaml.as_str()),
+        (version, "/tmp", "dag: demo")
+    );
+    assert_eq!(
+        store.schedule_state("demo").await.unwrap(),
+        (Some(date.to_string()), 1)
+    );
+    store.set_paused("demo", true, 2_000).await.unwrap();
+    assert!(store.is_paused("demo").await.unwrap());
+    store.set_paused("demo", false, 2_000).await.unwrap();
+    assert!(!store.is_paused("demo").await.unwrap());
+
+    // Runs.
+    assert_eq!(
+        store.unfinished_runs().await.unwrap(),
+        [(run_id, None, Some(1_000))]
+    );
+    let runs = store.runs_before(Some("demo"), None, 10).await.unwrap();
+    assert_eq!(store.service_runs(None).await.unwrap(), runs);
+    assert_eq!(
+        (
+            runs[0].id,
+            runs[0].version_hash.as_str(),
+            runs[0].state,
+            runs[0].created_at_ms
+        ),
+        (run_id, "h1", RunState::Queued, 1_000)
+    );
+    assert_eq!(store.undecided_tasks(run_id).await.unwrap(), (3, 3));
+
+    // Workers, claims, leases, logs and attempts.
+    store
+        .queue_tasks(run_id, TaskState::Scheduled, &["a", "c"], 1_500)
+        .await
+        .unwrap();
+    let worker = WorkerInfo {
+        worker_id: "w1".into(),
+        host: "h".into(),
+        slots: 2,
+        gpus: 0,
+        memory_bytes: 1 << 30,
+        started_at_ms: 1_000,
+        heartbeat_at_ms: 2_000,
+    };
+    store.register_worker(&worker).await.unwrap();
+    assert_eq!(store.live_workers(1_500).await.unwrap(), [worker]);
+    let claims = store
+        .claim_tasks(&ClaimRequest {
+            owner: "w1",
+            has_gpu: false,
+            limit: 10,
+            lease_ms: 1_000,
+            now_ms: 2_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 2);
+    let mut held = store.extend_leases("w1", 1_000, 2_100).await.unwrap();
+    held.sort();
+    assert_eq!(held, [(run_id, "a".to_string()), (run_id, "c".to_string())]);
+    let expired = store.expired_leases(10_000).await.unwrap();
+    assert_eq!(expired.len(), 2);
+    assert_eq!(
+        (
+            expired[0].run_id,
+            expired[0].attempt,
+            expired[0].owner.as_deref()
+        ),
+        (run_id, 1, Some("w1"))
+    );
+    let a = claims.iter().find(|c| c.task_id == "a").unwrap();
+    store
+        .append_logs(a.attempt_id, &[("stdout".into(), "hello".into(), 2_200)])
+        .await
+        .unwrap();
+    let logs = store.logs(run_id, "a").await.unwrap();
+    assert_eq!(
+        (
+            logs[0].attempt,
+            logs[0].stream.as_str(),
+            logs[0].line.as_str()
+        ),
+        (1, "stdout", "hello")
+    );
+    store
+        .finish_attempt(&FinishAttempt {
+            run_id,
+            task_id: "a".into(),
+            attempt_id: a.attempt_id,
+            attempt: a.attempt,
+            attempt_state: AttemptState::Success,
+            task_state: TaskState::Success,
+            retry_at_ms: None,
+            device: Some("cpu".into()),
+            device_note: None,
+            output_path: None,
+            rows_out: Some(3),
+            bytes_out: Some(30),
+            error: None,
+            now_ms: 2_500,
+            io_us: Some(7),
+            transfer_us: None,
+            compute_us: None,
+        })
+        .await
+        .unwrap();
+    let attempts = store.attempts_of(run_id, &["a".into()]).await.unwrap();
+    assert_eq!(
+        (
+            attempts[0].id,
+            attempts[0].state,
+            attempts[0].device.as_deref(),
+            attempts[0].rows_out,
+            attempts[0].started_at_ms,
+            attempts[0].finished_at_ms,
+            attempts[0].io_us
+        ),
+        (
+            a.attempt_id,
+            AttemptState::Success,
+            Some("cpu"),
+            Some(3),
+            2_000,
+            Some(2_500),
+            Some(7)
+        )
+    );
+    assert_eq!(store.attempts_at(run_id, 0, 3).await.unwrap().len(), 2);
+    let page = store.tasks_page(run_id, 1, 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    let named = store
+        .tasks_named(run_id, &["c".into(), "a".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        named
+            .iter()
+            .map(|t| (t.task_id.as_str(), t.state))
+            .collect::<Vec<_>>(),
+        [("c", TaskState::Running), ("a", TaskState::Success)]
+    );
+
+    // What the web UI and `/metrics` read.
+    let counts = store.state_counts(run_id).await.unwrap();
+    assert_eq!(
+        counts
+            .iter()
+            .map(|c| (
+                c.state.as_str(),
+                c.tasks,
+                c.attempts,
+                c.last_started_ms,
+                c.last_finished_ms
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("running", 1, 1, Some(2_000), None),
+            ("scheduled", 1, 0, None, None),
+            ("success", 1, 1, Some(2_000), Some(2_500)),
+        ]
+    );
+    let mut cells = store.grid_cells(&[run_id], None).await.unwrap();
+    cells.sort_by(|x, y| x.task_id.cmp(&y.task_id));
+    assert_eq!(
+        cells
+            .iter()
+            .map(|c| (
+                c.run_id,
+                c.task_id.as_str(),
+                c.state.as_str(),
+                c.device.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (run_id, "a", "success", Some("cpu")),
+            (run_id, "b", "scheduled", None),
+            (run_id, "c", "running", None),
+        ]
+    );
+    let named_cells = store
+        .grid_cells(&[run_id], Some(&["b".to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(named_cells, cells[1..2]);
+    assert_eq!(
+        store.recent_run_states(5).await.unwrap(),
+        [("demo".to_string(), "queued".to_string())]
+    );
+    let totals = store.counts().await.unwrap();
+    assert_eq!(totals.runs, [("queued".to_string(), 1)]);
+    assert_eq!(
+        totals.tasks,
+        [
+            ("running".to_string(), 1),
+            ("scheduled".to_string(), 1),
+            ("success".to_string(), 1)
+        ]
+    );
+    assert_eq!(totals.device_busy, [("cpu".to_string(), 1, 500)]);
+    assert_eq!(totals.claim_latency_ms, [500, 500]);
+
+    // Pools, tokens and backfills.
+    store.set_pool("p", 3, "a pool", 1_000).await.unwrap();
+    let pools = store.pools().await.unwrap();
+    assert_eq!(
+        (
+            pools[0].name.as_str(),
+            pools[0].slots,
+            pools[0].description.as_str(),
+            pools[0].occupied
+        ),
+        ("p", 3, "a pool", 0)
+    );
+    let token_id = store
+        .create_token("ci", "viewer", "abc", 1_000)
+        .await
+        .unwrap();
+    let token = store.use_token("abc", 100_000).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            token.id,
+            token.name.as_str(),
+            token.role.as_str(),
+            token.created_at_ms,
+            token.last_used_at_ms
+        ),
+        (token_id, "ci", "viewer", 1_000, None)
+    );
+    let tokens = store.tokens().await.unwrap();
+    assert_eq!(
+        (tokens[0].last_used_at_ms, tokens[0].revoked_at_ms),
+        (Some(100_000), None)
+    );
+    let backfill = store
+        .create_backfill(&NewBackfill {
+            dag_id: "demo".into(),
+            dag_version_id: version,
+            from_date: date.into(),
+            to_date: "2026-01-02T00:00:00Z".into(),
+            reprocess: "none".into(),
+            max_active_runs: 2,
+            params_json: "{}".into(),
+            now_ms: 3_000,
+        })
+        .await
+        .unwrap();
+    let listed = store.list_backfills(10).await.unwrap();
+    assert_eq!(store.running_backfills().await.unwrap(), listed);
+    assert_eq!(
+        (
+            listed[0].id,
+            listed[0].reprocess.as_str(),
+            listed[0].max_active_runs,
+            listed[0].state.as_str(),
+            listed[0].created_at_ms,
+            listed[0].finished_at_ms
+        ),
+        (backfill, "none", 2, "running", 3_000, None)
+    );
+    let dated = store
+        .dated_runs("demo", date, "2026-01-02T00:00:00Z")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            dated[0].run_id,
+            dated[0].logical_date.as_str(),
+            dated[0].state,
+            dated[0].backfill_id
+        ),
+        (run_id, date, RunState::Queued, None)
+    );
+}
+
 macro_rules! suite {
     ($($test:ident),+ $(,)?) => {
         mod sqlite {
@@ -1448,6 +1777,7 @@ suite!(
     placement_records_are_kept,
     cleared_tasks_run_again,
     a_worker_whose_gpu_is_lost_stops_advertising_it,
+    every_read_decodes_its_rows,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

@@ -43,33 +43,36 @@ pub struct DatedRun {
     pub backfill_id: Option<i64>,
 }
 
-type BackfillRow = (
-    i64,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    i64,
-    Option<i64>,
-);
+#[derive(sqlx::FromRow)]
+struct BackfillRow {
+    id: i64,
+    dag_id: String,
+    dag_version_id: i64,
+    from_date: String,
+    to_date: String,
+    reprocess: String,
+    max_active_runs: i64,
+    params_json: String,
+    state: String,
+    created_at_ms: i64,
+    finished_at_ms: Option<i64>,
+}
 
-fn backfill_record(r: BackfillRow) -> BackfillRecord {
-    BackfillRecord {
-        id: r.0,
-        dag_id: r.1,
-        dag_version_id: r.2,
-        from_date: r.3,
-        to_date: r.4,
-        reprocess: r.5,
-        max_active_runs: r.6,
-        params_json: r.7,
-        state: r.8,
-        created_at_ms: r.9,
-        finished_at_ms: r.10,
+impl BackfillRow {
+    fn into_record(self) -> BackfillRecord {
+        BackfillRecord {
+            id: self.id,
+            dag_id: self.dag_id,
+            dag_version_id: self.dag_version_id,
+            from_date: self.from_date,
+            to_date: self.to_date,
+            reprocess: self.reprocess,
+            max_active_runs: self.max_active_runs,
+            params_json: self.params_json,
+            state: self.state,
+            created_at_ms: self.created_at_ms,
+            finished_at_ms: self.finished_at_ms,
+        }
     }
 }
 
@@ -85,8 +88,8 @@ macro_rules! select_backfills {
 
 impl Store {
     pub async fn create_backfill(&self, new: &NewBackfill) -> Result<i64> {
-        let (id,): (i64,) = on_pool!(self, pool => {
-            sqlx::query_as(
+        let id: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar(
                 "INSERT INTO backfills (dag_id, dag_version_id, from_date, to_date, reprocess, \
                                         max_active_runs, params_json, state, created_at_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8) RETURNING id",
@@ -109,7 +112,7 @@ impl Store {
         let row: Option<BackfillRow> = on_pool!(self, pool => {
             sqlx::query_as(select_backfills!("WHERE id = $1")).bind(id).fetch_optional(pool).await?
         });
-        Ok(row.map(backfill_record))
+        Ok(row.map(BackfillRow::into_record))
     }
 
     /// Backfills still creating or waiting for runs, oldest first.
@@ -119,7 +122,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
-        Ok(rows.into_iter().map(backfill_record).collect())
+        Ok(rows.into_iter().map(BackfillRow::into_record).collect())
     }
 
     /// Every backfill, newest first.
@@ -130,7 +133,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
-        Ok(rows.into_iter().map(backfill_record).collect())
+        Ok(rows.into_iter().map(BackfillRow::into_record).collect())
     }
 
     /// Stops a running backfill: it creates no more runs, and its unfinished runs are asked
@@ -203,7 +206,14 @@ impl Store {
 
     /// Runs of `dag_id` whose logical date is in `[from, to]`, oldest first.
     pub async fn dated_runs(&self, dag_id: &str, from: &str, to: &str) -> Result<Vec<DatedRun>> {
-        let rows: Vec<(i64, String, String, Option<i64>)> = on_pool!(self, pool => {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            logical_date: String,
+            state: String,
+            backfill_id: Option<i64>,
+        }
+        let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT id, logical_date, state, backfill_id FROM runs \
                  WHERE dag_id = $1 AND logical_date >= $2 AND logical_date <= $3 ORDER BY id",
@@ -215,13 +225,13 @@ impl Store {
             .await?
         });
         rows.into_iter()
-            .map(|(run_id, logical_date, state, backfill_id)| {
+            .map(|row| {
                 Ok(DatedRun {
-                    run_id,
-                    logical_date,
-                    state: RunState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("run state `{state}`")))?,
-                    backfill_id,
+                    run_id: row.id,
+                    logical_date: row.logical_date,
+                    state: RunState::parse(&row.state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("run state `{}`", row.state)))?,
+                    backfill_id: row.backfill_id,
                 })
             })
             .collect()

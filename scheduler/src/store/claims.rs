@@ -89,7 +89,7 @@ const CLAIM_POSTGRES: &str = concat!(
         RETURNING t.run_id, t.task_id, t.attempts) \
      INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
      SELECT run_id, task_id, attempts, 'running', $4, $3 FROM claimed \
-     RETURNING run_id, task_id, attempt, id"
+     RETURNING run_id, task_id, attempt, id AS attempt_id"
 );
 
 const CLAIM_SQLITE: &str = concat!(
@@ -100,6 +100,23 @@ const CLAIM_SQLITE: &str = concat!(
     ") RETURNING run_id, task_id, attempts"
 );
 
+/// A claimed task with its new attempt, as the PostgreSQL claim returns it.
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    run_id: i64,
+    task_id: String,
+    attempt: i64,
+    attempt_id: i64,
+}
+
+/// A claimed task, as the SQLite claim returns it (its attempt is opened next).
+#[derive(sqlx::FromRow)]
+struct ClaimedTask {
+    run_id: i64,
+    task_id: String,
+    attempts: i64,
+}
+
 const OPEN_ATTEMPT: &str = "INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
      VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id";
 
@@ -109,7 +126,7 @@ impl Store {
         let expires = request.now_ms.saturating_add(request.lease_ms);
         match &self.pool {
             Pool::Postgres(pool) => {
-                let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(CLAIM_POSTGRES)
+                let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_POSTGRES)
                     .bind(request.limit)
                     .bind(request.has_gpu)
                     .bind(request.now_ms)
@@ -119,11 +136,11 @@ impl Store {
                     .await?;
                 Ok(rows
                     .into_iter()
-                    .map(|(run_id, task_id, attempt, attempt_id)| Claim {
-                        run_id,
-                        task_id,
-                        attempt_id,
-                        attempt,
+                    .map(|row| Claim {
+                        run_id: row.run_id,
+                        task_id: row.task_id,
+                        attempt_id: row.attempt_id,
+                        attempt: row.attempt,
                     })
                     .collect())
             }
@@ -131,7 +148,7 @@ impl Store {
             // transaction (SQLite runs one writer at a time, so nothing is skipped or locked).
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                let rows: Vec<(i64, String, i64)> = sqlx::query_as(CLAIM_SQLITE)
+                let rows: Vec<ClaimedTask> = sqlx::query_as(CLAIM_SQLITE)
                     .bind(request.limit)
                     .bind(request.has_gpu)
                     .bind(request.now_ms)
@@ -140,20 +157,20 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?;
                 let mut claims = Vec::with_capacity(rows.len());
-                for (run_id, task_id, attempt) in rows {
-                    let (attempt_id,): (i64,) = sqlx::query_as(OPEN_ATTEMPT)
-                        .bind(run_id)
-                        .bind(&task_id)
-                        .bind(attempt)
+                for row in rows {
+                    let attempt_id: i64 = sqlx::query_scalar(OPEN_ATTEMPT)
+                        .bind(row.run_id)
+                        .bind(&row.task_id)
+                        .bind(row.attempts)
                         .bind(request.owner)
                         .bind(request.now_ms)
                         .fetch_one(&mut *tx)
                         .await?;
                     claims.push(Claim {
-                        run_id,
-                        task_id,
+                        run_id: row.run_id,
+                        task_id: row.task_id,
                         attempt_id,
-                        attempt,
+                        attempt: row.attempts,
                     });
                 }
                 tx.commit().await?;
@@ -185,7 +202,16 @@ impl Store {
 
     /// Workers that beat after `since_ms`, newest first.
     pub async fn live_workers(&self, since_ms: i64) -> Result<Vec<WorkerInfo>> {
-        type Row = (String, String, i64, i64, i64, i64, i64);
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            worker_id: String,
+            host: String,
+            slots: i64,
+            gpus: i64,
+            memory_bytes: i64,
+            started_at_ms: i64,
+            heartbeat_at_ms: i64,
+        }
         let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT worker_id, host, slots, gpus, memory_bytes, started_at_ms, heartbeat_at_ms FROM workers \
@@ -197,19 +223,15 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(
-                |(worker_id, host, slots, gpus, memory_bytes, started_at_ms, heartbeat_at_ms)| {
-                    WorkerInfo {
-                        worker_id,
-                        host,
-                        slots,
-                        gpus,
-                        memory_bytes,
-                        started_at_ms,
-                        heartbeat_at_ms,
-                    }
-                },
-            )
+            .map(|row| WorkerInfo {
+                worker_id: row.worker_id,
+                host: row.host,
+                slots: row.slots,
+                gpus: row.gpus,
+                memory_bytes: row.memory_bytes,
+                started_at_ms: row.started_at_ms,
+                heartbeat_at_ms: row.heartbeat_at_ms,
+            })
             .collect())
     }
 
@@ -221,7 +243,12 @@ impl Store {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<(i64, String)>> {
-        let held = on_pool!(self, pool => {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            run_id: i64,
+            task_id: String,
+        }
+        let held: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "UPDATE task_instances SET lease_expires_at_ms = $1 WHERE state = 'running' AND lease_owner = $2 \
                    AND lease_expires_at_ms <> 0 RETURNING run_id, task_id",
@@ -231,7 +258,10 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(held)
+        Ok(held
+            .into_iter()
+            .map(|row| (row.run_id, row.task_id))
+            .collect())
     }
 
     /// Gives up `owner`'s lease on a running task at once: the next reaper pass ends its
@@ -254,7 +284,14 @@ impl Store {
 
     /// Running tasks whose lease expired before `now_ms`.
     pub async fn expired_leases(&self, now_ms: i64) -> Result<Vec<ExpiredLease>> {
-        let rows: Vec<(i64, String, i64, Option<String>)> = on_pool!(self, pool => {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            run_id: i64,
+            task_id: String,
+            attempts: i64,
+            lease_owner: Option<String>,
+        }
+        let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT run_id, task_id, attempts, lease_owner FROM task_instances \
                  WHERE state = 'running' AND lease_expires_at_ms < $1 ORDER BY lease_expires_at_ms",
@@ -265,11 +302,11 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(|(run_id, task_id, attempt, owner)| ExpiredLease {
-                run_id,
-                task_id,
-                attempt,
-                owner,
+            .map(|row| ExpiredLease {
+                run_id: row.run_id,
+                task_id: row.task_id,
+                attempt: row.attempts,
+                owner: row.lease_owner,
             })
             .collect())
     }
@@ -332,7 +369,7 @@ impl Store {
         sqlx::query("ANALYZE task_instances")
             .execute(&mut *tx)
             .await?;
-        let rows: Vec<(String,)> = sqlx::query_as(concat!(
+        let lines: Vec<String> = sqlx::query_scalar(concat!(
             "EXPLAIN ",
             candidates!(),
             " FOR UPDATE SKIP LOCKED"
@@ -342,10 +379,6 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|(line,)| line)
-            .collect::<Vec<_>>()
-            .join("\n"))
+        Ok(lines.join("\n"))
     }
 }

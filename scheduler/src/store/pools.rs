@@ -66,11 +66,18 @@ impl Store {
 
     /// Every pool with its occupancy, by name.
     pub async fn pools(&self) -> Result<Vec<PoolRecord>> {
-        let rows: Vec<(String, i64, String, i64)> = on_pool!(self, pool => {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            name: String,
+            slots: i64,
+            description: String,
+            occupied: i64,
+        }
+        let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT p.name, p.slots, p.description, \
                     (SELECT count(*) FROM task_instances t \
-                     WHERE t.pool = p.name AND t.state IN ('queued', 'running')) \
+                     WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS occupied \
                  FROM pools p ORDER BY p.name",
             )
             .fetch_all(pool)
@@ -78,11 +85,11 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(|(name, slots, description, occupied)| PoolRecord {
-                name,
-                slots,
-                description,
-                occupied,
+            .map(|row| PoolRecord {
+                name: row.name,
+                slots: row.slots,
+                description: row.description,
+                occupied: row.occupied,
             })
             .collect())
     }

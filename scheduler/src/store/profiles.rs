@@ -12,6 +12,21 @@ pub struct ProfileRecord {
     pub measured_at_ms: i64,
 }
 
+#[derive(sqlx::FromRow)]
+struct Row {
+    host: String,
+    profile: String,
+    measured_at_ms: i64,
+}
+
+fn record(row: Row) -> ProfileRecord {
+    ProfileRecord {
+        host: row.host,
+        profile: row.profile,
+        measured_at_ms: row.measured_at_ms,
+    }
+}
+
 impl Store {
     /// Stores `host`'s profile, replacing the one it had.
     pub async fn save_profile(&self, host: &str, profile: &str, measured_at_ms: i64) -> Result<()> {
@@ -33,7 +48,7 @@ impl Store {
 
     /// `host`'s stored profile, if it has one.
     pub async fn profile(&self, host: &str) -> Result<Option<ProfileRecord>> {
-        let row: Option<(String, String, i64)> = on_pool!(self, pool => {
+        let row: Option<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT host, profile, measured_at_ms FROM machine_profiles WHERE host = $1",
             )
@@ -41,27 +56,16 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.map(|(host, profile, measured_at_ms)| ProfileRecord {
-            host,
-            profile,
-            measured_at_ms,
-        }))
+        Ok(row.map(record))
     }
 
     /// Every stored profile, by host.
     pub async fn profiles(&self) -> Result<Vec<ProfileRecord>> {
-        let rows: Vec<(String, String, i64)> = on_pool!(self, pool => {
+        let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as("SELECT host, profile, measured_at_ms FROM machine_profiles ORDER BY host")
                 .fetch_all(pool)
                 .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(host, profile, measured_at_ms)| ProfileRecord {
-                host,
-                profile,
-                measured_at_ms,
-            })
-            .collect())
+        Ok(rows.into_iter().map(record).collect())
     }
 }

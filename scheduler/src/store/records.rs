@@ -244,41 +244,44 @@ impl TaskRow {
     }
 }
 
-pub(super) type RunRow = (
-    i64,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
+#[derive(sqlx::FromRow)]
+pub(super) struct RunRow {
+    id: i64,
+    dag_id: String,
+    dag_version_id: i64,
+    hash: String,
+    state: String,
+    params_json: String,
+    logical_date: String,
+    max_active_tasks: i64,
+    owner: Option<String>,
+    heartbeat_at_ms: Option<i64>,
+    note: Option<String>,
+    created_at_ms: i64,
+    started_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+    cancel_requested_at_ms: Option<i64>,
+}
 
-pub(super) fn run_record(row: RunRow) -> Result<RunRecord> {
-    Ok(RunRecord {
-        id: row.0,
-        dag_id: row.1,
-        dag_version_id: row.2,
-        version_hash: row.3,
-        state: RunState::parse(&row.4)
-            .ok_or_else(|| StoreError::Corrupt(format!("run state `{}`", row.4)))?,
-        params_json: row.5,
-        logical_date: row.6,
-        max_active_tasks: row.7,
-        owner: row.8,
-        heartbeat_at_ms: row.9,
-        note: row.10,
-        created_at_ms: row.11,
-        started_at_ms: row.12,
-        finished_at_ms: row.13,
-        cancel_requested_at_ms: row.14,
-    })
+impl RunRow {
+    pub(super) fn into_record(self) -> Result<RunRecord> {
+        Ok(RunRecord {
+            state: RunState::parse(&self.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("run state `{}`", self.state)))?,
+            id: self.id,
+            dag_id: self.dag_id,
+            dag_version_id: self.dag_version_id,
+            version_hash: self.hash,
+            params_json: self.params_json,
+            logical_date: self.logical_date,
+            max_active_tasks: self.max_active_tasks,
+            owner: self.owner,
+            heartbeat_at_ms: self.heartbeat_at_ms,
+            note: self.note,
+            created_at_ms: self.created_at_ms,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            cancel_requested_at_ms: self.cancel_requested_at_ms,
+        })
+    }
 }

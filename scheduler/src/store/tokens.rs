@@ -15,16 +15,24 @@ pub struct TokenRecord {
     pub revoked_at_ms: Option<i64>,
 }
 
-type Row = (i64, String, String, i64, Option<i64>, Option<i64>);
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    name: String,
+    role: String,
+    created_at_ms: i64,
+    last_used_at_ms: Option<i64>,
+    revoked_at_ms: Option<i64>,
+}
 
-fn record((id, name, role, created_at_ms, last_used_at_ms, revoked_at_ms): Row) -> TokenRecord {
+fn record(row: Row) -> TokenRecord {
     TokenRecord {
-        id,
-        name,
-        role,
-        created_at_ms,
-        last_used_at_ms,
-        revoked_at_ms,
+        id: row.id,
+        name: row.name,
+        role: row.role,
+        created_at_ms: row.created_at_ms,
+        last_used_at_ms: row.last_used_at_ms,
+        revoked_at_ms: row.revoked_at_ms,
     }
 }
 

@@ -8,7 +8,7 @@
 //! how many names it is given.
 
 use super::records::TaskRow;
-use super::*;
+use super::{AttemptRecord, Pool, Result, Store, StoreError, TaskRecord};
 use crate::state::AttemptState;
 
 /// How many of a run's tasks are in one state, with what moves whenever one of them changes
@@ -42,49 +42,61 @@ macro_rules! select_attempts {
     };
 }
 
-type AttemptRow = (
-    i64,
-    String,
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    id: i64,
+    task_id: String,
+    attempt: i64,
+    state: String,
+    device: Option<String>,
+    error: Option<String>,
+    rows_out: Option<i64>,
+    bytes_out: Option<i64>,
+    started_at_ms: i64,
+    finished_at_ms: Option<i64>,
+    device_note: Option<String>,
+    predicted_cpu_us: Option<i64>,
+    predicted_gpu_us: Option<i64>,
+    io_us: Option<i64>,
+    transfer_us: Option<i64>,
+    compute_us: Option<i64>,
+}
+
+impl AttemptRow {
+    fn into_record(self) -> Result<AttemptRecord> {
+        Ok(AttemptRecord {
+            state: AttemptState::parse(&self.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("attempt state `{}`", self.state)))?,
+            id: self.id,
+            task_id: self.task_id,
+            attempt: self.attempt,
+            device: self.device,
+            error: self.error,
+            rows_out: self.rows_out,
+            bytes_out: self.bytes_out,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            device_note: self.device_note,
+            predicted_cpu_us: self.predicted_cpu_us,
+            predicted_gpu_us: self.predicted_gpu_us,
+            io_us: self.io_us,
+            transfer_us: self.transfer_us,
+            compute_us: self.compute_us,
+        })
+    }
+}
 
 fn attempt_records(rows: Vec<AttemptRow>) -> Result<Vec<AttemptRecord>> {
-    rows.into_iter()
-        .map(|r| {
-            Ok(AttemptRecord {
-                id: r.0,
-                task_id: r.1,
-                attempt: r.2,
-                state: AttemptState::parse(&r.3)
-                    .ok_or_else(|| StoreError::Corrupt(format!("attempt state `{}`", r.3)))?,
-                device: r.4,
-                error: r.5,
-                rows_out: r.6,
-                bytes_out: r.7,
-                started_at_ms: r.8,
-                finished_at_ms: r.9,
-                device_note: r.10,
-                predicted_cpu_us: r.11,
-                predicted_gpu_us: r.12,
-                io_us: r.13,
-                transfer_us: r.14,
-                compute_us: r.15,
-            })
-        })
-        .collect()
+    rows.into_iter().map(AttemptRow::into_record).collect()
+}
+
+/// A cell of the grid, as read.
+#[derive(sqlx::FromRow)]
+struct CellRow {
+    run_id: i64,
+    task_id: String,
+    state: String,
+    device: Option<String>,
 }
 
 fn json_names(names: &[String]) -> String {
@@ -202,11 +214,18 @@ impl Store {
 
     /// A run's tasks counted by state (one aggregate; no task rows leave the database).
     pub async fn state_counts(&self, run_id: i64) -> Result<Vec<StateCount>> {
-        type Row = (String, i64, i64, Option<i64>, Option<i64>);
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            state: String,
+            tasks: i64,
+            attempt_total: i64,
+            last_started_ms: Option<i64>,
+            last_finished_ms: Option<i64>,
+        }
         let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT state, COUNT(*), CAST(COALESCE(SUM(attempts), 0) AS BIGINT), \
-                        MAX(started_at_ms), MAX(finished_at_ms) \
+                "SELECT state, COUNT(*) AS tasks, CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS attempt_total, \
+                        MAX(started_at_ms) AS last_started_ms, MAX(finished_at_ms) AS last_finished_ms \
                  FROM task_instances WHERE run_id = $1 GROUP BY state ORDER BY state",
             )
             .bind(run_id)
@@ -215,15 +234,13 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(
-                |(state, tasks, attempts, last_started_ms, last_finished_ms)| StateCount {
-                    state,
-                    tasks,
-                    attempts,
-                    last_started_ms,
-                    last_finished_ms,
-                },
-            )
+            .map(|row| StateCount {
+                state: row.state,
+                tasks: row.tasks,
+                attempts: row.attempt_total,
+                last_started_ms: row.last_started_ms,
+                last_finished_ms: row.last_finished_ms,
+            })
             .collect())
     }
 
@@ -239,7 +256,7 @@ impl Store {
         if runs.is_empty() || tasks.is_some_and(|t| t.is_empty()) {
             return Ok(Vec::new());
         }
-        let rows: Vec<(i64, String, String, Option<String>)> = match (&self.pool, tasks) {
+        let rows: Vec<CellRow> = match (&self.pool, tasks) {
             (Pool::Postgres(pool), Some(tasks)) => {
                 sqlx::query_as(
                     "SELECT run_id, task_id, state, device FROM task_instances \
@@ -279,11 +296,11 @@ impl Store {
         };
         Ok(rows
             .into_iter()
-            .map(|(run_id, task_id, state, device)| TaskCell {
-                run_id,
-                task_id,
-                state,
-                device,
+            .map(|row| TaskCell {
+                run_id: row.run_id,
+                task_id: row.task_id,
+                state: row.state,
+                device: row.device,
             })
             .collect())
     }
@@ -291,7 +308,12 @@ impl Store {
     /// The states of each DAG's latest `per_dag` runs, newest first: (DAG id, state). Each
     /// DAG's runs are read newest first by index, `per_dag` of them, however many it has.
     pub async fn recent_run_states(&self, per_dag: i64) -> Result<Vec<(String, String)>> {
-        let rows = on_pool!(self, pool => {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            dag_id: String,
+            state: String,
+        }
+        let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT r.dag_id, r.state FROM dags d JOIN runs r ON r.id IN \
                      (SELECT id FROM runs WHERE dag_id = d.dag_id ORDER BY id DESC LIMIT $1) \
@@ -301,6 +323,9 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.dag_id, row.state))
+            .collect())
     }
 }

@@ -1,0 +1,385 @@
+//! Attempts: starting one, recording how it ended (one at a time or a worker's batch at
+//! once), cancelling a running one, and what placement predicted for it.
+//!
+//! Every end is fenced by the attempt number: a report for an attempt that is no longer its
+//! task's current one changes nothing.
+
+use super::{
+    FinishAttempt, Pool, PredictedAttempt, Prediction, Result, Store, StoreError, check_task_edge,
+};
+use crate::state::TaskState;
+
+/// [`Store::finish_attempts`] on PostgreSQL: one statement over arrays, in a transaction that
+/// is rolled back (`None`) if the task rows and attempt rows it updated do not pair up.
+async fn finish_attempts_postgres(
+    pool: &sqlx::PgPool,
+    ends: &[FinishAttempt],
+) -> Result<Option<Vec<bool>>> {
+    let column = |f: fn(&FinishAttempt) -> i64| ends.iter().map(f).collect::<Vec<i64>>();
+    let maybe = |f: fn(&FinishAttempt) -> Option<i64>| ends.iter().map(f).collect::<Vec<_>>();
+    let text = |f: fn(&FinishAttempt) -> Option<&str>| {
+        ends.iter()
+            .map(|e| f(e).map(str::to_string))
+            .collect::<Vec<Option<String>>>()
+    };
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        tasks: i64,
+        attempt_ids: Vec<i64>,
+    }
+    let mut tx = pool.begin().await?;
+    let row: Row = sqlx::query_as(FINISH_MANY_POSTGRES)
+        .bind(column(|e| e.run_id))
+        .bind(text(|e| Some(e.task_id.as_str())))
+        .bind(column(|e| e.attempt))
+        .bind(column(|e| e.attempt_id))
+        .bind(text(|e| Some(e.attempt_state.as_str())))
+        .bind(text(|e| Some(e.task_state.as_str())))
+        .bind(maybe(|e| e.retry_at_ms))
+        .bind(text(|e| e.device.as_deref()))
+        .bind(text(|e| e.output_path.as_deref()))
+        .bind(maybe(|e| e.rows_out))
+        .bind(maybe(|e| e.bytes_out))
+        .bind(text(|e| e.error.as_deref()))
+        .bind(column(|e| e.now_ms))
+        .bind(text(|e| e.device_note.as_deref()))
+        .bind(maybe(|e| e.io_us))
+        .bind(maybe(|e| e.transfer_us))
+        .bind(maybe(|e| e.compute_us))
+        .fetch_one(&mut *tx)
+        .await?;
+    if row.tasks as usize != row.attempt_ids.len() {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    let done: std::collections::HashSet<i64> = row.attempt_ids.into_iter().collect();
+    Ok(Some(
+        ends.iter().map(|e| done.contains(&e.attempt_id)).collect(),
+    ))
+}
+
+const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
+        SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
+                             $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
+                             $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[]) \
+            AS e(run_id, task_id, attempt, attempt_id, attempt_state, task_state, retry_at_ms, device, \
+                 output_path, rows_out, bytes_out, error, now_ms, device_note, io_us, transfer_us, compute_us)), \
+     t AS ( \
+        UPDATE task_instances ti SET state = e.task_state, retry_at_ms = e.retry_at_ms, \
+            device = COALESCE(e.device, ti.device), lease_owner = NULL, lease_expires_at_ms = NULL, \
+            output_path = COALESCE(e.output_path, ti.output_path), rows_out = e.rows_out, \
+            bytes_out = e.bytes_out, error = e.error, \
+            finished_at_ms = CASE WHEN e.task_state = 'up_for_retry' THEN NULL ELSE e.now_ms END \
+        FROM e WHERE ti.run_id = e.run_id AND ti.task_id = e.task_id AND ti.state = 'running' \
+            AND ti.attempts = e.attempt \
+        RETURNING e.attempt_id), \
+     a AS ( \
+        UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, \
+            device_note = e.device_note, error = e.error, rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms, \
+            io_us = e.io_us, transfer_us = e.transfer_us, compute_us = e.compute_us \
+        FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
+            AND ta.id IN (SELECT attempt_id FROM t) \
+        RETURNING ta.id) \
+     SELECT (SELECT COUNT(*) FROM t) AS tasks, COALESCE((SELECT array_agg(id) FROM a), '{}') AS attempt_ids";
+
+/// [`Store::finish_attempts`] on SQLite: the one-end statements, in one transaction (one
+/// writer at a time: the statements are cheap, the commit is what costs).
+async fn finish_attempts_sqlite(
+    pool: &sqlx::SqlitePool,
+    ends: &[FinishAttempt],
+) -> Result<Option<Vec<bool>>> {
+    let mut tx = pool.begin().await?;
+    let mut recorded = Vec::with_capacity(ends.len());
+    for f in ends {
+        let task_rows = finish_task_query(f)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if task_rows != 1 {
+            recorded.push(false);
+            continue;
+        }
+        if finish_attempt_query(f)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            != 1
+        {
+            return Ok(None);
+        }
+        recorded.push(true);
+    }
+    tx.commit().await?;
+    Ok(Some(recorded))
+}
+
+type Args<DB> = <DB as sqlx::Database>::Arguments;
+
+/// The task half of recording an attempt's end, fenced by the attempt number.
+fn finish_task_query<DB: sqlx::Database>(f: &FinishAttempt) -> sqlx::query::Query<'_, DB, Args<DB>>
+where
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "UPDATE task_instances SET state = $1, retry_at_ms = $2, device = COALESCE($3, device), \
+            lease_owner = NULL, lease_expires_at_ms = NULL, \
+            output_path = COALESCE($4, output_path), rows_out = $5, bytes_out = $6, error = $7, \
+            finished_at_ms = CASE WHEN $1 = 'up_for_retry' THEN NULL ELSE $8 END \
+         WHERE run_id = $9 AND task_id = $10 AND state = 'running' AND attempts = $11",
+    )
+    .bind(f.task_state.as_str())
+    .bind(f.retry_at_ms)
+    .bind(f.device.as_deref())
+    .bind(f.output_path.as_deref())
+    .bind(f.rows_out)
+    .bind(f.bytes_out)
+    .bind(f.error.as_deref())
+    .bind(f.now_ms)
+    .bind(f.run_id)
+    .bind(f.task_id.as_str())
+    .bind(f.attempt)
+}
+
+/// The attempt half of recording an attempt's end.
+fn finish_attempt_query<DB: sqlx::Database>(
+    f: &FinishAttempt,
+) -> sqlx::query::Query<'_, DB, Args<DB>>
+where
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "UPDATE task_attempts SET state = $1, device = $2, error = $3, rows_out = $4, bytes_out = $5, \
+            finished_at_ms = $6, device_note = $7, io_us = $8, transfer_us = $9, compute_us = $10 \
+         WHERE id = $11 AND state = 'running'",
+    )
+    .bind(f.attempt_state.as_str())
+    .bind(f.device.as_deref())
+    .bind(f.error.as_deref())
+    .bind(f.rows_out)
+    .bind(f.bytes_out)
+    .bind(f.now_ms)
+    .bind(f.device_note.as_deref())
+    .bind(f.io_us)
+    .bind(f.transfer_us)
+    .bind(f.compute_us)
+    .bind(f.attempt_id)
+}
+
+impl Store {
+    /// queued → running and a new attempt row, atomically; returns (attempt id, attempt number).
+    pub async fn start_attempt(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<(i64, i64)> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let attempt: Option<i64> = sqlx::query_scalar(
+                "UPDATE task_instances SET state = 'running', attempts = attempts + 1, started_at_ms = $1, \
+                    error = NULL, retry_at_ms = NULL, lease_owner = $4 \
+                 WHERE run_id = $2 AND task_id = $3 AND state = 'queued' RETURNING attempts",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(attempt) = attempt else {
+                return Err(StoreError::Conflict(format!("task {task_id} of run {run_id} is not queued")));
+            };
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
+                 VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
+            )
+            .bind(run_id)
+            .bind(task_id)
+            .bind(attempt)
+            .bind(owner)
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok((id, attempt))
+        })
+    }
+
+    /// Records how an attempt ended and moves its task on, fenced by the attempt number: a
+    /// report for an attempt that is no longer the task's current one changes nothing.
+    pub async fn finish_attempt(&self, f: &FinishAttempt) -> Result<()> {
+        check_task_edge(TaskState::Running, f.task_state)?;
+        if !f.attempt_state.is_terminal() {
+            return Err(StoreError::IllegalTransition(format!(
+                "of an attempt: running -> {}",
+                f.attempt_state
+            )));
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let task_rows = finish_task_query(f).execute(&mut *tx).await?.rows_affected();
+            let attempt_rows = finish_attempt_query(f).execute(&mut *tx).await?.rows_affected();
+            if task_rows != 1 || attempt_rows != 1 {
+                // Dropping the transaction rolls it back: a stale report changes nothing.
+                return Err(StoreError::Conflict(format!(
+                    "attempt {} of task {} in run {} is no longer current",
+                    f.attempt, f.task_id, f.run_id
+                )));
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Records many attempt ends at once (a worker's group commit), each fenced as in
+    /// [`Store::finish_attempt`]. Returns, in order, whether each was recorded: `false` is a
+    /// stale report, which changed nothing.
+    pub async fn finish_attempts(&self, ends: &[FinishAttempt]) -> Result<Vec<bool>> {
+        for f in ends {
+            check_task_edge(TaskState::Running, f.task_state)?;
+            if !f.attempt_state.is_terminal() {
+                return Err(StoreError::IllegalTransition(format!(
+                    "of an attempt: running -> {}",
+                    f.attempt_state
+                )));
+            }
+        }
+        if ends.len() == 1 {
+            return Ok(vec![self.finish_attempt(&ends[0]).await.map_or_else(
+                |e| match e {
+                    StoreError::Conflict(_) => Ok(false),
+                    other => Err(other),
+                },
+                |()| Ok(true),
+            )?]);
+        }
+        let recorded = match &self.pool {
+            Pool::Postgres(pool) => finish_attempts_postgres(pool, ends).await?,
+            Pool::Sqlite(pool) => finish_attempts_sqlite(pool, ends).await?,
+        };
+        if let Some(recorded) = recorded {
+            return Ok(recorded);
+        }
+        // A task row and its attempt row disagreed (which fenced writes never leave behind,
+        // but a hand-edited database might): record one by one, so only that end is refused.
+        let mut recorded = Vec::with_capacity(ends.len());
+        for f in ends {
+            recorded.push(match self.finish_attempt(f).await {
+                Ok(()) => true,
+                Err(StoreError::Conflict(_)) => false,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(recorded)
+    }
+
+    /// running → cancelled for the task's current attempt (fenced by its number), ending the
+    /// attempt too; the worker finds its lease gone and stops the stage.
+    pub async fn cancel_running_task(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        attempt: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let tasks = sqlx::query(
+                "UPDATE task_instances SET state = 'cancelled', error = 'run cancelled', lease_owner = NULL, \
+                    lease_expires_at_ms = NULL, finished_at_ms = $1 \
+                 WHERE run_id = $2 AND task_id = $3 AND state = 'running' AND attempts = $4",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if tasks != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "task {task_id} of run {run_id} is not running attempt {attempt}"
+                )));
+            }
+            sqlx::query(
+                "UPDATE task_attempts SET state = 'cancelled', error = 'run cancelled', finished_at_ms = $1 \
+                 WHERE run_id = $2 AND task_id = $3 AND attempt = $4 AND state = 'running'",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Records what placement predicted for an attempt.
+    pub async fn record_prediction(&self, attempt_id: i64, p: &Prediction) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE task_attempts SET predicted_cpu_us = $1, predicted_gpu_us = $2, \
+                 predicted_kind = $3, cpu_factor = $4, gpu_factor = $5 WHERE id = $6",
+            )
+            .bind(p.cpu_us)
+            .bind(p.gpu_us)
+            .bind(p.kind.as_deref())
+            .bind(p.cpu_factor)
+            .bind(p.gpu_factor)
+            .bind(attempt_id)
+            .execute(pool)
+            .await
+            .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    /// The latest `limit` successful attempts that placement predicted, newest first, with
+    /// the time each took: what the model learns from.
+    pub async fn predicted_attempts(&self, limit: i64) -> Result<Vec<PredictedAttempt>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            predicted_kind: String,
+            device: Option<String>,
+            predicted_cpu_us: Option<i64>,
+            predicted_gpu_us: Option<i64>,
+            cpu_factor: f64,
+            gpu_factor: f64,
+            started_at_ms: i64,
+            finished_at_ms: i64,
+        }
+        let rows: Vec<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT predicted_kind, device, predicted_cpu_us, predicted_gpu_us, cpu_factor, gpu_factor, \
+                 started_at_ms, finished_at_ms FROM task_attempts \
+                 WHERE state = 'success' AND predicted_kind IS NOT NULL AND finished_at_ms IS NOT NULL \
+                 AND cpu_factor IS NOT NULL AND gpu_factor IS NOT NULL \
+                 ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|row| PredictedAttempt {
+                kind: row.predicted_kind,
+                device: row.device,
+                cpu_us: row.predicted_cpu_us,
+                gpu_us: row.predicted_gpu_us,
+                cpu_factor: row.cpu_factor,
+                gpu_factor: row.gpu_factor,
+                took_ms: row.finished_at_ms - row.started_at_ms,
+            })
+            .collect())
+    }
+}

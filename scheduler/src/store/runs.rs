@@ -1,0 +1,316 @@
+//! Runs: creating one with its task instances, reading runs, moving a run through its
+//! states (fenced by the state it leaves), failing runs whose owner is gone, and deleting
+//! old finished ones.
+
+use super::records::RunRow;
+use super::{INSERT_CHUNK, NewRun, Pool, Result, RunRecord, Store, StoreError, check_run_edge};
+use crate::state::RunState;
+
+/// The select list and join every run query shares, as a literal so queries stay constants.
+macro_rules! select_runs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT r.id, r.dag_id, r.dag_version_id, v.hash, r.state, r.params_json, r.logical_date, ",
+            "r.max_active_tasks, r.owner, r.heartbeat_at_ms, r.note, r.created_at_ms, r.started_at_ms, ",
+            "r.finished_at_ms, r.cancel_requested_at_ms FROM runs r JOIN dag_versions v ON v.id = r.dag_version_id ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    /// Creates a run in `queued` with every task `scheduled`, owned by `new.owner`. A second
+    /// scheduled run for the same DAG and logical date is a `Conflict` and changes nothing.
+    ///
+    /// A backfill's run is created only while the backfill is running, so a run cannot slip in
+    /// after `cancel_backfill`: the check is part of the INSERT (SQLite runs one writer at a
+    /// time) and, on PostgreSQL, the backfill row is locked first, so a concurrent cancel waits
+    /// for this run and then cancels it too.
+    pub async fn create_run(&self, new: &NewRun) -> Result<i64> {
+        let lock_backfill = matches!(self.pool, Pool::Postgres(_)) && new.backfill_id.is_some();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if lock_backfill {
+                sqlx::query("SELECT 1 FROM backfills WHERE id = $1 FOR UPDATE")
+                    .bind(new.backfill_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let created: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO runs (dag_id, dag_version_id, state, trigger_kind, params_json, logical_date, \
+                                   max_active_tasks, owner, heartbeat_at_ms, created_at_ms, backfill_id) \
+                 SELECT $1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7, $9 \
+                 WHERE $9 IS NULL OR EXISTS (SELECT 1 FROM backfills b WHERE b.id = $9 AND b.state = 'running') \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(&new.dag_id)
+            .bind(new.dag_version_id)
+            .bind(&new.params_json)
+            .bind(&new.logical_date)
+            .bind(new.max_active_tasks)
+            .bind(&new.owner)
+            .bind(new.now_ms)
+            .bind(new.trigger.as_str())
+            .bind(new.backfill_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(run_id) = created else {
+                return Err(StoreError::Conflict(format!(
+                    "a scheduled or backfill run of {} for {} exists already (or its backfill ended)",
+                    new.dag_id, new.logical_date
+                )));
+            };
+            // Many rows per statement: a 10,000-task run is ten statements, not 10,000.
+            for (chunk_index, chunk) in new.tasks.chunks(INSERT_CHUNK).enumerate() {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO task_instances (run_id, task_id, position, kind, state, needs_json, priority, \
+                                                 retries, retry_delay_ms, timeout_ms, device_pref, pool, in_process) ",
+                );
+                insert.push_values(chunk.iter().enumerate(), |mut row, (i, task)| {
+                    let needs = serde_json::to_string(&task.needs).unwrap_or_else(|_| "[]".into());
+                    row.push_bind(run_id)
+                        .push_bind(task.task_id.clone())
+                        .push_bind((chunk_index * INSERT_CHUNK + i) as i64)
+                        .push_bind(task.kind.clone())
+                        .push("'scheduled'")
+                        .push_bind(needs)
+                        .push_bind(task.priority)
+                        .push_bind(task.retries)
+                        .push_bind(task.retry_delay_ms)
+                        .push_bind(task.timeout_ms)
+                        .push_bind(task.device.clone())
+                        .push_bind(task.pool.clone())
+                        .push_bind(i64::from(new.owner.is_some()));
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(run_id)
+        })
+    }
+
+    pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>> {
+        let row: Option<RunRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_runs!("WHERE r.id = $1")).bind(run_id).fetch_optional(pool).await?
+        });
+        row.map(RunRow::into_record).transpose()
+    }
+
+    /// Newest runs first.
+    pub async fn list_runs(&self, dag_id: Option<&str>, limit: i64) -> Result<Vec<RunRecord>> {
+        self.runs_before(dag_id, None, limit).await
+    }
+
+    /// Newest runs first, only those older than the run `before` (a page after `before`).
+    pub async fn runs_before(
+        &self,
+        dag_id: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<RunRecord>> {
+        let rows: Vec<RunRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_runs!(
+                "WHERE ($1 IS NULL OR r.dag_id = $1) AND ($2 IS NULL OR r.id < $2) \
+                 ORDER BY r.id DESC LIMIT $3"
+            ))
+            .bind(dag_id)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(RunRow::into_record).collect()
+    }
+
+    /// Unfinished runs the scheduler service drives (no owner process) and may move now: those
+    /// of unpaused DAGs, and those someone asked to cancel. Oldest first; `only` picks one.
+    pub async fn service_runs(&self, only: Option<i64>) -> Result<Vec<RunRecord>> {
+        let rows: Vec<RunRow> = on_pool!(self, pool => {
+            sqlx::query_as(select_runs!(
+                "WHERE r.state IN ('queued', 'running') AND r.owner IS NULL AND ($1 IS NULL OR r.id = $1) \
+                   AND (r.cancel_requested_at_ms IS NOT NULL \
+                        OR NOT EXISTS (SELECT 1 FROM dags d WHERE d.dag_id = r.dag_id AND d.paused <> 0)) \
+                 ORDER BY r.id"
+            ))
+            .bind(only)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(RunRow::into_record).collect()
+    }
+
+    /// Runs that are queued or running, with their owner and last heartbeat.
+    pub async fn unfinished_runs(&self) -> Result<Vec<(i64, Option<String>, Option<i64>)>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            owner: Option<String>,
+            heartbeat_at_ms: Option<i64>,
+        }
+        let rows: Vec<Row> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id, owner, heartbeat_at_ms FROM runs WHERE state IN ('queued', 'running') ORDER BY id")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.id, row.owner, row.heartbeat_at_ms))
+            .collect())
+    }
+
+    /// Asks whoever drives an unfinished run to cancel it; false if it had already ended.
+    pub async fn request_cancel(&self, run_id: i64, now_ms: i64) -> Result<bool> {
+        let affected = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE runs SET cancel_requested_at_ms = COALESCE(cancel_requested_at_ms, $1) \
+                 WHERE id = $2 AND state IN ('queued', 'running')",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(affected == 1)
+    }
+
+    /// Moves a run from `from` to `to`; fails with `Conflict` if it was not in `from`.
+    pub async fn set_run_state(
+        &self,
+        run_id: i64,
+        from: RunState,
+        to: RunState,
+        now_ms: i64,
+        note: Option<&str>,
+    ) -> Result<()> {
+        check_run_edge(from, to)?;
+        let affected = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE runs SET state = $1, \
+                    started_at_ms = CASE WHEN $1 = 'running' THEN $2 ELSE started_at_ms END, \
+                    finished_at_ms = CASE WHEN $1 IN ('success', 'failed', 'cancelled') THEN $2 ELSE finished_at_ms END, \
+                    note = COALESCE($3, note) \
+                 WHERE id = $4 AND state = $5",
+            )
+            .bind(to.as_str())
+            .bind(now_ms)
+            .bind(note)
+            .bind(run_id)
+            .bind(from.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if affected == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("run {run_id} is not {from}")))
+        }
+    }
+
+    pub async fn heartbeat(&self, run_id: i64, owner: &str, now_ms: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE runs SET heartbeat_at_ms = $1 WHERE id = $2 AND owner = $3")
+                .bind(now_ms)
+                .bind(run_id)
+                .bind(owner)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Fails a run whose owner is gone: running attempts become `lost`, running tasks `failed`,
+    /// tasks that had not started `cancelled`, the run `failed` with `reason`. Fenced by owner.
+    pub async fn fail_orphaned_run(
+        &self,
+        run_id: i64,
+        owner: Option<&str>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let run_rows = sqlx::query(
+                "UPDATE runs SET state = 'failed', finished_at_ms = $1, note = $2 \
+                 WHERE id = $3 AND state IN ('queued', 'running') AND owner IS NOT DISTINCT FROM $4",
+            )
+            .bind(now_ms)
+            .bind(reason)
+            .bind(run_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if run_rows != 1 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE task_attempts SET state = 'lost', error = $1, finished_at_ms = $2 \
+                 WHERE run_id = $3 AND state = 'running'",
+            )
+            .bind(reason)
+            .bind(now_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE task_instances SET state = 'failed', error = $1, finished_at_ms = $2 \
+                 WHERE run_id = $3 AND state = 'running'",
+            )
+            .bind(reason)
+            .bind(now_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE task_instances SET state = 'cancelled', finished_at_ms = $1 \
+                 WHERE run_id = $2 AND state IN ('scheduled', 'queued', 'up_for_retry')",
+            )
+            .bind(now_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Deletes up to `batch` finished runs (success, failed, cancelled) that ended before
+    /// `finished_before_ms`, with their task instances, attempts and logs (by cascade).
+    /// Unfinished runs are never touched. Returns the ids deleted; call again until empty.
+    pub async fn delete_finished_runs(
+        &self,
+        finished_before_ms: i64,
+        batch: i64,
+    ) -> Result<Vec<i64>> {
+        let ids: Vec<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "DELETE FROM runs WHERE id IN ( \
+                     SELECT id FROM runs \
+                     WHERE state IN ('success', 'failed', 'cancelled') AND finished_at_ms < $1 \
+                     ORDER BY id LIMIT $2) \
+                 RETURNING id",
+            )
+            .bind(finished_before_ms)
+            .bind(batch)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(ids)
+    }
+
+    /// How many finished runs ended before `finished_before_ms` (for `db clean --dry-run`).
+    pub async fn count_finished_runs(&self, finished_before_ms: i64) -> Result<i64> {
+        let count: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM runs \
+                 WHERE state IN ('success', 'failed', 'cancelled') AND finished_at_ms < $1",
+            )
+            .bind(finished_before_ms)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(count)
+    }
+}
