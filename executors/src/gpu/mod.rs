@@ -2,7 +2,7 @@
 //!
 //! [`devices`] says which GPUs this process can use, or why none ([`usable`]: and not lost
 //! since); whether a stage tries one is its route (`amdahl_planner::route`). [`plan`] turns a DataFusion physical plan into a kernel plan (or says which node
-//! keeps it on the CPU); [`host`] is the reference evaluation of a kernel plan that the GPU
+//! keeps it on the CPU); [`reference`] is the reference evaluation of a kernel plan that the GPU
 //! kernels must agree with; [`cuda`] writes, compiles (NVRTC, cached) and runs the kernel.
 //! [`dense`] runs `knn`, `matmul` and `score` with cuBLAS and NVRTC kernels. [`pinned`] pools
 //! page-locked upload buffers; [`resident`] keeps GPU-made outputs in device memory for the
@@ -13,9 +13,9 @@ pub mod dense;
 mod device;
 mod error;
 pub mod health;
-pub mod host;
 pub mod measure;
 pub mod pinned;
+pub mod reference;
 pub mod resident;
 
 /// The kernel plan IR and its translation live with the planner.

@@ -19,7 +19,7 @@ use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 
 use amdahl_dags::TpchTable;
 use amdahl_executors::gpu::cuda::{self, emulation};
-use amdahl_executors::gpu::{host, translate};
+use amdahl_executors::gpu::{reference as host, translate};
 use amdahl_executors::sql::session_config;
 use amdahl_executors::{LogSink, Work};
 

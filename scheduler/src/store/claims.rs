@@ -358,7 +358,7 @@ impl Store {
     }
 
     /// Test support: the plan PostgreSQL chooses for the claim's candidate scan.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub async fn explain_claim_for_test(&self) -> Result<String> {
         let Pool::Postgres(pool) = &self.pool else {
             return Err(StoreError::BadUrl(

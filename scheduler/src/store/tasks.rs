@@ -130,7 +130,7 @@ impl Store {
 
     /// Test support: puts a task row straight into `state`, bypassing the lifecycle (the
     /// triggers only guard updates). Used to check the database's transition rules.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub async fn force_task_state_for_test(
         &self,
         run_id: i64,
@@ -182,7 +182,7 @@ impl Store {
     }
 
     /// Test support: a raw state update, to check that the database refuses illegal edges.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub async fn raw_task_update_for_test(
         &self,
         run_id: i64,

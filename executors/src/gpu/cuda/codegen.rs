@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use super::GpuError;
 use super::layout::{Layout, Word};
 use super::pack::Column;
-use crate::gpu::host::Dictionary;
 use crate::gpu::plan::{AggFunc, ArithOp, CmpOp, Expr, KernelPlan, Lit, Ty};
+use crate::gpu::reference::Dictionary;
 
 /// The CUDA C source of the plan's kernel.
 pub(super) fn kernel_source(

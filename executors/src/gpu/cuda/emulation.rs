@@ -12,8 +12,8 @@ use datafusion::arrow::array::RecordBatch;
 
 use super::pack::Packed;
 use super::{GpuError, prepare};
-use crate::gpu::host;
 use crate::gpu::plan::KernelPlan;
+use crate::gpu::reference as host;
 
 /// CUDA's built-ins for one thread of one block at a time.
 const SHIM: &str = r#"

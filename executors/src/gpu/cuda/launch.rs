@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::DataType;
 use super::pack::Packed;
 use super::{GpuError, Prepared, driver, prepare_batches};
 use crate::gpu::plan::KernelPlan;
-use crate::gpu::{self, host, pinned};
+use crate::gpu::{self, pinned, reference as host};
 
 /// Where the time of a GPU run went.
 #[derive(Clone, Copy, Debug, Default)]

@@ -4,8 +4,8 @@
 
 use super::GpuError;
 use super::pack::Column;
-use crate::gpu::host::{Acc, Dictionary, Value};
 use crate::gpu::plan::{AggFunc, Expr, KernelPlan, Ty};
+use crate::gpu::reference::{Acc, Dictionary, Value};
 
 /// How the accumulators are laid out: per group slot, a row count and each aggregate's words.
 pub(super) struct Layout {

@@ -10,7 +10,7 @@
 //! adds to the global ones. Sums of integers and decimals are 128-bit (two words with carry),
 //! so they are exact like DataFusion's; row arithmetic is 64-bit with overflow detected, and
 //! an overflow makes the run fail, so the stage reruns on the CPU. The accumulators come back
-//! and [`super::host`] turns them into DataFusion's output rows.
+//! and [`super::reference`] turns them into DataFusion's output rows.
 //!
 //! Nothing here may be called unless [`super::devices`] reported a usable device: cudarc
 //! panics when the CUDA libraries are missing.
@@ -28,8 +28,8 @@ mod pack;
 
 use datafusion::arrow::array::ArrayRef;
 
-use super::host::{self, Dictionary};
 use super::plan::KernelPlan;
+use super::reference::{self as host, Dictionary};
 use codegen::kernel_source;
 use layout::Layout;
 use pack::{Column, pack};

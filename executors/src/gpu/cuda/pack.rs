@@ -9,8 +9,8 @@ use datafusion::arrow::datatypes::{
 };
 
 use super::GpuError;
-use crate::gpu::host::Dictionary;
 use crate::gpu::plan::KernelPlan;
+use crate::gpu::reference::Dictionary;
 
 /// A column's values in their device type.
 pub(super) enum Packed {
