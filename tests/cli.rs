@@ -1415,6 +1415,76 @@ fn postgres_empty_tasks_and_the_gpu_fallback() {
     rt.block_on(db.drop_database());
 }
 
+/// Trigger rules: when the load of `failure_handling.yaml` breaks, the cleanup (`all_done`)
+/// and the page (`one_failed`) run, the report (`all_success`) is upstream_failed, and the
+/// run fails all the same; when it does not, the page is skipped and the run succeeds.
+fn trigger_rules_handle_a_failure(amdahl: &Amdahl, services: bool) {
+    let example = "dags/examples/failure_handling.yaml";
+    let verb = if services { "trigger" } else { "run" };
+    let broken = amdahl.run(&[verb, example, "--param", "break_load=true", "--wait"]);
+    assert!(!broken.status.success(), "{}", text(&broken.stdout));
+    let ok = amdahl.run(&[verb, example, "--wait"]);
+    assert_success(&ok, "the unbroken run");
+    let row = |shown: &str, task: &str| -> String {
+        shown
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(task))
+            .unwrap_or_else(|| panic!("no row for `{task}` in:\n{shown}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let shown = text(&amdahl.run(&["runs", "show", "1"]).stdout);
+    assert!(shown.contains("state    failed"), "{shown}");
+    for (task, state) in [
+        ("staged", "success"),
+        ("load", "failed"),
+        ("cleanup", "success"),
+        ("page", "success"),
+        ("report", "upstream_failed"),
+    ] {
+        assert_eq!(row(&shown, task), state, "{task} in:\n{shown}");
+    }
+    let shown = text(&amdahl.run(&["runs", "show", "2"]).stdout);
+    assert!(shown.contains("state    success"), "{shown}");
+    for (task, state) in [
+        ("load", "success"),
+        ("cleanup", "success"),
+        ("page", "skipped"),
+        ("report", "success"),
+    ] {
+        assert_eq!(row(&shown, task), state, "{task} in:\n{shown}");
+    }
+}
+
+#[test]
+fn sqlite_trigger_rules_handle_a_failure() {
+    trigger_rules_handle_a_failure(&Amdahl::sqlite(), false);
+}
+
+#[test]
+fn postgres_trigger_rules_handle_a_failure_through_the_services() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let amdahl = Amdahl::with_database(&db.url);
+    assert_success(&amdahl.run(&["db", "migrate"]), "migrate");
+    let no_dags = tempfile::tempdir().unwrap();
+    let no_dags = no_dags.path().display().to_string();
+    let services = Services::start(
+        &amdahl,
+        &[
+            &["scheduler", "--poll", "100ms", "--dags-folder", &no_dags],
+            &["worker", "--slots", "2"],
+        ],
+    );
+    trigger_rules_handle_a_failure(&amdahl, true);
+    drop(services);
+    rt.block_on(db.drop_database());
+}
+
 /// Dense stages are checked before they run: a vector column a table does not have, or a model
 /// file that cannot be read, is an error at `dags validate` with the place, exit 1.
 #[test]

@@ -252,6 +252,72 @@ impl fmt::Display for DevicePreference {
     }
 }
 
+/// When a task runs, given how its upstream tasks ended (Airflow's trigger rules, with the
+/// same meanings). "Failed" counts `failed`, `upstream_failed` and `cancelled` upstreams;
+/// "done" is any end. A rule that can no longer be met makes the task `upstream_failed` when
+/// a failure stopped it and `skipped` otherwise (see the scheduler's `decide`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TriggerRule {
+    /// Every upstream succeeded (the default). A failed upstream makes the task
+    /// `upstream_failed`; a skipped one, `skipped`.
+    #[default]
+    AllSuccess,
+    /// Every upstream is done, however it ended (cleanups).
+    AllDone,
+    /// Every upstream failed; a success or a skip makes the task `skipped`.
+    AllFailed,
+    /// At least one upstream failed: runs at once, without waiting for the others.
+    OneFailed,
+    /// At least one upstream succeeded: runs at once, without waiting for the others.
+    OneSuccess,
+    /// Every upstream is done and none failed (successes and skips).
+    NoneFailed,
+    /// Every upstream is done, none failed, and at least one succeeded.
+    NoneFailedMinOneSuccess,
+    /// Runs as soon as the run starts, whatever its upstream tasks do.
+    Always,
+}
+
+impl TriggerRule {
+    pub const ALL: [TriggerRule; 8] = [
+        TriggerRule::AllSuccess,
+        TriggerRule::AllDone,
+        TriggerRule::AllFailed,
+        TriggerRule::OneFailed,
+        TriggerRule::OneSuccess,
+        TriggerRule::NoneFailed,
+        TriggerRule::NoneFailedMinOneSuccess,
+        TriggerRule::Always,
+    ];
+    pub const NAMES: [&'static str; 8] = [
+        "all_success",
+        "all_done",
+        "all_failed",
+        "one_failed",
+        "one_success",
+        "none_failed",
+        "none_failed_min_one_success",
+        "always",
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|r| *r == self).expect("listed")]
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == text)
+            .map(|i| Self::ALL[i])
+    }
+}
+
+impl fmt::Display for TriggerRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One task of a DAG.
 #[derive(Clone, Debug)]
 pub struct Task {
@@ -263,6 +329,8 @@ pub struct Task {
     /// `None` means no limit.
     pub timeout: Option<Duration>,
     pub device: DevicePreference,
+    /// When it runs, given how its upstream tasks ended.
+    pub trigger: TriggerRule,
     pub pool: Option<String>,
     pub priority: i32,
     /// Parts the input is split into (`sql` tasks; 1: not split).

@@ -53,6 +53,7 @@ pub struct Defaults {
     retry_delay: Option<DurationSpec>,
     timeout: Option<DurationSpec>,
     device: Option<Device>,
+    trigger: Option<Trigger>,
     pool: Option<String>,
     priority: Option<i32>,
     /// What runs the `sql` tasks that name no engine.
@@ -75,6 +76,23 @@ pub enum Device {
     Auto,
     Cpu,
     Gpu,
+}
+
+/// When a task runs, given how its upstream tasks ended: `all_success` (the default),
+/// `all_done`, `all_failed`, `one_failed`, `one_success`, `none_failed`,
+/// `none_failed_min_one_success`, `always`.
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Trigger {
+    AllSuccess,
+    AllDone,
+    AllFailed,
+    OneFailed,
+    OneSuccess,
+    NoneFailed,
+    NoneFailedMinOneSuccess,
+    Always,
 }
 
 #[derive(JsonSchema)]
@@ -158,6 +176,8 @@ pub struct TaskSpec {
     retry_delay: Option<DurationSpec>,
     timeout: Option<DurationSpec>,
     device: Option<Device>,
+    /// When the task runs, given how its upstream tasks ended (Airflow's trigger rules).
+    trigger: Option<Trigger>,
     pool: Option<String>,
     priority: Option<i32>,
     /// `sql` tasks: split the largest input into this many row ranges that run side by side

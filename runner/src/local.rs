@@ -174,6 +174,19 @@ impl LocalRunner {
                             .await?;
                         observer.task_changed(&task_id, TaskState::UpstreamFailed);
                     }
+                    Command::Skip(task_id) => {
+                        self.store
+                            .set_task_state(
+                                run_id,
+                                &task_id,
+                                TaskState::Scheduled,
+                                TaskState::Skipped,
+                                now,
+                                Some(amdahl_scheduler::service::SKIPPED_BY_RULE),
+                            )
+                            .await?;
+                        observer.task_changed(&task_id, TaskState::Skipped);
+                    }
                     Command::Dispatch(task_id) => {
                         if not_queued.contains(&task_id) {
                             continue;

@@ -71,6 +71,7 @@ async fn new_run_on_devices(
                     retry_delay_ms: 0,
                     timeout_ms: None,
                     pool: None,
+                    trigger: amdahl_dags::TriggerRule::AllSuccess,
                 })
                 .collect(),
         })
@@ -1268,6 +1269,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
         retry_delay_ms: 0,
         timeout_ms: None,
         pool: None,
+        trigger: amdahl_dags::TriggerRule::AllSuccess,
     };
     let run_id = store
         .create_run(&NewRun {
@@ -1624,6 +1626,7 @@ async fn pools_cap_queued_and_running_tasks_across_runs(db: &TestDb) {
         retry_delay_ms: 0,
         timeout_ms: None,
         pool: Some(pool.into()),
+        trigger: amdahl_dags::TriggerRule::AllSuccess,
     };
     let mut runs = Vec::new();
     for _ in 0..10 {

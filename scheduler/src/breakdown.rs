@@ -124,6 +124,7 @@ mod tests {
             started_at_ms: None,
             finished_at_ms: Some(finished),
             pool: None,
+            trigger: amdahl_dags::TriggerRule::AllSuccess,
         }
     }
 

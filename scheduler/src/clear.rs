@@ -101,6 +101,7 @@ mod tests {
             started_at_ms: None,
             finished_at_ms: None,
             pool: None,
+            trigger: amdahl_dags::TriggerRule::AllSuccess,
         }
     }
 

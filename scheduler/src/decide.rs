@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use amdahl_dags::TriggerRule;
+
 use crate::state::{RunState, TaskState};
 
 /// What the core needs to know about one task instance.
@@ -28,6 +30,8 @@ pub struct TaskView {
     pub started_at_ms: Option<i64>,
     /// The named pool whose slot the task takes while queued or running.
     pub pool: Option<String>,
+    /// When it runs, given how its upstream tasks ended.
+    pub trigger: TriggerRule,
 }
 
 /// A run as the core sees it; tasks in the DAG's topological order.
@@ -60,8 +64,11 @@ pub enum Command {
     StartRun,
     /// scheduled or up_for_retry → queued.
     Queue(String),
-    /// scheduled → upstream_failed: an upstream failed.
+    /// scheduled → upstream_failed: an upstream failed and the task's rule needed it not to.
     MarkUpstreamFailed(String),
+    /// scheduled → skipped: the task's trigger rule can no longer be met (and no failure
+    /// stopped it).
+    Skip(String),
     /// queued → running: hand the task to an executor.
     Dispatch(String),
     /// A running task passed its timeout: stop it and record the failure.
@@ -122,20 +129,18 @@ pub fn decide(run: &RunView, now_ms: i64) -> Decision {
                     .filter_map(|n| index(n))
                     .map(|j| states[j])
                     .collect();
-                if upstream.iter().any(|s| {
-                    matches!(
-                        s,
-                        TaskState::Failed | TaskState::UpstreamFailed | TaskState::Cancelled
-                    )
-                }) {
-                    states[i] = TaskState::UpstreamFailed;
-                    d.commands
-                        .push(Command::MarkUpstreamFailed(task.task_id.clone()));
-                } else if upstream
-                    .iter()
-                    .all(|s| matches!(s, TaskState::Success | TaskState::Skipped))
-                {
-                    to_queue.push(i);
+                match judge(task.trigger, &upstream) {
+                    Verdict::Wait => {}
+                    Verdict::Run => to_queue.push(i),
+                    Verdict::UpstreamFailed => {
+                        states[i] = TaskState::UpstreamFailed;
+                        d.commands
+                            .push(Command::MarkUpstreamFailed(task.task_id.clone()));
+                    }
+                    Verdict::Skip => {
+                        states[i] = TaskState::Skipped;
+                        d.commands.push(Command::Skip(task.task_id.clone()));
+                    }
                 }
             }
             TaskState::UpForRetry => match task.retry_at_ms {
@@ -213,16 +218,143 @@ pub fn decide(run: &RunView, now_ms: i64) -> Decision {
     }
 
     if states.iter().all(|s| s.is_terminal()) {
-        let ok = states
-            .iter()
-            .all(|s| matches!(s, TaskState::Success | TaskState::Skipped));
-        d.commands.push(Command::FinishRun(if ok {
-            RunState::Success
-        } else {
-            RunState::Failed
-        }));
+        d.commands
+            .push(Command::FinishRun(final_state(run, &states)));
     }
     d
+}
+
+/// How a run whose tasks all ended ends: failed when a task failed, or when a leaf (a task
+/// nothing needs) ended `upstream_failed` or `cancelled` (Airflow's leaf rule); successful
+/// otherwise. Counting every failed task, not only leaves, keeps a failure failed when a
+/// cleanup with `trigger: all_done` after it succeeds: Airflow's rule alone would call such a
+/// run a success.
+fn final_state(run: &RunView, states: &[TaskState]) -> RunState {
+    let needed: std::collections::HashSet<&str> = run
+        .tasks
+        .iter()
+        .flat_map(|t| t.needs.iter().map(String::as_str))
+        .collect();
+    let failed = run
+        .tasks
+        .iter()
+        .zip(states)
+        .any(|(task, state)| match state {
+            TaskState::Failed => true,
+            TaskState::UpstreamFailed | TaskState::Cancelled => {
+                !needed.contains(task.task_id.as_str())
+            }
+            _ => false,
+        });
+    if failed {
+        RunState::Failed
+    } else {
+        RunState::Success
+    }
+}
+
+/// What a scheduled task's trigger rule makes of its upstream tasks' states now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not yet: an upstream task that matters has not ended.
+    Wait,
+    /// Queue it.
+    Run,
+    /// The rule cannot be met because something failed: `upstream_failed`.
+    UpstreamFailed,
+    /// The rule cannot be met and nothing failed that it needed: `skipped`.
+    Skip,
+}
+
+/// Airflow's trigger rules over the upstream states. "Failed" counts `failed`,
+/// `upstream_failed` and `cancelled`; "done" is any end; `up_for_retry` is not done. A task
+/// with no upstream runs whatever its rule.
+pub fn judge(rule: TriggerRule, upstream: &[TaskState]) -> Verdict {
+    use Verdict::*;
+    let n = upstream.len();
+    if n == 0 || rule == TriggerRule::Always {
+        return Run;
+    }
+    let count = |f: fn(&TaskState) -> bool| upstream.iter().filter(|s| f(s)).count();
+    let succeeded = count(|s| *s == TaskState::Success);
+    let skipped = count(|s| *s == TaskState::Skipped);
+    let failed = count(|s| {
+        matches!(
+            s,
+            TaskState::Failed | TaskState::UpstreamFailed | TaskState::Cancelled
+        )
+    });
+    let all_done = succeeded + skipped + failed == n;
+    match rule {
+        TriggerRule::Always => Run,
+        TriggerRule::AllSuccess => {
+            if failed > 0 {
+                UpstreamFailed
+            } else if skipped > 0 {
+                Skip
+            } else if all_done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::AllDone => {
+            if all_done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::AllFailed => {
+            if succeeded > 0 || skipped > 0 {
+                Skip
+            } else if all_done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::OneFailed => {
+            if failed > 0 {
+                Run
+            } else if all_done {
+                Skip
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::OneSuccess => {
+            if succeeded > 0 {
+                Run
+            } else if !all_done {
+                Wait
+            } else if skipped == n {
+                Skip
+            } else {
+                UpstreamFailed
+            }
+        }
+        TriggerRule::NoneFailed => {
+            if failed > 0 {
+                UpstreamFailed
+            } else if all_done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::NoneFailedMinOneSuccess => {
+            if failed > 0 {
+                UpstreamFailed
+            } else if !all_done {
+                Wait
+            } else if succeeded > 0 {
+                Run
+            } else {
+                Skip
+            }
+        }
+    }
 }
 
 /// What a failed attempt leads to: another try after the delay, or failure.
@@ -256,6 +388,7 @@ mod tests {
             timeout_ms: None,
             started_at_ms: None,
             pool: None,
+            trigger: TriggerRule::AllSuccess,
         }
     }
 
@@ -514,5 +647,193 @@ mod tests {
             ..run(vec![task("a", Success, &[])])
         };
         assert_eq!(decide(&view, 0), Decision::default());
+    }
+
+    /// Every trigger rule against every upstream state alone, and the mixes that tell the
+    /// rules apart. Letters: S success, F failed, U upstream_failed, K skipped, C cancelled,
+    /// R running, Q queued, W scheduled (waiting), Y up_for_retry.
+    #[test]
+    fn trigger_rules_scenario_table() {
+        use TriggerRule as T;
+        use Verdict::{Run as Go, Skip as Sk, UpstreamFailed as Uf, Wait as Wt};
+        fn states(code: &str) -> Vec<TaskState> {
+            code.chars()
+                .map(|c| match c {
+                    'S' => Success,
+                    'F' => Failed,
+                    'U' => UpstreamFailed,
+                    'K' => Skipped,
+                    'C' => Cancelled,
+                    'R' => Running,
+                    'Q' => Queued,
+                    'W' => Scheduled,
+                    'Y' => UpForRetry,
+                    other => panic!("no state `{other}`"),
+                })
+                .collect()
+        }
+        // Columns: upstreams, then the verdict of all_success, all_done, all_failed,
+        // one_failed, one_success, none_failed, none_failed_min_one_success, always.
+        #[rustfmt::skip]
+        let table: &[(&str, [Verdict; 8])] = &[
+            ("",    [Go, Go, Go, Go, Go, Go, Go, Go]),
+            ("S",   [Go, Go, Sk, Sk, Go, Go, Go, Go]),
+            ("F",   [Uf, Go, Go, Go, Uf, Uf, Uf, Go]),
+            ("U",   [Uf, Go, Go, Go, Uf, Uf, Uf, Go]),
+            ("C",   [Uf, Go, Go, Go, Uf, Uf, Uf, Go]),
+            ("K",   [Sk, Go, Sk, Sk, Sk, Go, Sk, Go]),
+            ("R",   [Wt, Wt, Wt, Wt, Wt, Wt, Wt, Go]),
+            ("Q",   [Wt, Wt, Wt, Wt, Wt, Wt, Wt, Go]),
+            ("W",   [Wt, Wt, Wt, Wt, Wt, Wt, Wt, Go]),
+            ("Y",   [Wt, Wt, Wt, Wt, Wt, Wt, Wt, Go]),
+            ("SS",  [Go, Go, Sk, Sk, Go, Go, Go, Go]),
+            ("SF",  [Uf, Go, Sk, Go, Go, Uf, Uf, Go]),
+            ("SK",  [Sk, Go, Sk, Sk, Go, Go, Go, Go]),
+            ("SR",  [Wt, Wt, Sk, Wt, Go, Wt, Wt, Go]),
+            ("FR",  [Uf, Wt, Wt, Go, Wt, Uf, Uf, Go]),
+            ("FF",  [Uf, Go, Go, Go, Uf, Uf, Uf, Go]),
+            ("FU",  [Uf, Go, Go, Go, Uf, Uf, Uf, Go]),
+            ("FK",  [Uf, Go, Sk, Go, Uf, Uf, Uf, Go]),
+            ("KK",  [Sk, Go, Sk, Sk, Sk, Go, Sk, Go]),
+            ("KR",  [Sk, Wt, Sk, Wt, Wt, Wt, Wt, Go]),
+            ("KY",  [Sk, Wt, Sk, Wt, Wt, Wt, Wt, Go]),
+            ("SSY", [Wt, Wt, Sk, Wt, Go, Wt, Wt, Go]),
+            ("FFR", [Uf, Wt, Wt, Go, Wt, Uf, Uf, Go]),
+            ("SFK", [Uf, Go, Sk, Go, Go, Uf, Uf, Go]),
+        ];
+        for (upstream, verdicts) in table {
+            for (rule, expected) in TriggerRule::ALL.into_iter().zip(verdicts) {
+                assert_eq!(
+                    judge(rule, &states(upstream)),
+                    *expected,
+                    "{rule} over upstream `{upstream}`"
+                );
+            }
+        }
+        // Every state appears alone above, under every rule.
+        assert_eq!(T::ALL.len(), 8);
+    }
+
+    fn with_rule(mut t: TaskView, rule: TriggerRule) -> TaskView {
+        t.trigger = rule;
+        t
+    }
+
+    #[test]
+    fn a_cleanup_after_a_failure_runs_and_the_run_still_fails() {
+        // extract fails; load is upstream_failed; cleanup (all_done) runs; alert (one_failed)
+        // runs; report (all_success after load) is upstream_failed.
+        let view = run(vec![
+            task("extract", Failed, &[]),
+            task("load", Scheduled, &["extract"]),
+            with_rule(
+                task("cleanup", Scheduled, &["extract", "load"]),
+                TriggerRule::AllDone,
+            ),
+            with_rule(
+                task("alert", Scheduled, &["extract"]),
+                TriggerRule::OneFailed,
+            ),
+            task("report", Scheduled, &["load"]),
+        ]);
+        let d = decide(&view, 0);
+        assert_eq!(
+            d.commands,
+            vec![
+                MarkUpstreamFailed("load".into()),
+                MarkUpstreamFailed("report".into()),
+                Queue("cleanup".into()),
+                Queue("alert".into()),
+                Dispatch("cleanup".into()),
+                Dispatch("alert".into()),
+            ]
+        );
+        // Once the cleanup and the alert succeeded, the run ends failed all the same.
+        let done = run(vec![
+            task("extract", Failed, &[]),
+            task("load", UpstreamFailed, &["extract"]),
+            with_rule(
+                task("cleanup", Success, &["extract", "load"]),
+                TriggerRule::AllDone,
+            ),
+            with_rule(task("alert", Success, &["extract"]), TriggerRule::OneFailed),
+            task("report", UpstreamFailed, &["load"]),
+        ]);
+        assert_eq!(decide(&done, 0).commands, vec![FinishRun(RunState::Failed)]);
+    }
+
+    #[test]
+    fn skips_propagate_and_a_run_of_skips_succeeds() {
+        let view = run(vec![
+            task("a", Success, &[]),
+            with_rule(
+                task("on_failure", Scheduled, &["a"]),
+                TriggerRule::OneFailed,
+            ),
+            task("after", Scheduled, &["on_failure"]),
+            with_rule(
+                task("joined", Scheduled, &["a", "after"]),
+                TriggerRule::NoneFailed,
+            ),
+        ]);
+        let d = decide(&view, 0);
+        assert_eq!(
+            d.commands,
+            vec![
+                Skip("on_failure".into()),
+                Skip("after".into()),
+                Queue("joined".into()),
+                Dispatch("joined".into()),
+            ]
+        );
+        let done = run(vec![
+            task("a", Success, &[]),
+            with_rule(task("on_failure", Skipped, &["a"]), TriggerRule::OneFailed),
+            task("after", Skipped, &["on_failure"]),
+            with_rule(
+                task("joined", Success, &["a", "after"]),
+                TriggerRule::NoneFailed,
+            ),
+        ]);
+        assert_eq!(
+            decide(&done, 0).commands,
+            vec![FinishRun(RunState::Success)]
+        );
+    }
+
+    #[test]
+    fn one_failed_and_always_do_not_wait_for_every_upstream() {
+        let view = run(vec![
+            task("a", Failed, &[]),
+            task("b", Running, &[]),
+            with_rule(task("page", Scheduled, &["a", "b"]), TriggerRule::OneFailed),
+            with_rule(task("audit", Scheduled, &["b"]), TriggerRule::Always),
+            with_rule(task("tidy", Scheduled, &["a", "b"]), TriggerRule::AllDone),
+        ]);
+        let d = decide(&view, 0);
+        assert_eq!(
+            d.commands,
+            vec![
+                Queue("page".into()),
+                Queue("audit".into()),
+                Dispatch("page".into()),
+                Dispatch("audit".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_leaf_that_was_upstream_failed_fails_the_run() {
+        // Nothing failed on its own (an upstream was cancelled), yet a leaf could not run.
+        let done = run(vec![
+            task("a", Cancelled, &[]),
+            task("b", UpstreamFailed, &["a"]),
+        ]);
+        assert_eq!(decide(&done, 0).commands, vec![FinishRun(RunState::Failed)]);
+        let ok = run(vec![
+            task("a", Success, &[]),
+            with_rule(task("b", Skipped, &["a"]), TriggerRule::AllFailed),
+        ]);
+        assert_eq!(decide(&ok, 0).commands, vec![FinishRun(RunState::Success)]);
     }
 }

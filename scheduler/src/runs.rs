@@ -80,6 +80,7 @@ pub async fn create_run(
             retry_delay_ms: t.retry_delay.as_millis() as i64,
             timeout_ms: t.timeout.map(|d| d.as_millis() as i64),
             pool: t.pool.clone(),
+            trigger: t.trigger,
         })
         .collect();
     let run_id = store
@@ -127,6 +128,7 @@ pub fn task_view(t: &TaskRecord) -> TaskView {
         timeout_ms: t.timeout_ms,
         started_at_ms: t.started_at_ms,
         pool: t.pool.clone(),
+        trigger: t.trigger,
     }
 }
 

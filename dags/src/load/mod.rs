@@ -51,6 +51,7 @@ pub const DEFAULTS_KEYS: &[&str] = &[
     "retry_delay",
     "timeout",
     "device",
+    "trigger",
     "pool",
     "priority",
     "engine",
@@ -188,6 +189,7 @@ struct Defaults {
     retry_delay: Option<Duration>,
     timeout: Option<Duration>,
     device: Option<DevicePreference>,
+    trigger: Option<TriggerRule>,
     pool: Option<String>,
     priority: Option<i32>,
     /// With where it is written: a non-`sql` task ignores the default.
@@ -327,6 +329,7 @@ impl Cx {
                 "retry_delay" => d.retry_delay = self.duration(value, &what),
                 "timeout" => d.timeout = self.duration(value, &what),
                 "device" => d.device = self.device(value, &what),
+                "trigger" => d.trigger = self.trigger(value, &what),
                 "pool" => d.pool = self.string(value, &what),
                 "priority" => d.priority = self.integer(value, &what),
                 "engine" => d.engine = self.engine(value, &what),

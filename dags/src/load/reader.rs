@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{Cx, Entries};
 use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::model::{DevicePreference, Engine, Located, is_valid_id, parse_duration};
+use crate::model::{DevicePreference, Engine, Located, TriggerRule, is_valid_id, parse_duration};
 use crate::yaml::{Node, Span, Style, Value};
 
 impl Cx {
@@ -188,6 +188,15 @@ impl Cx {
             self.one_of(node.span, what, &text, &DevicePreference::NAMES);
         }
         device
+    }
+
+    pub(super) fn trigger(&mut self, node: &Node, what: &str) -> Option<TriggerRule> {
+        let text = self.string(node, what)?;
+        let rule = TriggerRule::parse(&text);
+        if rule.is_none() {
+            self.one_of(node.span, what, &text, &TriggerRule::NAMES);
+        }
+        rule
     }
 
     pub(super) fn engine(&mut self, node: &Node, what: &str) -> Option<Engine> {

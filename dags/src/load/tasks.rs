@@ -17,6 +17,7 @@ pub const TASK_KEYS: &[&str] = &[
     "retry_delay",
     "timeout",
     "device",
+    "trigger",
     "pool",
     "priority",
     "shards",
@@ -157,6 +158,10 @@ impl Cx {
             Some(n) => self.device(n, &format!("{what}.device")),
             None => Some(defaults.device.unwrap_or_default()),
         };
+        let trigger = match field("trigger") {
+            Some(n) => self.trigger(n, &format!("{what}.trigger")),
+            None => Some(defaults.trigger.unwrap_or_default()),
+        };
         let pool = match field("pool") {
             Some(n) => self.string(n, &format!("{what}.pool")).map(Some),
             None => Some(defaults.pool.clone()),
@@ -278,6 +283,7 @@ impl Cx {
             retry_delay: retry_delay?,
             timeout: timeout?,
             device: device?,
+            trigger: trigger?,
             pool: pool?,
             priority: priority?,
             shards: shards?.0,

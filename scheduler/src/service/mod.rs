@@ -28,6 +28,10 @@ use crate::runs::{logical_text, pool_free_for, view_of};
 use crate::state::{RunState, TaskState};
 use crate::store::{BackfillRecord, RunRecord, Store, StoreError, TaskRecord};
 
+/// Why a task was skipped by its trigger rule (the note on its state change).
+pub const SKIPPED_BY_RULE: &str =
+    "skipped: its trigger rule cannot be met by how its upstream tasks ended";
+
 /// Treats "someone else already did it" as done.
 fn tolerate_conflict(result: Result<(), StoreError>) -> Result<(), StoreError> {
     match result {
@@ -163,6 +167,18 @@ pub async fn advance(
                         TaskState::UpstreamFailed,
                         now,
                         Some("an upstream task did not succeed"),
+                    )
+                    .await
+            }
+            Command::Skip(task_id) => {
+                store
+                    .set_task_state(
+                        run_id,
+                        task_id,
+                        TaskState::Scheduled,
+                        TaskState::Skipped,
+                        now,
+                        Some(SKIPPED_BY_RULE),
                     )
                     .await
             }

@@ -1,5 +1,7 @@
 //! What the store takes and gives: plain records, and the row shapes they are read from.
 
+use amdahl_dags::TriggerRule;
+
 use super::{Result, StoreError};
 use crate::state::{AttemptState, RunState, TaskState};
 
@@ -54,6 +56,8 @@ pub struct NewTask {
     pub timeout_ms: Option<i64>,
     /// The named pool whose slots this task takes while queued or running.
     pub pool: Option<String>,
+    /// When it runs, given how its upstream tasks ended.
+    pub trigger: TriggerRule,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +100,7 @@ pub struct TaskRecord {
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     pub pool: Option<String>,
+    pub trigger: TriggerRule,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -215,6 +220,7 @@ pub(super) struct TaskRow {
     started_at_ms: Option<i64>,
     finished_at_ms: Option<i64>,
     pool: Option<String>,
+    trigger_rule: String,
 }
 
 impl TaskRow {
@@ -224,6 +230,9 @@ impl TaskRow {
                 .ok_or_else(|| StoreError::Corrupt(format!("task state `{}`", self.state)))?,
             needs: serde_json::from_str(&self.needs_json)
                 .map_err(|e| StoreError::Corrupt(format!("needs_json: {e}")))?,
+            trigger: TriggerRule::parse(&self.trigger_rule).ok_or_else(|| {
+                StoreError::Corrupt(format!("trigger rule `{}`", self.trigger_rule))
+            })?,
             task_id: self.task_id,
             kind: self.kind,
             priority: self.priority,

@@ -64,7 +64,8 @@ impl Store {
             for (chunk_index, chunk) in new.tasks.chunks(INSERT_CHUNK).enumerate() {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO task_instances (run_id, task_id, position, kind, state, needs_json, priority, \
-                                                 retries, retry_delay_ms, timeout_ms, device_pref, pool, in_process) ",
+                                                 retries, retry_delay_ms, timeout_ms, device_pref, pool, in_process, \
+                                                 trigger_rule) ",
                 );
                 insert.push_values(chunk.iter().enumerate(), |mut row, (i, task)| {
                     let needs = serde_json::to_string(&task.needs).unwrap_or_else(|_| "[]".into());
@@ -80,7 +81,8 @@ impl Store {
                         .push_bind(task.timeout_ms)
                         .push_bind(task.device.clone())
                         .push_bind(task.pool.clone())
-                        .push_bind(i64::from(new.owner.is_some()));
+                        .push_bind(i64::from(new.owner.is_some()))
+                        .push_bind(task.trigger.name());
                 });
                 insert.build().execute(&mut *tx).await?;
             }
