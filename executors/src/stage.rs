@@ -160,24 +160,9 @@ pub fn mask<'a>(text: &str, values: impl Iterator<Item = &'a str>) -> String {
     out
 }
 
-/// Which device a stage ran on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Gpu,
-    /// A Ballista cluster ran the query (`engine: ballista`, or placed there).
-    Cluster,
-}
-
-impl Device {
-    pub fn name(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Gpu => "gpu",
-            Device::Cluster => "cluster",
-        }
-    }
-}
+/// Which device a stage ran on: placement's [`amdahl_placement::Place`], one enum from the
+/// route to the store (which writes it as `cpu`, `gpu` or `cluster`).
+pub use amdahl_placement::Place as Device;
 
 /// What a successful stage reports.
 #[derive(Clone, Debug, PartialEq)]

@@ -192,6 +192,23 @@ pub enum Place {
 }
 
 impl Place {
+    /// How the state store writes it (`cpu`, `gpu`, `cluster`): the only text form of a
+    /// device outside of messages.
+    pub fn code(self) -> &'static str {
+        match self {
+            Place::Cpu => "cpu",
+            Place::Gpu => "gpu",
+            Place::Cluster => "cluster",
+        }
+    }
+
+    /// The place a stored [`Place::code`] names.
+    pub fn from_code(code: &str) -> Option<Place> {
+        [Place::Cpu, Place::Gpu, Place::Cluster]
+            .into_iter()
+            .find(|p| p.code() == code)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Place::Cpu => "CPU",

@@ -201,12 +201,7 @@ pub async fn place_stage(
                 t.task_id.clone(),
                 Produced {
                     dir: PathBuf::from(t.output_path.as_ref()?),
-                    place: match t.device.as_deref() {
-                        Some("gpu") => Some(Place::Gpu),
-                        Some("cpu") => Some(Place::Cpu),
-                        Some("cluster") => Some(Place::Cluster),
-                        _ => None,
-                    },
+                    place: t.device,
                 },
             ))
         })
@@ -247,11 +242,12 @@ pub fn observations(history: &[PredictedAttempt]) -> Vec<Observation> {
         .iter()
         .filter_map(|a| {
             let kind = OpKind::ALL.into_iter().find(|k| k.name() == a.kind)?;
-            let (place, us, factor) = match a.device.as_deref()? {
-                "gpu" => (Place::Gpu, a.gpu_us?, a.gpu_factor),
-                "cpu" => (Place::Cpu, a.cpu_us?, a.cpu_factor),
+            let place = a.device?;
+            let (us, factor) = match place {
+                Place::Gpu => (a.gpu_us?, a.gpu_factor),
+                Place::Cpu => (a.cpu_us?, a.cpu_factor),
                 // The cluster's prediction is not stored: nothing to learn from.
-                _ => return None,
+                Place::Cluster => return None,
             };
             (factor > 0.0).then(|| Observation {
                 kind,
@@ -444,7 +440,7 @@ pub fn finish_of(
                     (us(t.io_ms), us(t.transfer_ms), us(t.compute_ms));
             }
             (
-                Some(outcome.device.name().to_string()),
+                Some(outcome.device),
                 outcome.note,
                 output,
                 outcome.rows.map(|r| r as i64),
@@ -452,7 +448,7 @@ pub fn finish_of(
                 None,
             )
         }
-        Err(e) => (Some("cpu".to_string()), None, None, None, None, Some(e)),
+        Err(e) => (Some(Place::Cpu), None, None, None, None, Some(e)),
     };
     FinishAttempt {
         run_id: end.run_id,

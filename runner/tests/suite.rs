@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use amdahl_dags::load_bytes;
 use amdahl_executors::{CpuRuntime, Executors};
+use amdahl_placement::Place;
 use amdahl_runner::{LocalRunner, Quiet};
 use amdahl_scheduler::runs::reap_orphans;
 use amdahl_scheduler::store::{
@@ -63,7 +64,8 @@ async fn new_run_on_devices(
                 .iter()
                 .map(|(id, needs, device)| NewTask {
                     task_id: id.to_string(),
-                    device: device.to_string(),
+                    device: amdahl_dags::DevicePreference::parse(device)
+                        .expect("a device preference"),
                     kind: "shell".into(),
                     needs: needs.iter().map(|n| n.to_string()).collect(),
                     priority: 0,
@@ -367,7 +369,7 @@ async fn a_stale_attempt_report_is_rejected(db: &TestDb) {
         attempt_state: AttemptState::Failed,
         task_state: state,
         retry_at_ms: None,
-        device: Some("cpu".into()),
+        device: Some(Place::Cpu),
         device_note: None,
         output_path: None,
         rows_out: None,
@@ -611,7 +613,11 @@ tasks:
             ("total", Some(1))
         ]
     );
-    assert!(tasks.iter().all(|t| t.device.as_deref() == Some("cpu")));
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.device.map(Place::code) == Some("cpu"))
+    );
     // Each output is published under the task's name; no attempt folder is left.
     let run_dir = dir.path().join("runs").join(run_id.to_string());
     let mut listed: Vec<String> = std::fs::read_dir(&run_dir)
@@ -867,7 +873,7 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
         attempt_state,
         task_state,
         retry_at_ms,
-        device: Some("cpu".into()),
+        device: Some(Place::Cpu),
         device_note: (i == 1).then(|| "no GPU is usable here".to_string()),
         output_path: None,
         rows_out: Some(i as i64),
@@ -1014,7 +1020,7 @@ async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
             attempt_state: AttemptState::Success,
             task_state: TaskState::Success,
             retry_at_ms: None,
-            device: Some("cpu".into()),
+            device: Some(Place::Cpu),
             device_note: None,
             output_path: None,
             rows_out: None,
@@ -1117,7 +1123,7 @@ async fn placement_records_are_kept(db: &TestDb) {
                 TaskState::Failed
             },
             retry_at_ms: None,
-            device: Some("gpu".into()),
+            device: Some(Place::Gpu),
             device_note: Some("placement chose the GPU".into()),
             output_path: None,
             rows_out: None,
@@ -1146,7 +1152,7 @@ async fn placement_records_are_kept(db: &TestDb) {
     assert_eq!(
         (
             learned[0].kind.as_str(),
-            learned[0].device.as_deref(),
+            learned[0].device.map(Place::code),
             learned[0].took_ms
         ),
         ("scan", Some("gpu"), 2)
@@ -1261,7 +1267,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
         .unwrap();
     let task = |id: &str, needs: &[&str]| NewTask {
         task_id: id.into(),
-        device: "auto".into(),
+        device: amdahl_dags::DevicePreference::Auto,
         kind: "shell".into(),
         needs: needs.iter().map(|n| n.to_string()).collect(),
         priority: 0,
@@ -1396,7 +1402,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             attempt_state: AttemptState::Success,
             task_state: TaskState::Success,
             retry_at_ms: None,
-            device: Some("cpu".into()),
+            device: Some(Place::Cpu),
             device_note: None,
             output_path: None,
             rows_out: Some(3),
@@ -1414,7 +1420,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
         (
             attempts[0].id,
             attempts[0].state,
-            attempts[0].device.as_deref(),
+            attempts[0].device.map(Place::code),
             attempts[0].rows_out,
             attempts[0].started_at_ms,
             attempts[0].finished_at_ms,
@@ -1476,7 +1482,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
                 c.run_id,
                 c.task_id.as_str(),
                 c.state.as_str(),
-                c.device.as_deref()
+                c.device.map(Place::code)
             ))
             .collect::<Vec<_>>(),
         [
@@ -1618,7 +1624,7 @@ async fn pools_cap_queued_and_running_tasks_across_runs(db: &TestDb) {
         .unwrap();
     let task = |id: &str, pool: &str| NewTask {
         task_id: id.into(),
-        device: "auto".into(),
+        device: amdahl_dags::DevicePreference::Auto,
         kind: "shell".into(),
         needs: vec![],
         priority: 0,

@@ -72,7 +72,7 @@ pub async fn create_run(
         .iter()
         .map(|t| NewTask {
             task_id: t.id.clone(),
-            device: t.device.to_string(),
+            device: t.device,
             kind: t.kind.name().to_string(),
             needs: t.needs.clone(),
             priority: i64::from(t.priority),

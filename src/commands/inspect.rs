@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use amdahl_placement::Place;
 use amdahl_scheduler::Store;
 
 use crate::output::{bytes, count, duration_ms, table, timestamp};
@@ -135,7 +136,7 @@ pub async fn print_tasks(store: &Store, run_id: i64) -> anyhow::Result<()> {
             vec![
                 t.task_id,
                 t.state.to_string(),
-                t.device.unwrap_or_else(|| "-".into()),
+                t.device.map_or("-", Place::code).to_string(),
                 t.attempts.to_string(),
                 duration_ms(t.started_at_ms, t.finished_at_ms),
                 count(t.rows_out),
@@ -211,7 +212,7 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
                     a.task_id,
                     a.attempt.to_string(),
                     a.state.to_string(),
-                    a.device.unwrap_or_else(|| "-".into()),
+                    a.device.map_or("-", Place::code).to_string(),
                     timestamp(Some(a.started_at_ms)),
                     duration_ms(Some(a.started_at_ms), a.finished_at_ms),
                     a.error
@@ -319,9 +320,9 @@ fn placement_rows(attempts: &[amdahl_scheduler::store::AttemptRecord]) -> Vec<Ve
         .filter(|a| a.predicted_cpu_us.is_some() || a.predicted_gpu_us.is_some())
         .map(|a| {
             let actual = a.finished_at_ms.map(|f| (f - a.started_at_ms) as f64 / 1e3);
-            let predicted = match a.device.as_deref() {
-                Some("gpu") => a.predicted_gpu_us,
-                Some("cluster") => None,
+            let predicted = match a.device {
+                Some(Place::Gpu) => a.predicted_gpu_us,
+                Some(Place::Cluster) => None,
                 _ => a.predicted_cpu_us,
             };
             let ratio = match (predicted, actual) {
@@ -331,7 +332,7 @@ fn placement_rows(attempts: &[amdahl_scheduler::store::AttemptRecord]) -> Vec<Ve
             vec![
                 a.task_id.clone(),
                 a.attempt.to_string(),
-                a.device.clone().unwrap_or_else(|| "-".into()),
+                a.device.map_or("-", Place::code).to_string(),
                 actual.map_or("-".into(), amdahl_placement::seconds),
                 us(a.predicted_cpu_us),
                 us(a.predicted_gpu_us),

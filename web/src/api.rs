@@ -386,7 +386,7 @@ async fn grid(
             cell.task_id,
             GridCell {
                 state: cell.state,
-                device: cell.device,
+                device: cell.device.map(|d| d.code().to_string()),
             },
         );
     }

@@ -4,10 +4,12 @@
 //! Every end is fenced by the attempt number: a report for an attempt that is no longer its
 //! task's current one changes nothing.
 
+use super::records::place_of;
 use super::{
     FinishAttempt, Pool, PredictedAttempt, Prediction, Result, Store, StoreError, check_task_edge,
 };
 use crate::state::TaskState;
+use amdahl_placement::Place;
 
 /// [`Store::finish_attempts`] on PostgreSQL: one statement over arrays, in a transaction that
 /// is rolled back (`None`) if the task rows and attempt rows it updated do not pair up.
@@ -36,7 +38,7 @@ async fn finish_attempts_postgres(
         .bind(text(|e| Some(e.attempt_state.as_str())))
         .bind(text(|e| Some(e.task_state.as_str())))
         .bind(maybe(|e| e.retry_at_ms))
-        .bind(text(|e| e.device.as_deref()))
+        .bind(text(|e| e.device.map(Place::code)))
         .bind(text(|e| e.output_path.as_deref()))
         .bind(maybe(|e| e.rows_out))
         .bind(maybe(|e| e.bytes_out))
@@ -132,7 +134,7 @@ where
     )
     .bind(f.task_state.as_str())
     .bind(f.retry_at_ms)
-    .bind(f.device.as_deref())
+    .bind(f.device.map(Place::code))
     .bind(f.output_path.as_deref())
     .bind(f.rows_out)
     .bind(f.bytes_out)
@@ -159,7 +161,7 @@ where
          WHERE id = $11 AND state = 'running'",
     )
     .bind(f.attempt_state.as_str())
-    .bind(f.device.as_deref())
+    .bind(f.device.map(Place::code))
     .bind(f.error.as_deref())
     .bind(f.rows_out)
     .bind(f.bytes_out)
@@ -369,17 +371,18 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|row| PredictedAttempt {
-                kind: row.predicted_kind,
-                device: row.device,
-                cpu_us: row.predicted_cpu_us,
-                gpu_us: row.predicted_gpu_us,
-                cpu_factor: row.cpu_factor,
-                gpu_factor: row.gpu_factor,
-                took_ms: row.finished_at_ms - row.started_at_ms,
+        rows.into_iter()
+            .map(|row| {
+                Ok(PredictedAttempt {
+                    kind: row.predicted_kind,
+                    device: place_of(row.device)?,
+                    cpu_us: row.predicted_cpu_us,
+                    gpu_us: row.predicted_gpu_us,
+                    cpu_factor: row.cpu_factor,
+                    gpu_factor: row.gpu_factor,
+                    took_ms: row.finished_at_ms - row.started_at_ms,
+                })
             })
-            .collect())
+            .collect()
     }
 }

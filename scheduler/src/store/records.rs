@@ -1,6 +1,7 @@
 //! What the store takes and gives: plain records, and the row shapes they are read from.
 
-use amdahl_dags::TriggerRule;
+use amdahl_dags::{DevicePreference, TriggerRule};
+use amdahl_placement::Place;
 
 use super::{Result, StoreError};
 use crate::state::{AttemptState, RunState, TaskState};
@@ -46,8 +47,8 @@ impl TriggerKind {
 #[derive(Clone, Debug)]
 pub struct NewTask {
     pub task_id: String,
-    /// `auto`, `cpu` or `gpu`: a `gpu` task is claimed only by a worker with a GPU.
-    pub device: String,
+    /// Where it asked to run: a `gpu` task is claimed only by a worker with a GPU.
+    pub device: DevicePreference,
     pub kind: String,
     pub needs: Vec<String>,
     pub priority: i64,
@@ -92,7 +93,8 @@ pub struct TaskRecord {
     pub timeout_ms: Option<i64>,
     pub attempts: i64,
     pub retry_at_ms: Option<i64>,
-    pub device: Option<String>,
+    /// Where its latest attempt ran.
+    pub device: Option<Place>,
     pub output_path: Option<String>,
     pub rows_out: Option<i64>,
     pub bytes_out: Option<i64>,
@@ -109,7 +111,7 @@ pub struct AttemptRecord {
     pub task_id: String,
     pub attempt: i64,
     pub state: AttemptState,
-    pub device: Option<String>,
+    pub device: Option<Place>,
     /// Why it ran where it did, when that is not what the task asked for.
     pub device_note: Option<String>,
     pub error: Option<String>,
@@ -141,7 +143,7 @@ pub struct Prediction {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PredictedAttempt {
     pub kind: String,
-    pub device: Option<String>,
+    pub device: Option<Place>,
     pub cpu_us: Option<i64>,
     pub gpu_us: Option<i64>,
     pub cpu_factor: f64,
@@ -186,7 +188,7 @@ pub struct FinishAttempt {
     pub attempt_state: AttemptState,
     pub task_state: TaskState,
     pub retry_at_ms: Option<i64>,
-    pub device: Option<String>,
+    pub device: Option<Place>,
     /// Why the attempt ran where it did, when not where it was asked to.
     pub device_note: Option<String>,
     pub output_path: Option<String>,
@@ -241,7 +243,7 @@ impl TaskRow {
             timeout_ms: self.timeout_ms,
             attempts: self.attempts,
             retry_at_ms: self.retry_at_ms,
-            device: self.device,
+            device: place_of(self.device)?,
             output_path: self.output_path,
             rows_out: self.rows_out,
             bytes_out: self.bytes_out,
@@ -293,4 +295,10 @@ impl RunRow {
             cancel_requested_at_ms: self.cancel_requested_at_ms,
         })
     }
+}
+
+/// A stored device (`cpu`, `gpu`, `cluster`) as the place it names.
+pub(super) fn place_of(text: Option<String>) -> Result<Option<Place>> {
+    text.map(|t| Place::from_code(&t).ok_or_else(|| StoreError::Corrupt(format!("device `{t}`"))))
+        .transpose()
 }

@@ -79,7 +79,7 @@ impl Store {
                         .push_bind(task.retries)
                         .push_bind(task.retry_delay_ms)
                         .push_bind(task.timeout_ms)
-                        .push_bind(task.device.clone())
+                        .push_bind(task.device.to_string())
                         .push_bind(task.pool.clone())
                         .push_bind(i64::from(new.owner.is_some()))
                         .push_bind(task.trigger.name());

@@ -7,9 +7,10 @@
 //! on SQLite (`IN (SELECT value FROM json_each($2))`), so a query's text does not depend on
 //! how many names it is given.
 
-use super::records::TaskRow;
+use super::records::{TaskRow, place_of};
 use super::{AttemptRecord, Pool, Result, Store, StoreError, TaskRecord};
 use crate::state::AttemptState;
+use amdahl_placement::Place;
 
 /// How many of a run's tasks are in one state, with what moves whenever one of them changes
 /// (their attempts, their latest start and end): equal counts mean nothing visible changed.
@@ -28,7 +29,7 @@ pub struct TaskCell {
     pub run_id: i64,
     pub task_id: String,
     pub state: String,
-    pub device: Option<String>,
+    pub device: Option<Place>,
 }
 
 macro_rules! select_attempts {
@@ -70,7 +71,7 @@ impl AttemptRow {
             id: self.id,
             task_id: self.task_id,
             attempt: self.attempt,
-            device: self.device,
+            device: place_of(self.device)?,
             error: self.error,
             rows_out: self.rows_out,
             bytes_out: self.bytes_out,
@@ -294,15 +295,16 @@ impl Store {
                 .await?
             }
         };
-        Ok(rows
-            .into_iter()
-            .map(|row| TaskCell {
-                run_id: row.run_id,
-                task_id: row.task_id,
-                state: row.state,
-                device: row.device,
+        rows.into_iter()
+            .map(|row| {
+                Ok(TaskCell {
+                    run_id: row.run_id,
+                    task_id: row.task_id,
+                    state: row.state,
+                    device: place_of(row.device)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The states of each DAG's latest `per_dag` runs, newest first: (DAG id, state). Each
