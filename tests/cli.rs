@@ -1058,6 +1058,17 @@ fn backfill_fills_a_range_a_few_runs_at_a_time(amdahl: &Amdahl, services: &[&[&s
             vec!["backfill", &file, "--from", "March", "--to", "2026-03-02"],
             "is not a date",
         ),
+        (
+            vec![
+                "backfill",
+                &file,
+                "--from",
+                "2999-01-01",
+                "--to",
+                "2999-01-03",
+            ],
+            "no interval in the range has ended yet",
+        ),
     ] {
         let out = amdahl.run(&args);
         assert!(!out.status.success(), "{args:?}");
@@ -1072,6 +1083,29 @@ fn backfill_fills_a_range_a_few_runs_at_a_time(amdahl: &Amdahl, services: &[&[&s
         7 + april,
         "refused backfills change nothing"
     );
+
+    // A range reaching past now is cut where the intervals that have ended stop.
+    let today = chrono::Utc::now().date_naive();
+    let day = |offset: i64| (today + chrono::Duration::days(offset)).to_string();
+    let cut = amdahl.run(&[
+        "backfill",
+        &file,
+        "--from",
+        &day(-3),
+        "--to",
+        &day(2),
+        "--dry-run",
+    ]);
+    assert_success(&cut, "a dry run reaching into the future");
+    let (planned, said) = (text(&cut.stdout), text(&cut.stderr));
+    assert!(said.contains("the range is cut at"), "{said}");
+    assert!(said.contains("have not ended yet"), "{said}");
+    for past in [day(-3), day(-2), day(-1)] {
+        assert!(planned.contains(&past), "{past} in:\n{planned}");
+    }
+    for open in [day(0), day(1), day(2)] {
+        assert!(!planned.contains(&open), "{open} in:\n{planned}");
+    }
 }
 
 #[test]

@@ -67,6 +67,25 @@ pub fn dates(
     Ok(out)
 }
 
+/// The dates whose interval has ended at `now` (the next tick has passed), as the scheduler
+/// requires of its own runs: a run's logical date starts an interval that it processes once
+/// the interval is over. `dates` are oldest first, so the ended ones are a prefix; the rest
+/// are returned apart, for the message that says the range was cut.
+pub fn ended(
+    cron: &Cron,
+    dates: Vec<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+    let closed = |tick: &DateTime<Utc>| {
+        cron.find_next_occurrence(tick, false)
+            .is_ok_and(|end| end <= now)
+    };
+    let cut = dates.iter().position(|d| !closed(d)).unwrap_or(dates.len());
+    let mut dates = dates;
+    let open = dates.split_off(cut);
+    (dates, open)
+}
+
 /// One logical date of a backfill and the runs it has.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DateView {
@@ -145,6 +164,27 @@ mod tests {
             own,
             other,
         }
+    }
+
+    #[test]
+    fn intervals_that_have_not_ended_are_cut_off() {
+        let daily = amdahl_dags::schedule::parse_cron("@daily").unwrap();
+        let day = |d: u32| Utc.with_ymd_and_hms(2026, 3, d, 0, 0, 0).unwrap();
+        let range = dates(&daily, day(1), day(5)).unwrap();
+        // At noon on the 4th, the intervals of the 1st, 2nd and 3rd have ended; the 4th's
+        // ends at midnight, the 5th's a day later.
+        let now = Utc.with_ymd_and_hms(2026, 3, 4, 12, 0, 0).unwrap();
+        assert_eq!(
+            ended(&daily, range.clone(), now),
+            (vec![day(1), day(2), day(3)], vec![day(4), day(5)])
+        );
+        // Exactly at the end of an interval, it has ended.
+        assert_eq!(ended(&daily, range.clone(), day(5)).0.len(), 4);
+        assert_eq!(
+            ended(&daily, range.clone(), day(1)).0,
+            Vec::<DateTime<Utc>>::new()
+        );
+        assert_eq!(ended(&daily, range, day(30)).1, Vec::<DateTime<Utc>>::new());
     }
 
     #[test]

@@ -77,6 +77,29 @@ pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitC
         );
     };
     let dates = backfill::dates(&cron, args.from, args.to).map_err(anyhow::Error::msg)?;
+    // Like the scheduler's own runs, a date's run needs its interval to have ended.
+    let now = SystemClock.now_ms();
+    let now_time = DateTime::from_timestamp_millis(now).unwrap_or_default();
+    let (dates, open) = backfill::ended(&cron, dates, now_time);
+    if let Some(first_open) = open.first() {
+        let ends = cron
+            .find_next_occurrence(first_open, false)
+            .map_or_else(|_| "later".to_string(), logical_text);
+        if dates.is_empty() {
+            bail!(
+                "no interval in the range has ended yet: the first, from {}, ends at {ends}; \
+                 nothing was queued",
+                logical_text(*first_open)
+            );
+        }
+        eprintln!(
+            "the range is cut at {}: {} later date(s) from {} on have not ended yet (the first \
+             ends at {ends}); a backfill runs only intervals that are over",
+            logical_text(dates[dates.len() - 1]),
+            open.len(),
+            logical_text(*first_open),
+        );
+    }
     if dates.is_empty() {
         bail!(
             "the schedule `{}` has no tick between {} and {}; nothing was queued",
@@ -88,7 +111,6 @@ pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitC
     let params =
         amdahl_dags::params::resolve(&dag, &args.run.params).map_err(anyhow::Error::msg)?;
     let reprocess = Reprocess::parse(&args.reprocess).context("bad --reprocess")?;
-    let now = SystemClock.now_ms();
     let mut record = BackfillRecord {
         id: 0,
         dag_id: dag.id.clone(),

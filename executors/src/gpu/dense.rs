@@ -570,6 +570,8 @@ template <typename T> static void save(const char* path, const std::vector<T>& v
 
     /// Runs the top-k kernel over `scores` (qn × bn) with running lists (`keys`, `ids`,
     /// qn × k); returns the merged lists.
+    // Eight parameters: the kernel's own arguments, one for one, so the emulation is called
+    // exactly as the device kernel is launched.
     #[allow(clippy::too_many_arguments)]
     pub fn topk(
         dir: &Path,
