@@ -182,30 +182,37 @@ impl Cx {
     }
 
     pub(super) fn device(&mut self, node: &Node, what: &str) -> Option<DevicePreference> {
-        let text = self.string(node, what)?;
-        let device = DevicePreference::parse(&text);
-        if device.is_none() {
-            self.one_of(node.span, what, &text, &DevicePreference::NAMES);
-        }
-        device
+        self.named(
+            node,
+            what,
+            DevicePreference::parse,
+            &DevicePreference::NAMES,
+        )
     }
 
     pub(super) fn trigger(&mut self, node: &Node, what: &str) -> Option<TriggerRule> {
-        let text = self.string(node, what)?;
-        let rule = TriggerRule::parse(&text);
-        if rule.is_none() {
-            self.one_of(node.span, what, &text, &TriggerRule::NAMES);
-        }
-        rule
+        self.named(node, what, TriggerRule::parse, &TriggerRule::NAMES)
     }
 
     pub(super) fn engine(&mut self, node: &Node, what: &str) -> Option<Engine> {
+        self.named(node, what, Engine::parse, &Engine::NAMES)
+    }
+
+    /// A string that must be one of `names`, read by `parse`; otherwise a located error with
+    /// "did you mean".
+    fn named<T>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        parse: fn(&str) -> Option<T>,
+        names: &[&str],
+    ) -> Option<T> {
         let text = self.string(node, what)?;
-        let engine = Engine::parse(&text);
-        if engine.is_none() {
-            self.one_of(node.span, what, &text, &Engine::NAMES);
+        let value = parse(&text);
+        if value.is_none() {
+            self.one_of(node.span, what, &text, names);
         }
-        engine
+        value
     }
 
     pub(super) fn one_of(&mut self, span: Span, what: &str, found: &str, allowed: &[&str]) {
