@@ -119,7 +119,7 @@ impl Stage {
         route(&self.ask(), problem.as_deref(), || {
             self.inputs
                 .iter()
-                .filter_map(|i| i.path().map(crate::storage::path_bytes))
+                .filter_map(|i| i.path().map(amdahl_planner::estimate::path_bytes))
                 .sum()
         })
     }
