@@ -287,6 +287,12 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         assert!(logs.contains("[1] hello browser"), "{logs}");
         assert!(text_of(&client, "#attempts").await.unwrap().contains("cpu"));
         assert!(text_of(&client, "#sizes").await.unwrap().starts_with("output"));
+        assert!(
+            text_of(&client, "#rule")
+                .await
+                .unwrap()
+                .starts_with("runs when: all_success")
+        );
         screenshot(&client, "4-task").await;
 
         // The DAG list shows the run among the DAG's recent runs.

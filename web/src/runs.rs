@@ -105,6 +105,10 @@ pub struct TaskDto {
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     pub pool: Option<String>,
+    /// When it runs, given how its upstream tasks ended: `all_success` (the default),
+    /// `all_done`, `all_failed`, `one_failed`, `one_success`, `none_failed`,
+    /// `none_failed_min_one_success` or `always`.
+    pub trigger: String,
 }
 
 impl From<TaskRecord> for TaskDto {
@@ -122,6 +126,7 @@ impl From<TaskRecord> for TaskDto {
             started_at_ms: t.started_at_ms,
             finished_at_ms: t.finished_at_ms,
             pool: t.pool,
+            trigger: t.trigger.name().to_string(),
         }
     }
 }

@@ -308,6 +308,10 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         .await;
     assert_eq!(status, StatusCode::OK, "{task}");
     assert_eq!(task["task"]["state"], "success");
+    assert_eq!(
+        task["task"]["trigger"], "all_success",
+        "the default trigger rule"
+    );
     assert_eq!(task["run"]["run_id"], run_id);
     assert_eq!(task["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(task["attempts"][0]["task_id"], "after");
