@@ -1487,9 +1487,19 @@ fn trigger_rules_handle_a_failure(amdahl: &Amdahl, services: bool) {
         ("cleanup", "success"),
         ("page", "skipped"),
         ("report", "success"),
+        ("announce", "skipped"),
     ] {
         assert_eq!(row(&shown, task), state, "{task} in:\n{shown}");
     }
+    assert!(
+        shown.contains("skipped: `when: {{ params.announce }}` is false for this run"),
+        "{shown}"
+    );
+    // The same condition holds for a run with the param set.
+    let announced = amdahl.run(&[verb, example, "--param", "announce=true", "--wait"]);
+    assert_success(&announced, "the announced run");
+    let shown = text(&amdahl.run(&["runs", "show", "3"]).stdout);
+    assert_eq!(row(&shown, "announce"), "success", "{shown}");
 }
 
 #[test]

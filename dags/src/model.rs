@@ -331,6 +331,9 @@ pub struct Task {
     pub device: DevicePreference,
     /// When it runs, given how its upstream tasks ended.
     pub trigger: TriggerRule,
+    /// A Jinja condition decided when a run is created (see `template::condition`): false
+    /// makes the task `skipped` in that run, and its downstream tasks follow their rules.
+    pub when: Option<Located>,
     pub pool: Option<String>,
     pub priority: i32,
     /// Parts the input is split into (`sql` tasks; 1: not split).

@@ -178,6 +178,9 @@ pub struct TaskSpec {
     device: Option<Device>,
     /// When the task runs, given how its upstream tasks ended (Airflow's trigger rules).
     trigger: Option<Trigger>,
+    /// A Jinja condition over params, `run.logical_date` and `dag.id`, decided when a run is
+    /// created: false (empty, `false`, `0`, `no`, `off`, `none`) skips the task in that run.
+    when: Option<String>,
     pool: Option<String>,
     priority: Option<i32>,
     /// `sql` tasks: split the largest input into this many row ranges that run side by side

@@ -72,6 +72,34 @@ pub fn render_text(text: &str, ctx: &RunContext) -> Result<String, TemplateError
     compiled.render(value).map_err(|e| from_minijinja(text, &e))
 }
 
+/// Whether a `when:` condition holds for a run: the template is rendered, and the text is
+/// false when it is empty or (in any case) `false`, `0`, `no`, `off`, `none`, `[]` or `{}`;
+/// anything else is true. It is decided when the run is created, before the run has an id,
+/// so `run.id` is refused.
+pub fn condition(template: &Located, ctx: &RunContext) -> Result<bool, TemplateError> {
+    let text = &template.text;
+    let env = environment();
+    let compiled = env
+        .template_from_str(text)
+        .map_err(|e| from_minijinja(text, &e))?;
+    if compiled.undeclared_variables(true).contains("run.id") {
+        let (line, column) = locate(text, "run.id").unwrap_or((1, 1));
+        return Err(TemplateError {
+            message: "`when` is decided when the run is created, before it has an id".into(),
+            line,
+            column,
+            len: "run.id".len(),
+            help: Some("use params, run.logical_date or dag.id".into()),
+        });
+    }
+    let rendered = render_text(text, ctx)?;
+    let value = rendered.trim().to_ascii_lowercase();
+    Ok(!matches!(
+        value.as_str(),
+        "" | "false" | "0" | "no" | "off" | "none" | "[]" | "{}"
+    ))
+}
+
 fn check_names(text: &str, names: &HashSet<String>, ctx: &RunContext) -> Result<(), TemplateError> {
     let mut names: Vec<&String> = names.iter().collect();
     names.sort();
@@ -187,6 +215,33 @@ mod tests {
     fn syntax_errors_are_located() {
         let err = render_text("a {{ params.sf ", &ctx()).unwrap_err();
         assert!(err.message.starts_with("template error"), "{err:?}");
+    }
+
+    #[test]
+    fn conditions_are_jinja_truth_in_text() {
+        let when = |text: &str| {
+            let located = Located {
+                text: text.into(),
+                span: crate::yaml::Span::at(1, 1, 1),
+                style: crate::yaml::Style::Plain,
+            };
+            condition(&located, &ctx())
+        };
+        assert_eq!(when("{{ params.sf > 0.05 }}"), Ok(true));
+        assert_eq!(when("{{ params.sf > 1 }}"), Ok(false));
+        assert_eq!(when("{{ dag.id == 'd' }}"), Ok(true));
+        for falsy in [
+            "", "false", "False", "0", "no", "OFF", "none", "[]", "{}", "  ",
+        ] {
+            assert_eq!(when(falsy), Ok(false), "`{falsy}`");
+        }
+        assert_eq!(when("yes"), Ok(true));
+        let err = when("{{ run.id > 3 }}").unwrap_err();
+        assert!(err.message.contains("before it has an id"), "{err:?}");
+        assert_eq!(
+            when("{{ params.sff }}").unwrap_err().message,
+            "template names undefined param `sff`"
+        );
     }
 
     #[test]

@@ -175,6 +175,10 @@ impl LocalRunner {
                         observer.task_changed(&task_id, TaskState::UpstreamFailed);
                     }
                     Command::Skip(task_id) => {
+                        let note = find(&tasks, &task_id)?
+                            .skip_note
+                            .clone()
+                            .unwrap_or_else(|| amdahl_scheduler::service::SKIPPED_BY_RULE.into());
                         self.store
                             .set_task_state(
                                 run_id,
@@ -182,7 +186,7 @@ impl LocalRunner {
                                 TaskState::Scheduled,
                                 TaskState::Skipped,
                                 now,
-                                Some(amdahl_scheduler::service::SKIPPED_BY_RULE),
+                                Some(&note),
                             )
                             .await?;
                         observer.task_changed(&task_id, TaskState::Skipped);

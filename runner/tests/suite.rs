@@ -74,6 +74,7 @@ async fn new_run_on_devices(
                     timeout_ms: None,
                     pool: None,
                     trigger: amdahl_dags::TriggerRule::AllSuccess,
+                    skip_note: None,
                 })
                 .collect(),
         })
@@ -1276,6 +1277,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
         timeout_ms: None,
         pool: None,
         trigger: amdahl_dags::TriggerRule::AllSuccess,
+        skip_note: None,
     };
     let run_id = store
         .create_run(&NewRun {
@@ -1633,6 +1635,7 @@ async fn pools_cap_queued_and_running_tasks_across_runs(db: &TestDb) {
         timeout_ms: None,
         pool: Some(pool.into()),
         trigger: amdahl_dags::TriggerRule::AllSuccess,
+        skip_note: None,
     };
     let mut runs = Vec::new();
     for _ in 0..10 {

@@ -125,6 +125,7 @@ mod tests {
             finished_at_ms: Some(finished),
             pool: None,
             trigger: amdahl_dags::TriggerRule::AllSuccess,
+            skip_note: None,
         }
     }
 

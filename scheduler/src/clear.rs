@@ -102,6 +102,7 @@ mod tests {
             finished_at_ms: None,
             pool: None,
             trigger: amdahl_dags::TriggerRule::AllSuccess,
+            skip_note: None,
         }
     }
 

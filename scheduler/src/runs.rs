@@ -67,10 +67,18 @@ pub async fn create_run(
         ),
     };
     let version_id = record_version(store, dag, now).await?;
+    // `when:` conditions are decided now, for this run's params and logical date.
+    let context = amdahl_dags::RunContext {
+        dag_id: dag.id.clone(),
+        run_id: 0,
+        logical_date: logical_date.clone(),
+        params: params.clone(),
+    };
     let tasks = dag
         .tasks
         .iter()
         .map(|t| NewTask {
+            skip_note: t.when.as_ref().and_then(|when| skip_note(when, &context)),
             task_id: t.id.clone(),
             device: t.device,
             kind: t.kind.name().to_string(),
@@ -129,6 +137,7 @@ pub fn task_view(t: &TaskRecord) -> TaskView {
         started_at_ms: t.started_at_ms,
         pool: t.pool.clone(),
         trigger: t.trigger,
+        skip: t.skip_note.is_some(),
     }
 }
 
@@ -159,6 +168,24 @@ pub fn view_of(
         cancel_requested,
         dispatcher,
         pool_free,
+    }
+}
+
+/// Why a task with this `when:` is skipped in a run of `context`: `None` when it holds. One
+/// that cannot be decided for the run's params (a param of another type, say) skips the task
+/// and says why, rather than running work the condition was meant to guard.
+fn skip_note(when: &amdahl_dags::Located, context: &amdahl_dags::RunContext) -> Option<String> {
+    match amdahl_dags::template::condition(when, context) {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "skipped: `when: {}` is false for this run",
+            when.text.trim()
+        )),
+        Err(e) => Some(format!(
+            "skipped: `when: {}` could not be decided for this run: {}",
+            when.text.trim(),
+            e.message
+        )),
     }
 }
 

@@ -340,6 +340,21 @@ impl Cx {
     }
 
     /// Renders a template with the DAG's default params to find undefined names and syntax errors.
+    /// A `when:` condition, checked as it will be evaluated (names, syntax, no `run.id`).
+    fn condition(&mut self, node: &Node, what: &str, ctx: &RunContext) -> Option<Located> {
+        let located = self.located(node, what)?;
+        match template::condition(&located, ctx) {
+            Ok(_) => Some(located),
+            Err(e) => {
+                let (line, column) = located.file_position(e.line, e.column);
+                let mut d = Diagnostic::new(&self.file, Span::at(line, column, e.len), e.message);
+                d.help = e.help;
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
     fn template(&mut self, located: &Located, ctx: &RunContext) -> Option<String> {
         match template::render(located, ctx) {
             Ok(text) => Some(text),

@@ -18,6 +18,7 @@ pub const TASK_KEYS: &[&str] = &[
     "timeout",
     "device",
     "trigger",
+    "when",
     "pool",
     "priority",
     "shards",
@@ -162,6 +163,10 @@ impl Cx {
             Some(n) => self.trigger(n, &format!("{what}.trigger")),
             None => Some(defaults.trigger.unwrap_or_default()),
         };
+        let when = match field("when") {
+            Some(n) => self.condition(n, &format!("{what}.when"), ctx).map(Some),
+            None => Some(None),
+        };
         let pool = match field("pool") {
             Some(n) => self.string(n, &format!("{what}.pool")).map(Some),
             None => Some(defaults.pool.clone()),
@@ -284,6 +289,7 @@ impl Cx {
             timeout: timeout?,
             device: device?,
             trigger: trigger?,
+            when: when?,
             pool: pool?,
             priority: priority?,
             shards: shards?.0,

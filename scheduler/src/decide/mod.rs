@@ -32,6 +32,8 @@ pub struct TaskView {
     pub pool: Option<String>,
     /// When it runs, given how its upstream tasks ended.
     pub trigger: TriggerRule,
+    /// Skipped in this run before it starts: its `when:` was false when the run was created.
+    pub skip: bool,
 }
 
 /// A run as the core sees it; tasks in the DAG's topological order.
@@ -129,7 +131,12 @@ pub fn decide(run: &RunView, now_ms: i64) -> Decision {
                     .filter_map(|n| index(n))
                     .map(|j| states[j])
                     .collect();
-                match judge(task.trigger, &upstream) {
+                let verdict = if task.skip {
+                    Verdict::Skip
+                } else {
+                    judge(task.trigger, &upstream)
+                };
+                match verdict {
                     Verdict::Wait => {}
                     Verdict::Run => to_queue.push(i),
                     Verdict::UpstreamFailed => {

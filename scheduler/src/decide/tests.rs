@@ -18,6 +18,7 @@ fn task(id: &str, state: TaskState, needs: &[&str]) -> TaskView {
         started_at_ms: None,
         pool: None,
         trigger: TriggerRule::AllSuccess,
+        skip: false,
     }
 }
 
@@ -464,4 +465,30 @@ fn a_leaf_that_was_upstream_failed_fails_the_run() {
         with_rule(task("b", Skipped, &["a"]), TriggerRule::AllFailed),
     ]);
     assert_eq!(decide(&ok, 0).commands, vec![FinishRun(RunState::Success)]);
+}
+
+#[test]
+fn a_false_condition_skips_the_task_at_once_and_downstream_follows_its_rules() {
+    let mut guarded = task("refresh", Scheduled, &["extract"]);
+    guarded.skip = true;
+    let view = run(vec![
+        task("extract", Running, &[]),
+        guarded,
+        task("publish", Scheduled, &["refresh"]),
+        with_rule(
+            task("tidy", Scheduled, &["refresh"]),
+            TriggerRule::NoneFailed,
+        ),
+    ]);
+    // Skipped without waiting for its upstream; `publish` (all_success) is skipped with it;
+    // `tidy` (none_failed) runs after a skip.
+    assert_eq!(
+        decide(&view, 0).commands,
+        vec![
+            Skip("refresh".into()),
+            Skip("publish".into()),
+            Queue("tidy".into()),
+            Dispatch("tidy".into()),
+        ]
+    );
 }

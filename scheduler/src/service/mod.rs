@@ -171,6 +171,10 @@ pub async fn advance(
                     .await
             }
             Command::Skip(task_id) => {
+                let note = by_id
+                    .get(task_id.as_str())
+                    .and_then(|t| t.skip_note.as_deref())
+                    .unwrap_or(SKIPPED_BY_RULE);
                 store
                     .set_task_state(
                         run_id,
@@ -178,7 +182,7 @@ pub async fn advance(
                         TaskState::Scheduled,
                         TaskState::Skipped,
                         now,
-                        Some(SKIPPED_BY_RULE),
+                        Some(note),
                     )
                     .await
             }

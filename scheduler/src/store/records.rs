@@ -59,6 +59,8 @@ pub struct NewTask {
     pub pool: Option<String>,
     /// When it runs, given how its upstream tasks ended.
     pub trigger: TriggerRule,
+    /// Why it is skipped in this run before it starts (its `when:` was false).
+    pub skip_note: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -103,6 +105,7 @@ pub struct TaskRecord {
     pub finished_at_ms: Option<i64>,
     pub pool: Option<String>,
     pub trigger: TriggerRule,
+    pub skip_note: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -223,6 +226,7 @@ pub(super) struct TaskRow {
     finished_at_ms: Option<i64>,
     pool: Option<String>,
     trigger_rule: String,
+    skip_note: Option<String>,
 }
 
 impl TaskRow {
@@ -232,6 +236,7 @@ impl TaskRow {
                 .ok_or_else(|| StoreError::Corrupt(format!("task state `{}`", self.state)))?,
             needs: serde_json::from_str(&self.needs_json)
                 .map_err(|e| StoreError::Corrupt(format!("needs_json: {e}")))?,
+            skip_note: self.skip_note,
             trigger: TriggerRule::parse(&self.trigger_rule).ok_or_else(|| {
                 StoreError::Corrupt(format!("trigger rule `{}`", self.trigger_rule))
             })?,
