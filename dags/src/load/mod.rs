@@ -345,26 +345,23 @@ impl Cx {
         let located = self.located(node, what)?;
         match template::condition(&located, ctx) {
             Ok(_) => Some(located),
-            Err(e) => {
-                let (line, column) = located.file_position(e.line, e.column);
-                let mut d = Diagnostic::new(&self.file, Span::at(line, column, e.len), e.message);
-                d.help = e.help;
-                self.diags.push(d);
-                None
-            }
+            Err(e) => self.template_error(&located, e),
         }
     }
 
     fn template(&mut self, located: &Located, ctx: &RunContext) -> Option<String> {
         match template::render(located, ctx) {
             Ok(text) => Some(text),
-            Err(e) => {
-                let (line, column) = located.file_position(e.line, e.column);
-                let mut d = Diagnostic::new(&self.file, Span::at(line, column, e.len), e.message);
-                d.help = e.help;
-                self.diags.push(d);
-                None
-            }
+            Err(e) => self.template_error(located, e),
         }
+    }
+
+    /// A template problem, located in the file.
+    fn template_error<T>(&mut self, located: &Located, e: template::TemplateError) -> Option<T> {
+        let (line, column) = located.file_position(e.line, e.column);
+        let mut d = Diagnostic::new(&self.file, Span::at(line, column, e.len), e.message);
+        d.help = e.help;
+        self.diags.push(d);
+        None
     }
 }
