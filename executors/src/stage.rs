@@ -115,8 +115,14 @@ impl Stage {
         if let Some(routed) = &self.route {
             return routed.clone();
         }
-        let problem = crate::gpu::health::unusable_reason();
-        route(&self.ask(), problem.as_deref(), || {
+        let ask = self.ask();
+        // Only a kind with a GPU path asks about the GPU: an `empty` or `shell` stage (the
+        // hot path of wide runs) routes without copying the GPU's state.
+        let problem = ask
+            .gpu_path
+            .then(crate::gpu::health::unusable_reason)
+            .flatten();
+        route(&ask, problem.as_deref(), || {
             self.inputs
                 .iter()
                 .filter_map(|i| i.path().map(amdahl_planner::estimate::path_bytes))

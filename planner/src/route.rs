@@ -111,7 +111,8 @@ pub fn placeable(ask: &Ask<'_>, gpu_usable: bool, cluster: bool) -> bool {
 }
 
 /// Decides the route. `gpu_problem` is why no GPU is usable in this process now (`None`: one
-/// is); `input_bytes` is asked for only when a `device: auto` stage with a usable GPU has no
+/// is; read only for kinds with a GPU path, so callers may pass `None` for the others);
+/// `input_bytes` is asked for only when a `device: auto` stage with a usable GPU has no
 /// placement to follow.
 pub fn route(
     ask: &Ask<'_>,
