@@ -22,6 +22,7 @@ pub mod diagnostic;
 pub mod discover;
 pub mod load;
 pub mod model;
+pub mod notice;
 pub mod params;
 pub mod schedule;
 pub mod schema;

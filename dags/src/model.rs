@@ -26,6 +26,8 @@ pub struct Dag {
     pub datasets: BTreeMap<String, Dataset>,
     /// Secrets its `shell` tasks receive (see [`Secret`]).
     pub secrets: BTreeMap<String, Secret>,
+    /// Who is told when a run fails or succeeds, or a task of it retries.
+    pub notify: crate::notice::Notify,
     /// Tasks in a topological order: every task comes after all of its `needs`.
     pub tasks: Vec<Task>,
     pub source: DagSource,
@@ -334,6 +336,8 @@ pub struct Task {
     /// A Jinja condition decided when a run is created (see `template::condition`): false
     /// makes the task `skipped` in that run, and its downstream tasks follow their rules.
     pub when: Option<Located>,
+    /// Who is told when this task fails for good, retries or succeeds.
+    pub notify: crate::notice::Notify,
     pub pool: Option<String>,
     pub priority: i32,
     /// Parts the input is split into (`sql` tasks; 1: not split).

@@ -39,6 +39,12 @@ pub struct DagFile {
     /// Secrets `shell` tasks receive as environment variables (the name in capitals), read on
     /// the worker and masked in logs and errors.
     secrets: Option<BTreeMap<String, SecretSpec>>,
+    /// Notifiers called when a run fails (`task` is its first failed task).
+    on_failure: Option<Vec<NotifierSpec>>,
+    /// Notifiers called when any task of a run fails an attempt and will be tried again.
+    on_retry: Option<Vec<NotifierSpec>>,
+    /// Notifiers called when a run succeeds.
+    on_success: Option<Vec<NotifierSpec>>,
     /// Tasks by id.
     tasks: BTreeMap<String, TaskSpec>,
 }
@@ -181,6 +187,12 @@ pub struct TaskSpec {
     /// A Jinja condition over params, `run.logical_date` and `dag.id`, decided when a run is
     /// created: false (empty, `false`, `0`, `no`, `off`, `none`) skips the task in that run.
     when: Option<String>,
+    /// Notifiers called when this task fails for good (its last attempt failed).
+    on_failure: Option<Vec<NotifierSpec>>,
+    /// Notifiers called when an attempt of this task failed and it will be tried again.
+    on_retry: Option<Vec<NotifierSpec>>,
+    /// Notifiers called when this task succeeds.
+    on_success: Option<Vec<NotifierSpec>>,
     pool: Option<String>,
     priority: Option<i32>,
     /// `sql` tasks: split the largest input into this many row ranges that run side by side
@@ -198,6 +210,61 @@ pub struct TaskSpec {
     knn: Option<KnnSpec>,
     matmul: Option<MatmulSpec>,
     score: Option<ScoreSpec>,
+}
+
+/// One notifier: exactly one of `webhook` or `email`. Every text is a Jinja template over
+/// `event`, `dag.id`, `run.{id, logical_date, state, url}`, `task.{id, state, attempt, error,
+/// log_tail}`, `params` and `secrets`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["webhook"]}, {"required": ["email"]}]))]
+#[allow(dead_code)]
+pub struct NotifierSpec {
+    webhook: Option<WebhookSpec>,
+    email: Option<EmailSpec>,
+}
+
+/// An HTTP request, sent by the scheduler, retried with backoff until the server answers 2xx.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct WebhookSpec {
+    /// `http://` or `https://` (keep tokens in a secret: `{{ secrets.slack_hook }}`).
+    url: String,
+    /// `POST` (default), `PUT`, `PATCH` or `GET`.
+    method: Option<WebhookMethod>,
+    /// Header names and value templates.
+    headers: Option<BTreeMap<String, String>>,
+    /// The request body; without it, a JSON object describing the event.
+    body: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+pub enum WebhookMethod {
+    POST,
+    PUT,
+    PATCH,
+    GET,
+}
+
+/// An email, sent by the scheduler through the SMTP server in `AMDAHL_SMTP_URL`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct EmailSpec {
+    /// One address or a list of them.
+    to: AddressList,
+    subject: Option<String>,
+    body: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum AddressList {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `empty` takes no settings.

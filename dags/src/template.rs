@@ -36,7 +36,7 @@ pub struct TemplateError {
     pub help: Option<String>,
 }
 
-fn environment() -> Environment<'static> {
+pub(crate) fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
@@ -149,7 +149,7 @@ fn check_names(text: &str, names: &HashSet<String>, ctx: &RunContext) -> Result<
 }
 
 /// Position (1-based line, column) of the first occurrence of `needle` in `text`.
-fn locate(text: &str, needle: &str) -> Option<(usize, usize)> {
+pub(crate) fn locate(text: &str, needle: &str) -> Option<(usize, usize)> {
     let at = text.find(needle)?;
     Some(offset_to_position(text, at))
 }
@@ -161,7 +161,7 @@ fn offset_to_position(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-fn from_minijinja(text: &str, err: &minijinja::Error) -> TemplateError {
+pub(crate) fn from_minijinja(text: &str, err: &minijinja::Error) -> TemplateError {
     let (line, column, len) = match err.range() {
         Some(range) if range.start <= text.len() => {
             let (line, column) = offset_to_position(text, range.start);

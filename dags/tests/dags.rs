@@ -110,6 +110,18 @@ fn the_schema_names_exactly_the_keys_the_loader_accepts() {
         keys("/$defs/GenerateSpec/properties"),
         sorted(GENERATE_KEYS)
     );
+    assert_eq!(
+        keys("/$defs/NotifierSpec/properties"),
+        sorted(amdahl_dags::load::NOTIFIER_KEYS)
+    );
+    assert_eq!(
+        keys("/$defs/WebhookSpec/properties"),
+        sorted(amdahl_dags::load::WEBHOOK_KEYS)
+    );
+    assert_eq!(
+        keys("/$defs/EmailSpec/properties"),
+        sorted(amdahl_dags::load::EMAIL_KEYS)
+    );
 }
 
 #[test]

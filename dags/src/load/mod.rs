@@ -19,6 +19,7 @@ use crate::yaml::{self, Node, Span};
 mod datasets;
 mod generate;
 mod kinds;
+mod notify;
 mod order;
 mod reader;
 mod secrets;
@@ -27,6 +28,7 @@ mod tasks;
 pub use datasets::DATASET_KEYS;
 pub use generate::{GENERATE_KEYS, MAX_VECTOR_DIM, MAX_VECTOR_ROWS, parse_scale_factor};
 pub use kinds::{KNN_KEYS, MATMUL_KEYS, MAX_K, SCORE_KEYS};
+pub use notify::{EMAIL_KEYS, MAX_NOTIFIERS, NOTIFIER_KEYS, WEBHOOK_KEYS};
 pub use secrets::SECRET_KEYS;
 pub use tasks::{KIND_KEYS, MAX_TASKS, TASK_KEYS};
 
@@ -43,6 +45,9 @@ pub const DAG_KEYS: &[&str] = &[
     "defaults",
     "datasets",
     "secrets",
+    "on_failure",
+    "on_retry",
+    "on_success",
     "tasks",
 ];
 /// Keys allowed under `defaults:`.
@@ -280,6 +285,12 @@ impl Cx {
             .map(|n| self.secrets(n, &source.base_dir))
             .unwrap_or_default();
 
+        let scope = notify::NoticeScope {
+            dag_id: id.as_deref().unwrap_or_default(),
+            params: &params,
+            secrets: secrets.keys().map(String::as_str).collect(),
+        };
+        let notify = self.notify(&entries, "", &scope);
         let ctx = RunContext {
             dag_id: id.clone().unwrap_or_default(),
             run_id: 0,
@@ -287,7 +298,7 @@ impl Cx {
             params: params.clone(),
         };
         let tasks = match get("tasks") {
-            Some(node) => self.tasks(node, &defaults, &datasets, &ctx),
+            Some(node) => self.tasks(node, &defaults, &datasets, &ctx, &scope),
             None => {
                 self.error(root.span, "missing required key `tasks`");
                 Vec::new()
@@ -311,6 +322,7 @@ impl Cx {
             params,
             datasets,
             secrets,
+            notify: notify?,
             tasks,
             source,
             task_index: Default::default(),

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use super::notify::NoticeScope;
 use super::{Cx, Defaults};
 use crate::diagnostic::did_you_mean;
 use crate::model::{Dataset, Engine, Task, TaskKind};
@@ -30,6 +31,9 @@ pub const TASK_KEYS: &[&str] = &[
     "knn",
     "matmul",
     "score",
+    "on_failure",
+    "on_retry",
+    "on_success",
 ];
 /// The task kinds: each task has exactly one of these keys.
 pub const KIND_KEYS: &[&str] = &[
@@ -45,6 +49,7 @@ impl Cx {
         defaults: &Defaults,
         datasets: &BTreeMap<String, Dataset>,
         ctx: &RunContext,
+        scope: &NoticeScope<'_>,
     ) -> Vec<(Task, Vec<(String, Span)>)> {
         let mut out = Vec::new();
         let entries = self.entries(node, "tasks", None).unwrap_or_default();
@@ -71,7 +76,7 @@ impl Cx {
                 tasks: &ids,
                 datasets,
             };
-            if let Some(task) = self.task(id, key, value, defaults, &known, ctx)
+            if let Some(task) = self.task(id, key, value, defaults, &known, ctx, scope)
                 && valid
             {
                 out.push(task);
@@ -88,6 +93,7 @@ impl Cx {
         defaults: &Defaults,
         known: &Known<'_>,
         ctx: &RunContext,
+        scope: &NoticeScope<'_>,
     ) -> Option<(Task, Vec<(String, Span)>)> {
         let (all_ids, datasets) = (known.tasks, known.datasets);
         let what = format!("tasks.{id}");
@@ -167,6 +173,7 @@ impl Cx {
             Some(n) => self.condition(n, &format!("{what}.when"), ctx).map(Some),
             None => Some(None),
         };
+        let notify = self.notify(&fields, &format!("{what}."), scope);
         let pool = match field("pool") {
             Some(n) => self.string(n, &format!("{what}.pool")).map(Some),
             None => Some(defaults.pool.clone()),
@@ -290,6 +297,7 @@ impl Cx {
             device: device?,
             trigger: trigger?,
             when: when?,
+            notify: notify?,
             pool: pool?,
             priority: priority?,
             shards: shards?.0,
