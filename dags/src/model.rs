@@ -373,6 +373,20 @@ pub struct Secret {
     pub span: Span,
 }
 
+/// `text` with every one of `values` (empty ones aside) replaced by `***`, longest first so
+/// that a secret containing another is masked whole.
+pub fn mask<'a>(text: &str, values: impl Iterator<Item = &'a str>) -> String {
+    let mut values: Vec<&str> = values.filter(|v| !v.is_empty()).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for value in values {
+        if out.contains(value) {
+            out = out.replace(value, "***");
+        }
+    }
+    out
+}
+
 /// Where a secret's value is read on the worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {

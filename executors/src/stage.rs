@@ -152,19 +152,8 @@ impl Stage {
     }
 }
 
-/// `text` with every one of `values` (empty ones aside) replaced by `***`, longest first so
-/// that a secret containing another is masked whole.
-pub fn mask<'a>(text: &str, values: impl Iterator<Item = &'a str>) -> String {
-    let mut values: Vec<&str> = values.filter(|v| !v.is_empty()).collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    let mut out = text.to_string();
-    for value in values {
-        if out.contains(value) {
-            out = out.replace(value, "***");
-        }
-    }
-    out
-}
+/// Secret values in a text replaced by `***` (see [`amdahl_dags::mask`]).
+pub use amdahl_dags::mask;
 
 /// Which device a stage ran on: placement's [`amdahl_placement::Place`], one enum from the
 /// route to the store (which writes it as `cpu`, `gpu` or `cluster`).

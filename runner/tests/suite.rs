@@ -5,6 +5,7 @@
 //! PostgreSQL half never skips silently: without the variable it fails and says what to set,
 //! unless `AMDAHL_TEST_SKIP_POSTGRES=1` asks for it explicitly.
 
+mod notifications;
 mod support;
 
 use std::sync::Arc;
@@ -21,6 +22,10 @@ use amdahl_scheduler::store::{
 };
 use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
 
+use notifications::{
+    notifications_are_recorded_once_and_delivered,
+    notifications_survive_a_dead_scheduler_and_a_server_down,
+};
 use support::TestDb;
 
 /// A run that the process `owner` drives in-process.
@@ -59,6 +64,7 @@ async fn new_run_on_devices(
             max_active_tasks: 4,
             owner: owner.map(str::to_string),
             backfill_id: None,
+            notify: false,
             now_ms: 1_000,
             tasks: tasks
                 .iter()
@@ -1289,6 +1295,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             max_active_tasks: 4,
             owner: None,
             backfill_id: None,
+            notify: false,
             now_ms: 1_000,
             tasks: vec![task("a", &[]), task("b", &["a"]), task("c", &[])],
         })
@@ -1649,6 +1656,7 @@ async fn pools_cap_queued_and_running_tasks_across_runs(db: &TestDb) {
                 max_active_tasks: 4,
                 owner: None,
                 backfill_id: None,
+                notify: false,
                 now_ms: 1_000,
                 tasks: vec![task("load", "db"), task("elsewhere", "missing")],
             })
@@ -1790,6 +1798,8 @@ suite!(
     cleared_tasks_run_again,
     a_worker_whose_gpu_is_lost_stops_advertising_it,
     every_read_decodes_its_rows,
+    notifications_are_recorded_once_and_delivered,
+    notifications_survive_a_dead_scheduler_and_a_server_down,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

@@ -16,6 +16,7 @@ pub mod backfill;
 pub mod breakdown;
 pub mod clear;
 pub mod decide;
+pub mod notify;
 pub mod resolve;
 pub mod runs;
 pub mod service;

@@ -265,8 +265,46 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
             println!("{line}");
         }
     }
+    print_notifications(&store.notifications(run_id).await?);
     print_breakdown(&breakdown);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who was told what about the run (`on_failure`, `on_retry`, `on_success`), and how it went.
+fn print_notifications(notes: &[amdahl_scheduler::store::NotificationRecord]) {
+    if notes.is_empty() {
+        return;
+    }
+    println!("\nNotifications:");
+    let rows: Vec<Vec<String>> = notes
+        .iter()
+        .map(|n| {
+            let about = if n.task_id.is_empty() {
+                format!("run {}", n.event)
+            } else {
+                format!("{} {} (attempt {})", n.task_id, n.event, n.occurrence)
+            };
+            vec![
+                about,
+                n.target.clone(),
+                n.state.to_string(),
+                n.attempts.to_string(),
+                n.response_code.map_or("-".into(), |c| c.to_string()),
+                n.last_error
+                    .as_deref()
+                    .filter(|_| n.state != amdahl_scheduler::store::NotificationState::Delivered)
+                    .map(|e| first_line(e).to_string())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["ABOUT", "TO", "STATE", "ATTEMPTS", "ANSWER", "LAST ERROR"],
+            &rows
+        )
+    );
 }
 
 /// Where the run's time went, per task and in total, and the speed-up ceiling that follows.

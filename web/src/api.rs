@@ -17,7 +17,8 @@ use amdahl_scheduler::{Clock, SystemClock};
 use crate::auth::Caller;
 use crate::extract::{ErrorDto, json_error, page_limit, path_error};
 use crate::runs::{
-    self, AttemptDto, CancelDto, ClearBody, Cleared, LogDto, RunDetail, RunDto, TaskDetail, TaskDto,
+    self, AttemptDto, CancelDto, ClearBody, Cleared, LogDto, NotificationDto, RunDetail, RunDto,
+    TaskDetail, TaskDto,
 };
 use crate::{ApiError, AppState};
 
@@ -68,6 +69,7 @@ pub fn routes() -> Router<AppState> {
         Paused,
         RunDto,
         RunDetail,
+        NotificationDto,
         TaskDetail,
         TaskDto,
         AttemptDto,

@@ -30,7 +30,7 @@ use amdahl_scheduler::Topic;
 use amdahl_scheduler::store::{StateCount, Subscription};
 
 use crate::auth::Caller;
-use crate::runs::{AttemptDto, RunDto, TaskDto, count_states, find_run};
+use crate::runs::{AttemptDto, NotificationDto, RunDto, TaskDto, count_states, find_run};
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -53,6 +53,8 @@ pub struct RunEvent {
     pub full: bool,
     pub tasks: Vec<TaskDto>,
     pub attempts: Vec<AttemptDto>,
+    /// Every notification about the run so far (a handful; sent whole).
+    pub notifications: Vec<NotificationDto>,
 }
 
 /// After an event, how long the stream lets changes gather before looking again.
@@ -142,6 +144,8 @@ struct RunWatch {
     run_id: i64,
     run: Option<String>,
     counts: Vec<StateCount>,
+    /// The notifications as last sent.
+    notifications: String,
     /// A hash of each task as last sent.
     sent: HashMap<String, u64>,
 }
@@ -152,6 +156,7 @@ impl RunWatch {
             run_id,
             run: None,
             counts: Vec::new(),
+            notifications: String::new(),
             sent: HashMap::new(),
         }
     }
@@ -172,7 +177,18 @@ impl Watch for RunWatch {
         let run = RunDto::from(store.run(self.run_id).await.ok()??);
         let run_json = serde_json::to_string(&run).ok()?;
         let counts = store.state_counts(self.run_id).await.ok()?;
-        if self.run.as_deref() == Some(run_json.as_str()) && counts == self.counts {
+        let notifications: Vec<NotificationDto> = store
+            .notifications(self.run_id)
+            .await
+            .ok()?
+            .into_iter()
+            .map(NotificationDto::from)
+            .collect();
+        let notifications_json = serde_json::to_string(&notifications).ok()?;
+        if self.run.as_deref() == Some(run_json.as_str())
+            && counts == self.counts
+            && notifications_json == self.notifications
+        {
             return None;
         }
         let tasks = store.tasks(self.run_id).await.ok()?;
@@ -203,8 +219,10 @@ impl Watch for RunWatch {
             full,
             tasks: tasks_out,
             attempts: attempts.into_iter().map(AttemptDto::from).collect(),
+            notifications,
         };
         let json = serde_json::to_string(&event).ok()?;
+        self.notifications = notifications_json;
         self.run = Some(run_json);
         self.counts = counts;
         self.sent = sent;

@@ -11,7 +11,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use amdahl_scheduler::store::{AttemptRecord, RunRecord, StateCount, TaskRecord};
+use amdahl_scheduler::store::{
+    AttemptRecord, NotificationRecord, RunRecord, StateCount, TaskRecord,
+};
 use amdahl_scheduler::{Clock, SystemClock};
 
 use crate::auth::Caller;
@@ -191,6 +193,53 @@ pub struct RunDetail {
     pub attempts: Vec<AttemptDto>,
     /// `tasks_from` of the next page, when there is one.
     pub next_tasks_from: Option<i64>,
+    /// Who was told about the run and its tasks (`on_failure`, `on_retry`, `on_success`),
+    /// oldest first.
+    pub notifications: Vec<NotificationDto>,
+}
+
+/// A notification about a run or one of its tasks, and how its delivery went.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct NotificationDto {
+    /// Empty for the run's own end.
+    pub task_id: String,
+    /// `failure`, `retry` or `success`.
+    pub event: String,
+    /// `dag` (a notifier the DAG lists) or `task` (one the task lists).
+    pub level: String,
+    /// The attempt for a task's event, the run's finish time (ms) for the run's.
+    pub occurrence: i64,
+    /// `webhook` or `email`.
+    pub kind: String,
+    /// Where it went, secrets masked.
+    pub target: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    /// The HTTP status or SMTP reply code of the last attempt.
+    pub response_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+impl From<NotificationRecord> for NotificationDto {
+    fn from(n: NotificationRecord) -> NotificationDto {
+        NotificationDto {
+            task_id: n.task_id,
+            event: n.event,
+            level: n.level,
+            occurrence: n.occurrence,
+            kind: n.kind,
+            target: n.target,
+            state: n.state.to_string(),
+            attempts: n.attempts,
+            response_code: n.response_code,
+            last_error: n.last_error,
+            created_at_ms: n.created_at_ms,
+            finished_at_ms: n.finished_at_ms,
+        }
+    }
 }
 
 /// The largest page of a run's tasks; a 10,000-task run is ten requests, each quick.
@@ -234,6 +283,11 @@ pub(crate) async fn run(
         .attempts_at(run_id, from, from + limit)
         .await
         .map_err(ApiError::internal)?;
+    let notifications = state
+        .store
+        .notifications(run_id)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(RunDetail {
         run: run.into(),
         counts,
@@ -242,6 +296,10 @@ pub(crate) async fn run(
         tasks: tasks.into_iter().map(TaskDto::from).collect(),
         attempts: attempts.into_iter().map(AttemptDto::from).collect(),
         next_tasks_from: (from + limit < task_count).then_some(from + limit),
+        notifications: notifications
+            .into_iter()
+            .map(NotificationDto::from)
+            .collect(),
     }))
 }
 

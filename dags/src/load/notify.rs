@@ -62,7 +62,10 @@ impl Cx {
         let Value::Seq(items) = &node.value else {
             self.error_help(
                 node.span,
-                format!("`{what}` must be a list of notifiers, found {}", node.type_name()),
+                format!(
+                    "`{what}` must be a list of notifiers, found {}",
+                    node.type_name()
+                ),
                 "write e.g. `- webhook: { url: https://… }`",
             );
             return None;
@@ -206,7 +209,11 @@ impl Cx {
                     Value::Seq(items) => items.iter().collect(),
                     Value::Str(..) => vec![n],
                     _ => {
-                        self.wrong_type(n, "an address or a list of addresses", &format!("{what}.to"));
+                        self.wrong_type(
+                            n,
+                            "an address or a list of addresses",
+                            &format!("{what}.to"),
+                        );
                         ok = false;
                         Vec::new()
                     }

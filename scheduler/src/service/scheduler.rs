@@ -14,6 +14,7 @@ use super::{Moved, advance, backfill_plan, load_pinned, tolerate_conflict};
 use crate::Clock;
 use crate::backfill::{self, Reprocess, Step};
 use crate::decide::after_failure;
+use crate::notify::{self, Deliverer, DeliverySettings};
 use crate::runs::{RunOrigin, create_run, record_version, task_view};
 use crate::state::RunState;
 use crate::store::{Backoff, ReapLease, Store, StoreError, Topic};
@@ -29,6 +30,8 @@ pub struct SchedulerService {
     pub dags_folder: Option<PathBuf>,
     /// What each DAG file held when last read, by path.
     files: Mutex<HashMap<PathBuf, KnownFile>>,
+    /// Sends notifications (`None`: this scheduler records them but leaves sending to others).
+    deliverer: Option<Arc<Deliverer>>,
 }
 
 /// A DAG file as last read: its modification time and, if it was valid, the DAG.
@@ -50,7 +53,21 @@ impl SchedulerService {
             poll,
             dags_folder,
             files: Mutex::new(HashMap::new()),
+            deliverer: match Deliverer::new(DeliverySettings::from_env()) {
+                Ok(deliverer) => Some(Arc::new(deliverer)),
+                Err(e) => {
+                    eprintln!("scheduler: notifications will not be sent: {e}");
+                    None
+                }
+            },
         }
+    }
+
+    /// Sends notifications with these settings instead of the defaults (tests shorten the
+    /// timeouts and backoff).
+    pub fn with_delivery(mut self, settings: DeliverySettings) -> Result<Self, String> {
+        self.deliverer = Some(Arc::new(Deliverer::new(settings)?));
+        Ok(self)
     }
 
     /// Runs until `shutdown` resolves. A [`Topic::Progress`] signal (a run created, an attempt
@@ -64,6 +81,14 @@ impl SchedulerService {
         let mut next_tick = tokio::time::Instant::now();
         let mut backoff = Backoff::default();
         let mut failing = false;
+        // Notifications are sent beside the decisions, so a slow webhook never holds a run up.
+        let _delivery = self.deliverer.clone().map(|deliverer| {
+            AbortOnDrop(tokio::spawn(deliver_forever(
+                deliverer,
+                self.store.clone(),
+                self.clock.clone(),
+            )))
+        });
         loop {
             let pass = tokio::time::Instant::now();
             let done = if pass >= next_tick {
@@ -115,7 +140,22 @@ impl SchedulerService {
     pub async fn tick(&self) -> Result<(), StoreError> {
         self.schedule_due_runs().await?;
         self.advance_runs().await?;
-        self.reap_expired_leases().await
+        self.reap_expired_leases().await?;
+        let ui_url = self
+            .deliverer
+            .as_ref()
+            .and_then(|d| d.settings().ui_url.clone());
+        notify::record_watched(&self.store, self.clock.as_ref(), ui_url.as_deref(), 256).await?;
+        Ok(())
+    }
+
+    /// Sends the notifications due now once (what the delivery loop of [`Self::run`] does
+    /// continuously). Returns how many attempts were made.
+    pub async fn deliver_notifications(&self) -> Result<usize, StoreError> {
+        match &self.deliverer {
+            Some(deliverer) => deliverer.deliver_due(&self.store, &self.clock, 256).await,
+            None => Ok(0),
+        }
     }
 
     /// Decides every unfinished service run once, steps the backfills, and wakes workers if
@@ -336,5 +376,35 @@ impl SchedulerService {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Aborts a spawned task when dropped (when [`SchedulerService::run`] returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends due notifications until aborted: at once again while there were some, else after a
+/// short rest; a database that does not answer is waited out.
+async fn deliver_forever(deliverer: Arc<Deliverer>, store: Store, clock: Arc<dyn Clock>) {
+    let mut backoff = Backoff::default();
+    loop {
+        match deliverer.deliver_due(&store, &clock, 256).await {
+            Ok(tried) => {
+                backoff.reset();
+                if tried == 0 {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+            Err(e) => {
+                let wait = backoff.next_wait();
+                eprintln!("scheduler: notifications: {e}; trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 }

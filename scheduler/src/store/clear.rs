@@ -12,7 +12,8 @@ impl Store {
             let mut tx = pool.begin().await?;
             let run = sqlx::query(
                 "UPDATE runs SET state = 'queued', finished_at_ms = NULL, owner = NULL, \
-                 heartbeat_at_ms = NULL, cancel_requested_at_ms = NULL, note = NULL \
+                 heartbeat_at_ms = NULL, cancel_requested_at_ms = NULL, note = NULL, \
+                 notify = CASE WHEN notify IS NULL THEN NULL ELSE 'watching' END \
                  WHERE id = $1 AND state IN ('success', 'failed', 'cancelled')",
             )
             .bind(run_id)

@@ -55,4 +55,28 @@ impl Store {
             })
             .collect())
     }
+
+    /// The last `lines` log lines of one attempt of a task, oldest first.
+    pub async fn log_tail(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        attempt: i64,
+        lines: i64,
+    ) -> Result<Vec<String>> {
+        let mut rows: Vec<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT l.line FROM task_logs l JOIN task_attempts a ON a.id = l.attempt_id \
+                 WHERE a.run_id = $1 AND a.task_id = $2 AND a.attempt = $3 ORDER BY l.id DESC LIMIT $4",
+            )
+            .bind(run_id)
+            .bind(task_id)
+            .bind(attempt)
+            .bind(lines)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.reverse();
+        Ok(rows.into_iter().map(|(line,)| line).collect())
+    }
 }

@@ -19,6 +19,8 @@ pub struct NewRun {
     pub owner: Option<String>,
     /// The backfill that made this run; it makes at most one run per logical date.
     pub backfill_id: Option<i64>,
+    /// Whether its DAG version has notifiers: the run is then watched for events to notify.
+    pub notify: bool,
     pub now_ms: i64,
     pub tasks: Vec<NewTask>,
 }

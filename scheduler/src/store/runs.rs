@@ -38,8 +38,8 @@ impl Store {
             }
             let created: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO runs (dag_id, dag_version_id, state, trigger_kind, params_json, logical_date, \
-                                   max_active_tasks, owner, heartbeat_at_ms, created_at_ms, backfill_id) \
-                 SELECT $1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7, $9 \
+                                   max_active_tasks, owner, heartbeat_at_ms, created_at_ms, backfill_id, notify) \
+                 SELECT $1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7, $9, $10 \
                  WHERE $9 IS NULL OR EXISTS (SELECT 1 FROM backfills b WHERE b.id = $9 AND b.state = 'running') \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
@@ -52,6 +52,7 @@ impl Store {
             .bind(new.now_ms)
             .bind(new.trigger.as_str())
             .bind(new.backfill_id)
+            .bind(new.notify.then_some("watching"))
             .fetch_optional(&mut *tx)
             .await?;
             let Some(run_id) = created else {

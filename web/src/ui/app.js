@@ -396,7 +396,21 @@ function runView(detail, admin) {
     el("h2", {}, "Graph"), graph(shape, states, run.run_id),
     el("h2", {}, "Gantt"), gantt(detail),
     el("h2", {}, "Where the time went"), breakdown(detail),
+    notifications(detail.notifications || []),
   ];
+}
+
+/// Who was told about the run, and how delivery went.
+function notifications(notes) {
+  if (!notes.length) return null;
+  return el("div", {},
+    el("h2", {}, "Notifications"),
+    el("table", { id: "notifications" }, el("tr", {}, ["About", "To", "State", "Attempts", "Answer", "Last error"].map((h) => el("th", {}, h))),
+      notes.map((n) => el("tr", { "data-event": n.event },
+        el("td", {}, n.task_id ? `${n.task_id} ${n.event} (attempt ${n.occurrence})` : `run ${n.event}`),
+        el("td", {}, n.target), el("td", {}, el("span", { class: `state ${n.state === "delivered" ? "success" : n.state}` }, n.state)),
+        el("td", {}, n.attempts), el("td", {}, n.response_code ?? "–"),
+        el("td", { class: "error" }, n.state === "delivered" ? "" : (n.last_error || ""))))));
 }
 
 async function runPage(runId) {
@@ -414,7 +428,7 @@ async function runPage(runId) {
     if (event.full) { tasks.clear(); attempts.clear(); }
     for (const t of event.tasks) { tasks.set(t.task_id, t); attempts.set(t.task_id, []); }
     for (const a of event.attempts) (attempts.get(a.task_id) || []).push(a);
-    show(...runView({ run: event.run, counts: event.counts, task_count: event.task_count, tasks: [...tasks.values()], attempts: [...attempts.values()].flat() }, admin));
+    show(...runView({ run: event.run, counts: event.counts, task_count: event.task_count, tasks: [...tasks.values()], attempts: [...attempts.values()].flat(), notifications: event.notifications }, admin));
   });
 }
 
