@@ -1452,13 +1452,106 @@ fn postgres_empty_tasks_and_the_gpu_fallback() {
 /// Trigger rules: when the load of `failure_handling.yaml` breaks, the cleanup (`all_done`)
 /// and the page (`one_failed`) run, the report (`all_success`) is upstream_failed, and the
 /// run fails all the same; when it does not, the page is skipped and the run succeeds.
+/// An HTTP server on 127.0.0.1 (a thread) that answers 200 to everything and keeps each
+/// request's first line and body.
+struct Hook {
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                reader.read_line(&mut first).ok();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).ok();
+                kept.lock().unwrap().push((
+                    first.trim().to_string(),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .ok();
+            }
+        });
+        Hook { url, requests }
+    }
+
+    fn requests(&self) -> Vec<(String, String)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
 fn trigger_rules_handle_a_failure(amdahl: &Amdahl, services: bool) {
     let example = "dags/examples/failure_handling.yaml";
     let verb = if services { "trigger" } else { "run" };
-    let broken = amdahl.run(&[verb, example, "--param", "break_load=true", "--wait"]);
+    let hook = Hook::start();
+    let alert = format!("alert_url={}", hook.url);
+    let broken = amdahl.run(&[
+        verb,
+        example,
+        "--param",
+        "break_load=true",
+        "--param",
+        &alert,
+        "--wait",
+    ]);
     assert!(!broken.status.success(), "{}", text(&broken.stdout));
-    let ok = amdahl.run(&[verb, example, "--wait"]);
+    // The failed run's webhook was posted once (by `amdahl run` itself, or by the scheduler).
+    let shown = wait_for(amdahl, "1", "delivered", Duration::from_secs(20));
+    assert!(shown.contains("Notifications:"), "{shown}");
+    assert!(shown.contains(&format!("POST {}", hook.url)), "{shown}");
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].0, "POST /alerts HTTP/1.1");
+    let body: serde_json::Value = serde_json::from_str(&requests[0].1).unwrap();
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("failure_handling run 1 failed: task load: "),
+        "{body}"
+    );
+    assert!(
+        body["log"]
+            .as_str()
+            .unwrap()
+            .contains("the warehouse refused the load"),
+        "{body}"
+    );
+    if !services {
+        let said = text(&broken.stderr);
+        assert!(
+            said.contains("notifications: 1 delivered, 0 failed"),
+            "{said}"
+        );
+    }
+    let ok = amdahl.run(&[verb, example, "--param", &alert, "--wait"]);
     assert_success(&ok, "the unbroken run");
+    // A run that succeeds tells no one (the DAG lists only `on_failure`).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(hook.requests().len(), 1);
     let row = |shown: &str, task: &str| -> String {
         shown
             .lines()

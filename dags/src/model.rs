@@ -37,6 +37,11 @@ pub struct Dag {
 }
 
 impl Dag {
+    /// Whether the DAG or any of its tasks lists a notifier.
+    pub fn notifies(&self) -> bool {
+        !self.notify.is_empty() || self.tasks.iter().any(|t| !t.notify.is_empty())
+    }
+
     pub fn task(&self, id: &str) -> Option<&Task> {
         let index = self.task_index.get_or_init(|| {
             self.tasks

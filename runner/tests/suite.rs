@@ -5,6 +5,7 @@
 //! PostgreSQL half never skips silently: without the variable it fails and says what to set,
 //! unless `AMDAHL_TEST_SKIP_POSTGRES=1` asks for it explicitly.
 
+mod imports;
 mod notifications;
 mod support;
 
@@ -22,6 +23,7 @@ use amdahl_scheduler::store::{
 };
 use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
 
+use imports::a_broken_dag_file_is_reported_and_its_last_good_version_kept;
 use notifications::{
     notifications_are_recorded_once_and_delivered,
     notifications_survive_a_dead_scheduler_and_a_server_down,
@@ -1800,6 +1802,7 @@ suite!(
     every_read_decodes_its_rows,
     notifications_are_recorded_once_and_delivered,
     notifications_survive_a_dead_scheduler_and_a_server_down,
+    a_broken_dag_file_is_reported_and_its_last_good_version_kept,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

@@ -101,7 +101,7 @@ pub async fn create_run(
             max_active_tasks: i64::from(dag.max_active_tasks.unwrap_or(16)),
             owner,
             backfill_id,
-            notify: !dag.notify.is_empty() || dag.tasks.iter().any(|t| !t.notify.is_empty()),
+            notify: dag.notifies(),
             now_ms: now,
             tasks,
         })

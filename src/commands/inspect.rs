@@ -12,6 +12,28 @@ use crate::output::{bytes, count, duration_ms, table, timestamp};
 
 pub async fn dags_list(store: &Store) -> anyhow::Result<ExitCode> {
     let dags = store.list_dags().await?;
+    let errors = store.import_errors().await?;
+    for e in &errors {
+        eprintln!(
+            "import error: {}:{}:{}: {}{}{}",
+            e.path,
+            e.line,
+            e.column,
+            e.message,
+            if e.problems > 1 {
+                format!(" (and {} more)", e.problems - 1)
+            } else {
+                String::new()
+            },
+            match &e.dag_id {
+                Some(id) => format!("; DAG `{id}` keeps its last good version"),
+                None => String::new(),
+            }
+        );
+    }
+    if !errors.is_empty() {
+        eprintln!("`amdahl dags validate FILE` shows every problem\n");
+    }
     if dags.is_empty() {
         println!("no DAGs recorded yet; `amdahl run FILE` records one");
         return Ok(ExitCode::SUCCESS);

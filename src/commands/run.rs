@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,6 +13,8 @@ use amdahl_dags::Dag;
 use amdahl_executors::ballista::Ballista;
 use amdahl_executors::{CpuRuntime, Executors};
 use amdahl_runner::{LocalRunner, RunObserver};
+use amdahl_scheduler::notify::{self, Deliverer, DeliverySettings};
+use amdahl_scheduler::store::NotificationState;
 use amdahl_scheduler::{RunState, Store, SystemClock, TaskState};
 
 use super::validate::check_file;
@@ -109,6 +112,9 @@ pub async fn run(
     };
     let state = runner.drive(&dag, run_id, &progress, cancel).await?;
     progress.finish();
+    if dag.notifies() {
+        tell(store, run_id).await;
+    }
 
     super::inspect::print_tasks(store, run_id).await?;
     let run = store.run(run_id).await?.context("the run vanished")?;
@@ -127,6 +133,39 @@ pub async fn run(
 }
 
 /// (task, pool) for each task that names a pool the store does not have.
+/// Sends the run's notifications (`on_failure`, …) before exiting, retrying for a while;
+/// what is still pending then, a scheduler sends later. Trouble here never changes the run's
+/// answer.
+async fn tell(store: &Store, run_id: i64) {
+    let deliverer = match Deliverer::new(DeliverySettings::from_env()) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            eprintln!("notifications not sent: {e}");
+            return;
+        }
+    };
+    let clock: Arc<dyn amdahl_scheduler::Clock> = Arc::new(SystemClock);
+    match notify::tell_now(store, &clock, run_id, &deliverer, Duration::from_secs(15)).await {
+        Ok(notes) if !notes.is_empty() => {
+            let count =
+                |state: NotificationState| notes.iter().filter(|n| n.state == state).count();
+            let pending = count(NotificationState::Pending);
+            eprintln!(
+                "notifications: {} delivered, {} failed{}",
+                count(NotificationState::Delivered),
+                count(NotificationState::Failed),
+                if pending > 0 {
+                    format!(", {pending} pending (a scheduler sends them)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("notifications not sent: {e}"),
+    }
+}
+
 pub async fn missing_pools(store: &Store, dag: &Dag) -> anyhow::Result<Vec<(String, String)>> {
     if dag.tasks.iter().all(|t| t.pool.is_none()) {
         return Ok(Vec::new());

@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/me", get(me))
         .route("/api/v1/dags", get(list_dags))
+        .route("/api/v1/import-errors", get(import_errors))
         .route("/api/v1/dags/{dag_id}", get(dag))
         .route("/api/v1/dags/{dag_id}/runs", post(trigger))
         .route("/api/v1/dags/{dag_id}/grid", get(grid))
@@ -45,6 +46,7 @@ pub fn routes() -> Router<AppState> {
     paths(
         me,
         list_dags,
+        import_errors,
         dag,
         grid,
         trigger,
@@ -60,6 +62,7 @@ pub fn routes() -> Router<AppState> {
     components(schemas(
         Me,
         DagDto,
+        ImportErrorDto,
         DagDetail,
         Grid,
         GridRun,
@@ -102,6 +105,54 @@ async fn me(caller: Caller) -> Json<Me> {
         token_id: caller.token_id,
         role: caller.role.name().into(),
     })
+}
+
+/// A DAG file in a scheduler's DAG folder that does not validate. The DAG it held keeps its
+/// last good version scheduled; fixing or removing the file clears the error.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ImportErrorDto {
+    pub path: String,
+    /// The DAG whose last good version stays scheduled, if the file ever loaded.
+    pub dag_id: Option<String>,
+    /// Where the first problem is (1-based).
+    pub line: i64,
+    pub column: i64,
+    pub message: String,
+    /// How many problems the file has.
+    pub problems: i64,
+    /// Every problem with its place and the lines around it, as `amdahl dags validate` prints.
+    pub details: String,
+    pub first_seen_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[utoipa::path(get, path = "/api/v1/import-errors", responses(
+    (status = 200, body = [ImportErrorDto]), (status = 401, body = ErrorDto)))]
+async fn import_errors(
+    _: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ImportErrorDto>>, ApiError> {
+    let errors = state
+        .store
+        .import_errors()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        errors
+            .into_iter()
+            .map(|e| ImportErrorDto {
+                path: e.path,
+                dag_id: e.dag_id,
+                line: e.line,
+                column: e.column,
+                message: e.message,
+                problems: e.problems,
+                details: e.details,
+                first_seen_at_ms: e.first_seen_at_ms,
+                updated_at_ms: e.updated_at_ms,
+            })
+            .collect(),
+    ))
 }
 
 /// A DAG the scheduler knows (it records every file in the DAG folder, and every DAG run).

@@ -20,6 +20,7 @@ mod smtp;
 pub use deliver::{Deliverer, DeliverySettings};
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use amdahl_dags::Dag;
 use amdahl_dags::notice::{NoticeContext, NoticeDag, NoticeEvent, NoticeRun, NoticeTask, Notifier};
@@ -273,6 +274,46 @@ pub async fn record_watched(
         }
     }
     Ok(added)
+}
+
+/// For a process that drove a run itself (`amdahl run`): records the run's notifications and
+/// sends them now, retrying within `within`; what is still pending then is left for a
+/// scheduler. Returns the run's notifications as they stand.
+pub async fn tell_now(
+    store: &Store,
+    clock: &Arc<dyn Clock>,
+    run_id: i64,
+    deliverer: &Arc<Deliverer>,
+    within: std::time::Duration,
+) -> Result<Vec<crate::store::NotificationRecord>, StoreError> {
+    let Some(run) = store.run(run_id).await? else {
+        return Ok(Vec::new());
+    };
+    let dag = match load_pinned(store, run.dag_version_id).await {
+        Ok(dag) => dag,
+        Err(e) => return Err(StoreError::Corrupt(e)),
+    };
+    let ui_url = deliverer.settings().ui_url.clone();
+    record(store, clock.as_ref(), &run, &dag, ui_url.as_deref()).await?;
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        deliverer.deliver_due(store, clock, 64).await?;
+        let notes = store.notifications(run_id).await?;
+        let pending = notes
+            .iter()
+            .filter(|n| n.state == crate::store::NotificationState::Pending)
+            .map(|n| n.next_at_ms)
+            .min();
+        let Some(next) = pending else {
+            return Ok(notes);
+        };
+        let wait =
+            std::time::Duration::from_millis((next - clock.now_ms()).clamp(20, 1_000) as u64);
+        if tokio::time::Instant::now() + wait > until {
+            return Ok(notes);
+        }
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// What a due event's templates see.

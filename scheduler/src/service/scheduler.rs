@@ -17,7 +17,7 @@ use crate::decide::after_failure;
 use crate::notify::{self, Deliverer, DeliverySettings};
 use crate::runs::{RunOrigin, create_run, record_version, task_view};
 use crate::state::RunState;
-use crate::store::{Backoff, ReapLease, Store, StoreError, Topic};
+use crate::store::{Backoff, ImportError, ReapLease, Store, StoreError, Topic};
 use crate::triggers::{ScheduleView, due_runs};
 
 /// Drives ownerless runs, creates cron runs for the DAGs in a folder, reaps expired leases.
@@ -34,7 +34,8 @@ pub struct SchedulerService {
     deliverer: Option<Arc<Deliverer>>,
 }
 
-/// A DAG file as last read: its modification time and, if it was valid, the DAG.
+/// A DAG file as last read: its modification time and the DAG it schedules (the last good
+/// version when the file no longer loads).
 struct KnownFile {
     modified: Option<std::time::SystemTime>,
     dag: Option<Arc<Dag>>,
@@ -235,14 +236,39 @@ impl SchedulerService {
         Ok(())
     }
 
-    /// Re-reads changed DAG files (recording new versions, reporting invalid files once) and
-    /// returns the valid DAGs, one per id.
+    /// Re-reads changed DAG files (recording new versions) and returns the valid DAGs, one per
+    /// id. A file that stops validating is recorded as an import error (file, line, column,
+    /// message) and its last good version stays scheduled; fixing or removing the file clears
+    /// the error.
     async fn sync_dags(&self) -> Result<Vec<Arc<Dag>>, StoreError> {
         let Some(folder) = &self.dags_folder else {
             return Ok(Vec::new());
         };
         let mut files = self.files.lock().await;
         let found = amdahl_dags::discover::dag_files(std::slice::from_ref(folder));
+        // Errors of files that are gone are forgotten: those this scheduler read, and on its
+        // first pass those recorded before it started.
+        let mut gone: Vec<String> = files
+            .keys()
+            .filter(|p| !found.contains(*p))
+            .map(|p| p.display().to_string())
+            .collect();
+        if files.is_empty() {
+            let prefix = folder.display().to_string();
+            let present: std::collections::HashSet<String> =
+                found.iter().map(|p| p.display().to_string()).collect();
+            gone.extend(
+                self.store
+                    .import_errors()
+                    .await?
+                    .into_iter()
+                    .map(|e| e.path)
+                    .filter(|p| p.starts_with(&prefix) && !present.contains(p)),
+            );
+        }
+        for path in gone {
+            self.store.clear_import_error(&path).await?;
+        }
         files.retain(|path, _| found.contains(path));
         for path in found {
             let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
@@ -252,38 +278,70 @@ impl SchedulerService {
             {
                 continue;
             }
-            let problems = match amdahl_dags::load_file(&path) {
+            let shown = path.display().to_string();
+            let loaded = match amdahl_dags::load_file(&path) {
                 Ok(dag) => {
                     let problems = amdahl_planner::check::check_sql(&dag).await;
                     if problems.is_empty() {
                         Ok(dag)
                     } else {
-                        Err(problems.len())
+                        let text = dag.source.text.clone();
+                        Err((problems, text))
                     }
                 }
-                Err(e) => Err(e.diagnostics.len()),
+                Err(e) => Err((e.diagnostics, e.source_text)),
             };
-            let dag = match problems {
-                Ok(dag) => Some(dag),
-                Err(count) => {
+            let dag = match loaded {
+                Ok(dag) => {
+                    record_version(&self.store, &dag, self.clock.now_ms()).await?;
+                    self.store.clear_import_error(&shown).await?;
+                    Some(Arc::new(dag))
+                }
+                Err((problems, source)) => {
+                    // The last good version: what this scheduler had, or else the newest
+                    // version recorded from this file.
+                    let last_good = match files.get(&path).and_then(|k| k.dag.clone()) {
+                        Some(dag) => Some(dag),
+                        None => match self.store.latest_version_at(&shown).await? {
+                            Some(version) => amdahl_dags::load_bytes(
+                                &version.source_path,
+                                std::path::Path::new(&version.base_dir),
+                                version.yaml.as_bytes(),
+                            )
+                            .ok()
+                            .map(Arc::new),
+                            None => None,
+                        },
+                    };
+                    let first = problems.items.first();
                     eprintln!(
-                        "scheduler: skipping {}: {count} problem(s); `amdahl dags validate {}` shows them",
-                        path.display(),
-                        path.display()
+                        "scheduler: {shown}: {} problem(s){}; `amdahl dags validate {shown}` shows them",
+                        problems.items.len(),
+                        match &last_good {
+                            Some(dag) => format!("; DAG `{}` keeps its last good version", dag.id),
+                            None => String::new(),
+                        }
                     );
-                    None
+                    self.store
+                        .set_import_error(&ImportError {
+                            path: shown.clone(),
+                            dag_id: last_good.as_ref().map(|d| d.id.clone()),
+                            line: first.map_or(1, |d| d.line as i64),
+                            column: first.map_or(1, |d| d.column as i64),
+                            message: first.map_or_else(
+                                || "the file does not load".into(),
+                                |d| d.message.clone(),
+                            ),
+                            problems: problems.items.len().max(1) as i64,
+                            details: problems.render(&source),
+                            first_seen_at_ms: self.clock.now_ms(),
+                            updated_at_ms: self.clock.now_ms(),
+                        })
+                        .await?;
+                    last_good
                 }
             };
-            if let Some(dag) = &dag {
-                record_version(&self.store, dag, self.clock.now_ms()).await?;
-            }
-            files.insert(
-                path,
-                KnownFile {
-                    modified,
-                    dag: dag.map(Arc::new),
-                },
-            );
+            files.insert(path, KnownFile { modified, dag });
         }
         let mut seen = std::collections::HashSet::new();
         let mut dags = Vec::new();

@@ -90,6 +90,21 @@ impl Store {
         Ok(row.map(DagVersionRow::into_record))
     }
 
+    /// The newest version recorded from a file at `path` (the last good version of a file
+    /// that no longer loads).
+    pub async fn latest_version_at(&self, path: &str) -> Result<Option<DagVersion>> {
+        let row: Option<DagVersionRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, dag_id, hash, source_path, base_dir, yaml FROM dag_versions \
+                 WHERE source_path = $1 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(path)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(DagVersionRow::into_record))
+    }
+
     /// A DAG version by id (the one a run pinned).
     pub async fn dag_version(&self, version_id: i64) -> Result<Option<DagVersion>> {
         let row: Option<DagVersionRow> = on_pool!(self, pool => {

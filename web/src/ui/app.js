@@ -115,8 +115,19 @@ function login(why) {
   show(form);
 }
 
+/// A red banner per DAG file that stopped validating, with its first problem located and
+/// every problem behind a click.
+function importErrors(errors) {
+  if (!errors.length) return null;
+  return el("div", { id: "import-errors" }, errors.map((e) => el("div", { class: "banner error", "data-path": e.path },
+    el("strong", {}, `${e.path}:${e.line}:${e.column}`), `: ${e.message}`,
+    e.problems > 1 ? ` (and ${e.problems - 1} more)` : "",
+    e.dag_id ? el("span", { class: "note" }, ` · DAG ${e.dag_id} keeps its last good version`) : "",
+    el("details", {}, el("summary", {}, "every problem"), el("pre", {}, e.details)))));
+}
+
 async function dagsPage() {
-  const [dags, me] = await Promise.all([api("/api/v1/dags"), api("/api/v1/me")]);
+  const [dags, me, errors] = await Promise.all([api("/api/v1/dags"), api("/api/v1/me"), api("/api/v1/import-errors")]);
   const admin = me.role === "admin";
   const rows = dags.map((d) => el("tr", { "data-dag": d.dag_id },
     el("td", {}, el("a", { href: `#/dags/${encodeURIComponent(d.dag_id)}` }, d.dag_id)),
@@ -131,7 +142,7 @@ async function dagsPage() {
         route();
       } }, d.paused ? "Unpause" : "Pause") : null),
     el("td", {}, admin ? el("button", { class: "trigger", onclick: () => { location.hash = `#/dags/${encodeURIComponent(d.dag_id)}`; } }, "Trigger…") : null)));
-  show(el("h1", {}, "DAGs"),
+  show(el("h1", {}, "DAGs"), importErrors(errors),
     dags.length ? el("table", { id: "dags" }, el("tr", {}, ["DAG", "Recent runs (newest right)", "Runs", "Schedule", "Next run", "", ""].map((h) => el("th", {}, h))), rows)
       : el("p", {}, "No DAGs yet: put DAG files in the DAG folder the scheduler reads, or run one with `amdahl run`."));
 }
