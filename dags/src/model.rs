@@ -198,6 +198,31 @@ impl DatasetFormat {
     }
 }
 
+/// How the wait before a retry grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RetryBackoff {
+    /// `retry_delay` before every retry (the default).
+    #[default]
+    Constant,
+    /// `retry_delay` before the first retry, doubling before each next one, at most `max`
+    /// (`max_retry_delay`, default 1 h), less up to a tenth of jitter.
+    Exponential { max: Duration },
+}
+
+impl RetryBackoff {
+    pub const NAMES: [&'static str; 2] = ["constant", "exponential"];
+    /// `max_retry_delay` when the file gives none.
+    pub const DEFAULT_MAX: Duration = Duration::from_secs(3600);
+
+    /// The cap of an exponential backoff, `None` for a constant one.
+    pub fn cap(self) -> Option<Duration> {
+        match self {
+            RetryBackoff::Constant => None,
+            RetryBackoff::Exponential { max } => Some(max),
+        }
+    }
+}
+
 /// What runs a `sql` task's query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Engine {
@@ -333,6 +358,8 @@ pub struct Task {
     /// Attempts after the first.
     pub retries: u32,
     pub retry_delay: Duration,
+    /// How the wait grows from one retry to the next.
+    pub retry_backoff: RetryBackoff,
     /// `None` means no limit.
     pub timeout: Option<Duration>,
     pub device: DevicePreference,

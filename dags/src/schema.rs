@@ -57,6 +57,8 @@ pub struct Defaults {
     #[schemars(range(max = 100))]
     retries: Option<u32>,
     retry_delay: Option<DurationSpec>,
+    retry_backoff: Option<RetryBackoffSpec>,
+    max_retry_delay: Option<DurationSpec>,
     timeout: Option<DurationSpec>,
     device: Option<Device>,
     trigger: Option<Trigger>,
@@ -64,6 +66,14 @@ pub struct Defaults {
     priority: Option<i32>,
     /// What runs the `sql` tasks that name no engine.
     engine: Option<Engine>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum RetryBackoffSpec {
+    Constant,
+    Exponential,
 }
 
 /// A duration such as `30s`, `10m`, `1h30m`, `2d`, or a number of seconds.
@@ -180,6 +190,11 @@ pub struct TaskSpec {
     #[schemars(range(max = 100))]
     retries: Option<u32>,
     retry_delay: Option<DurationSpec>,
+    /// `constant` (the default): `retry_delay` before every retry; `exponential`: doubling
+    /// from `retry_delay`, at most `max_retry_delay`, with jitter.
+    retry_backoff: Option<RetryBackoffSpec>,
+    /// The longest wait of an exponential backoff (default 1h).
+    max_retry_delay: Option<DurationSpec>,
     timeout: Option<DurationSpec>,
     device: Option<Device>,
     /// When the task runs, given how its upstream tasks ended (Airflow's trigger rules).

@@ -90,6 +90,7 @@ mod tests {
             priority: 0,
             retries: 0,
             retry_delay_ms: 0,
+            max_retry_delay_ms: None,
             timeout_ms: None,
             attempts: 1,
             retry_at_ms: None,

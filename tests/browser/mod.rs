@@ -364,3 +364,201 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         client.close().await.unwrap();
     });
 }
+
+/// Chromium and chromedriver, or `None` when `AMDAHL_TEST_SKIP_BROWSER=1` asks to skip.
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    match (find("chromium"), find("chromedriver")) {
+        (Some(chromium), Some(driver)) => Some((chromium, driver)),
+        _ if std::env::var("AMDAHL_TEST_SKIP_BROWSER").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED: browser test (AMDAHL_TEST_SKIP_BROWSER=1)");
+            None
+        }
+        _ => panic!(
+            "the browser test needs Debian's `chromium` and `chromium-driver` \
+             (apt-get install chromium chromium-driver); set AMDAHL_TEST_SKIP_BROWSER=1 to skip it"
+        ),
+    }
+}
+
+/// A headless Chromium session through chromedriver on `driver_port`.
+async fn session(chromium: &Path, driver_port: u16) -> Client {
+    let capabilities = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": chromium.display().to_string(),
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1400,1000"]
+        }
+    });
+    until(Duration::from_secs(20), "chromedriver", || async {
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities.as_object().unwrap().clone())
+            .connect(&format!("http://127.0.0.1:{driver_port}"))
+            .await
+            .ok()
+    })
+    .await
+}
+
+const ALERTING: &str = r#"
+dag: alerting
+params:
+  hook: ""
+on_failure:
+  - webhook: { url: "{{ params.hook }}" }
+tasks:
+  load:
+    shell: "echo the warehouse refused >&2; exit 3"
+  cleanup:
+    needs: [load]
+    trigger: all_done
+    shell: "echo cleaned"
+  report:
+    needs: [load]
+    shell: "echo never"
+  announce:
+    when: "{{ params.hook == 'never' }}"
+    shell: "echo never"
+"#;
+
+/// A failing task with an `all_done` cleanup and a webhook, in the browser: the run page shows
+/// the failed, cleaned-up, upstream-failed and skipped tasks and the delivered notification;
+/// the DAG list shows a red banner for a DAG file that stopped validating, and it goes away
+/// once the file is fixed.
+#[test]
+fn the_ui_shows_a_failure_its_notification_and_import_errors() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let amdahl = Amdahl::sqlite();
+    let hook = super::Hook::start();
+    let dags = tempfile::tempdir().unwrap();
+    std::fs::write(dags.path().join("alerting.yaml"), ALERTING).unwrap();
+    let broken = dags.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "dag: broken\ntasks:\n  one:\n    shell: echo hi\n    retres: 2\n",
+    )
+    .unwrap();
+    let created = amdahl.run(&["tokens", "create", "--role", "admin", "--name", "browser"]);
+    assert_success(&created, "tokens create");
+    let token = text(&created.stdout).trim().to_string();
+    let web = format!("127.0.0.1:{}", free_port());
+    let _services = Services::start(
+        &amdahl,
+        &[&[
+            "standalone",
+            "--slots",
+            "2",
+            "--dags-folder",
+            &dags.path().display().to_string(),
+            "--web",
+            &web,
+        ]],
+    );
+    let driver_port = free_port();
+    let _driver = Driver(
+        Command::new(&chromedriver)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = session(&chromium, driver_port).await;
+        let base = format!("http://{web}/");
+        until(Duration::from_secs(20), "the web server", || async {
+            client.goto(&base).await.ok()?;
+            client.find(Locator::Css("#token")).await.ok()
+        })
+        .await
+        .send_keys(&token)
+        .await
+        .unwrap();
+        client
+            .find(Locator::Css("#login button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+
+        // The broken file: a banner that says where, beside the DAG that loads.
+        let banner = until(
+            Duration::from_secs(30),
+            "the import error banner",
+            || async {
+                if let Some(text) = text_of(&client, "#import-errors").await {
+                    return Some(text);
+                }
+                client.refresh().await.ok()?;
+                None
+            },
+        )
+        .await;
+        assert!(
+            banner.contains(&format!("{}:5:5: unknown key `retres`", broken.display())),
+            "{banner}"
+        );
+        assert!(
+            client
+                .find(Locator::Css("tr[data-dag='alerting']"))
+                .await
+                .is_ok()
+        );
+        screenshot(&client, "8-import-error").await;
+
+        // A failing run, triggered from the command line with the webhook's address.
+        let hook_param = format!("hook={}", hook.url);
+        let triggered = amdahl.run(&["trigger", "alerting", "--param", &hook_param]);
+        assert_success(&triggered, "trigger");
+        client.goto(&format!("{base}#/runs/1")).await.unwrap();
+        until(
+            Duration::from_secs(60),
+            "the failed run and its notification",
+            || async {
+                let state = text_of(&client, "#run-state").await?;
+                let notes = text_of(&client, "#notifications").await?;
+                (state == "failed" && notes.contains("delivered")).then_some(())
+            },
+        )
+        .await;
+        let row = |task: &'static str| {
+            let client = &client;
+            async move {
+                text_of(client, &format!("tr[data-task='{task}'] td:nth-child(2)"))
+                    .await
+                    .unwrap_or_default()
+            }
+        };
+        assert_eq!(row("load").await, "failed");
+        assert_eq!(row("cleanup").await, "success");
+        assert_eq!(row("report").await, "upstream_failed");
+        assert_eq!(row("announce").await, "skipped");
+        let notes = text_of(&client, "#notifications").await.unwrap();
+        assert!(notes.contains(&format!("POST {}", hook.url)), "{notes}");
+        assert!(notes.contains("run failure"), "{notes}");
+        assert!(notes.contains("200"), "{notes}");
+        assert_eq!(hook.requests().len(), 1);
+        screenshot(&client, "9-failed-run-notified").await;
+
+        // Fixed: the banner goes.
+        std::fs::write(&broken, "dag: broken\ntasks:\n  one:\n    shell: echo hi\n").unwrap();
+        client.goto(&base).await.unwrap();
+        until(Duration::from_secs(30), "the banner to go", || async {
+            client.refresh().await.ok()?;
+            client
+                .find(Locator::Css("tr[data-dag='broken']"))
+                .await
+                .ok()?;
+            client
+                .find(Locator::Css("#import-errors"))
+                .await
+                .is_err()
+                .then_some(())
+        })
+        .await;
+        client.close().await.unwrap();
+    });
+}

@@ -54,6 +54,8 @@ pub const DAG_KEYS: &[&str] = &[
 pub const DEFAULTS_KEYS: &[&str] = &[
     "retries",
     "retry_delay",
+    "retry_backoff",
+    "max_retry_delay",
     "timeout",
     "device",
     "trigger",
@@ -192,6 +194,9 @@ fn hex(bytes: &[u8]) -> String {
 struct Defaults {
     retries: Option<u32>,
     retry_delay: Option<Duration>,
+    /// `exponential` (with where it is written) or `constant`.
+    retry_backoff: Option<(bool, Span)>,
+    max_retry_delay: Option<(Duration, Span)>,
     timeout: Option<Duration>,
     device: Option<DevicePreference>,
     trigger: Option<TriggerRule>,
@@ -339,6 +344,12 @@ impl Cx {
             match key {
                 "retries" => d.retries = self.unsigned(value, &what, 100),
                 "retry_delay" => d.retry_delay = self.duration(value, &what),
+                "retry_backoff" => {
+                    d.retry_backoff = self.backoff(value, &what).map(|e| (e, value.span))
+                }
+                "max_retry_delay" => {
+                    d.max_retry_delay = self.duration(value, &what).map(|m| (m, value.span))
+                }
                 "timeout" => d.timeout = self.duration(value, &what),
                 "device" => d.device = self.device(value, &what),
                 "trigger" => d.trigger = self.trigger(value, &what),

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::{Cx, Entries};
 use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::model::{DevicePreference, Engine, Located, TriggerRule, is_valid_id, parse_duration};
+use crate::model::{
+    DevicePreference, Engine, Located, RetryBackoff, TriggerRule, is_valid_id, parse_duration,
+};
 use crate::yaml::{Node, Span, Style, Value};
 
 impl Cx {
@@ -192,6 +194,20 @@ impl Cx {
 
     pub(super) fn trigger(&mut self, node: &Node, what: &str) -> Option<TriggerRule> {
         self.named(node, what, TriggerRule::parse, &TriggerRule::NAMES)
+    }
+
+    /// `retry_backoff:`: true for `exponential`, false for `constant`.
+    pub(super) fn backoff(&mut self, node: &Node, what: &str) -> Option<bool> {
+        self.named(
+            node,
+            what,
+            |t| match t {
+                "constant" => Some(false),
+                "exponential" => Some(true),
+                _ => None,
+            },
+            &RetryBackoff::NAMES,
+        )
     }
 
     pub(super) fn engine(&mut self, node: &Node, what: &str) -> Option<Engine> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::notify::NoticeScope;
 use super::{Cx, Defaults};
 use crate::diagnostic::did_you_mean;
-use crate::model::{Dataset, Engine, Task, TaskKind};
+use crate::model::{Dataset, Engine, RetryBackoff, Task, TaskKind};
 use crate::template::RunContext;
 use crate::yaml::{Node, Span, Value};
 
@@ -16,6 +16,8 @@ pub const TASK_KEYS: &[&str] = &[
     "needs",
     "retries",
     "retry_delay",
+    "retry_backoff",
+    "max_retry_delay",
     "timeout",
     "device",
     "trigger",
@@ -147,6 +149,52 @@ impl Cx {
         let retry_delay = match field("retry_delay") {
             Some(n) => self.duration(n, &format!("{what}.retry_delay")),
             None => Some(defaults.retry_delay.unwrap_or(Duration::from_secs(10))),
+        };
+        let exponential = match field("retry_backoff") {
+            Some(n) => self
+                .backoff(n, &format!("{what}.retry_backoff"))
+                .map(|e| (e, Some(n.span))),
+            None => Some(
+                defaults
+                    .retry_backoff
+                    .map_or((false, None), |(e, span)| (e, Some(span))),
+            ),
+        };
+        let max_retry_delay = match field("max_retry_delay") {
+            Some(n) => self
+                .duration(n, &format!("{what}.max_retry_delay"))
+                .map(|m| Some((m, n.span))),
+            None => Some(defaults.max_retry_delay),
+        };
+        let retry_backoff = match (exponential, max_retry_delay) {
+            (Some((true, _)), Some(max)) => {
+                let max = max.map_or(RetryBackoff::DEFAULT_MAX, |(m, _)| m);
+                if max.is_zero() {
+                    self.error(
+                        field("max_retry_delay").map_or(key.span, |n| n.span),
+                        "`max_retry_delay` must be longer than 0s",
+                    );
+                    None
+                } else {
+                    Some(RetryBackoff::Exponential { max })
+                }
+            }
+            // A cap from `defaults:` does not bind a task that chose a constant backoff.
+            (Some((false, _)), Some(Some(_)))
+                if field("retry_backoff").is_some() && field("max_retry_delay").is_none() =>
+            {
+                Some(RetryBackoff::Constant)
+            }
+            (Some((false, _)), Some(Some((_, span)))) => {
+                self.error_help(
+                    span,
+                    format!("task `{id}`: `max_retry_delay` caps an exponential backoff, but its retries wait a constant `retry_delay`"),
+                    "add `retry_backoff: exponential`, or remove `max_retry_delay`",
+                );
+                None
+            }
+            (Some((false, _)), Some(None)) => Some(RetryBackoff::Constant),
+            _ => None,
         };
         let timeout = match field("timeout") {
             Some(n) => self.duration(n, &format!("{what}.timeout")).map(Some),
@@ -293,6 +341,7 @@ impl Cx {
             needs: needs.iter().map(|(n, _)| n.clone()).collect(),
             retries: retries?,
             retry_delay: retry_delay?,
+            retry_backoff: retry_backoff?,
             timeout: timeout?,
             device: device?,
             trigger: trigger?,

@@ -23,6 +23,8 @@ pub struct TaskView {
     /// Attempts allowed after the first.
     pub retries: u32,
     pub retry_delay_ms: i64,
+    /// Exponential backoff's longest wait; `None`: `retry_delay_ms` before every retry.
+    pub max_retry_delay_ms: Option<i64>,
     /// When an `up_for_retry` task may be queued again.
     pub retry_at_ms: Option<i64>,
     pub timeout_ms: Option<i64>,
@@ -365,11 +367,34 @@ pub fn judge(rule: TriggerRule, upstream: &[TaskState]) -> Verdict {
 }
 
 /// What a failed attempt leads to: another try after the delay, or failure.
+/// How long a task waits before the retry that follows its `attempts`-th attempt: its
+/// `retry_delay`, or with exponential backoff `retry_delay × 2^(attempts − 1)` capped at
+/// `max_retry_delay`, less up to a tenth of jitter (the same for the same task and attempt,
+/// different between tasks, so that many tasks failing together do not retry in step).
+pub fn retry_wait_ms(task: &TaskView) -> i64 {
+    let Some(cap) = task.max_retry_delay_ms else {
+        return task.retry_delay_ms;
+    };
+    let doublings = task.attempts.saturating_sub(1).min(40);
+    let wait = task
+        .retry_delay_ms
+        .max(0)
+        .saturating_mul(1i64 << doublings)
+        .min(cap);
+    // FNV-1a over the task id and the attempt: a fraction in [0, 1).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in task.task_id.bytes().chain(task.attempts.to_le_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let fraction = (hash % 10_000) as f64 / 10_000.0;
+    wait - (wait as f64 * fraction / 10.0) as i64
+}
+
 pub fn after_failure(task: &TaskView, now_ms: i64) -> (TaskState, Option<i64>) {
     if task.attempts <= task.retries {
         (
             TaskState::UpForRetry,
-            Some(now_ms.saturating_add(task.retry_delay_ms)),
+            Some(now_ms.saturating_add(retry_wait_ms(task))),
         )
     } else {
         (TaskState::Failed, None)

@@ -13,6 +13,7 @@ fn task(id: &str, state: TaskState, needs: &[&str]) -> TaskView {
         attempts: 0,
         retries: 0,
         retry_delay_ms: 1_000,
+        max_retry_delay_ms: None,
         retry_at_ms: None,
         timeout_ms: None,
         started_at_ms: None,
@@ -491,4 +492,34 @@ fn a_false_condition_skips_the_task_at_once_and_downstream_follows_its_rules() {
             Dispatch("tidy".into()),
         ]
     );
+}
+
+#[test]
+fn exponential_backoff_doubles_to_its_cap_with_a_tenth_of_jitter() {
+    let waits = |id: &str, cap: Option<i64>| -> Vec<i64> {
+        (1..=8)
+            .map(|attempts| {
+                let t = TaskView {
+                    attempts,
+                    retries: 10,
+                    retry_delay_ms: 1_000,
+                    max_retry_delay_ms: cap,
+                    ..task(id, Running, &[])
+                };
+                let (state, at) = after_failure(&t, 0);
+                assert_eq!(state, UpForRetry);
+                at.unwrap()
+            })
+            .collect()
+    };
+    // Constant: the same delay every time.
+    assert_eq!(waits("a", None), vec![1_000; 8]);
+    let bases = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000];
+    let a = waits("a", Some(30_000));
+    for (wait, base) in a.iter().zip(bases) {
+        assert!(*wait <= base && *wait >= base - base / 10, "{a:?}");
+    }
+    // The jitter is the same for the same task and attempt, and differs between tasks.
+    assert_eq!(a, waits("a", Some(30_000)));
+    assert_ne!(a, waits("b", Some(30_000)));
 }

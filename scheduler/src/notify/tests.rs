@@ -58,6 +58,7 @@ fn task(id: &str, state: TaskState, retries: i64) -> TaskRecord {
         priority: 0,
         retries,
         retry_delay_ms: 0,
+        max_retry_delay_ms: None,
         timeout_ms: None,
         attempts: 0,
         retry_at_ms: None,

@@ -30,14 +30,14 @@ macro_rules! select_tasks {
         concat!(
             "SELECT task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, ",
             "retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms, pool, ",
-            "trigger_rule, skip_note ",
+            "trigger_rule, skip_note, max_retry_delay_ms ",
             "FROM task_instances ",
             $rest
         )
     };
 }
 
-/// Rows per multi-row statement: 1,000 rows of up to 15 values stay under both databases'
+/// Rows per multi-row statement: 1,000 rows of up to 16 values stay under both databases'
 /// limits on bound values (65,535 on PostgreSQL, 32,766 on SQLite).
 const INSERT_CHUNK: usize = 1_000;
 

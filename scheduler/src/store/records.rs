@@ -56,6 +56,8 @@ pub struct NewTask {
     pub priority: i64,
     pub retries: i64,
     pub retry_delay_ms: i64,
+    /// The longest wait of an exponential backoff; `None`: `retry_delay_ms` every time.
+    pub max_retry_delay_ms: Option<i64>,
     pub timeout_ms: Option<i64>,
     /// The named pool whose slots this task takes while queued or running.
     pub pool: Option<String>,
@@ -94,6 +96,8 @@ pub struct TaskRecord {
     pub priority: i64,
     pub retries: i64,
     pub retry_delay_ms: i64,
+    /// The longest wait of an exponential backoff; `None`: `retry_delay_ms` every time.
+    pub max_retry_delay_ms: Option<i64>,
     pub timeout_ms: Option<i64>,
     pub attempts: i64,
     pub retry_at_ms: Option<i64>,
@@ -229,6 +233,7 @@ pub(super) struct TaskRow {
     pool: Option<String>,
     trigger_rule: String,
     skip_note: Option<String>,
+    max_retry_delay_ms: Option<i64>,
 }
 
 impl TaskRow {
@@ -247,6 +252,7 @@ impl TaskRow {
             priority: self.priority,
             retries: self.retries,
             retry_delay_ms: self.retry_delay_ms,
+            max_retry_delay_ms: self.max_retry_delay_ms,
             timeout_ms: self.timeout_ms,
             attempts: self.attempts,
             retry_at_ms: self.retry_at_ms,

@@ -66,7 +66,7 @@ impl Store {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO task_instances (run_id, task_id, position, kind, state, needs_json, priority, \
                                                  retries, retry_delay_ms, timeout_ms, device_pref, pool, in_process, \
-                                                 trigger_rule, skip_note) ",
+                                                 trigger_rule, skip_note, max_retry_delay_ms) ",
                 );
                 insert.push_values(chunk.iter().enumerate(), |mut row, (i, task)| {
                     let needs = serde_json::to_string(&task.needs).unwrap_or_else(|_| "[]".into());
@@ -84,7 +84,8 @@ impl Store {
                         .push_bind(task.pool.clone())
                         .push_bind(i64::from(new.owner.is_some()))
                         .push_bind(task.trigger.name())
-                        .push_bind(task.skip_note.clone());
+                        .push_bind(task.skip_note.clone())
+                        .push_bind(task.max_retry_delay_ms);
                 });
                 insert.build().execute(&mut *tx).await?;
             }
