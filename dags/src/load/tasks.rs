@@ -77,8 +77,9 @@ impl Cx {
             let known = Known {
                 tasks: &ids,
                 datasets,
+                scope,
             };
-            if let Some(task) = self.task(id, key, value, defaults, &known, ctx, scope)
+            if let Some(task) = self.task(id, key, value, defaults, &known, ctx)
                 && valid
             {
                 out.push(task);
@@ -95,8 +96,8 @@ impl Cx {
         defaults: &Defaults,
         known: &Known<'_>,
         ctx: &RunContext,
-        scope: &NoticeScope<'_>,
     ) -> Option<(Task, Vec<(String, Span)>)> {
+        let scope = known.scope;
         let (all_ids, datasets) = (known.tasks, known.datasets);
         let what = format!("tasks.{id}");
         let fields = self.entries(node, &what, Some(TASK_KEYS))?;
@@ -358,8 +359,10 @@ impl Cx {
     }
 }
 
-/// The names a task may refer to: the DAG's task ids and its datasets.
+/// The names a task may refer to: the DAG's task ids, its datasets, and what its
+/// notification templates may use.
 struct Known<'a> {
     tasks: &'a HashSet<&'a str>,
     datasets: &'a BTreeMap<String, Dataset>,
+    scope: &'a NoticeScope<'a>,
 }

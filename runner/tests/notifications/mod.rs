@@ -224,6 +224,9 @@ impl Mailbox {
     }
 }
 
+/// (level, task, event, notifier, state, attempts, answer) of a notification.
+type Row = (String, String, String, i64, String, i64, Option<i64>);
+
 /// Short timeouts and backoff, so that retries happen within a test.
 fn quick(smtp_url: Option<String>) -> DeliverySettings {
     DeliverySettings {
@@ -342,7 +345,7 @@ tasks:
         notes.len()
     );
 
-    let summary: Vec<(String, String, String, i64, String, i64, Option<i64>)> = notes
+    let summary: Vec<Row> = notes
         .iter()
         .map(|n| {
             (
