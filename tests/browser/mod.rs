@@ -82,15 +82,8 @@ async fn screenshot(client: &Client, name: &str) {
 
 #[test]
 fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
-    let (Some(chromium), Some(chromedriver)) = (find("chromium"), find("chromedriver")) else {
-        if std::env::var("AMDAHL_TEST_SKIP_BROWSER").as_deref() == Ok("1") {
-            eprintln!("SKIPPED: browser test (AMDAHL_TEST_SKIP_BROWSER=1)");
-            return;
-        }
-        panic!(
-            "the browser test needs Debian's `chromium` and `chromium-driver` \
-             (apt-get install chromium chromium-driver); set AMDAHL_TEST_SKIP_BROWSER=1 to skip it"
-        );
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
     };
     let amdahl = Amdahl::sqlite();
     let dags = tempfile::tempdir().unwrap();
@@ -132,21 +125,7 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let capabilities = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": chromium.display().to_string(),
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1400,1000"]
-            }
-        });
-        let client = until(Duration::from_secs(20), "chromedriver", || async {
-            ClientBuilder::new(HttpConnector::new())
-                .capabilities(capabilities.as_object().unwrap().clone())
-                .connect(&format!("http://127.0.0.1:{driver_port}"))
-                .await
-                .ok()
-        })
-        .await;
+        let client = session(&chromium, driver_port).await;
         let base = format!("http://{web}/");
         until(Duration::from_secs(20), "the web server", || async {
             client.goto(&base).await.ok()?;
