@@ -121,6 +121,9 @@ impl Hooks {
                         }
                         _ => "HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\nnot found".into(),
                     };
+                    // One request per connection, and said so: a client that pooled the
+                    // connection would otherwise race the close on its next request.
+                    let answer = answer.replacen("\r\n", "\r\nconnection: close\r\n", 1);
                     write.write_all(answer.as_bytes()).await.ok();
                     write.shutdown().await.ok();
                 });
