@@ -26,8 +26,14 @@ pub struct Dag {
     pub datasets: BTreeMap<String, Dataset>,
     /// Secrets its `shell` tasks receive (see [`Secret`]).
     pub secrets: BTreeMap<String, Secret>,
-    /// Who is told when a run fails or succeeds, or a task of it retries.
+    /// Who is told when a run fails or succeeds, a task of it retries, or it misses its
+    /// deadline.
     pub notify: crate::notice::Notify,
+    /// When a run should have finished; missing it calls `on_deadline` (the run goes on).
+    pub deadline: Option<Deadline>,
+    /// How long a run may take from its start: past it, unfinished tasks fail and so does the
+    /// run.
+    pub run_timeout: Option<Duration>,
     /// Tasks in a topological order: every task comes after all of its `needs`.
     pub tasks: Vec<Task>,
     pub source: DagSource,
@@ -194,6 +200,47 @@ impl DatasetFormat {
         match self {
             DatasetFormat::Csv => ".csv",
             DatasetFormat::Parquet => ".parquet",
+        }
+    }
+}
+
+/// `deadline: { within, from }`: a run should finish `within` of a moment of its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub within: Duration,
+    pub from: DeadlineFrom,
+}
+
+/// The moment a [`Deadline`] counts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeadlineFrom {
+    /// When the run was due: the end of its data interval for a scheduled or backfilled run,
+    /// its creation for a triggered one (the default).
+    #[default]
+    Scheduled,
+    /// When the run was created (queued).
+    Queued,
+    /// When the run started.
+    Started,
+}
+
+impl DeadlineFrom {
+    pub const NAMES: [&'static str; 3] = ["scheduled", "queued", "started"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "scheduled" => Some(DeadlineFrom::Scheduled),
+            "queued" => Some(DeadlineFrom::Queued),
+            "started" => Some(DeadlineFrom::Started),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DeadlineFrom::Scheduled => "scheduled",
+            DeadlineFrom::Queued => "queued",
+            DeadlineFrom::Started => "started",
         }
     }
 }
@@ -365,6 +412,9 @@ pub struct Task {
     pub device: DevicePreference,
     /// When it runs, given how its upstream tasks ended.
     pub trigger: TriggerRule,
+    /// Waits, in a scheduled or backfilled run, until the same task of the previous run (by
+    /// logical date) succeeded or was skipped.
+    pub depends_on_past: bool,
     /// A Jinja condition decided when a run is created (see `template::condition`): false
     /// makes the task `skipped` in that run, and its downstream tasks follow their rules.
     pub when: Option<Located>,

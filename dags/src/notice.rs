@@ -23,13 +23,16 @@ pub enum NoticeEvent {
     Retry,
     /// The run succeeded (DAG level) or the task succeeded (task level).
     Success,
+    /// The run missed its `deadline:` (DAG level only).
+    Deadline,
 }
 
 impl NoticeEvent {
-    pub const ALL: [NoticeEvent; 3] = [
+    pub const ALL: [NoticeEvent; 4] = [
         NoticeEvent::Failure,
         NoticeEvent::Retry,
         NoticeEvent::Success,
+        NoticeEvent::Deadline,
     ];
 
     /// The stored name: `failure`, `retry`, `success`.
@@ -38,6 +41,7 @@ impl NoticeEvent {
             NoticeEvent::Failure => "failure",
             NoticeEvent::Retry => "retry",
             NoticeEvent::Success => "success",
+            NoticeEvent::Deadline => "deadline",
         }
     }
 
@@ -51,6 +55,7 @@ impl NoticeEvent {
             NoticeEvent::Failure => "on_failure",
             NoticeEvent::Retry => "on_retry",
             NoticeEvent::Success => "on_success",
+            NoticeEvent::Deadline => "on_deadline",
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct Notify {
     pub on_failure: Vec<Notifier>,
     pub on_retry: Vec<Notifier>,
     pub on_success: Vec<Notifier>,
+    /// DAG level only.
+    pub on_deadline: Vec<Notifier>,
 }
 
 impl Notify {
@@ -69,6 +76,7 @@ impl Notify {
             NoticeEvent::Failure => &self.on_failure,
             NoticeEvent::Retry => &self.on_retry,
             NoticeEvent::Success => &self.on_success,
+            NoticeEvent::Deadline => &self.on_deadline,
         }
     }
 
@@ -122,7 +130,7 @@ pub const WEBHOOK_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "GET"];
 /// What a notification's templates see, besides the DAG's secrets.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NoticeContext {
-    /// `failure`, `retry` or `success`.
+    /// `failure`, `retry`, `success` or `deadline`.
     pub event: String,
     pub dag: NoticeDag,
     pub run: NoticeRun,
@@ -290,7 +298,12 @@ pub fn default_body(ctx: &NoticeContext) -> String {
 
 /// The subject an email without `subject:` has.
 pub fn default_subject(ctx: &NoticeContext) -> String {
-    if ctx.task.id.is_empty() {
+    if ctx.event == NoticeEvent::Deadline.code() {
+        format!(
+            "[amdahl] {} run {}: missed its deadline ({})",
+            ctx.dag.id, ctx.run.id, ctx.run.state
+        )
+    } else if ctx.task.id.is_empty() {
         format!(
             "[amdahl] {} run {}: {}",
             ctx.dag.id, ctx.run.id, ctx.run.state
@@ -309,6 +322,9 @@ pub fn default_text(ctx: &NoticeContext) -> String {
         "DAG {}, run {} ({}): {}\n",
         ctx.dag.id, ctx.run.id, ctx.run.logical_date, ctx.run.state
     );
+    if ctx.event == NoticeEvent::Deadline.code() {
+        text.push_str("the run missed its deadline\n");
+    }
     if !ctx.task.id.is_empty() {
         text.push_str(&format!(
             "task {} attempt {}: {}\n",

@@ -45,6 +45,13 @@ pub struct DagFile {
     on_retry: Option<Vec<NotifierSpec>>,
     /// Notifiers called when a run succeeds.
     on_success: Option<Vec<NotifierSpec>>,
+    /// Notifiers called once when a run has not finished by its `deadline` (it goes on).
+    on_deadline: Option<Vec<NotifierSpec>>,
+    /// When a run should have finished; missing it calls `on_deadline`.
+    deadline: Option<DeadlineSpec>,
+    /// How long a run may take from its start (at least 1s): past it, its unfinished tasks
+    /// fail with that reason and so does the run.
+    run_timeout: Option<DurationSpec>,
     /// Tasks by id.
     tasks: BTreeMap<String, TaskSpec>,
 }
@@ -62,10 +69,31 @@ pub struct Defaults {
     timeout: Option<DurationSpec>,
     device: Option<Device>,
     trigger: Option<Trigger>,
+    depends_on_past: Option<bool>,
     pool: Option<String>,
     priority: Option<i32>,
     /// What runs the `sql` tasks that name no engine.
     engine: Option<Engine>,
+}
+
+/// `within` (at least 1s) of `from`, a run should have finished.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct DeadlineSpec {
+    within: DurationSpec,
+    /// `scheduled` (the default): when the run was due (the end of its data interval, or when
+    /// it was triggered); `queued`: when it was created; `started`: when it started.
+    from: Option<DeadlineFromSpec>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum DeadlineFromSpec {
+    Scheduled,
+    Queued,
+    Started,
 }
 
 #[derive(JsonSchema)]
@@ -202,6 +230,9 @@ pub struct TaskSpec {
     /// A Jinja condition over params, `run.logical_date` and `dag.id`, decided when a run is
     /// created: false (empty, `false`, `0`, `no`, `off`, `none`) skips the task in that run.
     when: Option<String>,
+    /// In a scheduled DAG: wait until the same task of the previous run (by logical date)
+    /// succeeded or was skipped.
+    depends_on_past: Option<bool>,
     /// Notifiers called when this task fails for good (its last attempt failed).
     on_failure: Option<Vec<NotifierSpec>>,
     /// Notifiers called when an attempt of this task failed and it will be tried again.

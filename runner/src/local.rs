@@ -124,12 +124,12 @@ impl LocalRunner {
             cancel_requested |= run.cancel_requested_at_ms.is_some();
             let tasks = self.store.tasks(run_id).await?;
             let view = view_of(
-                run.state,
+                &run,
                 &tasks,
-                run.max_active_tasks,
                 cancel_requested,
                 Dispatcher::InProcess,
                 pool_free_for(&self.store, &tasks).await?,
+                &past_of(&self.store, &run, &tasks).await?,
             );
             let now = self.clock.now_ms();
             let decision = decide(&view, now);
@@ -276,6 +276,50 @@ impl LocalRunner {
                                 .await?;
                         }
                         observer.task_changed(&task_id, TaskState::Cancelled);
+                    }
+                    Command::TimeOut(task_id) => {
+                        let reason = timeout_reason(&run);
+                        if let Some(stage) = active.remove(&task_id) {
+                            stage.handle.abort();
+                            let end = AttemptEnd {
+                                run_id,
+                                task_id: &task_id,
+                                attempt_id: stage.attempt_id,
+                                attempt: stage.attempt,
+                                attempt_state: AttemptState::TimedOut,
+                                task_state: TaskState::Failed,
+                                retry_at_ms: None,
+                                now,
+                            };
+                            record_result(&self.store, &end, Err(reason)).await?;
+                        } else {
+                            let from = state_of(&tasks, &task_id);
+                            self.store
+                                .set_task_state(
+                                    run_id,
+                                    &task_id,
+                                    from,
+                                    TaskState::Failed,
+                                    now,
+                                    Some(&reason),
+                                )
+                                .await?;
+                        }
+                        observer.task_changed(&task_id, TaskState::Failed);
+                    }
+                    Command::TimeOutRun => {
+                        let reason = timeout_reason(&run);
+                        self.store
+                            .set_run_state(
+                                run_id,
+                                RunState::Running,
+                                RunState::Failed,
+                                now,
+                                Some(&reason),
+                            )
+                            .await?;
+                        observer.run_changed(RunState::Failed);
+                        return Ok(RunState::Failed);
                     }
                     Command::FinishRun(state) => {
                         let note =

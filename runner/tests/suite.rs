@@ -5,6 +5,7 @@
 //! PostgreSQL half never skips silently: without the variable it fails and says what to set,
 //! unless `AMDAHL_TEST_SKIP_POSTGRES=1` asks for it explicitly.
 
+mod deadlines;
 mod imports;
 mod notifications;
 mod support;
@@ -23,6 +24,10 @@ use amdahl_scheduler::store::{
 };
 use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
 
+use deadlines::{
+    a_missed_deadline_is_recorded_once, a_run_past_its_run_timeout_fails_with_its_tasks,
+    a_task_waits_for_its_past, the_service_times_out_a_settled_run,
+};
 use imports::a_broken_dag_file_is_reported_and_its_last_good_version_kept;
 use notifications::{
     notifications_are_recorded_once_and_delivered,
@@ -67,6 +72,7 @@ async fn new_run_on_devices(
             owner: owner.map(str::to_string),
             backfill_id: None,
             notify: false,
+            run_timeout_ms: None,
             now_ms: 1_000,
             tasks: tasks
                 .iter()
@@ -84,6 +90,7 @@ async fn new_run_on_devices(
                     pool: None,
                     trigger: amdahl_dags::TriggerRule::AllSuccess,
                     skip_note: None,
+                    depends_on_past: false,
                 })
                 .collect(),
         })
@@ -1288,6 +1295,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
         pool: None,
         trigger: amdahl_dags::TriggerRule::AllSuccess,
         skip_note: None,
+        depends_on_past: false,
     };
     let run_id = store
         .create_run(&NewRun {
@@ -1300,6 +1308,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             owner: None,
             backfill_id: None,
             notify: false,
+            run_timeout_ms: None,
             now_ms: 1_000,
             tasks: vec![task("a", &[]), task("b", &["a"]), task("c", &[])],
         })
@@ -1648,6 +1657,7 @@ async fn pools_cap_queued_and_running_tasks_across_runs(db: &TestDb) {
         pool: Some(pool.into()),
         trigger: amdahl_dags::TriggerRule::AllSuccess,
         skip_note: None,
+        depends_on_past: false,
     };
     let mut runs = Vec::new();
     for _ in 0..10 {
@@ -1662,6 +1672,7 @@ async fn pools_cap_queued_and_running_tasks_across_runs(db: &TestDb) {
                 owner: None,
                 backfill_id: None,
                 notify: false,
+                run_timeout_ms: None,
                 now_ms: 1_000,
                 tasks: vec![task("load", "db"), task("elsewhere", "missing")],
             })
@@ -1806,6 +1817,10 @@ suite!(
     notifications_are_recorded_once_and_delivered,
     notifications_survive_a_dead_scheduler_and_a_server_down,
     a_broken_dag_file_is_reported_and_its_last_good_version_kept,
+    a_run_past_its_run_timeout_fails_with_its_tasks,
+    the_service_times_out_a_settled_run,
+    a_task_waits_for_its_past,
+    a_missed_deadline_is_recorded_once,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

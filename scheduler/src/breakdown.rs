@@ -127,6 +127,7 @@ mod tests {
             pool: None,
             trigger: amdahl_dags::TriggerRule::AllSuccess,
             skip_note: None,
+            depends_on_past: false,
         }
     }
 

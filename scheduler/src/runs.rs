@@ -9,9 +9,9 @@ use std::time::Duration;
 use amdahl_dags::Dag;
 
 use crate::Clock;
-use crate::decide::{Dispatcher, RunView, TaskView};
-use crate::state::{RunState, TaskState};
-use crate::store::{NewRun, NewTask, Store, StoreError, TaskRecord, Topic, TriggerKind};
+use crate::decide::{Dispatcher, Past, RunView, TaskView};
+use crate::state::TaskState;
+use crate::store::{NewRun, NewTask, RunRecord, Store, StoreError, TaskRecord, Topic, TriggerKind};
 
 /// How often a running process proves it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -66,6 +66,8 @@ pub async fn create_run(
             Some(backfill_id),
         ),
     };
+    // `depends_on_past` compares runs along the schedule; a triggered run has no past.
+    let along_schedule = matches!(trigger, TriggerKind::Schedule | TriggerKind::Backfill);
     let version_id = record_version(store, dag, now).await?;
     // `when:` conditions are decided now, for this run's params and logical date.
     let context = amdahl_dags::RunContext {
@@ -90,6 +92,7 @@ pub async fn create_run(
             timeout_ms: t.timeout.map(|d| d.as_millis() as i64),
             pool: t.pool.clone(),
             trigger: t.trigger,
+            depends_on_past: t.depends_on_past && along_schedule,
         })
         .collect();
     let run_id = store
@@ -103,6 +106,7 @@ pub async fn create_run(
             owner,
             backfill_id,
             notify: dag.notifies(),
+            run_timeout_ms: dag.run_timeout.map(|d| d.as_millis() as i64),
             now_ms: now,
             tasks,
         })
@@ -141,7 +145,35 @@ pub fn task_view(t: &TaskRecord) -> TaskView {
         pool: t.pool.clone(),
         trigger: t.trigger,
         skip: t.skip_note.is_some(),
+        past: Past::Ignored,
     }
+}
+
+/// For a run with tasks that wait on `depends_on_past`, the states of the previous run's
+/// tasks (by logical date, among scheduled and backfilled runs); empty when none waits, so
+/// most passes cost no query.
+pub async fn past_of(
+    store: &Store,
+    run: &RunRecord,
+    tasks: &[TaskRecord],
+) -> Result<BTreeMap<String, TaskState>, StoreError> {
+    if tasks
+        .iter()
+        .any(|t| t.depends_on_past && t.state == TaskState::Scheduled)
+    {
+        store.previous_task_states(run).await
+    } else {
+        Ok(BTreeMap::new())
+    }
+}
+
+/// Why a run that passed its `run_timeout` failed, and its unfinished tasks with it.
+pub fn timeout_reason(run: &RunRecord) -> String {
+    let limit = Duration::from_millis(run.run_timeout_ms.unwrap_or_default().max(0) as u64);
+    format!(
+        "the run timed out after {} (run_timeout)",
+        amdahl_dags::model::format_duration(limit)
+    )
 }
 
 /// Free pool slots, read only when one of `tasks` is in a pool.
@@ -156,21 +188,38 @@ pub async fn pool_free_for(
     }
 }
 
+/// What [`crate::decide::decide`] reads about a run, with what [`past_of`] and
+/// [`pool_free_for`] found; `cancel_requested` may also come from the process driving it.
 pub fn view_of(
-    state: RunState,
+    run: &RunRecord,
     tasks: &[TaskRecord],
-    max_active_tasks: i64,
     cancel_requested: bool,
     dispatcher: Dispatcher,
     pool_free: BTreeMap<String, usize>,
+    past: &BTreeMap<String, TaskState>,
 ) -> RunView {
     RunView {
-        state,
-        tasks: tasks.iter().map(task_view).collect(),
-        max_active_tasks: max_active_tasks.max(1) as usize,
-        cancel_requested,
+        state: run.state,
+        tasks: tasks
+            .iter()
+            .map(|t| TaskView {
+                past: if t.depends_on_past {
+                    past.get(&t.task_id)
+                        .map_or(Past::Missing, |s| Past::Was(*s))
+                } else {
+                    Past::Ignored
+                },
+                ..task_view(t)
+            })
+            .collect(),
+        max_active_tasks: run.max_active_tasks.max(1) as usize,
+        cancel_requested: cancel_requested || run.cancel_requested_at_ms.is_some(),
         dispatcher,
         pool_free,
+        timeout_at_ms: run
+            .started_at_ms
+            .zip(run.run_timeout_ms)
+            .map(|(start, limit)| start.saturating_add(limit)),
     }
 }
 

@@ -128,6 +128,10 @@ impl TaskState {
                 | (Running, Cancelled)
                 | (UpForRetry, Queued)
                 | (UpForRetry, Cancelled)
+                // The run passed its `run_timeout` before the task ran (again).
+                | (Scheduled, Failed)
+                | (Queued, Failed)
+                | (UpForRetry, Failed)
                 // Cleared: it runs again (`crate::clear`).
                 | (Success, Scheduled)
                 | (Failed, Scheduled)

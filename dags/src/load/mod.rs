@@ -48,8 +48,13 @@ pub const DAG_KEYS: &[&str] = &[
     "on_failure",
     "on_retry",
     "on_success",
+    "on_deadline",
+    "deadline",
+    "run_timeout",
     "tasks",
 ];
+/// Keys allowed under `deadline:`.
+pub const DEADLINE_KEYS: &[&str] = &["within", "from"];
 /// Keys allowed under `defaults:`.
 pub const DEFAULTS_KEYS: &[&str] = &[
     "retries",
@@ -59,6 +64,7 @@ pub const DEFAULTS_KEYS: &[&str] = &[
     "timeout",
     "device",
     "trigger",
+    "depends_on_past",
     "pool",
     "priority",
     "engine",
@@ -200,6 +206,8 @@ struct Defaults {
     timeout: Option<Duration>,
     device: Option<DevicePreference>,
     trigger: Option<TriggerRule>,
+    /// With where it is written.
+    depends_on_past: Option<(bool, Span)>,
     pool: Option<String>,
     priority: Option<i32>,
     /// With where it is written: a non-`sql` task ignores the default.
@@ -296,6 +304,21 @@ impl Cx {
             secrets: secrets.keys().map(String::as_str).collect(),
         };
         let notify = self.notify(&entries, "", &scope);
+        let deadline = get("deadline").and_then(|n| self.deadline(n));
+        let run_timeout = get("run_timeout").and_then(|n| self.at_least_a_second(n, "run_timeout"));
+        match (get_key("deadline"), get_key("on_deadline")) {
+            (Some(key), None) => self.error_help(
+                key.span,
+                "`deadline` tells no one when a run misses it",
+                "add `on_deadline:` with a webhook or an email",
+            ),
+            (None, Some(key)) => self.error_help(
+                key.span,
+                "`on_deadline` is never called: the DAG has no `deadline`",
+                "add e.g. `deadline: { within: 2h }`",
+            ),
+            _ => {}
+        }
         let ctx = RunContext {
             dag_id: id.clone().unwrap_or_default(),
             run_id: 0,
@@ -303,7 +326,10 @@ impl Cx {
             params: params.clone(),
         };
         let tasks = match get("tasks") {
-            Some(node) => self.tasks(node, &defaults, &datasets, &ctx, &scope),
+            Some(node) => {
+                let scheduled = get_key("schedule").is_some();
+                self.tasks(node, &defaults, &datasets, &ctx, &scope, scheduled)
+            }
             None => {
                 self.error(root.span, "missing required key `tasks`");
                 Vec::new()
@@ -328,6 +354,8 @@ impl Cx {
             datasets,
             secrets,
             notify: notify?,
+            deadline,
+            run_timeout,
             tasks,
             source,
             task_index: Default::default(),
@@ -353,6 +381,9 @@ impl Cx {
                 "timeout" => d.timeout = self.duration(value, &what),
                 "device" => d.device = self.device(value, &what),
                 "trigger" => d.trigger = self.trigger(value, &what),
+                "depends_on_past" => {
+                    d.depends_on_past = self.boolean(value, &what).map(|b| (b, value.span))
+                }
                 "pool" => d.pool = self.string(value, &what),
                 "priority" => d.priority = self.integer(value, &what),
                 "engine" => d.engine = self.engine(value, &what),
@@ -360,6 +391,55 @@ impl Cx {
             }
         }
         d
+    }
+
+    /// `deadline: { within: 2h, from: scheduled }` (`from` defaults to `scheduled`).
+    fn deadline(&mut self, node: &Node) -> Option<Deadline> {
+        let entries = self.entries(node, "deadline", Some(DEADLINE_KEYS))?;
+        let get = |key: &str| {
+            entries
+                .iter()
+                .find(|(k, _, _)| *k == key)
+                .map(|(_, _, v)| *v)
+        };
+        let from = match get("from") {
+            Some(n) => self.named(
+                n,
+                "deadline.from",
+                DeadlineFrom::parse,
+                &DeadlineFrom::NAMES,
+            ),
+            None => Some(DeadlineFrom::default()),
+        };
+        let Some(within) = get("within") else {
+            self.error_help(
+                node.span,
+                "`deadline` needs `within`: how long after `from` a run should have finished",
+                "write e.g. `deadline: { within: 2h, from: scheduled }`",
+            );
+            return None;
+        };
+        let within = self.at_least_a_second(within, "deadline.within");
+        Some(Deadline {
+            within: within?,
+            from: from?,
+        })
+    }
+
+    /// A duration of at least one second.
+    fn at_least_a_second(&mut self, node: &Node, what: &str) -> Option<Duration> {
+        let d = self.duration(node, what)?;
+        if d < Duration::from_secs(1) {
+            self.error(
+                node.span,
+                format!(
+                    "`{what}` must be at least 1s, found {}",
+                    node.scalar_text().unwrap_or_else(|| format_duration(d))
+                ),
+            );
+            return None;
+        }
+        Some(d)
     }
 
     /// Renders a template with the DAG's default params to find undefined names and syntax errors.

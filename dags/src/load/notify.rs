@@ -46,6 +46,7 @@ impl Cx {
                     NoticeEvent::Failure => notify.on_failure = list,
                     NoticeEvent::Retry => notify.on_retry = list,
                     NoticeEvent::Success => notify.on_success = list,
+                    NoticeEvent::Deadline => notify.on_deadline = list,
                 },
                 None => ok = false,
             }

@@ -216,7 +216,7 @@ impl Cx {
 
     /// A string that must be one of `names`, read by `parse`; otherwise a located error with
     /// "did you mean".
-    fn named<T>(
+    pub(super) fn named<T>(
         &mut self,
         node: &Node,
         what: &str,

@@ -21,6 +21,7 @@ pub const TASK_KEYS: &[&str] = &[
     "timeout",
     "device",
     "trigger",
+    "depends_on_past",
     "when",
     "pool",
     "priority",
@@ -52,6 +53,7 @@ impl Cx {
         datasets: &BTreeMap<String, Dataset>,
         ctx: &RunContext,
         scope: &NoticeScope<'_>,
+        scheduled: bool,
     ) -> Vec<(Task, Vec<(String, Span)>)> {
         let mut out = Vec::new();
         let entries = self.entries(node, "tasks", None).unwrap_or_default();
@@ -78,6 +80,7 @@ impl Cx {
                 tasks: &ids,
                 datasets,
                 scope,
+                scheduled,
             };
             if let Some(task) = self.task(id, key, value, defaults, &known, ctx)
                 && valid
@@ -218,6 +221,24 @@ impl Cx {
             Some(n) => self.trigger(n, &format!("{what}.trigger")),
             None => Some(defaults.trigger.unwrap_or_default()),
         };
+        let depends_on_past = match field("depends_on_past") {
+            Some(n) => self
+                .boolean(n, &format!("{what}.depends_on_past"))
+                .map(|b| (b, n.span)),
+            None => Some(defaults.depends_on_past.unwrap_or((false, key.span))),
+        };
+        if let Some((true, span)) = depends_on_past
+            && !known.scheduled
+        {
+            self.error_help(
+                span,
+                format!(
+                    "task `{id}` has `depends_on_past`, but the DAG has no `schedule`: its runs have no previous run to wait for"
+                ),
+                "add a `schedule`, or remove `depends_on_past`",
+            );
+            ok = false;
+        }
         let when = match field("when") {
             Some(n) => self.condition(n, &format!("{what}.when"), ctx).map(Some),
             None => Some(None),
@@ -346,6 +367,7 @@ impl Cx {
             timeout: timeout?,
             device: device?,
             trigger: trigger?,
+            depends_on_past: depends_on_past?.0,
             when: when?,
             notify: notify?,
             pool: pool?,
@@ -365,4 +387,6 @@ struct Known<'a> {
     tasks: &'a HashSet<&'a str>,
     datasets: &'a BTreeMap<String, Dataset>,
     scope: &'a NoticeScope<'a>,
+    /// Whether the DAG has a schedule (which `depends_on_past` needs).
+    scheduled: bool,
 }

@@ -36,6 +36,32 @@ pub struct TaskView {
     pub trigger: TriggerRule,
     /// Skipped in this run before it starts: its `when:` was false when the run was created.
     pub skip: bool,
+    /// What `depends_on_past` waits for.
+    pub past: Past,
+}
+
+/// The same task in the previous run by logical date, for a task with `depends_on_past`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Past {
+    /// The task does not depend on its past (or the run is not scheduled).
+    #[default]
+    Ignored,
+    /// There is no previous run, or it had no such task: nothing to wait for.
+    Missing,
+    /// The previous run's task is in this state.
+    Was(TaskState),
+}
+
+impl Past {
+    /// Whether the task may run as far as its past goes: the previous run's task succeeded or
+    /// was skipped (Airflow's rule). Anything else (still running, failed) holds it back
+    /// until that task ends well or is cleared and reruns.
+    pub fn allows(self) -> bool {
+        match self {
+            Past::Ignored | Past::Missing => true,
+            Past::Was(state) => matches!(state, TaskState::Success | TaskState::Skipped),
+        }
+    }
 }
 
 /// A run as the core sees it; tasks in the DAG's topological order.
@@ -49,6 +75,8 @@ pub struct RunView {
     pub dispatcher: Dispatcher,
     /// Free slots of each named pool, across all runs; a pool that is not listed has none.
     pub pool_free: BTreeMap<String, usize>,
+    /// When the run passes its `run_timeout` (its start plus the timeout).
+    pub timeout_at_ms: Option<i64>,
 }
 
 /// Who starts queued tasks, which decides what `max_active_tasks` limits.
@@ -79,6 +107,11 @@ pub enum Command {
     Expire(String),
     /// Stop (if running) and mark cancelled.
     Cancel(String),
+    /// The run passed its `run_timeout`: stop the task (if running) and mark it failed.
+    TimeOut(String),
+    /// The run passed its `run_timeout`: it ends failed, saying so (after the `TimeOut` of
+    /// each unfinished task).
+    TimeOutRun,
     /// Every task is terminal: the run ends in this state.
     FinishRun(RunState),
 }
@@ -112,6 +145,16 @@ pub fn decide(run: &RunView, now_ms: i64) -> Decision {
         d.commands.push(Command::FinishRun(RunState::Cancelled));
         return d;
     }
+    if let Some(at) = run.timeout_at_ms {
+        if at <= now_ms {
+            for task in run.tasks.iter().filter(|t| !t.state.is_terminal()) {
+                d.commands.push(Command::TimeOut(task.task_id.clone()));
+            }
+            d.commands.push(Command::TimeOutRun);
+            return d;
+        }
+        d.wake(at);
+    }
 
     // States after this decision's own changes, so one pass sees a whole cascade.
     let mut states: Vec<TaskState> = run.tasks.iter().map(|t| t.state).collect();
@@ -133,10 +176,10 @@ pub fn decide(run: &RunView, now_ms: i64) -> Decision {
                     .filter_map(|n| index(n))
                     .map(|j| states[j])
                     .collect();
-                let verdict = if task.skip {
-                    Verdict::Skip
-                } else {
-                    judge(task.trigger, &upstream)
+                let verdict = match judge(task.trigger, &upstream) {
+                    _ if task.skip => Verdict::Skip,
+                    Verdict::Run if !task.past.allows() => Verdict::Wait,
+                    verdict => verdict,
                 };
                 match verdict {
                     Verdict::Wait => {}

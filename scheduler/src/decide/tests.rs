@@ -20,6 +20,7 @@ fn task(id: &str, state: TaskState, needs: &[&str]) -> TaskView {
         pool: None,
         trigger: TriggerRule::AllSuccess,
         skip: false,
+        past: Past::Ignored,
     }
 }
 
@@ -39,6 +40,7 @@ fn run(tasks: Vec<TaskView>) -> RunView {
         cancel_requested: false,
         dispatcher: Dispatcher::InProcess,
         pool_free: BTreeMap::new(),
+        timeout_at_ms: None,
     }
 }
 
@@ -167,6 +169,47 @@ fn scenarios() {
                 Cancel("c".into()),
                 FinishRun(RunState::Cancelled),
             ],
+            None,
+        ),
+        (
+            "a run before its run_timeout sets a wake-up",
+            RunView {
+                timeout_at_ms: Some(60_000),
+                ..run(vec![task("a", Running, &[]), task("b", Scheduled, &["a"])])
+            },
+            59_999,
+            vec![],
+            Some(60_000),
+        ),
+        (
+            "a run past its run_timeout fails what is left, then itself",
+            RunView {
+                timeout_at_ms: Some(60_000),
+                ..run(vec![
+                    task("a", Success, &[]),
+                    task("b", Running, &["a"]),
+                    task("c", UpForRetry, &[]),
+                    task("d", Scheduled, &["b"]),
+                ])
+            },
+            60_000,
+            vec![
+                TimeOut("b".into()),
+                TimeOut("c".into()),
+                TimeOut("d".into()),
+                TimeOutRun,
+            ],
+            None,
+        ),
+        (
+            "a cancel asked before the run_timeout passed still cancels",
+            RunView {
+                timeout_at_ms: Some(60_000),
+                cancel_requested: true,
+                ..run(vec![task("a", Running, &[])])
+            },
+            70_000,
+            vec![Cancel("a".into()), FinishRun(RunState::Cancelled)],
             None,
         ),
     ];
@@ -522,4 +565,43 @@ fn exponential_backoff_doubles_to_its_cap_with_a_tenth_of_jitter() {
     // The jitter is the same for the same task and attempt, and differs between tasks.
     assert_eq!(a, waits("a", Some(30_000)));
     assert_ne!(a, waits("b", Some(30_000)));
+}
+
+/// `depends_on_past`: a task runs once the same task of the previous run succeeded or was
+/// skipped, or when there is none; its trigger rule still decides first.
+#[test]
+fn the_past_holds_a_task_back_until_it_ended_well() {
+    let cases: Vec<(Past, bool)> = vec![
+        (Past::Ignored, true),
+        (Past::Missing, true),
+        (Past::Was(Success), true),
+        (Past::Was(Skipped), true),
+        (Past::Was(Scheduled), false),
+        (Past::Was(Queued), false),
+        (Past::Was(Running), false),
+        (Past::Was(UpForRetry), false),
+        (Past::Was(Failed), false),
+        (Past::Was(UpstreamFailed), false),
+        (Past::Was(Cancelled), false),
+    ];
+    for (past, runs) in cases {
+        let mut t = task("a", Scheduled, &[]);
+        t.past = past;
+        let d = decide(&run(vec![t]), 0);
+        let expected = if runs {
+            vec![Queue("a".into()), Dispatch("a".into())]
+        } else {
+            vec![]
+        };
+        assert_eq!(d.commands, expected, "{past:?}");
+        assert_eq!(past.allows(), runs, "{past:?}");
+    }
+    // A failed upstream still fails it, whatever its past.
+    let mut b = task("b", Scheduled, &["a"]);
+    b.past = Past::Was(Running);
+    let d = decide(&run(vec![task("a", Failed, &[]), b]), 0);
+    assert_eq!(
+        d.commands,
+        vec![MarkUpstreamFailed("b".into()), FinishRun(RunState::Failed)]
+    );
 }

@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use amdahl_dags::Dag;
+use amdahl_dags::model::DeadlineFrom;
 use amdahl_dags::notice::{NoticeContext, NoticeDag, NoticeEvent, NoticeRun, NoticeTask, Notifier};
 
 use crate::Clock;
@@ -70,17 +71,26 @@ pub struct Due {
 /// attempt that failed (or timed out, or was lost with its worker) is a retry when the task had
 /// retries left then (the rule of `decide::after_failure`), else the task's failure; an attempt
 /// that succeeded is the task's success; a run that finished `success` or `failed` is the run's
-/// event (a cancelled run tells no one).
+/// event (a cancelled run tells no one). A run that had not finished when its `deadline`
+/// passed (by `now_ms`) has missed it, once.
 pub fn due(
     dag: &Dag,
     run: &RunRecord,
     tasks: &[TaskRecord],
     attempts: &[AttemptRecord],
+    now_ms: i64,
 ) -> Vec<Due> {
     let mut out = Vec::new();
     let retries: BTreeMap<&str, i64> = tasks
         .iter()
         .map(|t| (t.task_id.as_str(), t.retries))
+        .collect();
+    // A task failed for good with retries left (its run timed out): its last attempt is
+    // its failure.
+    let ended: BTreeMap<&str, i64> = tasks
+        .iter()
+        .filter(|t| t.state == crate::state::TaskState::Failed)
+        .map(|t| (t.task_id.as_str(), t.attempts))
         .collect();
     for attempt in attempts {
         let Some(task) = dag.task(&attempt.task_id) else {
@@ -90,7 +100,8 @@ pub fn due(
             AttemptState::Success => NoticeEvent::Success,
             AttemptState::Failed | AttemptState::TimedOut | AttemptState::Lost => {
                 let left = retries.get(task.id.as_str()).copied().unwrap_or(0);
-                if attempt.attempt <= left {
+                let last = ended.get(task.id.as_str()) == Some(&attempt.attempt);
+                if attempt.attempt <= left && !last {
                     NoticeEvent::Retry
                 } else {
                     NoticeEvent::Failure
@@ -114,6 +125,20 @@ pub fn due(
         if event == NoticeEvent::Retry {
             push(Level::Dag, dag.notify.on_retry.len());
         }
+    }
+    if let Some(at) = deadline_at(dag, run)
+        && at <= now_ms
+        && run.finished_at_ms.is_none_or(|finished| finished > at)
+        && !dag.notify.on_deadline.is_empty()
+    {
+        out.push(Due {
+            level: Level::Dag,
+            event: NoticeEvent::Deadline,
+            task_id: String::new(),
+            occurrence: at,
+            notifiers: dag.notify.on_deadline.len(),
+            attempt: None,
+        });
     }
     let run_event = match run.state {
         RunState::Success => Some(NoticeEvent::Success),
@@ -150,6 +175,36 @@ pub fn due(
         }
     }
     out
+}
+
+/// When a run should have finished by its DAG's `deadline`; `None` without one, or before
+/// the moment it counts from (`from: started` and the run has not started).
+///
+/// `scheduled` is when the run was due: for a run of a schedule (also a backfill or catch-up)
+/// the end of its data interval, the cron tick after its logical date; for a triggered run,
+/// whose logical date is when it was made, its creation.
+pub fn deadline_at(dag: &Dag, run: &RunRecord) -> Option<i64> {
+    let deadline = dag.deadline?;
+    let base = match deadline.from {
+        DeadlineFrom::Queued => run.created_at_ms,
+        DeadlineFrom::Started => run.started_at_ms?,
+        DeadlineFrom::Scheduled => {
+            let logical = chrono::DateTime::parse_from_rfc3339(&run.logical_date)
+                .ok()?
+                .with_timezone(&chrono::Utc);
+            let tick = dag
+                .schedule
+                .as_deref()
+                .and_then(|s| amdahl_dags::schedule::parse_cron(s).ok())
+                .and_then(|cron| cron.find_next_occurrence(&logical, false).ok())
+                .map(|t| t.timestamp_millis());
+            match tick {
+                Some(end) if end <= run.created_at_ms => end,
+                _ => run.created_at_ms,
+            }
+        }
+    };
+    Some(base.saturating_add(deadline.within.as_millis() as i64))
 }
 
 /// The notifiers a due event is told through.
@@ -193,7 +248,7 @@ pub async fn record(
 ) -> Result<u64, StoreError> {
     let tasks = store.tasks(run.id).await?;
     let attempts = store.attempts(run.id).await?;
-    let dues = due(dag, run, &tasks, &attempts);
+    let dues = due(dag, run, &tasks, &attempts, clock.now_ms());
     let known: HashSet<(String, String, String, i64)> = store
         .notifications(run.id)
         .await?

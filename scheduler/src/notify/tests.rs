@@ -46,6 +46,7 @@ fn run(state: RunState, finished: Option<i64>) -> RunRecord {
         started_at_ms: Some(1),
         finished_at_ms: finished,
         cancel_requested_at_ms: None,
+        run_timeout_ms: None,
     }
 }
 
@@ -72,6 +73,7 @@ fn task(id: &str, state: TaskState, retries: i64) -> TaskRecord {
         pool: None,
         trigger: TriggerRule::AllSuccess,
         skip_note: None,
+        depends_on_past: false,
     }
 }
 
@@ -122,7 +124,13 @@ fn a_retried_then_failed_task_and_its_failed_run() {
         attempt("extract", 1, AttemptState::Failed),
         attempt("extract", 2, AttemptState::TimedOut),
     ];
-    let dues = due(&dag, &run(RunState::Failed, Some(500)), &tasks, &attempts);
+    let dues = due(
+        &dag,
+        &run(RunState::Failed, Some(500)),
+        &tasks,
+        &attempts,
+        0,
+    );
     assert_eq!(
         summary(&dues),
         vec![
@@ -156,7 +164,13 @@ fn successes_are_told_only_where_someone_listens() {
         attempt("load", 1, AttemptState::Success),
     ];
     // The DAG has no on_success, `load` none either: only extract's success.
-    let dues = due(&dag, &run(RunState::Success, Some(700)), &tasks, &attempts);
+    let dues = due(
+        &dag,
+        &run(RunState::Success, Some(700)),
+        &tasks,
+        &attempts,
+        0,
+    );
     assert_eq!(
         summary(&dues),
         vec![("task", "success", "extract".into(), 1, 1)]
@@ -177,12 +191,18 @@ fn running_cancelled_and_lost_attempts() {
         attempt("extract", 2, AttemptState::Running),
         attempt("load", 1, AttemptState::Cancelled),
     ];
-    let dues = due(&dag, &run(RunState::Running, None), &tasks, &attempts);
+    let dues = due(&dag, &run(RunState::Running, None), &tasks, &attempts, 0);
     assert_eq!(
         summary(&dues),
         vec![("dag", "retry", "extract".into(), 1, 1)]
     );
-    let dues = due(&dag, &run(RunState::Cancelled, Some(9)), &tasks, &attempts);
+    let dues = due(
+        &dag,
+        &run(RunState::Cancelled, Some(9)),
+        &tasks,
+        &attempts,
+        0,
+    );
     assert_eq!(
         summary(&dues),
         vec![("dag", "retry", "extract".into(), 1, 1)]
@@ -208,4 +228,72 @@ fn backoff_doubles_up_to_its_cap_with_bounded_jitter() {
             );
         }
     }
+}
+
+/// `deadline:` is missed once, when a run had not finished by then; `scheduled` counts from
+/// the end of a scheduled run's interval, or a triggered run's creation.
+#[test]
+fn a_missed_deadline_is_due_once_it_passed() {
+    let yaml = r#"
+dag: late
+schedule: "@daily"
+deadline: { within: 2h }
+on_deadline:
+  - webhook: { url: "https://hooks.example.com/late" }
+tasks:
+  a:
+    shell: "true"
+"#;
+    let dag = amdahl_dags::load_bytes("late.yaml", std::path::Path::new("."), yaml.as_bytes())
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+    const HOUR: i64 = 3_600_000;
+    let day_end = chrono::DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    // A scheduled run of 2026-01-01, created a minute after its interval ended.
+    let scheduled = RunRecord {
+        created_at_ms: day_end + 60_000,
+        ..run(RunState::Running, None)
+    };
+    assert_eq!(deadline_at(&dag, &scheduled), Some(day_end + 2 * HOUR));
+    let deadlines = |run: &RunRecord, now: i64| {
+        due(&dag, run, &[], &[], now)
+            .into_iter()
+            .filter(|d| d.event == NoticeEvent::Deadline)
+            .map(|d| d.occurrence)
+            .collect::<Vec<_>>()
+    };
+    assert!(deadlines(&scheduled, day_end + 2 * HOUR - 1).is_empty());
+    assert_eq!(
+        deadlines(&scheduled, day_end + 2 * HOUR),
+        vec![day_end + 2 * HOUR]
+    );
+    // Finished in time: never due; finished late: due even if looked at later.
+    let on_time = RunRecord {
+        state: RunState::Success,
+        finished_at_ms: Some(day_end + HOUR),
+        ..scheduled.clone()
+    };
+    assert!(deadlines(&on_time, day_end + 5 * HOUR).is_empty());
+    let late = RunRecord {
+        state: RunState::Success,
+        finished_at_ms: Some(day_end + 3 * HOUR),
+        ..scheduled.clone()
+    };
+    assert_eq!(
+        deadlines(&late, day_end + 5 * HOUR),
+        vec![day_end + 2 * HOUR]
+    );
+    // A triggered run (its logical date is its creation) counts from its creation.
+    let triggered = RunRecord {
+        logical_date: "2026-03-01T10:00:00Z".into(),
+        created_at_ms: chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .unwrap()
+            .timestamp_millis(),
+        ..scheduled.clone()
+    };
+    assert_eq!(
+        deadline_at(&dag, &triggered),
+        Some(triggered.created_at_ms + 2 * HOUR)
+    );
 }

@@ -24,7 +24,7 @@ use amdahl_dags::Dag;
 use crate::Clock;
 use crate::backfill::{self, DateView};
 use crate::decide::{Command, Dispatcher, decide};
-use crate::runs::{logical_text, pool_free_for, view_of};
+use crate::runs::{logical_text, past_of, pool_free_for, timeout_reason, view_of};
 use crate::state::{RunState, TaskState};
 use crate::store::{BackfillRecord, RunRecord, Store, StoreError, TaskRecord};
 
@@ -113,22 +113,26 @@ pub async fn advance(
     if run.state.is_terminal() {
         return Ok(());
     }
-    if skip_if_settled && run.state == RunState::Running && !cancel {
+    let now = clock.now_ms();
+    let timed_out = run
+        .started_at_ms
+        .zip(run.run_timeout_ms)
+        .is_some_and(|(start, limit)| start.saturating_add(limit) <= now);
+    if skip_if_settled && run.state == RunState::Running && !cancel && !timed_out {
         let (waiting, unfinished) = store.undecided_tasks(run_id).await?;
         if waiting == 0 && unfinished > 0 {
             return Ok(());
         }
     }
     let tasks = store.tasks(run_id).await?;
-    let now = clock.now_ms();
     let decision = decide(
         &view_of(
-            run.state,
+            &run,
             &tasks,
-            run.max_active_tasks,
             cancel,
             Dispatcher::Workers,
             pool_free_for(store, &tasks).await?,
+            &past_of(store, &run, &tasks).await?,
         ),
         now,
     );
@@ -217,13 +221,48 @@ pub async fn advance(
                 }
                 None => continue,
             },
+            Command::TimeOut(task_id) => {
+                let reason = timeout_reason(&run);
+                match by_id.get(task_id.as_str()) {
+                    // The worker sees its lease gone at its next renewal and stops.
+                    Some(t) if t.state == TaskState::Running => {
+                        store
+                            .time_out_running_task(run_id, task_id, t.attempts, now, &reason)
+                            .await
+                    }
+                    Some(t) => {
+                        store
+                            .set_task_state(
+                                run_id,
+                                task_id,
+                                t.state,
+                                TaskState::Failed,
+                                now,
+                                Some(&reason),
+                            )
+                            .await
+                    }
+                    None => continue,
+                }
+            }
+            Command::TimeOutRun => {
+                store
+                    .set_run_state(
+                        run_id,
+                        run.state,
+                        RunState::Failed,
+                        now,
+                        Some(&timeout_reason(&run)),
+                    )
+                    .await
+            }
             // Workers claim queued tasks and enforce their timeouts.
             Command::Dispatch(_) | Command::Expire(_) => continue,
         };
         if result.is_ok() {
             match command {
                 Command::Queue(_) => moved.queued = true,
-                Command::FinishRun(_) => moved.finished = true,
+                Command::FinishRun(_) | Command::TimeOutRun => moved.finished = true,
                 _ => {}
             }
         }

@@ -11,6 +11,13 @@ use super::{
 use crate::state::TaskState;
 use amdahl_placement::Place;
 
+/// How [`Store::stop_running_task`] ends a running task and its attempt.
+struct Stop<'a> {
+    task_state: &'static str,
+    attempt_state: &'static str,
+    error: &'a str,
+}
+
 /// [`Store::finish_attempts`] on PostgreSQL: one statement over arrays, in a transaction that
 /// is rolled back (`None`) if the task rows and attempt rows it updated do not pair up.
 async fn finish_attempts_postgres(
@@ -291,10 +298,46 @@ impl Store {
         attempt: i64,
         now_ms: i64,
     ) -> Result<()> {
+        let stop = Stop {
+            task_state: "cancelled",
+            attempt_state: "cancelled",
+            error: "run cancelled",
+        };
+        self.stop_running_task(run_id, task_id, attempt, now_ms, stop)
+            .await
+    }
+
+    /// running → failed for the task's current attempt, which ends `timed_out` with `error`:
+    /// its run passed its `run_timeout`. The worker finds its lease gone and stops the stage.
+    pub async fn time_out_running_task(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        attempt: i64,
+        now_ms: i64,
+        error: &str,
+    ) -> Result<()> {
+        let stop = Stop {
+            task_state: "failed",
+            attempt_state: "timed_out",
+            error,
+        };
+        self.stop_running_task(run_id, task_id, attempt, now_ms, stop)
+            .await
+    }
+
+    async fn stop_running_task(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        attempt: i64,
+        now_ms: i64,
+        stop: Stop<'_>,
+    ) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let tasks = sqlx::query(
-                "UPDATE task_instances SET state = 'cancelled', error = 'run cancelled', lease_owner = NULL, \
+                "UPDATE task_instances SET state = $5, error = $6, lease_owner = NULL, \
                     lease_expires_at_ms = NULL, finished_at_ms = $1 \
                  WHERE run_id = $2 AND task_id = $3 AND state = 'running' AND attempts = $4",
             )
@@ -302,6 +345,8 @@ impl Store {
             .bind(run_id)
             .bind(task_id)
             .bind(attempt)
+            .bind(stop.task_state)
+            .bind(stop.error)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -311,13 +356,15 @@ impl Store {
                 )));
             }
             sqlx::query(
-                "UPDATE task_attempts SET state = 'cancelled', error = 'run cancelled', finished_at_ms = $1 \
+                "UPDATE task_attempts SET state = $5, error = $6, finished_at_ms = $1 \
                  WHERE run_id = $2 AND task_id = $3 AND attempt = $4 AND state = 'running'",
             )
             .bind(now_ms)
             .bind(run_id)
             .bind(task_id)
             .bind(attempt)
+            .bind(stop.attempt_state)
+            .bind(stop.error)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -21,6 +21,8 @@ pub struct NewRun {
     pub backfill_id: Option<i64>,
     /// Whether its DAG version has notifiers: the run is then watched for events to notify.
     pub notify: bool,
+    /// How long it may take from its start (`run_timeout`).
+    pub run_timeout_ms: Option<i64>,
     pub now_ms: i64,
     pub tasks: Vec<NewTask>,
 }
@@ -65,6 +67,9 @@ pub struct NewTask {
     pub trigger: TriggerRule,
     /// Why it is skipped in this run before it starts (its `when:` was false).
     pub skip_note: Option<String>,
+    /// Waits for the same task of the previous run by logical date (`depends_on_past`, in a
+    /// scheduled or backfilled run).
+    pub depends_on_past: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +90,8 @@ pub struct RunRecord {
     pub finished_at_ms: Option<i64>,
     /// When `amdahl runs cancel` asked for the run to stop.
     pub cancel_requested_at_ms: Option<i64>,
+    /// How long it may take from its start (`run_timeout`).
+    pub run_timeout_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -112,6 +119,7 @@ pub struct TaskRecord {
     pub pool: Option<String>,
     pub trigger: TriggerRule,
     pub skip_note: Option<String>,
+    pub depends_on_past: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -234,6 +242,7 @@ pub(super) struct TaskRow {
     trigger_rule: String,
     skip_note: Option<String>,
     max_retry_delay_ms: Option<i64>,
+    depends_on_past: bool,
 }
 
 impl TaskRow {
@@ -264,6 +273,7 @@ impl TaskRow {
             started_at_ms: self.started_at_ms,
             finished_at_ms: self.finished_at_ms,
             pool: self.pool,
+            depends_on_past: self.depends_on_past,
         })
     }
 }
@@ -285,6 +295,7 @@ pub(super) struct RunRow {
     started_at_ms: Option<i64>,
     finished_at_ms: Option<i64>,
     cancel_requested_at_ms: Option<i64>,
+    run_timeout_ms: Option<i64>,
 }
 
 impl RunRow {
@@ -306,6 +317,7 @@ impl RunRow {
             started_at_ms: self.started_at_ms,
             finished_at_ms: self.finished_at_ms,
             cancel_requested_at_ms: self.cancel_requested_at_ms,
+            run_timeout_ms: self.run_timeout_ms,
         })
     }
 }

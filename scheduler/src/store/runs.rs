@@ -12,7 +12,7 @@ macro_rules! select_runs {
         concat!(
             "SELECT r.id, r.dag_id, r.dag_version_id, v.hash, r.state, r.params_json, r.logical_date, ",
             "r.max_active_tasks, r.owner, r.heartbeat_at_ms, r.note, r.created_at_ms, r.started_at_ms, ",
-            "r.finished_at_ms, r.cancel_requested_at_ms FROM runs r JOIN dag_versions v ON v.id = r.dag_version_id ",
+            "r.finished_at_ms, r.cancel_requested_at_ms, r.run_timeout_ms FROM runs r JOIN dag_versions v ON v.id = r.dag_version_id ",
             $rest
         )
     };
@@ -38,8 +38,9 @@ impl Store {
             }
             let created: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO runs (dag_id, dag_version_id, state, trigger_kind, params_json, logical_date, \
-                                   max_active_tasks, owner, heartbeat_at_ms, created_at_ms, backfill_id, notify) \
-                 SELECT $1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7, $9, $10 \
+                                   max_active_tasks, owner, heartbeat_at_ms, created_at_ms, backfill_id, notify, \
+                                   run_timeout_ms) \
+                 SELECT $1, $2, 'queued', $8, $3, $4, $5, $6, $7, $7, $9, $10, $11 \
                  WHERE $9 IS NULL OR EXISTS (SELECT 1 FROM backfills b WHERE b.id = $9 AND b.state = 'running') \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
@@ -53,6 +54,7 @@ impl Store {
             .bind(new.trigger.as_str())
             .bind(new.backfill_id)
             .bind(new.notify.then_some("watching"))
+            .bind(new.run_timeout_ms)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(run_id) = created else {
@@ -66,7 +68,7 @@ impl Store {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO task_instances (run_id, task_id, position, kind, state, needs_json, priority, \
                                                  retries, retry_delay_ms, timeout_ms, device_pref, pool, in_process, \
-                                                 trigger_rule, skip_note, max_retry_delay_ms) ",
+                                                 trigger_rule, skip_note, max_retry_delay_ms, depends_on_past) ",
                 );
                 insert.push_values(chunk.iter().enumerate(), |mut row, (i, task)| {
                     let needs = serde_json::to_string(&task.needs).unwrap_or_else(|_| "[]".into());
@@ -85,7 +87,8 @@ impl Store {
                         .push_bind(i64::from(new.owner.is_some()))
                         .push_bind(task.trigger.name())
                         .push_bind(task.skip_note.clone())
-                        .push_bind(task.max_retry_delay_ms);
+                        .push_bind(task.max_retry_delay_ms)
+                        .push_bind(task.depends_on_past);
                 });
                 insert.build().execute(&mut *tx).await?;
             }

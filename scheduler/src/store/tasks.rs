@@ -2,7 +2,9 @@
 //! time or many at once), each update fenced by the state the task leaves.
 
 use super::records::TaskRow;
-use super::{INSERT_CHUNK, Pool, Result, Store, StoreError, TaskRecord, check_task_edge};
+use super::{
+    INSERT_CHUNK, Pool, Result, RunRecord, Store, StoreError, TaskRecord, check_task_edge,
+};
 use crate::state::TaskState;
 
 impl Store {
@@ -17,6 +19,36 @@ impl Store {
             .await?
         });
         rows.into_iter().map(TaskRow::into_record).collect()
+    }
+
+    /// The task states of the run before `run` along its DAG's schedule: the scheduled or
+    /// backfilled run with the latest earlier logical date (the newest such run when a date
+    /// was run twice). Empty when there is none.
+    pub async fn previous_task_states(
+        &self,
+        run: &RunRecord,
+    ) -> Result<std::collections::BTreeMap<String, TaskState>> {
+        let rows: Vec<(String, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT t.task_id, t.state FROM task_instances t \
+                 WHERE t.run_id = (SELECT r.id FROM runs r \
+                                   WHERE r.dag_id = $1 AND r.logical_date < $2 AND r.id <> $3 \
+                                     AND r.trigger_kind IN ('schedule', 'backfill') \
+                                   ORDER BY r.logical_date DESC, r.id DESC LIMIT 1)",
+            )
+            .bind(&run.dag_id)
+            .bind(&run.logical_date)
+            .bind(run.id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(task_id, state)| {
+                let state = TaskState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
+                Ok((task_id, state))
+            })
+            .collect()
     }
 
     /// One task instance of a run.
