@@ -58,6 +58,16 @@ struct Active {
     attempt: i64,
 }
 
+/// How [`LocalRunner::stop_task`] ends a task its run no longer runs.
+struct Stop<'a> {
+    task_state: TaskState,
+    attempt_state: AttemptState,
+    /// The error a running attempt ends with.
+    attempt_error: &'a str,
+    /// The note a task that was not running gets.
+    note: &'a str,
+}
+
 /// What an execution reports back to the loop.
 struct Finished {
     task_id: String,
@@ -249,62 +259,26 @@ impl LocalRunner {
                         observer.task_changed(&task_id, state);
                     }
                     Command::Cancel(task_id) => {
-                        if let Some(stage) = active.remove(&task_id) {
-                            stage.handle.abort();
-                            let end = AttemptEnd {
-                                run_id,
-                                task_id: &task_id,
-                                attempt_id: stage.attempt_id,
-                                attempt: stage.attempt,
-                                attempt_state: AttemptState::Cancelled,
-                                task_state: TaskState::Cancelled,
-                                retry_at_ms: None,
-                                now,
-                            };
-                            record_result(&self.store, &end, Err("cancelled".into())).await?;
-                        } else {
-                            let from = state_of(&tasks, &task_id);
-                            self.store
-                                .set_task_state(
-                                    run_id,
-                                    &task_id,
-                                    from,
-                                    TaskState::Cancelled,
-                                    now,
-                                    Some("run cancelled"),
-                                )
-                                .await?;
-                        }
+                        let stop = Stop {
+                            task_state: TaskState::Cancelled,
+                            attempt_state: AttemptState::Cancelled,
+                            attempt_error: "cancelled",
+                            note: "run cancelled",
+                        };
+                        self.stop_task(run_id, &task_id, &tasks, &mut active, &stop, now)
+                            .await?;
                         observer.task_changed(&task_id, TaskState::Cancelled);
                     }
                     Command::TimeOut(task_id) => {
                         let reason = timeout_reason(&run);
-                        if let Some(stage) = active.remove(&task_id) {
-                            stage.handle.abort();
-                            let end = AttemptEnd {
-                                run_id,
-                                task_id: &task_id,
-                                attempt_id: stage.attempt_id,
-                                attempt: stage.attempt,
-                                attempt_state: AttemptState::TimedOut,
-                                task_state: TaskState::Failed,
-                                retry_at_ms: None,
-                                now,
-                            };
-                            record_result(&self.store, &end, Err(reason)).await?;
-                        } else {
-                            let from = state_of(&tasks, &task_id);
-                            self.store
-                                .set_task_state(
-                                    run_id,
-                                    &task_id,
-                                    from,
-                                    TaskState::Failed,
-                                    now,
-                                    Some(&reason),
-                                )
-                                .await?;
-                        }
+                        let stop = Stop {
+                            task_state: TaskState::Failed,
+                            attempt_state: AttemptState::TimedOut,
+                            attempt_error: &reason,
+                            note: &reason,
+                        };
+                        self.stop_task(run_id, &task_id, &tasks, &mut active, &stop, now)
+                            .await?;
                         observer.task_changed(&task_id, TaskState::Failed);
                     }
                     Command::TimeOutRun => {
@@ -356,6 +330,38 @@ impl LocalRunner {
                     cancel_requested = true;
                 }
             }
+        }
+    }
+
+    /// Ends a task because its run ends (cancelled, or past its `run_timeout`): a running
+    /// stage is aborted and its attempt recorded as `stop` says; a waiting task just moves.
+    async fn stop_task(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        tasks: &[amdahl_scheduler::store::TaskRecord],
+        active: &mut HashMap<String, Active>,
+        stop: &Stop<'_>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if let Some(stage) = active.remove(task_id) {
+            stage.handle.abort();
+            let end = AttemptEnd {
+                run_id,
+                task_id,
+                attempt_id: stage.attempt_id,
+                attempt: stage.attempt,
+                attempt_state: stop.attempt_state,
+                task_state: stop.task_state,
+                retry_at_ms: None,
+                now,
+            };
+            record_result(&self.store, &end, Err(stop.attempt_error.to_string())).await
+        } else {
+            let from = state_of(tasks, task_id);
+            self.store
+                .set_task_state(run_id, task_id, from, stop.task_state, now, Some(stop.note))
+                .await
         }
     }
 

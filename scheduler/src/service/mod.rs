@@ -200,49 +200,34 @@ pub async fn advance(
                 };
                 store.set_run_state(run_id, from, *state, now, note).await
             }
-            Command::Cancel(task_id) => match by_id.get(task_id.as_str()) {
-                Some(t) if t.state == TaskState::Running => {
+            // The run ends (cancelled, or past its `run_timeout`) and takes the task with it.
+            Command::Cancel(task_id) | Command::TimeOut(task_id) => {
+                let Some(t) = by_id.get(task_id.as_str()) else {
+                    continue;
+                };
+                let cancel = matches!(command, Command::Cancel(_));
+                let (state, reason) = if cancel {
+                    (TaskState::Cancelled, "run cancelled".to_string())
+                } else {
+                    (TaskState::Failed, timeout_reason(&run))
+                };
+                match t.state {
                     // The worker sees its lease gone at its next renewal and stops.
-                    store
-                        .cancel_running_task(run_id, task_id, t.attempts, now)
-                        .await
-                }
-                Some(t) => {
-                    store
-                        .set_task_state(
-                            run_id,
-                            task_id,
-                            t.state,
-                            TaskState::Cancelled,
-                            now,
-                            Some("run cancelled"),
-                        )
-                        .await
-                }
-                None => continue,
-            },
-            Command::TimeOut(task_id) => {
-                let reason = timeout_reason(&run);
-                match by_id.get(task_id.as_str()) {
-                    // The worker sees its lease gone at its next renewal and stops.
-                    Some(t) if t.state == TaskState::Running => {
+                    TaskState::Running if cancel => {
+                        store
+                            .cancel_running_task(run_id, task_id, t.attempts, now)
+                            .await
+                    }
+                    TaskState::Running => {
                         store
                             .time_out_running_task(run_id, task_id, t.attempts, now, &reason)
                             .await
                     }
-                    Some(t) => {
+                    from => {
                         store
-                            .set_task_state(
-                                run_id,
-                                task_id,
-                                t.state,
-                                TaskState::Failed,
-                                now,
-                                Some(&reason),
-                            )
+                            .set_task_state(run_id, task_id, from, state, now, Some(&reason))
                             .await
                     }
-                    None => continue,
                 }
             }
             Command::TimeOutRun => {
