@@ -167,6 +167,13 @@ pub async fn past_of(
     }
 }
 
+/// When a started run passes its `run_timeout` (its start plus the timeout).
+pub fn timeout_at_ms(run: &RunRecord) -> Option<i64> {
+    run.started_at_ms
+        .zip(run.run_timeout_ms)
+        .map(|(start, limit)| start.saturating_add(limit))
+}
+
 /// Why a run that passed its `run_timeout` failed, and its unfinished tasks with it.
 pub fn timeout_reason(run: &RunRecord) -> String {
     let limit = Duration::from_millis(run.run_timeout_ms.unwrap_or_default().max(0) as u64);
@@ -216,10 +223,7 @@ pub fn view_of(
         cancel_requested: cancel_requested || run.cancel_requested_at_ms.is_some(),
         dispatcher,
         pool_free,
-        timeout_at_ms: run
-            .started_at_ms
-            .zip(run.run_timeout_ms)
-            .map(|(start, limit)| start.saturating_add(limit)),
+        timeout_at_ms: timeout_at_ms(run),
     }
 }
 

@@ -24,7 +24,7 @@ use amdahl_dags::Dag;
 use crate::Clock;
 use crate::backfill::{self, DateView};
 use crate::decide::{Command, Dispatcher, decide};
-use crate::runs::{logical_text, past_of, pool_free_for, timeout_reason, view_of};
+use crate::runs::{logical_text, past_of, pool_free_for, timeout_at_ms, timeout_reason, view_of};
 use crate::state::{RunState, TaskState};
 use crate::store::{BackfillRecord, RunRecord, Store, StoreError, TaskRecord};
 
@@ -114,10 +114,7 @@ pub async fn advance(
         return Ok(());
     }
     let now = clock.now_ms();
-    let timed_out = run
-        .started_at_ms
-        .zip(run.run_timeout_ms)
-        .is_some_and(|(start, limit)| start.saturating_add(limit) <= now);
+    let timed_out = timeout_at_ms(&run).is_some_and(|at| at <= now);
     if skip_if_settled && run.state == RunState::Running && !cancel && !timed_out {
         let (waiting, unfinished) = store.undecided_tasks(run_id).await?;
         if waiting == 0 && unfinished > 0 {
