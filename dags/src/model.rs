@@ -397,6 +397,36 @@ impl fmt::Display for TriggerRule {
     }
 }
 
+/// A task's `when:`.
+#[derive(Clone, Debug)]
+pub enum Condition {
+    /// A Jinja condition decided when a run is created (see `template::condition`).
+    Template(Located),
+    /// `when: { sql: … }`: a query over the task's inputs (the datasets and the outputs of the
+    /// tasks it needs) returning one boolean, run when the task's attempt starts. Planned at
+    /// validate time; at run time no row or NULL counts as false, more than one row fails the
+    /// attempt.
+    Sql(Located),
+}
+
+impl Condition {
+    /// The template decided at run creation, if this is one.
+    pub fn template(&self) -> Option<&Located> {
+        match self {
+            Condition::Template(t) => Some(t),
+            Condition::Sql(_) => None,
+        }
+    }
+
+    /// The query run when the task starts, if this is one.
+    pub fn sql(&self) -> Option<&Located> {
+        match self {
+            Condition::Sql(q) => Some(q),
+            Condition::Template(_) => None,
+        }
+    }
+}
+
 /// One task of a DAG.
 #[derive(Clone, Debug)]
 pub struct Task {
@@ -415,9 +445,9 @@ pub struct Task {
     /// Waits, in a scheduled or backfilled run, until the same task of the previous run (by
     /// logical date) succeeded or was skipped.
     pub depends_on_past: bool,
-    /// A Jinja condition decided when a run is created (see `template::condition`): false
-    /// makes the task `skipped` in that run, and its downstream tasks follow their rules.
-    pub when: Option<Located>,
+    /// Whether the task runs at all in a run: false makes it `skipped`, and its downstream
+    /// tasks follow their rules.
+    pub when: Option<Condition>,
     /// Who is told when this task fails for good, retries or succeeds.
     pub notify: crate::notice::Notify,
     pub pool: Option<String>,

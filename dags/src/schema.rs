@@ -87,6 +87,27 @@ pub struct DeadlineSpec {
     from: Option<DeadlineFromSpec>,
 }
 
+/// A task's `when:`.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum WhenSpec {
+    /// A Jinja condition over params, `run.logical_date` and `dag.id`, decided when a run is
+    /// created: false (empty, `false`, `0`, `no`, `off`, `none`) skips the task in that run.
+    Template(String),
+    /// A query over the task's inputs, run when the task starts.
+    Sql(WhenSqlSpec),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct WhenSqlSpec {
+    /// A query over the datasets and the outputs of the tasks this one needs, returning one
+    /// boolean column (planned at validate time); no row or NULL counts as false.
+    sql: String,
+}
+
 #[derive(JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code)]
@@ -227,9 +248,8 @@ pub struct TaskSpec {
     device: Option<Device>,
     /// When the task runs, given how its upstream tasks ended (Airflow's trigger rules).
     trigger: Option<Trigger>,
-    /// A Jinja condition over params, `run.logical_date` and `dag.id`, decided when a run is
-    /// created: false (empty, `false`, `0`, `no`, `off`, `none`) skips the task in that run.
-    when: Option<String>,
+    /// Whether the task runs: false skips it, and its downstream tasks follow their rules.
+    when: Option<WhenSpec>,
     /// In a scheduled DAG: wait until the same task of the previous run (by logical date)
     /// succeeded or was skipped.
     depends_on_past: Option<bool>,

@@ -137,6 +137,7 @@ fn stage(work: Work, inputs: Vec<TableInput>, out: &Path) -> Stage {
         placement: None,
         route: None,
         secrets: Vec::new(),
+        condition: None,
         shards: 1,
         engine: amdahl_dags::Engine::DataFusion,
     }

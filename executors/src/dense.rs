@@ -714,6 +714,7 @@ fn run_dense(
             transfer_ms: 0.0,
             compute_ms: (total - io_ms).max(0.0),
         }),
+        skipped: false,
     })
 }
 

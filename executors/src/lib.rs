@@ -80,6 +80,18 @@ impl Executors {
     /// Runs `stage` on the executor for its kind of work.
     pub async fn execute(&self, stage: &Stage, log: &LogSink) -> Result<StageOutcome, StageError> {
         self.policy.check(stage)?;
+        if let Some(condition) = &stage.condition {
+            if !self.sql.condition(condition, &stage.inputs, log).await? {
+                let why = "skipped: `when.sql` was false (false, NULL or no row)";
+                log.system(why);
+                return Ok(StageOutcome {
+                    note: Some(why.into()),
+                    skipped: true,
+                    ..StageOutcome::on_cpu(None, None)
+                });
+            }
+            log.system("`when.sql` was true: the task runs");
+        }
         // A kind with no GPU path asked for one: its route says so, and so does its attempt.
         let cpu_only = match stage.routed().route {
             Route::Cpu { note: Some(note) } => {

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
+use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
 
 use datafusion::execution::context::SessionContext;
 
@@ -42,6 +42,43 @@ impl SqlExecutor {
     /// Runs `engine: ballista` stages on `ballista`'s cluster.
     pub fn with_ballista(self, ballista: crate::ballista::Ballista) -> Self {
         SqlExecutor { ballista, ..self }
+    }
+
+    /// Decides a task's `when: { sql }` over its inputs, on the CPU pool: whether the task
+    /// runs. The query returns one boolean column (the planner checked it; checked again here
+    /// for the inputs as they are); no row or NULL is false, more than one row is an error.
+    pub async fn condition(
+        &self,
+        query: &str,
+        inputs: &[TableInput],
+        log: &LogSink,
+    ) -> Result<bool, StageError> {
+        let (query, inputs, log) = (query.to_string(), inputs.to_vec(), log.clone());
+        let (partitions, env) = (self.runtime.threads(), self.runtime.datafusion_env());
+        let handle = self.runtime.spawn(async move {
+            let ctx = SessionContext::new_with_config_rt(session_config(partitions), env);
+            let plan = plan(&ctx, &query, &inputs, &log).await?;
+            amdahl_planner::check::one_boolean(&plan.schema())
+                .map_err(|why| StageError::Failed(format!("`when.sql` {why}")))?;
+            let batches = collect(plan, ctx.task_ctx())
+                .await
+                .map_err(|e| StageError::Failed(format!("`when.sql` failed: {}", e.find_root())))?;
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            if rows > 1 {
+                return Err(StageError::Failed(format!(
+                    "`when.sql` must return at most one row; it returned {rows}"
+                )));
+            }
+            let value = batches
+                .iter()
+                .find(|b| b.num_rows() == 1)
+                .and_then(|b| b.column(0).as_any().downcast_ref::<BooleanArray>())
+                .is_some_and(|column| column.is_valid(0) && column.value(0));
+            Ok(value)
+        });
+        handle
+            .await
+            .map_err(|e| StageError::Internal(format!("condition task ended abnormally: {e}")))?
     }
 }
 
@@ -207,6 +244,7 @@ async fn run_query(
                         transfer_ms: t.stage_ms + t.upload_ms + t.download_ms,
                         compute_ms: t.kernel_ms,
                     }),
+                    skipped: false,
                 });
             }
             Err(why) => {

@@ -106,6 +106,9 @@ pub struct Stage {
     /// `shell` stages: the DAG's secrets as (environment variable, value), resolved on this
     /// worker. Their values are masked in whatever the attempt stores (see [`Stage::mask`]).
     pub secrets: Vec<(String, String)>,
+    /// The task's `when: { sql }`, rendered: decided over `inputs` before the work runs; false
+    /// skips the task (see [`StageOutcome::skipped`]).
+    pub condition: Option<String>,
 }
 
 impl Stage {
@@ -171,6 +174,9 @@ pub struct StageOutcome {
     pub note: Option<String>,
     /// Where the stage's time went, when the executor measured it.
     pub timings: Option<StageTimings>,
+    /// The task's `when: { sql }` was false: the stage did nothing, and the task is
+    /// `skipped` (the note says why).
+    pub skipped: bool,
 }
 
 /// Milliseconds a stage spent on each kind of work (the rest of its time is overhead:
@@ -193,6 +199,7 @@ impl StageOutcome {
             bytes,
             note: None,
             timings: None,
+            skipped: false,
         }
     }
 

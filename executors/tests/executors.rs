@@ -44,6 +44,7 @@ fn stage(
         placement: None,
         route: None,
         secrets: Vec::new(),
+        condition: None,
         shards: 1,
         engine: amdahl_dags::Engine::DataFusion,
     }

@@ -2,6 +2,8 @@
 //! its inputs will have, so syntax errors and unknown tables or columns are reported against
 //! the task and the line that holds them, before anything runs.
 //!
+//! A task's `when: { sql }` is planned the same way and must return one boolean column.
+//!
 //! A SQL task sees the datasets and the tasks it `needs`, nothing else. Generated tables have
 //! known schemas; an upstream SQL task's schema is its planned output. Nothing is executed:
 //! tables are registered empty.
@@ -9,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
@@ -108,37 +110,87 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
                 let Ok(query) = template::render(located, &ctx_params) else {
                     continue;
                 };
-                let ctx = SessionContext::new_with_config(session_config(1));
-                for (name, schema) in dataset_schemas.iter().map(|(n, s)| (n.as_str(), s)).chain(
-                    task.needs
-                        .iter()
-                        .filter_map(|n| task_schemas.get(n.as_str()).map(|s| (n.as_str(), s))),
-                ) {
-                    let _ = ctx.register_table(name, Arc::new(EmptyTable::new(schema.clone())));
-                }
+                let (ctx, tables) = task_session(&dataset_schemas, &task_schemas, &task.needs);
                 match plan(&ctx, &query).await {
                     Ok(schema) => {
                         task_schemas.insert(&task.id, schema);
                     }
                     Err(e) => {
-                        let tables: Vec<&str> = dataset_schemas
-                            .keys()
-                            .map(String::as_str)
-                            .chain(
-                                task.needs
-                                    .iter()
-                                    .filter(|n| task_schemas.contains_key(n.as_str()))
-                                    .map(String::as_str),
-                            )
-                            .collect();
                         diagnostics.push(locate(file, dag, &task.id, located, &query, &e, &tables));
                     }
                 }
             }
         }
+        if let Some(condition) = task.when.as_ref().and_then(|w| w.sql()) {
+            let Ok(query) = template::render(condition, &ctx_params) else {
+                continue;
+            };
+            let (ctx, tables) = task_session(&dataset_schemas, &task_schemas, &task.needs);
+            let problem = match plan(&ctx, &query).await {
+                Ok(schema) => one_boolean(&schema).err().map(|why| {
+                    Diagnostic::new(
+                        file,
+                        condition.span,
+                        format!("`when.sql` of task `{}` {why}", task.id),
+                    )
+                    .with_help("write a query with one boolean column, e.g. `SELECT count(*) > 0 FROM staged`")
+                }),
+                Err(e) => {
+                    let mut d = locate(file, dag, &task.id, condition, &query, &e, &tables);
+                    d.message = d
+                        .message
+                        .replacen("in SQL of task", "in `when.sql` of task", 1);
+                    Some(d)
+                }
+            };
+            if let Some(d) = problem {
+                diagnostics.push(d);
+            }
+        }
     }
     diagnostics.sort();
     diagnostics
+}
+
+/// A session holding, as empty tables, what a task's SQL may read: the datasets and the
+/// outputs of the tasks it needs. Returns the session and those tables' names.
+fn task_session<'a>(
+    dataset_schemas: &'a BTreeMap<String, SchemaRef>,
+    task_schemas: &HashMap<&'a str, SchemaRef>,
+    needs: &'a [String],
+) -> (SessionContext, Vec<&'a str>) {
+    let ctx = SessionContext::new_with_config(session_config(1));
+    let mut tables = Vec::new();
+    for (name, schema) in dataset_schemas.iter().map(|(n, s)| (n.as_str(), s)).chain(
+        needs
+            .iter()
+            .filter_map(|n| task_schemas.get(n.as_str()).map(|s| (n.as_str(), s))),
+    ) {
+        let _ = ctx.register_table(name, Arc::new(EmptyTable::new(schema.clone())));
+        tables.push(name);
+    }
+    (ctx, tables)
+}
+
+/// Whether a condition's result is one boolean column; otherwise what it is instead.
+pub fn one_boolean(schema: &SchemaRef) -> Result<(), String> {
+    match schema.fields().as_ref() {
+        [field] if field.data_type() == &DataType::Boolean => Ok(()),
+        [field] => Err(format!(
+            "must return one boolean column; its column `{}` is {}",
+            field.name(),
+            field.data_type()
+        )),
+        fields => Err(format!(
+            "must return one boolean column; it returns {} columns ({})",
+            fields.len(),
+            fields
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 async fn plan(ctx: &SessionContext, query: &str) -> Result<SchemaRef, DataFusionError> {

@@ -151,6 +151,12 @@ pub fn prepare_stage(
         placement: None,
         route: None,
         secrets,
+        condition: task
+            .when
+            .as_ref()
+            .and_then(|when| when.sql())
+            .map(render)
+            .transpose()?,
         shards: task.shards,
         engine: task.engine,
     })
@@ -344,6 +350,11 @@ pub async fn execute_attempt(
                 outcome.note = Some(placement.reason.clone());
             }
             match (&result, &stage.output_dir) {
+                // A task skipped by its `when.sql` wrote nothing and publishes nothing.
+                (Ok(outcome), Some(written)) if outcome.skipped => {
+                    let _ = std::fs::remove_dir_all(written);
+                    (result, None)
+                }
                 (Ok(_), Some(written)) => match publish(&stage, written, data_root, &sink).await {
                     Ok(published) => (result, Some(published)),
                     Err(e) => (Err(StageError::Internal(e)), None),
@@ -412,6 +423,15 @@ async fn publish(
         )
     })?;
     Ok(task_dir.display().to_string())
+}
+
+/// The state of a task whose attempt succeeded: `skipped` when its `when.sql` was false.
+pub fn ended_well(outcome: &StageOutcome) -> TaskState {
+    if outcome.skipped {
+        TaskState::Skipped
+    } else {
+        TaskState::Success
+    }
 }
 
 /// How an attempt ended, for [`record_result`].

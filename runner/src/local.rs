@@ -386,7 +386,7 @@ impl LocalRunner {
         let (attempt_state, task_state, retry_at, result) = match done.result {
             Ok(outcome) => (
                 AttemptState::Success,
-                TaskState::Success,
+                crate::attempt::ended_well(&outcome),
                 None,
                 Ok((outcome, done.output_dir)),
             ),

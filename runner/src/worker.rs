@@ -19,7 +19,7 @@ use crate::reports::Reports;
 use amdahl_scheduler::decide::after_failure;
 use amdahl_scheduler::runs::task_view;
 use amdahl_scheduler::service::{Moved, advance, load_pinned};
-use amdahl_scheduler::state::{AttemptState, TaskState};
+use amdahl_scheduler::state::AttemptState;
 use amdahl_scheduler::store::{
     Backoff, Claim, ClaimRequest, RunRecord, StoreError, Topic, WorkerInfo,
 };
@@ -427,8 +427,8 @@ impl Worker {
             None => outcome(execution.await),
         };
         let now = self.env.clock.now_ms();
-        let (task_state, retry_at_ms) = if result.is_ok() {
-            (TaskState::Success, None)
+        let (task_state, retry_at_ms) = if let Ok((outcome, _)) = &result {
+            (crate::attempt::ended_well(outcome), None)
         } else {
             let record = store
                 .task(claim.run_id, &claim.task_id)

@@ -5,6 +5,7 @@
 //! PostgreSQL half never skips silently: without the variable it fails and says what to set,
 //! unless `AMDAHL_TEST_SKIP_POSTGRES=1` asks for it explicitly.
 
+mod conditions;
 mod deadlines;
 mod imports;
 mod notifications;
@@ -24,6 +25,7 @@ use amdahl_scheduler::store::{
 };
 use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
 
+use conditions::{a_false_when_sql_skips_its_task, a_worker_skips_a_task_whose_when_sql_is_false};
 use deadlines::{
     a_missed_deadline_is_recorded_once, a_run_past_its_run_timeout_fails_with_its_tasks,
     a_task_waits_for_its_past, the_service_times_out_a_settled_run,
@@ -1821,6 +1823,8 @@ suite!(
     the_service_times_out_a_settled_run,
     a_task_waits_for_its_past,
     a_missed_deadline_is_recorded_once,
+    a_false_when_sql_skips_its_task,
+    a_worker_skips_a_task_whose_when_sql_is_false,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

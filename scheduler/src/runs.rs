@@ -69,7 +69,8 @@ pub async fn create_run(
     // `depends_on_past` compares runs along the schedule; a triggered run has no past.
     let along_schedule = matches!(trigger, TriggerKind::Schedule | TriggerKind::Backfill);
     let version_id = record_version(store, dag, now).await?;
-    // `when:` conditions are decided now, for this run's params and logical date.
+    // `when:` templates are decided now, for this run's params and logical date (a
+    // `when: { sql }` when the task starts).
     let context = amdahl_dags::RunContext {
         dag_id: dag.id.clone(),
         run_id: 0,
@@ -80,7 +81,11 @@ pub async fn create_run(
         .tasks
         .iter()
         .map(|t| NewTask {
-            skip_note: t.when.as_ref().and_then(|when| skip_note(when, &context)),
+            skip_note: t
+                .when
+                .as_ref()
+                .and_then(|when| when.template())
+                .and_then(|when| skip_note(when, &context)),
             task_id: t.id.clone(),
             device: t.device,
             kind: t.kind.name().to_string(),

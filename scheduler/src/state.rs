@@ -126,6 +126,8 @@ impl TaskState {
                 | (Running, Failed)
                 | (Running, UpForRetry)
                 | (Running, Cancelled)
+                // Its `when: { sql }` was false when the attempt started.
+                | (Running, Skipped)
                 | (UpForRetry, Queued)
                 | (UpForRetry, Cancelled)
                 // The run passed its `run_timeout` before the task ran (again).

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::*;
 use crate::template::{self, RunContext};
-use crate::yaml::{self, Node, Span};
+use crate::yaml::{self, Node, Span, Value};
 
 mod datasets;
 mod generate;
@@ -53,6 +53,8 @@ pub const DAG_KEYS: &[&str] = &[
     "run_timeout",
     "tasks",
 ];
+/// Keys allowed under a task's `when:` when it is a mapping.
+pub const WHEN_KEYS: &[&str] = &["sql"];
 /// Keys allowed under `deadline:`.
 pub const DEADLINE_KEYS: &[&str] = &["within", "from"];
 /// Keys allowed under `defaults:`.
@@ -443,13 +445,40 @@ impl Cx {
     }
 
     /// Renders a template with the DAG's default params to find undefined names and syntax errors.
-    /// A `when:` condition, checked as it will be evaluated (names, syntax, no `run.id`).
-    fn condition(&mut self, node: &Node, what: &str, ctx: &RunContext) -> Option<Located> {
-        let located = self.located(node, what)?;
-        match template::condition(&located, ctx) {
-            Ok(_) => Some(located),
-            Err(e) => self.template_error(&located, e),
+    /// A `when:` condition, checked as it will be evaluated: a template (names, syntax, no
+    /// `run.id`), or `{ sql: … }` (its templates here; the planner plans the query).
+    fn condition(&mut self, node: &Node, what: &str, ctx: &RunContext) -> Option<Condition> {
+        if !matches!(node.value, Value::Map(_)) {
+            if !matches!(node.value, Value::Str(..)) {
+                self.wrong_type(node, "a string (a Jinja condition) or `{ sql: … }`", what);
+                return None;
+            }
+            let located = self.located(node, what)?;
+            return match template::condition(&located, ctx) {
+                Ok(_) => Some(Condition::Template(located)),
+                Err(e) => self.template_error(&located, e),
+            };
         }
+        let entries = self.entries(node, what, Some(WHEN_KEYS))?;
+        let Some((_, _, sql)) = entries.iter().find(|(k, _, _)| *k == "sql") else {
+            if matches!(&node.value, Value::Map(pairs) if !pairs.is_empty()) {
+                // Its unknown key was reported, with the suggestion.
+                return None;
+            }
+            self.error_help(
+                node.span,
+                format!("`{what}` needs `sql`: a query returning one boolean"),
+                "write e.g. `when: { sql: \"SELECT count(*) > 0 FROM staged\" }`, or a Jinja condition as a string",
+            );
+            return None;
+        };
+        let located = self.located(sql, &format!("{what}.sql"))?;
+        if located.text.trim().is_empty() {
+            self.error(sql.span, format!("`{what}.sql` is empty"));
+            return None;
+        }
+        self.template(&located, ctx)
+            .map(|_| Condition::Sql(located))
     }
 
     fn template(&mut self, located: &Located, ctx: &RunContext) -> Option<String> {

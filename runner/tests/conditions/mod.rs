@@ -1,0 +1,178 @@
+//! `when: { sql }`, on both databases, in process and through a worker: the query runs over
+//! the task's inputs when its attempt starts; false, NULL or no row skips the task (its attempt
+//! succeeds and says why), and downstream tasks follow their trigger rules; more than one row
+//! fails the attempt.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amdahl_dags::{Dag, load_bytes};
+use amdahl_executors::{CpuRuntime, Executors};
+use amdahl_runner::attempt::AttemptEnv;
+use amdahl_runner::{Quiet, Worker, WorkerConfig};
+use amdahl_scheduler::runs::{RunOrigin, create_run};
+use amdahl_scheduler::service::{Moved, advance};
+use amdahl_scheduler::store::Store;
+use amdahl_scheduler::{AttemptState, RunState, SystemClock, TaskState};
+
+use super::{TestDb, runner};
+
+const DAG: &str = r#"
+dag: guarded
+tasks:
+  staged:
+    sql: "SELECT * FROM (VALUES (1), (2)) AS t(id)"
+  big:
+    needs: [staged]
+    when: { sql: "SELECT count(*) > 5 FROM staged" }
+    sql: "SELECT * FROM staged"
+  small:
+    needs: [staged]
+    when:
+      sql: "SELECT count(*) = 2 FROM staged"
+    shell: "true"
+  unknown:
+    needs: [staged]
+    when: { sql: "SELECT CAST(NULL AS BOOLEAN)" }
+    shell: "true"
+  none:
+    needs: [staged]
+    when: { sql: "SELECT id > 0 FROM staged WHERE id > 10" }
+    shell: "true"
+  after_big:
+    needs: [big]
+    shell: "true"
+  report:
+    needs: [big, small]
+    trigger: none_failed
+    shell: "true"
+"#;
+
+fn dag(dir: &std::path::Path, extra: &str) -> Dag {
+    let yaml = format!("{DAG}{extra}");
+    load_bytes("guarded.yaml", dir, yaml.as_bytes()).unwrap_or_else(|e| panic!("{}", e.render()))
+}
+
+/// What every run of [`DAG`] ends with, whoever drove it.
+async fn assert_guarded(store: &Store, run_id: i64) {
+    let tasks = store.tasks(run_id).await.unwrap();
+    let state = |id: &str| tasks.iter().find(|t| t.task_id == id).unwrap().state;
+    for (id, want) in [
+        ("staged", TaskState::Success),
+        ("big", TaskState::Skipped),
+        ("small", TaskState::Success),
+        ("unknown", TaskState::Skipped),
+        ("none", TaskState::Skipped),
+        // all_success with a skipped upstream: skipped, as in Airflow.
+        ("after_big", TaskState::Skipped),
+        ("report", TaskState::Success),
+    ] {
+        assert_eq!(state(id), want, "{id}");
+    }
+    let attempts = store.attempts(run_id).await.unwrap();
+    let big = attempts.iter().find(|a| a.task_id == "big").unwrap();
+    assert_eq!(big.state, AttemptState::Success);
+    assert!(
+        big.device_note
+            .as_deref()
+            .is_some_and(|n| n.contains("`when.sql` was false")),
+        "{:?}",
+        big.device_note
+    );
+    assert!(
+        !attempts.iter().any(|a| a.task_id == "after_big"),
+        "a task after a skipped one never started"
+    );
+    let big = store.task(run_id, "big").await.unwrap().unwrap();
+    assert_eq!(big.output_path, None, "a skipped task publishes nothing");
+    let logs = store.logs(run_id, "big").await.unwrap();
+    assert!(
+        logs.iter().any(|l| l.line.contains("`when.sql` was false")),
+        "{:?}",
+        logs.iter().map(|l| &l.line).collect::<Vec<_>>()
+    );
+    let logs = store.logs(run_id, "small").await.unwrap();
+    assert!(logs.iter().any(|l| l.line.contains("`when.sql` was true")));
+}
+
+/// In process (`amdahl run`): false, NULL and no row skip; more than one row fails the task.
+pub async fn a_false_when_sql_skips_its_task(db: &TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dag = dag(
+        dir.path(),
+        "  many:\n    needs: [staged]\n    when: { sql: \"SELECT id > 0 FROM staged\" }\n    shell: \"true\"\n",
+    );
+    let runner = runner(&store, dir.path());
+    let run_id = runner.create_run(&dag, &dag.params).await.unwrap();
+    let state = runner
+        .drive(&dag, run_id, &Quiet, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(state, RunState::Failed, "`many` failed");
+    assert_guarded(&store, run_id).await;
+    let many = store.task(run_id, "many").await.unwrap().unwrap();
+    assert_eq!(many.state, TaskState::Failed);
+    assert!(
+        many.error
+            .as_deref()
+            .is_some_and(|e| e.contains("`when.sql` must return at most one row; it returned 2")),
+        "{:?}",
+        many.error
+    );
+}
+
+/// Through the database: a worker claims the tasks, decides the condition and reports the
+/// skip; the run succeeds (a skipped task is not a failure).
+pub async fn a_worker_skips_a_task_whose_when_sql_is_false(db: &TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dag = dag(dir.path(), "");
+    let run_id = create_run(
+        &store,
+        &SystemClock,
+        &dag,
+        &BTreeMap::new(),
+        RunOrigin::Manual,
+    )
+    .await
+    .unwrap();
+    let worker = Arc::new(Worker::new(
+        AttemptEnv {
+            store: store.clone(),
+            executors: Executors::new(CpuRuntime::new(1).unwrap()),
+            clock: Arc::new(SystemClock),
+            profile: None,
+        },
+        amdahl_executors::storage::DataRoot::local(dir.path()),
+        WorkerConfig {
+            owner: "worker:1:1".into(),
+            host: "worker".into(),
+            slots: 2,
+            lease: Duration::from_secs(30),
+            has_gpu: false,
+            memory_bytes: 1 << 30,
+        },
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let mut state = RunState::Queued;
+    for _ in 0..600 {
+        let run = store.run(run_id).await.unwrap().unwrap();
+        if run.state.is_terminal() {
+            state = run.state;
+            break;
+        }
+        advance(&store, &SystemClock, run, false, &mut Moved::default())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    let _ = running.await;
+    assert_eq!(state, RunState::Success);
+    assert_guarded(&store, run_id).await;
+}
