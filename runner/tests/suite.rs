@@ -176,27 +176,15 @@ async fn gpu_tasks_wait_for_a_gpu_worker(db: &TestDb) {
 /// does; injected here through the same call) the worker advertises no GPU at its next
 /// renewal and leaves `device: gpu` tasks to others, while it goes on taking the rest.
 async fn a_worker_whose_gpu_is_lost_stops_advertising_it(db: &TestDb) {
-    use amdahl_runner::attempt::AttemptEnv;
-    use amdahl_runner::{Worker, WorkerConfig};
     let store = db.store().await;
     let data = tempfile::tempdir().unwrap();
-    let worker = Arc::new(Worker::new(
-        AttemptEnv {
-            store: store.clone(),
-            executors: Executors::new(CpuRuntime::new(1).unwrap()),
-            clock: Arc::new(SystemClock),
-            profile: None,
-        },
-        amdahl_executors::storage::DataRoot::local(data.path()),
-        WorkerConfig {
-            owner: "gpu-host:1:1".into(),
-            host: "gpu-host".into(),
-            slots: 2,
-            lease: Duration::from_millis(300),
-            has_gpu: true,
-            memory_bytes: 1 << 30,
-        },
-    ));
+    let worker = worker(
+        &store,
+        data.path(),
+        "gpu-host",
+        true,
+        Duration::from_millis(300),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.clone().run(async {
         let _ = stopped.await;
@@ -490,6 +478,33 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+/// A worker `host:1:1` with two slots and a one-thread CPU pool, writing under `data_root`.
+fn worker(
+    store: &Store,
+    data_root: &std::path::Path,
+    host: &str,
+    has_gpu: bool,
+    lease: Duration,
+) -> Arc<amdahl_runner::Worker> {
+    Arc::new(amdahl_runner::Worker::new(
+        amdahl_runner::attempt::AttemptEnv {
+            store: store.clone(),
+            executors: Executors::new(CpuRuntime::new(1).unwrap()),
+            clock: Arc::new(SystemClock),
+            profile: None,
+        },
+        amdahl_executors::storage::DataRoot::local(data_root),
+        amdahl_runner::WorkerConfig {
+            owner: format!("{host}:1:1"),
+            host: host.into(),
+            slots: 2,
+            lease,
+            has_gpu,
+            memory_bytes: 1 << 30,
+        },
+    ))
 }
 
 fn runner(store: &Store, data_root: &std::path::Path) -> LocalRunner {

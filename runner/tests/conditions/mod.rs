@@ -4,19 +4,16 @@
 //! fails the attempt.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use amdahl_dags::{Dag, load_bytes};
-use amdahl_executors::{CpuRuntime, Executors};
-use amdahl_runner::attempt::AttemptEnv;
-use amdahl_runner::{Quiet, Worker, WorkerConfig};
+use amdahl_runner::Quiet;
 use amdahl_scheduler::runs::{RunOrigin, create_run};
 use amdahl_scheduler::service::{Moved, advance};
 use amdahl_scheduler::store::Store;
 use amdahl_scheduler::{AttemptState, RunState, SystemClock, TaskState};
 
-use super::{TestDb, runner};
+use super::{TestDb, runner, worker};
 
 const DAG: &str = r#"
 dag: guarded
@@ -138,23 +135,7 @@ pub async fn a_worker_skips_a_task_whose_when_sql_is_false(db: &TestDb) {
     )
     .await
     .unwrap();
-    let worker = Arc::new(Worker::new(
-        AttemptEnv {
-            store: store.clone(),
-            executors: Executors::new(CpuRuntime::new(1).unwrap()),
-            clock: Arc::new(SystemClock),
-            profile: None,
-        },
-        amdahl_executors::storage::DataRoot::local(dir.path()),
-        WorkerConfig {
-            owner: "worker:1:1".into(),
-            host: "worker".into(),
-            slots: 2,
-            lease: Duration::from_secs(30),
-            has_gpu: false,
-            memory_bytes: 1 << 30,
-        },
-    ));
+    let worker = worker(&store, dir.path(), "worker", false, Duration::from_secs(30));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run(async {
         let _ = stopped.await;
