@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ use amdahl_scheduler::runs::{RunOrigin, create_run};
 use amdahl_scheduler::{Clock, SystemClock};
 
 use crate::auth::Caller;
-use crate::extract::{ErrorDto, json_error, page_limit, path_error};
+use crate::extract::{ErrorDto, optional_json, page_limit, path_error};
 use crate::runs::{
     self, AttemptDto, CancelDto, ClearBody, Cleared, LogDto, NotificationDto, RunDetail, RunDto,
     TaskDetail, TaskDto,
@@ -59,6 +60,7 @@ pub fn routes() -> Router<AppState> {
         runs::logs,
         runs::clear
     ),
+    modifiers(&Contract),
     components(schemas(
         Me,
         DagDto,
@@ -84,6 +86,46 @@ pub fn routes() -> Router<AppState> {
     ))
 )]
 pub struct ApiDoc;
+
+/// What every operation shares, written into the document once: the bearer token every
+/// request needs, and the 401 answer to a request without a valid one.
+struct Contract;
+
+impl utoipa::Modify for Contract {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+        let unauthorized = ResponseBuilder::new()
+            .description("no token, or a token that is unknown or revoked")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorDto")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| unauthorized.clone().into());
+            }
+        }
+    }
+}
 
 /// The OpenAPI document (no token needed).
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
@@ -256,8 +298,8 @@ pub struct TaskShape {
     pub shards: u32,
 }
 
-#[utoipa::path(get, path = "/api/v1/dags/{dag_id}", params(("dag_id" = String, Path)), responses(
-    (status = 200, body = DagDetail), (status = 404, body = ErrorDto)))]
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}", params(("dag_id" = String, Path, pattern = r"^[a-z_][a-z0-9_]*$", max_length = 64, description = "the DAG's id")), responses(
+    (status = 200, body = DagDetail), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
 async fn dag(
     _: Caller,
     State(state): State<AppState>,
@@ -371,11 +413,11 @@ pub struct GridQuery {
 /// shows 100 tasks (a screen's width), which stays quick however large the DAG.
 const GRID_CELLS: i64 = 2500;
 
-#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/grid", params(("dag_id" = String, Path),
-    ("limit" = Option<i64>, Query, description = "runs per page (1–1000, default 25)"),
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/grid", params(("dag_id" = String, Path, pattern = r"^[a-z_][a-z0-9_]*$", max_length = 64, description = "the DAG's id"),
+    ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "runs per page (1–1000, default 25)"),
     ("before" = Option<i64>, Query, description = "only runs older than this run id"),
-    ("tasks_from" = Option<i64>, Query, description = "position of the first column (default 0)"),
-    ("tasks_limit" = Option<i64>, Query, description = "columns per page (1–1000, default 2,500 cells' worth)")),
+    ("tasks_from" = Option<i64>, Query, minimum = 0, description = "position of the first column (default 0)"),
+    ("tasks_limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "columns per page (1–1000, default 2,500 cells' worth)")),
     responses((status = 200, body = Grid), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
 async fn grid(
     _: Caller,
@@ -464,7 +506,7 @@ async fn grid(
         tasks,
         task_count,
         tasks_from: from,
-        next_tasks_from: (from + columns < task_count).then_some(from + columns),
+        next_tasks_from: from.checked_add(columns).filter(|&next| next < task_count),
         runs,
         next_before,
     }))
@@ -486,22 +528,28 @@ pub struct Triggered {
     pub paused: bool,
 }
 
-#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs", params(("dag_id" = String, Path)),
-    request_body = TriggerBody, responses(
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs", params(("dag_id" = String, Path, pattern = r"^[a-z_][a-z0-9_]*$", max_length = 64, description = "the DAG's id")),
+    request_body(content = Option<TriggerBody>, description = "optional: no body runs with the defaults"),
+    responses(
     (status = 201, body = Triggered), (status = 400, body = ErrorDto),
-    (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
+    (status = 403, body = ErrorDto), (status = 404, body = ErrorDto),
+    (status = 413, body = ErrorDto), (status = 415, body = ErrorDto),
+    (status = 422, description = "a param this DAG does not declare, or of the wrong type", body = ErrorDto)))]
 async fn trigger(
     caller: Caller,
     State(state): State<AppState>,
     dag_id: Result<Path<String>, PathRejection>,
-    body: Result<Json<TriggerBody>, JsonRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Triggered>), ApiError> {
     caller.admin()?;
     let Path(dag_id) = dag_id.map_err(path_error)?;
-    let Json(body) = body.map_err(json_error)?;
+    let body: TriggerBody = optional_json(&headers, body)?;
     let dag = find_dag(&state, &dag_id).await?;
     let overrides: Vec<(String, serde_json::Value)> = body.params.into_iter().collect();
-    let params = amdahl_dags::params::resolve(&dag, &overrides).map_err(ApiError::bad_request)?;
+    // Well-formed but not what this DAG declares: 422, as the document says.
+    let params = amdahl_dags::params::resolve(&dag, &overrides)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let run_id = create_run(&state.store, &SystemClock, &dag, &params, RunOrigin::Manual)
         .await
         .map_err(ApiError::internal)?;
@@ -540,8 +588,9 @@ pub struct Paused {
     pub paused: bool,
 }
 
-#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/pause", params(("dag_id" = String, Path)),
-    responses((status = 200, body = Paused), (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/pause", params(("dag_id" = String, Path, pattern = r"^[a-z_][a-z0-9_]*$", max_length = 64, description = "the DAG's id")),
+    responses((status = 200, body = Paused), (status = 400, body = ErrorDto),
+    (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
 async fn pause(
     caller: Caller,
     State(state): State<AppState>,
@@ -550,8 +599,9 @@ async fn pause(
     set_paused(caller, state, dag_id, true).await
 }
 
-#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/unpause", params(("dag_id" = String, Path)),
-    responses((status = 200, body = Paused), (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/unpause", params(("dag_id" = String, Path, pattern = r"^[a-z_][a-z0-9_]*$", max_length = 64, description = "the DAG's id")),
+    responses((status = 200, body = Paused), (status = 400, body = ErrorDto),
+    (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
 async fn unpause(
     caller: Caller,
     State(state): State<AppState>,

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ use amdahl_scheduler::store::{
 use amdahl_scheduler::{Clock, SystemClock};
 
 use crate::auth::Caller;
-use crate::extract::{ErrorDto, json_error, page_limit, path_error};
+use crate::extract::{ErrorDto, optional_json, page_limit, path_error};
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -73,7 +74,7 @@ pub struct RunsQuery {
 
 #[utoipa::path(get, path = "/api/v1/runs", params(
     ("dag" = Option<String>, Query, description = "only this DAG's runs"),
-    ("limit" = Option<i64>, Query, description = "at most this many, newest first (1–1000, default 100)"),
+    ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "at most this many, newest first (1–1000, default 100)"),
     ("before" = Option<i64>, Query, description = "only runs older than this run id (the next page)")),
     responses((status = 200, body = [RunDto]), (status = 400, body = ErrorDto)))]
 pub(crate) async fn list_runs(
@@ -252,9 +253,9 @@ pub struct RunQuery {
     tasks_limit: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/api/v1/runs/{run_id}", params(("run_id" = i64, Path),
-    ("tasks_from" = Option<i64>, Query, description = "position of the first task (default 0)"),
-    ("tasks_limit" = Option<i64>, Query, description = "tasks per page (1–1000, default 500)")),
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}", params(("run_id" = i64, Path, minimum = 1, description = "the run's id"),
+    ("tasks_from" = Option<i64>, Query, minimum = 0, description = "position of the first task (default 0)"),
+    ("tasks_limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "tasks per page (1–1000, default 500)")),
     responses((status = 200, body = RunDetail), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
 pub(crate) async fn run(
     _: Caller,
@@ -280,7 +281,7 @@ pub(crate) async fn run(
         .map_err(ApiError::internal)?;
     let attempts = state
         .store
-        .attempts_at(run_id, from, from + limit)
+        .attempts_at(run_id, from, from.saturating_add(limit))
         .await
         .map_err(ApiError::internal)?;
     let notifications = state
@@ -295,7 +296,7 @@ pub(crate) async fn run(
         tasks_from: from,
         tasks: tasks.into_iter().map(TaskDto::from).collect(),
         attempts: attempts.into_iter().map(AttemptDto::from).collect(),
-        next_tasks_from: (from + limit < task_count).then_some(from + limit),
+        next_tasks_from: from.checked_add(limit).filter(|&next| next < task_count),
         notifications: notifications
             .into_iter()
             .map(NotificationDto::from)
@@ -344,7 +345,7 @@ pub struct TaskDetail {
 }
 
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}/tasks/{task_id}",
-    params(("run_id" = i64, Path), ("task_id" = String, Path)), responses(
+    params(("run_id" = i64, Path, minimum = 1, description = "the run's id"), ("task_id" = String, Path, description = "the task's id")), responses(
     (status = 200, body = TaskDetail), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
 pub(crate) async fn task(
     _: Caller,
@@ -389,8 +390,8 @@ pub struct CancelDto {
     pub cancel_requested: bool,
 }
 
-#[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", params(("run_id" = i64, Path)), responses(
-    (status = 200, body = CancelDto), (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", params(("run_id" = i64, Path, minimum = 1, description = "the run's id")), responses(
+    (status = 200, body = CancelDto), (status = 400, body = ErrorDto), (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
 pub(crate) async fn cancel(
     caller: Caller,
     State(state): State<AppState>,
@@ -421,8 +422,8 @@ pub struct LogDto {
 }
 
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}/tasks/{task_id}/logs",
-    params(("run_id" = i64, Path), ("task_id" = String, Path)), responses(
-    (status = 200, body = [LogDto]), (status = 404, body = ErrorDto)))]
+    params(("run_id" = i64, Path, minimum = 1, description = "the run's id"), ("task_id" = String, Path, description = "the task's id")), responses(
+    (status = 200, body = [LogDto]), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
 pub(crate) async fn logs(
     _: Caller,
     State(state): State<AppState>,
@@ -448,7 +449,7 @@ pub(crate) async fn logs(
 }
 
 /// What to clear besides the task.
-#[derive(Deserialize, ToSchema, Default)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClearBody {
     /// Also clear every task that needs this one (default: true).
@@ -468,18 +469,21 @@ pub struct Cleared {
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/tasks/{task_id}/clear",
-    params(("run_id" = i64, Path), ("task_id" = String, Path)), request_body = ClearBody,
-    responses((status = 200, body = Cleared), (status = 403, body = ErrorDto),
-    (status = 404, body = ErrorDto), (status = 409, body = ErrorDto)))]
+    params(("run_id" = i64, Path, minimum = 1, description = "the run's id"), ("task_id" = String, Path, description = "the task's id")), request_body(content = Option<ClearBody>, content_type = "application/json",
+        description = "optional: no body reads as `{}` (downstream tasks cleared too)"),
+    responses((status = 200, body = Cleared), (status = 400, body = ErrorDto), (status = 403, body = ErrorDto),
+    (status = 404, body = ErrorDto), (status = 409, body = ErrorDto), (status = 413, body = ErrorDto),
+    (status = 415, body = ErrorDto)))]
 pub(crate) async fn clear(
     caller: Caller,
     State(state): State<AppState>,
     ids: Result<Path<(i64, String)>, PathRejection>,
-    body: Result<Json<ClearBody>, JsonRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Cleared>, ApiError> {
     caller.admin()?;
     let Path((run_id, task_id)) = ids.map_err(path_error)?;
-    let Json(body) = body.map_err(json_error)?;
+    let body: ClearBody = optional_json(&headers, body)?;
     use amdahl_scheduler::clear::ClearError;
     let cleared = amdahl_scheduler::clear::clear(&state.store, run_id, &[task_id], body.downstream)
         .await

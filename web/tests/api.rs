@@ -110,7 +110,10 @@ impl Api {
         if let Some(token) = token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
-        if body.is_some() {
+        let typed = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("Content-Type"));
+        if body.is_some() && !typed {
             request = request.header("Content-Type", "application/json");
         }
         for (name, value) in headers {
@@ -374,7 +377,7 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     let (status, body) = api
         .call("POST", trigger, admin, Some(r#"{"params":{"whom":"x"}}"#))
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error(&body).contains("unknown param `whom`"), "{body}");
     let (status, body) = api.call("POST", trigger, admin, Some("{not json")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -388,11 +391,20 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
             "POST",
             trigger,
             admin,
-            None,
+            Some("full_refresh=true"),
             &[("Content-Type", "text/plain")],
         )
         .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    // `null` is no body (the document allows it); serde would read a struct from an array; the document says an object, and so does the server.
+    let (status, body) = api.call("POST", trigger, admin, Some("[{}]")).await;
+    assert_eq!(
+        (status, error(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object, found an array"
+        )
+    );
     let (status, body) = api
         .call("POST", "/api/v1/dags/nope/runs", admin, Some("{}"))
         .await;
@@ -503,6 +515,30 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         let (status, body) = api.call("GET", bad, viewer, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
+    // The last position there is pages past the end, not an overflow.
+    let (status, page) = api
+        .call(
+            "GET",
+            "/api/v1/dags/greet/grid?tasks_from=9223372036854775806",
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["next_tasks_from"], Value::Null);
+    let (status, page) = api
+        .call(
+            "GET",
+            &format!("/api/v1/runs/{run_id}?tasks_from=9223372036854775807"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        (&page["tasks"], &page["next_tasks_from"]),
+        (&json!([]), &Value::Null)
+    );
     let (status, _) = api
         .call("GET", "/api/v1/dags/nope/grid", viewer, None)
         .await;
@@ -568,7 +604,8 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         .call("POST", &clear, admin, Some(r#"{"downstream": "yes"}"#))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, body) = api.call("POST", &clear, admin, Some("{}")).await;
+    // No body reads as `{}`: downstream tasks are cleared too.
+    let (status, body) = api.call("POST", &clear, admin, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["cleared"], json!(["hello", "after"]));
     let (_, detail) = api
@@ -633,6 +670,27 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     ] {
         assert!(paths.contains_key(path), "{path} in the OpenAPI document");
     }
+    // The document states what the server refuses: every operation but the document itself
+    // needs a token, and the bounds of pages.
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            if path != "/api/v1/openapi.json" {
+                assert!(responses.contains_key("401"), "{method} {path}: 401");
+            }
+        }
+    }
+    let grid = &paths["/api/v1/dags/{dag_id}/grid"]["get"]["parameters"];
+    let limit = grid
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(1000))
+    );
     let (status, page) = api.call("GET", "/", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("<script src=\"/app.js\""));
