@@ -1106,6 +1106,33 @@ fn backfill_fills_a_range_a_few_runs_at_a_time(amdahl: &Amdahl, services: &[&[&s
     for open in [day(0), day(1), day(2)] {
         assert!(!planned.contains(&open), "{open} in:\n{planned}");
     }
+
+    // On a DAG with a `timezone`, `--from`/`--to` days are that zone's days, and the dry run
+    // shows each logical date on its wall clock too: Paris midnight is 23:00 UTC the day
+    // before in winter, 22:00 after the spring change (29 March 2026).
+    let paris = amdahl.run(&[
+        "backfill",
+        "dags/examples/csv_sales.yaml",
+        "--from",
+        "2026-03-28",
+        "--to",
+        "2026-03-30",
+        "--dry-run",
+    ]);
+    assert_success(&paris, "a dry run of a Paris DAG");
+    let planned = text(&paris.stdout);
+    for (logical, local) in [
+        ("2026-03-27T23:00:00Z", "2026-03-28 00:00 CET"),
+        ("2026-03-28T23:00:00Z", "2026-03-29 00:00 CET"),
+        ("2026-03-29T22:00:00Z", "2026-03-30 00:00 CEST"),
+    ] {
+        let line = planned
+            .lines()
+            .find(|l| l.contains(logical))
+            .unwrap_or_else(|| panic!("{logical} in:\n{planned}"));
+        assert!(line.contains(local), "{line}");
+    }
+    assert_eq!(planned.matches("CE").count(), 3, "{planned}");
 }
 
 #[test]
@@ -2414,9 +2441,9 @@ fn a_ballista_task_runs_on_the_standalone_cluster() {
 
 /// A deployment's limits hold whatever a DAG says. `--no-shell`: a `shell` task fails saying
 /// so, and its command never runs. `--file-root`: a dataset outside the roots is refused, by
-/// `../` or by a link inside a root that points outside, while a root's own files and the
-/// outputs of upstream tasks (the data root) are read as usual; a root that does not exist is
-/// refused before anything runs.
+/// `../` or by a link inside a root that points outside, as is an `output:` outside them, while
+/// a root's own files and the outputs of upstream tasks (the data root) are read as usual; a
+/// root that does not exist is refused before anything runs.
 #[test]
 fn a_deployment_refuses_shell_tasks_and_files_outside_its_roots() {
     let amdahl = Amdahl::sqlite();
@@ -2494,6 +2521,37 @@ fn a_deployment_refuses_shell_tasks_and_files_outside_its_roots() {
         // Without the limit the same DAG reads the file.
         assert_success(&amdahl.run(&["run", &dag]), name);
     }
+    // `output:` outside the roots is refused too, before the query runs; inside, it is written.
+    let writing = |name: &str, uri: &str| {
+        let dag = allowed.join(format!("{name}.yaml"));
+        std::fs::write(
+            &dag,
+            format!(
+                "dag: {name}\ndefaults: {{ retries: 0 }}\ntasks:\n  total:\n    \
+                 sql: SELECT 1 AS s\n    output: {{ uri: \"{uri}\" }}\n"
+            ),
+        )
+        .unwrap();
+        dag.to_str().unwrap().to_string()
+    };
+    let out = amdahl.run(&[
+        "run",
+        &writing("write_out", "../outside/out/"),
+        "--file-root",
+        root,
+    ]);
+    assert!(!out.status.success(), "an output outside the roots");
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("outside the folders this deployment allows"),
+        "{said}"
+    );
+    assert!(!outside.join("out").exists(), "nothing was written outside");
+    assert_success(
+        &amdahl.run(&["run", &writing("write_in", "out/"), "--file-root", root]),
+        "an output inside the root",
+    );
+    assert!(allowed.join("out").join("_SUCCESS").exists());
     let out = amdahl.run(&["run", &inside, "--file-root", "/no/such/folder"]);
     assert!(!out.status.success());
     assert!(

@@ -17,6 +17,8 @@ pub struct Dag {
     pub id: String,
     pub description: Option<String>,
     pub schedule: Option<String>,
+    /// The wall clock `schedule` and `start_date` are read on (`timezone:`, UTC by default).
+    pub timezone: chrono_tz::Tz,
     pub start_date: Option<chrono::NaiveDate>,
     pub catchup: bool,
     pub max_active_runs: Option<u32>,
@@ -43,6 +45,17 @@ pub struct Dag {
 }
 
 impl Dag {
+    /// The DAG's schedule on its time zone, if it has a valid one.
+    pub fn cron(&self) -> Option<crate::schedule::Schedule> {
+        crate::schedule::Schedule::parse(self.schedule.as_deref()?, self.timezone).ok()
+    }
+
+    /// Where scheduled intervals may begin: midnight of `start_date` in the DAG's zone.
+    pub fn start(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let date = self.start_date?;
+        self.cron().map(|s| s.start_of(date))
+    }
+
     /// Whether the DAG or any of its tasks lists a notifier.
     pub fn notifies(&self) -> bool {
         !self.notify.is_empty() || self.tasks.iter().any(|t| !t.notify.is_empty())
@@ -82,10 +95,106 @@ pub struct Dataset {
     pub name: String,
     /// As written in the file.
     pub uri: String,
-    /// Where its files are.
+    /// Whether `uri` is a template, rendered for each run ([`Dataset::location_for`]).
+    pub templated: bool,
+    /// Where its files are (for a templated `uri`, a sample run's: see `location_for`).
     pub location: Location,
     pub format: DatasetFormat,
     pub span: Span,
+}
+
+impl Dataset {
+    /// Where the dataset is for a run: a templated `uri` rendered with the run's context and
+    /// read as the loader reads one (relative paths from `base_dir`, the same `options`).
+    pub fn location_for(
+        &self,
+        ctx: &crate::RunContext,
+        base_dir: &std::path::Path,
+    ) -> Result<Location, String> {
+        run_location(&self.uri, self.templated, &self.location, ctx, base_dir)
+            .map_err(|e| format!("dataset `{}`: {e}", self.name))
+    }
+}
+
+/// A location for one run: `uri` rendered with the run's context when it is a template,
+/// with the options of the loader's `sample`.
+fn run_location(
+    uri: &str,
+    templated: bool,
+    sample: &Location,
+    ctx: &crate::RunContext,
+    base_dir: &std::path::Path,
+) -> Result<Location, String> {
+    if !templated {
+        return Ok(sample.clone());
+    }
+    let rendered = crate::template::render_text(uri, ctx).map_err(|e| e.message)?;
+    let mut location = Location::parse(rendered.trim(), base_dir)
+        .map_err(|e| format!("`{}`: {e}", rendered.trim()))?;
+    if let (Location::Object(object), Location::Object(sample)) = (&mut location, sample) {
+        object.options = sample.options.clone();
+    }
+    Ok(location)
+}
+
+/// `output:` on a task: where its result is also written, for readers outside Amdahl, once
+/// its attempt has succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// As written in the file.
+    pub uri: String,
+    /// Whether `uri` is a template, rendered for each run.
+    pub templated: bool,
+    /// Where it goes (for a templated `uri`, a sample run's: see [`Output::location_for`]).
+    pub location: Location,
+    pub mode: OutputMode,
+    pub format: DatasetFormat,
+    pub span: Span,
+}
+
+impl Output {
+    /// Where a run's output goes.
+    pub fn location_for(
+        &self,
+        ctx: &crate::RunContext,
+        base_dir: &std::path::Path,
+    ) -> Result<Location, String> {
+        run_location(&self.uri, self.templated, &self.location, ctx, base_dir)
+            .map_err(|e| format!("output: {e}"))
+    }
+}
+
+/// What writing an output does to what is already there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Replaces it, whole (the default).
+    #[default]
+    Overwrite,
+    /// Adds this run's files beside the ones there.
+    Append,
+    /// Fails the attempt if anything is there.
+    ErrorIfExists,
+}
+
+impl OutputMode {
+    pub const NAMES: [&'static str; 3] = ["overwrite", "append", "error_if_exists"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "overwrite" => Some(OutputMode::Overwrite),
+            "append" => Some(OutputMode::Append),
+            "error_if_exists" => Some(OutputMode::ErrorIfExists),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputMode::Overwrite => "overwrite",
+            OutputMode::Append => "append",
+            OutputMode::ErrorIfExists => "error_if_exists",
+        }
+    }
 }
 
 /// Where a dataset's files live.
@@ -456,6 +565,11 @@ pub struct Task {
     pub shards: u32,
     /// What runs the query (`sql` tasks).
     pub engine: Engine,
+    /// `produces_data: true` on a `shell` task: the Parquet or CSV files the command writes
+    /// into `$AMDAHL_OUTPUT_DIR` are its output, read downstream by the task's id.
+    pub shell_output: bool,
+    /// `output:`: where the result is also written for readers outside Amdahl.
+    pub output: Option<Output>,
     pub kind: TaskKind,
     /// Where the task's id is written.
     pub span: Span,
@@ -464,14 +578,15 @@ pub struct Task {
 impl Task {
     /// Whether the task writes an Arrow dataset that downstream SQL can read by the task's id.
     pub fn produces_data(&self) -> bool {
-        matches!(
-            self.kind,
+        match self.kind {
             TaskKind::Sql(_)
-                | TaskKind::Generate(_)
-                | TaskKind::Knn(_)
-                | TaskKind::Matmul(_)
-                | TaskKind::Score(_)
-        )
+            | TaskKind::Generate(_)
+            | TaskKind::Knn(_)
+            | TaskKind::Matmul(_)
+            | TaskKind::Score(_) => true,
+            TaskKind::Shell(_) => self.shell_output,
+            TaskKind::Empty => false,
+        }
     }
 }
 

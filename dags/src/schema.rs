@@ -21,7 +21,10 @@ pub struct DagFile {
     description: Option<String>,
     /// A 5-field cron expression or @hourly, @daily, @weekly, @monthly, @yearly.
     schedule: Option<String>,
-    /// First logical date, `YYYY-MM-DD`.
+    /// The IANA time zone `schedule` and `start_date` are read in (default `UTC`), e.g.
+    /// `Europe/Paris`.
+    timezone: Option<String>,
+    /// First logical date, `YYYY-MM-DD` (midnight in `timezone`).
     #[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
     start_date: Option<String>,
     /// Whether missed intervals since `start_date` run.
@@ -190,6 +193,32 @@ pub struct DatasetSpec {
     options: Option<ObjectOptions>,
 }
 
+/// Where a task's result is also written once its attempt succeeded, published whole or not
+/// at all (a `_SUCCESS` manifest naming its files is written last).
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct OutputSpec {
+    /// A local folder (relative to the DAG file's folder) or an object storage prefix; a Jinja
+    /// template over the run (`s3://lake/revenue/dt={{ ds }}/`).
+    uri: String,
+    /// What happens to what is already there (default `overwrite`).
+    mode: Option<OutputModeSpec>,
+    /// The files' format (default `parquet`).
+    format: Option<Format>,
+    /// Object storage settings (credentials come from the environment, never from here).
+    options: Option<ObjectOptions>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum OutputModeSpec {
+    Overwrite,
+    Append,
+    ErrorIfExists,
+}
+
 /// Where a secret's value is read on the worker: exactly one of `env` and `file`.
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -266,6 +295,12 @@ pub struct TaskSpec {
     #[schemars(range(min = 1, max = 4096))]
     shards: Option<u32>,
     engine: Option<Engine>,
+    /// `shell` tasks: the command writes Parquet or CSV files into `$AMDAHL_OUTPUT_DIR`;
+    /// they are published as the task's dataset (CSV converted to Parquet), read downstream
+    /// by the task's id.
+    produces_data: Option<bool>,
+    /// Also write the task's result here (any task with a result).
+    output: Option<OutputSpec>,
     /// A DataFusion SQL query (Jinja template); its result is the task's dataset.
     sql: Option<String>,
     /// A shell command (Jinja template), run with `sh -c`.

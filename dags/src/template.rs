@@ -1,7 +1,9 @@
 //! Jinja templating of task text (`sql`, `shell`, `generate.scale_factor`).
 //!
 //! Templates see `params` (the DAG's defaults overridden by the run's `--param`s), `run.id`,
-//! `run.logical_date` and `dag.id`. Undefined names are errors, never empty strings: a typo in a
+//! `run.logical_date`, `dag.id`, and Airflow's names for the run's dates: `ds` (the logical
+//! date's day on the DAG's clock), `ds_nodash`, `ts` (the logical date),
+//! `data_interval_start` and `data_interval_end`. Undefined names are errors, never empty strings: a typo in a
 //! param name must fail validation rather than produce a query over the wrong data. Rendering is
 //! given a fuel budget so a hostile template cannot loop forever.
 
@@ -12,7 +14,16 @@ use minijinja::{Environment, UndefinedBehavior};
 use crate::model::Located;
 
 /// Names a template may use at the top level.
-pub const TOP_LEVEL_NAMES: [&str; 3] = ["params", "run", "dag"];
+pub const TOP_LEVEL_NAMES: [&str; 8] = [
+    "params",
+    "run",
+    "dag",
+    "ds",
+    "ds_nodash",
+    "ts",
+    "data_interval_start",
+    "data_interval_end",
+];
 /// Names under `run.`.
 pub const RUN_NAMES: [&str; 2] = ["id", "logical_date"];
 
@@ -24,6 +35,56 @@ pub struct RunContext {
     /// RFC 3339 timestamp of the interval the run is for (the trigger time for manual runs).
     pub logical_date: String,
     pub params: BTreeMap<String, serde_json::Value>,
+    /// The logical date's day on the DAG's wall clock (`timezone:`), `YYYY-MM-DD`.
+    pub ds: String,
+    /// The end of the run's data interval (RFC 3339, UTC): the next tick of the schedule for
+    /// a run whose logical date is a tick (scheduled and backfilled runs), else the logical
+    /// date itself (a triggered run's interval is empty).
+    pub data_interval_end: String,
+}
+
+impl RunContext {
+    /// The context of run `run_id` of `dag` for `logical_date` (RFC 3339).
+    pub fn new(
+        dag: &crate::Dag,
+        run_id: i64,
+        logical_date: String,
+        params: BTreeMap<String, serde_json::Value>,
+    ) -> Self {
+        let (ds, data_interval_end) = interval(dag, &logical_date);
+        RunContext {
+            dag_id: dag.id.clone(),
+            run_id,
+            logical_date,
+            params,
+            ds,
+            data_interval_end,
+        }
+    }
+}
+
+/// `ds` and the data interval's end for a logical date (see [`RunContext`]).
+fn interval(dag: &crate::Dag, logical_date: &str) -> (String, String) {
+    let Ok(logical) = chrono::DateTime::parse_from_rfc3339(logical_date) else {
+        return (
+            logical_date.chars().take(10).collect(),
+            logical_date.to_string(),
+        );
+    };
+    let logical = logical.with_timezone(&chrono::Utc);
+    let ds = logical
+        .with_timezone(&dag.timezone)
+        .format("%Y-%m-%d")
+        .to_string();
+    let end = dag
+        .cron()
+        .filter(|schedule| schedule.next(&logical, true) == Some(logical))
+        .and_then(|schedule| schedule.next(&logical, false))
+        .map_or_else(
+            || logical_date.to_string(),
+            |end| end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    (ds, end)
 }
 
 /// A template problem, positioned inside the template text (1-based).
@@ -68,6 +129,11 @@ pub fn render_text(text: &str, ctx: &RunContext) -> Result<String, TemplateError
         params => minijinja::Value::from(minijinja::value::Serde(&ctx.params)),
         run => minijinja::context! { id => ctx.run_id, logical_date => ctx.logical_date.clone() },
         dag => minijinja::context! { id => ctx.dag_id.clone() },
+        ds => ctx.ds.clone(),
+        ds_nodash => ctx.ds.replace('-', ""),
+        ts => ctx.logical_date.clone(),
+        data_interval_start => ctx.logical_date.clone(),
+        data_interval_end => ctx.data_interval_end.clone(),
     };
     compiled.render(value).map_err(|e| from_minijinja(text, &e))
 }
@@ -192,6 +258,8 @@ mod tests {
             run_id: 7,
             logical_date: "2026-01-01T00:00:00Z".into(),
             params: BTreeMap::from([("sf".to_string(), serde_json::json!(0.1))]),
+            ds: "2026-01-01".into(),
+            data_interval_end: "2026-01-02T00:00:00Z".into(),
         }
     }
 
@@ -201,6 +269,44 @@ mod tests {
             render_text("sf={{ params.sf }} run={{ run.id }} {{ dag.id }}", &ctx()).unwrap(),
             "sf=0.1 run=7 d"
         );
+    }
+
+    /// `ds` is the logical date's day on the DAG's clock; a run on a tick of the schedule
+    /// covers the interval to the next tick, a triggered one (off the ticks) none.
+    #[test]
+    fn run_dates_follow_the_schedule_and_its_zone() {
+        let dag = |zone: &str| {
+            let yaml = format!(
+                "dag: d\nschedule: \"@daily\"\ntimezone: {zone}\ntasks:\n  a:\n    shell: \"true\"\n"
+            );
+            crate::load_bytes("d.yaml", std::path::Path::new("."), yaml.as_bytes()).unwrap()
+        };
+        let template =
+            "{{ ds }} {{ ds_nodash }} {{ ts }} {{ data_interval_start }} {{ data_interval_end }}";
+        let render = |dag: &crate::Dag, logical: &str| {
+            render_text(
+                template,
+                &RunContext::new(dag, 1, logical.into(), BTreeMap::new()),
+            )
+            .unwrap()
+        };
+        let paris = dag("Europe/Paris");
+        // Paris midnight of 29 March (23:00 UTC the day before); the next is 22:00 UTC (CEST).
+        assert_eq!(
+            render(&paris, "2026-03-28T23:00:00Z"),
+            "2026-03-29 20260329 2026-03-28T23:00:00Z 2026-03-28T23:00:00Z 2026-03-29T22:00:00Z"
+        );
+        // Triggered at 10:15 UTC: no interval.
+        assert_eq!(
+            render(&paris, "2026-03-29T10:15:00Z"),
+            "2026-03-29 20260329 2026-03-29T10:15:00Z 2026-03-29T10:15:00Z 2026-03-29T10:15:00Z"
+        );
+        assert_eq!(
+            render(&dag("UTC"), "2026-03-28T00:00:00Z"),
+            "2026-03-28 20260328 2026-03-28T00:00:00Z 2026-03-28T00:00:00Z 2026-03-29T00:00:00Z"
+        );
+        let err = render_text("{{ dss }}", &ctx()).unwrap_err();
+        assert_eq!(err.help.as_deref(), Some("did you mean `ds`?"));
     }
 
     #[test]

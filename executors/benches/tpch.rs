@@ -138,6 +138,7 @@ fn stage(work: Work, inputs: Vec<TableInput>, out: &Path) -> Stage {
         route: None,
         secrets: Vec::new(),
         condition: None,
+        export: None,
         shards: 1,
         engine: amdahl_dags::Engine::DataFusion,
     }

@@ -20,6 +20,7 @@ pub mod ballista;
 pub mod budget;
 pub mod calibrate;
 pub mod dense;
+pub mod export;
 pub mod gpu;
 pub mod linalg;
 pub mod policy;
@@ -84,10 +85,15 @@ impl Executors {
             if !self.sql.condition(condition, &stage.inputs, log).await? {
                 let why = "skipped: `when.sql` was false (false, NULL or no row)";
                 log.system(why);
+                let (mut rows, mut bytes) = (None, None);
+                if let (Work::Sql { query }, Some(dir)) = (&stage.work, &stage.output_dir) {
+                    let (r, b) = self.sql.write_empty(query, &stage.inputs, dir, log).await?;
+                    (rows, bytes) = (Some(r), Some(b));
+                }
                 return Ok(StageOutcome {
                     note: Some(why.into()),
                     skipped: true,
-                    ..StageOutcome::on_cpu(None, None)
+                    ..StageOutcome::on_cpu(rows, bytes)
                 });
             }
             log.system("`when.sql` was true: the task runs");
@@ -103,7 +109,21 @@ impl Executors {
         let mut outcome = match stage.work {
             Work::Sql { .. } => self.sql.execute(stage, log).await,
             Work::Tpch { .. } => self.tpch.execute(stage, log).await,
-            Work::Shell { .. } => self.shell.execute(stage, log).await,
+            Work::Shell { .. } => match self.shell.execute(stage, log).await {
+                // `produces_data: true`: what the command wrote is the task's output.
+                Ok(outcome) => match &stage.output_dir {
+                    Some(dir) => {
+                        let (rows, bytes) = self.sql.adopt_output(dir, log).await?;
+                        Ok(StageOutcome {
+                            rows: Some(rows),
+                            bytes: Some(bytes),
+                            ..outcome
+                        })
+                    }
+                    None => Ok(outcome),
+                },
+                Err(e) => Err(e),
+            },
             Work::Empty => Ok(StageOutcome::on_cpu(None, None)),
             Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. } | Work::Vectors { .. } => {
                 self.dense.execute(stage, log).await

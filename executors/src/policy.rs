@@ -82,6 +82,27 @@ impl Policy {
             model = stage.work_dir.join(path);
             reads.push(("the model".to_string(), &model));
         }
+        // `output:` writes there: the same roots bound it.
+        if let Some(crate::export::Export {
+            location: Location::Local(path),
+            ..
+        }) = &stage.export
+        {
+            let resolved = resolve(&stage.work_dir.join(path));
+            if !roots.iter().any(|root| resolved.starts_with(root)) {
+                return Err(StageError::Failed(format!(
+                    "the task's output goes to {} ({}), outside the folders this deployment \
+                     allows tasks to use: {} (--file-root); nothing was run",
+                    path.display(),
+                    resolved.display(),
+                    roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
         for (what, path) in reads {
             let path = stage.work_dir.join(path);
             let resolved = resolve(&path);

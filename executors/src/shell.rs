@@ -2,7 +2,9 @@
 //!
 //! The command runs in its own process group so that a timeout or cancellation kills
 //! everything it started, not only the shell. Environment: `AMDAHL_DAG_ID`, `AMDAHL_RUN_ID`,
-//! `AMDAHL_TASK_ID`, `AMDAHL_ATTEMPT`, and `AMDAHL_INPUT_<NAME>` with the path of each input.
+//! `AMDAHL_TASK_ID`, `AMDAHL_ATTEMPT`, `AMDAHL_INPUT_<NAME>` with the path of each input,
+//! and, for a task with `produces_data: true`, `AMDAHL_OUTPUT_DIR`: an empty folder where the
+//! command writes its Parquet or CSV files (see `SqlExecutor::adopt_output`).
 
 use std::process::Stdio;
 
@@ -55,6 +57,11 @@ impl Executor for ShellExecutor {
             .env("AMDAHL_ATTEMPT", stage.attempt.to_string());
         for (variable, value) in &stage.secrets {
             cmd.env(variable, value);
+        }
+        // `produces_data: true`: the command writes its dataset here (an empty folder).
+        if let Some(dir) = &stage.output_dir {
+            crate::storage::reset_dir(dir)?;
+            cmd.env("AMDAHL_OUTPUT_DIR", dir);
         }
         for input in &stage.inputs {
             cmd.env(

@@ -12,6 +12,8 @@ use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
 
 use datafusion::execution::context::SessionContext;
 
+use amdahl_dags::DatasetFormat;
+
 use crate::gpu;
 use crate::runtime::CpuRuntime;
 pub use crate::runtime::QueryPool;
@@ -79,6 +81,176 @@ impl SqlExecutor {
         handle
             .await
             .map_err(|e| StageError::Internal(format!("condition task ended abnormally: {e}")))?
+    }
+}
+
+impl SqlExecutor {
+    /// What a SQL task skipped by its `when.sql` leaves behind: no rows, with the columns its
+    /// query would have had (planned over the same inputs, not run), so a task that runs after
+    /// it anyway (`trigger: none_failed`…) reads an empty table.
+    pub async fn write_empty(
+        &self,
+        query: &str,
+        inputs: &[TableInput],
+        output_dir: &Path,
+        log: &LogSink,
+    ) -> Result<(u64, u64), StageError> {
+        let (query, inputs, log) = (query.to_string(), inputs.to_vec(), log.clone());
+        let output_dir = output_dir.to_path_buf();
+        let (partitions, env) = (self.runtime.threads(), self.runtime.datafusion_env());
+        let handle = self.runtime.spawn(async move {
+            let ctx = SessionContext::new_with_config_rt(session_config(partitions), env);
+            let plan = plan(&ctx, &query, &inputs, &log).await?;
+            reset_dir(&output_dir)?;
+            let writer = PartWriter::create(&output_dir, 0, plan.schema())?;
+            finish_output(writer, &output_dir, &log)
+        });
+        handle
+            .await
+            .map_err(|e| StageError::Internal(format!("query task ended abnormally: {e}")))?
+    }
+}
+
+impl SqlExecutor {
+    /// Makes what a `produces_data` command wrote into its output folder a task output like
+    /// any other: Parquet files are kept as they are, CSV files (with a header) are read
+    /// with an inferred schema and rewritten as Parquet. Returns (rows, bytes).
+    ///
+    /// Nothing usable (no file, another extension, Parquet and CSV mixed, unreadable files)
+    /// fails the attempt with what was found.
+    pub async fn adopt_output(&self, dir: &Path, log: &LogSink) -> Result<(u64, u64), StageError> {
+        let format = written_format(dir)?;
+        let (dir, log) = (dir.to_path_buf(), log.clone());
+        let (partitions, env) = (self.runtime.threads(), self.runtime.datafusion_env());
+        let handle = self.runtime.spawn(async move {
+            let ctx = SessionContext::new_with_config_rt(session_config(partitions), env);
+            let input = TableInput::local("written", &dir, format);
+            register_input(&ctx, &input).await.map_err(|e| {
+                StageError::Failed(format!(
+                    "cannot read what the command wrote to $AMDAHL_OUTPUT_DIR as {}: {}",
+                    format.extension(),
+                    e.find_root()
+                ))
+            })?;
+            if format == DatasetFormat::Parquet {
+                let batches = ctx
+                    .sql("SELECT count(*) FROM written")
+                    .await
+                    .map_err(|e| StageError::Failed(e.find_root().to_string()))?
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        StageError::Failed(format!(
+                            "cannot read the Parquet the command wrote: {}",
+                            e.find_root()
+                        ))
+                    })?;
+                let rows = batches
+                    .first()
+                    .filter(|b| b.num_rows() == 1)
+                    .and_then(|b| {
+                        b.column(0)
+                            .as_any()
+                            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    })
+                    .map_or(0, |c| c.value(0).max(0) as u64);
+                let bytes = crate::storage::dir_bytes(&dir);
+                log.system(format!(
+                    "the command wrote {rows} rows ({bytes} bytes of Parquet) to {}",
+                    dir.display()
+                ));
+                return Ok((rows, bytes));
+            }
+            // CSV: rewritten beside the folder, then put in its place.
+            let frame = ctx.sql("SELECT * FROM written").await.map_err(|e| {
+                StageError::Failed(format!(
+                    "cannot read the CSV the command wrote: {}",
+                    e.find_root()
+                ))
+            })?;
+            let mut aside = dir.as_os_str().to_owned();
+            aside.push(".parquet");
+            let parquet = std::path::PathBuf::from(aside);
+            reset_dir(&parquet)?;
+            let schema = frame.schema().as_arrow().clone();
+            let stream = frame.execute_stream().await.map_err(|e| {
+                StageError::Failed(format!(
+                    "cannot read the CSV the command wrote: {}",
+                    e.find_root()
+                ))
+            })?;
+            let mut writer = PartWriter::create(&parquet, 0, Arc::new(schema))?;
+            stream_into(stream, &mut writer)
+                .await
+                .map_err(|e| match e {
+                    StageError::Failed(m) => {
+                        StageError::Failed(format!("cannot read the CSV the command wrote: {m}"))
+                    }
+                    other => other,
+                })?;
+            let rows = writer.finish()?;
+            let internal =
+                |e: std::io::Error| StageError::Internal(format!("{}: {e}", dir.display()));
+            std::fs::remove_dir_all(&dir).map_err(internal)?;
+            std::fs::rename(&parquet, &dir).map_err(internal)?;
+            let bytes = crate::storage::dir_bytes(&dir);
+            log.system(format!(
+                "converted the command's CSV to Parquet: {rows} rows ({bytes} bytes) in {}",
+                dir.display()
+            ));
+            Ok((rows, bytes))
+        });
+        handle
+            .await
+            .map_err(|e| StageError::Internal(format!("output task ended abnormally: {e}")))?
+    }
+}
+
+/// The format of the files a command wrote into its output folder, if they are one usable
+/// kind. Names starting with `.` or `_` (markers, temporary files) are ignored.
+fn written_format(dir: &Path) -> Result<DatasetFormat, StageError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        StageError::Failed(format!(
+            "cannot list $AMDAHL_OUTPUT_DIR ({}): {e}",
+            dir.display()
+        ))
+    })?;
+    let (mut parquet, mut csv) = (0usize, 0usize);
+    for entry in entries {
+        let entry = entry.map_err(|e| StageError::Internal(format!("{}: {e}", dir.display())))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        if entry.path().is_dir() {
+            return Err(StageError::Failed(format!(
+                "the command wrote a folder `{name}` into $AMDAHL_OUTPUT_DIR; write .parquet or \
+                 .csv files directly in it"
+            )));
+        } else if lower.ends_with(".parquet") {
+            parquet += 1;
+        } else if lower.ends_with(".csv") {
+            csv += 1;
+        } else {
+            return Err(StageError::Failed(format!(
+                "the command wrote `{name}` into $AMDAHL_OUTPUT_DIR, which is neither .parquet \
+                 nor .csv; a task's output is Parquet or CSV files"
+            )));
+        }
+    }
+    match (parquet, csv) {
+        (0, 0) => Err(StageError::Failed(
+            "the command wrote no .parquet or .csv file into $AMDAHL_OUTPUT_DIR, and the task \
+             has `produces_data: true`"
+                .into(),
+        )),
+        (_, 0) => Ok(DatasetFormat::Parquet),
+        (0, _) => Ok(DatasetFormat::Csv),
+        (p, c) => Err(StageError::Failed(format!(
+            "the command wrote {p} Parquet and {c} CSV file(s) into $AMDAHL_OUTPUT_DIR; an \
+             output is one format"
+        ))),
     }
 }
 

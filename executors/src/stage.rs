@@ -109,6 +109,9 @@ pub struct Stage {
     /// The task's `when: { sql }`, rendered: decided over `inputs` before the work runs; false
     /// skips the task (see [`StageOutcome::skipped`]).
     pub condition: Option<String>,
+    /// The task's `output:`, rendered for the run: where the result is also written once the
+    /// attempt succeeded (see [`crate::export`]); the runner does it, before publication.
+    pub export: Option<crate::export::Export>,
 }
 
 impl Stage {

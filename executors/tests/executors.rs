@@ -45,6 +45,7 @@ fn stage(
         route: None,
         secrets: Vec::new(),
         condition: None,
+        export: None,
         shards: 1,
         engine: amdahl_dags::Engine::DataFusion,
     }

@@ -1,6 +1,7 @@
 //! Validate-time SQL planning: every `sql` task is planned by DataFusion against the schemas
 //! its inputs will have, so syntax errors and unknown tables or columns are reported against
-//! the task and the line that holds them, before anything runs.
+//! the task and the line that holds them, before anything runs. A task downstream of a
+//! command's output (`produces_data`), whose columns only a run tells, is planned when it runs.
 //!
 //! A task's `when: { sql }` is planned the same way and must return one boolean column.
 //!
@@ -8,7 +9,7 @@
 //! known schemas; an upstream SQL task's schema is its planned output. Nothing is executed:
 //! tables are registered empty.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -30,21 +31,27 @@ use crate::session::{query_only, register_input, session_config};
 pub async fn check_sql(dag: &Dag) -> Diagnostics {
     let file = dag.source.display_path.as_str();
     let mut diagnostics = Diagnostics::default();
-    let dataset_schemas = dataset_schemas(dag, &mut diagnostics).await;
+    let ctx_params = RunContext::new(dag, 0, "2026-01-01T00:00:00Z".into(), dag.params.clone());
+    // A templated dataset whose sample run's data is not there is read when a run starts.
+    let (dataset_schemas, unread) = dataset_schemas(dag, &ctx_params, &mut diagnostics).await;
     let mut task_schemas: HashMap<&str, SchemaRef> = HashMap::new();
-    let ctx_params = RunContext {
-        dag_id: dag.id.clone(),
-        run_id: 0,
-        logical_date: "2026-01-01T00:00:00Z".into(),
-        params: dag.params.clone(),
-    };
+    // Outputs whose columns only a run tells (a command's `produces_data`), and the queries
+    // over them, which are planned when they run.
+    let mut at_run_time: HashSet<&str> = HashSet::new();
     for task in &dag.tasks {
+        if task.needs.iter().any(|n| at_run_time.contains(n.as_str())) {
+            at_run_time.insert(&task.id);
+            continue;
+        }
         match &task.kind {
             TaskKind::Generate(Generate::Tpch { table, .. }) => {
                 task_schemas.insert(&task.id, schemas::tpch(*table));
             }
             TaskKind::Generate(Generate::Vectors { dim, .. }) => {
                 task_schemas.insert(&task.id, schemas::generated_schema(*dim as usize));
+            }
+            TaskKind::Shell(_) if task.shell_output => {
+                at_run_time.insert(&task.id);
             }
             TaskKind::Shell(_) | TaskKind::Empty => {}
             TaskKind::Knn(_) | TaskKind::Matmul(_) | TaskKind::Score(_) => {
@@ -115,6 +122,9 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
                     Ok(schema) => {
                         task_schemas.insert(&task.id, schema);
                     }
+                    Err(e) if reads_unread(&e, &unread) => {
+                        at_run_time.insert(&task.id);
+                    }
                     Err(e) => {
                         diagnostics.push(locate(file, dag, &task.id, located, &query, &e, &tables));
                     }
@@ -135,6 +145,7 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
                     )
                     .with_help("write a query with one boolean column, e.g. `SELECT count(*) > 0 FROM staged`")
                 }),
+                Err(e) if reads_unread(&e, &unread) => None,
                 Err(e) => {
                     let mut d = locate(file, dag, &task.id, condition, &query, &e, &tables);
                     d.message = d
@@ -201,11 +212,29 @@ async fn plan(ctx: &SessionContext, query: &str) -> Result<SchemaRef, DataFusion
     Ok(schema)
 }
 
-async fn dataset_schemas(dag: &Dag, diagnostics: &mut Diagnostics) -> BTreeMap<String, SchemaRef> {
+/// The datasets' schemas, read for a sample run, and the templated datasets whose sample data
+/// is not there (not an error: a run reads its own).
+async fn dataset_schemas(
+    dag: &Dag,
+    sample: &RunContext,
+    diagnostics: &mut Diagnostics,
+) -> (BTreeMap<String, SchemaRef>, HashSet<String>) {
     let ctx = SessionContext::new_with_config(session_config(1));
     let mut out = BTreeMap::new();
+    let mut unread = HashSet::new();
     for dataset in dag.datasets.values() {
-        let schema = match register_input(&ctx, &TableInput::from(dataset)).await {
+        let input = match TableInput::for_run(dataset, sample, &dag.source.base_dir) {
+            Ok(input) => input,
+            Err(_) if dataset.templated => {
+                unread.insert(dataset.name.clone());
+                continue;
+            }
+            Err(e) => {
+                diagnostics.push(Diagnostic::new(&dag.source.display_path, dataset.span, e));
+                continue;
+            }
+        };
+        let schema = match register_input(&ctx, &input).await {
             Ok(()) => match ctx.table(dataset.name.as_str()).await {
                 Ok(frame) => Ok(Arc::new(frame.schema().as_arrow().clone())),
                 Err(e) => Err(e),
@@ -215,6 +244,9 @@ async fn dataset_schemas(dag: &Dag, diagnostics: &mut Diagnostics) -> BTreeMap<S
         match schema {
             Ok(schema) => {
                 out.insert(dataset.name.clone(), schema);
+            }
+            Err(_) if dataset.templated => {
+                unread.insert(dataset.name.clone());
             }
             Err(e) => diagnostics.push(Diagnostic::new(
                 &dag.source.display_path,
@@ -227,7 +259,17 @@ async fn dataset_schemas(dag: &Dag, diagnostics: &mut Diagnostics) -> BTreeMap<S
             )),
         }
     }
-    out
+    (out, unread)
+}
+
+/// Whether a planning error is a query naming a templated dataset whose data is not there
+/// for the sample run.
+fn reads_unread(error: &DataFusionError, unread: &HashSet<String>) -> bool {
+    let message = error.to_string();
+    message.contains("not found")
+        && unread.iter().any(|name| {
+            message.contains(&format!("'{name}'")) || message.contains(&format!(".{name}'"))
+        })
 }
 
 fn first_line(text: &str) -> &str {
@@ -322,6 +364,12 @@ fn table_help(
     let name = message.split('\'').nth(1)?.rsplit('.').next()?.to_string();
     if let Some(other) = dag.task(&name) {
         if !other.produces_data() {
+            if matches!(other.kind, TaskKind::Shell(_)) {
+                return Some(format!(
+                    "`{name}` is a shell task that produces no table; give it \
+                     `produces_data: true` if its command writes one into $AMDAHL_OUTPUT_DIR"
+                ));
+            }
             return Some(format!(
                 "`{name}` is a {} task; it produces no table",
                 other.kind.name()

@@ -5,7 +5,7 @@
 //! The numbers are estimates: row counts of filters and group-bys are guesses until the task
 //! has run (then the stored sizes can replace them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,8 +63,29 @@ pub async fn estimate_run(
 ) -> Result<Graph, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch folder: {e}"))?;
     let mut tables: HashMap<String, Table> = HashMap::new();
+    // The datasets where this run reads them. A templated one whose data is not there (a
+    // sample date's partition, when explaining) is unknown: the queries over it are planned
+    // when they run.
+    let mut inputs: HashMap<String, TableInput> = HashMap::new();
+    let mut unread: HashSet<String> = HashSet::new();
     for dataset in dag.datasets.values() {
-        tables.insert(dataset.name.clone(), dataset_table(dataset).await?);
+        let input = TableInput::for_run(dataset, context, &dag.source.base_dir);
+        match input {
+            Ok(input) => match dataset_table(&input).await {
+                Ok(table) => {
+                    tables.insert(dataset.name.clone(), table);
+                    inputs.insert(dataset.name.clone(), input);
+                }
+                Err(_) if dataset.templated => {
+                    unread.insert(dataset.name.clone());
+                }
+                Err(e) => return Err(e),
+            },
+            Err(_) if dataset.templated => {
+                unread.insert(dataset.name.clone());
+            }
+            Err(e) => return Err(e),
+        }
     }
     let index: HashMap<&str, usize> = dag
         .tasks
@@ -74,6 +95,9 @@ pub async fn estimate_run(
         .collect();
     let mut stages = Vec::with_capacity(dag.tasks.len());
     let mut edges = Vec::new();
+    // Outputs whose columns only a run tells (a command's `produces_data` that has not run
+    // yet), and the tasks over them: priced as work-free CPU stages until they can be planned.
+    let mut at_run_time: HashSet<&str> = HashSet::new();
     for task in &dag.tasks {
         let pin = match task.device {
             // A query on Ballista runs on the cluster (priced as this CPU when the profile
@@ -96,7 +120,28 @@ pub async fn estimate_run(
             .iter()
             .filter_map(|n| tables.get(n).map(|t| (n.clone(), t.bytes)))
             .collect();
+        let unknown_input = task.needs.iter().any(|n| at_run_time.contains(n.as_str()));
         let (stage, output) = match &task.kind {
+            _ if unknown_input && !produced.contains_key(&task.id) => {
+                at_run_time.insert(&task.id);
+                (
+                    cpu_only(&task.id, task.kind.name(), pin, BTreeMap::new(), 0.0),
+                    None,
+                )
+            }
+            TaskKind::Shell(_) if task.shell_output => {
+                let output = match produced.get(&task.id) {
+                    Some(done) => Some(output_table(&done.dir).await?),
+                    None => {
+                        at_run_time.insert(&task.id);
+                        None
+                    }
+                };
+                (
+                    cpu_only(&task.id, task.kind.name(), pin, BTreeMap::new(), 0.0),
+                    output,
+                )
+            }
             TaskKind::Shell(_) | TaskKind::Empty => (
                 cpu_only(&task.id, task.kind.name(), pin, BTreeMap::new(), 0.0),
                 None,
@@ -119,10 +164,30 @@ pub async fn estimate_run(
             ),
             TaskKind::Sql(located) => {
                 let query = template::render(located, context).map_err(|e| e.message)?;
-                let (stage, output, read) =
-                    sql_stage(dag, task, &query, &visible, &tables, scratch.path(), pin).await?;
-                reads = read;
-                (stage, output)
+                match sql_stage(
+                    task,
+                    &query,
+                    &visible,
+                    &tables,
+                    &inputs,
+                    scratch.path(),
+                    pin,
+                )
+                .await
+                {
+                    Ok((stage, output, read)) => {
+                        reads = read;
+                        (stage, output)
+                    }
+                    Err(e) if reads_unread(&e, &unread) => {
+                        at_run_time.insert(&task.id);
+                        (
+                            cpu_only(&task.id, task.kind.name(), pin, BTreeMap::new(), 0.0),
+                            None,
+                        )
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             TaskKind::Knn(k) => {
                 let (base, queries) = (
@@ -333,12 +398,20 @@ fn dense_stage(
     }
 }
 
+/// Whether a planning error is a query naming a dataset whose data is not there yet.
+fn reads_unread(error: &str, unread: &HashSet<String>) -> bool {
+    error.contains("not found")
+        && unread.iter().any(|name| {
+            error.contains(&format!("'{name}'")) || error.contains(&format!(".{name}'"))
+        })
+}
+
 async fn sql_stage(
-    dag: &Dag,
     task: &amdahl_dags::Task,
     query: &str,
     visible: &[&str],
     tables: &HashMap<String, Table>,
+    inputs: &HashMap<String, TableInput>,
     scratch: &Path,
     pin: Pin,
 ) -> Result<(StageWork, Option<Table>, HashMap<String, f64>), String> {
@@ -351,11 +424,11 @@ async fn sql_stage(
         let Some(t) = tables.get(*name) else {
             continue;
         };
-        if let Some(dataset) = dag.datasets.get(*name) {
-            register_input(&ctx, &TableInput::from(dataset))
+        if let Some(input) = inputs.get(*name) {
+            register_input(&ctx, input)
                 .await
                 .map_err(|e| format!("dataset `{name}`: {e}"))?;
-            let location = match &dataset.location {
+            let location = match &input.location {
                 Location::Local(path) => path.display().to_string(),
                 // Scans name an object by its key, from the bucket's root.
                 Location::Object(object) => crate::objects::store(object)
@@ -408,7 +481,7 @@ async fn sql_stage(
         used_rows += t.rows;
         used_bytes += t.rows * width;
         *read.entry(name.to_string()).or_default() += t.rows * width;
-        if dag.datasets.contains_key(*name) {
+        if inputs.contains_key(*name) {
             storage += t.rows * width;
         }
     }
@@ -482,7 +555,7 @@ fn collect_scans(plan: &Arc<dyn ExecutionPlan>, scans: &mut Vec<(String, f64)>) 
     }
 }
 
-async fn dataset_table(dataset: &amdahl_dags::Dataset) -> Result<Table, String> {
+async fn dataset_table(dataset: &TableInput) -> Result<Table, String> {
     let bytes = match &dataset.location {
         Location::Local(path) => file_bytes(path),
         Location::Object(object) => crate::objects::size(object)
@@ -490,7 +563,7 @@ async fn dataset_table(dataset: &amdahl_dags::Dataset) -> Result<Table, String> 
             .map_err(|e| format!("dataset `{}`: {e}", dataset.name))?,
     } as f64;
     let ctx = SessionContext::new_with_config(session_config(1));
-    register_input(&ctx, &TableInput::from(dataset))
+    register_input(&ctx, dataset)
         .await
         .map_err(|e| format!("dataset `{}`: {e}", dataset.name))?;
     let schema: SchemaRef = Arc::new(
@@ -506,6 +579,31 @@ async fn dataset_table(dataset: &amdahl_dags::Dataset) -> Result<Table, String> 
         .local()
         .and_then(parquet_rows)
         .unwrap_or_else(|| bytes / row_width(&schema).max(1.0));
+    Ok(Table {
+        rows,
+        bytes: rows * row_width(&schema),
+        schema,
+    })
+}
+
+/// A published task output (a folder of Parquet files) as it is.
+async fn output_table(dir: &Path) -> Result<Table, String> {
+    let ctx = SessionContext::new_with_config(session_config(1));
+    register_input(
+        &ctx,
+        &TableInput::local("output", dir, amdahl_dags::DatasetFormat::Parquet),
+    )
+    .await
+    .map_err(|e| format!("output {}: {e}", dir.display()))?;
+    let schema: SchemaRef = Arc::new(
+        ctx.table("output")
+            .await
+            .map_err(|e| e.to_string())?
+            .schema()
+            .as_arrow()
+            .clone(),
+    );
+    let rows = parquet_rows(dir).unwrap_or(0.0);
     Ok(Table {
         rows,
         bytes: rows * row_width(&schema),

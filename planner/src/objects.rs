@@ -190,18 +190,39 @@ pub const MANIFEST: &str = "_SUCCESS";
 /// so a process that dies half-way leaves objects that nothing names; the manifest tells
 /// other readers the same.
 pub async fn upload_dir(dir: &std::path::Path, target: &ObjectLocation) -> Result<u64, String> {
+    upload_files(dir, target, "").await
+}
+
+/// Uploads the files directly in `dir` (hidden ones left out) under the prefix `target`,
+/// each streamed in parts, then writes the [`MANIFEST`]: the uploaded files (name, tab,
+/// bytes), after the lines of `earlier` (files already there that it still names).
+pub async fn upload_files(
+    dir: &std::path::Path,
+    target: &ObjectLocation,
+    earlier: &str,
+) -> Result<u64, String> {
     let (store, _, prefix) = store(target)?;
     let mut files = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_file()) {
+        if !name.starts_with('.')
+            && name != MANIFEST
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
             files.push(name);
         }
     }
     files.sort();
     let mut manifest = String::new();
+    for line in earlier.lines() {
+        let name = line.split('\t').next().unwrap_or_default();
+        if !files.iter().any(|f| f == name) {
+            manifest.push_str(line);
+            manifest.push('\n');
+        }
+    }
     let mut total = 0u64;
     for name in &files {
         let path = dir.join(name);
@@ -234,6 +255,51 @@ pub async fn upload_dir(dir: &std::path::Path, target: &ObjectLocation) -> Resul
         .await
         .map_err(|e| failed(target, e))?;
     Ok(total)
+}
+
+/// The names of the objects under the prefix `location`, relative to it.
+pub async fn list_names(location: &ObjectLocation) -> Result<Vec<String>, String> {
+    let (store, _, prefix) = store(location)?;
+    let mut listed = store.list(Some(&prefix));
+    let mut names = Vec::new();
+    while let Some(meta) = listed.next().await {
+        let meta = meta.map_err(|e| failed(location, e))?;
+        let name = meta
+            .location
+            .prefix_match(&prefix)
+            .map(|parts| {
+                parts
+                    .map(|p| p.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .unwrap_or_else(|| meta.location.to_string());
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The text of the object at `location`, or `None` if there is none.
+pub async fn read_text(location: &ObjectLocation) -> Result<Option<String>, String> {
+    let (store, _, key) = store(location)?;
+    match store.get(&key).await {
+        Ok(got) => {
+            let bytes = got.bytes().await.map_err(|e| failed(location, e))?;
+            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(failed(location, e)),
+    }
+}
+
+/// Deletes the object at `location` (gone already is fine).
+pub async fn delete(location: &ObjectLocation) -> Result<(), String> {
+    let (store, _, key) = store(location)?;
+    match store.delete(&key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(failed(location, e)),
+    }
 }
 
 /// Deletes every object under the prefix `location`; returns how many went.

@@ -84,6 +84,21 @@ impl TableInput {
     }
 }
 
+impl TableInput {
+    /// A dataset as a run reads it (a templated `uri` rendered for the run).
+    pub fn for_run(
+        dataset: &amdahl_dags::Dataset,
+        context: &amdahl_dags::RunContext,
+        base_dir: &std::path::Path,
+    ) -> Result<Self, String> {
+        Ok(TableInput {
+            name: dataset.name.clone(),
+            location: dataset.location_for(context, base_dir)?,
+            format: dataset.format,
+        })
+    }
+}
+
 impl From<&amdahl_dags::Dataset> for TableInput {
     fn from(dataset: &amdahl_dags::Dataset) -> Self {
         TableInput {

@@ -48,7 +48,7 @@ pub async fn published_outputs(
         .map_err(|e| format!("cannot read where upstream outputs are: {e}"))?;
     Ok(tasks
         .into_iter()
-        .filter(|t| t.state == TaskState::Success)
+        .filter(|t| matches!(t.state, TaskState::Success | TaskState::Skipped))
         .filter_map(|t| Some((t.task_id, t.output_path?)))
         .collect())
 }
@@ -117,18 +117,32 @@ pub fn prepare_stage(
             activation: s.activation,
         },
     };
-    let mut inputs: Vec<TableInput> = dag.datasets.values().map(TableInput::from).collect();
+    let mut inputs: Vec<TableInput> = dag
+        .datasets
+        .values()
+        .map(|dataset| TableInput::for_run(dataset, context, &dag.source.base_dir))
+        .collect::<Result<_, String>>()?;
     for need in &task.needs {
         if !dag.task(need).is_some_and(|t| t.produces_data()) {
             continue;
         }
+        // An upstream that ran after all (a trigger rule other than `all_success`) may have
+        // left nothing: skipped before it started, or failed.
+        let missing = || {
+            format!(
+                "task `{need}` left no output to read: it was skipped before it ran, or did not \
+                 succeed (a SQL task skipped by its `when.sql` leaves an empty table)"
+            )
+        };
         let location = if data_root.shared.is_some() {
-            let url = published.get(need).ok_or_else(|| {
-                format!("the output of `{need}` is not recorded in the state store")
-            })?;
+            let url = published.get(need).ok_or_else(missing)?;
             amdahl_dags::Location::parse(url, Path::new("/"))?
         } else {
-            amdahl_dags::Location::Local(task_output_dir(&data_root.local, context.run_id, need))
+            let dir = task_output_dir(&data_root.local, context.run_id, need);
+            if !dir.exists() {
+                return Err(missing());
+            }
+            amdahl_dags::Location::Local(dir)
         };
         inputs.push(TableInput {
             name: need.clone(),
@@ -159,6 +173,17 @@ pub fn prepare_stage(
             .transpose()?,
         shards: task.shards,
         engine: task.engine,
+        export: task
+            .output
+            .as_ref()
+            .map(|output| {
+                Ok::<_, String>(amdahl_executors::export::Export {
+                    location: output.location_for(context, &dag.source.base_dir)?,
+                    mode: output.mode,
+                    format: output.format,
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -350,15 +375,37 @@ pub async fn execute_attempt(
                 outcome.note = Some(placement.reason.clone());
             }
             match (&result, &stage.output_dir) {
-                // A task skipped by its `when.sql` wrote nothing and publishes nothing.
-                (Ok(outcome), Some(written)) if outcome.skipped => {
+                // A task skipped by its `when.sql` publishes what it wrote (a SQL task: an
+                // empty table with its columns); other kinds write nothing.
+                (Ok(outcome), Some(written)) if outcome.skipped && !written.exists() => {
                     let _ = std::fs::remove_dir_all(written);
                     (result, None)
                 }
-                (Ok(_), Some(written)) => match publish(&stage, written, data_root, &sink).await {
-                    Ok(published) => (result, Some(published)),
-                    Err(e) => (Err(StageError::Internal(e)), None),
-                },
+                (Ok(outcome), Some(written)) => {
+                    // `output:` is written before publication: a task whose output could not
+                    // be written out fails, and publishes nothing (a skipped one writes none).
+                    let exported = match &stage.export {
+                        Some(export) if !outcome.skipped => amdahl_executors::export::export(
+                            written,
+                            export,
+                            stage.run_id,
+                            stage.attempt,
+                        )
+                        .await
+                        .map(|line| sink.system(line)),
+                        _ => Ok(()),
+                    };
+                    match exported {
+                        Err(e) => {
+                            let _ = std::fs::remove_dir_all(written);
+                            (Err(StageError::Failed(e)), None)
+                        }
+                        Ok(()) => match publish(&stage, written, data_root, &sink).await {
+                            Ok(published) => (result, Some(published)),
+                            Err(e) => (Err(StageError::Internal(e)), None),
+                        },
+                    }
+                }
                 (Err(_), Some(written)) => {
                     // A failed attempt's partial output is nobody's: removed (best effort;
                     // what stays is hidden and never read).
@@ -459,13 +506,16 @@ pub fn finish_of(
                 (io_us, transfer_us, compute_us) =
                     (us(t.io_ms), us(t.transfer_ms), us(t.compute_ms));
             }
+            // A skipped task's reason is where a rule-skipped task's is: its `error`, which
+            // `runs show` and the run table print.
+            let reason = outcome.skipped.then(|| outcome.note.clone()).flatten();
             (
                 Some(outcome.device),
                 outcome.note,
                 output,
                 outcome.rows.map(|r| r as i64),
                 outcome.bytes.map(|b| b as i64),
-                None,
+                reason,
             )
         }
         Err(e) => (Some(Place::Cpu), None, None, None, None, Some(e)),
@@ -491,8 +541,12 @@ pub fn finish_of(
     }
 }
 
-/// A failed attempt's error goes into its log as well, as the log's last line.
+/// A failed attempt's error goes into its log as well, as the log's last line (a skipped
+/// task's reason is logged when it is decided).
 pub async fn log_failure(store: &Store, finish: &FinishAttempt) -> Result<(), StoreError> {
+    if finish.attempt_state == AttemptState::Success {
+        return Ok(());
+    }
     if let Some(error) = &finish.error {
         let line = format!(
             "attempt {} {}: {error}",

@@ -109,12 +109,7 @@ impl LocalRunner {
             .ok_or_else(|| RunError::Invalid(format!("run {run_id} does not exist")))?;
         let params: BTreeMap<String, serde_json::Value> = serde_json::from_str(&run.params_json)
             .map_err(|e| RunError::Invalid(format!("run {run_id} has unreadable params: {e}")))?;
-        let context = RunContext {
-            dag_id: dag.id.clone(),
-            run_id,
-            logical_date: run.logical_date.clone(),
-            params,
-        };
+        let context = RunContext::new(dag, run_id, run.logical_date.clone(), params);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let mut active: HashMap<String, Active> = HashMap::new();
         let mut cancel_requested = false;

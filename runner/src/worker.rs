@@ -376,12 +376,7 @@ impl Worker {
         });
         let (prepared, timeout) = match &loaded {
             Ok(dag) => {
-                let context = RunContext {
-                    dag_id: dag.id.clone(),
-                    run_id: run.id,
-                    logical_date: run.logical_date.clone(),
-                    params,
-                };
+                let context = RunContext::new(dag, run.id, run.logical_date.clone(), params);
                 let task = dag.task(&claim.task_id);
                 let published = published_outputs(store, run.id, &self.data_root).await;
                 (
@@ -402,12 +397,12 @@ impl Worker {
         };
         let prepared = match (prepared, &loaded) {
             (Ok(stage), Ok(dag)) if self.env.profile.is_some() => {
-                let context = RunContext {
-                    dag_id: dag.id.clone(),
-                    run_id: run.id,
-                    logical_date: run.logical_date.clone(),
-                    params: serde_json::from_str(&run.params_json).unwrap_or_default(),
-                };
+                let context = RunContext::new(
+                    dag,
+                    run.id,
+                    run.logical_date.clone(),
+                    serde_json::from_str(&run.params_json).unwrap_or_default(),
+                );
                 Ok(place_stage(&self.env, dag, &context, stage, claim.attempt_id).await)
             }
             (prepared, _) => prepared,

@@ -9,7 +9,9 @@ mod conditions;
 mod deadlines;
 mod imports;
 mod notifications;
+mod outputs;
 mod support;
+mod timezones;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +37,12 @@ use notifications::{
     notifications_are_recorded_once_and_delivered,
     notifications_survive_a_dead_scheduler_and_a_server_down,
 };
+use outputs::{
+    a_command_writes_a_tasks_output, a_tasks_output_is_written_out_whole,
+    a_tasks_output_is_written_to_object_storage, a_worker_publishes_a_commands_output,
+};
 use support::TestDb;
+use timezones::{a_local_schedule_runs_at_local_times, a_run_reads_the_partition_of_its_day};
 
 /// A run that the process `owner` drives in-process.
 async fn new_run(store: &Store, tasks: &[(&str, &[&str])], owner: &str) -> i64 {
@@ -1840,6 +1847,12 @@ suite!(
     a_missed_deadline_is_recorded_once,
     a_false_when_sql_skips_its_task,
     a_worker_skips_a_task_whose_when_sql_is_false,
+    a_local_schedule_runs_at_local_times,
+    a_run_reads_the_partition_of_its_day,
+    a_command_writes_a_tasks_output,
+    a_worker_publishes_a_commands_output,
+    a_tasks_output_is_written_out_whole,
+    a_tasks_output_is_written_to_object_storage,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

@@ -6,8 +6,8 @@
 //! when no wanted date is left and none of its runs is unfinished. Pure: what exists is an
 //! argument, so every rule is a table test.
 
+use amdahl_dags::schedule::Schedule;
 use chrono::{DateTime, Utc};
-use croner::Cron;
 
 use crate::state::RunState;
 
@@ -46,13 +46,13 @@ pub const MAX_DATES: usize = 10_000;
 
 /// The cron ticks in `[from, to]`, oldest first; `Err` past [`MAX_DATES`].
 pub fn dates(
-    cron: &Cron,
+    cron: &Schedule,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<DateTime<Utc>>, String> {
     let mut out = Vec::new();
-    let mut tick = cron.find_next_occurrence(&from, true);
-    while let Ok(t) = tick {
+    let mut tick = cron.next(&from, true);
+    while let Some(t) = tick {
         if t > to {
             break;
         }
@@ -62,7 +62,7 @@ pub fn dates(
             ));
         }
         out.push(t);
-        tick = cron.find_next_occurrence(&t, false);
+        tick = cron.next(&t, false);
     }
     Ok(out)
 }
@@ -72,14 +72,11 @@ pub fn dates(
 /// the interval is over. `dates` are oldest first, so the ended ones are a prefix; the rest
 /// are returned apart, for the message that says the range was cut.
 pub fn ended(
-    cron: &Cron,
+    cron: &Schedule,
     dates: Vec<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
-    let closed = |tick: &DateTime<Utc>| {
-        cron.find_next_occurrence(tick, false)
-            .is_ok_and(|end| end <= now)
-    };
+    let closed = |tick: &DateTime<Utc>| cron.next(tick, false).is_some_and(|end| end <= now);
     let cut = dates.iter().position(|d| !closed(d)).unwrap_or(dates.len());
     let mut dates = dates;
     let open = dates.split_off(cut);
@@ -168,7 +165,7 @@ mod tests {
 
     #[test]
     fn intervals_that_have_not_ended_are_cut_off() {
-        let daily = amdahl_dags::schedule::parse_cron("@daily").unwrap();
+        let daily = Schedule::parse("@daily", chrono_tz::Tz::UTC).unwrap();
         let day = |d: u32| Utc.with_ymd_and_hms(2026, 3, d, 0, 0, 0).unwrap();
         let range = dates(&daily, day(1), day(5)).unwrap();
         // At noon on the 4th, the intervals of the 1st, 2nd and 3rd have ended; the 4th's
@@ -189,7 +186,7 @@ mod tests {
 
     #[test]
     fn ranges_are_cut_at_the_schedule_ticks_inclusively() {
-        let daily = amdahl_dags::schedule::parse_cron("@daily").unwrap();
+        let daily = Schedule::parse("@daily", chrono_tz::Tz::UTC).unwrap();
         assert_eq!(
             dates(&daily, day(1), day(3)).unwrap(),
             vec![day(1), day(2), day(3)]
@@ -197,7 +194,7 @@ mod tests {
         let mid = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
         assert_eq!(dates(&daily, mid, day(3)).unwrap(), vec![day(2), day(3)]);
         assert!(dates(&daily, day(3), day(1)).unwrap().is_empty());
-        let minutely = amdahl_dags::schedule::parse_cron("* * * * *").unwrap();
+        let minutely = Schedule::parse("* * * * *", chrono_tz::Tz::UTC).unwrap();
         let far = Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap();
         assert!(dates(&minutely, day(1), far).unwrap_err().contains("split"));
     }

@@ -71,12 +71,7 @@ pub async fn create_run(
     let version_id = record_version(store, dag, now).await?;
     // `when:` templates are decided now, for this run's params and logical date (a
     // `when: { sql }` when the task starts).
-    let context = amdahl_dags::RunContext {
-        dag_id: dag.id.clone(),
-        run_id: 0,
-        logical_date: logical_date.clone(),
-        params: params.clone(),
-    };
+    let context = amdahl_dags::RunContext::new(dag, 0, logical_date.clone(), params.clone());
     let tasks = dag
         .tasks
         .iter()

@@ -5,15 +5,16 @@
 //! date is `a`. The first interval starts at the first tick at or after `start_date`. With
 //! `catchup: true` every missed interval gets a run, oldest first; without it only the latest
 //! complete one does. Never more than `max_active_runs` runs of a DAG are unfinished at once.
+//! Ticks are read on the DAG's `timezone:` wall clock ([`Schedule`]); logical dates are UTC.
 //! Pure: the clock is an argument.
 
+use amdahl_dags::schedule::Schedule;
 use chrono::{DateTime, Utc};
-use croner::Cron;
 
 /// What the decision needs to know about one scheduled DAG.
 pub struct ScheduleView<'a> {
-    pub cron: &'a Cron,
-    /// Midnight UTC of `start_date` (or the DAG's first sighting when it has none).
+    pub cron: &'a Schedule,
+    /// Midnight of `start_date` in the DAG's zone (or the epoch when it has none).
     pub start: DateTime<Utc>,
     pub catchup: bool,
     /// The logical date of the newest scheduled run so far.
@@ -32,45 +33,46 @@ pub fn due_runs(view: &ScheduleView<'_>, now: DateTime<Utc>, limit: usize) -> Ve
     if slots == 0 {
         return Vec::new();
     }
-    let Ok(first) = view.cron.find_next_occurrence(&view.start, true) else {
+    let Some(first) = view.cron.next(&view.start, true) else {
         return Vec::new();
     };
     let after_last = |tick: &DateTime<Utc>| view.last_logical.is_none_or(|last| *tick > last);
-    let interval_closed = |tick: &DateTime<Utc>| {
-        view.cron
-            .find_next_occurrence(tick, false)
-            .is_ok_and(|end| end <= now)
-    };
+    let interval_closed =
+        |tick: &DateTime<Utc>| view.cron.next(tick, false).is_some_and(|end| end <= now);
     if view.catchup {
         let mut due = Vec::new();
         let mut tick = match view.last_logical {
-            Some(last) if last >= first => view.cron.find_next_occurrence(&last, false),
-            _ => Ok(first),
+            Some(last) if last >= first => view.cron.next(&last, false),
+            _ => Some(first),
         };
-        while let Ok(start) = tick {
+        while let Some(start) = tick {
             if due.len() >= slots || !interval_closed(&start) {
                 break;
             }
             due.push(start);
-            tick = view.cron.find_next_occurrence(&start, false);
+            tick = view.cron.next(&start, false);
         }
         return due;
     }
     // Without catchup: the latest closed interval only, if it is new.
-    let Ok(end) = view.cron.find_previous_occurrence(&now, true) else {
+    let Some(end) = view.cron.previous(&now, true) else {
         return Vec::new();
     };
-    match view.cron.find_previous_occurrence(&end, false) {
-        Ok(start) if start >= first && after_last(&start) => vec![start],
+    match view.cron.previous(&end, false) {
+        Some(start) if start >= first && after_last(&start) => vec![start],
         _ => Vec::new(),
     }
 }
 
 /// When the scheduler will next create a run of a schedule (the end of the interval that is
 /// open at `now`, or of the first interval when `start` is still ahead).
-pub fn next_run_at(cron: &Cron, start: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let first = cron.find_next_occurrence(&start, true).ok()?;
-    cron.find_next_occurrence(&first.max(now), false).ok()
+pub fn next_run_at(
+    cron: &Schedule,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let first = cron.next(&start, true)?;
+    cron.next(&first.max(now), false)
 }
 
 #[cfg(test)]
@@ -82,8 +84,8 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 3, day, hour, minute, 0).unwrap()
     }
 
-    fn cron(text: &str) -> Cron {
-        amdahl_dags::schedule::parse_cron(text).unwrap()
+    fn cron(text: &str) -> Schedule {
+        Schedule::parse(text, chrono_tz::Tz::UTC).unwrap()
     }
 
     #[test]
@@ -112,7 +114,7 @@ mod tests {
         let hourly = cron("0 * * * *");
         type Case<'a> = (
             &'a str,
-            &'a Cron,
+            &'a Schedule,
             bool,
             Option<DateTime<Utc>>,
             usize,
@@ -239,5 +241,48 @@ mod tests {
             max_active_runs: 16,
         };
         assert_eq!(due_runs(&view, at(3, 1, 0), 10), vec![at(2, 0, 0)]);
+    }
+
+    /// A 02:30 daily schedule in Europe/Paris, caught up across both daylight saving
+    /// changes of 2026 (29 March: 02:00 → 03:00; 25 October: 03:00 → 02:00): one run a day,
+    /// on the spring-forward day at 03:00 local, on the fall-back day at the first 02:30.
+    #[test]
+    fn a_local_schedule_runs_once_a_day_across_daylight_saving_changes() {
+        let paris = Schedule::parse("30 2 * * *", chrono_tz::Europe::Paris).unwrap();
+        let utc = |m, d, h, min| Utc.with_ymd_and_hms(2026, m, d, h, min, 0).unwrap();
+        let day = |m, d| chrono::NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+        let cases = [
+            (
+                day(3, 28),
+                utc(3, 31, 12, 0),
+                vec![utc(3, 28, 1, 30), utc(3, 29, 1, 0), utc(3, 30, 0, 30)],
+            ),
+            (
+                day(10, 24),
+                utc(10, 27, 12, 0),
+                vec![utc(10, 24, 0, 30), utc(10, 25, 0, 30), utc(10, 26, 1, 30)],
+            ),
+        ];
+        for (start_date, now, expected) in cases {
+            let view = ScheduleView {
+                cron: &paris,
+                start: paris.start_of(start_date),
+                catchup: true,
+                last_logical: None,
+                active_runs: 0,
+                max_active_runs: 16,
+            };
+            assert_eq!(due_runs(&view, now, 100), expected, "from {start_date}");
+            // Without catchup, the latest closed interval only.
+            let view = ScheduleView {
+                catchup: false,
+                ..view
+            };
+            assert_eq!(
+                due_runs(&view, now, 100),
+                expected[2..],
+                "from {start_date}"
+            );
+        }
     }
 }

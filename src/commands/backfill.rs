@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 
+use amdahl_dags::schedule::Schedule;
 use amdahl_scheduler::backfill::{self, Reprocess};
 use amdahl_scheduler::runs::{logical_text, record_version};
 use amdahl_scheduler::service::backfill_plan;
@@ -23,12 +24,12 @@ use crate::output::table;
 pub struct BackfillArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// First logical date: YYYY-MM-DD (midnight UTC) or an RFC 3339 time
+    /// First logical date: YYYY-MM-DD (midnight in the DAG's `timezone`) or an RFC 3339 time
     #[arg(long, value_parser = parse_date)]
-    pub from: DateTime<Utc>,
+    pub from: Moment,
     /// Last logical date, inclusive
     #[arg(long, value_parser = parse_date)]
-    pub to: DateTime<Utc>,
+    pub to: Moment,
     /// Dates that already have a run: skip them (none), rerun failed or cancelled ones
     /// (failed), or rerun all
     #[arg(long, default_value = "none", value_parser = ["none", "failed", "all"])]
@@ -41,23 +42,33 @@ pub struct BackfillArgs {
     pub dry_run: bool,
 }
 
-fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
+/// A `--from`/`--to` bound: a calendar day, read on the DAG's clock once the DAG is known,
+/// or an instant.
+#[derive(Clone, Copy, Debug)]
+pub enum Moment {
+    Day(NaiveDate),
+    At(DateTime<Utc>),
+}
+
+impl Moment {
+    fn on(self, schedule: &Schedule) -> DateTime<Utc> {
+        match self {
+            Moment::Day(day) => schedule.start_of(day),
+            Moment::At(at) => at,
+        }
+    }
+}
+
+fn parse_date(text: &str) -> Result<Moment, String> {
     if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+        return Ok(Moment::Day(day));
     }
     DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
+        .map(|t| Moment::At(t.with_timezone(&Utc)))
         .map_err(|_| format!("`{text}` is not a date: use YYYY-MM-DD or RFC 3339"))
 }
 
 pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitCode> {
-    if args.from > args.to {
-        bail!(
-            "--from {} is after --to {}; nothing was queued",
-            logical_text(args.from),
-            logical_text(args.to)
-        );
-    }
     let dag = match resolve_dag(store, &args.run).await? {
         Ok(dag) => dag,
         Err(rendered) => {
@@ -66,25 +77,29 @@ pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitC
             return Ok(ExitCode::FAILURE);
         }
     };
-    let Some(cron) = dag
-        .schedule
-        .as_deref()
-        .and_then(|s| amdahl_dags::schedule::parse_cron(s).ok())
-    else {
+    let Some(cron) = dag.cron() else {
         bail!(
             "DAG `{}` has no `schedule:`; a backfill cuts its range at the schedule's ticks",
             dag.id
         );
     };
-    let dates = backfill::dates(&cron, args.from, args.to).map_err(anyhow::Error::msg)?;
+    let (from, to) = (args.from.on(&cron), args.to.on(&cron));
+    if from > to {
+        bail!(
+            "--from {} is after --to {}; nothing was queued",
+            logical_text(from),
+            logical_text(to)
+        );
+    }
+    let dates = backfill::dates(&cron, from, to).map_err(anyhow::Error::msg)?;
     // Like the scheduler's own runs, a date's run needs its interval to have ended.
     let now = SystemClock.now_ms();
     let now_time = DateTime::from_timestamp_millis(now).unwrap_or_default();
     let (dates, open) = backfill::ended(&cron, dates, now_time);
     if let Some(first_open) = open.first() {
         let ends = cron
-            .find_next_occurrence(first_open, false)
-            .map_or_else(|_| "later".to_string(), logical_text);
+            .next(first_open, false)
+            .map_or_else(|| "later".to_string(), logical_text);
         if dates.is_empty() {
             bail!(
                 "no interval in the range has ended yet: the first, from {}, ends at {ends}; \
@@ -104,8 +119,8 @@ pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitC
         bail!(
             "the schedule `{}` has no tick between {} and {}; nothing was queued",
             dag.schedule.as_deref().unwrap_or_default(),
-            logical_text(args.from),
-            logical_text(args.to)
+            logical_text(from),
+            logical_text(to)
         );
     }
     let params =
@@ -135,11 +150,24 @@ pub async fn backfill(store: &Store, args: BackfillArgs) -> anyhow::Result<ExitC
                     (false, Some(state)) => format!("skip (a run is {state})"),
                     (false, None) => "skip".to_string(),
                 };
-                vec![logical_text(d.logical), action]
+                let mut row = vec![logical_text(d.logical)];
+                if !cron.is_utc() {
+                    row.push(cron.local_text(d.logical));
+                }
+                row.push(action);
+                row
             })
             .collect();
-        print!("{}", table(&["LOGICAL DATE", "ACTION"], &rows));
-        let runs = rows.iter().filter(|r| r[1].starts_with("run")).count();
+        let headers: &[&str] = if cron.is_utc() {
+            &["LOGICAL DATE", "ACTION"]
+        } else {
+            &["LOGICAL DATE", "LOCAL TIME", "ACTION"]
+        };
+        print!("{}", table(headers, &rows));
+        let runs = rows
+            .iter()
+            .filter(|r| r.last().is_some_and(|a| a.starts_with("run")))
+            .count();
         println!(
             "dry run: {runs} run(s) of `{}`, at most {} at a time; nothing was changed",
             dag.id, args.max_active_runs

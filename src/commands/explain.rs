@@ -102,12 +102,7 @@ pub async fn explain(args: &ExplainArgs, database_url: Option<String>) -> anyhow
         },
     };
     let params = amdahl_dags::params::resolve(&dag, &args.params).map_err(anyhow::Error::msg)?;
-    let context = RunContext {
-        dag_id: dag.id.clone(),
-        run_id: 0,
-        logical_date: "2026-01-01T00:00:00Z".into(),
-        params,
-    };
+    let context = RunContext::new(&dag, 0, "2026-01-01T00:00:00Z".into(), params);
     let graph = match amdahl_planner::estimate::estimate(&dag, &context).await {
         Ok(graph) => graph,
         Err(e) => bail!("cannot estimate `{}`: {e}", dag.id),

@@ -211,6 +211,8 @@ pub struct DagDto {
     pub version: String,
     /// Cron expression or `@daily`…, when the DAG runs on a schedule.
     pub schedule: Option<String>,
+    /// The IANA time zone the schedule is read in (`UTC` unless the DAG sets `timezone:`).
+    pub timezone: Option<String>,
     /// When the scheduler will create its next scheduled run (ms since the epoch); absent
     /// for unscheduled or paused DAGs.
     pub next_run_at_ms: Option<i64>,
@@ -246,6 +248,7 @@ async fn list_dags(
             },
         };
         let schedule = parsed.as_ref().and_then(|dag| dag.schedule.clone());
+        let timezone = parsed.as_ref().map(|dag| dag.timezone.name().to_string());
         let next_run_at_ms = match (&parsed, d.paused) {
             (Some(dag), false) => next_run(dag, now),
             _ => None,
@@ -259,6 +262,7 @@ async fn list_dags(
             source_path: d.source_path,
             version: d.latest_hash.chars().take(12).collect(),
             schedule,
+            timezone,
             next_run_at_ms,
         });
     }
@@ -266,11 +270,8 @@ async fn list_dags(
 }
 
 fn next_run(dag: &Dag, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
-    let cron = amdahl_dags::schedule::parse_cron(dag.schedule.as_deref()?).ok()?;
-    let start = dag
-        .start_date
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map_or(now, |d| d.and_utc());
+    let cron = dag.cron()?;
+    let start = dag.start().unwrap_or(now);
     amdahl_scheduler::triggers::next_run_at(&cron, start, now).map(|t| t.timestamp_millis())
 }
 
@@ -351,6 +352,7 @@ async fn dag(
             source_path: summary.source_path,
             version: summary.latest_hash.chars().take(12).collect(),
             schedule: schedule.clone(),
+            timezone: loaded.as_ref().map(|dag| dag.timezone.name().to_string()),
             recent_run_states: runs
                 .iter()
                 .take(RECENT_RUNS as usize)

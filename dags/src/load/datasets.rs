@@ -5,13 +5,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::Cx;
-use crate::model::{Dataset, DatasetFormat, Location, OBJECT_OPTIONS};
+use crate::model::{Dataset, DatasetFormat, Location, OBJECT_OPTIONS, Output, OutputMode};
+use crate::template::RunContext;
 use crate::yaml::{Node, Span, Value};
 
 pub const DATASET_KEYS: &[&str] = &["uri", "format", "options"];
+/// Keys of a task's `output:`.
+pub const OUTPUT_KEYS: &[&str] = &["uri", "mode", "format", "options"];
 
 impl Cx {
-    pub(super) fn datasets(&mut self, node: &Node, base_dir: &Path) -> BTreeMap<String, Dataset> {
+    pub(super) fn datasets(
+        &mut self,
+        node: &Node,
+        base_dir: &Path,
+        ctx: &RunContext,
+    ) -> BTreeMap<String, Dataset> {
         let mut out = BTreeMap::new();
         for (name, key, value) in self.entries(node, "datasets", None).unwrap_or_default() {
             let valid = self.id(key, name, "dataset");
@@ -20,8 +28,19 @@ impl Cx {
                 continue;
             };
             let field = |k: &str| fields.iter().find(|(f, _, _)| *f == k).map(|(_, _, v)| *v);
+            // A templated `uri` (`s3://lake/raw/dt={{ ds }}/`) names each run's own data:
+            // checked here for a sample run, rendered for each run when its tasks start.
+            let mut templated = false;
             let uri = match field("uri") {
-                Some(n) => self.string(n, &format!("{what}.uri")).map(|u| (u, n.span)),
+                Some(n) => self.string(n, &format!("{what}.uri")).and_then(|u| {
+                    if !(u.contains("{{") || u.contains("{%")) {
+                        return Some((u, n.span));
+                    }
+                    templated = true;
+                    let located = self.located(n, &format!("{what}.uri"))?;
+                    let sample = self.template(&located, ctx)?;
+                    Some((sample, n.span))
+                }),
                 None => {
                     self.error(key.span, format!("dataset `{name}` needs a `uri`"));
                     None
@@ -67,6 +86,7 @@ impl Cx {
                 (location, None) => location,
             };
             if let Location::Local(path) = &location
+                && !templated
                 && !path.exists()
             {
                 let shown = if Path::new(uri.split_once("://").map_or(uri.as_str(), |(_, p)| p))
@@ -89,7 +109,11 @@ impl Cx {
                 name.to_string(),
                 Dataset {
                     name: name.to_string(),
-                    uri,
+                    uri: match field("uri").and_then(|n| n.scalar_text()) {
+                        Some(written) if templated => written,
+                        _ => uri,
+                    },
+                    templated,
                     location,
                     format,
                     span: key.span,
@@ -97,6 +121,87 @@ impl Cx {
             );
         }
         out
+    }
+
+    /// A task's `output: { uri, mode, format, options }`.
+    pub(super) fn output(
+        &mut self,
+        node: &Node,
+        what: &str,
+        ctx: &RunContext,
+        base_dir: &Path,
+    ) -> Option<Output> {
+        let what = format!("{what}.output");
+        let fields = self.entries(node, &what, Some(OUTPUT_KEYS))?;
+        let field = |k: &str| fields.iter().find(|(f, _, _)| *f == k).map(|(_, _, v)| *v);
+        let Some(uri_node) = field("uri") else {
+            self.error_help(
+                node.span,
+                format!("`{what}` needs a `uri`"),
+                "write e.g. `output: { uri: \"s3://lake/revenue/dt={{ ds }}/\" }`",
+            );
+            return None;
+        };
+        let written = self.string(uri_node, &format!("{what}.uri"))?;
+        let templated = written.contains("{{") || written.contains("{%");
+        let sample = if templated {
+            let located = self.located(uri_node, &format!("{what}.uri"))?;
+            self.template(&located, ctx)?
+        } else {
+            written.clone()
+        };
+        let mode = match field("mode") {
+            Some(n) => {
+                let text = self.string(n, &format!("{what}.mode"))?;
+                let parsed = OutputMode::parse(&text);
+                if parsed.is_none() {
+                    self.one_of(n.span, &format!("{what}.mode"), &text, &OutputMode::NAMES);
+                }
+                parsed?
+            }
+            None => OutputMode::default(),
+        };
+        let format = match field("format") {
+            Some(n) => {
+                let text = self.string(n, &format!("{what}.format"))?;
+                let parsed = DatasetFormat::parse(&text);
+                if parsed.is_none() {
+                    self.one_of(
+                        n.span,
+                        &format!("{what}.format"),
+                        &text,
+                        &DatasetFormat::NAMES,
+                    );
+                }
+                parsed?
+            }
+            None => DatasetFormat::Parquet,
+        };
+        let location = self.resolve_uri(&sample, uri_node.span, base_dir)?;
+        let location = match (location, field("options")) {
+            (Location::Object(mut object), Some(n)) => {
+                object.options = self.object_options(n, &what);
+                Location::Object(object)
+            }
+            (Location::Local(_), Some(n)) => {
+                self.error(
+                    n.span,
+                    format!(
+                        "`{what}.options` are settings for object storage; `{written}` is a local path"
+                    ),
+                );
+                return None;
+            }
+            (location, None) => location,
+        };
+        Some(Output {
+            uri: written,
+            templated,
+            location,
+            mode,
+            format,
+            span: node.span,
+        })
     }
 
     /// A dataset's `options:` for object storage: known settings only, never credentials.

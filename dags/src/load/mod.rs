@@ -37,6 +37,7 @@ pub const DAG_KEYS: &[&str] = &[
     "dag",
     "description",
     "schedule",
+    "timezone",
     "start_date",
     "catchup",
     "max_active_runs",
@@ -260,6 +261,14 @@ impl Cx {
                 }
             }
         });
+        let timezone = get("timezone")
+            .and_then(|n| {
+                let text = self.string(n, "timezone")?;
+                crate::schedule::parse_zone(text.trim())
+                    .map_err(|e| self.error(n.span, e))
+                    .ok()
+            })
+            .unwrap_or(chrono_tz::Tz::UTC);
         let start_date = get("start_date").and_then(|n| {
             let text = n.scalar_text().unwrap_or_default();
             match chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
@@ -292,8 +301,17 @@ impl Cx {
         let defaults = get("defaults")
             .map(|n| self.defaults(n))
             .unwrap_or_default();
+        // A sample run, for checking templates (the DAG is not built yet).
+        let ctx = RunContext {
+            dag_id: id.clone().unwrap_or_default(),
+            run_id: 0,
+            logical_date: "2026-01-01T00:00:00Z".into(),
+            params: params.clone(),
+            ds: "2026-01-01".into(),
+            data_interval_end: "2026-01-02T00:00:00Z".into(),
+        };
         let datasets = get("datasets")
-            .map(|n| self.datasets(n, &source.base_dir))
+            .map(|n| self.datasets(n, &source.base_dir, &ctx))
             .unwrap_or_default();
 
         let secrets = get("secrets")
@@ -321,16 +339,15 @@ impl Cx {
             ),
             _ => {}
         }
-        let ctx = RunContext {
-            dag_id: id.clone().unwrap_or_default(),
-            run_id: 0,
-            logical_date: "2026-01-01T00:00:00Z".into(),
-            params: params.clone(),
-        };
         let tasks = match get("tasks") {
             Some(node) => {
                 let scheduled = get_key("schedule").is_some();
-                self.tasks(node, &defaults, &datasets, &ctx, &scope, scheduled)
+                let facts = tasks::DagFacts {
+                    datasets: &datasets,
+                    scheduled,
+                    base_dir: &source.base_dir,
+                };
+                self.tasks(node, &defaults, &facts, &ctx, &scope)
             }
             None => {
                 self.error(root.span, "missing required key `tasks`");
@@ -348,6 +365,7 @@ impl Cx {
             id: id?,
             description,
             schedule,
+            timezone,
             start_date,
             catchup,
             max_active_runs,

@@ -27,6 +27,8 @@ pub const TASK_KEYS: &[&str] = &[
     "priority",
     "shards",
     "engine",
+    "produces_data",
+    "output",
     "sql",
     "shell",
     "generate",
@@ -50,11 +52,11 @@ impl Cx {
         &mut self,
         node: &Node,
         defaults: &Defaults,
-        datasets: &BTreeMap<String, Dataset>,
+        dag: &DagFacts<'_>,
         ctx: &RunContext,
         scope: &NoticeScope<'_>,
-        scheduled: bool,
     ) -> Vec<(Task, Vec<(String, Span)>)> {
+        let datasets = dag.datasets;
         let mut out = Vec::new();
         let entries = self.entries(node, "tasks", None).unwrap_or_default();
         if entries.len() > MAX_TASKS {
@@ -80,7 +82,8 @@ impl Cx {
                 tasks: &ids,
                 datasets,
                 scope,
-                scheduled,
+                scheduled: dag.scheduled,
+                base_dir: dag.base_dir,
             };
             if let Some(task) = self.task(id, key, value, defaults, &known, ctx)
                 && valid
@@ -265,6 +268,19 @@ impl Cx {
             None => Some((defaults.engine.unwrap_or_default(), None)),
         };
 
+        let output = match field("output") {
+            Some(n) => self
+                .output(n, &what, ctx, known.base_dir)
+                .map(|o| Some((o, n.span))),
+            None => Some(None),
+        };
+        let shell_output = match field("produces_data") {
+            Some(n) => self
+                .boolean(n, &format!("{what}.produces_data"))
+                .map(|b| (b, Some(n))),
+            None => Some((false, None)),
+        };
+
         let kinds: Vec<(&str, &Node, &Node)> = fields
             .iter()
             .filter(|(k, _, _)| KIND_KEYS.contains(k))
@@ -315,6 +331,42 @@ impl Cx {
             }
         };
 
+        // Only a command's output is its own choice; every other kind writes its result.
+        if let (Some((true, Some(node))), Some(kind)) = (shell_output, &kind)
+            && !matches!(kind, TaskKind::Shell(_))
+        {
+            self.error_help(
+                node.span,
+                format!(
+                    "`produces_data` on a `{}` task; only a `shell` task says whether it writes \
+                     a dataset (every `{}` task's result is its output)",
+                    kind.name(),
+                    kind.name()
+                ),
+                "remove `produces_data`",
+            );
+            ok = false;
+        }
+        // Only a task with a result has one to write out.
+        if let (Some(Some((_, span))), Some(kind)) = (&output, &kind) {
+            let writes = match kind {
+                TaskKind::Shell(_) => shell_output.is_some_and(|(b, _)| b),
+                TaskKind::Empty => false,
+                _ => true,
+            };
+            if !writes {
+                self.error_help(
+                    *span,
+                    format!("`output` on a task of kind `{}`, which has no result to write", kind.name()),
+                    if matches!(kind, TaskKind::Shell(_)) {
+                        "add `produces_data: true` if the command writes one into $AMDAHL_OUTPUT_DIR"
+                    } else {
+                        "remove `output`"
+                    },
+                );
+                ok = false;
+            }
+        }
         // Only a query's input can be split into parts and the parts' results combined.
         if let (Some((shards, Some(node))), Some(kind)) = (shards, &kind)
             && shards > 1
@@ -374,6 +426,8 @@ impl Cx {
             priority: priority?,
             shards: shards?.0,
             engine: engine?,
+            shell_output: shell_output?.0,
+            output: output?.map(|(o, _)| o),
             kind: kind?,
             span: key.span,
         };
@@ -383,10 +437,21 @@ impl Cx {
 
 /// The names a task may refer to: the DAG's task ids, its datasets, and what its
 /// notification templates may use.
+/// What the tasks of a DAG are checked against, besides each other.
+pub(super) struct DagFacts<'a> {
+    pub datasets: &'a BTreeMap<String, Dataset>,
+    /// Whether the DAG has a schedule (which `depends_on_past` needs).
+    pub scheduled: bool,
+    /// The DAG file's folder.
+    pub base_dir: &'a std::path::Path,
+}
+
 struct Known<'a> {
     tasks: &'a HashSet<&'a str>,
     datasets: &'a BTreeMap<String, Dataset>,
     scope: &'a NoticeScope<'a>,
     /// Whether the DAG has a schedule (which `depends_on_past` needs).
     scheduled: bool,
+    /// The DAG file's folder (relative output paths start there).
+    base_dir: &'a std::path::Path,
 }

@@ -68,6 +68,8 @@ fn context() -> RunContext {
         run_id: 1,
         logical_date: "2026-01-01T00:00:00Z".into(),
         params: Default::default(),
+        ds: "2026-01-01".into(),
+        data_interval_end: "2026-01-01T00:00:00Z".into(),
     }
 }
 

@@ -193,10 +193,8 @@ pub fn deadline_at(dag: &Dag, run: &RunRecord) -> Option<i64> {
                 .ok()?
                 .with_timezone(&chrono::Utc);
             let tick = dag
-                .schedule
-                .as_deref()
-                .and_then(|s| amdahl_dags::schedule::parse_cron(s).ok())
-                .and_then(|cron| cron.find_next_occurrence(&logical, false).ok())
+                .cron()
+                .and_then(|cron| cron.next(&logical, false))
                 .map(|t| t.timestamp_millis());
             match tick {
                 Some(end) if end <= run.created_at_ms => end,

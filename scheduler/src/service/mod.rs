@@ -51,16 +51,12 @@ pub async fn backfill_plan(
             .map(|t| t.with_timezone(&chrono::Utc))
             .map_err(|e| StoreError::Corrupt(format!("backfill {}: `{text}`: {e}", backfill.id)))
     };
-    let cron = dag
-        .schedule
-        .as_deref()
-        .and_then(|s| amdahl_dags::schedule::parse_cron(s).ok())
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "backfill {}: the DAG has no valid schedule",
-                backfill.id
-            ))
-        })?;
+    let cron = dag.cron().ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "backfill {}: the DAG has no valid schedule",
+            backfill.id
+        ))
+    })?;
     let dates = backfill::dates(
         &cron,
         parse(&backfill.from_date)?,

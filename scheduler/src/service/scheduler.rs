@@ -367,10 +367,7 @@ impl SchedulerService {
     /// first is a `Conflict`, which is fine.
     async fn schedule_due_runs(&self) -> Result<(), StoreError> {
         for dag in self.sync_dags().await? {
-            let Some(schedule) = &dag.schedule else {
-                continue;
-            };
-            let Ok(cron) = amdahl_dags::schedule::parse_cron(schedule) else {
+            let Some(cron) = dag.cron() else {
                 continue;
             };
             if self.store.is_paused(&dag.id).await? {
@@ -382,10 +379,7 @@ impl SchedulerService {
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&chrono::Utc));
             // Without a start date there is nothing to catch up from.
-            let start = dag
-                .start_date
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map_or(chrono::DateTime::UNIX_EPOCH, |d| d.and_utc());
+            let start = dag.start().unwrap_or(chrono::DateTime::UNIX_EPOCH);
             let view = ScheduleView {
                 cron: &cron,
                 start,

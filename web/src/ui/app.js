@@ -126,6 +126,11 @@ function importErrors(errors) {
     el("details", {}, el("summary", {}, "every problem"), el("pre", {}, e.details)))));
 }
 
+// A schedule with its zone when the DAG is not on UTC: `0 6 * * * (Europe/Paris)`.
+function scheduleText(d) {
+  return d.timezone && d.timezone !== "UTC" ? `${d.schedule} (${d.timezone})` : d.schedule;
+}
+
 async function dagsPage() {
   const [dags, me, errors] = await Promise.all([api("/api/v1/dags"), api("/api/v1/me"), api("/api/v1/import-errors")]);
   const admin = me.role === "admin";
@@ -134,7 +139,7 @@ async function dagsPage() {
     el("td", { class: "recent" }, d.recent_run_states.length
       ? d.recent_run_states.slice().reverse().map((s) => el("span", { class: `dot ${s}`, title: s })) : "–"),
     el("td", {}, d.runs),
-    el("td", {}, d.schedule || "–"),
+    el("td", {}, d.schedule ? scheduleText(d) : "–"),
     el("td", { class: "next-run" }, d.next_run_at_ms ? time(d.next_run_at_ms) : "–"),
     el("td", {}, d.paused ? "paused" : "active",
       admin ? el("button", { class: "pause", onclick: async () => {
@@ -303,7 +308,7 @@ async function dagPage(dagId) {
   };
   await page(null, 0);
   show(el("h1", {}, `DAG ${detail.dag.dag_id}`),
-    el("p", { class: "note" }, detail.description || "", detail.schedule ? ` · schedule ${detail.schedule}` : "", detail.dag.paused ? " · paused" : ""),
+    el("p", { class: "note" }, detail.description || "", detail.schedule ? ` · schedule ${scheduleText(detail.dag)}` : "", detail.dag.paused ? " · paused" : ""),
     el("h2", {}, "Runs × tasks"), gridBox,
     el("h2", {}, "Graph"), graph(detail.tasks, {}),
     trigger,
