@@ -69,47 +69,37 @@ impl Policy {
         let Some(roots) = &self.roots else {
             return Ok(());
         };
-        let mut reads: Vec<(String, &Path)> = stage
+        // What the stage reads (tables, a model) and writes (`output:`), each as the start
+        // of the refusal that names it.
+        let mut paths: Vec<(String, &Path)> = stage
             .inputs
             .iter()
             .filter_map(|input| match &input.location {
-                Location::Local(path) => Some((format!("table `{}`", input.name), path.as_path())),
+                Location::Local(path) => {
+                    Some((format!("table `{}` reads", input.name), path.as_path()))
+                }
                 Location::Object(_) => None,
             })
             .collect();
         let model;
         if let Work::Score { model: path, .. } = &stage.work {
             model = stage.work_dir.join(path);
-            reads.push(("the model".to_string(), &model));
+            paths.push(("the model reads".to_string(), &model));
         }
-        // `output:` writes there: the same roots bound it.
         if let Some(crate::export::Export {
             location: Location::Local(path),
             ..
         }) = &stage.export
         {
-            let resolved = resolve(&stage.work_dir.join(path));
-            if !roots.iter().any(|root| resolved.starts_with(root)) {
-                return Err(StageError::Failed(format!(
-                    "the task's output goes to {} ({}), outside the folders this deployment \
-                     allows tasks to use: {} (--file-root); nothing was run",
-                    path.display(),
-                    resolved.display(),
-                    roots
-                        .iter()
-                        .map(|r| r.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
+            paths.push(("the task's output goes to".to_string(), path));
         }
-        for (what, path) in reads {
+        for (what, path) in paths {
             let path = stage.work_dir.join(path);
             let resolved = resolve(&path);
             if !roots.iter().any(|root| resolved.starts_with(root)) {
                 return Err(StageError::Failed(format!(
-                    "{what} reads {} ({}), outside the folders this deployment allows tasks to \
-                     read: {} (--file-root); nothing was run",
+                    "{what} {} ({}), outside the folders this deployment allows tasks to \
+                     use: {} (--file-root); nothing was run",
                     path.display(),
                     resolved.display(),
                     roots

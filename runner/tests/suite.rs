@@ -514,6 +514,46 @@ fn worker(
     ))
 }
 
+/// Creates a manual run of `dag` and lets one worker (on `data_root`) carry it out while this
+/// process plays the scheduler; returns how the run ended (`Queued` if it did not in 30 s).
+async fn run_through_a_worker(
+    store: &Store,
+    dag: &amdahl_dags::Dag,
+    data_root: &std::path::Path,
+) -> (i64, RunState) {
+    use amdahl_scheduler::runs::{RunOrigin, create_run};
+    use amdahl_scheduler::service::{Moved, advance};
+    let run_id = create_run(
+        store,
+        &SystemClock,
+        dag,
+        &std::collections::BTreeMap::new(),
+        RunOrigin::Manual,
+    )
+    .await
+    .unwrap();
+    let worker = worker(store, data_root, "worker", false, Duration::from_secs(30));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let mut state = RunState::Queued;
+    for _ in 0..600 {
+        let run = store.run(run_id).await.unwrap().unwrap();
+        if run.state.is_terminal() {
+            state = run.state;
+            break;
+        }
+        advance(store, &SystemClock, run, false, &mut Moved::default())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    let _ = running.await;
+    (run_id, state)
+}
+
 fn runner(store: &Store, data_root: &std::path::Path) -> LocalRunner {
     LocalRunner {
         store: store.clone(),

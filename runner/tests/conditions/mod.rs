@@ -3,17 +3,12 @@
 //! succeeds and says why), and downstream tasks follow their trigger rules; more than one row
 //! fails the attempt.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use amdahl_dags::{Dag, load_bytes};
 use amdahl_runner::Quiet;
-use amdahl_scheduler::runs::{RunOrigin, create_run};
-use amdahl_scheduler::service::{Moved, advance};
 use amdahl_scheduler::store::Store;
-use amdahl_scheduler::{AttemptState, RunState, SystemClock, TaskState};
+use amdahl_scheduler::{AttemptState, RunState, TaskState};
 
-use super::{TestDb, runner, worker};
+use super::{TestDb, run_through_a_worker, runner};
 
 const DAG: &str = r#"
 dag: guarded
@@ -138,34 +133,7 @@ pub async fn a_worker_skips_a_task_whose_when_sql_is_false(db: &TestDb) {
     let store = db.store().await;
     let dir = tempfile::tempdir().unwrap();
     let dag = dag(dir.path(), "");
-    let run_id = create_run(
-        &store,
-        &SystemClock,
-        &dag,
-        &BTreeMap::new(),
-        RunOrigin::Manual,
-    )
-    .await
-    .unwrap();
-    let worker = worker(&store, dir.path(), "worker", false, Duration::from_secs(30));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
-    let mut state = RunState::Queued;
-    for _ in 0..600 {
-        let run = store.run(run_id).await.unwrap().unwrap();
-        if run.state.is_terminal() {
-            state = run.state;
-            break;
-        }
-        advance(&store, &SystemClock, run, false, &mut Moved::default())
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = stop.send(());
-    let _ = running.await;
+    let (run_id, state) = run_through_a_worker(&store, &dag, dir.path()).await;
     assert_eq!(state, RunState::Success);
     assert_guarded(&store, run_id).await;
 }

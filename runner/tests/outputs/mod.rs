@@ -3,17 +3,12 @@
 //! task's output, read downstream by the task's name; a command that writes nothing usable,
 //! or fails, publishes nothing.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use amdahl_dags::load_bytes;
 use amdahl_runner::Quiet;
-use amdahl_scheduler::runs::{RunOrigin, create_run};
-use amdahl_scheduler::service::{Moved, advance};
 use amdahl_scheduler::store::Store;
-use amdahl_scheduler::{RunState, SystemClock, TaskState};
+use amdahl_scheduler::{RunState, TaskState};
 
-use super::{TestDb, runner, worker};
+use super::{TestDb, run_through_a_worker, runner};
 
 /// `csv` writes a CSV file; `copied` copies an upstream query's Parquet part; both are read
 /// by SQL downstream, and `both` joins them.
@@ -140,36 +135,28 @@ pub async fn a_worker_publishes_a_commands_output(db: &TestDb) {
     let store = db.store().await;
     let dir = tempfile::tempdir().unwrap();
     let dag = load_bytes("commands.yaml", dir.path(), DAG.as_bytes()).unwrap();
-    let run_id = create_run(
-        &store,
-        &SystemClock,
-        &dag,
-        &BTreeMap::new(),
-        RunOrigin::Manual,
-    )
-    .await
-    .unwrap();
-    let worker = worker(&store, dir.path(), "worker", false, Duration::from_secs(30));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
-    let mut state = RunState::Queued;
-    for _ in 0..600 {
-        let run = store.run(run_id).await.unwrap().unwrap();
-        if run.state.is_terminal() {
-            state = run.state;
-            break;
-        }
-        advance(&store, &SystemClock, run, false, &mut Moved::default())
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = stop.send(());
-    let _ = running.await;
+    let (run_id, state) = run_through_a_worker(&store, &dag, dir.path()).await;
     assert_eq!(state, RunState::Success);
     assert_outputs(&store, run_id).await;
+}
+
+/// Two runs of `dag`, one after the other, in process.
+async fn run_twice(
+    store: &Store,
+    dag: &amdahl_dags::Dag,
+    data_root: &std::path::Path,
+) -> (i64, i64) {
+    let runner = runner(store, data_root);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let run_id = runner.create_run(dag, &dag.params).await.unwrap();
+        runner
+            .drive(dag, run_id, &Quiet, std::future::pending())
+            .await
+            .unwrap();
+        runs.push(run_id);
+    }
+    (runs[0], runs[1])
 }
 
 /// The names in a folder, sorted.
@@ -222,17 +209,7 @@ tasks:
     );
     let dag = load_bytes("exports.yaml", dir.path(), yaml.as_bytes())
         .unwrap_or_else(|e| panic!("{}", e.render()));
-    let runner = runner(&store, &dir.path().join("data"));
-    let mut runs = Vec::new();
-    for _ in 0..2 {
-        let run_id = runner.create_run(&dag, &dag.params).await.unwrap();
-        runner
-            .drive(&dag, run_id, &Quiet, std::future::pending())
-            .await
-            .unwrap();
-        runs.push(run_id);
-    }
-    let (first, second) = (runs[0], runs[1]);
+    let (first, second) = run_twice(&store, &dag, &dir.path().join("data")).await;
     let ds = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let revenue = lake.join("revenue").join(format!("dt={ds}"));
     let file = |run: i64, ext: &str| format!("run-{run}-attempt-1-part-0.{ext}");
@@ -332,17 +309,7 @@ tasks:
     );
     let dag = load_bytes("s3_exports.yaml", dir.path(), yaml.as_bytes())
         .unwrap_or_else(|e| panic!("{}", e.render()));
-    let runner = runner(&store, &dir.path().join("data"));
-    let mut runs = Vec::new();
-    for _ in 0..2 {
-        let run_id = runner.create_run(&dag, &dag.params).await.unwrap();
-        runner
-            .drive(&dag, run_id, &Quiet, std::future::pending())
-            .await
-            .unwrap();
-        runs.push(run_id);
-    }
-    let (first, second) = (runs[0], runs[1]);
+    let (first, second) = run_twice(&store, &dag, &dir.path().join("data")).await;
     let file = |run: i64| format!("run-{run}-attempt-1-part-0.parquet");
     let location = |url: &str| s3.location(url);
     let objects = |url: &'static str| {
