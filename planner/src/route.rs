@@ -41,6 +41,10 @@ pub enum Route {
 pub struct Routed {
     pub route: Route,
     pub placement: Option<Placement>,
+    /// Why the route is what it is, in one line, whatever it is (pinned by the DAG, a kind
+    /// with no GPU path, no usable GPU here and why, placement's reason, the input size rule):
+    /// an attempt always says why it ran where it did.
+    pub why: String,
 }
 
 impl Routed {
@@ -120,9 +124,10 @@ pub fn route(
     input_bytes: impl FnOnce() -> u64,
 ) -> Routed {
     let placement = ask.placement.cloned();
-    let routed = |route| Routed {
+    let routed = |route, why: String| Routed {
         route,
         placement: placement.clone(),
+        why,
     };
     if !ask.gpu_path {
         let note = (ask.device == DevicePreference::Gpu).then(|| {
@@ -131,7 +136,10 @@ pub fn route(
                 ask.kind
             )
         });
-        return routed(Route::Cpu { note });
+        let why = note
+            .clone()
+            .unwrap_or_else(|| format!("{} stages run on the CPU", ask.kind));
+        return routed(Route::Cpu { note }, why);
     }
     if ask.sql {
         let placed_on_cluster = ask.device == DevicePreference::Auto
@@ -139,20 +147,58 @@ pub fn route(
         if ask.engine == Engine::Ballista || placed_on_cluster {
             let note = (ask.device == DevicePreference::Gpu)
                 .then(|| "device: gpu was asked for, but the task runs on Ballista".to_string());
-            return routed(Route::Cluster { note });
+            let why = match (&note, ask.placement) {
+                (Some(note), _) => note.clone(),
+                (None, Some(p)) if placed_on_cluster => p.reason.clone(),
+                _ => "engine: ballista".to_string(),
+            };
+            return routed(Route::Cluster { note }, why);
         }
         if ask.shards > 1 {
             let (lanes, note) = lanes(ask, gpu_problem);
-            return routed(Route::Split {
-                parts: ask.shards,
-                lanes,
-                note,
+            let why = note.clone().unwrap_or_else(|| {
+                format!(
+                    "shards: {} splits the query over {}",
+                    ask.shards,
+                    if lanes.iter().any(|l| l.place == Place::Gpu) {
+                        "the CPU and the GPU"
+                    } else {
+                        "the CPU"
+                    }
+                )
             });
+            return routed(
+                Route::Split {
+                    parts: ask.shards,
+                    lanes,
+                    note,
+                },
+                why,
+            );
         }
     }
-    match gpu_choice(ask, gpu_problem, input_bytes) {
-        Some(asked) => routed(Route::Gpu { asked }),
-        None => routed(Route::Cpu { note: None }),
+    let mut bytes = None;
+    match gpu_choice(ask, gpu_problem, || *bytes.insert(input_bytes())) {
+        Some(asked) => routed(
+            Route::Gpu {
+                asked: asked.clone(),
+            },
+            asked,
+        ),
+        None => {
+            let why = match (ask.device, gpu_problem, ask.placement, bytes) {
+                (DevicePreference::Cpu, _, _, _) => "device: cpu, pinned by the DAG".to_string(),
+                (_, Some(problem), _, _) => format!("no usable GPU on this worker: {problem}"),
+                (_, None, Some(p), _) => p.reason.clone(),
+                (_, None, None, Some(bytes)) => format!(
+                    "device: auto kept the CPU for {} MiB of input (the GPU from {} MiB)",
+                    bytes >> 20,
+                    AUTO_GPU_BYTES >> 20
+                ),
+                _ => "the CPU".to_string(),
+            };
+            routed(Route::Cpu { note: None }, why)
+        }
     }
 }
 
@@ -251,6 +297,58 @@ mod tests {
     const NO_GPU: Option<&str> = Some("no CUDA driver");
     fn never() -> u64 {
         panic!("input sizes are read only for auto stages without a placement")
+    }
+
+    /// Every route says why, whatever it is.
+    #[test]
+    fn every_route_says_why() {
+        let why =
+            |ask: &Ask<'_>, problem: Option<&str>, bytes: u64| route(ask, problem, || bytes).why;
+        let cpu = DevicePreference::Cpu;
+        let auto = DevicePreference::Auto;
+        assert_eq!(
+            why(&ask("shell", auto), None, 0),
+            "shell stages run on the CPU"
+        );
+        assert_eq!(
+            why(&ask("shell", DevicePreference::Gpu), None, 0),
+            "device: gpu was asked for, but shell stages run only on the CPU"
+        );
+        assert_eq!(
+            why(&ask("sql", cpu), None, 0),
+            "device: cpu, pinned by the DAG"
+        );
+        assert_eq!(
+            why(&ask("knn", auto), NO_GPU, 0),
+            "no usable GPU on this worker: no CUDA driver"
+        );
+        assert_eq!(
+            why(&ask("sql", auto), None, 1 << 20),
+            "device: auto kept the CPU for 1 MiB of input (the GPU from 64 MiB)"
+        );
+        assert_eq!(
+            why(&ask("sql", auto), None, AUTO_GPU_BYTES),
+            "device: auto chose the GPU for 64 MiB of input (at least 64 MiB)"
+        );
+        let cpu_placed = placed(Place::Cpu);
+        let placed_ask = Ask {
+            placement: Some(&cpu_placed),
+            ..ask("sql", auto)
+        };
+        assert_eq!(why(&placed_ask, None, 0), "placement chose the CPU");
+        let ballista = Ask {
+            engine: Engine::Ballista,
+            ..ask("sql", auto)
+        };
+        assert_eq!(why(&ballista, None, 0), "engine: ballista");
+        let split = Ask {
+            shards: 4,
+            ..ask("sql", auto)
+        };
+        assert_eq!(
+            why(&split, NO_GPU, 0),
+            "shards: 4 splits the query over the CPU"
+        );
     }
 
     #[test]

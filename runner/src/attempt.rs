@@ -367,12 +367,13 @@ pub async fn execute_attempt(
             }
             stage.route = Some(routed);
             let mut result = env.executors.execute(&stage, &sink).await;
-            // Placement's decision is the attempt's device note unless the executor had a
-            // reason of its own (a fallback).
-            if let (Ok(outcome), Some(placement)) = (&mut result, stage.placement.as_ref())
+            // Why the route is what it is (placement's decision, a pin, no usable GPU…) is
+            // the attempt's device note unless the executor had a reason of its own (a
+            // fallback): every attempt says why it ran where it did.
+            if let (Ok(outcome), Some(routed)) = (&mut result, stage.route.as_ref())
                 && outcome.note.is_none()
             {
-                outcome.note = Some(placement.reason.clone());
+                outcome.note = Some(routed.why.clone());
             }
             match (&result, &stage.output_dir) {
                 // A task skipped by its `when.sql` publishes what it wrote (a SQL task: an

@@ -699,6 +699,18 @@ tasks:
             .iter()
             .all(|t| t.device.map(Place::code) == Some("cpu"))
     );
+    // Every attempt says why it ran where it did, with no GPU or profile to consult.
+    for attempt in store.attempts(run_id).await.unwrap() {
+        let note = attempt.device_note.unwrap_or_default();
+        let expected = if attempt.task_id == "nation" {
+            "generate stages run on the CPU".to_string()
+        } else if amdahl_executors::gpu::usable() {
+            "device: auto".to_string()
+        } else {
+            "no usable GPU on this worker".to_string()
+        };
+        assert!(note.starts_with(&expected), "{}: {note}", attempt.task_id);
+    }
     // Each output is published under the task's name; no attempt folder is left.
     let run_dir = dir.path().join("runs").join(run_id.to_string());
     let mut listed: Vec<String> = std::fs::read_dir(&run_dir)

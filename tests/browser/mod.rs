@@ -265,6 +265,11 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         .await;
         assert!(logs.contains("[1] hello browser"), "{logs}");
         assert!(text_of(&client, "#attempts").await.unwrap().contains("cpu"));
+        // "Why there" is never empty: a shell task says where its kind runs.
+        assert_eq!(
+            text_of(&client, "#attempts td.note").await.as_deref(),
+            Some("shell stages run on the CPU")
+        );
         assert!(text_of(&client, "#sizes").await.unwrap().starts_with("output"));
         assert!(
             text_of(&client, "#rule")
