@@ -248,6 +248,23 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         let counts = text_of(&client, "#counts").await.unwrap();
         assert!(counts.contains("success"), "{counts}");
         screenshot(&client, "3-run").await;
+        // Times are the browser's, with UTC on hover; the page has the icon.
+        let title = client
+            .find(Locator::Css("main p.note time"))
+            .await
+            .unwrap()
+            .attr("title")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(title.ends_with(" UTC"), "{title}");
+        assert!(
+            client
+                .find(Locator::Css("link[rel=icon]"))
+                .await
+                .is_ok(),
+            "a favicon"
+        );
 
         // The task page: attempts with where they ran, and the logs.
         client

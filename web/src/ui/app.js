@@ -78,7 +78,14 @@ async function stream(path, onEvent) {
 
 const state = (s) => el("span", { class: `state ${s}` }, s);
 const device = (d) => (d ? el("span", { class: `device ${d}` }, d) : "–");
-const time = (ms) => (ms ? new Date(ms).toLocaleString() : "–");
+// A moment (ms since the epoch, or RFC 3339 text) in the browser's zone, with UTC on hover.
+function at(value) {
+  const ms = typeof value === "number" ? value : Date.parse(value);
+  if (!value || Number.isNaN(ms)) return value || "–";
+  const iso = new Date(ms).toISOString();
+  return el("time", { datetime: iso, title: iso.replace("T", " ").replace(/\.\d+Z$/, " UTC") },
+    new Date(ms).toLocaleString());
+}
 function duration(from, to) {
   if (!from) return "–";
   const ms = (to || Date.now()) - from;
@@ -140,7 +147,7 @@ async function dagsPage() {
       ? d.recent_run_states.slice().reverse().map((s) => el("span", { class: `dot ${s}`, title: s })) : "–"),
     el("td", {}, d.runs),
     el("td", {}, d.schedule ? scheduleText(d) : "–"),
-    el("td", { class: "next-run" }, d.next_run_at_ms ? time(d.next_run_at_ms) : "–"),
+    el("td", { class: "next-run" }, at(d.next_run_at_ms)),
     el("td", {}, d.paused ? "paused" : "active",
       admin ? el("button", { class: "pause", onclick: async () => {
         await api(`/api/v1/dags/${encodeURIComponent(d.dag_id)}/${d.paused ? "unpause" : "pause"}`, { method: "POST" });
@@ -319,7 +326,7 @@ function runsTable(runs) {
   return el("table", { id: "runs" }, el("tr", {}, ["Run", "DAG", "State", "Logical date", "Started", "Took"].map((h) => el("th", {}, h))),
     runs.map((r) => el("tr", { "data-run": r.run_id },
       el("td", {}, el("a", { href: `#/runs/${r.run_id}` }, r.run_id)), el("td", {}, r.dag_id), el("td", {}, state(r.state)),
-      el("td", {}, r.logical_date), el("td", {}, time(r.started_at_ms)), el("td", {}, duration(r.started_at_ms, r.finished_at_ms)))));
+      el("td", {}, at(r.logical_date)), el("td", {}, at(r.started_at_ms)), el("td", {}, duration(r.started_at_ms, r.finished_at_ms)))));
 }
 
 async function runsPage() {
@@ -399,7 +406,7 @@ function runView(detail, admin) {
     ? el("button", { id: "cancel", onclick: async () => { await api(`/api/v1/runs/${run.run_id}/cancel`, { method: "POST" }); } }, "Cancel run") : null;
   return [
     el("h1", {}, `Run ${run.run_id} of `, el("a", { href: `#/dags/${encodeURIComponent(run.dag_id)}` }, run.dag_id), " ", el("span", { id: "run-state", class: `state ${run.state}` }, run.state)),
-    el("p", { class: "note" }, `logical date ${run.logical_date} · started ${time(run.started_at_ms)} · took ${duration(run.started_at_ms, run.finished_at_ms)}`, run.note ? ` · ${run.note}` : ""),
+    el("p", { class: "note" }, "logical date ", at(run.logical_date), " · started ", at(run.started_at_ms), ` · took ${duration(run.started_at_ms, run.finished_at_ms)}`, run.note ? ` · ${run.note}` : ""),
     cancel,
     el("h2", {}, "Tasks"),
     el("p", { id: "counts" }, `${detail.task_count} task(s): `, Object.entries(detail.counts).map(([s, n]) => `${n} ${s}`).join(" · ")),
