@@ -148,6 +148,9 @@ pub enum RunsCommand {
         /// Only runs of this DAG
         #[arg(long)]
         dag: Option<String>,
+        /// Only runs in this state
+        #[arg(long, value_parser = ["queued", "running", "success", "failed", "cancelled"])]
+        state: Option<String>,
         /// How many runs to show
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,

@@ -2552,6 +2552,22 @@ fn a_deployment_refuses_shell_tasks_and_files_outside_its_roots() {
         "an output inside the root",
     );
     assert!(allowed.join("out").join("_SUCCESS").exists());
+    // The refused runs are the failed ones.
+    let failed = text(&amdahl.run(&["runs", "list", "--state", "failed"]).stdout);
+    assert!(
+        failed.contains("write_out") && failed.contains("dotdot"),
+        "{failed}"
+    );
+    assert!(
+        !failed.contains("write_in") && !failed.contains("success"),
+        "{failed}"
+    );
+    assert!(
+        !amdahl
+            .run(&["runs", "list", "--state", "done"])
+            .status
+            .success()
+    );
     let out = amdahl.run(&["run", &inside, "--file-root", "/no/such/folder"]);
     assert!(!out.status.success());
     assert!(

@@ -1424,7 +1424,10 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
         store.unfinished_runs().await.unwrap(),
         [(run_id, None, Some(1_000))]
     );
-    let runs = store.runs_before(Some("demo"), None, 10).await.unwrap();
+    let runs = store
+        .runs_before(Some("demo"), None, None, 10)
+        .await
+        .unwrap();
     assert_eq!(store.service_runs(None).await.unwrap(), runs);
     assert_eq!(
         (
@@ -1434,6 +1437,19 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             runs[0].created_at_ms
         ),
         (run_id, "h1", RunState::Queued, 1_000)
+    );
+    // Filtered by state: the queued run, and no failed one.
+    let queued = store
+        .runs_before(None, Some(RunState::Queued), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(queued.iter().map(|r| r.id).collect::<Vec<_>>(), [run_id]);
+    assert!(
+        store
+            .runs_before(Some("demo"), Some(RunState::Failed), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
     assert_eq!(store.undecided_tasks(run_id).await.unwrap(), (3, 3));
 

@@ -124,8 +124,13 @@ pub async fn set_paused(store: &Store, dag_id: &str, paused: bool) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn runs_list(store: &Store, dag: Option<&str>, limit: i64) -> anyhow::Result<ExitCode> {
-    let runs = store.list_runs(dag, limit).await?;
+pub async fn runs_list(
+    store: &Store,
+    dag: Option<&str>,
+    state: Option<amdahl_scheduler::RunState>,
+    limit: i64,
+) -> anyhow::Result<ExitCode> {
+    let runs = store.runs_before(dag, state, None, limit).await?;
     if runs.is_empty() {
         println!("no runs");
         return Ok(ExitCode::SUCCESS);

@@ -70,9 +70,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scheduler(args) => service::scheduler(&store, args).await,
         Command::Worker(args) => service::worker(&store, &settings, &owner, args).await,
         Command::Standalone(args) => service::standalone(&store, &settings, &owner, args).await,
-        Command::Runs(RunsCommand::List { dag, limit }) => {
+        Command::Runs(RunsCommand::List { dag, state, limit }) => {
             reap(&store, &owner).await?;
-            inspect::runs_list(&store, dag.as_deref(), limit).await
+            let state = state.as_deref().and_then(amdahl_scheduler::RunState::parse);
+            inspect::runs_list(&store, dag.as_deref(), state, limit).await
         }
         Command::Runs(RunsCommand::Show { run_id }) => {
             reap(&store, &owner).await?;

@@ -544,6 +544,55 @@ fn the_ui_shows_a_failure_its_notification_and_import_errors() {
         assert_eq!(hook.requests().len(), 1);
         screenshot(&client, "9-failed-run-notified").await;
 
+        // The runs list, filtered by DAG and state through its address; its selects show
+        // the filter (read once the page for that filter is drawn, never a stale table).
+        let rows = |dag: &'static str, state: &'static str| {
+            let client = &client;
+            let base = &base;
+            async move {
+                let mut query = Vec::new();
+                if !dag.is_empty() {
+                    query.push(format!("dag={dag}"));
+                }
+                if !state.is_empty() {
+                    query.push(format!("state={state}"));
+                }
+                client
+                    .goto(&format!("{base}#/runs?{}", query.join("&")))
+                    .await
+                    .unwrap();
+                until(Duration::from_secs(10), "the filtered runs", || async {
+                    let value = |css: &'static str| async move {
+                        client
+                            .find(Locator::Css(css))
+                            .await
+                            .ok()?
+                            .prop("value")
+                            .await
+                            .ok()?
+                    };
+                    if value("#filter-dag").await? != dag || value("#filter-state").await? != state
+                    {
+                        return None;
+                    }
+                    let rows = client
+                        .find_all(Locator::Css("#runs tr[data-run]"))
+                        .await
+                        .ok()?;
+                    let mut ids = Vec::new();
+                    for row in rows {
+                        ids.push(row.attr("data-run").await.ok()??);
+                    }
+                    Some(ids)
+                })
+                .await
+            }
+        };
+        assert_eq!(rows("", "failed").await, ["1"]);
+        assert_eq!(rows("alerting", "failed").await, ["1"]);
+        assert!(rows("", "success").await.is_empty());
+        assert!(rows("broken", "").await.is_empty());
+
         // Fixed: the banner goes.
         std::fs::write(&broken, "dag: broken\ntasks:\n  one:\n    shell: echo hi\n").unwrap();
         client.goto(&base).await.unwrap();

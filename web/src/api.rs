@@ -462,7 +462,7 @@ async fn grid(
     // One more than asked: whether there is a next page.
     let mut runs = state
         .store
-        .runs_before(Some(&dag_id), query.before, limit + 1)
+        .runs_before(Some(&dag_id), None, query.before, limit + 1)
         .await
         .map_err(ApiError::internal)?;
     let more = runs.len() as i64 > limit;

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use amdahl_scheduler::store::{
     AttemptRecord, NotificationRecord, RunRecord, StateCount, TaskRecord,
 };
-use amdahl_scheduler::{Clock, SystemClock};
+use amdahl_scheduler::{Clock, RunState, SystemClock};
 
 use crate::auth::Caller;
 use crate::extract::{ErrorDto, optional_json, page_limit, path_error};
@@ -68,12 +68,14 @@ impl From<RunRecord> for RunDto {
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     dag: Option<String>,
+    state: Option<String>,
     limit: Option<i64>,
     before: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/v1/runs", params(
     ("dag" = Option<String>, Query, description = "only this DAG's runs"),
+    ("state" = Option<String>, Query, pattern = "^(queued|running|success|failed|cancelled)$", description = "only runs in this state: queued, running, success, failed or cancelled"),
     ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "at most this many, newest first (1–1000, default 100)"),
     ("before" = Option<i64>, Query, description = "only runs older than this run id (the next page)")),
     responses((status = 200, body = [RunDto]), (status = 400, body = ErrorDto)))]
@@ -84,9 +86,22 @@ pub(crate) async fn list_runs(
 ) -> Result<Json<Vec<RunDto>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page_limit("limit", query.limit, 100)?;
+    let wanted = match query.state.as_deref() {
+        None => None,
+        Some(text) => Some(RunState::parse(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`state` must be one of {}; found `{text}`",
+                RunState::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+    };
     let runs = state
         .store
-        .runs_before(query.dag.as_deref(), query.before, limit)
+        .runs_before(query.dag.as_deref(), wanted, query.before, limit)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(runs.into_iter().map(RunDto::from).collect()))

@@ -223,6 +223,27 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(runs.as_array().unwrap().len(), 1);
+    // By state: the successful run, and no failed one.
+    for (filter, count) in [("success", 1), ("failed", 0)] {
+        let (status, runs) = api
+            .call(
+                "GET",
+                &format!("/api/v1/runs?dag=greet&state={filter}"),
+                viewer,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(runs.as_array().unwrap().len(), count, "{filter}");
+    }
+    let (status, body) = api
+        .call("GET", "/api/v1/runs?state=done", viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&body).contains("`state` must be one of queued, running"),
+        "{body}"
+    );
     for bad in [
         "/api/v1/runs?limit=0",
         "/api/v1/runs?limit=5000",

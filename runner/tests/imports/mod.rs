@@ -27,7 +27,7 @@ const BROKEN: &str = "dag: hourly\nschedule: \"@hourly\"\nstart_date: 2026-01-01
 
 async fn runs(store: &Store) -> usize {
     store
-        .runs_before(Some("hourly"), None, 100)
+        .runs_before(Some("hourly"), None, None, 100)
         .await
         .unwrap()
         .len()

@@ -106,24 +106,27 @@ impl Store {
 
     /// Newest runs first.
     pub async fn list_runs(&self, dag_id: Option<&str>, limit: i64) -> Result<Vec<RunRecord>> {
-        self.runs_before(dag_id, None, limit).await
+        self.runs_before(dag_id, None, None, limit).await
     }
 
     /// Newest runs first, only those older than the run `before` (a page after `before`).
     pub async fn runs_before(
         &self,
         dag_id: Option<&str>,
+        state: Option<RunState>,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<RunRecord>> {
         let rows: Vec<RunRow> = on_pool!(self, pool => {
             sqlx::query_as(select_runs!(
                 "WHERE ($1 IS NULL OR r.dag_id = $1) AND ($2 IS NULL OR r.id < $2) \
+                   AND ($4 IS NULL OR r.state = $4) \
                  ORDER BY r.id DESC LIMIT $3"
             ))
             .bind(dag_id)
             .bind(before)
             .bind(limit)
+            .bind(state.map(RunState::as_str))
             .fetch_all(pool)
             .await?
         });

@@ -329,10 +329,37 @@ function runsTable(runs) {
       el("td", {}, at(r.logical_date)), el("td", {}, at(r.started_at_ms)), el("td", {}, duration(r.started_at_ms, r.finished_at_ms)))));
 }
 
-async function runsPage() {
-  show(el("h1", {}, "Runs"), runsTable(await api("/api/v1/runs?limit=100")));
-  stream("/api/v1/events", (name, runs) => {
-    if (name === "runs") show(el("h1", {}, "Runs"), runsTable(runs));
+const RUN_STATES = ["queued", "running", "success", "failed", "cancelled"];
+
+// The runs, newest first, filtered by DAG and state (kept in the address: `#/runs?dag=…&state=…`).
+async function runsPage(filter) {
+  const dag = filter.get("dag") || "";
+  const wanted = filter.get("state") || "";
+  const query = new URLSearchParams({ limit: "100" });
+  if (dag) query.set("dag", dag);
+  if (wanted) query.set("state", wanted);
+  const url = `/api/v1/runs?${query}`;
+  const [dags, runs] = await Promise.all([api("/api/v1/dags"), api(url)]);
+  const go = (d, s) => {
+    const next = new URLSearchParams();
+    if (d) next.set("dag", d);
+    if (s) next.set("state", s);
+    location.hash = next.toString() ? `#/runs?${next}` : "#/runs";
+  };
+  // A DAG named in the address but not (or no longer) recorded is still the filter shown.
+  const names = dags.map((d) => d.dag_id);
+  if (dag && !names.includes(dag)) names.push(dag);
+  const option = (value, label, chosen) => el("option", value === chosen ? { value, selected: "" } : { value }, label);
+  const filters = el("p", { class: "filters" },
+    el("label", {}, "DAG ", el("select", { id: "filter-dag", onchange: (e) => go(e.target.value, wanted) },
+      option("", "all DAGs", dag), names.map((name) => option(name, name, dag)))),
+    " ",
+    el("label", {}, "state ", el("select", { id: "filter-state", onchange: (e) => go(dag, e.target.value) },
+      option("", "any state", wanted), RUN_STATES.map((s) => option(s, s, wanted)))));
+  const title = el("h1", {}, "Runs");
+  show(title, filters, runsTable(runs));
+  stream("/api/v1/events", async (name) => {
+    if (name === "runs") show(title, filters, runsTable(await api(url)));
   });
 }
 
@@ -498,14 +525,15 @@ async function route() {
   const logout = document.getElementById("logout");
   if (!token()) { logout.hidden = true; document.getElementById("who").textContent = ""; return login(); }
   logout.hidden = false;
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const [path, search] = location.hash.replace(/^#\/?/, "").split("?");
+  const parts = path.split("/").map(decodeURIComponent);
   try {
     const me = await api("/api/v1/me");
     document.getElementById("who").textContent = `token ${me.token_id} (${me.role})`;
     if (parts[0] === "dags" && parts[1]) await dagPage(parts[1]);
     else if (parts[0] === "runs" && parts[1] && parts[2] === "tasks") await taskPage(parts[1], parts[3]);
     else if (parts[0] === "runs" && parts[1]) await runPage(parts[1]);
-    else if (parts[0] === "runs") await runsPage();
+    else if (parts[0] === "runs") await runsPage(new URLSearchParams(search || ""));
     else await dagsPage();
   } catch (e) {
     if (e.status === 401) login(e.message);
