@@ -1485,8 +1485,16 @@ struct Hook {
 
 impl Hook {
     fn start() -> Hook {
+        Hook::on(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// A server on `port` (one that was closed until now).
+    fn at(port: u16) -> Hook {
+        Hook::on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap())
+    }
+
+    fn on(listener: std::net::TcpListener) -> Hook {
         use std::io::{BufRead, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/alerts", listener.local_addr().unwrap());
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = requests.clone();
@@ -1525,6 +1533,65 @@ impl Hook {
     fn requests(&self) -> Vec<(String, String)> {
         self.requests.lock().unwrap().clone()
     }
+}
+
+/// A scheduler killed (SIGKILL) while a run's failure notification is still unsent, its
+/// webhook server down: the next scheduler sends it once the server answers, and it is
+/// recorded delivered, once.
+fn a_killed_schedulers_notification_is_sent_by_the_next(amdahl: &Amdahl) {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let dags = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dags.path().join("paging.yaml"),
+        format!(
+            "dag: paging\ndefaults: {{ retries: 0 }}\non_failure:\n  - webhook: {{ url: \
+             \"http://127.0.0.1:{port}/alerts\" }}\ntasks:\n  boom:\n    shell: \"exit 1\"\n"
+        ),
+    )
+    .unwrap();
+    let folder = dags.path().display().to_string();
+    assert_success(&amdahl.run(&["db", "migrate"]), "migrate");
+    let _worker = Services::start(amdahl, &[&["worker", "--slots", "2"]]);
+    let scheduler = Services::start(amdahl, &[&["scheduler", "--dags-folder", &folder]]);
+    assert_success(
+        &amdahl.run(&[
+            "trigger",
+            &dags.path().join("paging.yaml").display().to_string(),
+        ]),
+        "trigger",
+    );
+    // The run failed and its notification was tried against the closed port at least once.
+    let shown = wait_for(amdahl, "1", "cannot connect", Duration::from_secs(60));
+    assert!(shown.contains("failed"), "{shown}");
+    assert!(!shown.contains("delivered"), "{shown}");
+    drop(scheduler);
+
+    let hook = Hook::at(port);
+    let _next = Services::start(amdahl, &[&["scheduler", "--dags-folder", &folder]]);
+    let shown = wait_for(amdahl, "1", "delivered", Duration::from_secs(60));
+    assert!(shown.contains("run failure"), "{shown}");
+    // However long it goes on, it was sent once.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hook.requests().len(), 1, "{:?}", hook.requests());
+    assert!(hook.requests()[0].0.starts_with("POST /alerts"));
+}
+
+#[test]
+fn sqlite_a_killed_schedulers_notification_is_sent_by_the_next() {
+    a_killed_schedulers_notification_is_sent_by_the_next(&Amdahl::sqlite());
+}
+
+#[test]
+fn postgres_a_killed_schedulers_notification_is_sent_by_the_next() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    a_killed_schedulers_notification_is_sent_by_the_next(&Amdahl::with_database(&db.url));
+    rt.block_on(db.drop_database());
 }
 
 /// Trigger rules: when the load of `failure_handling.yaml` breaks, the cleanup (`all_done`)
