@@ -434,6 +434,19 @@ fn the_ui_shows_a_failure_its_notification_and_import_errors() {
     let hook = super::Hook::start();
     let dags = tempfile::tempdir().unwrap();
     std::fs::write(dags.path().join("alerting.yaml"), ALERTING).unwrap();
+    // Runs only when backfilled (its schedule starts in 2099): the second year's `load` waits
+    // for the first's, which fails.
+    std::fs::write(
+        dags.path().join("yearly.yaml"),
+        "dag: yearly\nschedule: \"0 0 1 1 *\"\nstart_date: 2099-01-01\ndefaults: { retries: 0 }\n\
+         tasks:\n  load:\n    depends_on_past: true\n    shell: \"exit 1\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dags.path().join("slow.yaml"),
+        "dag: slow\nrun_timeout: 1s\ndefaults: { retries: 0 }\ntasks:\n  wait:\n    shell: sleep 30\n",
+    )
+    .unwrap();
     let broken = dags.path().join("broken.yaml");
     std::fs::write(
         &broken,
@@ -544,6 +557,21 @@ fn the_ui_shows_a_failure_its_notification_and_import_errors() {
         assert_eq!(hook.requests().len(), 1);
         screenshot(&client, "9-failed-run-notified").await;
 
+        // A run past its run_timeout: failed, and the run page says why.
+        assert_success(&amdahl.run(&["trigger", "slow"]), "trigger slow");
+        client.goto(&format!("{base}#/runs/2")).await.unwrap();
+        let note = until(Duration::from_secs(30), "the timed-out run", || async {
+            let state = text_of(&client, "#run-state").await?;
+            let note = text_of(&client, "main p.note").await?;
+            (state == "failed" && note.contains("run_timeout")).then_some(note)
+        })
+        .await;
+        assert!(
+            note.contains("the run timed out after 1.0s (run_timeout)"),
+            "{note}"
+        );
+        screenshot(&client, "10-timed-out-run").await;
+
         // The runs list, filtered by DAG and state through its address; its selects show
         // the filter (read once the page for that filter is drawn, never a stale table).
         let rows = |dag: &'static str, state: &'static str| {
@@ -588,10 +616,39 @@ fn the_ui_shows_a_failure_its_notification_and_import_errors() {
                 .await
             }
         };
-        assert_eq!(rows("", "failed").await, ["1"]);
+        assert_eq!(rows("", "failed").await, ["2", "1"]);
         assert_eq!(rows("alerting", "failed").await, ["1"]);
         assert!(rows("", "success").await.is_empty());
         assert!(rows("broken", "").await.is_empty());
+
+        // depends_on_past: the second year's task waits for the first's, and says so.
+        let backfill = amdahl.run(&[
+            "backfill",
+            "yearly",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2021-01-01",
+            "--max-active-runs",
+            "2",
+        ]);
+        assert_success(&backfill, "backfill");
+        client
+            .goto(&format!("{base}#/runs/4/tasks/load"))
+            .await
+            .unwrap();
+        let rule = until(Duration::from_secs(30), "the waiting task", || async {
+            client.refresh().await.ok()?;
+            let rule = text_of(&client, "#rule").await?;
+            rule.contains("waiting until").then_some(rule)
+        })
+        .await;
+        assert!(rule.contains("depends_on_past"), "{rule}");
+        assert_eq!(
+            text_of(&client, "h1 .state").await.as_deref(),
+            Some("scheduled")
+        );
+        screenshot(&client, "11-waiting-for-the-past").await;
 
         // Fixed: the banner goes.
         std::fs::write(&broken, "dag: broken\ntasks:\n  one:\n    shell: echo hi\n").unwrap();

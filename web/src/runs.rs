@@ -127,6 +127,9 @@ pub struct TaskDto {
     /// `all_done`, `all_failed`, `one_failed`, `one_success`, `none_failed`,
     /// `none_failed_min_one_success` or `always`.
     pub trigger: String,
+    /// Whether, in a scheduled or backfilled run, it waits for the same task of the previous
+    /// such run to have succeeded or been skipped.
+    pub depends_on_past: bool,
 }
 
 impl From<TaskRecord> for TaskDto {
@@ -145,6 +148,7 @@ impl From<TaskRecord> for TaskDto {
             finished_at_ms: t.finished_at_ms,
             pool: t.pool,
             trigger: t.trigger.name().to_string(),
+            depends_on_past: t.depends_on_past,
         }
     }
 }

@@ -499,7 +499,11 @@ async function taskPage(runId, taskId) {
       el("p", { id: "sizes" }, `output ${task.rows_out ?? "–"} rows, ${task.bytes_out ?? "–"} bytes`,
         detail.inputs.length ? " · inputs: " + detail.inputs.map((up) =>
           `${up.task_id} (${up.rows_out !== null ? up.rows_out + " rows, " + up.bytes_out + " bytes" : "no data"})`).join(", ") : ""),
-      el("p", { id: "rule" }, `runs when: ${task.trigger}`, task.error ? ` · ${task.error}` : ""),
+      el("p", { id: "rule" }, `runs when: ${task.trigger}`,
+        task.depends_on_past ? " · after the same task of the previous scheduled run (depends_on_past)" : "",
+        task.depends_on_past && task.state === "scheduled"
+          ? " · waiting until it succeeded or was skipped (a failed one holds this task until it is cleared and succeeds)" : "",
+        task.error ? ` · ${task.error}` : ""),
       clearButton,
       el("h2", {}, "Attempts and placement"),
       el("table", { id: "attempts" }, el("tr", {}, ["#", "State", "Device", "Why there", "Predicted CPU", "Predicted GPU", "Actual", "I/O", "Copies", "Compute"].map((h) => el("th", {}, h))),
