@@ -25,6 +25,8 @@ fuzz_target!(|data: &[u8]| {
                 serde_json::json!({"a": {"b": [true, null]}}),
             ),
         ]),
+        ds: "2026-01-01".into(),
+        data_interval_end: "2026-01-02T00:00:00Z".into(),
     };
     if let Err(error) = render_text(text, &context) {
         assert!(error.line >= 1 && error.column >= 1, "{error:?}");
