@@ -35,6 +35,27 @@ pub enum Route {
     },
 }
 
+impl Route {
+    /// The route in a few words, as the store records it with the attempt (`cpu`, `gpu`,
+    /// `cluster`, `split into 4 parts over the CPU and the GPU`): where the attempt was sent,
+    /// beside where it ran (a GPU route that fell back ran on the CPU).
+    pub fn label(&self) -> String {
+        match self {
+            Route::Cpu { .. } => "cpu".to_string(),
+            Route::Gpu { .. } => "gpu".to_string(),
+            Route::Cluster { .. } => "cluster".to_string(),
+            Route::Split { parts, lanes, .. } => format!(
+                "split into {parts} parts over {}",
+                if lanes.iter().any(|l| l.place == Place::Gpu) {
+                    "the CPU and the GPU"
+                } else {
+                    "the CPU"
+                }
+            ),
+        }
+    }
+}
+
 /// A stage's route with the placement it came from (its reason and predictions), when
 /// placement decided.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,19 +89,7 @@ impl Routed {
     /// One line for the attempt's log: the route and why.
     pub fn describe(&self) -> String {
         let why = self.placement.as_ref().map(|p| p.reason.as_str());
-        let place = match &self.route {
-            Route::Cpu { .. } => "cpu".to_string(),
-            Route::Gpu { .. } => "gpu".to_string(),
-            Route::Cluster { .. } => "cluster".to_string(),
-            Route::Split { parts, lanes, .. } => format!(
-                "split into {parts} parts over {}",
-                if lanes.iter().any(|l| l.place == Place::Gpu) {
-                    "the CPU and the GPU"
-                } else {
-                    "the CPU"
-                }
-            ),
-        };
+        let place = self.route.label();
         match (why, &self.route) {
             (Some(why), _) => format!("route: {place} ({why})"),
             (None, Route::Gpu { asked }) => format!("route: {place} ({asked})"),

@@ -290,6 +290,18 @@ pub fn observations(history: &[PredictedAttempt]) -> Vec<Observation> {
         .collect()
 }
 
+/// Decides where a prepared stage's attempt runs, once (see [`Stage::routed`]): the route is
+/// set on the stage, which the executors then carry out, and its label returned for the
+/// attempt's record. Called before the attempt is executed, so that an attempt stopped on the
+/// way (a timeout) still records where it was sent.
+pub fn route_stage(prepared: &mut Result<Stage, String>) -> Option<String> {
+    let stage = prepared.as_mut().ok()?;
+    let routed = stage.routed();
+    let label = routed.route.label();
+    stage.route = Some(routed);
+    Some(label)
+}
+
 /// Executes a prepared stage, storing its log lines as they come. Dropping the future stops
 /// the stage (the executors promise that) and the log writer ends with it.
 pub async fn execute_attempt(
@@ -360,7 +372,8 @@ pub async fn execute_attempt(
     });
     let (result, output_dir) = match prepared {
         Ok(mut stage) => {
-            // Where the attempt runs is decided here, once; the executors carry it out.
+            // Where the attempt runs is decided once (by the caller's `route_stage`, or here
+            // for a stage handed over without a route); the executors carry it out.
             let routed = stage.routed();
             if routed.placement.is_some() {
                 sink.system(routed.describe());
@@ -492,6 +505,8 @@ pub struct AttemptEnd<'a> {
     pub task_state: TaskState,
     pub retry_at_ms: Option<i64>,
     pub now: i64,
+    /// Where the attempt was sent (see [`route_stage`]); `None` when it ended before.
+    pub route: Option<String>,
 }
 
 /// The store write that records an attempt's end.
@@ -539,6 +554,7 @@ pub fn finish_of(
         io_us,
         transfer_us,
         compute_us,
+        route: end.route.clone(),
     }
 }
 

@@ -20,7 +20,7 @@ use amdahl_executors::{Executors, Stage, StageError, StageOutcome};
 
 use crate::attempt::{
     AttemptEnd, AttemptEnv, execute_attempt, place_stage, prepare_stage, published_outputs,
-    record_result,
+    record_result, route_stage,
 };
 use amdahl_scheduler::Clock;
 use amdahl_scheduler::decide::{Command, Dispatcher, after_failure, decide};
@@ -75,6 +75,7 @@ struct Finished {
     attempt: i64,
     result: Result<StageOutcome, StageError>,
     output_dir: Option<String>,
+    route: Option<String>,
 }
 
 impl LocalRunner {
@@ -247,6 +248,7 @@ impl LocalRunner {
                                 task_state: state,
                                 retry_at_ms: retry_at,
                                 now,
+                                route: None,
                             },
                             Err(error),
                         )
@@ -350,6 +352,7 @@ impl LocalRunner {
                 task_state: stop.task_state,
                 retry_at_ms: None,
                 now,
+                route: None,
             };
             record_result(&self.store, &end, Err(stop.attempt_error.to_string())).await
         } else {
@@ -399,6 +402,7 @@ impl LocalRunner {
             task_state,
             retry_at_ms: retry_at,
             now,
+            route: done.route,
         };
         match record_result(&self.store, &end, result).await {
             Ok(()) => observer.task_changed(&done.task_id, task_state),
@@ -452,6 +456,8 @@ impl LocalRunner {
                     }
                 }
             };
+            let mut prepared = prepared;
+            let route = route_stage(&mut prepared);
             let (result, output_dir) =
                 execute_attempt(&env, prepared, attempt_id, &data_root).await;
             let _ = done.send(Finished {
@@ -460,6 +466,7 @@ impl LocalRunner {
                 attempt,
                 result,
                 output_dir,
+                route,
             });
         })
     }

@@ -13,7 +13,7 @@ use amdahl_executors::storage::DataRoot;
 
 use crate::attempt::{
     AttemptEnd, AttemptEnv, execute_attempt, finish_of, log_failure, place_stage, prepare_stage,
-    published_outputs,
+    published_outputs, route_stage,
 };
 use crate::reports::Reports;
 use amdahl_scheduler::decide::after_failure;
@@ -407,6 +407,8 @@ impl Worker {
             }
             (prepared, _) => prepared,
         };
+        let mut prepared = prepared;
+        let route = route_stage(&mut prepared);
         let execution = execute_attempt(&self.env, prepared, claim.attempt_id, &self.data_root);
         let (attempt_state, result) = match timeout {
             Some(limit) => match tokio::time::timeout(limit, execution).await {
@@ -440,6 +442,7 @@ impl Worker {
             task_state,
             retry_at_ms,
             now,
+            route,
         };
         let finish = finish_of(&end, result);
         log_failure(store, &finish).await?;

@@ -393,6 +393,7 @@ async fn a_stale_attempt_report_is_rejected(db: &TestDb) {
         io_us: None,
         transfer_us: None,
         compute_us: None,
+        route: None,
     };
     store
         .finish_attempt(&fail(first_id, first, TaskState::UpForRetry))
@@ -976,6 +977,7 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
         io_us: None,
         transfer_us: None,
         compute_us: None,
+        route: None,
     };
     let recorded = store
         .finish_attempts(&[
@@ -1123,6 +1125,7 @@ async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
             io_us: None,
             transfer_us: None,
             compute_us: None,
+            route: None,
         })
         .await;
     assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
@@ -1226,6 +1229,7 @@ async fn placement_records_are_kept(db: &TestDb) {
             io_us: Some(400),
             transfer_us: Some(500),
             compute_us: Some(600),
+            route: Some("gpu".into()),
         });
     }
     assert_eq!(store.finish_attempts(&ends).await.unwrap(), [true, true]);
@@ -1239,6 +1243,8 @@ async fn placement_records_are_kept(db: &TestDb) {
         (t.io_us, t.transfer_us, t.compute_us),
         (Some(400), Some(500), Some(600))
     );
+    // Where it was sent is stored beside where it ran (the batched statement on PostgreSQL).
+    assert_eq!(t.route.as_deref(), Some("gpu"));
     // Only the successful attempt teaches the model.
     let learned = store.predicted_attempts(10).await.unwrap();
     assert_eq!(learned.len(), 1);
@@ -1526,10 +1532,15 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             io_us: Some(7),
             transfer_us: None,
             compute_us: None,
+            route: Some("split into 2 parts over the CPU".into()),
         })
         .await
         .unwrap();
     let attempts = store.attempts_of(run_id, &["a".into()]).await.unwrap();
+    assert_eq!(
+        attempts[0].route.as_deref(),
+        Some("split into 2 parts over the CPU")
+    );
     assert_eq!(
         (
             attempts[0].id,

@@ -149,6 +149,7 @@ mod tests {
             io_us: parts[0],
             transfer_us: parts[1],
             compute_us: parts[2],
+            route: None,
         }
     }
 

@@ -239,6 +239,7 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
                     a.task_id,
                     a.attempt.to_string(),
                     a.state.to_string(),
+                    a.route.unwrap_or_else(|| "-".into()),
                     a.device.map_or("-", Place::code).to_string(),
                     timestamp(Some(a.started_at_ms)),
                     duration_ms(Some(a.started_at_ms), a.finished_at_ms),
@@ -252,7 +253,7 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
             "{}",
             table(
                 &[
-                    "TASK", "ATTEMPT", "STATE", "DEVICE", "STARTED", "DURATION", "ERROR"
+                    "TASK", "ATTEMPT", "STATE", "ROUTE", "DEVICE", "STARTED", "DURATION", "ERROR"
                 ],
                 &rows
             )

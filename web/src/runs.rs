@@ -160,6 +160,10 @@ pub struct AttemptDto {
     pub task_id: String,
     pub attempt: i64,
     pub state: String,
+    /// Where it was sent, decided once before it ran (`cpu`, `gpu`, `cluster`, `split into
+    /// N parts over …`); `device` is where it ran (a GPU route that fell back ran on the CPU).
+    /// Absent for an attempt that ended before it was routed.
+    pub route: Option<String>,
     pub device: Option<String>,
     /// Why it ran there (placement's reason, a fallback, how a split task was shared).
     pub device_note: Option<String>,
@@ -181,6 +185,7 @@ impl From<AttemptRecord> for AttemptDto {
             task_id: a.task_id,
             attempt: a.attempt,
             state: a.state.to_string(),
+            route: a.route,
             device: a.device.map(|d| d.code().to_string()),
             device_note: a.device_note,
             error: a.error,

@@ -203,6 +203,7 @@ pub async fn a_task_waits_for_its_past(db: &TestDb) {
         io_us: None,
         transfer_us: None,
         compute_us: None,
+        route: None,
     };
     store.finish_attempt(&fail).await.unwrap();
     let (attempt_id, attempt) = store

@@ -95,6 +95,7 @@ fn attempt(task_id: &str, number: i64, state: AttemptState) -> AttemptRecord {
         io_us: None,
         transfer_us: None,
         compute_us: None,
+        route: None,
     }
 }
 

@@ -143,6 +143,10 @@ pub struct AttemptRecord {
     pub io_us: Option<i64>,
     pub transfer_us: Option<i64>,
     pub compute_us: Option<i64>,
+    /// Where it was sent (`cpu`, `gpu`, `cluster`, `split into …`), decided once before it
+    /// ran; `device` is where it ran. `None`: ended before it was routed, or recorded before
+    /// routes were.
+    pub route: Option<String>,
 }
 
 /// What placement predicted for an attempt (see [`super::Store::record_prediction`]).
@@ -217,6 +221,8 @@ pub struct FinishAttempt {
     pub io_us: Option<i64>,
     pub transfer_us: Option<i64>,
     pub compute_us: Option<i64>,
+    /// Where the attempt was sent (see [`AttemptRecord::route`]).
+    pub route: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]

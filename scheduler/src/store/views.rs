@@ -37,7 +37,7 @@ macro_rules! select_attempts {
         concat!(
             "SELECT a.id, a.task_id, a.attempt, a.state, a.device, a.error, a.rows_out, a.bytes_out, ",
             "a.started_at_ms, a.finished_at_ms, a.device_note, a.predicted_cpu_us, a.predicted_gpu_us, ",
-            "a.io_us, a.transfer_us, a.compute_us FROM task_attempts a ",
+            "a.io_us, a.transfer_us, a.compute_us, a.route FROM task_attempts a ",
             $rest
         )
     };
@@ -61,6 +61,7 @@ struct AttemptRow {
     io_us: Option<i64>,
     transfer_us: Option<i64>,
     compute_us: Option<i64>,
+    route: Option<String>,
 }
 
 impl AttemptRow {
@@ -83,6 +84,7 @@ impl AttemptRow {
             io_us: self.io_us,
             transfer_us: self.transfer_us,
             compute_us: self.compute_us,
+            route: self.route,
         })
     }
 }

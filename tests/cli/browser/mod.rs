@@ -282,6 +282,10 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         .await;
         assert!(logs.contains("[1] hello browser"), "{logs}");
         assert!(text_of(&client, "#attempts").await.unwrap().contains("cpu"));
+        assert_eq!(
+            text_of(&client, "#attempts td.route").await.as_deref(),
+            Some("cpu")
+        );
         // "Why there" is never empty: a shell task says where its kind runs.
         assert_eq!(
             text_of(&client, "#attempts td.note").await.as_deref(),

@@ -1,0 +1,253 @@
+//! The first things a user does: every example runs and can be inspected, bad DAGs and bad
+//! command lines are clear errors that change nothing, a closed output pipe is not a panic.
+
+use super::*;
+
+/// Runs every example, then inspects the first run, as the README tells a newcomer to.
+fn every_example_runs_and_can_be_inspected(amdahl: &Amdahl) {
+    for (i, example) in examples().iter().enumerate() {
+        let out = amdahl.run(&["run", example, "--wait"]);
+        assert_success(&out, example);
+        let stdout = text(&out.stdout);
+        assert!(stdout.starts_with("TASK "), "task table printed: {stdout}");
+        assert!(
+            stdout.contains(&format!("run {} success", i + 1)),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("failed"), "{stdout}");
+    }
+    let tpch_run = examples()
+        .iter()
+        .position(|e| e.ends_with("tpch.yaml"))
+        .unwrap()
+        + 1;
+    let show = amdahl.run(&["runs", "show", &tpch_run.to_string()]);
+    assert_success(&show, "runs show");
+    let shown = text(&show.stdout);
+    for expected in [
+        "state    success",
+        "lineitem",
+        "q1_pricing_summary",
+        "q6_forecast_revenue",
+        "ATTEMPT",
+        "60175",
+        "Where the time went",
+        "(total)",
+        "faster devices can speed this run up",
+    ] {
+        assert!(shown.contains(expected), "`{expected}` in:\n{shown}");
+    }
+    // The split query says how it was split, and equals the query run whole.
+    let sharded_run = examples()
+        .iter()
+        .position(|e| e.ends_with("sharded.yaml"))
+        .unwrap()
+        + 1;
+    let show = amdahl.run(&["runs", "show", &sharded_run.to_string()]);
+    assert_success(&show, "runs show");
+    let shown = text(&show.stdout);
+    assert!(
+        shown.contains("q1_split attempt 1: split `lineitem` into 4 part(s); on the CPU 4 took"),
+        "{shown}"
+    );
+    // Where each attempt was sent is recorded beside where it ran.
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("q1_split") && l.contains("split into 4 parts over the CPU")),
+        "{shown}"
+    );
+    assert_eq!(
+        single_integer(
+            &amdahl
+                .home
+                .path()
+                .join(format!("data/runs/{sharded_run}/differing/part-0.parquet"))
+        ),
+        0
+    );
+    let logs = amdahl.run(&["tasks", "logs", &tpch_run.to_string(), "report"]);
+    assert_success(&logs, "tasks logs");
+    assert!(text(&logs.stdout).contains(&format!(
+        "run {tpch_run} of tpch at scale factor 0.01 finished"
+    )));
+    let list = amdahl.run(&["runs", "list"]);
+    assert_success(&list, "runs list");
+    assert_eq!(text(&list.stdout).lines().count(), 1 + examples().len());
+    let dags = amdahl.run(&["dags", "list"]);
+    assert!(text(&dags.stdout).contains("csv_sales"));
+    // By id: found in the dags folder, with a param override.
+    let again = amdahl.run(&["run", "tpch", "--param", "sf=0.002"]);
+    assert_success(&again, "run by id");
+    let show = amdahl.run(&["runs", "show", &(examples().len() + 1).to_string()]);
+    assert!(
+        text(&show.stdout).contains(r#"params   {"sf":0.002}"#),
+        "{}",
+        text(&show.stdout)
+    );
+}
+
+#[test]
+fn sqlite_every_example_runs_and_can_be_inspected() {
+    every_example_runs_and_can_be_inspected(&Amdahl::sqlite());
+}
+
+#[test]
+fn postgres_every_example_runs_and_can_be_inspected() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    every_example_runs_and_can_be_inspected(&Amdahl::with_database(&db.url));
+    let migrate = Amdahl::with_database(&db.url).run(&["db", "migrate"]);
+    assert_success(&migrate, "db migrate");
+    assert!(text(&migrate.stdout).contains("(postgres)"));
+    rt.block_on(db.drop_database());
+}
+
+#[test]
+fn an_invalid_dag_changes_nothing() {
+    let amdahl = Amdahl::sqlite();
+    let out = amdahl.run(&["run", "dags/tests/cases/unknown_keys.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--> dags/tests/cases/unknown_keys.yaml:5:5"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was run"));
+    let runs = amdahl.run(&["runs", "list"]);
+    assert_eq!(text(&runs.stdout).trim(), "no runs");
+}
+
+#[test]
+fn validate_reports_located_errors_and_exits_non_zero() {
+    let amdahl = Amdahl::sqlite();
+    let ok = amdahl.run(&["dags", "validate", "dags/examples"]);
+    assert_success(&ok, "validate examples");
+    let bad = amdahl.run(&[
+        "dags",
+        "validate",
+        "dags/tests/cases/cycle.yaml",
+        "executors/tests/sql_cases/errors.yaml",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = text(&bad.stderr);
+    assert!(
+        stderr.contains("tasks form a cycle: a → c → b → a"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--> executors/tests/sql_cases/errors.yaml:10:32"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("problem(s) in 2 of 2 file(s)"));
+    let missing = amdahl.run(&["dags", "validate", "no/such/file.yaml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("cannot read DAG file"));
+}
+
+/// Hostile files end in an error quickly and in little memory, never a crash.
+#[test]
+fn hostile_yaml_is_refused_within_bounds() {
+    let amdahl = Amdahl::sqlite();
+    for case in ["alias_bomb", "deep_nesting", "invalid_utf8", "empty"] {
+        let path = format!("dags/tests/cases/{case}.yaml");
+        let started = Instant::now();
+        let out = amdahl.run(&["dags", "validate", &path]);
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).starts_with("error: "), "{case}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{case} took {:?}",
+            started.elapsed()
+        );
+    }
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 300, "validate peaked at {peak_mib} MiB");
+}
+
+#[test]
+fn bad_command_lines_are_clear_errors() {
+    let amdahl = Amdahl::sqlite();
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &["run", "dags/examples/tpch.yaml", "--param", "nonsense"],
+            "expected name=value",
+        ),
+        (
+            &["run", "dags/examples/tpch.yaml", "--param", "sff=1"],
+            "did you mean `sf`",
+        ),
+        (&["run", "no_such_dag"], "no DAG `no_such_dag`"),
+        (&["runs", "show", "999"], "no run 999"),
+        (&["runs", "show", "abc"], "invalid value 'abc'"),
+        (&["tasks", "clear", "999", "load"], "no run 999"),
+        (
+            &["tasks", "clear", "1"],
+            "required arguments were not provided",
+        ),
+        (
+            &["tokens", "create", "--role", "root"],
+            "invalid value 'root'",
+        ),
+        (&["web", "--bind", "nowhere"], "invalid value 'nowhere'"),
+        (
+            &["--database-url", "mysql://x", "runs", "list"],
+            "unsupported database URL",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = amdahl.run(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_failing_run_exits_non_zero_and_says_why() {
+    let amdahl = Amdahl::sqlite();
+    let dags = tempfile::tempdir().unwrap();
+    let file = dags.path().join("fails.yaml");
+    std::fs::write(&file, "dag: fails\ntasks:\n  boom:\n    shell: echo about to fail; exit 4\n  after:\n    needs: [boom]\n    shell: echo never\n").unwrap();
+    let out = amdahl.run(&["run", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("command exited with status 4"), "{stdout}");
+    assert!(stdout.contains("upstream_failed"), "{stdout}");
+    assert!(stdout.contains("run 1 failed"), "{stdout}");
+    let logs = text(&amdahl.run(&["tasks", "logs", "1", "boom"]).stdout);
+    assert!(logs.contains("about to fail"), "{logs}");
+    let unknown = amdahl.run(&["tasks", "logs", "1", "nope"]);
+    assert!(text(&unknown.stderr).contains("its tasks: boom, after"));
+}
+
+/// A reader that goes away (`amdahl runs show 1 | head -1`) ends the command quietly, as it
+/// would end `ls`, not with a panic about a broken pipe.
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    let amdahl = Amdahl::sqlite();
+    assert_success(&amdahl.run(&["run", "dags/examples/csv_sales.yaml"]), "run");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = amdahl
+        .command(&["runs", "show", "1"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141), "as a shell reports SIGPIPE");
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
