@@ -249,7 +249,7 @@ pub struct ObjectOptions {
 }
 
 /// One task: settings plus exactly one kind (`sql`, `shell`, `generate`, `empty`, `knn`,
-/// `matmul` or `score`).
+/// `matmul`, `score` or `wait`).
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [
@@ -259,7 +259,8 @@ pub struct ObjectOptions {
     {"required": ["empty"]},
     {"required": ["knn"]},
     {"required": ["matmul"]},
-    {"required": ["score"]}
+    {"required": ["score"]},
+    {"required": ["wait"]}
 ]))]
 #[allow(dead_code)]
 pub struct TaskSpec {
@@ -311,6 +312,32 @@ pub struct TaskSpec {
     knn: Option<KnnSpec>,
     matmul: Option<MatmulSpec>,
     score: Option<ScoreSpec>,
+    /// A sensor: succeeds once a file or object exists, or a query over its inputs says so.
+    /// Between pokes it holds no worker slot.
+    wait: Option<WaitSpec>,
+}
+
+/// What a sensor waits for (exactly one of `uri` and `sql`) and how long.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["uri"]}, {"required": ["sql"]}]))]
+#[allow(dead_code)]
+pub struct WaitSpec {
+    /// A local file or folder (relative to the DAG file's folder) or an object storage URL
+    /// that must exist; ending in `/`: anything under that prefix. A Jinja template over the
+    /// run (`s3://lake/raw/dt={{ ds }}/_SUCCESS`).
+    uri: Option<String>,
+    /// A DataFusion query over the task's `needs` and datasets returning one row with one
+    /// boolean column: true ends the wait.
+    sql: Option<String>,
+    /// Object storage settings for `uri` (credentials come from the environment).
+    options: Option<ObjectOptions>,
+    /// Time between two pokes (default 1m, at least 1s).
+    poke: Option<DurationSpec>,
+    /// How long to wait from the first poke (default 7d); then the task fails.
+    timeout: Option<DurationSpec>,
+    /// A timeout skips the task instead of failing it.
+    soft_fail: Option<bool>,
 }
 
 /// One notifier: exactly one of `webhook` or `email`. Every text is a Jinja template over

@@ -715,6 +715,7 @@ fn run_dense(
             compute_ms: (total - io_ms).max(0.0),
         }),
         skipped: false,
+        waiting: false,
     })
 }
 

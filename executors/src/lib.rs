@@ -33,6 +33,7 @@ pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tpch;
+pub mod wait;
 
 pub use amdahl_planner::{check, estimate, objects, place, session};
 pub use dense::DenseExecutor;
@@ -82,7 +83,11 @@ impl Executors {
     pub async fn execute(&self, stage: &Stage, log: &LogSink) -> Result<StageOutcome, StageError> {
         self.policy.check(stage)?;
         if let Some(condition) = &stage.condition {
-            if !self.sql.condition(condition, &stage.inputs, log).await? {
+            if !self
+                .sql
+                .condition(condition, &stage.inputs, log, "when.sql")
+                .await?
+            {
                 let why = "skipped: `when.sql` was false (false, NULL or no row)";
                 log.system(why);
                 let (mut rows, mut bytes) = (None, None);
@@ -125,6 +130,7 @@ impl Executors {
                 Err(e) => Err(e),
             },
             Work::Empty => Ok(StageOutcome::on_cpu(None, None)),
+            Work::Wait { ref probe, .. } => wait::poke(probe, &self.sql, &stage.inputs, log).await,
             Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. } | Work::Vectors { .. } => {
                 self.dense.execute(stage, log).await
             }

@@ -86,6 +86,13 @@ impl Policy {
             model = stage.work_dir.join(path);
             paths.push(("the model reads".to_string(), &model));
         }
+        if let Work::Wait {
+            probe: crate::wait::Probe::Location(Location::Local(path)),
+            ..
+        } = &stage.work
+        {
+            paths.push(("the wait looks at".to_string(), path));
+        }
         if let Some(crate::export::Export {
             location: Location::Local(path),
             ..

@@ -46,14 +46,17 @@ impl SqlExecutor {
         SqlExecutor { ballista, ..self }
     }
 
-    /// Decides a task's `when: { sql }` over its inputs, on the CPU pool: whether the task
-    /// runs. The query returns one boolean column (the planner checked it; checked again here
-    /// for the inputs as they are); no row or NULL is false, more than one row is an error.
+    /// Decides a deciding query over a task's inputs, on the CPU pool: its `when: { sql }`
+    /// (whether the task runs) or a sensor's `wait: { sql }` (whether the wait is over);
+    /// `label` names it in errors. The query returns one boolean column (the planner checked
+    /// it; checked again here for the inputs as they are); no row or NULL is false, more than
+    /// one row is an error.
     pub async fn condition(
         &self,
         query: &str,
         inputs: &[TableInput],
         log: &LogSink,
+        label: &'static str,
     ) -> Result<bool, StageError> {
         let (query, inputs, log) = (query.to_string(), inputs.to_vec(), log.clone());
         let (partitions, env) = (self.runtime.threads(), self.runtime.datafusion_env());
@@ -61,14 +64,14 @@ impl SqlExecutor {
             let ctx = SessionContext::new_with_config_rt(session_config(partitions), env);
             let plan = plan(&ctx, &query, &inputs, &log).await?;
             amdahl_planner::check::one_boolean(&plan.schema())
-                .map_err(|why| StageError::Failed(format!("`when.sql` {why}")))?;
+                .map_err(|why| StageError::Failed(format!("`{label}` {why}")))?;
             let batches = collect(plan, ctx.task_ctx())
                 .await
-                .map_err(|e| StageError::Failed(format!("`when.sql` failed: {}", e.find_root())))?;
+                .map_err(|e| StageError::Failed(format!("`{label}` failed: {}", e.find_root())))?;
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             if rows > 1 {
                 return Err(StageError::Failed(format!(
-                    "`when.sql` must return at most one row; it returned {rows}"
+                    "`{label}` must return at most one row; it returned {rows}"
                 )));
             }
             let value = batches
@@ -417,6 +420,7 @@ async fn run_query(
                         compute_ms: t.kernel_ms,
                     }),
                     skipped: false,
+                    waiting: false,
                 });
             }
             Err(why) => {

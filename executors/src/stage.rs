@@ -35,6 +35,14 @@ pub enum Work {
     },
     /// Nothing: the stage succeeds at once, without a process or a thread.
     Empty,
+    /// One poke of a sensor (see [`crate::wait`]): the outcome says whether the wait is over.
+    Wait {
+        probe: crate::wait::Probe,
+        /// Time between pokes and the longest wait from the first (the runner reads them).
+        poke: std::time::Duration,
+        timeout: std::time::Duration,
+        soft_fail: bool,
+    },
     /// Nearest neighbours of each `queries` row among the `base` rows (tables by name).
     Knn {
         base: String,
@@ -65,6 +73,7 @@ impl Work {
             Work::Shell { .. } => "shell",
             Work::Tpch { .. } | Work::Vectors { .. } => "generate",
             Work::Empty => "empty",
+            Work::Wait { .. } => "wait",
             Work::Knn { .. } => "knn",
             Work::Matmul { .. } => "matmul",
             Work::Score { .. } => "score",
@@ -180,6 +189,9 @@ pub struct StageOutcome {
     /// The task's `when: { sql }` was false: the stage did nothing, and the task is
     /// `skipped` (the note says why).
     pub skipped: bool,
+    /// A sensor's poke found nothing yet: the task waits for its next poke (the note says
+    /// what it looked for).
+    pub waiting: bool,
 }
 
 /// Milliseconds a stage spent on each kind of work (the rest of its time is overhead:
@@ -203,6 +215,7 @@ impl StageOutcome {
             note: None,
             timings: None,
             skipped: false,
+            waiting: false,
         }
     }
 

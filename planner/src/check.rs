@@ -20,7 +20,7 @@ use datafusion::execution::context::SessionContext;
 use amdahl_dags::diagnostic::did_you_mean;
 use amdahl_dags::yaml::Span;
 use amdahl_dags::{
-    Dag, Diagnostic, Diagnostics, Generate, Located, RunContext, TaskKind, template,
+    Dag, Diagnostic, Diagnostics, Generate, Located, Probe, RunContext, TaskKind, Wait, template,
 };
 
 use crate::schemas;
@@ -53,7 +53,7 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
             TaskKind::Shell(_) if task.shell_output => {
                 at_run_time.insert(&task.id);
             }
-            TaskKind::Shell(_) | TaskKind::Empty => {}
+            TaskKind::Shell(_) | TaskKind::Empty | TaskKind::Wait(_) => {}
             TaskKind::Knn(_) | TaskKind::Matmul(_) | TaskKind::Score(_) => {
                 let known = |name: &str| {
                     dataset_schemas
@@ -131,7 +131,22 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
                 }
             }
         }
-        if let Some(condition) = task.when.as_ref().and_then(|w| w.sql()) {
+        // Queries that decide (`when.sql`, a sensor's `wait.sql`) answer one boolean.
+        let wait_sql = match &task.kind {
+            TaskKind::Wait(Wait {
+                probe: Probe::Sql(sql),
+                ..
+            }) => Some(sql),
+            _ => None,
+        };
+        let deciding = [
+            task.when
+                .as_ref()
+                .and_then(|w| w.sql())
+                .map(|q| ("when.sql", q)),
+            wait_sql.map(|q| ("wait.sql", q)),
+        ];
+        for (label, condition) in deciding.into_iter().flatten() {
             let Ok(query) = template::render(condition, &ctx_params) else {
                 continue;
             };
@@ -141,7 +156,7 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
                     Diagnostic::new(
                         file,
                         condition.span,
-                        format!("`when.sql` of task `{}` {why}", task.id),
+                        format!("`{label}` of task `{}` {why}", task.id),
                     )
                     .with_help("write a query with one boolean column, e.g. `SELECT count(*) > 0 FROM staged`")
                 }),
@@ -150,7 +165,7 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
                     let mut d = locate(file, dag, &task.id, condition, &query, &e, &tables);
                     d.message = d
                         .message
-                        .replacen("in SQL of task", "in `when.sql` of task", 1);
+                        .replacen("in SQL of task", &format!("in `{label}` of task"), 1);
                     Some(d)
                 }
             };

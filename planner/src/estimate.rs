@@ -142,7 +142,7 @@ pub async fn estimate_run(
                     output,
                 )
             }
-            TaskKind::Shell(_) | TaskKind::Empty => (
+            TaskKind::Shell(_) | TaskKind::Empty | TaskKind::Wait(_) => (
                 cpu_only(&task.id, task.kind.name(), pin, BTreeMap::new(), 0.0),
                 None,
             ),

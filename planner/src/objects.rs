@@ -171,6 +171,25 @@ pub async fn size(location: &ObjectLocation) -> Result<u64, String> {
     Ok(total)
 }
 
+/// Whether there is an object at `location`, or (a URL ending in `/`) any object under that
+/// prefix. Not found is `false`; other failures (no such bucket, refused credentials) are
+/// errors.
+pub async fn exists(location: &ObjectLocation) -> Result<bool, String> {
+    let (store, _, key) = store(location)?;
+    if !location.url.ends_with('/') {
+        return match store.head(&key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(failed(location, e)),
+        };
+    }
+    match store.list(Some(&key)).next().await {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(e)) => Err(failed(location, e)),
+    }
+}
+
 /// The object `name` under the prefix `location` (a URL with or without a trailing `/`),
 /// with the same options.
 pub fn child(location: &ObjectLocation, name: &str) -> ObjectLocation {

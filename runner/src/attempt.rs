@@ -98,6 +98,18 @@ pub fn prepare_stage(
             seed: *seed,
         },
         TaskKind::Empty => Work::Empty,
+        TaskKind::Wait(wait) => Work::Wait {
+            probe: match &wait.probe {
+                amdahl_dags::Probe::Sql(sql) => amdahl_executors::wait::Probe::Sql(render(sql)?),
+                amdahl_dags::Probe::Uri { .. } => amdahl_executors::wait::Probe::Location(
+                    wait.location_for(context, &dag.source.base_dir)
+                        .unwrap_or_else(|| Err("`wait.uri` names no location".into()))?,
+                ),
+            },
+            poke: wait.poke,
+            timeout: wait.timeout,
+            soft_fail: wait.soft_fail,
+        },
         TaskKind::Knn(k) => Work::Knn {
             base: k.base.name.clone(),
             queries: k.queries.name.clone(),
@@ -484,6 +496,77 @@ async fn publish(
         )
     })?;
     Ok(task_dir.display().to_string())
+}
+
+/// A sensor's wait, read off its stage before the stage runs (see [`after_poke`]).
+#[derive(Clone, Copy, Debug)]
+pub struct WaitPolicy {
+    pub poke: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub soft_fail: bool,
+}
+
+impl WaitPolicy {
+    /// The wait of a prepared `wait:` stage; `None` for every other kind.
+    pub fn of(prepared: &Result<Stage, String>) -> Option<WaitPolicy> {
+        match prepared.as_ref().ok()?.work {
+            Work::Wait {
+                poke,
+                timeout,
+                soft_fail,
+                ..
+            } => Some(WaitPolicy {
+                poke,
+                timeout,
+                soft_fail,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// How an attempt ends whose poke found nothing ([`StageOutcome::waiting`]), given its task
+/// as the store has it: `rescheduled`, the task waiting (`up_for_retry`, holding no slot) for
+/// its next poke; or, once the wait's `timeout` from its first poke has passed, the task
+/// failed (not retried: waiting longer is what a longer timeout is for), or skipped with
+/// `soft_fail`. Returns the attempt's state, the task's, its next poke and the result to
+/// record.
+pub fn after_poke(
+    wait: &WaitPolicy,
+    task: &amdahl_scheduler::store::TaskRecord,
+    mut outcome: StageOutcome,
+    now: i64,
+) -> (
+    AttemptState,
+    TaskState,
+    Option<i64>,
+    Result<StageOutcome, String>,
+) {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let since = task.waiting_since_ms.or(task.started_at_ms).unwrap_or(now);
+    if let Some(at) =
+        amdahl_scheduler::decide::next_poke(since, now, ms(wait.poke), ms(wait.timeout))
+    {
+        return (
+            AttemptState::Rescheduled,
+            TaskState::UpForRetry,
+            Some(at),
+            Ok(outcome),
+        );
+    }
+    let what = outcome.note.take().unwrap_or_default();
+    let why = format!(
+        "the wait timed out after {} (wait.timeout): {what}",
+        amdahl_dags::model::format_duration(wait.timeout)
+    );
+    if wait.soft_fail {
+        outcome.waiting = false;
+        outcome.skipped = true;
+        outcome.note = Some(format!("skipped (soft_fail): {why}"));
+        (AttemptState::Success, TaskState::Skipped, None, Ok(outcome))
+    } else {
+        (AttemptState::Failed, TaskState::Failed, None, Err(why))
+    }
 }
 
 /// The state of a task whose attempt succeeded: `skipped` when its `when.sql` was false.

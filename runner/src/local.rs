@@ -19,8 +19,8 @@ use amdahl_executors::storage::DataRoot;
 use amdahl_executors::{Executors, Stage, StageError, StageOutcome};
 
 use crate::attempt::{
-    AttemptEnd, AttemptEnv, execute_attempt, place_stage, prepare_stage, published_outputs,
-    record_result, route_stage,
+    AttemptEnd, AttemptEnv, WaitPolicy, after_poke, execute_attempt, place_stage, prepare_stage,
+    published_outputs, record_result, route_stage,
 };
 use amdahl_scheduler::Clock;
 use amdahl_scheduler::decide::{Command, Dispatcher, after_failure, decide};
@@ -76,6 +76,7 @@ struct Finished {
     result: Result<StageOutcome, StageError>,
     output_dir: Option<String>,
     route: Option<String>,
+    wait: Option<WaitPolicy>,
 }
 
 impl LocalRunner {
@@ -381,14 +382,19 @@ impl LocalRunner {
         let now = self.clock.now_ms();
         let tasks = self.store.tasks(run_id).await?;
         let record = find(&tasks, &done.task_id)?;
-        let (attempt_state, task_state, retry_at, result) = match done.result {
-            Ok(outcome) => (
+        let (attempt_state, task_state, retry_at, result) = match (done.result, done.wait) {
+            // A sensor's poke that found nothing: wait for the next, or end the wait.
+            (Ok(outcome), Some(wait)) if outcome.waiting => {
+                let (a, t, at, result) = after_poke(&wait, record, outcome, now);
+                (a, t, at, result.map(|outcome| (outcome, done.output_dir)))
+            }
+            (Ok(outcome), _) => (
                 AttemptState::Success,
                 crate::attempt::ended_well(&outcome),
                 None,
                 Ok((outcome, done.output_dir)),
             ),
-            Err(e) => {
+            (Err(e), _) => {
                 let (state, retry_at) = after_failure(&task_view(record), now);
                 (AttemptState::Failed, state, retry_at, Err(e.to_string()))
             }
@@ -457,6 +463,7 @@ impl LocalRunner {
                 }
             };
             let mut prepared = prepared;
+            let wait = WaitPolicy::of(&prepared);
             let route = route_stage(&mut prepared);
             let (result, output_dir) =
                 execute_attempt(&env, prepared, attempt_id, &data_root).await;
@@ -467,6 +474,7 @@ impl LocalRunner {
                 result,
                 output_dir,
                 route,
+                wait,
             });
         })
     }

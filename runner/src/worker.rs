@@ -12,8 +12,8 @@ use amdahl_dags::{Dag, RunContext};
 use amdahl_executors::storage::DataRoot;
 
 use crate::attempt::{
-    AttemptEnd, AttemptEnv, execute_attempt, finish_of, log_failure, place_stage, prepare_stage,
-    published_outputs, route_stage,
+    AttemptEnd, AttemptEnv, WaitPolicy, after_poke, execute_attempt, finish_of, log_failure,
+    place_stage, prepare_stage, published_outputs, route_stage,
 };
 use crate::reports::Reports;
 use amdahl_scheduler::decide::after_failure;
@@ -408,6 +408,7 @@ impl Worker {
             (prepared, _) => prepared,
         };
         let mut prepared = prepared;
+        let wait = WaitPolicy::of(&prepared);
         let route = route_stage(&mut prepared);
         let execution = execute_attempt(&self.env, prepared, claim.attempt_id, &self.data_root);
         let (attempt_state, result) = match timeout {
@@ -424,14 +425,28 @@ impl Worker {
             None => outcome(execution.await),
         };
         let now = self.env.clock.now_ms();
-        let (task_state, retry_at_ms) = if let Ok((outcome, _)) = &result {
-            (crate::attempt::ended_well(outcome), None)
-        } else {
-            let record = store
+        let record = || async {
+            store
                 .task(claim.run_id, &claim.task_id)
                 .await?
-                .ok_or_else(|| StoreError::NotFound(format!("task {}", claim.task_id)))?;
-            after_failure(&task_view(&record), now)
+                .ok_or_else(|| StoreError::NotFound(format!("task {}", claim.task_id)))
+        };
+        let (attempt_state, task_state, retry_at_ms, result) = match (result, wait) {
+            // A sensor's poke that found nothing: wait for the next, or end the wait.
+            (Ok((outcome, output)), Some(wait)) if outcome.waiting => {
+                let (a, t, at, result) = after_poke(&wait, &record().await?, outcome, now);
+                (a, t, at, result.map(|outcome| (outcome, output)))
+            }
+            (Ok(done), _) => (
+                attempt_state,
+                crate::attempt::ended_well(&done.0),
+                None,
+                Ok(done),
+            ),
+            (Err(e), _) => {
+                let (t, at) = after_failure(&task_view(&record().await?), now);
+                (attempt_state, t, at, Err(e))
+            }
         };
         let end = AttemptEnd {
             run_id: claim.run_id,

@@ -10,6 +10,7 @@ mod deadlines;
 mod imports;
 mod notifications;
 mod outputs;
+mod sensors;
 mod support;
 mod timezones;
 
@@ -40,6 +41,9 @@ use notifications::{
 use outputs::{
     a_command_writes_a_tasks_output, a_tasks_output_is_written_out_whole,
     a_tasks_output_is_written_to_object_storage, a_worker_publishes_a_commands_output,
+};
+use sensors::{
+    a_wait_times_out_or_is_skipped_or_ends_when_its_query_says, sensors_wait_without_holding_a_slot,
 };
 use support::TestDb;
 use timezones::{a_local_schedule_runs_at_local_times, a_run_reads_the_partition_of_its_day};
@@ -1932,6 +1936,8 @@ suite!(
     a_worker_publishes_a_commands_output,
     a_tasks_output_is_written_out_whole,
     a_tasks_output_is_written_to_object_storage,
+    sensors_wait_without_holding_a_slot,
+    a_wait_times_out_or_is_skipped_or_ends_when_its_query_says,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

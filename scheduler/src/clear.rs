@@ -105,6 +105,8 @@ mod tests {
             trigger: amdahl_dags::TriggerRule::AllSuccess,
             skip_note: None,
             depends_on_past: false,
+            pokes: 0,
+            waiting_since_ms: None,
         }
     }
 

@@ -135,7 +135,8 @@ pub fn task_view(t: &TaskRecord) -> TaskView {
         state: t.state,
         needs: t.needs.clone(),
         priority: t.priority as i32,
-        attempts: t.attempts as u32,
+        // A sensor's pokes that found nothing are not tries.
+        attempts: (t.attempts - t.pokes) as u32,
         retries: t.retries as u32,
         retry_delay_ms: t.retry_delay_ms,
         max_retry_delay_ms: t.max_retry_delay_ms,

@@ -61,7 +61,8 @@ states! {
 
 states! {
     /// How one attempt of a task ended (`Running` while it runs; `Lost` when the process that
-    /// ran it died and the reaper found it).
+    /// ran it died and the reaper found it; `Rescheduled`: a sensor's poke that found nothing
+    /// yet, its task waiting for the next).
     AttemptState {
         Running => "running",
         Success => "success",
@@ -69,6 +70,7 @@ states! {
         TimedOut => "timed_out",
         Cancelled => "cancelled",
         Lost => "lost",
+        Rescheduled => "rescheduled",
     }
 }
 

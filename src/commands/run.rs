@@ -242,7 +242,9 @@ impl RunObserver for Progress {
                 } else if state == TaskState::Running {
                     bar.set_message(format!("running {task_id}"));
                 } else if state == TaskState::UpForRetry {
-                    bar.println(format!("  {task_id}: failed, will retry"));
+                    bar.println(format!(
+                        "  {task_id}: up_for_retry (a retry, or a sensor's next poke)"
+                    ));
                 }
             }
             None => {

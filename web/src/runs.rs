@@ -130,6 +130,12 @@ pub struct TaskDto {
     /// Whether, in a scheduled or backfilled run, it waits for the same task of the previous
     /// such run to have succeeded or been skipped.
     pub depends_on_past: bool,
+    /// A sensor (`wait:`): its pokes that found nothing so far (attempts `rescheduled`).
+    pub pokes: i64,
+    /// A sensor waiting (`up_for_retry`): when it pokes next.
+    pub retry_at_ms: Option<i64>,
+    /// A sensor: when the first poke of its wait started (its timeout counts from there).
+    pub waiting_since_ms: Option<i64>,
 }
 
 impl From<TaskRecord> for TaskDto {
@@ -149,6 +155,9 @@ impl From<TaskRecord> for TaskDto {
             pool: t.pool,
             trigger: t.trigger.name().to_string(),
             depends_on_past: t.depends_on_past,
+            pokes: t.pokes,
+            retry_at_ms: t.retry_at_ms,
+            waiting_since_ms: t.waiting_since_ms,
         }
     }
 }

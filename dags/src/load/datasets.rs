@@ -142,14 +142,6 @@ impl Cx {
             );
             return None;
         };
-        let written = self.string(uri_node, &format!("{what}.uri"))?;
-        let templated = written.contains("{{") || written.contains("{%");
-        let sample = if templated {
-            let located = self.located(uri_node, &format!("{what}.uri"))?;
-            self.template(&located, ctx)?
-        } else {
-            written.clone()
-        };
         let mode = match field("mode") {
             Some(n) => {
                 let text = self.string(n, &format!("{what}.mode"))?;
@@ -177,10 +169,41 @@ impl Cx {
             }
             None => DatasetFormat::Parquet,
         };
+        let (written, templated, location) =
+            self.uri_location(uri_node, field("options"), &what, ctx, base_dir)?;
+        Some(Output {
+            uri: written,
+            templated,
+            location,
+            mode,
+            format,
+            span: node.span,
+        })
+    }
+
+    /// A `uri` (a template when it has `{{`/`{%`, checked by rendering it for a sample run)
+    /// with its object-storage `options`: as written, whether templated, and where the
+    /// sample run's points (for `output:` and `wait:`).
+    pub(super) fn uri_location(
+        &mut self,
+        uri_node: &Node,
+        options: Option<&Node>,
+        what: &str,
+        ctx: &RunContext,
+        base_dir: &Path,
+    ) -> Option<(String, bool, Location)> {
+        let written = self.string(uri_node, &format!("{what}.uri"))?;
+        let templated = written.contains("{{") || written.contains("{%");
+        let sample = if templated {
+            let located = self.located(uri_node, &format!("{what}.uri"))?;
+            self.template(&located, ctx)?
+        } else {
+            written.clone()
+        };
         let location = self.resolve_uri(&sample, uri_node.span, base_dir)?;
-        let location = match (location, field("options")) {
+        let location = match (location, options) {
             (Location::Object(mut object), Some(n)) => {
-                object.options = self.object_options(n, &what);
+                object.options = self.object_options(n, what);
                 Location::Object(object)
             }
             (Location::Local(_), Some(n)) => {
@@ -194,14 +217,7 @@ impl Cx {
             }
             (location, None) => location,
         };
-        Some(Output {
-            uri: written,
-            templated,
-            location,
-            mode,
-            format,
-            span: node.span,
-        })
+        Some((written, templated, location))
     }
 
     /// A dataset's `options:` for object storage: known settings only, never credentials.

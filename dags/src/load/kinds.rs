@@ -1,16 +1,21 @@
-//! Each task kind's body: `sql`, `shell`, `empty` and the dense kinds `knn`, `matmul` and
-//! `score` (`generate` has its own file).
+//! Each task kind's body: `sql`, `shell`, `empty`, `wait` and the dense kinds `knn`, `matmul`
+//! and `score` (`generate` has its own file).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Cx;
-use crate::model::{Activation, Knn, Matmul, Metric, Score, TableRef, TaskKind};
+use crate::model::{
+    Activation, DEFAULT_POKE, DEFAULT_WAIT_TIMEOUT, Knn, MIN_POKE, Matmul, Metric, Probe, Score,
+    TableRef, TaskKind, Wait, format_duration,
+};
 use crate::template::RunContext;
 use crate::yaml::{Node, Value};
 
 pub const KNN_KEYS: &[&str] = &["base", "queries", "column", "k", "metric"];
 pub const MATMUL_KEYS: &[&str] = &["left", "right", "column"];
 pub const SCORE_KEYS: &[&str] = &["input", "column", "model", "activation"];
+/// Keys of a `wait:` (a sensor): exactly one of `uri` and `sql`.
+pub const WAIT_KEYS: &[&str] = &["uri", "sql", "options", "poke", "timeout", "soft_fail"];
 /// Most neighbours a `knn` task may ask for per query.
 pub const MAX_K: u32 = 4096;
 
@@ -21,8 +26,10 @@ impl Cx {
         node: &Node,
         what: &str,
         ctx: &RunContext,
+        base_dir: &Path,
     ) -> Option<TaskKind> {
         match kind {
+            "wait" => self.wait(node, what, ctx, base_dir).map(TaskKind::Wait),
             "sql" => {
                 let located = self.located(node, &format!("{what}.sql"))?;
                 if located.text.trim().is_empty() {
@@ -175,5 +182,101 @@ impl Cx {
             model: model?,
             activation: activation?,
         }))
+    }
+
+    /// `wait: { uri | sql, options, poke, timeout, soft_fail }`.
+    fn wait(&mut self, node: &Node, what: &str, ctx: &RunContext, base_dir: &Path) -> Option<Wait> {
+        let what = format!("{what}.wait");
+        let fields = self.entries(node, &what, Some(WAIT_KEYS))?;
+        let field = |k: &str| fields.iter().find(|(f, _, _)| *f == k).map(|(_, _, v)| *v);
+        let probe = match (field("uri"), field("sql")) {
+            (Some(uri), None) => self
+                .uri_location(uri, field("options"), &what, ctx, base_dir)
+                .map(|(uri_text, templated, location)| Probe::Uri {
+                    uri: uri_text,
+                    templated,
+                    location,
+                    span: uri.span,
+                }),
+            (None, Some(sql)) => {
+                if let Some(options) = field("options") {
+                    self.error(
+                        options.span,
+                        format!("`{what}.options` go with a `uri`; a `sql` wait reads its inputs"),
+                    );
+                }
+                let located = self.located(sql, &format!("{what}.sql"))?;
+                if located.text.trim().is_empty() {
+                    self.error(sql.span, format!("`{what}.sql` is empty"));
+                    return None;
+                }
+                self.template(&located, ctx).map(|_| Probe::Sql(located))
+            }
+            (Some(_), Some(sql)) => {
+                self.error(
+                    sql.span,
+                    format!("`{what}` has both `uri` and `sql`; a wait checks one of them"),
+                );
+                None
+            }
+            (None, None) => {
+                self.error_help(
+                    node.span,
+                    format!("`{what}` needs `uri` or `sql`: what to wait for"),
+                    "write e.g. `wait: { uri: \"s3://lake/raw/dt={{ ds }}/_SUCCESS\" }` or \
+                     `wait: { sql: \"SELECT COUNT(*) > 0 FROM orders\" }`",
+                );
+                None
+            }
+        };
+        let poke = match field("poke") {
+            Some(n) => self.duration(n, &format!("{what}.poke")).and_then(|d| {
+                if d < MIN_POKE {
+                    self.error(
+                        n.span,
+                        format!(
+                            "`{what}.poke` is {}; pokes are at least {} apart",
+                            format_duration(d),
+                            format_duration(MIN_POKE)
+                        ),
+                    );
+                    return None;
+                }
+                Some((d, Some(n)))
+            }),
+            None => Some((DEFAULT_POKE, None)),
+        };
+        let timeout = match field("timeout") {
+            Some(n) => self.duration(n, &format!("{what}.timeout")).and_then(|d| {
+                if d.is_zero() {
+                    self.error(n.span, format!("`{what}.timeout` must be longer than 0s"));
+                    return None;
+                }
+                Some(d)
+            }),
+            None => Some(DEFAULT_WAIT_TIMEOUT),
+        };
+        let soft_fail = match field("soft_fail") {
+            Some(n) => self.boolean(n, &format!("{what}.soft_fail")),
+            None => Some(false),
+        };
+        let ((poke, poke_node), timeout) = (poke?, timeout?);
+        if poke > timeout {
+            self.error(
+                poke_node.map_or(node.span, |n| n.span),
+                format!(
+                    "`{what}.poke` ({}) is longer than its `timeout` ({}): it would poke once",
+                    format_duration(poke),
+                    format_duration(timeout)
+                ),
+            );
+            return None;
+        }
+        Some(Wait {
+            probe: probe?,
+            poke,
+            timeout,
+            soft_fail: soft_fail?,
+        })
     }
 }

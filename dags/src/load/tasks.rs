@@ -36,13 +36,14 @@ pub const TASK_KEYS: &[&str] = &[
     "knn",
     "matmul",
     "score",
+    "wait",
     "on_failure",
     "on_retry",
     "on_success",
 ];
 /// The task kinds: each task has exactly one of these keys.
 pub const KIND_KEYS: &[&str] = &[
-    "sql", "shell", "generate", "empty", "knn", "matmul", "score",
+    "sql", "shell", "generate", "empty", "knn", "matmul", "score", "wait",
 ];
 /// Most tasks one DAG may declare.
 pub const MAX_TASKS: usize = 10_000;
@@ -296,7 +297,7 @@ impl Cx {
                 None
             }
             [(kind, _, value)] => {
-                let kind = self.kind(kind, value, &what, ctx);
+                let kind = self.kind(kind, value, &what, ctx, known.base_dir);
                 // A dense task reads tables it needs or datasets, by name.
                 for table in kind.iter().flat_map(|k| k.tables()) {
                     let known = needs.iter().any(|(n, _)| *n == table.name)
@@ -351,7 +352,7 @@ impl Cx {
         if let (Some(Some((_, span))), Some(kind)) = (&output, &kind) {
             let writes = match kind {
                 TaskKind::Shell(_) => shell_output.is_some_and(|(b, _)| b),
-                TaskKind::Empty => false,
+                TaskKind::Empty | TaskKind::Wait(_) => false,
                 _ => true,
             };
             if !writes {

@@ -195,3 +195,67 @@ async fn object_storage_errors_name_the_url_never_the_secret() {
         assert!(!error.contains(secret), "{url}: {error}");
     }
 }
+
+/// A sensor's poke in object storage (`wait: { uri: s3://… }`): an object that is not there
+/// yet is a wait, not an error; once it is put, the wait is over; a `uri` ending in `/` waits
+/// for anything under that prefix; a server that cannot be reached fails the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_waits_for_an_object_and_a_prefix_in_s3() {
+    let s3 = LocalS3::start().unwrap();
+    s3.create_bucket("lake").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let executors = executors();
+    let poke = |url: &str| {
+        let work = Work::Wait {
+            probe: amdahl_executors::wait::Probe::Location(Location::Object(s3.location(url))),
+            poke: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(60),
+            soft_fail: false,
+        };
+        let stage = stage(work, vec![], None, dir.path());
+        let executors = executors.clone();
+        async move {
+            let (log, _lines) = LogSink::channel();
+            executors.execute(&stage, &log).await
+        }
+    };
+    let marker = "s3://lake/raw/dt=2026-01-02/_SUCCESS";
+    let prefix = "s3://lake/raw/dt=2026-01-02/";
+    for url in [marker, prefix] {
+        let outcome = poke(url).await.unwrap();
+        assert!(outcome.waiting, "{url}: nothing there yet");
+        assert!(
+            outcome
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("is not there yet")),
+            "{:?}",
+            outcome.note
+        );
+    }
+    s3.put(marker, b"".to_vec()).await.unwrap();
+    for url in [marker, prefix] {
+        let outcome = poke(url).await.unwrap();
+        assert!(!outcome.waiting, "{url}: the wait is over");
+    }
+    // A prefix of another name is not matched by a longer key's beginning.
+    assert!(poke("s3://lake/raw/dt=2026-01-0/").await.unwrap().waiting);
+    // A server that cannot be reached fails the attempt (it retries as any failure does);
+    // a bucket that does not exist reads as "not there" (S3 answers HEAD with a bare 404).
+    let mut unreachable = s3.location(marker);
+    unreachable
+        .options
+        .insert("endpoint".into(), "http://127.0.0.1:9".into());
+    let work = Work::Wait {
+        probe: amdahl_executors::wait::Probe::Location(Location::Object(unreachable)),
+        poke: std::time::Duration::from_secs(1),
+        timeout: std::time::Duration::from_secs(60),
+        soft_fail: false,
+    };
+    let (log, _lines) = LogSink::channel();
+    let error = executors
+        .execute(&stage(work, vec![], None, dir.path()), &log)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("s3://lake/raw"), "{error}");
+}

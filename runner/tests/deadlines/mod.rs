@@ -54,7 +54,7 @@ tasks:
         started.elapsed() < Duration::from_secs(20),
         "`sleep 30` was stopped"
     );
-    let reason = "the run timed out after 1.0s (run_timeout)";
+    let reason = "the run timed out after 1s (run_timeout)";
     let run = store.run(run_id).await.unwrap().unwrap();
     assert_eq!(run.note.as_deref(), Some(reason));
     let tasks = store.tasks(run_id).await.unwrap();

@@ -444,5 +444,13 @@ pub fn after_failure(task: &TaskView, now_ms: i64) -> (TaskState, Option<i64>) {
     }
 }
 
+/// When a sensor whose poke found nothing pokes next: `poke` after now, but never after its
+/// wait ends (`timeout` from the first poke, `since`), so the last poke is at the deadline;
+/// `None` once the wait is over (the task times out).
+pub fn next_poke(since_ms: i64, now_ms: i64, poke_ms: i64, timeout_ms: i64) -> Option<i64> {
+    let deadline = since_ms.saturating_add(timeout_ms);
+    (now_ms < deadline).then(|| now_ms.saturating_add(poke_ms).min(deadline))
+}
+
 #[cfg(test)]
 mod tests;

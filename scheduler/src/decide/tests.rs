@@ -605,3 +605,19 @@ fn the_past_holds_a_task_back_until_it_ended_well() {
         vec![MarkUpstreamFailed("b".into()), FinishRun(RunState::Failed)]
     );
 }
+
+#[test]
+fn a_sensor_pokes_until_its_deadline_then_times_out() {
+    // First poke at 0, every 60 s, for at most 150 s.
+    assert_eq!(next_poke(0, 0, 60_000, 150_000), Some(60_000));
+    assert_eq!(next_poke(0, 60_000, 60_000, 150_000), Some(120_000));
+    // The last poke is at the deadline, not after it.
+    assert_eq!(next_poke(0, 120_000, 60_000, 150_000), Some(150_000));
+    assert_eq!(next_poke(0, 150_000, 60_000, 150_000), None);
+    assert_eq!(next_poke(0, 200_000, 60_000, 150_000), None);
+    // A 7-day wait from a late start does not overflow.
+    assert_eq!(
+        next_poke(i64::MAX - 5, i64::MAX - 4, 60_000, 604_800_000),
+        Some(i64::MAX)
+    );
+}

@@ -92,6 +92,15 @@ pub fn due(
         .filter(|t| t.state == crate::state::TaskState::Failed)
         .map(|t| (t.task_id.as_str(), t.attempts))
         .collect();
+    // A sensor's pokes that found nothing are attempts too; they are not tries: the retries
+    // a failure leaves count the others.
+    let mut pokes: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for a in attempts
+        .iter()
+        .filter(|a| a.state == AttemptState::Rescheduled)
+    {
+        pokes.entry(a.task_id.as_str()).or_default().push(a.attempt);
+    }
     for attempt in attempts {
         let Some(task) = dag.task(&attempt.task_id) else {
             continue;
@@ -101,13 +110,16 @@ pub fn due(
             AttemptState::Failed | AttemptState::TimedOut | AttemptState::Lost => {
                 let left = retries.get(task.id.as_str()).copied().unwrap_or(0);
                 let last = ended.get(task.id.as_str()) == Some(&attempt.attempt);
-                if attempt.attempt <= left && !last {
+                let poked = pokes
+                    .get(task.id.as_str())
+                    .map_or(0, |p| p.iter().filter(|&&n| n < attempt.attempt).count());
+                if attempt.attempt - poked as i64 <= left && !last {
                     NoticeEvent::Retry
                 } else {
                     NoticeEvent::Failure
                 }
             }
-            AttemptState::Running | AttemptState::Cancelled => continue,
+            AttemptState::Running | AttemptState::Cancelled | AttemptState::Rescheduled => continue,
         };
         let mut push = |level: Level, notifiers: usize| {
             if notifiers > 0 {

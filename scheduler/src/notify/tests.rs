@@ -74,6 +74,8 @@ fn task(id: &str, state: TaskState, retries: i64) -> TaskRecord {
         trigger: TriggerRule::AllSuccess,
         skip_note: None,
         depends_on_past: false,
+        pokes: 0,
+        waiting_since_ms: None,
     }
 }
 

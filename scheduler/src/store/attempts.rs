@@ -79,7 +79,10 @@ const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
             device = COALESCE(e.device, ti.device), lease_owner = NULL, lease_expires_at_ms = NULL, \
             output_path = COALESCE(e.output_path, ti.output_path), rows_out = e.rows_out, \
             bytes_out = e.bytes_out, error = e.error, \
-            finished_at_ms = CASE WHEN e.task_state = 'up_for_retry' THEN NULL ELSE e.now_ms END \
+            finished_at_ms = CASE WHEN e.task_state = 'up_for_retry' THEN NULL ELSE e.now_ms END, \
+            pokes = ti.pokes + CASE WHEN e.attempt_state = 'rescheduled' THEN 1 ELSE 0 END, \
+            waiting_since_ms = CASE WHEN e.attempt_state = 'rescheduled' \
+                THEN COALESCE(ti.waiting_since_ms, ti.started_at_ms) ELSE ti.waiting_since_ms END \
         FROM e WHERE ti.run_id = e.run_id AND ti.task_id = e.task_id AND ti.state = 'running' \
             AND ti.attempts = e.attempt \
         RETURNING e.attempt_id), \
@@ -137,7 +140,10 @@ where
         "UPDATE task_instances SET state = $1, retry_at_ms = $2, device = COALESCE($3, device), \
             lease_owner = NULL, lease_expires_at_ms = NULL, \
             output_path = COALESCE($4, output_path), rows_out = $5, bytes_out = $6, error = $7, \
-            finished_at_ms = CASE WHEN $1 = 'up_for_retry' THEN NULL ELSE $8 END \
+            finished_at_ms = CASE WHEN $1 = 'up_for_retry' THEN NULL ELSE $8 END, \
+            pokes = pokes + CASE WHEN $12 = 'rescheduled' THEN 1 ELSE 0 END, \
+            waiting_since_ms = CASE WHEN $12 = 'rescheduled' \
+                THEN COALESCE(waiting_since_ms, started_at_ms) ELSE waiting_since_ms END \
          WHERE run_id = $9 AND task_id = $10 AND state = 'running' AND attempts = $11",
     )
     .bind(f.task_state.as_str())
@@ -151,6 +157,7 @@ where
     .bind(f.run_id)
     .bind(f.task_id.as_str())
     .bind(f.attempt)
+    .bind(f.attempt_state.as_str())
 }
 
 /// The attempt half of recording an attempt's end.

@@ -27,7 +27,7 @@ impl Store {
             for task_id in task_ids {
                 let task = sqlx::query(
                     "UPDATE task_instances SET state = 'scheduled', retry_at_ms = NULL, \
-                     error = NULL, started_at_ms = NULL, finished_at_ms = NULL, \
+                     error = NULL, started_at_ms = NULL, finished_at_ms = NULL, waiting_since_ms = NULL, \
                      queued_at_ms = NULL, lease_owner = NULL, lease_expires_at_ms = NULL \
                      WHERE run_id = $1 AND task_id = $2 AND state IN \
                      ('success', 'failed', 'upstream_failed', 'skipped', 'cancelled')",

@@ -30,7 +30,7 @@ macro_rules! select_tasks {
         concat!(
             "SELECT task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, ",
             "retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms, pool, ",
-            "trigger_rule, skip_note, max_retry_delay_ms, depends_on_past ",
+            "trigger_rule, skip_note, max_retry_delay_ms, depends_on_past, pokes, waiting_since_ms ",
             "FROM task_instances ",
             $rest
         )

@@ -120,6 +120,12 @@ pub struct TaskRecord {
     pub trigger: TriggerRule,
     pub skip_note: Option<String>,
     pub depends_on_past: bool,
+    /// A sensor's pokes that found nothing (attempts that are not tries: `attempts - pokes`
+    /// is what retries count).
+    pub pokes: i64,
+    /// When the first poke of a sensor's current wait started (its timeout counts from
+    /// there); `None` until a poke found nothing.
+    pub waiting_since_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -249,6 +255,8 @@ pub(super) struct TaskRow {
     skip_note: Option<String>,
     max_retry_delay_ms: Option<i64>,
     depends_on_past: bool,
+    pokes: i64,
+    waiting_since_ms: Option<i64>,
 }
 
 impl TaskRow {
@@ -280,6 +288,8 @@ impl TaskRow {
             finished_at_ms: self.finished_at_ms,
             pool: self.pool,
             depends_on_past: self.depends_on_past,
+            pokes: self.pokes,
+            waiting_since_ms: self.waiting_since_ms,
         })
     }
 }

@@ -571,7 +571,7 @@ fn the_ui_shows_a_failure_its_notification_and_import_errors() {
         })
         .await;
         assert!(
-            note.contains("the run timed out after 1.0s (run_timeout)"),
+            note.contains("the run timed out after 1s (run_timeout)"),
             "{note}"
         );
         screenshot(&client, "10-timed-out-run").await;

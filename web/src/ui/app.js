@@ -503,6 +503,9 @@ async function taskPage(runId, taskId) {
         task.depends_on_past ? " · after the same task of the previous scheduled run (depends_on_past)" : "",
         task.depends_on_past && task.state === "scheduled"
           ? " · waiting until it succeeded or was skipped (a failed one holds this task until it is cleared and succeeds)" : "",
+        task.kind === "wait" && task.pokes > 0
+          ? ` · sensor: ${task.pokes} poke${task.pokes === 1 ? "" : "s"} found nothing yet` +
+            (task.state === "up_for_retry" && task.retry_at_ms ? `; next poke at ${new Date(task.retry_at_ms).toLocaleString()}` : "") : "",
         task.error ? ` · ${task.error}` : ""),
       clearButton,
       el("h2", {}, "Attempts and placement"),

@@ -11,6 +11,12 @@ use std::time::Duration;
 
 use crate::yaml::{Span, Style};
 
+mod kinds;
+mod syntax;
+
+pub use kinds::*;
+pub use syntax::{format_duration, is_valid_id, parse_duration};
+
 /// A loaded, validated DAG file.
 #[derive(Clone, Debug)]
 pub struct Dag {
@@ -118,7 +124,7 @@ impl Dataset {
 
 /// A location for one run: `uri` rendered with the run's context when it is a template,
 /// with the options of the loader's `sample`.
-fn run_location(
+pub(crate) fn run_location(
     uri: &str,
     templated: bool,
     sample: &Location,
@@ -585,7 +591,7 @@ impl Task {
             | TaskKind::Matmul(_)
             | TaskKind::Score(_) => true,
             TaskKind::Shell(_) => self.shell_output,
-            TaskKind::Empty => false,
+            TaskKind::Empty | TaskKind::Wait(_) => false,
         }
     }
 }
@@ -717,6 +723,8 @@ pub enum TaskKind {
     Matmul(Matmul),
     /// A small MLP (weights in a safetensors file) applied to each row's vector.
     Score(Score),
+    /// A sensor: succeeds once a file or object exists, or a query says so.
+    Wait(Wait),
 }
 
 impl TaskKind {
@@ -729,6 +737,7 @@ impl TaskKind {
             TaskKind::Knn(_) => "knn",
             TaskKind::Matmul(_) => "matmul",
             TaskKind::Score(_) => "score",
+            TaskKind::Wait(_) => "wait",
         }
     }
 
@@ -743,258 +752,9 @@ impl TaskKind {
     }
 }
 
-/// A table a dense task reads: an upstream task's output or a dataset, by name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TableRef {
-    pub name: String,
-    pub span: Span,
-}
-
-/// How `knn` measures closeness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Metric {
-    /// Inner product; larger is closer.
-    Dot,
-    /// Cosine similarity; larger is closer.
-    Cosine,
-    /// Euclidean distance; smaller is closer.
-    L2,
-}
-
-impl Metric {
-    pub const NAMES: [&'static str; 3] = ["dot", "cosine", "l2"];
-
-    pub fn parse(text: &str) -> Option<Metric> {
-        match text {
-            "dot" => Some(Metric::Dot),
-            "cosine" => Some(Metric::Cosine),
-            "l2" => Some(Metric::L2),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::Dot => "dot",
-            Metric::Cosine => "cosine",
-            Metric::L2 => "l2",
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Knn {
-    pub base: TableRef,
-    pub queries: TableRef,
-    /// The vector column, in both tables.
-    pub column: String,
-    pub k: u32,
-    pub metric: Metric,
-}
-
-#[derive(Clone, Debug)]
-pub struct Matmul {
-    pub left: TableRef,
-    pub right: TableRef,
-    /// The vector column, in both tables (all vectors of one length).
-    pub column: String,
-}
-
-/// The nonlinearity between an MLP's layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    Relu,
-    Tanh,
-    Sigmoid,
-}
-
-impl Activation {
-    pub const NAMES: [&'static str; 3] = ["relu", "tanh", "sigmoid"];
-
-    pub fn parse(text: &str) -> Option<Activation> {
-        match text {
-            "relu" => Some(Activation::Relu),
-            "tanh" => Some(Activation::Tanh),
-            "sigmoid" => Some(Activation::Sigmoid),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Score {
-    pub input: TableRef,
-    pub column: String,
-    /// The safetensors file: `<layer>.weight` (out × in) and `<layer>.bias` (out) per layer,
-    /// layers in the order of their names. Relative paths are from the DAG file's folder.
-    pub model: PathBuf,
-    pub activation: Activation,
-}
-
-/// A synthetic data source.
-#[derive(Clone, Debug)]
-pub enum Generate {
-    Tpch {
-        table: TpchTable,
-        /// A template that must render to a positive number.
-        scale_factor: Located,
-    },
-    /// `rows` random vectors of `dim` floats, uniform in [-1, 1): columns `id` and `vector`.
-    /// The same seed gives the same vectors.
-    Vectors { rows: u64, dim: u32, seed: u64 },
-}
-
-/// The eight TPC-H tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TpchTable {
-    Region,
-    Nation,
-    Supplier,
-    Customer,
-    Part,
-    PartSupp,
-    Orders,
-    LineItem,
-}
-
-impl TpchTable {
-    pub const NAMES: [&'static str; 8] = [
-        "region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem",
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "region" => TpchTable::Region,
-            "nation" => TpchTable::Nation,
-            "supplier" => TpchTable::Supplier,
-            "customer" => TpchTable::Customer,
-            "part" => TpchTable::Part,
-            "partsupp" => TpchTable::PartSupp,
-            "orders" => TpchTable::Orders,
-            "lineitem" => TpchTable::LineItem,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TpchTable::Region => "region",
-            TpchTable::Nation => "nation",
-            TpchTable::Supplier => "supplier",
-            TpchTable::Customer => "customer",
-            TpchTable::Part => "part",
-            TpchTable::PartSupp => "partsupp",
-            TpchTable::Orders => "orders",
-            TpchTable::LineItem => "lineitem",
-        }
-    }
-}
-
-/// Parses durations like `90s`, `10m`, `1h30m`, `2d`, `250ms`; a bare integer means seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!(
-                "`{text}` is not a duration; use e.g. 30s, 10m, 1h30m, 2d"
-            ));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}`: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number.saturating_mul(60)),
-            "h" => Duration::from_secs(number.saturating_mul(3600)),
-            "d" => Duration::from_secs(number.saturating_mul(86_400)),
-            "" => {
-                return Err(format!(
-                    "`{text}`: missing unit after {number} (ms, s, m, h, d)"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "`{text}`: unknown unit `{other}` (use ms, s, m, h, d)"
-                ));
-            }
-        };
-        total = total.saturating_add(part);
-    }
-    Ok(total)
-}
-
-/// Formats a duration compactly (`1h30m`, `2.5s`).
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    if ms < 60_000 {
-        return format!("{:.1}s", d.as_secs_f64());
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    match (h, m, s) {
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, _) => format!("{h}h{m}m"),
-    }
-}
-
-/// Whether `id` is a valid DAG, task, dataset or param id: lowercase letters, digits, `_`,
-/// starting with a letter or `_`, at most 64 characters.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_and_reject() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        assert!(parse_duration("10 minutes").is_err());
-        assert!(parse_duration("1x").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn ids_are_lowercase_words() {
-        assert!(is_valid_id("daily_revenue"));
-        assert!(is_valid_id("q1"));
-        assert!(!is_valid_id("Daily"));
-        assert!(!is_valid_id("1abc"));
-        assert!(!is_valid_id("a-b"));
-        assert!(!is_valid_id(""));
-    }
 
     #[test]
     fn block_positions_map_into_the_file() {
