@@ -163,6 +163,9 @@ pub enum RunsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum TasksCommand {
+    /// Show a task: its state, its attempts, and what its latest attempt ran after templating
+    /// (the query, the command with secrets masked) with the physical plan of a query
+    Show { run_id: i64, task_id: String },
     /// Print the logs of every attempt of a task
     Logs { run_id: i64, task_id: String },
     /// Run tasks of a finished run again, with everything downstream of them; the scheduler

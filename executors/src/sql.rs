@@ -378,13 +378,20 @@ async fn run_split(
     let memory = pool.memory;
     let ctx = shards::session(pool.partitions, pool.env);
     let plan = plan(&ctx, query, inputs, log).await?;
+    let shown = physical_text(&plan);
     match shards::find(&plan, inputs) {
-        Ok(split) => shards::run(&ctx, plan, split, n, lanes, output_dir, log, memory).await,
+        Ok(split) => shards::run(&ctx, plan, split, n, lanes, output_dir, log, memory)
+            .await
+            .map(|outcome| StageOutcome {
+                plan: Some(shown),
+                ..outcome
+            }),
         Err(why) => {
             let why = format!("shards: {n} asked for, but the query runs whole: {why}");
             log.system(&why);
             let mut outcome = execute_on_cpu(&ctx, plan, output_dir, log).await?;
             outcome.note = Some(why);
+            outcome.plan = Some(shown);
             Ok(outcome)
         }
     }
@@ -400,10 +407,11 @@ async fn run_query(
 ) -> Result<StageOutcome, StageError> {
     let ctx = SessionContext::new_with_config_rt(session_config(pool.partitions), pool.env);
     let plan = plan(&ctx, query, inputs, log).await?;
+    let shown = physical_text(&plan);
     let mut note = None;
     if let Some(asked) = gpu_choice {
         match on_gpu(&plan, &asked, log).await {
-            Ok((batch, t)) => {
+            Ok((batch, t, kernel)) => {
                 let written = Instant::now();
                 reset_dir(output_dir)?;
                 let mut writer = PartWriter::create(output_dir, 0, batch.schema())?;
@@ -421,6 +429,7 @@ async fn run_query(
                     }),
                     skipped: false,
                     waiting: false,
+                    plan: Some(format!("{shown}\nGPU kernel plan: {kernel}")),
                 });
             }
             Err(why) => {
@@ -431,7 +440,16 @@ async fn run_query(
     }
     let mut outcome = execute_on_cpu(&ctx, plan, output_dir, log).await?;
     outcome.note = note;
+    outcome.plan = Some(shown);
     Ok(outcome)
+}
+
+/// A physical plan as DataFusion prints it (one operator per line, indented), recorded with
+/// the attempt for the task page and `amdahl tasks show`.
+fn physical_text(plan: &Arc<dyn ExecutionPlan>) -> String {
+    datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string()
 }
 
 /// Runs a plan on DataFusion, streaming its result into the output folder.
@@ -465,11 +483,12 @@ async fn on_gpu(
     plan: &Arc<dyn ExecutionPlan>,
     asked: &str,
     log: &LogSink,
-) -> Result<(RecordBatch, gpu::cuda::GpuTimings), String> {
+) -> Result<(RecordBatch, gpu::cuda::GpuTimings, String), String> {
     let kernel = gpu::translate(plan).map_err(|why| {
         format!("{asked}, but the plan cannot run on the GPU ({why}); running on the CPU")
     })?;
-    log.system(format!("GPU kernel plan: {kernel}"));
+    let shown = kernel.to_string();
+    log.system(format!("GPU kernel plan: {shown}"));
     if let Some(problem) = gpu::health::unusable_reason() {
         return Err(format!(
             "{asked}, but no GPU is usable here ({problem}); running on the CPU"
@@ -501,5 +520,5 @@ async fn on_gpu(
         t.kernel_ms,
         t.download_ms
     ));
-    Ok((batch, t))
+    Ok((batch, t, shown))
 }

@@ -161,6 +161,68 @@ impl Stage {
         }
     }
 
+    /// What this attempt runs after templating, as the attempt records it: the query (after
+    /// its `when.sql`, when it has one), the command (secrets masked), the settings of the
+    /// other kinds; `None` for `empty`.
+    pub fn rendered(&self) -> Option<String> {
+        let work = match &self.work {
+            Work::Sql { query } => query.trim_end().to_string(),
+            Work::Shell { command } => self.mask(command.trim_end()),
+            Work::Tpch {
+                table,
+                scale_factor,
+            } => format!(
+                "generate TPC-H `{}` at scale factor {scale_factor}",
+                table.name()
+            ),
+            Work::Vectors { rows, dim, seed } => {
+                format!("generate {rows} random vectors of {dim} floats (seed {seed})")
+            }
+            Work::Empty => return None,
+            Work::Wait {
+                probe,
+                poke,
+                timeout,
+                soft_fail,
+            } => format!(
+                "wait for {probe}: a poke every {}, for at most {}{}",
+                amdahl_dags::model::format_duration(*poke),
+                amdahl_dags::model::format_duration(*timeout),
+                if *soft_fail { " (soft_fail)" } else { "" }
+            ),
+            Work::Knn {
+                base,
+                queries,
+                column,
+                k,
+                metric,
+            } => format!(
+                "knn: the {k} nearest rows of `{base}` to each row of `{queries}` by `{column}` \
+                 ({})",
+                metric.name()
+            ),
+            Work::Matmul {
+                left,
+                right,
+                column,
+            } => format!("matmul: `{left}` · `{right}`ᵀ over `{column}`"),
+            Work::Score {
+                input,
+                column,
+                model,
+                activation,
+            } => format!(
+                "score `{input}` by `{column}` with {} ({})",
+                model.display(),
+                activation.name()
+            ),
+        };
+        Some(match &self.condition {
+            Some(condition) => format!("-- when.sql\n{}\n\n{work}", condition.trim_end()),
+            None => work,
+        })
+    }
+
     /// `text` with every secret value of the stage replaced by `***`.
     pub fn mask(&self, text: &str) -> String {
         mask(text, self.secrets.iter().map(|(_, value)| value.as_str()))
@@ -192,6 +254,9 @@ pub struct StageOutcome {
     /// A sensor's poke found nothing yet: the task waits for its next poke (the note says
     /// what it looked for).
     pub waiting: bool,
+    /// The physical plan a query ran (DataFusion's, then the GPU kernel plan when it ran
+    /// there), for the attempt's record.
+    pub plan: Option<String>,
 }
 
 /// Milliseconds a stage spent on each kind of work (the rest of its time is overhead:
@@ -216,6 +281,7 @@ impl StageOutcome {
             timings: None,
             skipped: false,
             waiting: false,
+            plan: None,
         }
     }
 

@@ -590,6 +590,8 @@ pub struct AttemptEnd<'a> {
     pub now: i64,
     /// Where the attempt was sent (see [`route_stage`]); `None` when it ended before.
     pub route: Option<String>,
+    /// What it ran after templating ([`Stage::rendered`]), read before it ran.
+    pub rendered: Option<String>,
 }
 
 /// The store write that records an attempt's end.
@@ -598,6 +600,7 @@ pub fn finish_of(
     result: Result<(StageOutcome, Option<String>), String>,
 ) -> FinishAttempt {
     let (mut io_us, mut transfer_us, mut compute_us) = (None, None, None);
+    let mut plan = None;
     let (device, device_note, output_path, rows, bytes, error) = match result {
         Ok((outcome, output)) => {
             if let Some(t) = &outcome.timings {
@@ -608,6 +611,7 @@ pub fn finish_of(
             // A skipped task's reason is where a rule-skipped task's is: its `error`, which
             // `runs show` and the run table print.
             let reason = outcome.skipped.then(|| outcome.note.clone()).flatten();
+            plan = outcome.plan;
             (
                 Some(outcome.device),
                 outcome.note,
@@ -638,6 +642,8 @@ pub fn finish_of(
         transfer_us,
         compute_us,
         route: end.route.clone(),
+        rendered: end.rendered.clone(),
+        plan,
     }
 }
 

@@ -77,6 +77,7 @@ struct Finished {
     output_dir: Option<String>,
     route: Option<String>,
     wait: Option<WaitPolicy>,
+    rendered: Option<String>,
 }
 
 impl LocalRunner {
@@ -250,6 +251,7 @@ impl LocalRunner {
                                 retry_at_ms: retry_at,
                                 now,
                                 route: None,
+                                rendered: None,
                             },
                             Err(error),
                         )
@@ -354,6 +356,7 @@ impl LocalRunner {
                 retry_at_ms: None,
                 now,
                 route: None,
+                rendered: None,
             };
             record_result(&self.store, &end, Err(stop.attempt_error.to_string())).await
         } else {
@@ -409,6 +412,7 @@ impl LocalRunner {
             retry_at_ms: retry_at,
             now,
             route: done.route,
+            rendered: done.rendered,
         };
         match record_result(&self.store, &end, result).await {
             Ok(()) => observer.task_changed(&done.task_id, task_state),
@@ -464,6 +468,7 @@ impl LocalRunner {
             };
             let mut prepared = prepared;
             let wait = WaitPolicy::of(&prepared);
+            let rendered = prepared.as_ref().ok().and_then(Stage::rendered);
             let route = route_stage(&mut prepared);
             let (result, output_dir) =
                 execute_attempt(&env, prepared, attempt_id, &data_root).await;
@@ -475,6 +480,7 @@ impl LocalRunner {
                 output_dir,
                 route,
                 wait,
+                rendered,
             });
         })
     }

@@ -409,6 +409,10 @@ impl Worker {
         };
         let mut prepared = prepared;
         let wait = WaitPolicy::of(&prepared);
+        let rendered = prepared
+            .as_ref()
+            .ok()
+            .and_then(amdahl_executors::Stage::rendered);
         let route = route_stage(&mut prepared);
         let execution = execute_attempt(&self.env, prepared, claim.attempt_id, &self.data_root);
         let (attempt_state, result) = match timeout {
@@ -458,6 +462,7 @@ impl Worker {
             retry_at_ms,
             now,
             route,
+            rendered,
         };
         let finish = finish_of(&end, result);
         log_failure(store, &finish).await?;

@@ -398,6 +398,8 @@ async fn a_stale_attempt_report_is_rejected(db: &TestDb) {
         transfer_us: None,
         compute_us: None,
         route: None,
+        rendered: None,
+        plan: None,
     };
     store
         .finish_attempt(&fail(first_id, first, TaskState::UpForRetry))
@@ -528,15 +530,9 @@ async fn run_through_a_worker(
 ) -> (i64, RunState) {
     use amdahl_scheduler::runs::{RunOrigin, create_run};
     use amdahl_scheduler::service::{Moved, advance};
-    let run_id = create_run(
-        store,
-        &SystemClock,
-        dag,
-        &std::collections::BTreeMap::new(),
-        RunOrigin::Manual,
-    )
-    .await
-    .unwrap();
+    let run_id = create_run(store, &SystemClock, dag, &dag.params, RunOrigin::Manual)
+        .await
+        .unwrap();
     let worker = worker(store, data_root, "worker", false, Duration::from_secs(30));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run(async {
@@ -982,6 +978,8 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
         transfer_us: None,
         compute_us: None,
         route: None,
+        rendered: None,
+        plan: None,
     };
     let recorded = store
         .finish_attempts(&[
@@ -1130,6 +1128,8 @@ async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
             transfer_us: None,
             compute_us: None,
             route: None,
+            rendered: None,
+            plan: None,
         })
         .await;
     assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
@@ -1234,6 +1234,8 @@ async fn placement_records_are_kept(db: &TestDb) {
             transfer_us: Some(500),
             compute_us: Some(600),
             route: Some("gpu".into()),
+            rendered: None,
+            plan: None,
         });
     }
     assert_eq!(store.finish_attempts(&ends).await.unwrap(), [true, true]);
@@ -1537,6 +1539,8 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             transfer_us: None,
             compute_us: None,
             route: Some("split into 2 parts over the CPU".into()),
+            rendered: None,
+            plan: None,
         })
         .await
         .unwrap();
@@ -1713,6 +1717,71 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
         ),
         (run_id, date, RunState::Queued, None)
     );
+}
+
+/// Every attempt records what it ran after templating (the query with its params, the
+/// command with secret values masked) and, for a query, its physical plan; in process and
+/// through a worker.
+async fn attempts_record_what_they_ran(db: &TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token.txt"), "s3cr3t-value-42\n").unwrap();
+    let yaml = r#"
+dag: rendered
+params: { min: 5 }
+secrets: { token: { file: token.txt } }
+tasks:
+  staged:
+    sql: "SELECT id FROM (VALUES (1), (7), (9)) AS t(id) WHERE id >= {{ params.min }}"
+  call:
+    needs: [staged]
+    shell: "echo s3cr3t-value-42 > /dev/null; echo {{ params.min }}"
+  nothing:
+    empty: {}
+"#;
+    let dag = load_bytes("rendered.yaml", dir.path(), yaml.as_bytes())
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+    let runner = runner(&store, dir.path());
+    let in_process = runner.create_run(&dag, &dag.params).await.unwrap();
+    let state = runner
+        .drive(&dag, in_process, &Quiet, std::future::pending())
+        .await
+        .unwrap();
+    let errors: Vec<_> = store
+        .tasks(in_process)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.task_id, t.state, t.error))
+        .collect();
+    assert_eq!(state, RunState::Success, "{errors:?}");
+    let (through_a_worker, state) = run_through_a_worker(&store, &dag, dir.path()).await;
+    let errors: Vec<_> = store
+        .tasks(through_a_worker)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.task_id, t.state, t.error))
+        .collect();
+    assert_eq!(state, RunState::Success, "{errors:?}");
+    for run_id in [in_process, through_a_worker] {
+        let attempts = store.attempts(run_id).await.unwrap();
+        let of = |id: &str| attempts.iter().find(|a| a.task_id == id).unwrap();
+        assert_eq!(
+            of("staged").rendered.as_deref(),
+            Some("SELECT id FROM (VALUES (1), (7), (9)) AS t(id) WHERE id >= 5"),
+            "run {run_id}"
+        );
+        let plan = of("staged").plan.clone().unwrap_or_default();
+        assert!(plan.contains("FilterExec"), "run {run_id}: {plan}");
+        assert_eq!(
+            of("call").rendered.as_deref(),
+            Some("echo *** > /dev/null; echo 5"),
+            "run {run_id}"
+        );
+        assert_eq!(of("call").plan, None);
+        assert_eq!(of("nothing").rendered, None);
+    }
 }
 
 macro_rules! suite {
@@ -1937,6 +2006,7 @@ suite!(
     a_tasks_output_is_written_out_whole,
     a_tasks_output_is_written_to_object_storage,
     sensors_wait_without_holding_a_slot,
+    attempts_record_what_they_ran,
     a_wait_times_out_or_is_skipped_or_ends_when_its_query_says,
 );
 

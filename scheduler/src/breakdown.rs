@@ -152,6 +152,8 @@ mod tests {
             transfer_us: parts[1],
             compute_us: parts[2],
             route: None,
+            rendered: None,
+            plan: None,
         }
     }
 

@@ -408,18 +408,96 @@ fn placement_rows(attempts: &[amdahl_scheduler::store::AttemptRecord]) -> Vec<Ve
         .collect()
 }
 
-pub async fn task_logs(store: &Store, run_id: i64, task_id: &str) -> anyhow::Result<ExitCode> {
+/// The task `task_id` of run `run_id`, or an error naming the run's tasks.
+async fn find_task(
+    store: &Store,
+    run_id: i64,
+    task_id: &str,
+) -> anyhow::Result<amdahl_scheduler::store::TaskRecord> {
     let tasks = store.tasks(run_id).await.context("reading the run")?;
     if tasks.is_empty() {
         bail!("no run {run_id}");
     }
-    if !tasks.iter().any(|t| t.task_id == task_id) {
-        let names: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
-        bail!(
-            "run {run_id} has no task `{task_id}`; its tasks: {}",
-            names.join(", ")
+    let names: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+    let names = names.join(", ");
+    tasks
+        .into_iter()
+        .find(|t| t.task_id == task_id)
+        .with_context(|| format!("run {run_id} has no task `{task_id}`; its tasks: {names}"))
+}
+
+/// `amdahl tasks show`: the task, its attempts, and what the latest one ran.
+pub async fn task_show(store: &Store, run_id: i64, task_id: &str) -> anyhow::Result<ExitCode> {
+    let task = find_task(store, run_id, task_id).await?;
+    println!("task     {task_id} ({}) of run {run_id}", task.kind);
+    println!("state    {}", task.state);
+    if let Some(error) = &task.error {
+        println!("error    {}", first_line(error));
+    }
+    let attempts = store.attempts_of(run_id, &[task_id.to_string()]).await?;
+    let rows: Vec<Vec<String>> = attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.attempt.to_string(),
+                a.state.to_string(),
+                a.route.clone().unwrap_or_else(|| "-".into()),
+                a.device.map_or("-", Place::code).to_string(),
+                timestamp(Some(a.started_at_ms)),
+                duration_ms(Some(a.started_at_ms), a.finished_at_ms),
+                a.device_note
+                    .as_deref()
+                    .map(first_line)
+                    .unwrap_or_default()
+                    .to_string(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        println!();
+        print!(
+            "{}",
+            table(
+                &[
+                    "ATTEMPT", "STATE", "ROUTE", "DEVICE", "STARTED", "DURATION", "NOTE"
+                ],
+                &rows
+            )
         );
     }
+    let Some(latest) = attempts.last() else {
+        println!(
+            "
+no attempt yet"
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    match &latest.rendered {
+        Some(rendered) => println!(
+            "
+Ran (attempt {}):
+{rendered}",
+            latest.attempt
+        ),
+        None => println!(
+            "
+Ran (attempt {}): nothing to render",
+            latest.attempt
+        ),
+    }
+    if let Some(plan) = &latest.plan {
+        println!(
+            "
+Physical plan:
+{}",
+            plan.trim_end()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn task_logs(store: &Store, run_id: i64, task_id: &str) -> anyhow::Result<ExitCode> {
+    find_task(store, run_id, task_id).await?;
     let logs = store.logs(run_id, task_id).await?;
     if logs.is_empty() {
         eprintln!("no log lines for task `{task_id}` of run {run_id}");

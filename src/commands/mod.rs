@@ -83,6 +83,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             reap(&store, &owner).await?;
             inspect::runs_cancel(&store, run_id).await
         }
+        Command::Tasks(TasksCommand::Show { run_id, task_id }) => {
+            inspect::task_show(&store, run_id, &task_id).await
+        }
         Command::Tasks(TasksCommand::Logs { run_id, task_id }) => {
             inspect::task_logs(&store, run_id, &task_id).await
         }

@@ -66,6 +66,26 @@ fn every_example_runs_and_can_be_inspected(amdahl: &Amdahl) {
         ),
         0
     );
+    // What a task ran, after templating, with the plan of its query.
+    let task = amdahl.run(&["tasks", "show", &tpch_run.to_string(), "q1_pricing_summary"]);
+    assert_success(&task, "tasks show");
+    let task = text(&task.stdout);
+    for expected in [
+        "state    success",
+        "Ran (attempt 1):",
+        "l_returnflag",
+        "Physical plan:",
+        "AggregateExec",
+    ] {
+        assert!(task.contains(expected), "`{expected}` in:\n{task}");
+    }
+    let unknown = amdahl.run(&["tasks", "show", &tpch_run.to_string(), "q1_pricing"]);
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("has no task `q1_pricing`; its tasks:"),
+        "{}",
+        text(&unknown.stderr)
+    );
     let logs = amdahl.run(&["tasks", "logs", &tpch_run.to_string(), "report"]);
     assert_success(&logs, "tasks logs");
     assert!(text(&logs.stdout).contains(&format!(

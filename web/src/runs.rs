@@ -173,6 +173,12 @@ pub struct AttemptDto {
     /// N parts over …`); `device` is where it ran (a GPU route that fell back ran on the CPU).
     /// Absent for an attempt that ended before it was routed.
     pub route: Option<String>,
+    /// What it ran after templating: the query, the command (secrets masked), the settings
+    /// of other kinds; absent for `empty` tasks.
+    pub rendered: Option<String>,
+    /// The physical plan a query ran (DataFusion's; then the GPU kernel plan when it ran
+    /// there).
+    pub plan: Option<String>,
     pub device: Option<String>,
     /// Why it ran there (placement's reason, a fallback, how a split task was shared).
     pub device_note: Option<String>,
@@ -195,6 +201,8 @@ impl From<AttemptRecord> for AttemptDto {
             attempt: a.attempt,
             state: a.state.to_string(),
             route: a.route,
+            rendered: a.rendered,
+            plan: a.plan,
             device: a.device.map(|d| d.code().to_string()),
             device_note: a.device_note,
             error: a.error,

@@ -82,6 +82,14 @@ impl Activation {
             _ => None,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

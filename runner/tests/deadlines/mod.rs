@@ -204,6 +204,8 @@ pub async fn a_task_waits_for_its_past(db: &TestDb) {
         transfer_us: None,
         compute_us: None,
         route: None,
+        rendered: None,
+        plan: None,
     };
     store.finish_attempt(&fail).await.unwrap();
     let (attempt_id, attempt) = store

@@ -98,6 +98,8 @@ fn attempt(task_id: &str, number: i64, state: AttemptState) -> AttemptRecord {
         transfer_us: None,
         compute_us: None,
         route: None,
+        rendered: None,
+        plan: None,
     }
 }
 

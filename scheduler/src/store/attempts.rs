@@ -56,6 +56,8 @@ async fn finish_attempts_postgres(
         .bind(maybe(|e| e.transfer_us))
         .bind(maybe(|e| e.compute_us))
         .bind(text(|e| e.route.as_deref()))
+        .bind(text(|e| e.rendered.as_deref()))
+        .bind(text(|e| e.plan.as_deref()))
         .fetch_one(&mut *tx)
         .await?;
     if row.tasks as usize != row.attempt_ids.len() {
@@ -71,9 +73,11 @@ async fn finish_attempts_postgres(
 const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
                              $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
-                             $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[]) \
+                             $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[], \
+                             $19::text[], $20::text[]) \
             AS e(run_id, task_id, attempt, attempt_id, attempt_state, task_state, retry_at_ms, device, \
-                 output_path, rows_out, bytes_out, error, now_ms, device_note, io_us, transfer_us, compute_us, route)), \
+                 output_path, rows_out, bytes_out, error, now_ms, device_note, io_us, transfer_us, compute_us, route, \
+                 rendered, plan)), \
      t AS ( \
         UPDATE task_instances ti SET state = e.task_state, retry_at_ms = e.retry_at_ms, \
             device = COALESCE(e.device, ti.device), lease_owner = NULL, lease_expires_at_ms = NULL, \
@@ -89,7 +93,8 @@ const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
      a AS ( \
         UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, \
             device_note = e.device_note, error = e.error, rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms, \
-            io_us = e.io_us, transfer_us = e.transfer_us, compute_us = e.compute_us, route = e.route \
+            io_us = e.io_us, transfer_us = e.transfer_us, compute_us = e.compute_us, route = e.route, \
+            rendered = e.rendered, plan = e.plan \
         FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
             AND ta.id IN (SELECT attempt_id FROM t) \
         RETURNING ta.id) \
@@ -173,8 +178,8 @@ where
     sqlx::query(
         "UPDATE task_attempts SET state = $1, device = $2, error = $3, rows_out = $4, bytes_out = $5, \
             finished_at_ms = $6, device_note = $7, io_us = $8, transfer_us = $9, compute_us = $10, \
-            route = $11 \
-         WHERE id = $12 AND state = 'running'",
+            route = $11, rendered = $12, plan = $13 \
+         WHERE id = $14 AND state = 'running'",
     )
     .bind(f.attempt_state.as_str())
     .bind(f.device.map(Place::code))
@@ -187,6 +192,8 @@ where
     .bind(f.transfer_us)
     .bind(f.compute_us)
     .bind(f.route.as_deref())
+    .bind(f.rendered.as_deref())
+    .bind(f.plan.as_deref())
     .bind(f.attempt_id)
 }
 

@@ -153,6 +153,10 @@ pub struct AttemptRecord {
     /// ran; `device` is where it ran. `None`: ended before it was routed, or recorded before
     /// routes were.
     pub route: Option<String>,
+    /// What it ran after templating (see [`FinishAttempt::rendered`]).
+    pub rendered: Option<String>,
+    /// The physical plan a query ran.
+    pub plan: Option<String>,
 }
 
 /// What placement predicted for an attempt (see [`super::Store::record_prediction`]).
@@ -229,6 +233,11 @@ pub struct FinishAttempt {
     pub compute_us: Option<i64>,
     /// Where the attempt was sent (see [`AttemptRecord::route`]).
     pub route: Option<String>,
+    /// What the attempt ran after templating: the query, the command (secrets masked), the
+    /// settings of other kinds; `None` for `empty` tasks.
+    pub rendered: Option<String>,
+    /// The physical plan a query ran (DataFusion's, and the GPU kernel plan).
+    pub plan: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]

@@ -37,7 +37,7 @@ macro_rules! select_attempts {
         concat!(
             "SELECT a.id, a.task_id, a.attempt, a.state, a.device, a.error, a.rows_out, a.bytes_out, ",
             "a.started_at_ms, a.finished_at_ms, a.device_note, a.predicted_cpu_us, a.predicted_gpu_us, ",
-            "a.io_us, a.transfer_us, a.compute_us, a.route FROM task_attempts a ",
+            "a.io_us, a.transfer_us, a.compute_us, a.route, a.rendered, a.plan FROM task_attempts a ",
             $rest
         )
     };
@@ -62,6 +62,8 @@ struct AttemptRow {
     transfer_us: Option<i64>,
     compute_us: Option<i64>,
     route: Option<String>,
+    rendered: Option<String>,
+    plan: Option<String>,
 }
 
 impl AttemptRow {
@@ -85,6 +87,8 @@ impl AttemptRow {
             transfer_us: self.transfer_us,
             compute_us: self.compute_us,
             route: self.route,
+            rendered: self.rendered,
+            plan: self.plan,
         })
     }
 }

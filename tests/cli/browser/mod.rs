@@ -281,6 +281,12 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         })
         .await;
         assert!(logs.contains("[1] hello browser"), "{logs}");
+        // What the attempt ran, after templating (recorded when it ended).
+        let rendered = until(Duration::from_secs(10), "the rendered command", || async {
+            text_of(&client, "#rendered").await
+        })
+        .await;
+        assert_eq!(rendered, "sleep 1; echo hello browser");
         assert!(text_of(&client, "#attempts").await.unwrap().contains("cpu"));
         assert_eq!(
             text_of(&client, "#attempts td.route").await.as_deref(),

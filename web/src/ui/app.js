@@ -78,6 +78,28 @@ async function stream(path, onEvent) {
 
 const state = (s) => el("span", { class: `state ${s}` }, s);
 const device = (d) => (d ? el("span", { class: `device ${d}` }, d) : "–");
+// SQL with its keywords, strings and comments marked (for the task page's rendered query).
+const SQL_WORDS = /(--[^\n]*)|('(?:[^']|'')*')|\b(SELECT|FROM|WHERE|GROUP|BY|ORDER|HAVING|JOIN|LEFT|RIGHT|FULL|INNER|OUTER|CROSS|ON|AS|AND|OR|NOT|IN|IS|NULL|CASE|WHEN|THEN|ELSE|END|WITH|UNION|ALL|DISTINCT|LIMIT|OFFSET|BETWEEN|LIKE|EXISTS|CAST|INTERVAL|DATE|ASC|DESC|OVER|PARTITION|VALUES|TRUE|FALSE)\b/gi;
+function sql(text) {
+  const parts = [];
+  let last = 0;
+  for (const m of text.matchAll(SQL_WORDS)) {
+    parts.push(text.slice(last, m.index));
+    const cls = m[1] ? "comment" : m[2] ? "string" : "keyword";
+    parts.push(el("span", { class: cls }, m[0]));
+    last = m.index + m[0].length;
+  }
+  parts.push(text.slice(last));
+  return parts;
+}
+// What an attempt ran after templating, and the plan of a query (collapsed).
+function ran(attempt) {
+  if (!attempt || !attempt.rendered) return [];
+  const query = attempt.plan !== null && attempt.plan !== undefined;
+  return [el("h2", {}, `What attempt ${attempt.attempt} ran`),
+    el("pre", { id: "rendered", class: query ? "rendered sql" : "rendered" }, query ? sql(attempt.rendered) : attempt.rendered),
+    query ? el("details", { id: "plan" }, el("summary", {}, "Physical plan"), el("pre", {}, attempt.plan)) : null];
+}
 // A moment (ms since the epoch, or RFC 3339 text) in the browser's zone, with UTC on hover.
 function at(value) {
   const ms = typeof value === "number" ? value : Date.parse(value);
@@ -513,6 +535,7 @@ async function taskPage(runId, taskId) {
         attempts.map((a) => el("tr", {}, el("td", {}, a.attempt), el("td", {}, state(a.state)), el("td", { class: "route" }, a.route || "–"), el("td", {}, device(a.device)),
           el("td", { class: "note" }, a.device_note || ""), el("td", {}, micros(a.predicted_cpu_us)), el("td", {}, micros(a.predicted_gpu_us)),
           el("td", {}, duration(a.started_at_ms, a.finished_at_ms)), el("td", {}, micros(a.io_us)), el("td", {}, micros(a.transfer_us)), el("td", {}, micros(a.compute_us))))),
+      ...ran(attempts[attempts.length - 1]),
       el("h2", {}, "Logs"),
       el("pre", { class: "logs", id: "logs" }, logs.map((l) => el("span", { class: l.stream }, `[${l.attempt}] ${l.line}\n`))));
     return !finished || UNFINISHED.includes(task.state);
