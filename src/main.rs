@@ -166,6 +166,15 @@ pub enum TasksCommand {
     /// Show a task: its state, its attempts, and what its latest attempt ran after templating
     /// (the query, the command with secrets masked) with the physical plan of a query
     Show { run_id: i64, task_id: String },
+    /// Print the first rows of a task's output as a table, with its columns' types and its
+    /// row count (read from the start of its files, never the whole output)
+    Preview {
+        run_id: i64,
+        task_id: String,
+        /// Rows to show (1–1000)
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+    },
     /// Print the logs of every attempt of a task
     Logs { run_id: i64, task_id: String },
     /// Run tasks of a finished run again, with everything downstream of them; the scheduler

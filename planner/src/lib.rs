@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod model;
 pub mod objects;
 pub mod place;
+pub mod preview;
 pub mod route;
 pub mod schemas;
 pub mod session;

@@ -496,6 +496,45 @@ Physical plan:
     Ok(ExitCode::SUCCESS)
 }
 
+/// `amdahl tasks preview`: the first rows of a task's published output.
+pub async fn task_preview(
+    store: &Store,
+    run_id: i64,
+    task_id: &str,
+    limit: usize,
+) -> anyhow::Result<ExitCode> {
+    let task = find_task(store, run_id, task_id).await?;
+    let Some(output) = task.output_path.as_deref() else {
+        bail!(
+            "task `{task_id}` of run {run_id} has published no output (it is {}, and a {} \
+             task writes one only when it succeeds)",
+            task.state,
+            task.kind
+        );
+    };
+    let location = amdahl_dags::Location::parse(output, std::path::Path::new("/"))
+        .map_err(anyhow::Error::msg)?;
+    let shown = amdahl_planner::preview::preview(&location, limit)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let headers: Vec<String> = shown
+        .columns
+        .iter()
+        .map(|(name, data_type)| format!("{name} ({data_type})"))
+        .collect();
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    print!("{}", table(&headers, &shown.rows));
+    println!(
+        "{} of {} rows{}",
+        shown.rows.len(),
+        shown.total_rows,
+        task.bytes_out
+            .map(|b| format!(", {} in all", crate::output::bytes(Some(b))))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn task_logs(store: &Store, run_id: i64, task_id: &str) -> anyhow::Result<ExitCode> {
     find_task(store, run_id, task_id).await?;
     let logs = store.logs(run_id, task_id).await?;

@@ -86,6 +86,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks(TasksCommand::Show { run_id, task_id }) => {
             inspect::task_show(&store, run_id, &task_id).await
         }
+        Command::Tasks(TasksCommand::Preview {
+            run_id,
+            task_id,
+            limit,
+        }) => inspect::task_preview(&store, run_id, &task_id, limit.into()).await,
         Command::Tasks(TasksCommand::Logs { run_id, task_id }) => {
             inspect::task_logs(&store, run_id, &task_id).await
         }

@@ -45,6 +45,9 @@ pub struct StandaloneArgs {
     /// Also serve the web UI and the REST API on this address (e.g. 127.0.0.1:8080)
     #[arg(long, value_name = "ADDR")]
     pub web: Option<std::net::SocketAddr>,
+    /// With --web: show outputs' first rows to admin tokens only, not to viewers
+    #[arg(long, requires = "web")]
+    pub no_preview: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -270,7 +273,16 @@ pub async fn standalone(
     let web_stop = stopped(stop_rx.clone());
     let web = async {
         match args.web {
-            Some(bind) => super::web::serve(store, bind, args.dags_folder.clone(), web_stop).await,
+            Some(bind) => {
+                super::web::serve(
+                    store,
+                    bind,
+                    args.dags_folder.clone(),
+                    !args.no_preview,
+                    web_stop,
+                )
+                .await
+            }
             None => Ok(()),
         }
     };

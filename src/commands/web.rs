@@ -19,6 +19,10 @@ pub struct WebArgs {
     /// Where DAG files are looked up by id when the UI or API triggers a run
     #[arg(long, default_value = "dags", value_name = "DIR")]
     pub dags_folder: PathBuf,
+    /// Show outputs' first rows (the task page's preview, the preview endpoint) to admin
+    /// tokens only, not to viewers
+    #[arg(long)]
+    pub no_preview: bool,
 }
 
 /// Serves the API and the UI until Ctrl-C or SIGTERM.
@@ -27,6 +31,7 @@ pub async fn web(store: &Store, args: WebArgs) -> anyhow::Result<ExitCode> {
         store,
         args.bind,
         args.dags_folder,
+        !args.no_preview,
         crate::signals::shutdown_signal("web"),
     )
     .await?;
@@ -38,6 +43,7 @@ pub async fn serve(
     store: &Store,
     bind: SocketAddr,
     dags_folder: PathBuf,
+    viewer_previews: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind)
@@ -55,7 +61,10 @@ pub async fn serve(
         );
     }
     eprintln!("web: the UI and the API (/api/v1) on http://{address}/");
-    let state = amdahl_web::AppState::new(store.clone(), dags_folder);
+    let state = amdahl_web::AppState {
+        viewer_previews,
+        ..amdahl_web::AppState::new(store.clone(), dags_folder)
+    };
     amdahl_web::serve(listener, state, shutdown)
         .await
         .context("the web server stopped")

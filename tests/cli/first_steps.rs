@@ -66,6 +66,7 @@ fn every_example_runs_and_can_be_inspected(amdahl: &Amdahl) {
         ),
         0
     );
+    let tpch_run_text = tpch_run.to_string();
     // What a task ran, after templating, with the plan of its query.
     let task = amdahl.run(&["tasks", "show", &tpch_run.to_string(), "q1_pricing_summary"]);
     assert_success(&task, "tasks show");
@@ -79,6 +80,45 @@ fn every_example_runs_and_can_be_inspected(amdahl: &Amdahl) {
     ] {
         assert!(task.contains(expected), "`{expected}` in:\n{task}");
     }
+    // The first rows of its output, with the columns' types and the whole row count.
+    let preview = amdahl.run(&[
+        "tasks",
+        "preview",
+        &tpch_run.to_string(),
+        "q1_pricing_summary",
+        "--limit",
+        "2",
+    ]);
+    assert_success(&preview, "tasks preview");
+    let preview = text(&preview.stdout);
+    assert!(
+        preview.starts_with("l_returnflag (Utf8View)")
+            && preview.lines().count() == 4
+            && preview.contains("2 of 4 rows, "),
+        "{preview}"
+    );
+    for bad in [
+        vec![
+            "tasks",
+            "preview",
+            "1",
+            "q1_pricing_summary",
+            "--limit",
+            "0",
+        ],
+        vec!["tasks", "preview", &tpch_run_text, "report"],
+    ] {
+        let out = amdahl.run(&bad);
+        assert!(!out.status.success(), "{bad:?}");
+    }
+    assert!(
+        text(
+            &amdahl
+                .run(&["tasks", "preview", &tpch_run_text, "report"])
+                .stderr
+        )
+        .contains("has published no output"),
+    );
     let unknown = amdahl.run(&["tasks", "show", &tpch_run.to_string(), "q1_pricing"]);
     assert!(!unknown.status.success());
     assert!(

@@ -57,6 +57,7 @@ pub fn routes() -> Router<AppState> {
         runs::run,
         runs::cancel,
         runs::task,
+        runs::preview,
         runs::logs,
         runs::clear
     ),
@@ -73,6 +74,8 @@ pub fn routes() -> Router<AppState> {
         Triggered,
         Paused,
         RunDto,
+        runs::PreviewDto,
+        runs::ColumnDto,
         RunDetail,
         NotificationDto,
         TaskDetail,

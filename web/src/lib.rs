@@ -38,6 +38,9 @@ pub struct AppState {
     pub dags_folder: PathBuf,
     /// Recorded DAG versions, parsed once.
     pub versions: Versions,
+    /// Whether viewer tokens may read outputs' first rows (`amdahl web --no-preview`: admins
+    /// only).
+    pub viewer_previews: bool,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             store,
             dags_folder,
             versions: Versions::default(),
+            viewer_previews: true,
         }
     }
 }

@@ -28,6 +28,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{run_id}/cancel", post(cancel))
         .route("/api/v1/runs/{run_id}/tasks/{task_id}", get(task))
         .route("/api/v1/runs/{run_id}/tasks/{task_id}/logs", get(logs))
+        .route(
+            "/api/v1/runs/{run_id}/tasks/{task_id}/preview",
+            get(preview),
+        )
         .route("/api/v1/runs/{run_id}/tasks/{task_id}/clear", post(clear))
 }
 
@@ -487,6 +491,80 @@ pub(crate) async fn logs(
             })
             .collect(),
     ))
+}
+
+/// The first rows of a task's output.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PreviewDto {
+    /// Each column's name and Arrow type.
+    pub columns: Vec<ColumnDto>,
+    /// The first rows, each cell as text (`NULL` for a null; at most 200 characters, longer
+    /// ones end in `…`).
+    pub rows: Vec<Vec<String>>,
+    /// Rows in the whole output.
+    pub total_rows: u64,
+    /// Bytes of the whole output, as recorded when it was published.
+    pub bytes: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ColumnDto {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+#[derive(Deserialize)]
+pub struct PreviewQuery {
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/tasks/{task_id}/preview",
+    params(("run_id" = i64, Path, minimum = 1, description = "the run's id"), ("task_id" = String, Path, description = "the task's id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "at most this many rows (1–1000, default 100)")),
+    responses(
+    (status = 200, body = PreviewDto), (status = 400, body = ErrorDto),
+    (status = 403, body = ErrorDto, description = "a viewer token on a deployment started with --no-preview"),
+    (status = 404, body = ErrorDto, description = "no such run or task, or the task has published no output"),
+    (status = 422, body = ErrorDto, description = "the output could not be read")))]
+pub(crate) async fn preview(
+    caller: Caller,
+    State(state): State<AppState>,
+    ids: Result<Path<(i64, String)>, PathRejection>,
+    query: Result<Query<PreviewQuery>, QueryRejection>,
+) -> Result<Json<PreviewDto>, ApiError> {
+    let Path((run_id, task_id)) = ids.map_err(path_error)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page_limit("limit", query.limit, 100)?;
+    if !state.viewer_previews {
+        caller.admin().map_err(|_| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this deployment shows outputs' rows to admin tokens only (--no-preview)",
+            )
+        })?;
+    }
+    let task = find_task(&state, run_id, &task_id).await?;
+    let Some(output) = task.output_path.as_deref() else {
+        return Err(ApiError::not_found(format!(
+            "task `{task_id}` of run {run_id} has published no output"
+        )));
+    };
+    let location = amdahl_dags::Location::parse(output, std::path::Path::new("/"))
+        .map_err(ApiError::internal)?;
+    let shown = amdahl_planner::preview::preview(&location, limit as usize)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(Json(PreviewDto {
+        columns: shown
+            .columns
+            .into_iter()
+            .map(|(name, data_type)| ColumnDto { name, data_type })
+            .collect(),
+        rows: shown.rows,
+        total_rows: shown.total_rows,
+        bytes: task.bytes_out,
+    }))
 }
 
 /// What to clear besides the task.

@@ -70,7 +70,12 @@ impl Api {
 
     /// Runs the DAG to the end in this process (as `amdahl run` does); the run's id.
     async fn finished_run(&self) -> i64 {
-        let dag = amdahl_dags::load_file(&self.state.dags_folder.join("greet.yaml")).unwrap();
+        self.finished_run_of("greet.yaml").await
+    }
+
+    /// Runs the DAG file `name` of the DAG folder to the end in this process.
+    async fn finished_run_of(&self, name: &str) -> i64 {
+        let dag = amdahl_dags::load_file(&self.state.dags_folder.join(name)).unwrap();
         let runner = LocalRunner {
             store: self.state.store.clone(),
             executors: Executors::new(CpuRuntime::new(1).unwrap()),
@@ -687,6 +692,7 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         "/api/v1/runs/{run_id}/cancel",
         "/api/v1/runs/{run_id}/tasks/{task_id}",
         "/api/v1/runs/{run_id}/tasks/{task_id}/logs",
+        "/api/v1/runs/{run_id}/tasks/{task_id}/preview",
         "/api/v1/runs/{run_id}/tasks/{task_id}/clear",
     ] {
         assert!(paths.contains_key(path), "{path} in the OpenAPI document");
@@ -715,6 +721,81 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     let (status, page) = api.call("GET", "/", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("<script src=\"/app.js\""));
+}
+
+/// The first rows of a task's output: columns with their types, cells as text, the whole
+/// row count and size; bounded `limit`; no output or no task is a 404; with `--no-preview`
+/// only admins see rows.
+async fn previews_show_an_outputs_first_rows(store: Store) {
+    let mut api = Api::new(store).await;
+    std::fs::write(
+        api.state.dags_folder.join("rows.yaml"),
+        "dag: rows\ntasks:\n  numbers:\n    sql: \"SELECT id, id * 10 AS tens, CASE WHEN id = 2 \
+         THEN NULL ELSE 'n' || CAST(id AS VARCHAR) END AS label FROM (VALUES (1), (2), (3)) AS \
+         t(id) ORDER BY id\"\n  told:\n    shell: \"true\"\n",
+    )
+    .unwrap();
+    let run_id = api.finished_run_of("rows.yaml").await;
+    let (admin, viewer) = (Some(api.admin.clone()), Some(api.viewer.clone()));
+    let path =
+        |task: &str, query: &str| format!("/api/v1/runs/{run_id}/tasks/{task}/preview{query}");
+    let (status, shown) = api
+        .call("GET", &path("numbers", "?limit=2"), viewer.as_deref(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(
+        shown["columns"],
+        json!([
+            {"name": "id", "type": "Int64"},
+            {"name": "tens", "type": "Int64"},
+            {"name": "label", "type": "Utf8View"}
+        ])
+    );
+    assert_eq!(
+        shown["rows"],
+        json!([["1", "10", "n1"], ["2", "20", "NULL"]])
+    );
+    assert_eq!(shown["total_rows"], json!(3));
+    assert!(shown["bytes"].as_i64().is_some_and(|b| b > 0), "{shown}");
+    let (status, all) = api
+        .call("GET", &path("numbers", ""), viewer.as_deref(), None)
+        .await;
+    assert_eq!(
+        (status, all["rows"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(3))
+    );
+    for bad in ["?limit=0", "?limit=1001", "?limit=ten"] {
+        let (status, body) = api
+            .call("GET", &path("numbers", bad), viewer.as_deref(), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(error(&body).contains("limit"), "{bad}: {body}");
+    }
+    let (status, body) = api
+        .call("GET", &path("told", ""), viewer.as_deref(), None)
+        .await;
+    assert_eq!(
+        (status, error(&body)),
+        (
+            StatusCode::NOT_FOUND,
+            format!("task `told` of run {run_id} has published no output").as_str()
+        )
+    );
+    let (status, _) = api
+        .call("GET", &path("nope", ""), viewer.as_deref(), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // `--no-preview`: viewers are refused, admins still see the rows.
+    api.state.viewer_previews = false;
+    let (status, body) = api
+        .call("GET", &path("numbers", ""), viewer.as_deref(), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(error(&body).contains("--no-preview"), "{body}");
+    let (status, _) = api
+        .call("GET", &path("numbers", ""), admin.as_deref(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 /// The event stream sends the run as it is at once.
@@ -820,6 +901,12 @@ mod sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn previews_show_an_outputs_first_rows() {
+        let db = TestDb::sqlite().await;
+        super::previews_show_an_outputs_first_rows(db.store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_event_stream_starts_with_the_run() {
         let db = TestDb::sqlite().await;
         super::the_event_stream_starts_with_the_run(db.store().await).await;
@@ -841,6 +928,15 @@ mod postgres {
             return;
         };
         super::every_endpoint_answers_and_refuses_clearly(db.store().await).await;
+        db.drop_database().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn previews_show_an_outputs_first_rows() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        super::previews_show_an_outputs_first_rows(db.store().await).await;
         db.drop_database().await;
     }
 

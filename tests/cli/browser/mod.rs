@@ -25,6 +25,8 @@ tasks:
   report:
     needs: [hello]
     shell: "sleep 1; echo reported"
+  region:
+    generate: { tpch: region, scale_factor: 0.01 }
 "#;
 
 fn free_port() -> u16 {
@@ -305,6 +307,37 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
                 .starts_with("runs when: all_success")
         );
         screenshot(&client, "4-task").await;
+
+        // A TPC-H output's first rows, with its columns, on its task page.
+        let run_page = url.fragment().unwrap_or_default().to_string();
+        client
+            .goto(&format!("{base}#{run_page}/tasks/region"))
+            .await
+            .unwrap();
+        let preview = until(Duration::from_secs(10), "the output preview", || async {
+            text_of(&client, "#preview").await.filter(|t| !t.is_empty())
+        })
+        .await;
+        assert!(
+            preview.starts_with("r_regionkey Int64") && preview.contains("AFRICA"),
+            "{preview}"
+        );
+        let first_row = client
+            .execute(
+                "return [...document.querySelectorAll('#preview tr')[1].cells].map(c => c.textContent);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(first_row[0], serde_json::json!("0"));
+        assert_eq!(first_row[1], serde_json::json!("AFRICA"));
+        assert!(
+            text_of(&client, "#preview-size")
+                .await
+                .unwrap()
+                .starts_with("first 5 of 5 rows"),
+        );
+        screenshot(&client, "4b-preview").await;
 
         // The DAG list shows the run among the DAG's recent runs.
         client.goto(&format!("{base}#/")).await.unwrap();

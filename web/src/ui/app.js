@@ -100,6 +100,17 @@ function ran(attempt) {
     el("pre", { id: "rendered", class: query ? "rendered sql" : "rendered" }, query ? sql(attempt.rendered) : attempt.rendered),
     query ? el("details", { id: "plan" }, el("summary", {}, "Physical plan"), el("pre", {}, attempt.plan)) : null];
 }
+// The first rows of a task's output: its columns with their types, and how many rows in all.
+function outputPreview(preview) {
+  if (!preview) return [];
+  if (preview.error) return [el("h2", {}, "Output"), el("p", { id: "preview-error" }, preview.error)];
+  return [el("h2", {}, "Output"),
+    el("p", { id: "preview-size" }, `first ${preview.rows.length} of ${preview.total_rows} rows` +
+      (preview.bytes !== null ? `, ${preview.bytes} bytes in all` : "")),
+    el("div", { class: "scroll" }, el("table", { id: "preview" },
+      el("tr", {}, preview.columns.map((c) => el("th", { title: c.type }, c.name, el("span", { class: "type" }, ` ${c.type}`)))),
+      preview.rows.map((row) => el("tr", {}, row.map((cell) => el("td", {}, cell))))))];
+}
 // A moment (ms since the epoch, or RFC 3339 text) in the browser's zone, with UTC on hover.
 function at(value) {
   const ms = typeof value === "number" ? value : Date.parse(value);
@@ -512,6 +523,9 @@ async function taskPage(runId, taskId) {
   const render = async () => {
     const [detail, logs] = await Promise.all([api(path), api(`${path}/logs`)]);
     const { task, attempts } = detail;
+    // The output's first rows, once it is published (read again only while the page polls).
+    const preview = task.rows_out !== null && !UNFINISHED.includes(task.state)
+      ? await api(`${path}/preview?limit=100`).catch((e) => ({ error: e.message })) : null;
     const finished = ["success", "failed", "cancelled"].includes(detail.run.state);
     const clearButton = admin && finished ? el("button", { id: "clear", onclick: async () => {
       await api(`${path}/clear`, { method: "POST", body: JSON.stringify({ downstream: true }) });
@@ -536,6 +550,7 @@ async function taskPage(runId, taskId) {
           el("td", { class: "note" }, a.device_note || ""), el("td", {}, micros(a.predicted_cpu_us)), el("td", {}, micros(a.predicted_gpu_us)),
           el("td", {}, duration(a.started_at_ms, a.finished_at_ms)), el("td", {}, micros(a.io_us)), el("td", {}, micros(a.transfer_us)), el("td", {}, micros(a.compute_us))))),
       ...ran(attempts[attempts.length - 1]),
+      ...outputPreview(preview),
       el("h2", {}, "Logs"),
       el("pre", { class: "logs", id: "logs" }, logs.map((l) => el("span", { class: l.stream }, `[${l.attempt}] ${l.line}\n`))));
     return !finished || UNFINISHED.includes(task.state);
