@@ -10,11 +10,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod diff;
 pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod runs;
 pub mod ui;
+pub mod versions;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -99,6 +101,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(runs::routes())
+        .merge(versions::routes())
         .merge(events::routes())
         .merge(metrics::routes())
         .merge(ui::routes())

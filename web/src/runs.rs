@@ -49,11 +49,14 @@ pub struct RunDto {
     pub finished_at_ms: Option<i64>,
     pub note: Option<String>,
     pub cancel_requested: bool,
+    /// The DAG version it ran (see `/api/v1/dags/{dag_id}/versions/{version_id}`).
+    pub dag_version_id: i64,
 }
 
 impl From<RunRecord> for RunDto {
     fn from(r: RunRecord) -> RunDto {
         RunDto {
+            dag_version_id: r.dag_version_id,
             run_id: r.id,
             dag_id: r.dag_id,
             state: r.state.to_string(),

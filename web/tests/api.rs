@@ -693,6 +693,9 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         "/api/v1/runs/{run_id}/tasks/{task_id}",
         "/api/v1/runs/{run_id}/tasks/{task_id}/logs",
         "/api/v1/runs/{run_id}/tasks/{task_id}/preview",
+        "/api/v1/dags/{dag_id}/versions",
+        "/api/v1/dags/{dag_id}/versions/{version_id}",
+        "/api/v1/dags/{dag_id}/diff",
         "/api/v1/runs/{run_id}/tasks/{task_id}/clear",
     ] {
         assert!(paths.contains_key(path), "{path} in the OpenAPI document");
@@ -798,6 +801,118 @@ async fn previews_show_an_outputs_first_rows(store: Store) {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A DAG's versions: each run pins one; the list counts the runs of each, newest first; a
+/// version's file reads back as recorded; two versions compare as a unified diff; versions
+/// of another DAG, unknown ones and bad bounds are refused.
+async fn versions_list_show_and_compare(store: Store) {
+    let api = Api::new(store).await;
+    let first_run = api.finished_run().await;
+    std::fs::write(
+        api.state.dags_folder.join("greet.yaml"),
+        DAG.replace("echo done", "echo done again"),
+    )
+    .unwrap();
+    let second_run = api.finished_run().await;
+    let third_run = api.finished_run().await;
+    let viewer = Some(api.viewer.as_str());
+    let (status, runs) = api
+        .call("GET", &format!("/api/v1/runs/{first_run}"), viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let first_version = runs["run"]["dag_version_id"].as_i64().unwrap();
+    let (status, list) = api
+        .call("GET", "/api/v1/dags/greet/versions", viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let second_version = list[0]["version_id"].as_i64().unwrap();
+    assert_eq!(list[1]["version_id"], json!(first_version));
+    assert_eq!(
+        (list[0]["runs"].clone(), list[0]["last_run_id"].clone()),
+        (json!(2), json!(third_run))
+    );
+    assert_eq!(
+        (list[1]["runs"].clone(), list[1]["last_run_id"].clone()),
+        (json!(1), json!(first_run))
+    );
+    assert!(second_run < third_run);
+    let (status, limited) = api
+        .call("GET", "/api/v1/dags/greet/versions?limit=1", viewer, None)
+        .await;
+    assert_eq!(
+        (status, limited.as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    let (status, source) = api
+        .call(
+            "GET",
+            &format!("/api/v1/dags/greet/versions/{first_version}"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(source["yaml"], json!(DAG));
+    let (status, diff) = api
+        .call(
+            "GET",
+            &format!("/api/v1/dags/greet/diff?from={first_version}&to={second_version}"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let diff = diff["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("\n-    shell: \"echo done\"\n+    shell: \"echo done again\"\n"),
+        "{diff}"
+    );
+    let (status, same) = api
+        .call(
+            "GET",
+            &format!("/api/v1/dags/greet/diff?from={first_version}&to={first_version}"),
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!((status, same["diff"].as_str()), (StatusCode::OK, Some("")));
+    for (path, want) in [
+        (
+            "/api/v1/dags/nope/versions".to_string(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/dags/greet/versions?limit=0".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/dags/greet/versions/999999".to_string(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("/api/v1/dags/other/versions/{first_version}"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/dags/greet/versions/abc".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/v1/dags/greet/diff?from={first_version}"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/v1/dags/greet/diff?from={first_version}&to=999999"),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (status, body) = api.call("GET", &path, viewer, None).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(!error(&body).is_empty());
+    }
+}
+
 /// The event stream sends the run as it is at once.
 async fn the_event_stream_starts_with_the_run(store: Store) {
     let api = Api::new(store).await;
@@ -901,6 +1016,12 @@ mod sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn versions_list_show_and_compare() {
+        let db = TestDb::sqlite().await;
+        super::versions_list_show_and_compare(db.store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn previews_show_an_outputs_first_rows() {
         let db = TestDb::sqlite().await;
         super::previews_show_an_outputs_first_rows(db.store().await).await;
@@ -928,6 +1049,15 @@ mod postgres {
             return;
         };
         super::every_endpoint_answers_and_refuses_clearly(db.store().await).await;
+        db.drop_database().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn versions_list_show_and_compare() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        super::versions_list_show_and_compare(db.store().await).await;
         db.drop_database().await;
     }
 

@@ -1,7 +1,7 @@
 //! DAGs and their versions: each recorded once per file hash, the newest one a DAG runs,
 //! whether a DAG is paused, and what the cron trigger needs to know.
 
-use super::{DagSummary, DagVersion, Pool, Result, Store};
+use super::{DagSummary, DagVersion, Pool, Result, Store, VersionSummary};
 use crate::state::RunState;
 
 #[derive(sqlx::FromRow)]
@@ -116,6 +116,45 @@ impl Store {
             .await?
         });
         Ok(row.map(DagVersionRow::into_record))
+    }
+
+    /// A DAG's recorded versions, newest first (at most `limit`), each with when it was
+    /// recorded, how many runs used it and the latest of them.
+    pub async fn dag_versions_of(&self, dag_id: &str, limit: i64) -> Result<Vec<VersionSummary>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            hash: String,
+            source_path: String,
+            created_at_ms: i64,
+            runs: i64,
+            last_run_id: Option<i64>,
+        }
+        let rows: Vec<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT v.id, v.hash, v.source_path, v.created_at_ms, \
+                    COUNT(r.id) AS runs, MAX(r.id) AS last_run_id \
+                 FROM dag_versions v LEFT JOIN runs r ON r.dag_version_id = v.id \
+                 WHERE v.dag_id = $1 \
+                 GROUP BY v.id, v.hash, v.source_path, v.created_at_ms \
+                 ORDER BY v.id DESC LIMIT $2",
+            )
+            .bind(dag_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|r| VersionSummary {
+                id: r.id,
+                hash: r.hash,
+                source_path: r.source_path,
+                recorded_at_ms: r.created_at_ms,
+                runs: r.runs,
+                last_run_id: r.last_run_id,
+            })
+            .collect())
     }
 
     pub async fn list_dags(&self) -> Result<Vec<DagSummary>> {

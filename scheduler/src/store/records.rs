@@ -192,6 +192,17 @@ pub struct DagSummary {
     pub last_run_state: Option<RunState>,
 }
 
+/// A recorded version of a DAG and the runs that used it (see [`super::Store::dag_versions_of`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionSummary {
+    pub id: i64,
+    pub hash: String,
+    pub source_path: String,
+    pub recorded_at_ms: i64,
+    pub runs: i64,
+    pub last_run_id: Option<i64>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DagVersion {
     pub id: i64,

@@ -391,6 +391,57 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
         })
         .await;
         screenshot(&client, "6-cleared-run").await;
+        assert!(
+            text_of(&client, "#run-version")
+                .await
+                .unwrap()
+                .starts_with("DAG version "),
+            "the run page names the version it ran"
+        );
+
+        // The DAG file changes: the DAG page lists both versions and shows what changed.
+        std::fs::write(
+            dags.path().join("browser_demo.yaml"),
+            DAG.replace("echo reported", "echo reported again"),
+        )
+        .unwrap();
+        client.goto(&format!("{base}#/dags/browser_demo")).await.unwrap();
+        until(Duration::from_secs(30), "the DAG's second version", || async {
+            let rows = client
+                .find_all(Locator::Css("#versions tr[data-version]"))
+                .await
+                .ok()?;
+            if rows.len() >= 2 {
+                return Some(());
+            }
+            client.refresh().await.ok()?;
+            None
+        })
+        .await;
+        assert!(
+            text_of(&client, "#source")
+                .await
+                .unwrap()
+                .contains("echo reported again"),
+            "the page shows the current version's file"
+        );
+        client
+            .find(Locator::Css("#compare"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let diff = until(Duration::from_secs(10), "the versions' diff", || async {
+            text_of(&client, "#diff").await.filter(|t| t.contains("@@"))
+        })
+        .await;
+        assert!(
+            diff.contains("-    shell: \"sleep 1; echo reported\"")
+                && diff.contains("+    shell: \"sleep 1; echo reported again\""),
+            "{diff}"
+        );
+        screenshot(&client, "6b-versions").await;
 
         // A 2,000-task DAG's page draws its graph and grid on canvases.
         client.goto(&format!("{base}#/dags/wide")).await.unwrap();

@@ -325,8 +325,9 @@ function gridView(dagId, grid, onPage) {
   return el("div", { id: "grid" }, el("div", { class: "scroll" }, canvas), hover, pager);
 }
 
-async function dagPage(dagId) {
-  const [detail, me] = await Promise.all([api(`/api/v1/dags/${encodeURIComponent(dagId)}`), api("/api/v1/me")]);
+async function dagPage(dagId, search) {
+  const dagPath = `/api/v1/dags/${encodeURIComponent(dagId)}`;
+  const [detail, me, versions] = await Promise.all([api(dagPath), api("/api/v1/me"), api(`${dagPath}/versions`)]);
   const params = el("textarea", { id: "params", rows: 3 }, JSON.stringify(detail.params, null, 1));
   const message = el("p", { class: "error" });
   const trigger = me.role === "admin" ? el("div", {},
@@ -352,7 +353,48 @@ async function dagPage(dagId) {
     el("h2", {}, "Runs × tasks"), gridBox,
     el("h2", {}, "Graph"), graph(detail.tasks, {}),
     trigger,
-    el("h2", {}, "Latest runs"), runsTable(detail.runs));
+    el("h2", {}, "Latest runs"), runsTable(detail.runs),
+    await sourceView(dagPath, versions, Number(search.get("version")) || versions[0].version_id));
+}
+
+// A DAG version's YAML, the recorded versions with the runs that used each, and a unified
+// diff between any two (`from` and `to` picked in the table).
+async function sourceView(dagPath, versions, shown) {
+  const source = await api(`${dagPath}/versions/${shown}`);
+  const diffBox = el("pre", { id: "diff", class: "diff", hidden: true });
+  const pick = (name, id, checked) => el("input", { type: "radio", name, value: id, ...(checked ? { checked: "" } : {}) });
+  const older = versions.length > 1 ? versions[1].version_id : versions[0].version_id;
+  const compare = el("button", { id: "compare", onclick: async () => {
+    const value = (name) => document.querySelector(`input[name=${name}]:checked`).value;
+    const got = await api(`${dagPath}/diff?from=${value("from")}&to=${value("to")}`);
+    diffBox.hidden = false;
+    diffBox.replaceChildren(...(got.diff ? got.diff.split("\n").filter((l) => l !== "").map((l) =>
+      el("span", { class: l.startsWith("@@") ? "hunk" : l.startsWith("+") ? "added" : l.startsWith("-") ? "removed" : "" }, `${l}\n`)) : ["the two versions are the same"]));
+  } }, "Compare");
+  return el("div", { id: "source-section" },
+    el("h2", {}, `Source: version ${source.version_id}`),
+    el("p", { class: "note" }, `${source.source_path} · sha256 ${source.hash.slice(0, 12)}`),
+    el("pre", { id: "source", class: "yaml" }, yaml(source.yaml)),
+    el("h2", {}, "Versions"),
+    el("table", { id: "versions" }, el("tr", {}, ["Version", "Recorded", "Runs", "Latest run", "From", "To"].map((h) => el("th", {}, h))),
+      versions.map((v) => el("tr", { "data-version": v.version_id },
+        el("td", {}, el("a", { href: `#/dags/${encodeURIComponent(source.dag_id)}?version=${v.version_id}` }, v.version_id)),
+        el("td", {}, at(v.recorded_at_ms)), el("td", {}, v.runs),
+        el("td", {}, v.last_run_id ? el("a", { href: `#/runs/${v.last_run_id}` }, v.last_run_id) : "–"),
+        el("td", {}, pick("from", v.version_id, v.version_id === older)),
+        el("td", {}, pick("to", v.version_id, v.version_id === versions[0].version_id))))),
+    el("p", {}, compare), diffBox);
+}
+
+// YAML with its comments and keys marked.
+function yaml(text) {
+  return text.split("\n").map((line) => {
+    const comment = line.match(/^(\s*)(#.*)$/);
+    if (comment) return [comment[1], el("span", { class: "comment" }, comment[2]), "\n"];
+    const key = line.match(/^(\s*(?:- )?)([A-Za-z_][\w.-]*)(:)(.*)$/);
+    if (key) return [key[1], el("span", { class: "key" }, key[2]), key[3], key[4], "\n"];
+    return [line, "\n"];
+  }).flat();
 }
 
 function runsTable(runs) {
@@ -466,7 +508,9 @@ function runView(detail, admin) {
     ? el("button", { id: "cancel", onclick: async () => { await api(`/api/v1/runs/${run.run_id}/cancel`, { method: "POST" }); } }, "Cancel run") : null;
   return [
     el("h1", {}, `Run ${run.run_id} of `, el("a", { href: `#/dags/${encodeURIComponent(run.dag_id)}` }, run.dag_id), " ", el("span", { id: "run-state", class: `state ${run.state}` }, run.state)),
-    el("p", { class: "note" }, "logical date ", at(run.logical_date), " · started ", at(run.started_at_ms), ` · took ${duration(run.started_at_ms, run.finished_at_ms)}`, run.note ? ` · ${run.note}` : ""),
+    el("p", { class: "note" }, "logical date ", at(run.logical_date), " · started ", at(run.started_at_ms), ` · took ${duration(run.started_at_ms, run.finished_at_ms)}`,
+      " · ", el("a", { id: "run-version", href: `#/dags/${encodeURIComponent(run.dag_id)}?version=${run.dag_version_id}` }, `DAG version ${run.dag_version_id}`),
+      run.note ? ` · ${run.note}` : ""),
     cancel,
     el("h2", {}, "Tasks"),
     el("p", { id: "counts" }, `${detail.task_count} task(s): `, Object.entries(detail.counts).map(([s, n]) => `${n} ${s}`).join(" · ")),
@@ -575,7 +619,7 @@ async function route() {
   try {
     const me = await api("/api/v1/me");
     document.getElementById("who").textContent = `token ${me.token_id} (${me.role})`;
-    if (parts[0] === "dags" && parts[1]) await dagPage(parts[1]);
+    if (parts[0] === "dags" && parts[1]) await dagPage(parts[1], new URLSearchParams(search || ""));
     else if (parts[0] === "runs" && parts[1] && parts[2] === "tasks") await taskPage(parts[1], parts[3]);
     else if (parts[0] === "runs" && parts[1]) await runPage(parts[1]);
     else if (parts[0] === "runs") await runsPage(new URLSearchParams(search || ""));
