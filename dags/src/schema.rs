@@ -33,8 +33,10 @@ pub struct DagFile {
     max_active_runs: Option<u32>,
     #[schemars(range(min = 1))]
     max_active_tasks: Option<u32>,
-    /// Param defaults; override with `--param name=value`. Templates read `{{ params.name }}`.
-    params: Option<BTreeMap<String, serde_json::Value>>,
+    /// Params: a default (`sf: 0.1`), or a typed declaration (`sf: { default: 0.1, type:
+    /// number, minimum: 0.01 }`) that every run's value is checked against. Override with
+    /// `--param name=value`; templates read `{{ params.name }}`.
+    params: Option<BTreeMap<String, ParamSpecOrDefault>>,
     /// Settings every task inherits.
     defaults: Option<Defaults>,
     /// External inputs, readable in SQL by name.
@@ -315,6 +317,46 @@ pub struct TaskSpec {
     /// A sensor: succeeds once a file or object exists, or a query over its inputs says so.
     /// Between pokes it holds no worker slot.
     wait: Option<WaitSpec>,
+}
+
+/// A param: its typed declaration, or just its default.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ParamSpecOrDefault {
+    Typed(ParamDeclaration),
+    Default(serde_json::Value),
+}
+
+/// A param's long form. Its default must satisfy what it declares.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ParamDeclaration {
+    default: Option<serde_json::Value>,
+    /// Without it, the default's type.
+    #[serde(rename = "type")]
+    kind: Option<ParamTypeSpec>,
+    /// Shown beside the field in the UI's trigger form.
+    description: Option<String>,
+    /// The values allowed (a select in the form).
+    #[serde(rename = "enum")]
+    choices: Option<Vec<serde_json::Value>>,
+    /// Bounds of a number or an integer.
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ParamTypeSpec {
+    String,
+    Number,
+    Integer,
+    Boolean,
+    Array,
+    Object,
 }
 
 /// What a sensor waits for (exactly one of `uri` and `sql`) and how long.

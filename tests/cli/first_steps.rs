@@ -236,10 +236,18 @@ fn hostile_yaml_is_refused_within_bounds() {
 #[test]
 fn bad_command_lines_are_clear_errors() {
     let amdahl = Amdahl::sqlite();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &["run", "dags/examples/tpch.yaml", "--param", "nonsense"],
             "expected name=value",
+        ),
+        (
+            &["run", "dags/examples/tpch.yaml", "--param", "sf=0"],
+            "param `sf` must be at least 0.001, found 0",
+        ),
+        (
+            &["run", "dags/examples/tpch.yaml", "--param", "sf=lots"],
+            "param `sf` must be a number, found \"lots\"",
         ),
         (
             &["run", "dags/examples/tpch.yaml", "--param", "sff=1"],

@@ -70,6 +70,7 @@ pub fn routes() -> Router<AppState> {
         DagDto,
         ImportErrorDto,
         DagDetail,
+        ParamDto,
         Grid,
         GridRun,
         GridCell,
@@ -293,9 +294,27 @@ pub struct DagDetail {
     /// The params and their defaults.
     #[schema(value_type = Object)]
     pub params: BTreeMap<String, serde_json::Value>,
+    /// What each param declares (the trigger form's fields): its type, description, choices
+    /// and bounds; empty fields for a param in the short form.
+    pub param_specs: BTreeMap<String, ParamDto>,
     /// Task ids in topological order, with what each needs.
     pub tasks: Vec<TaskShape>,
     pub runs: Vec<RunDto>,
+}
+
+/// What a param declares.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ParamDto {
+    /// `string`, `number`, `integer`, `boolean`, `array` or `object`; absent: not declared.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub description: Option<String>,
+    /// The values allowed (empty: any).
+    #[serde(rename = "enum")]
+    #[schema(value_type = Vec<Object>)]
+    pub choices: Vec<serde_json::Value>,
+    pub minimum: Option<f64>,
+    pub maximum: Option<f64>,
 }
 
 /// A task of a DAG: its id, kind and dependencies.
@@ -333,6 +352,21 @@ async fn dag(
         .list_runs(Some(&dag_id), 25)
         .await
         .map_err(ApiError::internal)?;
+    let param_specs = loaded.as_deref().map_or_else(BTreeMap::new, |dag| {
+        dag.param_specs
+            .iter()
+            .map(|(name, spec)| {
+                let dto = ParamDto {
+                    kind: spec.kind.map(|k| k.name().to_string()),
+                    description: spec.description.clone(),
+                    choices: spec.choices.clone(),
+                    minimum: spec.minimum,
+                    maximum: spec.maximum,
+                };
+                (name.clone(), dto)
+            })
+            .collect()
+    });
     let (description, schedule, params, tasks) = match loaded.as_deref() {
         Some(dag) => (
             dag.description.clone(),
@@ -375,6 +409,7 @@ async fn dag(
         description,
         schedule,
         params,
+        param_specs,
         tasks,
         runs,
     }))

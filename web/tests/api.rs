@@ -913,6 +913,64 @@ async fn versions_list_show_and_compare(store: Store) {
     }
 }
 
+/// A DAG's typed params: the DAG page lists what each declares, and a trigger with a value
+/// out of bounds, of the wrong type or not among the choices is refused naming the param
+/// (422); a valid one makes a run.
+async fn typed_params_are_checked_on_trigger(store: Store) {
+    let api = Api::new(store).await;
+    std::fs::write(
+        api.state.dags_folder.join("typed.yaml"),
+        "dag: typed\nparams:\n  sf: { default: 0.1, type: number, minimum: 0.01, description: \
+         scale }\n  region: { default: EU, enum: [EU, US] }\ntasks:\n  t:\n    shell: \"true\"\n",
+    )
+    .unwrap();
+    api.finished_run_of("typed.yaml").await;
+    let admin = Some(api.admin.as_str());
+    let (status, detail) = api.call("GET", "/api/v1/dags/typed", admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        detail["param_specs"]["sf"],
+        json!({"type": "number", "description": "scale", "enum": [], "minimum": 0.01, "maximum": null})
+    );
+    assert_eq!(detail["param_specs"]["region"]["enum"], json!(["EU", "US"]));
+    for (body, message) in [
+        (
+            r#"{"params": {"sf": 0}}"#,
+            "param `sf` must be at least 0.01, found 0",
+        ),
+        (
+            r#"{"params": {"sf": "lots"}}"#,
+            "param `sf` must be a number, found \"lots\"",
+        ),
+        (
+            r#"{"params": {"region": "APAC"}}"#,
+            "param `region` must be one of \"EU\", \"US\", found \"APAC\"",
+        ),
+    ] {
+        let (status, refused) = api
+            .call("POST", "/api/v1/dags/typed/runs", admin, Some(body))
+            .await;
+        assert_eq!(
+            (status, error(&refused)),
+            (StatusCode::UNPROCESSABLE_ENTITY, message)
+        );
+    }
+    let (status, made) = api
+        .call(
+            "POST",
+            "/api/v1/dags/typed/runs",
+            admin,
+            Some(r#"{"params": {"sf": "2", "region": "US"}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let run_id = made["run_id"].as_i64().unwrap();
+    let (_, run) = api
+        .call("GET", &format!("/api/v1/runs/{run_id}"), admin, None)
+        .await;
+    assert_eq!(run["run"]["params"], json!({"sf": 2.0, "region": "US"}));
+}
+
 /// The event stream sends the run as it is at once.
 async fn the_event_stream_starts_with_the_run(store: Store) {
     let api = Api::new(store).await;
@@ -1016,6 +1074,12 @@ mod sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typed_params_are_checked_on_trigger() {
+        let db = TestDb::sqlite().await;
+        super::typed_params_are_checked_on_trigger(db.store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn versions_list_show_and_compare() {
         let db = TestDb::sqlite().await;
         super::versions_list_show_and_compare(db.store().await).await;
@@ -1049,6 +1113,15 @@ mod postgres {
             return;
         };
         super::every_endpoint_answers_and_refuses_clearly(db.store().await).await;
+        db.drop_database().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typed_params_are_checked_on_trigger() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        super::typed_params_are_checked_on_trigger(db.store().await).await;
         db.drop_database().await;
     }
 

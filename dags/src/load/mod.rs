@@ -5,7 +5,6 @@
 //! SQL is not planned here (that needs the executors' knowledge of schemas); see
 //! `amdahl_executors::check`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ mod generate;
 mod kinds;
 mod notify;
 mod order;
+mod params;
 mod reader;
 mod secrets;
 mod tasks;
@@ -290,14 +290,9 @@ impl Cx {
         let max_active_tasks =
             get("max_active_tasks").and_then(|n| self.positive(n, "max_active_tasks", 10_000));
 
-        let mut params = BTreeMap::new();
-        if let Some(node) = get("params") {
-            for (name, key, value) in self.entries(node, "params", None).unwrap_or_default() {
-                if self.id(key, name, "param") {
-                    params.insert(name.to_string(), value.to_json());
-                }
-            }
-        }
+        let (params, param_specs) = get("params")
+            .map(|node| self.params(node))
+            .unwrap_or_default();
         let defaults = get("defaults")
             .map(|n| self.defaults(n))
             .unwrap_or_default();
@@ -371,6 +366,7 @@ impl Cx {
             max_active_runs,
             max_active_tasks,
             params,
+            param_specs,
             datasets,
             secrets,
             notify: notify?,

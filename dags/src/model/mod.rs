@@ -31,6 +31,9 @@ pub struct Dag {
     pub max_active_tasks: Option<u32>,
     /// Declared params and their defaults.
     pub params: BTreeMap<String, serde_json::Value>,
+    /// What each param declares besides its default (its type, description, choices,
+    /// bounds); every param has one, empty for the short form.
+    pub param_specs: BTreeMap<String, crate::params::ParamSpec>,
     pub datasets: BTreeMap<String, Dataset>,
     /// Secrets its `shell` tasks receive (see [`Secret`]).
     pub secrets: BTreeMap<String, Secret>,

@@ -19,6 +19,7 @@ dag: browser_demo
 description: two shell steps, slow enough to watch
 params:
   who: world
+  times: { default: 1, type: integer, minimum: 1, maximum: 3, description: how many greetings }
 tasks:
   hello:
     shell: "sleep 1; echo hello {{ params.who }}"
@@ -193,7 +194,7 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
             .click()
             .await
             .unwrap();
-        let params = until(Duration::from_secs(10), "the trigger form", || async {
+        until(Duration::from_secs(10), "the trigger form", || async {
             client.find(Locator::Css("#params")).await.ok()
         })
         .await;
@@ -203,8 +204,29 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
                 .await
                 .is_ok()
         );
-        params.clear().await.unwrap();
-        params.send_keys(r#"{"who": "browser"}"#).await.unwrap();
+        assert!(text_of(&client, "#params").await.unwrap().contains("how many greetings"));
+        // The form is typed: a number above its maximum is refused by the server, naming the
+        // field; a valid one triggers the run.
+        let field = |id: &'static str| {
+            let client = client.clone();
+            async move { client.find(Locator::Css(id)).await.unwrap() }
+        };
+        let who = field("#param-who").await;
+        who.clear().await.unwrap();
+        who.send_keys("browser").await.unwrap();
+        let times = field("#param-times").await;
+        times.clear().await.unwrap();
+        times.send_keys("9").await.unwrap();
+        field("#trigger").await.click().await.unwrap();
+        let refused = until(Duration::from_secs(10), "the refused trigger", || async {
+            text_of(&client, "#trigger-error")
+                .await
+                .filter(|t| !t.is_empty())
+        })
+        .await;
+        assert_eq!(refused, "param `times` must be at most 3, found 9");
+        times.clear().await.unwrap();
+        times.send_keys("2").await.unwrap();
         // Marks this page load: if the run page reloaded, the mark would be gone.
         client
             .execute("window.amdahlMark = 42; return null;", vec![])

@@ -328,13 +328,14 @@ function gridView(dagId, grid, onPage) {
 async function dagPage(dagId, search) {
   const dagPath = `/api/v1/dags/${encodeURIComponent(dagId)}`;
   const [detail, me, versions] = await Promise.all([api(dagPath), api("/api/v1/me"), api(`${dagPath}/versions`)]);
-  const params = el("textarea", { id: "params", rows: 3 }, JSON.stringify(detail.params, null, 1));
-  const message = el("p", { class: "error" });
+  const form = paramsForm(detail.params, detail.param_specs || {});
+  const message = el("p", { class: "error", id: "trigger-error" });
   const trigger = me.role === "admin" ? el("div", {},
-    el("h2", {}, "Trigger a run"), el("label", {}, "params (JSON)"), params,
+    el("h2", {}, "Trigger a run"), form.fields,
     el("p", {}, el("button", { id: "trigger", onclick: async () => {
       try {
-        const body = { params: JSON.parse(params.value || "{}") };
+        message.textContent = "";
+        const body = { params: form.values() };
         const made = await api(`/api/v1/dags/${encodeURIComponent(dagId)}/runs`, { method: "POST", body: JSON.stringify(body) });
         location.hash = `#/runs/${made.run_id}`;
       } catch (e) { message.textContent = e.message; }
@@ -355,6 +356,62 @@ async function dagPage(dagId, search) {
     trigger,
     el("h2", {}, "Latest runs"), runsTable(detail.runs),
     await sourceView(dagPath, versions, Number(search.get("version")) || versions[0].version_id));
+}
+
+// The trigger form: one field per param, by what it declares (or its default's type): a
+// select for choices, a number field with its bounds, a checkbox, a text field, JSON for lists
+// and objects. The server checks the same rules and names the field it refuses.
+function paramsForm(defaults, specs) {
+  const names = Object.keys(defaults);
+  const kindOf = (name) => {
+    const declared = specs[name] && specs[name].type;
+    if (declared) return declared;
+    const v = defaults[name];
+    if (Array.isArray(v)) return "array";
+    if (v === null) return "string";
+    return typeof v === "object" ? "object" : typeof v;
+  };
+  const inputs = {};
+  const rows = names.map((name) => {
+    const spec = specs[name] || {};
+    const kind = kindOf(name);
+    const v = defaults[name];
+    const id = `param-${name}`;
+    let input;
+    if (spec.enum && spec.enum.length) {
+      input = el("select", { id }, spec.enum.map((c) => el("option", { value: JSON.stringify(c), ...(JSON.stringify(c) === JSON.stringify(v) ? { selected: "" } : {}) }, String(c))));
+    } else if (kind === "number" || kind === "integer") {
+      input = el("input", { id, type: "number", step: kind === "integer" ? "1" : "any", value: v === null ? "" : v,
+        ...(spec.minimum !== null && spec.minimum !== undefined ? { min: spec.minimum } : {}),
+        ...(spec.maximum !== null && spec.maximum !== undefined ? { max: spec.maximum } : {}) });
+    } else if (kind === "boolean") {
+      input = el("input", { id, type: "checkbox", ...(v ? { checked: "" } : {}) });
+    } else if (kind === "array" || kind === "object") {
+      input = el("textarea", { id, rows: 2 }, JSON.stringify(v));
+    } else {
+      input = el("input", { id, type: "text", value: v === null ? "" : v });
+    }
+    inputs[name] = { input, kind, choices: !!(spec.enum && spec.enum.length) };
+    const bounds = [spec.minimum !== null && spec.minimum !== undefined ? `≥ ${spec.minimum}` : "", spec.maximum !== null && spec.maximum !== undefined ? `≤ ${spec.maximum}` : ""].filter(Boolean).join(", ");
+    return el("tr", {}, el("td", {}, el("label", { for: id }, name)), el("td", {}, input),
+      el("td", { class: "note" }, [kind, bounds, spec.description || ""].filter(Boolean).join(" · ")));
+  });
+  const values = () => {
+    const out = {};
+    for (const [name, { input, kind, choices }] of Object.entries(inputs)) {
+      if (choices) out[name] = JSON.parse(input.value);
+      else if (kind === "boolean") out[name] = input.checked;
+      else if (kind === "number" || kind === "integer") {
+        if (input.value.trim() === "") continue;
+        out[name] = Number(input.value);
+      } else if (kind === "array" || kind === "object") {
+        try { out[name] = JSON.parse(input.value); } catch { throw new Error(`param \`${name}\`: not valid JSON`); }
+      } else out[name] = input.value;
+    }
+    return out;
+  };
+  const fields = names.length ? el("table", { id: "params" }, rows) : el("p", { class: "note" }, "This DAG declares no params.");
+  return { fields, values };
 }
 
 // A DAG version's YAML, the recorded versions with the runs that used each, and a unified
