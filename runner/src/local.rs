@@ -80,6 +80,10 @@ struct Finished {
     rendered: Option<String>,
 }
 
+/// How often `amdahl run` looks whether another terminal asked to cancel its run (`amdahl
+/// runs cancel` writes the request to the store; one row is read).
+pub const CANCEL_POLL: Duration = Duration::from_millis(100);
+
 impl LocalRunner {
     /// Records the DAG's version and creates a queued run owned by this process.
     pub async fn create_run(
@@ -117,6 +121,8 @@ impl LocalRunner {
         let mut active: HashMap<String, Active> = HashMap::new();
         let mut cancel_requested = false;
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut cancel_poll = tokio::time::interval(CANCEL_POLL);
+        cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(cancel);
 
         loop {
@@ -314,21 +320,38 @@ impl LocalRunner {
                 .wake_at_ms
                 .map(|at| Duration::from_millis((at - self.clock.now_ms()).clamp(0, 60_000) as u64))
                 .unwrap_or(Duration::from_secs(60));
-            tokio::select! {
-                Some(done) = done_rx.recv() => {
-                    self.complete(run_id, done, &mut active, observer).await?;
-                    // Take every other result that is already waiting before deciding again.
-                    while let Ok(done) = done_rx.try_recv() {
+            let timer = tokio::time::sleep(sleep);
+            tokio::pin!(timer);
+            loop {
+                tokio::select! {
+                    Some(done) = done_rx.recv() => {
                         self.complete(run_id, done, &mut active, observer).await?;
+                        // Take every other result that is already waiting before deciding again.
+                        while let Ok(done) = done_rx.try_recv() {
+                            self.complete(run_id, done, &mut active, observer).await?;
+                        }
+                    }
+                    _ = &mut timer => {}
+                    _ = heartbeat.tick() => {
+                        self.store.heartbeat(run_id, &self.owner, self.clock.now_ms()).await?;
+                    }
+                    _ = &mut cancel, if !cancel_requested => {
+                        cancel_requested = true;
+                    }
+                    // `amdahl runs cancel` from another terminal: one row read, and the run is
+                    // looked at again only when it was asked.
+                    _ = cancel_poll.tick(), if !cancel_requested => {
+                        let asked = self
+                            .store
+                            .run(run_id)
+                            .await?
+                            .is_some_and(|r| r.cancel_requested_at_ms.is_some());
+                        if !asked {
+                            continue;
+                        }
                     }
                 }
-                _ = tokio::time::sleep(sleep) => {}
-                _ = heartbeat.tick() => {
-                    self.store.heartbeat(run_id, &self.owner, self.clock.now_ms()).await?;
-                }
-                _ = &mut cancel, if !cancel_requested => {
-                    cancel_requested = true;
-                }
+                break;
             }
         }
     }
