@@ -148,15 +148,7 @@ impl SqlExecutor {
                             e.find_root()
                         ))
                     })?;
-                let rows = batches
-                    .first()
-                    .filter(|b| b.num_rows() == 1)
-                    .and_then(|b| {
-                        b.column(0)
-                            .as_any()
-                            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                    })
-                    .map_or(0, |c| c.value(0).max(0) as u64);
+                let rows = amdahl_planner::preview::single_count(&batches).unwrap_or(0);
                 let bytes = crate::storage::dir_bytes(&dir);
                 log.system(format!(
                     "the command wrote {rows} rows ({bytes} bytes of Parquet) to {}",

@@ -79,20 +79,21 @@ async fn read(location: &Location, limit: usize) -> Result<Preview, String> {
         .collect()
         .await
         .map_err(failed)?;
-    let total_rows = counted
-        .first()
-        .filter(|b| b.num_rows() == 1)
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                .map(|c| c.value(0).max(0) as u64)
-        })
-        .unwrap_or(rows.len() as u64);
+    let total_rows = single_count(&counted).unwrap_or(rows.len() as u64);
     Ok(Preview {
         columns,
         rows,
         total_rows,
+    })
+}
+
+/// The answer of a `SELECT count(*)`: one row, one 64-bit integer.
+pub fn single_count(batches: &[RecordBatch]) -> Option<u64> {
+    batches.first().filter(|b| b.num_rows() == 1).and_then(|b| {
+        b.column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .map(|c| c.value(0).max(0) as u64)
     })
 }
 

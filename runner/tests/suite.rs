@@ -1747,23 +1747,9 @@ tasks:
         .drive(&dag, in_process, &Quiet, std::future::pending())
         .await
         .unwrap();
-    let errors: Vec<_> = store
-        .tasks(in_process)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.task_id, t.state, t.error))
-        .collect();
-    assert_eq!(state, RunState::Success, "{errors:?}");
+    assert_eq!(state, RunState::Success);
     let (through_a_worker, state) = run_through_a_worker(&store, &dag, dir.path()).await;
-    let errors: Vec<_> = store
-        .tasks(through_a_worker)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.task_id, t.state, t.error))
-        .collect();
-    assert_eq!(state, RunState::Success, "{errors:?}");
+    assert_eq!(state, RunState::Success);
     for run_id in [in_process, through_a_worker] {
         let attempts = store.attempts(run_id).await.unwrap();
         let of = |id: &str| attempts.iter().find(|a| a.task_id == id).unwrap();
