@@ -1,17 +1,30 @@
 //! The first rows of a task's published output, for the task page, the API and `amdahl tasks
-//! preview`: its columns, at most [`MAX_ROWS`] rows read from the start of its Parquet files
-//! (local or in object storage; DataFusion stops reading once it has them), and the row count
-//! from the files' footers. Bounded in time ([`TIME_LIMIT`]) and cell width ([`MAX_CELL`]).
+//! preview`: its columns and at most [`MAX_ROWS`] rows, read from the start of its Parquet
+//! files in name order (local or in object storage): each file's footer and page index, then
+//! only the pages that hold those rows, never whole files. Bounded in time ([`TIME_LIMIT`])
+//! and cell width ([`MAX_CELL`]). The whole output's row count and size are the ones recorded
+//! when it was published.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::prelude::SessionContext;
+use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::{
+    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader,
+};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
-use amdahl_dags::{DatasetFormat, Location};
-
-use crate::session::{TableInput, register_input, session_config};
+use amdahl_dags::Location;
 
 /// Most rows a preview returns.
 pub const MAX_ROWS: usize = 1000;
@@ -27,13 +40,14 @@ pub struct Preview {
     pub columns: Vec<(String, String)>,
     /// Cells as text (NULL as `NULL`).
     pub rows: Vec<Vec<String>>,
-    /// Rows in the whole output.
-    pub total_rows: u64,
+    /// Parquet files in the output.
+    pub files: usize,
 }
 
-/// The first `limit` rows (at most [`MAX_ROWS`]) of the Parquet output at `location`.
+/// The first `limit` rows (at most [`MAX_ROWS`]) of the Parquet output at `location` (a file
+/// or a folder of parts, read in name order).
 pub async fn preview(location: &Location, limit: usize) -> Result<Preview, String> {
-    tokio::time::timeout(TIME_LIMIT, read(location, limit.min(MAX_ROWS)))
+    tokio::time::timeout(TIME_LIMIT, read(location, limit.clamp(1, MAX_ROWS)))
         .await
         .map_err(|_| {
             format!(
@@ -43,48 +57,135 @@ pub async fn preview(location: &Location, limit: usize) -> Result<Preview, Strin
         })?
 }
 
-async fn read(location: &Location, limit: usize) -> Result<Preview, String> {
-    let ctx = SessionContext::new_with_config(session_config(1));
-    let input = TableInput {
-        name: "output".into(),
-        location: location.clone(),
-        format: DatasetFormat::Parquet,
+/// The output's store and its Parquet files, in name order (names starting with `.` or `_`
+/// left out, as readers of a published output leave them).
+async fn parts(location: &Location) -> Result<(Arc<dyn ObjectStore>, Vec<ObjectPath>), String> {
+    let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match location {
+        Location::Local(path) => {
+            let path = path
+                .canonicalize()
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let prefix = ObjectPath::from_filesystem_path(&path).map_err(|e| e.to_string())?;
+            (Arc::new(LocalFileSystem::new()), prefix)
+        }
+        Location::Object(object) => {
+            let (store, _, key) = crate::objects::store(object)?;
+            (store, key)
+        }
     };
-    register_input(&ctx, &input)
-        .await
-        .map_err(|e| format!("cannot read {location}: {}", e.find_root()))?;
-    let failed = |e: datafusion::error::DataFusionError| {
-        format!("cannot read {location}: {}", e.find_root())
-    };
-    let frame = ctx
-        .sql(&format!("SELECT * FROM output LIMIT {limit}"))
-        .await
-        .map_err(failed)?;
-    let columns = frame
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), f.data_type().to_string()))
-        .collect();
-    let batches = frame.collect().await.map_err(failed)?;
-    let mut rows = Vec::new();
-    for batch in &batches {
-        rows.extend(text_rows(batch)?);
+    // A single file is its own only part.
+    if store.head(&prefix).await.is_ok() {
+        return Ok((store, vec![prefix]));
     }
-    // From the files' footers (DataFusion answers a bare count from their statistics).
-    let counted = ctx
-        .sql("SELECT COUNT(*) FROM output")
-        .await
-        .map_err(failed)?
+    let mut found: Vec<ObjectPath> = store
+        .list(Some(&prefix))
+        .filter_map(|meta| async move { meta.ok().map(|m| m.location) })
+        .filter(|path| {
+            let name = path.filename().unwrap_or_default();
+            std::future::ready(
+                name.ends_with(".parquet") && !name.starts_with('.') && !name.starts_with('_'),
+            )
+        })
         .collect()
-        .await
-        .map_err(failed)?;
-    let total_rows = single_count(&counted).unwrap_or(rows.len() as u64);
+        .await;
+    found.sort();
+    if found.is_empty() {
+        return Err(format!("{location} holds no Parquet file"));
+    }
+    Ok((store, found))
+}
+
+async fn read(location: &Location, limit: usize) -> Result<Preview, String> {
+    let (store, files) = parts(location).await?;
+    let mut columns = Vec::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for file in &files {
+        if rows.len() >= limit {
+            break;
+        }
+        let failed =
+            |e: datafusion::parquet::errors::ParquetError| format!("cannot read {file}: {e}");
+        let size = store
+            .head(file)
+            .await
+            .map_err(|e| format!("cannot read {file}: {e}"))?
+            .size;
+        let reader = Part {
+            store: store.clone(),
+            path: file.clone(),
+            size,
+        };
+        // The page index lets the reader fetch only the pages that hold the first rows, not
+        // whole column chunks.
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+            .await
+            .map_err(failed)?;
+        if columns.is_empty() {
+            columns = builder
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().to_string()))
+                .collect();
+        }
+        let wanted = limit - rows.len();
+        let mut stream = builder
+            .with_limit(wanted)
+            .with_batch_size(wanted)
+            .build()
+            .map_err(failed)?;
+        while let Some(batch) = stream.next().await {
+            rows.extend(text_rows(&batch.map_err(failed)?)?);
+            if rows.len() >= limit {
+                break;
+            }
+        }
+    }
+    rows.truncate(limit);
     Ok(Preview {
         columns,
         rows,
-        total_rows,
+        files: files.len(),
     })
+}
+
+/// One Parquet file of an output, read by ranges from its store.
+struct Part {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+}
+
+impl AsyncFileReader for Part {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<bytes::Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, datafusion::parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_page_index_policy(PageIndexPolicy::Optional)
+                .with_prefetch_hint(Some(64 << 10))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
 }
 
 /// The answer of a `SELECT count(*)`: one row, one 64-bit integer.
@@ -127,9 +228,9 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_first_rows_of_a_parquet_folder_and_its_count() {
+    async fn the_first_rows_of_a_parquet_folder() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = SessionContext::new();
+        let ctx = datafusion::prelude::SessionContext::new();
         let long = "x".repeat(MAX_CELL + 5);
         let frame = ctx
             .sql(&format!(
@@ -146,6 +247,7 @@ mod tests {
             )
             .await
             .unwrap();
+        std::fs::write(dir.path().join("_SUCCESS"), "a manifest, not data").unwrap();
         let shown = preview(&Location::Local(dir.path().to_path_buf()), 2)
             .await
             .unwrap();
@@ -153,10 +255,10 @@ mod tests {
             shown.columns,
             [
                 ("id".to_string(), "Int64".to_string()),
-                ("note".to_string(), "Utf8View".to_string())
+                ("note".to_string(), "Utf8".to_string())
             ]
         );
-        assert_eq!(shown.total_rows, 3);
+        assert_eq!(shown.files, 1);
         assert_eq!(shown.rows.len(), 2);
         assert_eq!(shown.rows[0][0], "1");
         assert_eq!(shown.rows[0][1], format!("{}…", "x".repeat(MAX_CELL)));

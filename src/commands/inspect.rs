@@ -527,7 +527,7 @@ pub async fn task_preview(
     println!(
         "{} of {} rows{}",
         shown.rows.len(),
-        shown.total_rows,
+        crate::output::count(task.rows_out),
         task.bytes_out
             .map(|b| format!(", {} in all", crate::output::bytes(Some(b))))
             .unwrap_or_default()

@@ -504,10 +504,12 @@ pub struct PreviewDto {
     /// The first rows, each cell as text (`NULL` for a null; at most 200 characters, longer
     /// ones end in `…`).
     pub rows: Vec<Vec<String>>,
-    /// Rows in the whole output.
-    pub total_rows: u64,
+    /// Rows in the whole output, as recorded when it was published.
+    pub total_rows: Option<i64>,
     /// Bytes of the whole output, as recorded when it was published.
     pub bytes: Option<i64>,
+    /// Parquet files the output is made of (the rows come from the first ones, in name order).
+    pub files: usize,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -565,8 +567,9 @@ pub(crate) async fn preview(
             .map(|(name, data_type)| ColumnDto { name, data_type })
             .collect(),
         rows: shown.rows,
-        total_rows: shown.total_rows,
+        total_rows: task.rows_out,
         bytes: task.bytes_out,
+        files: shown.files,
     }))
 }
 
