@@ -6,7 +6,7 @@
 //! /proc/self/io: page-cache hits count too, so this is what the reader asked for, not only
 //! what came from the disk).
 //!
-//! Run: `cargo bench -p amdahl-planner --bench preview` (AMDAHL_BENCH_PREVIEW_GB=1 for a
+//! Run: `cargo bench --workspace --features ballista --bench preview` (AMDAHL_BENCH_PREVIEW_GB=1 for a
 //! quick one; AMDAHL_BENCH_DIR to write somewhere else than the temp folder).
 
 use std::time::Instant;
