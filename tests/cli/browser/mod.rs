@@ -28,6 +28,9 @@ tasks:
     shell: "sleep 1; echo reported"
   region:
     generate: { tpch: region, scale_factor: 0.01 }
+  region_names:
+    needs: [region]
+    sql: "SELECT r_name FROM region WHERE r_regionkey < {{ params.times }} ORDER BY r_regionkey"
 "#;
 
 fn free_port() -> u16 {
@@ -360,6 +363,42 @@ fn the_ui_logs_in_triggers_a_run_and_watches_it_live() {
                 .starts_with("first 5 of 5 rows"),
         );
         screenshot(&client, "4b-preview").await;
+
+        // A query's page: the SQL it ran after templating, keywords marked, and its plan.
+        client
+            .goto(&format!("{base}#{run_page}/tasks/region_names"))
+            .await
+            .unwrap();
+        let rendered = until(Duration::from_secs(10), "the rendered query", || async {
+            text_of(&client, "#rendered.sql").await
+        })
+        .await;
+        assert_eq!(
+            rendered,
+            "SELECT r_name FROM region WHERE r_regionkey < 2 ORDER BY r_regionkey"
+        );
+        let keywords = client
+            .execute(
+                "return [...document.querySelectorAll('#rendered .keyword')].map(k => k.textContent);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            keywords,
+            serde_json::json!(["SELECT", "FROM", "WHERE", "ORDER", "BY"])
+        );
+        let plan = client
+            .execute(
+                "return document.querySelector('#plan pre').textContent;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            plan.as_str().is_some_and(|p| p.contains("SortExec")),
+            "{plan}"
+        );
 
         // The DAG list shows the run among the DAG's recent runs.
         client.goto(&format!("{base}#/")).await.unwrap();
