@@ -259,3 +259,45 @@ async fn a_sensor_waits_for_an_object_and_a_prefix_in_s3() {
         .unwrap_err();
     assert!(error.to_string().contains("s3://lake/raw"), "{error}");
 }
+
+/// An output published in object storage previews as one on a local disk does: its parts in
+/// name order (the manifest left out), the first rows read by ranges, the columns' types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_in_s3_previews_its_first_rows() {
+    let s3 = LocalS3::start().unwrap();
+    s3.create_bucket("lake").unwrap();
+    for (i, first) in [0i64, 5_000].into_iter().enumerate() {
+        s3.put(
+            &format!("s3://lake/runs/1/t/attempt-1/part-{i}.parquet"),
+            facts_file(first, 5_000),
+        )
+        .await
+        .unwrap();
+    }
+    s3.put(
+        "s3://lake/runs/1/t/attempt-1/_SUCCESS",
+        b"part-0.parquet\t1\npart-1.parquet\t1\n".to_vec(),
+    )
+    .await
+    .unwrap();
+    let output = Location::Object(s3.location("s3://lake/runs/1/t/attempt-1/"));
+    let shown = amdahl_planner::preview::preview(&output, 3).await.unwrap();
+    assert_eq!(shown.files, 2);
+    assert_eq!(
+        shown.columns,
+        [
+            ("id".to_string(), "Int64".to_string()),
+            ("region_id".to_string(), "Int64".to_string()),
+            ("amount".to_string(), "Float64".to_string())
+        ]
+    );
+    assert_eq!(
+        shown.rows,
+        [["0", "1", "0.0"], ["1", "2", "0.5"], ["2", "3", "1.0"]]
+    );
+    let missing = Location::Object(s3.location("s3://lake/runs/1/nothing/"));
+    let error = amdahl_planner::preview::preview(&missing, 3)
+        .await
+        .unwrap_err();
+    assert!(error.contains("holds no Parquet file"), "{error}");
+}
