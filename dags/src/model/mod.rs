@@ -12,9 +12,11 @@ use std::time::Duration;
 use crate::yaml::{Span, Style};
 
 mod kinds;
+mod param;
 mod syntax;
 
 pub use kinds::*;
+pub use param::{ParamSpec, ParamType};
 pub use syntax::{format_duration, is_valid_id, parse_duration};
 
 /// A loaded, validated DAG file.
@@ -33,7 +35,7 @@ pub struct Dag {
     pub params: BTreeMap<String, serde_json::Value>,
     /// What each param declares besides its default (its type, description, choices,
     /// bounds); every param has one, empty for the short form.
-    pub param_specs: BTreeMap<String, crate::params::ParamSpec>,
+    pub param_specs: BTreeMap<String, ParamSpec>,
     pub datasets: BTreeMap<String, Dataset>,
     /// Secrets its `shell` tasks receive (see [`Secret`]).
     pub secrets: BTreeMap<String, Secret>,
