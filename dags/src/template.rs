@@ -120,6 +120,7 @@ pub fn render_text(text: &str, ctx: &RunContext) -> Result<String, TemplateError
     if !text.contains("{{") && !text.contains("{%") && !text.contains("{#") {
         return Ok(text.to_string());
     }
+    refuse_repeated_literals(text)?;
     let env = environment();
     let compiled = env
         .template_from_str(text)
@@ -136,6 +137,96 @@ pub fn render_text(text: &str, ctx: &RunContext) -> Result<String, TemplateError
         data_interval_end => ctx.data_interval_end.clone(),
     };
     compiled.render(value).map_err(|e| from_minijinja(text, &e))
+}
+
+/// Refuses a list or tuple literal multiplied (`[0] * 1000000`, `(0,) * n`): the template
+/// engine folds constant expressions while it compiles, before any fuel is spent, and
+/// materialises a repeated literal sequence of up to 100 million values there (seconds of CPU
+/// and gigabytes for a line of text). DAG templates have no use for it.
+fn refuse_repeated_literals(text: &str) -> Result<(), TemplateError> {
+    let bytes = text.as_bytes();
+    for (open, close) in [("{{", "}}"), ("{%", "%}")] {
+        let mut from = 0;
+        while let Some(start) = text[from..].find(open).map(|i| from + i + 2) {
+            let end = text[start..].find(close).map_or(text.len(), |i| start + i);
+            for (offset, _) in text[start..end].match_indices('*') {
+                let at = start + offset;
+                if repeats_a_literal(&bytes[start..end], offset) {
+                    let (line, column) = line_column(text, at);
+                    return Err(TemplateError {
+                        message: "repeating a list with `*` is not supported in templates".into(),
+                        line,
+                        column,
+                        len: 1,
+                        help: Some("write the values out, or loop with `{% for %}`".into()),
+                    });
+                }
+            }
+            from = end;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the `*` at `at` of an expression has a list or tuple literal for an operand.
+fn repeats_a_literal(expr: &[u8], at: usize) -> bool {
+    let mut before = at;
+    while before > 0 && (expr[before - 1].is_ascii_whitespace() || expr[before - 1] == b')') {
+        before -= 1;
+    }
+    let mut after = at + 1;
+    while after < expr.len() && (expr[after].is_ascii_whitespace() || expr[after] == b'(') {
+        after += 1;
+    }
+    // A `[` after the operator opens a list literal.
+    if after < expr.len() && expr[after] == b'[' {
+        return true;
+    }
+    // A tuple literal ends `,)` (spaces allowed).
+    let closing = expr[..at].trim_ascii_end();
+    if closing.ends_with(b")")
+        && closing[..closing.len() - 1]
+            .trim_ascii_end()
+            .ends_with(b",")
+    {
+        return true;
+    }
+    // A `]` before it ends a list literal, unless its `[` follows a name, `)` or `]` (a
+    // subscript such as `params.sizes[0] * 2`).
+    if before == 0 || expr[before - 1] != b']' {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut i = before;
+    while i > 0 {
+        i -= 1;
+        match expr[i] {
+            b']' => depth += 1,
+            b'[' => {
+                depth -= 1;
+                if depth == 0 {
+                    let mut j = i;
+                    while j > 0 && expr[j - 1].is_ascii_whitespace() {
+                        j -= 1;
+                    }
+                    let subscript = j > 0
+                        && (expr[j - 1].is_ascii_alphanumeric()
+                            || matches!(expr[j - 1], b'_' | b')' | b']'));
+                    return !subscript;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+/// 1-based line and column (in characters) of byte offset `at`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// Whether a `when:` condition holds for a run: the template is rendered, and the text is
@@ -348,6 +439,44 @@ mod tests {
             when("{{ params.sff }}").unwrap_err().message,
             "template names undefined param `sff`"
         );
+    }
+
+    #[test]
+    fn repeated_literal_lists_are_refused_before_they_are_folded() {
+        let ctx = ctx();
+        // Found by the fuzzer: compiling this folded a 44-million-value list (23 s).
+        let found = "{{ pav+44~4444444*44444444*444444444440~44444444*[0] }} {# c #} {} {mpaa rmpaa ra$ r }-}";
+        let started = std::time::Instant::now();
+        let error = render_text(found, &ctx).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(
+            (error.message.as_str(), error.line, error.column),
+            (
+                "repeating a list with `*` is not supported in templates",
+                1,
+                49
+            )
+        );
+        for refused in [
+            "{{ [0] * 9 }}",
+            "{{ 9 * ([1, 2]) }}",
+            "{% set t = (0,) * 9 %}",
+            "{{ ([0]) * 9 }}",
+        ] {
+            assert!(render_text(refused, &ctx).is_err(), "{refused}");
+        }
+        // Multiplying numbers, subscripts and SQL's `*` outside expressions are fine.
+        for fine in [
+            "{{ 2 * 3 }}",
+            "SELECT * FROM t WHERE a[1] * 2 > {{ 3 * 4 }}",
+            "{{ [2, 3][0] * 5 }}",
+        ] {
+            assert!(
+                render_text(fine, &ctx).is_ok(),
+                "{fine}: {:?}",
+                render_text(fine, &ctx)
+            );
+        }
     }
 
     #[test]
