@@ -50,8 +50,13 @@ impl Diagnostic {
 
     /// The full report with the source line and a caret underline.
     pub fn render(&self, source: &str) -> String {
+        self.render_as("error", source)
+    }
+
+    /// [`Diagnostic::render`] under another level, e.g. `warning`.
+    pub fn render_as(&self, level: &str, source: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "error: {}", self.message);
+        let _ = writeln!(out, "{level}: {}", self.message);
         let gutter = self.line.to_string().len();
         let pad = " ".repeat(gutter);
         let _ = writeln!(out, "{pad}--> {}:{}:{}", self.file, self.line, self.column);

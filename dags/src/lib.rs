@@ -18,6 +18,7 @@
 //! assert_eq!(dag.tasks[0].id, "greet");
 //! ```
 
+pub mod assets;
 pub mod diagnostic;
 pub mod discover;
 pub mod load;

@@ -19,8 +19,8 @@ pub struct DagFile {
     #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,63}$"))]
     dag: String,
     description: Option<String>,
-    /// A 5-field cron expression or @hourly, @daily, @weekly, @monthly, @yearly.
-    schedule: Option<String>,
+    /// When runs start by themselves: a cron expression, or data (assets, another DAG).
+    schedule: Option<ScheduleSpec>,
     /// The IANA time zone `schedule` and `start_date` are read in (default `UTC`), e.g.
     /// `Europe/Paris`.
     timezone: Option<String>,
@@ -91,6 +91,55 @@ pub struct DeadlineSpec {
     /// it was triggered); `queued`: when it was created; `started`: when it started.
     from: Option<DeadlineFromSpec>,
 }
+
+/// `schedule:`: the clock or data.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ScheduleSpec {
+    /// A 5-field cron expression or @hourly, @daily, @weekly, @monthly, @yearly, read in
+    /// `timezone`.
+    Cron(String),
+    /// A run once data changed: exactly one of `assets`, `any` or `after`.
+    Data(DataScheduleSpec),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+#[allow(dead_code)]
+pub struct DataScheduleSpec {
+    /// A run once each of these assets has a new event since the DAG's last asset run.
+    assets: Option<AssetList>,
+    /// A run once any of these assets has a new event.
+    any: Option<AssetList>,
+    /// A run after each successful run of another DAG of the same folder.
+    after: Option<AfterSpec>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct AfterSpec {
+    /// The DAG whose successful runs start this one's.
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,63}$"))]
+    dag: String,
+}
+
+/// One asset name or a list of them (letters, digits, `_`, `-`, `.`, `/`; e.g.
+/// `lake.orders`).
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum AssetList {
+    One(AssetName),
+    Many(#[schemars(length(min = 1, max = 64))] Vec<AssetName>),
+}
+
+/// An asset's name, e.g. `lake.orders`.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct AssetName(#[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$"))] String);
 
 /// A task's `when:`.
 #[derive(JsonSchema)]
@@ -304,6 +353,9 @@ pub struct TaskSpec {
     produces_data: Option<bool>,
     /// Also write the task's result here (any task with a result).
     output: Option<OutputSpec>,
+    /// Assets this task updates: each gets an event when the task succeeds, which starts the
+    /// runs of DAGs scheduled on it.
+    produces: Option<AssetList>,
     /// A DataFusion SQL query (Jinja template); its result is the task's dataset.
     sql: Option<String>,
     /// A shell command (Jinja template), run with `sh -c`.

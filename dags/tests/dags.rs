@@ -62,6 +62,34 @@ fn golden_diagnostics() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Cross-file checks of data schedules: every `folders/NAME/` holds DAG files that load one
+/// by one; what `assets::check_folder` says about them together must equal
+/// `folders/NAME.expected`.
+#[test]
+fn golden_folder_checks() {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir("tests/folders")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    folders.sort();
+    assert!(!folders.is_empty(), "the folder cases are there");
+    let mut failures = Vec::new();
+    for folder in &folders {
+        let dags: Vec<amdahl_dags::Dag> = amdahl_dags::discover::dag_files(&[folder.clone()])
+            .iter()
+            .map(|f| load_file(f).unwrap_or_else(|e| panic!("{}", e.render())))
+            .collect();
+        let refs: Vec<&amdahl_dags::Dag> = dags.iter().collect();
+        let check = amdahl_dags::assets::check_folder(&refs);
+        let actual = check.render(&refs);
+        if let Err(message) = check_expectation(&folder.with_extension("expected"), &actual) {
+            failures.push(message);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn every_problem_carries_a_location() {
     let error = load_file(Path::new("tests/cases/wrong_types.yaml")).unwrap_err();
@@ -121,6 +149,14 @@ fn the_schema_names_exactly_the_keys_the_loader_accepts() {
     assert_eq!(
         keys("/$defs/EmailSpec/properties"),
         sorted(amdahl_dags::load::EMAIL_KEYS)
+    );
+    assert_eq!(
+        keys("/$defs/DataScheduleSpec/properties"),
+        sorted(amdahl_dags::load::SCHEDULE_KEYS)
+    );
+    assert_eq!(
+        keys("/$defs/AfterSpec/properties"),
+        sorted(amdahl_dags::load::AFTER_KEYS)
     );
 }
 

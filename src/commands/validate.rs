@@ -32,14 +32,18 @@ pub async fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     }
     let mut problems = 0usize;
     let mut bad_files = 0usize;
+    let mut valid = Vec::new();
     for file in &files {
         match check_file(file).await {
-            Ok(dag) => println!(
-                "ok    {} (dag `{}`, {} tasks)",
-                file.display(),
-                dag.id,
-                dag.tasks.len()
-            ),
+            Ok(dag) => {
+                println!(
+                    "ok    {} (dag `{}`, {} tasks)",
+                    file.display(),
+                    dag.id,
+                    dag.tasks.len()
+                );
+                valid.push(dag);
+            }
             Err(e) => {
                 bad_files += 1;
                 problems += e.diagnostics.len();
@@ -47,6 +51,9 @@ pub async fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let (folder_errors, refused) = check_together(&valid, &files);
+    problems += folder_errors;
+    bad_files += refused;
     if problems == 0 {
         println!("{} file(s) valid", files.len());
         Ok(ExitCode::SUCCESS)
@@ -57,6 +64,35 @@ pub async fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The checks across DAGs (data schedules: `after:` names, cycles, assets nobody produces)
+/// over the valid DAGs given, with the other DAG files of their folders as context (a DAG
+/// validated alone still sees the DAG it runs after). Prints what concerns the DAGs given;
+/// returns the number of errors and of DAGs they refuse.
+fn check_together(valid: &[Dag], given: &[PathBuf]) -> (usize, usize) {
+    if valid.iter().all(|d| d.data_schedule.is_none()) {
+        return (0, 0);
+    }
+    let folders: Vec<PathBuf> = given
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let context: Vec<Dag> = dag_files(&folders)
+        .into_iter()
+        .filter(|f| !given.contains(f))
+        .filter_map(|f| load_file(&f).ok())
+        .filter(|d| valid.iter().all(|v| v.id != d.id))
+        .collect();
+    let all: Vec<&Dag> = valid.iter().chain(&context).collect();
+    let mut check = amdahl_dags::assets::check_folder(&all);
+    check.errors.retain(|p| p.dag < valid.len());
+    check.warnings.retain(|p| p.dag < valid.len());
+    eprint!("{}", check.render(&all));
+    let refused = (0..valid.len()).filter(|&i| check.refuses(i)).count();
+    (check.errors.len(), refused)
 }
 
 fn display_list(paths: &[PathBuf]) -> String {

@@ -15,6 +15,7 @@ use crate::model::*;
 use crate::template::{self, RunContext};
 use crate::yaml::{self, Node, Span, Value};
 
+mod assets;
 mod datasets;
 mod generate;
 mod kinds;
@@ -25,6 +26,7 @@ mod reader;
 mod secrets;
 mod tasks;
 
+pub use assets::{AFTER_KEYS, SCHEDULE_KEYS};
 pub use datasets::DATASET_KEYS;
 pub use generate::{GENERATE_KEYS, MAX_VECTOR_DIM, MAX_VECTOR_ROWS, parse_scale_factor};
 pub use kinds::{KNN_KEYS, MATMUL_KEYS, MAX_K, SCORE_KEYS};
@@ -251,16 +253,21 @@ impl Cx {
             }
         };
         let description = get("description").and_then(|n| self.string(n, "description"));
-        let schedule = get("schedule").and_then(|n| {
-            let text = self.string(n, "schedule")?;
-            match crate::schedule::parse_cron(&text) {
-                Ok(_) => Some(text),
-                Err(e) => {
-                    self.error(n.span, format!("bad cron expression `{text}`: {e}"));
-                    None
+        let data_schedule = get("schedule")
+            .filter(|n| matches!(n.value, Value::Map(_)))
+            .and_then(|n| self.data_schedule(n, id.as_deref()));
+        let schedule = get("schedule")
+            .filter(|n| !matches!(n.value, Value::Map(_)))
+            .and_then(|n| {
+                let text = self.string(n, "schedule")?;
+                match crate::schedule::parse_cron(&text) {
+                    Ok(_) => Some(text),
+                    Err(e) => {
+                        self.error(n.span, format!("bad cron expression `{text}`: {e}"));
+                        None
+                    }
                 }
-            }
-        });
+            });
         let timezone = get("timezone")
             .and_then(|n| {
                 let text = self.string(n, "timezone")?;
@@ -336,7 +343,8 @@ impl Cx {
         }
         let tasks = match get("tasks") {
             Some(node) => {
-                let scheduled = get_key("schedule").is_some();
+                // `depends_on_past` follows the clock: a data schedule has no previous date.
+                let scheduled = schedule.is_some();
                 let facts = tasks::DagFacts {
                     datasets: &datasets,
                     scheduled,
@@ -355,11 +363,15 @@ impl Cx {
         {
             self.error(key.span, "`tasks` is empty; a DAG needs at least one task");
         }
+        if let Some(watching) = &data_schedule {
+            self.starts_itself(watching, &tasks);
+        }
         let tasks = self.order(tasks);
         Some(Dag {
             id: id?,
             description,
             schedule,
+            data_schedule,
             timezone,
             start_date,
             catchup,

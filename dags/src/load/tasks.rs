@@ -29,6 +29,7 @@ pub const TASK_KEYS: &[&str] = &[
     "engine",
     "produces_data",
     "output",
+    "produces",
     "sql",
     "shell",
     "generate",
@@ -411,6 +412,10 @@ impl Cx {
             }
             ok = false;
         }
+        let produces = match field("produces") {
+            Some(n) => self.produces(n, &format!("{what}.produces")),
+            None => Some(Vec::new()),
+        };
         let task = Task {
             id: id.to_string(),
             needs: needs.iter().map(|(n, _)| n.clone()).collect(),
@@ -429,6 +434,7 @@ impl Cx {
             engine: engine?,
             shell_output: shell_output?.0,
             output: output?.map(|(o, _)| o),
+            produces: produces?,
             kind: kind?,
             span: key.span,
         };

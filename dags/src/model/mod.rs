@@ -25,6 +25,8 @@ pub struct Dag {
     pub id: String,
     pub description: Option<String>,
     pub schedule: Option<String>,
+    /// Runs started by data instead of the clock (`schedule: { assets | any | after }`).
+    pub data_schedule: Option<crate::assets::DataSchedule>,
     /// The wall clock `schedule` and `start_date` are read on (`timezone:`, UTC by default).
     pub timezone: chrono_tz::Tz,
     pub start_date: Option<chrono::NaiveDate>,
@@ -581,6 +583,8 @@ pub struct Task {
     pub shell_output: bool,
     /// `output:`: where the result is also written for readers outside Amdahl.
     pub output: Option<Output>,
+    /// Assets this task updates (`produces:`): each gets one event when the task succeeds.
+    pub produces: Vec<String>,
     pub kind: TaskKind,
     /// Where the task's id is written.
     pub span: Span,
