@@ -61,6 +61,10 @@ pub enum Command {
     /// Inspect task instances
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Assets: named data that tasks produce (`produces:`) and DAGs wait on (`schedule: {
+    /// assets: [...] }`); their events and the runs they started
+    #[command(subcommand)]
+    Assets(AssetsCommand),
     /// Named pools: cap how many tasks that name a pool (`pool:` in the DAG) run at once
     #[command(subcommand)]
     Pools(PoolsCommand),
@@ -91,6 +95,26 @@ pub enum BackfillsCommand {
     List,
     /// Stop a backfill: no more runs are created, and its unfinished runs are cancelled
     Cancel { backfill_id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AssetsCommand {
+    /// Assets with their newest event, producers and the DAGs they start
+    List,
+    /// One asset and its recent events, each with the runs it started
+    Show {
+        name: String,
+        /// Events shown, newest first
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+    },
+    /// Record an event on an asset (data landed): DAGs scheduled on it start
+    Emit {
+        name: String,
+        /// JSON kept with the event (at most 16 KiB), e.g. '{"rows": 1200}'
+        #[arg(long)]
+        extra: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -592,6 +592,8 @@ pub struct AttemptEnd<'a> {
     pub route: Option<String>,
     /// What it ran after templating ([`Stage::rendered`]), read before it ran.
     pub rendered: Option<String>,
+    /// The task's `produces:`: a success records an event for each, with the end.
+    pub produces: &'a [String],
 }
 
 /// The store write that records an attempt's end.
@@ -644,6 +646,7 @@ pub fn finish_of(
         route: end.route.clone(),
         rendered: end.rendered.clone(),
         plan,
+        produces: end.produces.to_vec(),
     }
 }
 

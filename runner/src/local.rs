@@ -78,6 +78,8 @@ struct Finished {
     route: Option<String>,
     wait: Option<WaitPolicy>,
     rendered: Option<String>,
+    /// The task's `produces:`, recorded as asset events with its success.
+    produces: Vec<String>,
 }
 
 /// How often `amdahl run` looks whether another terminal asked to cancel its run (`amdahl
@@ -258,6 +260,7 @@ impl LocalRunner {
                                 now,
                                 route: None,
                                 rendered: None,
+                                produces: &[],
                             },
                             Err(error),
                         )
@@ -380,6 +383,7 @@ impl LocalRunner {
                 now,
                 route: None,
                 rendered: None,
+                produces: &[],
             };
             record_result(&self.store, &end, Err(stop.attempt_error.to_string())).await
         } else {
@@ -436,6 +440,7 @@ impl LocalRunner {
             now,
             route: done.route,
             rendered: done.rendered,
+            produces: &done.produces,
         };
         match record_result(&self.store, &end, result).await {
             Ok(()) => observer.task_changed(&done.task_id, task_state),
@@ -457,6 +462,10 @@ impl LocalRunner {
     ) -> JoinHandle<()> {
         let env = self.attempt_env();
         let data_root = self.data_root.clone();
+        let produces = dag
+            .task(task_id)
+            .map(|t| t.produces.clone())
+            .unwrap_or_default();
         let task_id = task_id.to_string();
         // Placement and a shared root's published outputs are read in the task, with the DAG
         // cloned into it; otherwise the stage is prepared here.
@@ -504,6 +513,7 @@ impl LocalRunner {
                 route,
                 wait,
                 rendered,
+                produces,
             });
         })
     }

@@ -368,6 +368,12 @@ impl Worker {
         let store = &self.env.store;
         let run = self.run_record(claim.run_id).await?;
         let loaded = self.dag(run.dag_version_id).await;
+        let produces: Vec<String> = loaded
+            .as_ref()
+            .ok()
+            .and_then(|dag| dag.task(&claim.task_id))
+            .map(|t| t.produces.clone())
+            .unwrap_or_default();
         let params = serde_json::from_str(&run.params_json).unwrap_or_default();
         // (The size check comes first: the downstream search reads every task.)
         let hand_off = loaded.as_ref().is_ok_and(|dag| {
@@ -463,6 +469,7 @@ impl Worker {
             now,
             route,
             rendered,
+            produces: &produces,
         };
         let finish = finish_of(&end, result);
         log_failure(store, &finish).await?;

@@ -87,6 +87,7 @@ async fn new_run_on_devices(
             notify: false,
             run_timeout_ms: None,
             now_ms: 1_000,
+            assets: Vec::new(),
             tasks: tasks
                 .iter()
                 .map(|(id, needs, device)| NewTask {
@@ -400,6 +401,7 @@ async fn a_stale_attempt_report_is_rejected(db: &TestDb) {
         route: None,
         rendered: None,
         plan: None,
+        produces: Vec::new(),
     };
     store
         .finish_attempt(&fail(first_id, first, TaskState::UpForRetry))
@@ -980,6 +982,7 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
         route: None,
         rendered: None,
         plan: None,
+        produces: Vec::new(),
     };
     let recorded = store
         .finish_attempts(&[
@@ -1130,6 +1133,7 @@ async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
             route: None,
             rendered: None,
             plan: None,
+            produces: Vec::new(),
         })
         .await;
     assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
@@ -1236,6 +1240,7 @@ async fn placement_records_are_kept(db: &TestDb) {
             route: Some("gpu".into()),
             rendered: None,
             plan: None,
+            produces: Vec::new(),
         });
     }
     assert_eq!(store.finish_attempts(&ends).await.unwrap(), [true, true]);
@@ -1398,6 +1403,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             notify: false,
             run_timeout_ms: None,
             now_ms: 1_000,
+            assets: Vec::new(),
             tasks: vec![task("a", &[]), task("b", &["a"]), task("c", &[])],
         })
         .await
@@ -1541,6 +1547,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             route: Some("split into 2 parts over the CPU".into()),
             rendered: None,
             plan: None,
+            produces: Vec::new(),
         })
         .await
         .unwrap();
@@ -1836,6 +1843,7 @@ async fn pools_cap_queued_and_running_tasks_across_runs(db: &TestDb) {
                 notify: false,
                 run_timeout_ms: None,
                 now_ms: 1_000,
+                assets: Vec::new(),
                 tasks: vec![task("load", "db"), task("elsewhere", "missing")],
             })
             .await

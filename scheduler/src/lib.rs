@@ -12,6 +12,7 @@
 //! The scheduler never runs user code and does not link the executors: attempts are carried
 //! out by `amdahl-runner` (the in-process runner and the worker service).
 
+pub mod assets;
 pub mod backfill;
 pub mod breakdown;
 pub mod clear;

@@ -35,6 +35,10 @@ pub enum RunOrigin {
     Manual,
     /// A cron tick: the scheduler service drives it; logical date = the interval's start.
     Scheduled(chrono::DateTime<chrono::Utc>),
+    /// New asset events (or a watched DAG's success) per the DAG's data schedule: the
+    /// scheduler service drives it; logical date = now. The cursors move in the same
+    /// transaction, fenced, so the events start one run.
+    Assets(Vec<crate::store::CursorMove>),
     /// One date of a backfill: the scheduler service drives it.
     Backfill {
         backfill_id: i64,
@@ -52,8 +56,13 @@ pub async fn create_run(
     origin: RunOrigin,
 ) -> Result<i64, StoreError> {
     let now = clock.now_ms();
+    let mut assets = Vec::new();
     let (owner, trigger, logical_date, backfill_id) = match origin {
         RunOrigin::InProcess(owner) => (Some(owner), TriggerKind::Manual, rfc3339(now), None),
+        RunOrigin::Assets(moves) => {
+            assets = moves;
+            (None, TriggerKind::Manual, rfc3339(now), None)
+        }
         RunOrigin::Manual => (None, TriggerKind::Manual, rfc3339(now), None),
         RunOrigin::Scheduled(tick) => (None, TriggerKind::Schedule, logical_text(tick), None),
         RunOrigin::Backfill {
@@ -109,6 +118,7 @@ pub async fn create_run(
             run_timeout_ms: dag.run_timeout.map(|d| d.as_millis() as i64),
             now_ms: now,
             tasks,
+            assets,
         })
         .await?;
     store.signal(Topic::Progress).await;

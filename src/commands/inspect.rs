@@ -213,6 +213,23 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
     if let Some(note) = &run.note {
         println!("note     {note}");
     }
+    let causes = store.run_causes(run_id).await?;
+    if !causes.is_empty() {
+        let shown: Vec<String> = causes
+            .iter()
+            .map(|e| match (e.source.as_str(), &e.dag_id, e.run_id) {
+                ("run", Some(dag), Some(run)) => format!("run {run} of {dag} succeeded"),
+                ("task", Some(dag), Some(run)) => format!(
+                    "event {} on {} ({dag}.{} in run {run})",
+                    e.id,
+                    e.asset,
+                    e.task_id.as_deref().unwrap_or_default()
+                ),
+                _ => format!("event {} on {} (posted)", e.id, e.asset),
+            })
+            .collect();
+        println!("started  by {}", shown.join("; "));
+    }
     println!();
     print_tasks(store, run_id).await?;
     let attempts = store.attempts(run_id).await?;

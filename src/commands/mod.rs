@@ -1,5 +1,6 @@
 //! One module per command group; [`dispatch`] routes the parsed command line.
 
+pub mod assets;
 pub mod backfill;
 pub mod calibrate;
 pub mod devices;
@@ -19,7 +20,8 @@ use amdahl_scheduler::{Clock, Store, SystemClock};
 
 use crate::settings::{Settings, redact};
 use crate::{
-    BackfillsCommand, Cli, Command, DagsCommand, DbCommand, PoolsCommand, RunsCommand, TasksCommand,
+    AssetsCommand, BackfillsCommand, Cli, Command, DagsCommand, DbCommand, PoolsCommand,
+    RunsCommand, TasksCommand,
 };
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -110,6 +112,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Assets(AssetsCommand::List) => assets::list(&store).await,
+        Command::Assets(AssetsCommand::Show { name, limit }) => {
+            assets::show(&store, &name, limit).await
+        }
+        Command::Assets(AssetsCommand::Emit { name, extra }) => {
+            assets::emit(&store, &name, extra.as_deref()).await
         }
         Command::Pools(PoolsCommand::List) => inspect::pools_list(&store).await,
         Command::Pools(PoolsCommand::Set {

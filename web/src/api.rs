@@ -62,7 +62,10 @@ pub fn routes() -> Router<AppState> {
         crate::versions::diff,
         runs::preview,
         runs::logs,
-        runs::clear
+        runs::clear,
+        crate::assets::list,
+        crate::assets::show,
+        crate::assets::post_event
     ),
     modifiers(&Contract),
     components(schemas(
@@ -92,6 +95,11 @@ pub fn routes() -> Router<AppState> {
         CancelDto,
         ClearBody,
         Cleared,
+        crate::assets::AssetDto,
+        crate::assets::AssetEventDto,
+        crate::assets::AssetDetailDto,
+        crate::assets::EventWithRunsDto,
+        crate::assets::EventBody,
         ErrorDto
     ))
 )]

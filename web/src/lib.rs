@@ -9,6 +9,7 @@
 //! a 500 means a bug or a database that cannot be reached.
 
 pub mod api;
+pub mod assets;
 pub mod auth;
 pub mod diff;
 pub mod events;
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(runs::routes())
         .merge(versions::routes())
+        .merge(assets::routes())
         .merge(events::routes())
         .merge(metrics::routes())
         .merge(ui::routes())

@@ -245,6 +245,9 @@ pub struct RunDetail {
     /// Who was told about the run and its tasks (`on_failure`, `on_retry`, `on_success`),
     /// oldest first.
     pub notifications: Vec<NotificationDto>,
+    /// The asset events that started the run (empty unless its DAG's `schedule:` waits on
+    /// assets or on another DAG), oldest first, at most 100.
+    pub caused_by: Vec<crate::assets::AssetEventDto>,
 }
 
 /// A notification about a run or one of its tasks, and how its delivery went.
@@ -337,7 +340,13 @@ pub(crate) async fn run(
         .notifications(run_id)
         .await
         .map_err(ApiError::internal)?;
+    let caused_by = state
+        .store
+        .run_causes(run.id)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(RunDetail {
+        caused_by: caused_by.into_iter().map(Into::into).collect(),
         run: run.into(),
         counts,
         task_count,

@@ -206,6 +206,7 @@ pub async fn a_task_waits_for_its_past(db: &TestDb) {
         route: None,
         rendered: None,
         plan: None,
+        produces: Vec::new(),
     };
     store.finish_attempt(&fail).await.unwrap();
     let (attempt_id, attempt) = store

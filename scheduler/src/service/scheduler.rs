@@ -12,12 +12,13 @@ use amdahl_dags::Dag;
 
 use super::{Moved, advance, backfill_plan, load_pinned, tolerate_conflict};
 use crate::Clock;
+use crate::assets::AssetStep;
 use crate::backfill::{self, Reprocess, Step};
 use crate::decide::after_failure;
 use crate::notify::{self, Deliverer, DeliverySettings};
 use crate::runs::{RunOrigin, create_run, record_version, task_view};
 use crate::state::RunState;
-use crate::store::{Backoff, ImportError, ReapLease, Store, StoreError, Topic};
+use crate::store::{AssetLink, Backoff, ImportError, ReapLease, Store, StoreError, Topic};
 use crate::triggers::{ScheduleView, due_runs};
 
 /// Drives ownerless runs, creates cron runs for the DAGs in a folder, reaps expired leases.
@@ -32,6 +33,21 @@ pub struct SchedulerService {
     files: Mutex<HashMap<PathBuf, KnownFile>>,
     /// Sends notifications (`None`: this scheduler records them but leaves sending to others).
     deliverer: Option<Arc<Deliverer>>,
+    /// The DAGs with a data schedule this scheduler follows.
+    watching: Mutex<Watching>,
+}
+
+/// What [`SchedulerService`] knows about data schedules between passes.
+#[derive(Default)]
+struct Watching {
+    /// The DAGs it follows (valid, and not refused by `assets::check_folder`).
+    dags: Vec<Arc<Dag>>,
+    /// The DAG ids and versions they were computed from.
+    signature: Vec<(String, String)>,
+    /// The newest event when every DAG last had all it could get; `None`: look again.
+    seen: Option<i64>,
+    /// Files whose import error says they are refused by the folder check.
+    flagged: std::collections::HashSet<String>,
 }
 
 /// A DAG file as last read: its modification time and the DAG it schedules (the last good
@@ -54,6 +70,7 @@ impl SchedulerService {
             poll,
             dags_folder,
             files: Mutex::new(HashMap::new()),
+            watching: Mutex::new(Watching::default()),
             deliverer: match Deliverer::new(DeliverySettings::from_env()) {
                 Ok(deliverer) => Some(Arc::new(deliverer)),
                 Err(e) => {
@@ -162,6 +179,7 @@ impl SchedulerService {
     /// Decides every unfinished service run once, steps the backfills, and wakes workers if
     /// tasks were queued and waiters if runs finished.
     async fn advance_runs(&self) -> Result<(), StoreError> {
+        self.schedule_asset_runs().await?;
         let mut moved = Moved::default();
         // One decision per run and pass: `decide` already follows a cascade (a failure
         // marking every downstream task) within one decision. A move that lost a race to
@@ -366,7 +384,9 @@ impl SchedulerService {
     /// Creates the cron runs that are due (see `triggers`); a run another scheduler created
     /// first is a `Conflict`, which is fine.
     async fn schedule_due_runs(&self) -> Result<(), StoreError> {
-        for dag in self.sync_dags().await? {
+        let dags = self.sync_dags().await?;
+        self.follow_data_schedules(&dags).await?;
+        for dag in dags {
             let Some(cron) = dag.cron() else {
                 continue;
             };
@@ -403,6 +423,139 @@ impl SchedulerService {
         Ok(())
     }
 
+    /// After the DAG files changed: records what each DAG produces and waits on
+    /// (`asset_links`), checks the data schedules together (`assets::check_folder`: a refused
+    /// DAG gets an import error and is not followed; warnings are printed) and keeps the DAGs
+    /// to follow.
+    async fn follow_data_schedules(&self, dags: &[Arc<Dag>]) -> Result<(), StoreError> {
+        let signature: Vec<(String, String)> = dags
+            .iter()
+            .map(|d| (d.id.clone(), d.source.hash.clone()))
+            .collect();
+        let mut watching = self.watching.lock().await;
+        if watching.signature == signature && !signature.is_empty() {
+            return Ok(());
+        }
+        for (gone, _) in &watching.signature {
+            if !signature.iter().any(|(id, _)| id == gone) {
+                self.store.replace_asset_links(gone, &[]).await?;
+            }
+        }
+        for dag in dags {
+            self.store
+                .replace_asset_links(&dag.id, &asset_links(dag))
+                .await?;
+        }
+        let refs: Vec<&Dag> = dags.iter().map(|d| d.as_ref()).collect();
+        let check = amdahl_dags::assets::check_folder(&refs);
+        let mut flagged = std::collections::HashSet::new();
+        for problem in check.errors.iter().chain(&check.warnings) {
+            let d = &problem.diagnostic;
+            eprintln!("scheduler: {}", d.short());
+        }
+        for problem in &check.errors {
+            let dag = &dags[problem.dag];
+            let path = dag.source.display_path.clone();
+            let d = &problem.diagnostic;
+            self.store
+                .set_import_error(&ImportError {
+                    path: path.clone(),
+                    dag_id: Some(dag.id.clone()),
+                    line: d.line as i64,
+                    column: d.column as i64,
+                    message: d.message.clone(),
+                    problems: 1,
+                    details: d.render(&dag.source.text),
+                    first_seen_at_ms: self.clock.now_ms(),
+                    updated_at_ms: self.clock.now_ms(),
+                })
+                .await?;
+            flagged.insert(path);
+        }
+        for path in watching.flagged.difference(&flagged) {
+            self.store.clear_import_error(path).await?;
+        }
+        watching.dags = dags
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| d.data_schedule.is_some() && !check.refuses(*i))
+            .map(|(_, d)| d.clone())
+            .collect();
+        watching.flagged = flagged;
+        watching.signature = signature;
+        watching.seen = None;
+        Ok(())
+    }
+
+    /// Creates the runs that data schedules want now (see [`crate::assets::asset_step`]).
+    /// Costs one query per pass while no event arrived.
+    async fn schedule_asset_runs(&self) -> Result<(), StoreError> {
+        let mut watching = self.watching.lock().await;
+        if watching.dags.is_empty() {
+            return Ok(());
+        }
+        let newest = self.store.newest_asset_event_id().await?;
+        if watching.seen == Some(newest) {
+            return Ok(());
+        }
+        let mut settled = true;
+        let mut created = false;
+        for dag in watching.dags.clone() {
+            let Some(schedule) = &dag.data_schedule else {
+                continue;
+            };
+            if self.store.is_paused(&dag.id).await? {
+                settled = false;
+                continue;
+            }
+            let keys: Vec<String> = schedule.keys().map(str::to_string).collect();
+            let watched = self.store.watched_assets(&dag.id, &keys).await?;
+            match crate::assets::asset_step(&watched, schedule.any) {
+                AssetStep::Wait => {}
+                AssetStep::StartCursors(starts) => {
+                    for (asset, event_id) in starts {
+                        self.store
+                            .start_asset_cursor(&dag.id, &asset, event_id)
+                            .await?;
+                    }
+                    settled = false;
+                }
+                AssetStep::Run(moves) => {
+                    let (_, active) = self.store.schedule_state(&dag.id).await?;
+                    if active >= i64::from(dag.max_active_runs.unwrap_or(16)) {
+                        settled = false;
+                        continue;
+                    }
+                    let events: Vec<String> = moves
+                        .iter()
+                        .map(|m| format!("{} (up to event {})", m.asset, m.to))
+                        .collect();
+                    let origin = RunOrigin::Assets(moves);
+                    match create_run(&self.store, self.clock.as_ref(), &dag, &dag.params, origin)
+                        .await
+                    {
+                        Ok(run_id) => {
+                            created = true;
+                            eprintln!(
+                                "scheduler: run {run_id} of `{}` for events of {}",
+                                dag.id,
+                                events.join(", ")
+                            );
+                        }
+                        Err(StoreError::Conflict(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        // Paused or full DAGs and new cursors are looked at again on the next pass.
+        watching.seen = settled.then_some(newest);
+        if created {
+            self.store.signal(Topic::Progress).await;
+        }
+        Ok(())
+    }
+
     async fn reap_expired_leases(&self) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         for lease in self.store.expired_leases(now).await? {
@@ -429,6 +582,25 @@ impl SchedulerService {
         }
         Ok(())
     }
+}
+
+/// What a DAG declares about assets: each task's `produces:`, and what its schedule waits on.
+fn asset_links(dag: &Dag) -> Vec<AssetLink> {
+    let produced = dag.tasks.iter().flat_map(|t| {
+        t.produces.iter().map(|asset| AssetLink {
+            asset: asset.clone(),
+            role: "produces",
+            task_id: t.id.clone(),
+        })
+    });
+    let consumed = dag.data_schedule.iter().flat_map(|s| {
+        s.keys().map(|key| AssetLink {
+            asset: key.to_string(),
+            role: "consumes",
+            task_id: String::new(),
+        })
+    });
+    produced.chain(consumed).collect()
 }
 
 /// Aborts a spawned task when dropped (when [`SchedulerService::run`] returns).

@@ -63,8 +63,11 @@ async fn finish_attempts_postgres(
     if row.tasks as usize != row.attempt_ids.len() {
         return Ok(None);
     }
-    tx.commit().await?;
     let done: std::collections::HashSet<i64> = row.attempt_ids.into_iter().collect();
+    for f in ends.iter().filter(|e| done.contains(&e.attempt_id)) {
+        record_produced!(tx, f);
+    }
+    tx.commit().await?;
     Ok(Some(
         ends.iter().map(|e| done.contains(&e.attempt_id)).collect(),
     ))
@@ -125,6 +128,7 @@ async fn finish_attempts_sqlite(
         {
             return Ok(None);
         }
+        record_produced!(tx, f);
         recorded.push(true);
     }
     tx.commit().await?;
@@ -259,6 +263,7 @@ impl Store {
                     f.attempt, f.task_id, f.run_id
                 )));
             }
+            record_produced!(tx, f);
             tx.commit().await?;
             Ok(())
         })

@@ -24,6 +24,25 @@ macro_rules! on_pool {
     };
 }
 
+/// Inside a transaction `$tx`: the asset events of end `$f` when it is a success with
+/// `produces:` (each once, see `assets::PRODUCED_EVENT`).
+macro_rules! record_produced {
+    ($tx:expr, $f:expr) => {
+        if $f.task_state == crate::state::TaskState::Success {
+            for asset in &$f.produces {
+                sqlx::query(super::assets::PRODUCED_EVENT)
+                    .bind(asset.as_str())
+                    .bind($f.run_id)
+                    .bind($f.task_id.as_str())
+                    .bind($f.attempt)
+                    .bind($f.now_ms)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }
+    };
+}
+
 /// Task instance rows, with the columns `TaskRow` reads.
 macro_rules! select_tasks {
     ($rest:literal) => {
@@ -41,6 +60,7 @@ macro_rules! select_tasks {
 /// limits on bound values (65,535 on PostgreSQL, 32,766 on SQLite).
 const INSERT_CHUNK: usize = 1_000;
 
+mod assets;
 mod attempts;
 mod backfills;
 mod claims;
@@ -59,6 +79,7 @@ mod tasks;
 mod tokens;
 mod views;
 
+pub use assets::{AssetEvent, AssetLink, AssetSummary, CursorMove, Watched};
 pub use backfills::{BackfillRecord, DatedRun, NewBackfill};
 pub use claims::{Claim, ClaimRequest, ExpiredLease, ReapLease, WorkerInfo};
 pub use events::{Subscription, Topic};

@@ -25,6 +25,9 @@ pub struct NewRun {
     pub run_timeout_ms: Option<i64>,
     pub now_ms: i64,
     pub tasks: Vec<NewTask>,
+    /// For a run started by assets: the cursors it moves (fenced) and so the events that
+    /// started it.
+    pub assets: Vec<super::CursorMove>,
 }
 
 /// Why a run exists.
@@ -249,6 +252,9 @@ pub struct FinishAttempt {
     pub rendered: Option<String>,
     /// The physical plan a query ran (DataFusion's, and the GPU kernel plan).
     pub plan: Option<String>,
+    /// The assets the task produces: a success records one event each, in the same
+    /// transaction.
+    pub produces: Vec<String>,
 }
 
 #[derive(sqlx::FromRow)]

@@ -92,6 +92,36 @@ impl Store {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
+            for m in &new.assets {
+                let moved = sqlx::query(super::assets::MOVE_CURSOR)
+                    .bind(m.to)
+                    .bind(&new.dag_id)
+                    .bind(&m.asset)
+                    .bind(m.from)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if moved != 1 {
+                    // Another scheduler started the run for these events: roll back.
+                    return Err(StoreError::Conflict(format!(
+                        "the events of `{}` for DAG `{}` started a run already",
+                        m.asset, new.dag_id
+                    )));
+                }
+                sqlx::query(super::assets::LINK_CAUSES)
+                    .bind(run_id)
+                    .bind(&m.asset)
+                    .bind(m.from)
+                    .bind(m.to)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !new.assets.is_empty() {
+                sqlx::query("UPDATE runs SET started_by = 'assets' WHERE id = $1")
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             Ok(run_id)
         })
@@ -196,7 +226,8 @@ impl Store {
     ) -> Result<()> {
         check_run_edge(from, to)?;
         let affected = on_pool!(self, pool => {
-            sqlx::query(
+            let mut tx = pool.begin().await?;
+            let affected = sqlx::query(
                 "UPDATE runs SET state = $1, \
                     started_at_ms = CASE WHEN $1 = 'running' THEN $2 ELSE started_at_ms END, \
                     finished_at_ms = CASE WHEN $1 IN ('success', 'failed', 'cancelled') THEN $2 ELSE finished_at_ms END, \
@@ -208,9 +239,19 @@ impl Store {
             .bind(note)
             .bind(run_id)
             .bind(from.as_str())
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            // A DAG waiting on this one (`after:`) gets its event with the success.
+            if affected == 1 && to == RunState::Success {
+                sqlx::query(super::assets::RUN_EVENT)
+                    .bind(run_id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            affected
         });
         if affected == 1 {
             Ok(())
