@@ -5,6 +5,7 @@
 //! PostgreSQL half never skips silently: without the variable it fails and says what to set,
 //! unless `AMDAHL_TEST_SKIP_POSTGRES=1` asks for it explicitly.
 
+mod assets;
 mod conditions;
 mod deadlines;
 mod imports;
@@ -28,6 +29,10 @@ use amdahl_scheduler::store::{
 };
 use amdahl_scheduler::{AttemptState, Clock, RunState, SystemClock, TaskState};
 
+use assets::{
+    an_event_is_recorded_once_when_a_worker_dies_after_publishing,
+    assets_start_one_run_per_event_under_two_schedulers,
+};
 use conditions::{a_false_when_sql_skips_its_task, a_worker_skips_a_task_whose_when_sql_is_false};
 use deadlines::{
     a_missed_deadline_is_recorded_once, a_run_past_its_run_timeout_fails_with_its_tasks,
@@ -2002,6 +2007,8 @@ suite!(
     sensors_wait_without_holding_a_slot,
     attempts_record_what_they_ran,
     a_wait_times_out_or_is_skipped_or_ends_when_its_query_says,
+    assets_start_one_run_per_event_under_two_schedulers,
+    an_event_is_recorded_once_when_a_worker_dies_after_publishing,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

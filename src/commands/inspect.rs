@@ -228,7 +228,7 @@ pub async fn runs_show(store: &Store, run_id: i64) -> anyhow::Result<ExitCode> {
                 _ => format!("event {} on {} (posted)", e.id, e.asset),
             })
             .collect();
-        println!("started  by {}", shown.join("; "));
+        println!("cause    {}", shown.join("; "));
     }
     println!();
     print_tasks(store, run_id).await?;
