@@ -211,7 +211,9 @@ pub(crate) async fn show(
     request_body(content = Option<EventBody>, description = "optional: `extra`, any JSON up to 16 KiB, kept with the event"),
     responses(
     (status = 201, body = AssetEventDto), (status = 400, body = ErrorDto),
-    (status = 403, body = ErrorDto), (status = 413, body = ErrorDto), (status = 415, body = ErrorDto)))]
+    (status = 403, body = ErrorDto),
+    (status = 404, description = "a name with `/` not written `%2F` reaches no route", body = ErrorDto),
+    (status = 413, body = ErrorDto), (status = 415, body = ErrorDto)))]
 pub(crate) async fn post_event(
     caller: Caller,
     State(state): State<AppState>,

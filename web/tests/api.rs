@@ -697,6 +697,9 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
         "/api/v1/dags/{dag_id}/versions/{version_id}",
         "/api/v1/dags/{dag_id}/diff",
         "/api/v1/runs/{run_id}/tasks/{task_id}/clear",
+        "/api/v1/assets",
+        "/api/v1/assets/{name}",
+        "/api/v1/assets/{name}/events",
     ] {
         assert!(paths.contains_key(path), "{path} in the OpenAPI document");
     }
@@ -913,6 +916,192 @@ async fn versions_list_show_and_compare(store: Store) {
     }
 }
 
+/// Assets: a posted event (admin only) starts the run of the DAG scheduled on it, which
+/// names the event as its cause; the list and the asset's page show producers, consumers,
+/// events and the runs they started; bad names, bodies and bounds are refused clearly.
+async fn assets_are_posted_listed_and_start_runs(store: Store) {
+    let api = Api::new(store).await;
+    let folder = api.state.dags_folder.clone();
+    std::fs::write(
+        folder.join("ingest.yaml"),
+        "dag: ingest\ntasks:\n  orders: { empty: {}, produces: lake.orders }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("report.yaml"),
+        "dag: report\nschedule: { assets: [lake.orders] }\ntasks:\n  build: { empty: {} }\n",
+    )
+    .unwrap();
+    let scheduler = amdahl_scheduler::service::SchedulerService::new(
+        api.state.store.clone(),
+        Arc::new(SystemClock),
+        std::time::Duration::from_millis(50),
+        Some(folder),
+    );
+    scheduler.tick().await.unwrap();
+    let (admin, viewer) = (Some(api.admin.as_str()), Some(api.viewer.as_str()));
+
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/assets/lake.orders/events",
+            viewer,
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, event) = api
+        .call(
+            "POST",
+            "/api/v1/assets/lake.orders/events",
+            admin,
+            Some(r#"{"extra": {"rows": 1200}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    assert_eq!(
+        (&event["asset"], &event["source"], &event["extra"]),
+        (&json!("lake.orders"), &json!("api"), &json!({"rows": 1200}))
+    );
+    // No body is an event without `extra`.
+    let (status, bare) = api
+        .call("POST", "/api/v1/assets/lake.orders/events", admin, None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{bare}");
+    scheduler.tick().await.unwrap();
+    let runs = api
+        .state
+        .store
+        .runs_before(Some("report"), None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "both events start one run");
+    let (status, run) = api
+        .call("GET", &format!("/api/v1/runs/{}", runs[0].id), viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let causes: Vec<&Value> = run["caused_by"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        causes.iter().map(|e| &e["id"]).collect::<Vec<_>>(),
+        vec![&event["id"], &bare["id"]]
+    );
+
+    let (status, list) = api.call("GET", "/api/v1/assets", viewer, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let orders = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "lake.orders")
+        .unwrap_or_else(|| panic!("lake.orders in {list}"));
+    assert_eq!(
+        (
+            &orders["events"],
+            &orders["producers"],
+            &orders["consumers"]
+        ),
+        (&json!(2), &json!(["ingest.orders"]), &json!(["report"]))
+    );
+    assert_eq!(orders["last_event"]["id"], bare["id"]);
+    let (status, detail) = api
+        .call("GET", "/api/v1/assets/lake.orders?limit=1", viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let recent = detail["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(
+        (&recent[0]["id"], &recent[0]["runs"]),
+        (&bare["id"], &json!([runs[0].id]))
+    );
+
+    let big = format!(r#"{{"extra": "{}"}}"#, "x".repeat(17_000));
+    for (method, path, body, content_type, want) in [
+        (
+            "GET",
+            "/api/v1/assets/no.such",
+            None,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/api/v1/assets/bad%20name",
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/assets?limit=0",
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/assets/lake.orders?before=0",
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/assets/bad%20name/events",
+            Some("{}"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/assets/dag:report/events",
+            Some("{}"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/assets/lake.orders/events",
+            Some(r#"{"extar": 1}"#),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/assets/lake.orders/events",
+            Some("{"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/assets/lake.orders/events",
+            Some("{}"),
+            Some("text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "POST",
+            "/api/v1/assets/lake.orders/events",
+            Some(big.as_str()),
+            None,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|c| ("Content-Type", c))
+            .into_iter()
+            .collect();
+        let (status, body) = api.send(method, path, admin, body, &headers).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+        assert!(!error(&body).is_empty());
+    }
+    // Refused posts recorded nothing.
+    let (_, detail) = api
+        .call("GET", "/api/v1/assets/lake.orders", viewer, None)
+        .await;
+    assert_eq!(detail["events"], json!(2));
+}
+
 /// A DAG's typed params: the DAG page lists what each declares, and a trigger with a value
 /// out of bounds, of the wrong type or not among the choices is refused naming the param
 /// (422); a valid one makes a run.
@@ -1068,6 +1257,12 @@ mod sqlite {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn assets_are_posted_listed_and_start_runs() {
+        let db = TestDb::sqlite().await;
+        super::assets_are_posted_listed_and_start_runs(db.store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_endpoint_answers_and_refuses_clearly() {
         let db = TestDb::sqlite().await;
         super::every_endpoint_answers_and_refuses_clearly(db.store().await).await;
@@ -1106,6 +1301,15 @@ mod sqlite {
 
 mod postgres {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn assets_are_posted_listed_and_start_runs() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        super::assets_are_posted_listed_and_start_runs(db.store().await).await;
+        db.drop_database().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_endpoint_answers_and_refuses_clearly() {
