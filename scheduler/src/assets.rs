@@ -12,8 +12,8 @@ use crate::store::{CursorMove, Watched};
 /// What a DAG waiting on keys should do now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AssetStep {
-    /// Start cursors for the keys it never looked at, at these events (0: no event yet).
-    StartCursors(Vec<(String, i64)>),
+    /// Start cursors for the keys it never looked at.
+    StartCursors(Vec<String>),
     /// Create a run moving these cursors.
     Run(Vec<CursorMove>),
     /// Nothing new (enough).
@@ -21,10 +21,10 @@ pub enum AssetStep {
 }
 
 pub fn asset_step(watched: &[Watched], any: bool) -> AssetStep {
-    let fresh: Vec<(String, i64)> = watched
+    let fresh: Vec<String> = watched
         .iter()
         .filter(|w| w.cursor.is_none())
-        .map(|w| (w.asset.clone(), w.newest.unwrap_or(0)))
+        .map(|w| w.asset.clone())
         .collect();
     if !fresh.is_empty() {
         return AssetStep::StartCursors(fresh);
@@ -76,16 +76,16 @@ mod tests {
     fn scenarios() {
         // (what the DAG waits on, any?, what it does)
         let table: Vec<(Vec<Watched>, bool, AssetStep)> = vec![
-            // Never looked: cursors start at the newest event (or 0), no run.
+            // Never looked: cursors start first (the store says where), no run yet.
             (
                 vec![w("a", None, Some(7)), w("b", Some(3), Some(9))],
                 false,
-                AssetStep::StartCursors(vec![("a".into(), 7)]),
+                AssetStep::StartCursors(vec!["a".into()]),
             ),
             (
                 vec![w("a", None, None)],
                 true,
-                AssetStep::StartCursors(vec![("a".into(), 0)]),
+                AssetStep::StartCursors(vec!["a".into()]),
             ),
             // Every key new: one run consuming all of them.
             (

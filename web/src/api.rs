@@ -229,6 +229,9 @@ pub struct DagDto {
     pub version: String,
     /// Cron expression or `@daily`…, when the DAG runs on a schedule.
     pub schedule: Option<String>,
+    /// For a DAG started by data (`schedule: { assets | any | after }`): the rule in words,
+    /// e.g. `when lake.orders has a new event`.
+    pub waits_on: Option<String>,
     /// The IANA time zone the schedule is read in (`UTC` unless the DAG sets `timezone:`).
     pub timezone: Option<String>,
     /// When the scheduler will create its next scheduled run (ms since the epoch); absent
@@ -266,6 +269,9 @@ async fn list_dags(
             },
         };
         let schedule = parsed.as_ref().and_then(|dag| dag.schedule.clone());
+        let waits_on = parsed
+            .as_ref()
+            .and_then(|dag| dag.data_schedule.as_ref().map(|s| s.describe()));
         let timezone = parsed.as_ref().map(|dag| dag.timezone.name().to_string());
         let next_run_at_ms = match (&parsed, d.paused) {
             (Some(dag), false) => next_run(dag, now),
@@ -280,6 +286,7 @@ async fn list_dags(
             source_path: d.source_path,
             version: d.latest_hash.chars().take(12).collect(),
             schedule,
+            waits_on,
             timezone,
             next_run_at_ms,
         });
@@ -403,6 +410,9 @@ async fn dag(
             source_path: summary.source_path,
             version: summary.latest_hash.chars().take(12).collect(),
             schedule: schedule.clone(),
+            waits_on: loaded
+                .as_ref()
+                .and_then(|dag| dag.data_schedule.as_ref().map(|s| s.describe())),
             timezone: loaded.as_ref().map(|dag| dag.timezone.name().to_string()),
             recent_run_states: runs
                 .iter()

@@ -512,10 +512,10 @@ impl SchedulerService {
             let watched = self.store.watched_assets(&dag.id, &keys).await?;
             match crate::assets::asset_step(&watched, schedule.any) {
                 AssetStep::Wait => {}
-                AssetStep::StartCursors(starts) => {
-                    for (asset, event_id) in starts {
+                AssetStep::StartCursors(keys) => {
+                    for asset in keys {
                         self.store
-                            .start_asset_cursor(&dag.id, &asset, event_id)
+                            .start_asset_cursor(&dag.id, &asset, &dag.source.hash)
                             .await?;
                     }
                     settled = false;

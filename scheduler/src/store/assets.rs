@@ -130,17 +130,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Starts a DAG's cursor on a key at `event_id` (events up to it never start its runs),
-    /// unless it has one.
-    pub async fn start_asset_cursor(&self, dag_id: &str, asset: &str, event_id: i64) -> Result<()> {
+    /// Starts a DAG's cursor on a key, unless it has one, after the newest event recorded
+    /// before the DAG's version `hash` was: events from before the DAG waited on the key never
+    /// start it, those since then do (however late the scheduler looks).
+    pub async fn start_asset_cursor(&self, dag_id: &str, asset: &str, hash: &str) -> Result<()> {
         on_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO asset_cursors (dag_id, asset, event_id) VALUES ($1, $2, $3) \
+                "INSERT INTO asset_cursors (dag_id, asset, event_id) \
+                 SELECT $1, $2, COALESCE((SELECT MAX(e.id) FROM asset_events e WHERE e.asset = $2 \
+                     AND e.created_at_ms < (SELECT v.created_at_ms FROM dag_versions v \
+                                           WHERE v.dag_id = $1 AND v.hash = $3)), 0) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(dag_id)
             .bind(asset)
-            .bind(event_id)
+            .bind(hash)
             .execute(pool)
             .await?;
         });

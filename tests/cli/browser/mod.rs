@@ -824,3 +824,189 @@ fn the_ui_shows_a_failure_its_notification_and_import_errors() {
         client.close().await.unwrap();
     });
 }
+
+/// Assets in the browser: an event posted through the REST API starts the DAG scheduled on
+/// it; the assets page lists it with its producer and consumer; the asset's page shows the
+/// event and the run it started; the run page says what started it; an admin posts another
+/// event from the asset's page.
+#[test]
+fn an_asset_event_starts_a_dag_and_the_assets_page_shows_it() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let amdahl = Amdahl::sqlite();
+    let dags = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dags.path().join("ingest.yaml"),
+        "dag: ingest\ntasks:\n  orders: { shell: \"echo loaded\", produces: lake.orders }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dags.path().join("report.yaml"),
+        "dag: report\nschedule: { assets: [lake.orders] }\ntasks:\n  build: { shell: \"echo built\" }\n",
+    )
+    .unwrap();
+    let created = amdahl.run(&["tokens", "create", "--role", "admin", "--name", "browser"]);
+    assert_success(&created, "tokens create");
+    let token = text(&created.stdout).trim().to_string();
+    let web = format!("127.0.0.1:{}", free_port());
+    let _services = Services::start(
+        &amdahl,
+        &[&[
+            "standalone",
+            "--slots",
+            "2",
+            "--dags-folder",
+            &dags.path().display().to_string(),
+            "--web",
+            &web,
+        ]],
+    );
+    let driver_port = free_port();
+    let _driver = Driver(
+        Command::new(&chromedriver)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let base = format!("http://{web}/");
+        let client = session(&chromium, driver_port).await;
+        until(Duration::from_secs(20), "the web server", || async {
+            client.goto(&base).await.ok()?;
+            client.find(Locator::Css("#token")).await.ok()
+        })
+        .await
+        .send_keys(&token)
+        .await
+        .unwrap();
+        client
+            .find(Locator::Css("#login button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        // The scheduler has read the folder once the DAG is listed.
+        until(Duration::from_secs(30), "the DAG list", || async {
+            if client
+                .find(Locator::Css("tr[data-dag='report']"))
+                .await
+                .is_ok()
+            {
+                return Some(());
+            }
+            client.refresh().await.ok()?;
+            None
+        })
+        .await;
+        // An event posted through the REST API, from the page (with the token it holds).
+        let posted = client
+            .execute(
+                "return fetch('/api/v1/assets/lake.orders/events', { method: 'POST', \
+                   headers: { Authorization: `Bearer ${sessionStorage.getItem('amdahl-token')}`, \
+                              'Content-Type': 'application/json' }, \
+                   body: JSON.stringify({ extra: { rows: 1200 } }) }).then((r) => r.json());",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let event_id = posted["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("an event id in {posted}"));
+        client
+            .find(Locator::LinkText("Assets"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let row = until(Duration::from_secs(30), "the asset's row", || async {
+            let row = text_of(&client, "tr[data-asset='lake.orders']").await?;
+            if row.contains("report") {
+                return Some(row);
+            }
+            client.refresh().await.ok()?;
+            None
+        })
+        .await;
+        assert!(row.contains("ingest.orders"), "{row}");
+        assert!(row.contains("posted"), "{row}");
+
+        client
+            .find(Locator::Css("tr[data-asset='lake.orders'] a"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let started = until(
+            Duration::from_secs(30),
+            "the run the event started",
+            || async {
+                let cell =
+                    text_of(&client, &format!("tr[data-event='{event_id}'] td.started")).await?;
+                if cell.starts_with("run ") {
+                    return Some(cell);
+                }
+                client.refresh().await.ok()?;
+                None
+            },
+        )
+        .await;
+        let extra = text_of(&client, &format!("tr[data-event='{event_id}'] td.extra"))
+            .await
+            .unwrap();
+        assert_eq!(extra, r#"{"rows":1200}"#);
+        screenshot(&client, "14-asset-page").await;
+
+        // The run page says which event started it.
+        client
+            .find(Locator::Css(&format!(
+                "tr[data-event='{event_id}'] td.started a"
+            )))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let cause = until(Duration::from_secs(20), "the run's cause", || async {
+            text_of(&client, "#run-cause").await
+        })
+        .await;
+        assert_eq!(cause, format!("Started by lake.orders event {event_id}"));
+        let run_id: i64 = started.trim_start_matches("run ").parse().unwrap();
+        let heading = text_of(&client, "h1").await.unwrap();
+        assert!(
+            heading.starts_with(&format!("Run {run_id} of report")),
+            "{heading}"
+        );
+
+        // An admin posts an event from the asset's page: a second run.
+        client
+            .goto(&format!("{base}#/assets/lake.orders"))
+            .await
+            .unwrap();
+        let extra = until(Duration::from_secs(10), "the post form", || async {
+            client.find(Locator::Css("#event-extra")).await.ok()
+        })
+        .await;
+        extra.send_keys("{\"rows\": 7}").await.unwrap();
+        client
+            .find(Locator::Css("#post-event"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(Duration::from_secs(30), "the second run", || async {
+            let list = amdahl.run(&["runs", "list", "--dag", "report"]);
+            (text(&list.stdout).matches("success").count() == 2).then_some(())
+        })
+        .await;
+        client.close().await.unwrap();
+    });
+}

@@ -179,7 +179,7 @@ async function dagsPage() {
     el("td", { class: "recent" }, d.recent_run_states.length
       ? d.recent_run_states.slice().reverse().map((s) => el("span", { class: `dot ${s}`, title: s })) : "–"),
     el("td", {}, d.runs),
-    el("td", {}, d.schedule ? scheduleText(d) : "–"),
+    el("td", {}, d.schedule ? scheduleText(d) : (d.waits_on || "–")),
     el("td", { class: "next-run" }, at(d.next_run_at_ms)),
     el("td", {}, d.paused ? "paused" : "active",
       admin ? el("button", { class: "pause", onclick: async () => {
@@ -350,7 +350,7 @@ async function dagPage(dagId, search) {
   };
   await page(null, 0);
   show(el("h1", {}, `DAG ${detail.dag.dag_id}`),
-    el("p", { class: "note" }, detail.description || "", detail.schedule ? ` · schedule ${scheduleText(detail.dag)}` : "", detail.dag.paused ? " · paused" : ""),
+    el("p", { class: "note" }, detail.description || "", detail.schedule ? ` · schedule ${scheduleText(detail.dag)}` : "", detail.dag.waits_on ? ` · runs ${detail.dag.waits_on}` : "", detail.dag.paused ? " · paused" : ""),
     el("h2", {}, "Runs × tasks"), gridBox,
     el("h2", {}, "Graph"), graph(detail.tasks, {}),
     trigger,
@@ -568,6 +568,8 @@ function runView(detail, admin) {
     el("p", { class: "note" }, "logical date ", at(run.logical_date), " · started ", at(run.started_at_ms), ` · took ${duration(run.started_at_ms, run.finished_at_ms)}`,
       " · ", el("a", { id: "run-version", href: `#/dags/${encodeURIComponent(run.dag_id)}?version=${run.dag_version_id}` }, `DAG version ${run.dag_version_id}`),
       run.note ? ` · ${run.note}` : ""),
+    detail.caused_by && detail.caused_by.length ? el("p", { id: "run-cause" }, "Started by ",
+      detail.caused_by.flatMap((e, i) => [i ? ", " : "", el("a", { href: assetHref(e.asset) }, e.asset.startsWith("dag:") ? `${e.asset.slice(4)} succeeding` : `${e.asset} event ${e.id}`)])) : null,
     cancel,
     el("h2", {}, "Tasks"),
     el("p", { id: "counts" }, `${detail.task_count} task(s): `, Object.entries(detail.counts).map(([s, n]) => `${n} ${s}`).join(" · ")),
@@ -612,7 +614,7 @@ async function runPage(runId) {
     if (event.full) { tasks.clear(); attempts.clear(); }
     for (const t of event.tasks) { tasks.set(t.task_id, t); attempts.set(t.task_id, []); }
     for (const a of event.attempts) (attempts.get(a.task_id) || []).push(a);
-    show(...runView({ run: event.run, counts: event.counts, task_count: event.task_count, tasks: [...tasks.values()], attempts: [...attempts.values()].flat(), notifications: event.notifications }, admin));
+    show(...runView({ run: event.run, counts: event.counts, task_count: event.task_count, tasks: [...tasks.values()], attempts: [...attempts.values()].flat(), notifications: event.notifications, caused_by: first.caused_by }, admin));
   });
 }
 
@@ -666,6 +668,61 @@ async function taskPage(runId, taskId) {
   if (await render()) setTimeout(poll, 1000);
 }
 
+/// Where an asset event came from: a task of a run, a run of a DAG, or a post.
+function eventOrigin(e) {
+  const run = e.run_id ? el("a", { href: `#/runs/${e.run_id}` }, `run ${e.run_id}`) : null;
+  if (e.source === "task") return [`${e.dag_id}.${e.task_id} in `, run];
+  if (e.source === "run") return [run, ` of ${e.dag_id} succeeded`];
+  return "posted";
+}
+
+const assetHref = (name) => `#/assets/${encodeURIComponent(name)}`;
+
+async function assetsPage() {
+  const assets = await api("/api/v1/assets");
+  show(el("h1", {}, "Assets"),
+    assets.length ? el("table", { id: "assets" },
+      el("tr", {}, ["Asset", "Events", "Last event", "From", "Produced by", "Starts"].map((h) => el("th", {}, h))),
+      assets.map((a) => el("tr", { "data-asset": a.name },
+        el("td", {}, el("a", { href: assetHref(a.name) }, a.name)), el("td", {}, a.events),
+        el("td", {}, a.last_event ? at(a.last_event.created_at_ms) : "–"),
+        el("td", {}, a.last_event ? eventOrigin(a.last_event) : "–"),
+        el("td", {}, a.producers.join(", ") || "–"),
+        el("td", {}, a.consumers.length ? a.consumers.flatMap((d, i) => [i ? ", " : "", el("a", { href: `#/dags/${encodeURIComponent(d)}` }, d)]) : "–"))))
+      : el("p", {}, "No assets yet: a task declares one with `produces: NAME`, and a DAG with `schedule: { assets: [NAME] }` runs when it changes."));
+}
+
+async function assetPage(name) {
+  const [asset, me] = await Promise.all([api(`/api/v1/assets/${encodeURIComponent(name)}`), api("/api/v1/me")]);
+  const extra = el("input", { id: "event-extra", placeholder: '{"rows": 1200} (optional)', size: 30 });
+  const message = el("span", { id: "event-message", class: "note" });
+  const post = me.role === "admin" && !name.startsWith("dag:") ? el("p", {}, extra, " ",
+    el("button", { id: "post-event", onclick: async () => {
+      let body = {};
+      try {
+        if (extra.value.trim()) body = { extra: JSON.parse(extra.value) };
+      } catch (e) { message.textContent = `extra is not JSON: ${e.message}`; return; }
+      try {
+        const e = await api(`/api/v1/assets/${encodeURIComponent(name)}/events`, { method: "POST", body: JSON.stringify(body) });
+        message.textContent = `event ${e.id} recorded`;
+        setTimeout(() => { if (location.hash === assetHref(name)) route(); }, 1000);
+      } catch (e) { message.textContent = e.message; }
+    } }, "Post event"), " ", message) : null;
+  show(el("h1", {}, `Asset ${asset.name}`),
+    el("p", {}, "Produced by ", asset.producers.join(", ") || "– (posted from outside)", " · starts ",
+      asset.consumers.length ? asset.consumers.flatMap((d, i) => [i ? ", " : "", el("a", { href: `#/dags/${encodeURIComponent(d)}` }, d)]) : "no DAG",
+      ` · ${asset.events} event(s)`),
+    post,
+    el("h2", {}, "Events"),
+    asset.recent.length ? el("table", { id: "asset-events" },
+      el("tr", {}, ["Event", "At", "From", "Extra", "Started"].map((h) => el("th", {}, h))),
+      asset.recent.map((e) => el("tr", { "data-event": e.id },
+        el("td", {}, e.id), el("td", {}, at(e.created_at_ms)), el("td", {}, eventOrigin(e)),
+        el("td", { class: "extra" }, e.extra === null || e.extra === undefined ? "–" : JSON.stringify(e.extra)),
+        el("td", { class: "started" }, e.runs.length ? e.runs.flatMap((r, i) => [i ? ", " : "", el("a", { href: `#/runs/${r}` }, `run ${r}`)]) : "–"))))
+      : el("p", {}, "No event yet."));
+}
+
 async function route() {
   if (live) { live.abort(); live = null; }
   const logout = document.getElementById("logout");
@@ -680,6 +737,8 @@ async function route() {
     else if (parts[0] === "runs" && parts[1] && parts[2] === "tasks") await taskPage(parts[1], parts[3]);
     else if (parts[0] === "runs" && parts[1]) await runPage(parts[1]);
     else if (parts[0] === "runs") await runsPage(new URLSearchParams(search || ""));
+    else if (parts[0] === "assets" && parts[1]) await assetPage(parts[1]);
+    else if (parts[0] === "assets") await assetsPage();
     else await dagsPage();
   } catch (e) {
     if (e.status === 401) login(e.message);
