@@ -319,3 +319,79 @@ fn a_closed_output_pipe_is_not_a_panic() {
         text(&out.stderr)
     );
 }
+
+/// Data schedules are checked across the folder: validating one file still sees the DAG it
+/// runs after; a cycle of DAGs starting each other is refused with the cycle printed and a
+/// non-zero exit; an asset nothing produces is a warning, not an error.
+#[test]
+fn validate_checks_data_schedules_across_the_folder() {
+    let amdahl = Amdahl::sqlite();
+    let audit = amdahl.run(&["dags", "validate", "dags/tests/folders/assets/audit.yaml"]);
+    assert_eq!(audit.status.code(), Some(1));
+    let stderr = text(&audit.stderr);
+    assert!(
+        stderr.contains("`after` names DAG `ingset`, which is not here")
+            && stderr.contains("did you mean `ingest`?")
+            && stderr.contains("--> dags/tests/folders/assets/audit.yaml:3:27"),
+        "{stderr}"
+    );
+    let cycle = amdahl.run(&["dags", "validate", "dags/tests/folders/assets/ping.yaml"]);
+    assert_eq!(cycle.status.code(), Some(1));
+    assert!(
+        text(&cycle.stderr).contains("DAGs start each other in a cycle: ping → pong → ping"),
+        "{}",
+        text(&cycle.stderr)
+    );
+    let report = amdahl.run(&["dags", "validate", "dags/tests/folders/assets/report.yaml"]);
+    assert_success(&report, "a warning is not an error");
+    assert!(
+        text(&report.stderr).contains("warning: no task here produces asset `lake.customer`"),
+        "{}",
+        text(&report.stderr)
+    );
+}
+
+/// `amdahl assets`: a run of a producing DAG records an event; `emit` posts one with JSON;
+/// `list` and `show` print them; bad names and bad JSON are refused and record nothing.
+#[test]
+fn asset_commands_record_and_show_events() {
+    let amdahl = Amdahl::sqlite();
+    let out = amdahl.run(&["run", "dags/examples/orders_ingest.yaml"]);
+    assert_success(&out, "run orders_ingest");
+    let emitted = amdahl.run(&["assets", "emit", "lake.orders", "--extra", "{\"rows\": 7}"]);
+    assert_success(&emitted, "assets emit");
+    assert_eq!(text(&emitted.stdout), "event 2 on `lake.orders` recorded\n");
+    for (args, says) in [
+        (&["assets", "emit", "bad name"][..], "is not an asset name"),
+        (
+            &["assets", "emit", "dag:orders_ingest"][..],
+            "is not an asset name",
+        ),
+        (
+            &["assets", "emit", "lake.orders", "--extra", "{rows"][..],
+            "`--extra` must be JSON",
+        ),
+        (&["assets", "show", "no.such"][..], "no asset `no.such`"),
+    ] {
+        let out = amdahl.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let list = text(&amdahl.run(&["assets", "list"]).stdout);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("lake.orders "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(row.contains(" 2 ") && row.contains("posted"), "{row}");
+    let show = text(&amdahl.run(&["assets", "show", "lake.orders"]).stdout);
+    assert!(show.contains("events      2"), "{show}");
+    assert!(
+        show.contains("orders_ingest.clean_orders (run 1)"),
+        "{show}"
+    );
+    assert!(show.contains("{\"rows\":7}"), "{show}");
+}
