@@ -76,10 +76,11 @@ fn golden_folder_checks() {
     assert!(!folders.is_empty(), "the folder cases are there");
     let mut failures = Vec::new();
     for folder in &folders {
-        let dags: Vec<amdahl_dags::Dag> = amdahl_dags::discover::dag_files(&[folder.clone()])
-            .iter()
-            .map(|f| load_file(f).unwrap_or_else(|e| panic!("{}", e.render())))
-            .collect();
+        let dags: Vec<amdahl_dags::Dag> =
+            amdahl_dags::discover::dag_files(std::slice::from_ref(folder))
+                .iter()
+                .map(|f| load_file(f).unwrap_or_else(|e| panic!("{}", e.render())))
+                .collect();
         let refs: Vec<&amdahl_dags::Dag> = dags.iter().collect();
         let check = amdahl_dags::assets::check_folder(&refs);
         let actual = check.render(&refs);

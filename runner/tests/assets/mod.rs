@@ -74,7 +74,8 @@ pub async fn assets_start_one_run_per_event_under_two_schedulers(db: &TestDb) {
     }));
     // The schedulers read the folder: links recorded, cursors started before any event.
     let (a, b) = tokio::join!(schedulers[0].tick(), schedulers[1].tick());
-    (a.unwrap(), b.unwrap());
+    a.unwrap();
+    b.unwrap();
     let orders = store.asset_summary("lake.orders").await.unwrap().unwrap();
     assert_eq!(
         (orders.producers, orders.consumers, orders.events),
@@ -159,7 +160,8 @@ pub async fn assets_start_one_run_per_event_under_two_schedulers(db: &TestDb) {
     // A few more passes: nothing else starts.
     for _ in 0..3 {
         let (a, b) = tokio::join!(schedulers[0].tick(), schedulers[1].tick());
-        (a.unwrap(), b.unwrap());
+        a.unwrap();
+        b.unwrap();
     }
     let reports = runs_of(&store, "report").await;
     assert_eq!(reports.len(), 2, "one run for a burst of events");
