@@ -21,6 +21,7 @@
 pub mod assets;
 pub mod diagnostic;
 pub mod discover;
+pub mod folder;
 pub mod load;
 pub mod model;
 pub mod notice;

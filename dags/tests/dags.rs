@@ -63,7 +63,7 @@ fn golden_diagnostics() {
 }
 
 /// Cross-file checks of data schedules: every `folders/NAME/` holds DAG files that load one
-/// by one; what `assets::check_folder` says about them together must equal
+/// by one; what `folder::check_folder` says about them together must equal
 /// `folders/NAME.expected`.
 #[test]
 fn golden_folder_checks() {
@@ -82,7 +82,7 @@ fn golden_folder_checks() {
                 .map(|f| load_file(f).unwrap_or_else(|e| panic!("{}", e.render())))
                 .collect();
         let refs: Vec<&amdahl_dags::Dag> = dags.iter().collect();
-        let check = amdahl_dags::assets::check_folder(&refs);
+        let check = amdahl_dags::folder::check_folder(&refs);
         let actual = check.render(&refs);
         if let Err(message) = check_expectation(&folder.with_extension("expected"), &actual) {
             failures.push(message);

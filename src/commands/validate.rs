@@ -87,7 +87,7 @@ fn check_together(valid: &[Dag], given: &[PathBuf]) -> (usize, usize) {
         .filter(|d| valid.iter().all(|v| v.id != d.id))
         .collect();
     let all: Vec<&Dag> = valid.iter().chain(&context).collect();
-    let mut check = amdahl_dags::assets::check_folder(&all);
+    let mut check = amdahl_dags::folder::check_folder(&all);
     check.errors.retain(|p| p.dag < valid.len());
     check.warnings.retain(|p| p.dag < valid.len());
     eprint!("{}", check.render(&all));

@@ -40,7 +40,7 @@ pub struct SchedulerService {
 /// What [`SchedulerService`] knows about data schedules between passes.
 #[derive(Default)]
 struct Watching {
-    /// The DAGs it follows (valid, and not refused by `assets::check_folder`).
+    /// The DAGs it follows (valid, and not refused by `folder::check_folder`).
     dags: Vec<Arc<Dag>>,
     /// The DAG ids and versions they were computed from.
     signature: Vec<(String, String)>,
@@ -424,7 +424,7 @@ impl SchedulerService {
     }
 
     /// After the DAG files changed: records what each DAG produces and waits on
-    /// (`asset_links`), checks the data schedules together (`assets::check_folder`: a refused
+    /// (`asset_links`), checks the data schedules together (`folder::check_folder`: a refused
     /// DAG gets an import error and is not followed; warnings are printed) and keeps the DAGs
     /// to follow.
     async fn follow_data_schedules(&self, dags: &[Arc<Dag>]) -> Result<(), StoreError> {
@@ -447,7 +447,7 @@ impl SchedulerService {
                 .await?;
         }
         let refs: Vec<&Dag> = dags.iter().map(|d| d.as_ref()).collect();
-        let check = amdahl_dags::assets::check_folder(&refs);
+        let check = amdahl_dags::folder::check_folder(&refs);
         let mut flagged = std::collections::HashSet::new();
         for problem in check.errors.iter().chain(&check.warnings) {
             let d = &problem.diagnostic;

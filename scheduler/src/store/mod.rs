@@ -30,7 +30,7 @@ macro_rules! record_produced {
     ($tx:expr, $f:expr) => {
         if $f.task_state == crate::state::TaskState::Success {
             for asset in &$f.produces {
-                sqlx::query(super::assets::PRODUCED_EVENT)
+                sqlx::query(crate::store::assets::PRODUCED_EVENT)
                     .bind(asset.as_str())
                     .bind($f.run_id)
                     .bind($f.task_id.as_str())

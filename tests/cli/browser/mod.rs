@@ -59,6 +59,53 @@ impl Drop for Driver {
     }
 }
 
+/// An admin token, `amdahl standalone` (2 slots) on a DAG folder serving the UI, and
+/// chromedriver: what the browser tests drive, stopped when dropped.
+struct Ui {
+    token: String,
+    web: String,
+    driver_port: u16,
+    _services: Services,
+    _driver: Driver,
+}
+
+impl Ui {
+    fn start(amdahl: &Amdahl, dags: &Path, chromedriver: &Path) -> Ui {
+        let created = amdahl.run(&["tokens", "create", "--role", "admin", "--name", "browser"]);
+        assert_success(&created, "tokens create");
+        let token = text(&created.stdout).trim().to_string();
+        let web = format!("127.0.0.1:{}", free_port());
+        let services = Services::start(
+            amdahl,
+            &[&[
+                "standalone",
+                "--slots",
+                "2",
+                "--dags-folder",
+                &dags.display().to_string(),
+                "--web",
+                &web,
+            ]],
+        );
+        let driver_port = free_port();
+        let driver = Driver(
+            Command::new(chromedriver)
+                .arg(format!("--port={driver_port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver"),
+        );
+        Ui {
+            token,
+            web,
+            driver_port,
+            _services: services,
+            _driver: driver,
+        }
+    }
+}
+
 /// Waits until `check` gives a value, or fails with what `what` says after `limit`.
 async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
@@ -608,31 +655,8 @@ fn the_ui_shows_a_failure_its_notification_and_import_errors() {
         "dag: broken\ntasks:\n  one:\n    shell: echo hi\n    retres: 2\n",
     )
     .unwrap();
-    let created = amdahl.run(&["tokens", "create", "--role", "admin", "--name", "browser"]);
-    assert_success(&created, "tokens create");
-    let token = text(&created.stdout).trim().to_string();
-    let web = format!("127.0.0.1:{}", free_port());
-    let _services = Services::start(
-        &amdahl,
-        &[&[
-            "standalone",
-            "--slots",
-            "2",
-            "--dags-folder",
-            &dags.path().display().to_string(),
-            "--web",
-            &web,
-        ]],
-    );
-    let driver_port = free_port();
-    let _driver = Driver(
-        Command::new(&chromedriver)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
+    let ui = Ui::start(&amdahl, dags.path(), &chromedriver);
+    let (token, web, driver_port) = (ui.token.clone(), ui.web.clone(), ui.driver_port);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = session(&chromium, driver_port).await;
@@ -846,31 +870,8 @@ fn an_asset_event_starts_a_dag_and_the_assets_page_shows_it() {
         "dag: report\nschedule: { assets: [lake.orders] }\ntasks:\n  build: { shell: \"echo built\" }\n",
     )
     .unwrap();
-    let created = amdahl.run(&["tokens", "create", "--role", "admin", "--name", "browser"]);
-    assert_success(&created, "tokens create");
-    let token = text(&created.stdout).trim().to_string();
-    let web = format!("127.0.0.1:{}", free_port());
-    let _services = Services::start(
-        &amdahl,
-        &[&[
-            "standalone",
-            "--slots",
-            "2",
-            "--dags-folder",
-            &dags.path().display().to_string(),
-            "--web",
-            &web,
-        ]],
-    );
-    let driver_port = free_port();
-    let _driver = Driver(
-        Command::new(&chromedriver)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
+    let ui = Ui::start(&amdahl, dags.path(), &chromedriver);
+    let (token, web, driver_port) = (ui.token.clone(), ui.web.clone(), ui.driver_port);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let base = format!("http://{web}/");
