@@ -127,8 +127,8 @@ pub struct EventsQuery {
 /// An asset name from the path, or a 400 saying what names look like.
 fn asset_name(name: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(name) = name.map_err(path_error)?;
-    if amdahl_dags::assets::is_valid_name(&name) || amdahl_dags::assets::after_dag(&name).is_some()
-    {
+    let after = amdahl_dags::assets::after_dag(&name);
+    if amdahl_dags::assets::is_valid_name(&name) || after.is_some_and(amdahl_dags::is_valid_id) {
         Ok(name)
     } else {
         Err(ApiError::bad_request(format!(
@@ -149,7 +149,7 @@ pub(crate) async fn list(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page_limit("limit", query.limit, 200)?;
     let after = query.after.unwrap_or_default();
-    if after.len() > 200 {
+    if after.chars().count() > 200 {
         return Err(ApiError::bad_request("`after` is longer than 200"));
     }
     let found = state
@@ -161,7 +161,7 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(get, path = "/api/v1/assets/{name}",
-    params(("name" = String, Path, pattern = r"^([A-Za-z0-9_][A-Za-z0-9_./-]{0,199}|dag:[a-z_][a-z0-9_]*)$", description = "the asset's name (`/` written `%2F`)"),
+    params(("name" = String, Path, pattern = r"^([A-Za-z0-9_][A-Za-z0-9_./-]{0,199}|dag:[a-z_][a-z0-9_]{0,63})$", description = "the asset's name (`/` written `%2F`)"),
         ("before" = Option<i64>, Query, minimum = 1, description = "events older than this id (a page)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "at most this many events, newest first (1–1000, default 50)")),
     responses((status = 200, body = AssetDetailDto), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
