@@ -102,6 +102,9 @@ pub async fn emit(store: &Store, name: &str, extra: Option<&str>) -> anyhow::Res
         Some(text) => {
             let value: serde_json::Value = serde_json::from_str(text)
                 .context("`--extra` must be JSON, e.g. '{\"rows\": 10}'")?;
+            if !value.is_object() {
+                bail!("`--extra` must be a JSON object, e.g. '{{\"rows\": 10}}'");
+            }
             let text = value.to_string();
             if text.len() > MAX_EXTRA_BYTES {
                 bail!("`--extra` is larger than {MAX_EXTRA_BYTES} bytes");

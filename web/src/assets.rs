@@ -42,7 +42,7 @@ pub struct AssetEventDto {
     pub dag_id: Option<String>,
     pub run_id: Option<i64>,
     pub task_id: Option<String>,
-    /// What the poster attached (any JSON), if anything.
+    /// What the poster attached (a JSON object), if anything.
     #[schema(value_type = Option<Object>)]
     pub extra: Option<serde_json::Value>,
     pub created_at_ms: i64,
@@ -124,11 +124,21 @@ pub struct EventsQuery {
     limit: Option<i64>,
 }
 
-/// An asset name from the path, or a 400 saying what names look like.
-fn asset_name(name: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+/// An asset name from the path (for a read, `dag:ID` too: what `after:` waits on), or a 400
+/// saying what names look like.
+fn asset_name(
+    name: Result<Path<String>, PathRejection>,
+    reading: bool,
+) -> Result<String, ApiError> {
     let Path(name) = name.map_err(path_error)?;
-    let after = amdahl_dags::assets::after_dag(&name);
-    if amdahl_dags::assets::is_valid_name(&name) || after.is_some_and(amdahl_dags::is_valid_id) {
+    // A read looks up any name the document allows (an unknown one is a 404).
+    let lookup = reading
+        && name.len() <= 200
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':'));
+    if lookup || amdahl_dags::assets::is_valid_name(&name) {
         Ok(name)
     } else {
         Err(ApiError::bad_request(format!(
@@ -161,7 +171,7 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(get, path = "/api/v1/assets/{name}",
-    params(("name" = String, Path, pattern = r"^([A-Za-z0-9_][A-Za-z0-9_./-]{0,199}|dag:[a-z_][a-z0-9_]{0,63})$", description = "the asset's name (`/` written `%2F`)"),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}$", description = "the asset's name (`/` written `%2F`; `dag:ID` for what `after:` waits on)"),
         ("before" = Option<i64>, Query, minimum = 1, description = "events older than this id (a page)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "at most this many events, newest first (1–1000, default 50)")),
     responses((status = 200, body = AssetDetailDto), (status = 400, body = ErrorDto), (status = 404, body = ErrorDto)))]
@@ -171,7 +181,7 @@ pub(crate) async fn show(
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<AssetDetailDto>, ApiError> {
-    let name = asset_name(name)?;
+    let name = asset_name(name, true)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page_limit("limit", query.limit, 50)?;
     let before = match query.before {
@@ -208,7 +218,7 @@ pub(crate) async fn show(
 
 #[utoipa::path(post, path = "/api/v1/assets/{name}/events",
     params(("name" = String, Path, pattern = r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$", description = "the asset's name (`/` written `%2F`)")),
-    request_body(content = Option<EventBody>, description = "optional: `extra`, any JSON up to 16 KiB, kept with the event"),
+    request_body(content = Option<EventBody>, description = "optional: `extra`, a JSON object up to 16 KiB, kept with the event"),
     responses(
     (status = 201, body = AssetEventDto), (status = 400, body = ErrorDto),
     (status = 403, body = ErrorDto),
@@ -222,14 +232,23 @@ pub(crate) async fn post_event(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<AssetEventDto>), ApiError> {
     caller.admin()?;
-    let name = asset_name(name)?;
-    if amdahl_dags::assets::after_dag(&name).is_some() {
-        return Err(ApiError::bad_request(format!(
-            "`{name}` is recorded when that DAG's run succeeds; it cannot be posted"
-        )));
-    }
+    let name = asset_name(name, false)?;
     let body: EventBody = optional_json(&headers, body)?;
-    let extra = body.extra.map(|v| v.to_string());
+    let extra = match body.extra {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Object(map)) => Some(serde_json::Value::Object(map).to_string()),
+        Some(other) => {
+            let found = match other {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                _ => "a boolean",
+            };
+            return Err(ApiError::bad_request(format!(
+                "`extra` must be a JSON object, found {found}"
+            )));
+        }
+    };
     if extra.as_ref().is_some_and(|e| e.len() > MAX_EXTRA_BYTES) {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

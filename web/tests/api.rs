@@ -1014,7 +1014,7 @@ async fn assets_are_posted_listed_and_start_runs(store: Store) {
         (&bare["id"], &json!([runs[0].id]))
     );
 
-    let big = format!(r#"{{"extra": "{}"}}"#, "x".repeat(17_000));
+    let big = format!(r#"{{"extra": {{"x": "{}"}}}}"#, "x".repeat(17_000));
     for (method, path, body, content_type, want) in [
         (
             "GET",
@@ -1069,6 +1069,13 @@ async fn assets_are_posted_listed_and_start_runs(store: Store) {
             "POST",
             "/api/v1/assets/lake.orders/events",
             Some("{"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/assets/lake.orders/events",
+            Some(r#"{"extra": [1]}"#),
             None,
             StatusCode::BAD_REQUEST,
         ),
