@@ -158,7 +158,14 @@ fn main() {
         "| {:<36} | {:>6} | {:>11} | {:>9} | {:>9} |",
         "service", "events", "median", "p90", "max"
     );
-    println!("|{}|", ["-"; 5].map(|_| "-----------").join("|"));
+    println!(
+        "|{}|{}|{}|{}|{}|",
+        "-".repeat(38),
+        "-".repeat(8),
+        "-".repeat(13),
+        "-".repeat(11),
+        "-".repeat(11)
+    );
     for row in rows {
         println!("{row}");
     }
