@@ -23,6 +23,7 @@ pub mod diagnostic;
 pub mod discover;
 pub mod folder;
 pub mod load;
+pub mod mapping;
 pub mod model;
 pub mod notice;
 pub mod params;

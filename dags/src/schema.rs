@@ -356,6 +356,9 @@ pub struct TaskSpec {
     /// Assets this task updates: each gets an event when the task succeeds, which starts the
     /// runs of DAGs scheduled on it.
     produces: Option<AssetList>,
+    /// Run one instance of the task per value of a list read when the run reaches it
+    /// (`task[0]`, `task[1]`, …); downstream tasks read the instances' outputs as one table.
+    map: Option<MapSpec>,
     /// A DataFusion SQL query (Jinja template); its result is the task's dataset.
     sql: Option<String>,
     /// A shell command (Jinja template), run with `sh -c`.
@@ -409,6 +412,25 @@ pub enum ParamTypeSpec {
     Boolean,
     Array,
     Object,
+}
+
+/// Dynamic mapping: the values, the name each instance sees its value under, and a bound.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct MapSpec {
+    /// A DataFusion query over the task's `needs` and datasets returning one column (a value
+    /// per row), or one template expression giving a list (`{{ params.regions }}`). An
+    /// empty list skips the task.
+    #[schemars(length(min = 1))]
+    over: String,
+    /// The name the task's templates use for an instance's value (`{{ region }}`).
+    #[serde(rename = "as")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,63}$"))]
+    name: String,
+    /// Most instances (default 1024); a longer list fails the task, saying how long it was.
+    #[schemars(range(min = 1, max = 100000))]
+    max_map: Option<u32>,
 }
 
 /// What a sensor waits for (exactly one of `uri` and `sql`) and how long.

@@ -41,6 +41,8 @@ pub struct RunContext {
     /// a run whose logical date is a tick (scheduled and backfilled runs), else the logical
     /// date itself (a triggered run's interval is empty).
     pub data_interval_end: String,
+    /// A mapped instance's value and the name its templates see it under (`map.as`).
+    pub item: Option<(String, serde_json::Value)>,
 }
 
 impl RunContext {
@@ -59,7 +61,14 @@ impl RunContext {
             params,
             ds,
             data_interval_end,
+            item: None,
         }
+    }
+
+    /// The context of one instance of a mapped task: `value` under `name`.
+    pub fn with_item(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.item = Some((name.to_string(), value));
+        self
     }
 }
 
@@ -126,7 +135,14 @@ pub fn render_text(text: &str, ctx: &RunContext) -> Result<String, TemplateError
         .template_from_str(text)
         .map_err(|e| from_minijinja(text, &e))?;
     check_names(text, &compiled.undeclared_variables(true), ctx)?;
-    let value = minijinja::context! {
+    compiled
+        .render(values(ctx))
+        .map_err(|e| from_minijinja(text, &e))
+}
+
+/// What templates see: the names of [`TOP_LEVEL_NAMES`] and a mapped instance's value.
+fn values(ctx: &RunContext) -> minijinja::Value {
+    let base = minijinja::context! {
         params => minijinja::Value::from(minijinja::value::Serde(&ctx.params)),
         run => minijinja::context! { id => ctx.run_id, logical_date => ctx.logical_date.clone() },
         dag => minijinja::context! { id => ctx.dag_id.clone() },
@@ -136,7 +152,47 @@ pub fn render_text(text: &str, ctx: &RunContext) -> Result<String, TemplateError
         data_interval_start => ctx.logical_date.clone(),
         data_interval_end => ctx.data_interval_end.clone(),
     };
-    compiled.render(value).map_err(|e| from_minijinja(text, &e))
+    match &ctx.item {
+        Some((name, value)) => {
+            let item: BTreeMap<&str, minijinja::Value> = [(
+                name.as_str(),
+                minijinja::Value::from(minijinja::value::Serde(value)),
+            )]
+            .into_iter()
+            .collect();
+            minijinja::context! { ..minijinja::Value::from(item), ..base }
+        }
+        None => base,
+    }
+}
+
+/// Evaluates one expression (`expr`, the inside of `{{ … }}` in `text`) to a value: a
+/// mapped task's list. Names are checked as [`render_text`] checks them.
+pub fn evaluate(
+    expr: &str,
+    text: &str,
+    ctx: &RunContext,
+) -> Result<serde_json::Value, TemplateError> {
+    refuse_repeated_literals(text)?;
+    let env = environment();
+    // Compiled as a template first: that is what finds the names it uses.
+    let compiled = env
+        .template_from_str(text)
+        .map_err(|e| from_minijinja(text, &e))?;
+    check_names(text, &compiled.undeclared_variables(true), ctx)?;
+    let expression = env
+        .compile_expression(expr)
+        .map_err(|e| from_minijinja(text, &e))?;
+    let value = expression
+        .eval(values(ctx))
+        .map_err(|e| from_minijinja(text, &e))?;
+    serde_json::to_value(&value).map_err(|e| TemplateError {
+        message: format!("`{}` gives a value that is not data: {e}", expr.trim()),
+        line: 1,
+        column: 1,
+        len: text.len().max(1),
+        help: None,
+    })
 }
 
 /// Refuses a list or tuple literal multiplied (`[0] * 1000000`, `(0,) * n`): the template
@@ -270,7 +326,15 @@ fn check_names(text: &str, names: &HashSet<String>, ctx: &RunContext) -> Result<
             }
             ("run", Some(r)) if !RUN_NAMES.contains(&r) => (Some(r), RUN_NAMES.to_vec()),
             ("dag", Some(d)) if d != "id" => (Some(d), vec!["id"]),
-            (h, _) if !TOP_LEVEL_NAMES.contains(&h) => (Some(h), TOP_LEVEL_NAMES.to_vec()),
+            (h, _) if ctx.item.as_ref().is_some_and(|(name, _)| name == h) => (None, Vec::new()),
+            (h, _) if !TOP_LEVEL_NAMES.contains(&h) => (
+                Some(h),
+                TOP_LEVEL_NAMES
+                    .iter()
+                    .copied()
+                    .chain(ctx.item.as_ref().map(|(name, _)| name.as_str()))
+                    .collect(),
+            ),
             _ => (None, Vec::new()),
         };
         if let Some(bad) = bad {
@@ -351,6 +415,7 @@ mod tests {
             params: BTreeMap::from([("sf".to_string(), serde_json::json!(0.1))]),
             ds: "2026-01-01".into(),
             data_interval_end: "2026-01-02T00:00:00Z".into(),
+            item: None,
         }
     }
 

@@ -716,6 +716,7 @@ fn run_dense(
         }),
         skipped: false,
         waiting: false,
+        mapped: None,
         plan: None,
     })
 }

@@ -41,8 +41,8 @@ pub use runtime::CpuRuntime;
 pub use shell::ShellExecutor;
 pub use sql::SqlExecutor;
 pub use stage::{
-    Device, Executor, LogLine, LogSink, LogStream, Route, Routed, Stage, StageError, StageOutcome,
-    StageTimings, TableInput, Work,
+    Device, Executor, LogLine, LogSink, LogStream, MapOver, Route, Routed, Stage, StageError,
+    StageOutcome, StageTimings, TableInput, Work,
 };
 pub use tpch::TpchExecutor;
 
@@ -130,6 +130,28 @@ impl Executors {
                 Err(e) => Err(e),
             },
             Work::Empty => Ok(StageOutcome::on_cpu(None, None)),
+            Work::Map { ref over, max } => {
+                let values = match over {
+                    MapOver::Sql(query) => self.sql.values(query, &stage.inputs, log, max).await?,
+                    MapOver::Values(values) => {
+                        amdahl_dags::mapping::check_count(values.len(), max)
+                            .map_err(StageError::Failed)?;
+                        values.clone()
+                    }
+                };
+                log.system(&match values.len() {
+                    0 => "mapped over an empty list: the task is skipped".to_string(),
+                    n => format!("mapped over {n} values: {n} instances"),
+                });
+                let empty = values.is_empty();
+                Ok(StageOutcome {
+                    rows: Some(values.len() as u64),
+                    mapped: Some(values),
+                    skipped: empty,
+                    note: empty.then(|| "mapped over an empty list".to_string()),
+                    ..StageOutcome::on_cpu(None, None)
+                })
+            }
             Work::Wait { ref probe, .. } => wait::poke(probe, &self.sql, &stage.inputs, log).await,
             Work::Knn { .. } | Work::Matmul { .. } | Work::Score { .. } | Work::Vectors { .. } => {
                 self.dense.execute(stage, log).await

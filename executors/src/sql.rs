@@ -88,6 +88,46 @@ impl SqlExecutor {
 }
 
 impl SqlExecutor {
+    /// A mapped task's values (`map.over`): the one column of `query` over `inputs`, a value
+    /// per row in the query's order. More than `max` rows fail the stage with the count
+    /// (counted to the end, converting only the first `max`).
+    pub async fn values(
+        &self,
+        query: &str,
+        inputs: &[TableInput],
+        log: &LogSink,
+        max: usize,
+    ) -> Result<Vec<serde_json::Value>, StageError> {
+        use futures::StreamExt;
+        let (query, inputs, log) = (query.to_string(), inputs.to_vec(), log.clone());
+        let (partitions, env) = (self.runtime.threads(), self.runtime.datafusion_env());
+        let handle = self.runtime.spawn(async move {
+            let ctx = SessionContext::new_with_config_rt(session_config(partitions), env);
+            let plan = plan(&ctx, &query, &inputs, &log).await?;
+            let name = amdahl_planner::check::one_column(&plan.schema())
+                .map_err(|why| StageError::Failed(format!("`map.over` {why}")))?
+                .name()
+                .clone();
+            let failed = |e: datafusion::error::DataFusionError| {
+                StageError::Failed(format!("`map.over` failed: {}", e.find_root()))
+            };
+            let mut stream = execute_stream(plan, ctx.task_ctx()).map_err(failed)?;
+            let (mut values, mut count) = (Vec::new(), 0usize);
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(failed)?;
+                count += batch.num_rows();
+                if count <= max {
+                    values.extend(json_column(&batch, &name)?);
+                }
+            }
+            amdahl_dags::mapping::check_count(count, max).map_err(StageError::Failed)?;
+            Ok(values)
+        });
+        handle
+            .await
+            .map_err(|e| StageError::Internal(format!("map task ended abnormally: {e}")))?
+    }
+
     /// What a SQL task skipped by its `when.sql` leaves behind: no rows, with the columns its
     /// query would have had (planned over the same inputs, not run), so a task that runs after
     /// it anyway (`trigger: none_failed`…) reads an empty table.
@@ -421,6 +461,7 @@ async fn run_query(
                     }),
                     skipped: false,
                     waiting: false,
+                    mapped: None,
                     plan: Some(format!("{shown}\nGPU kernel plan: {kernel}")),
                 });
             }
@@ -513,4 +554,25 @@ async fn on_gpu(
         t.download_ms
     ));
     Ok((batch, t, shown))
+}
+
+/// A batch's one column as JSON values (numbers stay numbers, NULL is `null`).
+fn json_column(batch: &RecordBatch, name: &str) -> Result<Vec<serde_json::Value>, StageError> {
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    let written = writer.write(batch).and_then(|()| writer.finish());
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = written
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            let bytes = writer.into_inner();
+            if bytes.is_empty() {
+                Ok(Vec::new())
+            } else {
+                serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+            }
+        })
+        .map_err(|e| StageError::Failed(format!("`map.over`: a value is not data: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|mut row| row.remove(name).unwrap_or(serde_json::Value::Null))
+        .collect())
 }

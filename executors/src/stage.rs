@@ -43,6 +43,12 @@ pub enum Work {
         timeout: std::time::Duration,
         soft_fail: bool,
     },
+    /// The expansion of a mapped task (`map:`): read its values, at most `max` of them; the
+    /// runner creates an instance per value (see [`StageOutcome::mapped`]).
+    Map {
+        over: MapOver,
+        max: usize,
+    },
     /// Nearest neighbours of each `queries` row among the `base` rows (tables by name).
     Knn {
         base: String,
@@ -66,6 +72,15 @@ pub enum Work {
     },
 }
 
+/// Where a mapped task's values come from, rendered for the run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MapOver {
+    /// A query over the stage's inputs returning one column.
+    Sql(String),
+    /// A list already read (a list param).
+    Values(Vec<serde_json::Value>),
+}
+
 impl Work {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -74,6 +89,7 @@ impl Work {
             Work::Tpch { .. } | Work::Vectors { .. } => "generate",
             Work::Empty => "empty",
             Work::Wait { .. } => "wait",
+            Work::Map { .. } => "map",
             Work::Knn { .. } => "knn",
             Work::Matmul { .. } => "matmul",
             Work::Score { .. } => "score",
@@ -179,6 +195,16 @@ impl Stage {
                 format!("generate {rows} random vectors of {dim} floats (seed {seed})")
             }
             Work::Empty => return None,
+            Work::Map { over, max } => match over {
+                MapOver::Sql(query) => {
+                    format!("-- map over (at most {max} values)\n{}", query.trim_end())
+                }
+                MapOver::Values(values) => format!(
+                    "map over {} values (at most {max}): {}",
+                    values.len(),
+                    serde_json::Value::Array(values.clone())
+                ),
+            },
             Work::Wait {
                 probe,
                 poke,
@@ -254,6 +280,8 @@ pub struct StageOutcome {
     /// A sensor's poke found nothing yet: the task waits for its next poke (the note says
     /// what it looked for).
     pub waiting: bool,
+    /// A mapped task's expansion: its values, one instance each (none: the task is skipped).
+    pub mapped: Option<Vec<serde_json::Value>>,
     /// The physical plan a query ran (DataFusion's, then the GPU kernel plan when it ran
     /// there), for the attempt's record.
     pub plan: Option<String>,
@@ -281,6 +309,7 @@ impl StageOutcome {
             timings: None,
             skipped: false,
             waiting: false,
+            mapped: None,
             plan: None,
         }
     }

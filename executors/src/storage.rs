@@ -69,12 +69,15 @@ impl DataRoot {
     }
 }
 
-/// The folder a task's output goes to.
+/// The folder a task's output goes to. A mapped task's instance `load[3]` writes to
+/// `load/map=3`: a reader of `load` reads every instance's output as one table (DataFusion
+/// lists the files of folders whose name holds `=` as the table's own).
 pub fn task_output_dir(data_root: &Path, run_id: i64, task_id: &str) -> PathBuf {
-    data_root
-        .join("runs")
-        .join(run_id.to_string())
-        .join(task_id)
+    let run = data_root.join("runs").join(run_id.to_string());
+    match amdahl_dags::mapping::split_instance(task_id) {
+        (task, Some(index)) => run.join(task).join(format!("map={index}")),
+        (task, None) => run.join(task),
+    }
 }
 
 /// Where one attempt of a task writes its output: a hidden folder beside the task's, named
@@ -93,6 +96,9 @@ pub fn attempt_output_dir(data_root: &Path, run_id: i64, task_id: &str, attempt:
 /// ran again) is first moved aside, then removed.
 pub fn publish_output(attempt_dir: &Path, task_dir: &Path) -> std::io::Result<()> {
     let aside = attempt_dir.with_extension("replaced");
+    if let Some(parent) = task_dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     if task_dir.exists() {
         if aside.exists() {
             std::fs::remove_dir_all(&aside)?;

@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         ]),
         ds: "2026-01-01".into(),
         data_interval_end: "2026-01-02T00:00:00Z".into(),
+        item: None,
     };
     if let Err(error) = render_text(text, &context) {
         assert!(error.line >= 1 && error.column >= 1, "{error:?}");

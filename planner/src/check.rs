@@ -20,7 +20,8 @@ use datafusion::execution::context::SessionContext;
 use amdahl_dags::diagnostic::did_you_mean;
 use amdahl_dags::yaml::Span;
 use amdahl_dags::{
-    Dag, Diagnostic, Diagnostics, Generate, Located, Probe, RunContext, TaskKind, Wait, template,
+    Dag, Diagnostic, Diagnostics, Generate, Located, Probe, RunContext, TaskKind, Wait,
+    mapping::Over, template,
 };
 
 use crate::schemas;
@@ -38,11 +39,63 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
     // Outputs whose columns only a run tells (a command's `produces_data`), and the queries
     // over them, which are planned when they run.
     let mut at_run_time: HashSet<&str> = HashSet::new();
+    let run_ctx = ctx_params;
     for task in &dag.tasks {
         if task.needs.iter().any(|n| at_run_time.contains(n.as_str())) {
             at_run_time.insert(&task.id);
             continue;
         }
+        // A mapped task's templates see a value of its list: a sample of the right type.
+        let mapped_ctx = match &task.map {
+            Some(map) => {
+                let sample = match &map.over {
+                    Over::List(list) => amdahl_dags::mapping::list_values(list, &run_ctx)
+                        .ok()
+                        .and_then(|values| values.into_iter().next()),
+                    Over::Sql(over) => {
+                        let (ctx, tables) =
+                            task_session(&dataset_schemas, &task_schemas, &task.needs);
+                        match template::render(over, &run_ctx) {
+                            Ok(query) => match plan(&ctx, &query).await {
+                                Ok(schema) => match one_column(&schema) {
+                                    Ok(field) => Some(sample_of(field.data_type())),
+                                    Err(why) => {
+                                        diagnostics.push(
+                                            Diagnostic::new(
+                                                file,
+                                                over.span,
+                                                format!("`map.over` of task `{}` {why}", task.id),
+                                            )
+                                            .with_help("select only the column to map over, e.g. `SELECT DISTINCT region FROM orders`"),
+                                        );
+                                        None
+                                    }
+                                },
+                                Err(e) if reads_unread(&e, &unread) => None,
+                                Err(e) => {
+                                    let mut d =
+                                        locate(file, dag, &task.id, over, &query, &e, &tables);
+                                    d.message = d.message.replacen(
+                                        "in SQL of task",
+                                        "in `map.over` of task",
+                                        1,
+                                    );
+                                    diagnostics.push(d);
+                                    None
+                                }
+                            },
+                            Err(_) => None,
+                        }
+                    }
+                };
+                Some(run_ctx.clone().with_item(
+                    &map.name,
+                    sample.unwrap_or_else(|| serde_json::Value::String(String::new())),
+                ))
+            }
+            None => None,
+        };
+        let ctx_params = mapped_ctx.as_ref().unwrap_or(&run_ctx);
         match &task.kind {
             TaskKind::Generate(Generate::Tpch { table, .. }) => {
                 task_schemas.insert(&task.id, schemas::tpch(*table));
@@ -114,7 +167,7 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
                 }
             }
             TaskKind::Sql(located) => {
-                let Ok(query) = template::render(located, &ctx_params) else {
+                let Ok(query) = template::render(located, ctx_params) else {
                     continue;
                 };
                 let (ctx, tables) = task_session(&dataset_schemas, &task_schemas, &task.needs);
@@ -147,7 +200,7 @@ pub async fn check_sql(dag: &Dag) -> Diagnostics {
             wait_sql.map(|q| ("wait.sql", q)),
         ];
         for (label, condition) in deciding.into_iter().flatten() {
-            let Ok(query) = template::render(condition, &ctx_params) else {
+            let Ok(query) = template::render(condition, ctx_params) else {
                 continue;
             };
             let (ctx, tables) = task_session(&dataset_schemas, &task_schemas, &task.needs);
@@ -196,6 +249,33 @@ fn task_session<'a>(
         tables.push(name);
     }
     (ctx, tables)
+}
+
+/// The one column of a `map.over` query, or what it returns instead.
+pub fn one_column(schema: &SchemaRef) -> Result<&datafusion::arrow::datatypes::Field, String> {
+    match schema.fields().as_ref() {
+        [field] => Ok(field),
+        fields => Err(format!(
+            "must return one column; it returns {} ({})",
+            fields.len(),
+            fields
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// A value of `data_type` for checking a mapped task's templates: `0`, `false` or `""`.
+fn sample_of(data_type: &DataType) -> serde_json::Value {
+    if data_type.is_numeric() {
+        serde_json::json!(0)
+    } else if data_type == &DataType::Boolean {
+        serde_json::json!(false)
+    } else {
+        serde_json::json!("")
+    }
 }
 
 /// Whether a condition's result is one boolean column; otherwise what it is instead.

@@ -5,9 +5,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use amdahl_dags::mapping::Over;
 use amdahl_dags::{Dag, Generate, RunContext, TaskKind, template};
 use amdahl_executors::storage::{DataRoot, attempt_output_dir, publish_output, task_output_dir};
-use amdahl_executors::{Executors, LogSink, Stage, StageError, StageOutcome, TableInput, Work};
+use amdahl_executors::{
+    Executors, LogSink, MapOver, Stage, StageError, StageOutcome, TableInput, Work,
+};
 use amdahl_placement::{Observation, OpKind, Place, Profile, learned};
 use amdahl_planner::estimate::Produced;
 use amdahl_planner::place::place_task;
@@ -67,7 +70,9 @@ pub fn prepare_stage(
     let task = dag
         .task(task_id)
         .ok_or_else(|| format!("task `{task_id}` is not in the DAG"))?;
-    let render = |located| template::render(located, context).map_err(|e| e.message);
+    let render = |located: &amdahl_dags::model::Located| {
+        template::render(located, context).map_err(|e| e.message)
+    };
     // Only commands read secrets (as environment variables); nothing else is given them.
     let secrets = if matches!(task.kind, TaskKind::Shell(_)) {
         dag.secrets
@@ -77,7 +82,109 @@ pub fn prepare_stage(
     } else {
         Vec::new()
     };
-    let work = match &task.kind {
+    // A mapped task's first attempt reads its values (the expansion); its instances
+    // (`task[3]`) run the task itself, with their value in `context`.
+    let expansion = task
+        .map
+        .as_ref()
+        .filter(|_| amdahl_dags::mapping::split_instance(task_id).1.is_none());
+    let work = match (&task.kind, expansion) {
+        (_, Some(map)) => Work::Map {
+            over: match &map.over {
+                Over::Sql(sql) => MapOver::Sql(render(sql)?),
+                Over::List(list) => MapOver::Values(
+                    amdahl_dags::mapping::list_values(list, context).map_err(|e| e.message)?,
+                ),
+            },
+            max: map.max,
+        },
+        (kind, None) => work_of(dag, context, kind, &render)?,
+    };
+    let mut inputs: Vec<TableInput> = dag
+        .datasets
+        .values()
+        .map(|dataset| TableInput::for_run(dataset, context, &dag.source.base_dir))
+        .collect::<Result<_, String>>()?;
+    for need in &task.needs {
+        if !dag.task(need).is_some_and(|t| t.produces_data()) {
+            continue;
+        }
+        // An upstream that ran after all (a trigger rule other than `all_success`) may have
+        // left nothing: skipped before it started, or failed.
+        let missing = || {
+            format!(
+                "task `{need}` left no output to read: it was skipped before it ran, or did not \
+                 succeed (a SQL task skipped by its `when.sql` leaves an empty table)"
+            )
+        };
+        let location = if data_root.shared.is_some() {
+            if dag.task(need).is_some_and(|t| t.map.is_some()) {
+                return Err(format!(
+                    "task `{need}` is mapped: reading its instances' outputs from a shared data \
+                     root is not supported yet (run with a local data root)"
+                ));
+            }
+            let url = published.get(need).ok_or_else(missing)?;
+            amdahl_dags::Location::parse(url, Path::new("/"))?
+        } else {
+            let dir = task_output_dir(&data_root.local, context.run_id, need);
+            if !dir.exists() {
+                return Err(missing());
+            }
+            amdahl_dags::Location::Local(dir)
+        };
+        inputs.push(TableInput {
+            name: need.clone(),
+            location,
+            format: amdahl_dags::DatasetFormat::Parquet,
+        });
+    }
+    Ok(Stage {
+        dag_id: dag.id.clone(),
+        run_id: context.run_id,
+        task_id: task_id.to_string(),
+        attempt: attempt as u32,
+        work,
+        inputs,
+        output_dir: (task.produces_data() && expansion.is_none())
+            .then(|| attempt_output_dir(&data_root.local, context.run_id, task_id, attempt as u32)),
+        work_dir: dag.source.base_dir.clone(),
+        device: task.device,
+        placement: None,
+        route: None,
+        secrets,
+        // An instance decides its own `when.sql`; the expansion runs whatever it says.
+        condition: task
+            .when
+            .as_ref()
+            .filter(|_| expansion.is_none())
+            .and_then(|when| when.sql())
+            .map(render)
+            .transpose()?,
+        shards: task.shards,
+        engine: task.engine,
+        export: task
+            .output
+            .as_ref()
+            .map(|output| {
+                Ok::<_, String>(amdahl_executors::export::Export {
+                    location: output.location_for(context, &dag.source.base_dir)?,
+                    mode: output.mode,
+                    format: output.format,
+                })
+            })
+            .transpose()?,
+    })
+}
+
+/// What a task of `kind` does in this run, its templates rendered.
+fn work_of(
+    dag: &Dag,
+    context: &RunContext,
+    kind: &TaskKind,
+    render: &dyn Fn(&amdahl_dags::model::Located) -> Result<String, String>,
+) -> Result<Work, String> {
+    Ok(match kind {
         TaskKind::Sql(sql) => Work::Sql {
             query: render(sql)?,
         },
@@ -128,75 +235,34 @@ pub fn prepare_stage(
             model: dag.source.base_dir.join(&s.model),
             activation: s.activation,
         },
-    };
-    let mut inputs: Vec<TableInput> = dag
-        .datasets
-        .values()
-        .map(|dataset| TableInput::for_run(dataset, context, &dag.source.base_dir))
-        .collect::<Result<_, String>>()?;
-    for need in &task.needs {
-        if !dag.task(need).is_some_and(|t| t.produces_data()) {
-            continue;
-        }
-        // An upstream that ran after all (a trigger rule other than `all_success`) may have
-        // left nothing: skipped before it started, or failed.
-        let missing = || {
-            format!(
-                "task `{need}` left no output to read: it was skipped before it ran, or did not \
-                 succeed (a SQL task skipped by its `when.sql` leaves an empty table)"
-            )
-        };
-        let location = if data_root.shared.is_some() {
-            let url = published.get(need).ok_or_else(missing)?;
-            amdahl_dags::Location::parse(url, Path::new("/"))?
-        } else {
-            let dir = task_output_dir(&data_root.local, context.run_id, need);
-            if !dir.exists() {
-                return Err(missing());
-            }
-            amdahl_dags::Location::Local(dir)
-        };
-        inputs.push(TableInput {
-            name: need.clone(),
-            location,
-            format: amdahl_dags::DatasetFormat::Parquet,
-        });
-    }
-    Ok(Stage {
-        dag_id: dag.id.clone(),
-        run_id: context.run_id,
-        task_id: task_id.to_string(),
-        attempt: attempt as u32,
-        work,
-        inputs,
-        output_dir: task
-            .produces_data()
-            .then(|| attempt_output_dir(&data_root.local, context.run_id, task_id, attempt as u32)),
-        work_dir: dag.source.base_dir.clone(),
-        device: task.device,
-        placement: None,
-        route: None,
-        secrets,
-        condition: task
-            .when
-            .as_ref()
-            .and_then(|when| when.sql())
-            .map(render)
-            .transpose()?,
-        shards: task.shards,
-        engine: task.engine,
-        export: task
-            .output
-            .as_ref()
-            .map(|output| {
-                Ok::<_, String>(amdahl_executors::export::Export {
-                    location: output.location_for(context, &dag.source.base_dir)?,
-                    mode: output.mode,
-                    format: output.format,
-                })
-            })
-            .transpose()?,
     })
+}
+
+/// The context a task instance renders its templates in: the run's, and for an instance
+/// of a mapped task (`load[3]`) its value under the `map.as` name, read from the store.
+pub async fn instance_context(
+    store: &Store,
+    dag: &Dag,
+    context: &RunContext,
+    task_id: &str,
+) -> Result<RunContext, String> {
+    let (Some(map), (_, Some(_))) = (
+        dag.task(task_id).and_then(|t| t.map.as_ref()),
+        amdahl_dags::mapping::split_instance(task_id),
+    ) else {
+        return Ok(context.clone());
+    };
+    let record = store
+        .task(context.run_id, task_id)
+        .await
+        .map_err(|e| format!("cannot read the value of `{task_id}`: {e}"))?
+        .ok_or_else(|| format!("task `{task_id}` is not in run {}", context.run_id))?;
+    let value = match record.map_value.as_deref() {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| format!("the stored value of `{task_id}` is not JSON: {e}"))?,
+        None => return Err(format!("`{task_id}` has no mapped value")),
+    };
+    Ok(context.clone().with_item(&map.name, value))
 }
 
 /// Decides where a `device: auto` stage runs, when this machine has a usable GPU and a
@@ -400,6 +466,15 @@ pub async fn execute_attempt(
             {
                 outcome.note = Some(routed.why.clone());
             }
+            if matches!(stage.work, Work::Map { .. }) && result.is_ok() {
+                // A new expansion's instances write afresh: what an earlier one's left (the
+                // task was cleared) is not read with theirs.
+                let _ = std::fs::remove_dir_all(task_output_dir(
+                    &data_root.local,
+                    stage.run_id,
+                    &stage.task_id,
+                ));
+            }
             match (&result, &stage.output_dir) {
                 // A task skipped by its `when.sql` publishes what it wrote (a SQL task: an
                 // empty table with its columns); other kinds write nothing.
@@ -487,7 +562,7 @@ async fn publish(
         sink.system(format!("uploaded {bytes} bytes to {}", target.url));
         return Ok(target.url);
     }
-    let task_dir = written.with_file_name(&stage.task_id);
+    let task_dir = task_output_dir(&data_root.local, stage.run_id, &stage.task_id);
     publish_output(written, &task_dir).map_err(|e| {
         format!(
             "cannot publish the output {} as {}: {e}",
@@ -602,7 +677,7 @@ pub fn finish_of(
     result: Result<(StageOutcome, Option<String>), String>,
 ) -> FinishAttempt {
     let (mut io_us, mut transfer_us, mut compute_us) = (None, None, None);
-    let mut plan = None;
+    let (mut plan, mut mapped) = (None, None);
     let (device, device_note, output_path, rows, bytes, error) = match result {
         Ok((outcome, output)) => {
             if let Some(t) = &outcome.timings {
@@ -614,6 +689,9 @@ pub fn finish_of(
             // `runs show` and the run table print.
             let reason = outcome.skipped.then(|| outcome.note.clone()).flatten();
             plan = outcome.plan;
+            mapped = outcome
+                .mapped
+                .map(|values| values.iter().map(|v| v.to_string()).collect());
             (
                 Some(outcome.device),
                 outcome.note,
@@ -647,6 +725,7 @@ pub fn finish_of(
         rendered: end.rendered.clone(),
         plan,
         produces: end.produces.to_vec(),
+        mapped,
     }
 }
 

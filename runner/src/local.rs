@@ -19,8 +19,8 @@ use amdahl_executors::storage::DataRoot;
 use amdahl_executors::{Executors, Stage, StageError, StageOutcome};
 
 use crate::attempt::{
-    AttemptEnd, AttemptEnv, WaitPolicy, after_poke, execute_attempt, place_stage, prepare_stage,
-    published_outputs, record_result, route_stage,
+    AttemptEnd, AttemptEnv, WaitPolicy, after_poke, execute_attempt, instance_context, place_stage,
+    prepare_stage, published_outputs, record_result, route_stage,
 };
 use amdahl_scheduler::Clock;
 use amdahl_scheduler::decide::{Command, Dispatcher, after_failure, decide};
@@ -473,7 +473,9 @@ impl LocalRunner {
             .profile
             .as_ref()
             .is_some_and(|profile| profile.cluster.is_some() || amdahl_executors::gpu::usable());
-        let preparation = if placing || data_root.shared.is_some() {
+        // A mapped task's instance reads its value from the store.
+        let instance = amdahl_dags::mapping::split_instance(&task_id).1.is_some();
+        let preparation = if placing || data_root.shared.is_some() || instance {
             Preparation::Later(dag.clone(), context.clone())
         } else {
             let none = HashMap::new();
@@ -485,16 +487,24 @@ impl LocalRunner {
             let prepared = match preparation {
                 Preparation::Ready(prepared) => prepared,
                 Preparation::Later(dag, context) => {
-                    let prepared = published_outputs(&env.store, context.run_id, &data_root)
+                    let prepared = match instance_context(&env.store, &dag, &context, &task_id)
                         .await
-                        .and_then(|published| {
-                            prepare_stage(&dag, &context, &task_id, attempt, &data_root, &published)
-                        });
+                    {
+                        Ok(context) => published_outputs(&env.store, context.run_id, &data_root)
+                            .await
+                            .and_then(|published| {
+                                prepare_stage(
+                                    &dag, &context, &task_id, attempt, &data_root, &published,
+                                )
+                            })
+                            .map(|stage| (stage, context)),
+                        Err(e) => Err(e),
+                    };
                     match prepared {
-                        Ok(stage) if placing => {
+                        Ok((stage, context)) if placing => {
                             Ok(place_stage(&env, &dag, &context, stage, attempt_id).await)
                         }
-                        prepared => prepared,
+                        prepared => prepared.map(|(stage, _)| stage),
                     }
                 }
             };

@@ -12,8 +12,8 @@ use amdahl_dags::{Dag, RunContext};
 use amdahl_executors::storage::DataRoot;
 
 use crate::attempt::{
-    AttemptEnd, AttemptEnv, WaitPolicy, after_poke, execute_attempt, finish_of, log_failure,
-    place_stage, prepare_stage, published_outputs, route_stage,
+    AttemptEnd, AttemptEnv, WaitPolicy, after_poke, execute_attempt, finish_of, instance_context,
+    log_failure, place_stage, prepare_stage, published_outputs, route_stage,
 };
 use crate::reports::Reports;
 use amdahl_scheduler::decide::after_failure;
@@ -376,26 +376,33 @@ impl Worker {
             .unwrap_or_default();
         let params = serde_json::from_str(&run.params_json).unwrap_or_default();
         // (The size check comes first: the downstream search reads every task.)
+        // (A mapped task's instance hands off as its task: `load[3]` as `load`.)
+        let base = amdahl_dags::mapping::split_instance(&claim.task_id).0;
         let hand_off = loaded.as_ref().is_ok_and(|dag| {
             dag.tasks.len() <= HAND_OFF_MAX_TASKS
-                && dag.tasks.iter().any(|t| t.needs.contains(&claim.task_id))
+                && dag.tasks.iter().any(|t| {
+                    t.needs.iter().any(|n| n == base) || (t.map.is_some() && t.id == claim.task_id)
+                })
         });
         let (prepared, timeout) = match &loaded {
             Ok(dag) => {
                 let context = RunContext::new(dag, run.id, run.logical_date.clone(), params);
+                let context = instance_context(store, dag, &context, &claim.task_id).await;
                 let task = dag.task(&claim.task_id);
                 let published = published_outputs(store, run.id, &self.data_root).await;
                 (
-                    published.and_then(|published| {
-                        prepare_stage(
-                            dag,
-                            &context,
-                            &claim.task_id,
-                            claim.attempt,
-                            &self.data_root,
-                            &published,
-                        )
-                    }),
+                    context
+                        .and_then(|context| published.map(|p| (context, p)))
+                        .and_then(|(context, published)| {
+                            prepare_stage(
+                                dag,
+                                &context,
+                                &claim.task_id,
+                                claim.attempt,
+                                &self.data_root,
+                                &published,
+                            )
+                        }),
                     task.and_then(|t| t.timeout),
                 )
             }
@@ -409,6 +416,9 @@ impl Worker {
                     run.logical_date.clone(),
                     serde_json::from_str(&run.params_json).unwrap_or_default(),
                 );
+                let context = instance_context(store, dag, &context, &claim.task_id)
+                    .await
+                    .unwrap_or(context);
                 Ok(place_stage(&self.env, dag, &context, stage, claim.attempt_id).await)
             }
             (prepared, _) => prepared,

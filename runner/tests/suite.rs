@@ -9,6 +9,7 @@ mod assets;
 mod conditions;
 mod deadlines;
 mod imports;
+mod mapping;
 mod notifications;
 mod outputs;
 mod sensors;
@@ -39,6 +40,10 @@ use deadlines::{
     a_task_waits_for_its_past, the_service_times_out_a_settled_run,
 };
 use imports::a_broken_dag_file_is_reported_and_its_last_good_version_kept;
+use mapping::{
+    a_map_over_too_many_values_fails_with_the_count, a_mapped_task_runs_an_instance_per_value,
+    a_worker_runs_mapped_instances,
+};
 use notifications::{
     notifications_are_recorded_once_and_delivered,
     notifications_survive_a_dead_scheduler_and_a_server_down,
@@ -407,6 +412,7 @@ async fn a_stale_attempt_report_is_rejected(db: &TestDb) {
         rendered: None,
         plan: None,
         produces: Vec::new(),
+        mapped: None,
     };
     store
         .finish_attempt(&fail(first_id, first, TaskState::UpForRetry))
@@ -988,6 +994,7 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
         rendered: None,
         plan: None,
         produces: Vec::new(),
+        mapped: None,
     };
     let recorded = store
         .finish_attempts(&[
@@ -1139,6 +1146,7 @@ async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
             rendered: None,
             plan: None,
             produces: Vec::new(),
+            mapped: None,
         })
         .await;
     assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
@@ -1246,6 +1254,7 @@ async fn placement_records_are_kept(db: &TestDb) {
             rendered: None,
             plan: None,
             produces: Vec::new(),
+            mapped: None,
         });
     }
     assert_eq!(store.finish_attempts(&ends).await.unwrap(), [true, true]);
@@ -1553,6 +1562,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             rendered: None,
             plan: None,
             produces: Vec::new(),
+            mapped: None,
         })
         .await
         .unwrap();
@@ -2009,6 +2019,9 @@ suite!(
     a_wait_times_out_or_is_skipped_or_ends_when_its_query_says,
     assets_start_one_run_per_event_under_two_schedulers,
     an_event_is_recorded_once_when_a_worker_dies_after_publishing,
+    a_mapped_task_runs_an_instance_per_value,
+    a_worker_runs_mapped_instances,
+    a_map_over_too_many_values_fails_with_the_count,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

@@ -130,6 +130,8 @@ mod tests {
             depends_on_past: false,
             pokes: 0,
             waiting_since_ms: None,
+            map_index: None,
+            map_value: None,
         }
     }
 

@@ -19,6 +19,7 @@ mod assets;
 mod datasets;
 mod generate;
 mod kinds;
+mod mapping;
 mod notify;
 mod order;
 mod params;
@@ -311,6 +312,7 @@ impl Cx {
             params: params.clone(),
             ds: "2026-01-01".into(),
             data_interval_end: "2026-01-02T00:00:00Z".into(),
+            item: None,
         };
         let datasets = get("datasets")
             .map(|n| self.datasets(n, &source.base_dir, &ctx))

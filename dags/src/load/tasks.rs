@@ -30,6 +30,7 @@ pub const TASK_KEYS: &[&str] = &[
     "produces_data",
     "output",
     "produces",
+    "map",
     "sql",
     "shell",
     "generate",
@@ -151,6 +152,26 @@ impl Cx {
             }
         }
 
+        // A mapped task's templates also see its value (`map.as`): a sample one here.
+        let map = match field("map") {
+            Some(n) => self
+                .map(n, &what, ctx)
+                .map(|(map, sample)| (Some(map), Some(sample), n)),
+            None => Some((None, None, key)),
+        };
+        let mapped_ctx = match &map {
+            Some((Some(m), Some(sample), _)) => {
+                Some(ctx.clone().with_item(&m.name, sample.clone()))
+            }
+            _ => None,
+        };
+        // (A Jinja `when:` is decided when the run is created, before any value is known.)
+        let run_ctx = ctx;
+        let ctx = mapped_ctx.as_ref().unwrap_or(ctx);
+        if map.is_none() {
+            ok = false;
+        }
+
         let retries = match field("retries") {
             Some(n) => self.unsigned(n, &format!("{what}.retries"), 100),
             None => Some(defaults.retries.unwrap_or(0)),
@@ -245,7 +266,15 @@ impl Cx {
             ok = false;
         }
         let when = match field("when") {
-            Some(n) => self.condition(n, &format!("{what}.when"), ctx).map(Some),
+            Some(n) => {
+                let when_ctx = if matches!(n.value, Value::Map(_)) {
+                    ctx
+                } else {
+                    run_ctx
+                };
+                self.condition(n, &format!("{what}.when"), when_ctx)
+                    .map(Some)
+            }
             None => Some(None),
         };
         let notify = self.notify(&fields, &format!("{what}."), scope);
@@ -416,6 +445,32 @@ impl Cx {
             Some(n) => self.produces(n, &format!("{what}.produces")),
             None => Some(Vec::new()),
         };
+        // A mapped task's instances end one by one, each with its own result.
+        if let Some((Some(_), _, map_node)) = &map {
+            let refused = [
+                (
+                    "produces",
+                    "each instance would record its own event; put `produces` on a task downstream of it",
+                ),
+                (
+                    "output",
+                    "every instance would write its result there; write it from a task downstream, which reads them all",
+                ),
+            ];
+            for (key, why) in refused {
+                if let Some(n) = field(key) {
+                    self.error_help(
+                        n.span,
+                        format!(
+                            "`{key}` on mapped task `{id}` (its `map` is at line {})",
+                            map_node.span.start.line
+                        ),
+                        why,
+                    );
+                    ok = false;
+                }
+            }
+        }
         let task = Task {
             id: id.to_string(),
             needs: needs.iter().map(|(n, _)| n.clone()).collect(),
@@ -435,6 +490,7 @@ impl Cx {
             shell_output: shell_output?.0,
             output: output?.map(|(o, _)| o),
             produces: produces?,
+            map: map?.0,
             kind: kind?,
             span: key.span,
         };

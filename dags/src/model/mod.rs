@@ -74,7 +74,9 @@ impl Dag {
         !self.notify.is_empty() || self.tasks.iter().any(|t| !t.notify.is_empty())
     }
 
+    /// The task a task instance runs: `load` for `load` and for a mapped instance `load[3]`.
     pub fn task(&self, id: &str) -> Option<&Task> {
+        let id = crate::mapping::split_instance(id).0;
         let index = self.task_index.get_or_init(|| {
             self.tasks
                 .iter()
@@ -585,6 +587,8 @@ pub struct Task {
     pub output: Option<Output>,
     /// Assets this task updates (`produces:`): each gets one event when the task succeeds.
     pub produces: Vec<String>,
+    /// `map:`: one instance per value of a list read when the run reaches the task.
+    pub map: Option<crate::mapping::Map>,
     pub kind: TaskKind,
     /// Where the task's id is written.
     pub span: Span,

@@ -70,6 +70,7 @@ fn context() -> RunContext {
         params: Default::default(),
         ds: "2026-01-01".into(),
         data_interval_end: "2026-01-01T00:00:00Z".into(),
+        item: None,
     }
 }
 

@@ -252,6 +252,7 @@ pub async fn an_event_is_recorded_once_when_a_worker_dies_after_publishing(db: &
         rendered: None,
         plan: None,
         produces: vec!["lake.orders".into()],
+        mapped: None,
     };
     queue(TaskState::UpForRetry).await.unwrap();
     let second = claim("lives", now + 2_500).await;

@@ -207,6 +207,7 @@ pub async fn a_task_waits_for_its_past(db: &TestDb) {
         rendered: None,
         plan: None,
         produces: Vec::new(),
+        mapped: None,
     };
     store.finish_attempt(&fail).await.unwrap();
     let (attempt_id, attempt) = store

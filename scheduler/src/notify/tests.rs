@@ -76,6 +76,8 @@ fn task(id: &str, state: TaskState, retries: i64) -> TaskRecord {
         depends_on_past: false,
         pokes: 0,
         waiting_since_ms: None,
+        map_index: None,
+        map_value: None,
     }
 }
 

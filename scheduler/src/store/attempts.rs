@@ -264,6 +264,7 @@ impl Store {
                 )));
             }
             record_produced!(tx, f);
+            expand_mapped!(tx, f);
             tx.commit().await?;
             Ok(())
         })
@@ -282,14 +283,18 @@ impl Store {
                 )));
             }
         }
-        if ends.len() == 1 {
-            return Ok(vec![self.finish_attempt(&ends[0]).await.map_or_else(
-                |e| match e {
-                    StoreError::Conflict(_) => Ok(false),
-                    other => Err(other),
-                },
-                |()| Ok(true),
-            )?]);
+        // One end, or an expansion (which creates many rows, see `expand_mapped!`): recorded
+        // one by one.
+        if ends.len() == 1 || ends.iter().any(|e| e.mapped.is_some()) {
+            let mut recorded = Vec::with_capacity(ends.len());
+            for f in ends {
+                recorded.push(match self.finish_attempt(f).await {
+                    Ok(()) => true,
+                    Err(StoreError::Conflict(_)) => false,
+                    Err(e) => return Err(e),
+                });
+            }
+            return Ok(recorded);
         }
         let recorded = match &self.pool {
             Pool::Postgres(pool) => finish_attempts_postgres(pool, ends).await?,

@@ -43,13 +43,82 @@ macro_rules! record_produced {
     };
 }
 
+/// Inside a transaction `$tx`: when end `$f` is a mapped task's expansion, its instances
+/// replace any earlier ones and the tasks downstream of it are pointed at them (see the
+/// `mapping` module).
+macro_rules! expand_mapped {
+    ($tx:expr, $f:expr) => {
+        if let Some(values) = &$f.mapped
+            && matches!($f.task_state, TaskState::Success | TaskState::Skipped)
+        {
+            use crate::store::mapping;
+            let parent: mapping::Parent = sqlx::query_as(mapping::PARENT)
+                .bind($f.run_id)
+                .bind($f.task_id.as_str())
+                .fetch_one(&mut *$tx)
+                .await?;
+            sqlx::query(mapping::DELETE_INSTANCES)
+                .bind($f.run_id)
+                .bind(format!("{}[", $f.task_id))
+                .execute(&mut *$tx)
+                .await?;
+            let ids: Vec<String> = (0..values.len())
+                .map(|i| amdahl_dags::mapping::instance_id(&$f.task_id, i))
+                .collect();
+            let needs = serde_json::to_string(&[&$f.task_id]).unwrap_or_else(|_| "[]".into());
+            for (chunk_index, chunk) in values.chunks(crate::store::INSERT_CHUNK).enumerate() {
+                let mut insert = sqlx::QueryBuilder::new(mapping::INSERT_INSTANCES);
+                insert.push_values(chunk.iter().enumerate(), |mut row, (i, value)| {
+                    let index = chunk_index * crate::store::INSERT_CHUNK + i;
+                    row.push_bind($f.run_id)
+                        .push_bind(ids[index].clone())
+                        .push_bind(parent.position)
+                        .push_bind(parent.kind.clone())
+                        .push("'scheduled'")
+                        .push_bind(needs.clone())
+                        .push_bind(parent.priority)
+                        .push_bind(parent.retries)
+                        .push_bind(parent.retry_delay_ms)
+                        .push_bind(parent.timeout_ms)
+                        .push_bind(parent.device_pref.clone())
+                        .push_bind(parent.pool.clone())
+                        .push_bind(parent.in_process)
+                        .push("'all_success'")
+                        .push_bind(parent.max_retry_delay_ms)
+                        .push_bind(false)
+                        .push_bind(index as i64)
+                        .push_bind(value.clone());
+                });
+                insert.build().execute(&mut *$tx).await?;
+            }
+            let candidates: Vec<(String, String)> = sqlx::query_as(mapping::MAYBE_DOWNSTREAM)
+                .bind($f.run_id)
+                .bind(mapping::downstream_pattern(&$f.task_id))
+                .fetch_all(&mut *$tx)
+                .await?;
+            for (task_id, needs_json) in candidates {
+                let needs: Vec<String> = serde_json::from_str(&needs_json)
+                    .map_err(|e| StoreError::Corrupt(format!("needs_json: {e}")))?;
+                if let Some(new) = mapping::rewrite_needs(&needs, &$f.task_id, &ids) {
+                    sqlx::query(mapping::SET_NEEDS)
+                        .bind(serde_json::to_string(&new).unwrap_or_else(|_| "[]".into()))
+                        .bind($f.run_id)
+                        .bind(task_id)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+            }
+        }
+    };
+}
+
 /// Task instance rows, with the columns `TaskRow` reads.
 macro_rules! select_tasks {
     ($rest:literal) => {
         concat!(
             "SELECT task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, ",
             "retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms, pool, ",
-            "trigger_rule, skip_note, max_retry_delay_ms, depends_on_past, pokes, waiting_since_ms ",
+            "trigger_rule, skip_note, max_retry_delay_ms, depends_on_past, pokes, waiting_since_ms, map_index, map_value ",
             "FROM task_instances ",
             $rest
         )
@@ -69,6 +138,7 @@ mod dags;
 mod events;
 mod imports;
 mod logs;
+mod mapping;
 mod metrics;
 mod notifications;
 mod pools;

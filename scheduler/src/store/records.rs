@@ -129,6 +129,9 @@ pub struct TaskRecord {
     /// When the first poke of a sensor's current wait started (its timeout counts from
     /// there); `None` until a poke found nothing.
     pub waiting_since_ms: Option<i64>,
+    /// A mapped task's instance (`task[3]`): its index, and its value as JSON text.
+    pub map_index: Option<i64>,
+    pub map_value: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -255,6 +258,9 @@ pub struct FinishAttempt {
     /// The assets the task produces: a success records one event each, in the same
     /// transaction.
     pub produces: Vec<String>,
+    /// A mapped task's expansion: its values (JSON texts), an instance each, created with the
+    /// end in the same transaction (see [`super::Store::finish_attempt`]).
+    pub mapped: Option<Vec<String>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -283,6 +289,8 @@ pub(super) struct TaskRow {
     depends_on_past: bool,
     pokes: i64,
     waiting_since_ms: Option<i64>,
+    map_index: Option<i64>,
+    map_value: Option<String>,
 }
 
 impl TaskRow {
@@ -316,6 +324,8 @@ impl TaskRow {
             depends_on_past: self.depends_on_past,
             pokes: self.pokes,
             waiting_since_ms: self.waiting_since_ms,
+            map_index: self.map_index,
+            map_value: self.map_value,
         })
     }
 }

@@ -12,7 +12,7 @@ impl Store {
     pub async fn tasks(&self, run_id: i64) -> Result<Vec<TaskRecord>> {
         let rows: Vec<TaskRow> = on_pool!(self, pool => {
             sqlx::query_as(
-                select_tasks!("WHERE run_id = $1 ORDER BY position"),
+                select_tasks!("WHERE run_id = $1 ORDER BY position, map_index NULLS FIRST"),
             )
             .bind(run_id)
             .fetch_all(pool)

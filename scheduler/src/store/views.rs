@@ -170,7 +170,7 @@ impl Store {
     pub async fn tasks_page(&self, run_id: i64, from: i64, limit: i64) -> Result<Vec<TaskRecord>> {
         let rows: Vec<TaskRow> = on_pool!(self, pool => {
             sqlx::query_as(select_tasks!(
-                "WHERE run_id = $1 AND position >= $2 AND position < $3 ORDER BY position"
+                "WHERE run_id = $1 AND position >= $2 AND position < $3 ORDER BY position, map_index NULLS FIRST"
             ))
             .bind(run_id)
             .bind(from)
