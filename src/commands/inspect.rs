@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 
 use amdahl_placement::Place;
 use amdahl_scheduler::Store;
+use amdahl_scheduler::store::TaskRecord;
 
 use crate::output::{bytes, count, duration_ms, table, timestamp};
 
@@ -156,12 +157,29 @@ pub async fn runs_list(
 
 /// The task table printed after a run and by `runs show`.
 pub async fn print_tasks(store: &Store, run_id: i64) -> anyhow::Result<()> {
-    let tasks = store.tasks(run_id).await?;
+    let tasks = compact_instances(store.tasks(run_id).await?);
     let rows: Vec<Vec<String>> = tasks
         .into_iter()
         .map(|t| {
+            let t = match t {
+                TaskLine::Task(t) => *t,
+                TaskLine::More { hidden, successful } => {
+                    let mut row = vec![String::new(); 8];
+                    row[0] = format!("  … {hidden} more");
+                    row[7] = format!("{successful} of them successful");
+                    return row;
+                }
+            };
+            let name = match (t.map_index, &t.map_value) {
+                (Some(index), Some(value)) => {
+                    let value = serde_json::from_str(value)
+                        .map_or_else(|_| value.clone(), |v| amdahl_dags::mapping::label(&v));
+                    format!("  [{index}] {value}")
+                }
+                _ => t.task_id,
+            };
             vec![
-                t.task_id,
+                name,
                 t.state.to_string(),
                 t.device.map_or("-", Place::code).to_string(),
                 t.attempts.to_string(),
@@ -184,6 +202,48 @@ pub async fn print_tasks(store: &Store, run_id: i64) -> anyhow::Result<()> {
         )
     );
     Ok(())
+}
+
+/// Instances of a mapped task shown under it, at most this many (those not successful
+/// first); a line says how many more there are.
+const INSTANCES_SHOWN: usize = 10;
+
+/// A row of the task table: a task (or an instance), or the instances left out.
+enum TaskLine {
+    Task(Box<TaskRecord>),
+    More { hidden: usize, successful: usize },
+}
+
+/// A run's tasks with each mapped task's instances cut to [`INSTANCES_SHOWN`].
+fn compact_instances(tasks: Vec<TaskRecord>) -> Vec<TaskLine> {
+    fn flush(group: &mut Vec<TaskRecord>, out: &mut Vec<TaskLine>) {
+        let total = group.len();
+        let (mut shown, well): (Vec<_>, Vec<_>) = group
+            .drain(..)
+            .partition(|t| t.state != amdahl_scheduler::TaskState::Success);
+        shown.truncate(INSTANCES_SHOWN);
+        let room = INSTANCES_SHOWN - shown.len();
+        let successful = well.len().saturating_sub(room);
+        shown.extend(well.into_iter().take(room));
+        shown.sort_by_key(|t| t.map_index);
+        let hidden = total - shown.len();
+        out.extend(shown.into_iter().map(|t| TaskLine::Task(Box::new(t))));
+        if hidden > 0 {
+            out.push(TaskLine::More { hidden, successful });
+        }
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    let mut group = Vec::new();
+    for t in tasks {
+        if t.map_index.is_some() {
+            group.push(t);
+        } else {
+            flush(&mut group, &mut out);
+            out.push(TaskLine::Task(Box::new(t)));
+        }
+    }
+    flush(&mut group, &mut out);
+    out
 }
 
 fn first_line(text: &str) -> &str {

@@ -395,3 +395,36 @@ fn asset_commands_record_and_show_events() {
     );
     assert!(show.contains("{\"rows\":7}"), "{show}");
 }
+
+/// `map:` from the CLI: the example runs an instance per region, `runs show` prints them
+/// under their task with their values, and the report reads them all.
+#[test]
+fn a_mapped_example_runs_and_shows_its_instances() {
+    let amdahl = Amdahl::sqlite();
+    let out = amdahl.run(&["run", "dags/examples/mapped_regions.yaml"]);
+    assert_success(&out, "run mapped_regions");
+    let show = text(&amdahl.run(&["runs", "show", "1"]).stdout);
+    for line in [
+        "per_region",
+        "  [0] north",
+        "  [3] west",
+        "checks",
+        "  [1] dates",
+        "report",
+    ] {
+        assert!(
+            show.lines().any(|l| l.starts_with(line)),
+            "no line starting with {line:?}:\n{show}"
+        );
+    }
+    let report = show
+        .lines()
+        .find(|l| l.starts_with("report "))
+        .unwrap_or_else(|| panic!("{show}"));
+    assert!(
+        report.contains("success") && report.contains(" 4 "),
+        "{report}"
+    );
+    let instance = text(&amdahl.run(&["tasks", "show", "1", "per_region[2]"]).stdout);
+    assert!(instance.contains("east"), "{instance}");
+}

@@ -460,8 +460,31 @@ pub struct GridRun {
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
 pub struct GridCell {
+    /// The task's state; for a mapped task, its instances' state summed up (the first of
+    /// failed, upstream_failed, running, queued, up_for_retry, scheduled that one has, else
+    /// the task's own).
     pub state: String,
     pub device: Option<String>,
+    /// A mapped task: how many of its instances (`task[0]`…) are in each state. Absent
+    /// for other tasks (and before the task expanded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<BTreeMap<String, i64>>,
+}
+
+/// A mapped task's state as its instances sum it up (see [`GridCell::state`]).
+fn summed_state(own: &str, instances: &BTreeMap<String, i64>) -> String {
+    const FIRST: [&str; 6] = [
+        "failed",
+        "upstream_failed",
+        "running",
+        "queued",
+        "up_for_retry",
+        "scheduled",
+    ];
+    FIRST
+        .iter()
+        .find(|s| instances.contains_key(**s))
+        .map_or_else(|| own.to_string(), |s| s.to_string())
 }
 
 #[derive(Deserialize)]
@@ -537,7 +560,17 @@ async fn grid(
         .map_err(ApiError::internal)?;
     let mut known: std::collections::HashSet<String> = tasks.iter().cloned().collect();
     let mut by_run: BTreeMap<i64, BTreeMap<String, GridCell>> = BTreeMap::new();
+    // A mapped task's instances are counted in its own cell, not given columns.
+    let mut instances: BTreeMap<(i64, String), BTreeMap<String, i64>> = BTreeMap::new();
     for cell in cells {
+        if let (task, Some(_)) = amdahl_dags::mapping::split_instance(&cell.task_id) {
+            *instances
+                .entry((cell.run_id, task.to_string()))
+                .or_default()
+                .entry(cell.state)
+                .or_default() += 1;
+            continue;
+        }
         if known.insert(cell.task_id.clone()) {
             tasks.push(cell.task_id.clone());
         }
@@ -546,8 +579,15 @@ async fn grid(
             GridCell {
                 state: cell.state,
                 device: cell.device.map(|d| d.code().to_string()),
+                instances: None,
             },
         );
+    }
+    for ((run_id, task), counts) in instances {
+        if let Some(cell) = by_run.get_mut(&run_id).and_then(|row| row.get_mut(&task)) {
+            cell.state = summed_state(&cell.state, &counts);
+            cell.instances = Some(counts);
+        }
     }
     let next_before = if more {
         runs.last().map(|r| r.id)

@@ -143,6 +143,10 @@ pub struct TaskDto {
     pub retry_at_ms: Option<i64>,
     /// A sensor: when the first poke of its wait started (its timeout counts from there).
     pub waiting_since_ms: Option<i64>,
+    /// An instance of a mapped task (`task[3]`): its index.
+    pub map_index: Option<i64>,
+    /// An instance of a mapped task: its value (JSON), what its templates saw.
+    pub map_value: Option<serde_json::Value>,
 }
 
 impl From<TaskRecord> for TaskDto {
@@ -165,6 +169,8 @@ impl From<TaskRecord> for TaskDto {
             pokes: t.pokes,
             retry_at_ms: t.retry_at_ms,
             waiting_since_ms: t.waiting_since_ms,
+            map_index: t.map_index,
+            map_value: t.map_value.and_then(|v| serde_json::from_str(&v).ok()),
         }
     }
 }

@@ -1011,3 +1011,116 @@ fn an_asset_event_starts_a_dag_and_the_assets_page_shows_it() {
         client.close().await.unwrap();
     });
 }
+
+/// A mapped task in the UI: the run page lists each instance with its value and draws the
+/// task as one node `×3`; the DAG's grid gives the task one cell counting its instances.
+#[test]
+fn a_mapped_tasks_instances_appear_in_the_run_page_and_the_grid() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let amdahl = Amdahl::sqlite();
+    let dags = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dags.path().join("mapped.yaml"),
+        "dag: mapped\nparams:\n  codes: [a, b, c]\ntasks:\n  per_code:\n    map: { over: \"{{ params.codes }}\", as: code }\n    shell: \"echo {{ code }}\"\n  after: { needs: [per_code], shell: \"echo done\" }\n",
+    )
+    .unwrap();
+    let ui = Ui::start(&amdahl, dags.path(), &chromedriver);
+    let (token, web, driver_port) = (ui.token.clone(), ui.web.clone(), ui.driver_port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let base = format!("http://{web}/");
+        let client = session(&chromium, driver_port).await;
+        until(Duration::from_secs(20), "the web server", || async {
+            client.goto(&base).await.ok()?;
+            client.find(Locator::Css("#token")).await.ok()
+        })
+        .await
+        .send_keys(&token)
+        .await
+        .unwrap();
+        client
+            .find(Locator::Css("#login button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(Duration::from_secs(30), "the DAG list", || async {
+            if client
+                .find(Locator::Css("tr[data-dag='mapped']"))
+                .await
+                .is_ok()
+            {
+                return Some(());
+            }
+            client.refresh().await.ok()?;
+            None
+        })
+        .await;
+        client.goto(&format!("{base}#/dags/mapped")).await.unwrap();
+        until(Duration::from_secs(10), "the trigger button", || async {
+            client.find(Locator::Css("#trigger")).await.ok()
+        })
+        .await
+        .click()
+        .await
+        .unwrap();
+        let state = until(Duration::from_secs(60), "the run to end", || async {
+            let state = text_of(&client, "#run-state").await?;
+            (state == "success").then_some(state)
+        })
+        .await;
+        assert_eq!(state, "success");
+        for (i, code) in ["a", "b", "c"].iter().enumerate() {
+            let value = text_of(
+                &client,
+                &format!("tr[data-task='per_code[{i}]'] .map-value"),
+            )
+            .await
+            .unwrap_or_else(|| panic!("no row for per_code[{i}]"));
+            assert_eq!(value, format!("= {code}"));
+        }
+        let node = text_of(&client, "#graph g[data-task='per_code'] text")
+            .await
+            .unwrap();
+        assert_eq!(node, "per_code ×3");
+        assert!(
+            client
+                .find(Locator::Css("#graph g[data-task='per_code[0]']"))
+                .await
+                .is_err(),
+            "instances are folded into their task in the graph"
+        );
+        screenshot(&client, "15-mapped-run").await;
+
+        let grid = client
+            .execute(
+                "return fetch('/api/v1/dags/mapped/grid', { headers: { Authorization: \
+                   `Bearer ${sessionStorage.getItem('amdahl-token')}` } }).then((r) => r.json());",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            grid["tasks"],
+            serde_json::json!(["per_code", "after"]),
+            "{grid}"
+        );
+        let cell = &grid["runs"][0]["cells"][0];
+        assert_eq!(cell["state"], "success", "{grid}");
+        assert_eq!(
+            cell["instances"],
+            serde_json::json!({ "success": 3 }),
+            "{grid}"
+        );
+        client.goto(&format!("{base}#/dags/mapped")).await.unwrap();
+        until(Duration::from_secs(10), "the grid", || async {
+            client.find(Locator::Css("#grid-canvas")).await.ok()
+        })
+        .await;
+        screenshot(&client, "16-mapped-grid").await;
+        client.close().await.unwrap();
+    });
+}

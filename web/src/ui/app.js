@@ -248,6 +248,32 @@ function bigGraph(tasks, states, runId) {
   return el("div", { class: "scroll" }, canvas, hover);
 }
 
+/// A mapped instance's value as a person reads it: a string bare, anything else as JSON.
+function mapLabel(value) { return typeof value === "string" ? value : JSON.stringify(value); }
+
+const INSTANCE = /^(.*)\[(\d+)\]$/;
+const SUMMED = ["failed", "upstream_failed", "running", "queued", "up_for_retry", "scheduled"];
+
+/// A run's tasks with each mapped task's instances (`task[3]`) folded into the task: one
+/// node whose state sums theirs up (the first of SUMMED one has) and says how many there are.
+function foldMapped(tasks) {
+  const instances = {};
+  for (const t of tasks) {
+    const m = INSTANCE.exec(t.task_id);
+    if (m && t.map_index !== null && t.map_index !== undefined) (instances[m[1]] ||= []).push(t);
+  }
+  const base = (id) => { const m = INSTANCE.exec(id); return m && instances[m[1]] ? m[1] : id; };
+  const shape = [], states = {};
+  for (const t of tasks) {
+    if (base(t.task_id) !== t.task_id) continue;
+    shape.push({ task_id: t.task_id, kind: t.kind, needs: [...new Set(t.needs.map(base))] });
+    const mine = instances[t.task_id];
+    states[t.task_id] = mine
+      ? { ...t, state: SUMMED.find((s) => mine.some((i) => i.state === s)) || t.state, mapped: mine.length } : t;
+  }
+  return { shape, states };
+}
+
 /// The DAG as a layered graph: columns by depth, one node per task, edges from needs.
 function graph(tasks, states, runId) {
   if (tasks.length > BIG_GRAPH) return bigGraph(tasks, states, runId);
@@ -270,7 +296,7 @@ function graph(tasks, states, runId) {
     const s = states[t.task_id] || {};
     root.append(svg("g", { "data-task": t.task_id },
       svg("rect", { x, y, width: w, height: h, rx: 5, fill: "#fff", stroke: colour[s.state] || "#8a939e", "stroke-width": 3 }),
-      svg("text", { x: x + 8, y: y + 17 }, t.task_id),
+      svg("text", { x: x + 8, y: y + 17 }, s.mapped ? `${t.task_id} ×${s.mapped}` : t.task_id),
       svg("text", { x: x + 8, y: y + 34 }, `${s.state || t.kind}${s.device ? " · " + s.device : ""}`)));
   }
   return root;
@@ -296,6 +322,8 @@ function gridView(dagId, grid, onPage) {
       const cell = run.cells[c];
       ctx.fillStyle = cell ? STATE_COLOUR[cell.state] || "#8a939e" : "#ffffff";
       ctx.fillRect(labelWidth + c * CELL + 1, r * CELL + 1, CELL - 2, CELL - 2);
+      // A mapped task's cell is striped: several instances live in it.
+      if (cell && cell.instances) { ctx.fillStyle = "#ffffff"; ctx.fillRect(labelWidth + c * CELL + 2, r * CELL + 6, CELL - 4, 2); }
       if (cell && cell.device === "gpu") { ctx.fillStyle = "#ffffff"; ctx.fillRect(labelWidth + c * CELL + 5, r * CELL + 5, 4, 4); }
     }
   });
@@ -309,7 +337,10 @@ function gridView(dagId, grid, onPage) {
   };
   canvas.addEventListener("mousemove", (event) => {
     const hit = at(event);
-    hover.textContent = hit ? `run ${hit.run.run_id} · ${hit.task}: ${hit.cell ? hit.cell.state + (hit.cell.device ? " on " + hit.cell.device : "") : "not in this run"}` : "";
+    const instances = (cell) => cell.instances
+      ? ` · ${Object.values(cell.instances).reduce((a, b) => a + b, 0)} instances: ` +
+        Object.entries(cell.instances).map(([s, n]) => `${n} ${s}`).join(", ") : "";
+    hover.textContent = hit ? `run ${hit.run.run_id} · ${hit.task}: ${hit.cell ? hit.cell.state + (hit.cell.device ? " on " + hit.cell.device : "") + instances(hit.cell) : "not in this run"}` : "";
   });
   canvas.addEventListener("click", (event) => {
     const hit = at(event);
@@ -559,8 +590,7 @@ function shownTasks(tasks) {
 
 function runView(detail, admin) {
   const run = detail.run;
-  const states = Object.fromEntries(detail.tasks.map((t) => [t.task_id, t]));
-  const shape = detail.tasks.map((t) => ({ task_id: t.task_id, kind: t.kind, needs: t.needs }));
+  const { shape, states } = foldMapped(detail.tasks);
   const cancel = admin && !["success", "failed", "cancelled"].includes(run.state)
     ? el("button", { id: "cancel", onclick: async () => { await api(`/api/v1/runs/${run.run_id}/cancel`, { method: "POST" }); } }, "Cancel run") : null;
   return [
@@ -576,7 +606,9 @@ function runView(detail, admin) {
     detail.tasks.length > TASK_ROWS ? el("p", { class: "note" }, `${TASK_ROWS} of ${detail.tasks.length} tasks: those running, failed or waiting first; the graph below has them all`) : null,
     el("table", { id: "tasks" }, el("tr", {}, ["Task", "State", "Device", "Attempts", "Took", "Rows", "Error"].map((h) => el("th", {}, h))),
       shownTasks(detail.tasks).map((t) => el("tr", { "data-task": t.task_id },
-        el("td", {}, el("a", { href: `#/runs/${run.run_id}/tasks/${encodeURIComponent(t.task_id)}` }, t.task_id)), el("td", {}, state(t.state)),
+        el("td", {}, el("a", { href: `#/runs/${run.run_id}/tasks/${encodeURIComponent(t.task_id)}` }, t.task_id),
+          t.map_value !== null && t.map_value !== undefined ? el("span", { class: "note map-value" }, ` = ${mapLabel(t.map_value)}`) : ""),
+        el("td", {}, state(t.state)),
         el("td", {}, device(t.device)), el("td", {}, t.attempts), el("td", {}, duration(t.started_at_ms, t.finished_at_ms)),
         el("td", {}, t.rows_out ?? "–"), el("td", { class: "error" }, t.error || "")))),
     el("h2", {}, "Graph"), graph(shape, states, run.run_id),
@@ -635,6 +667,10 @@ async function taskPage(runId, taskId) {
       location.hash = `#/runs/${runId}`;
     } }, "Clear: run it again, with what needs it") : null;
     show(el("h1", {}, el("a", { href: `#/runs/${runId}` }, `Run ${runId}`), ` · task ${taskId} `, state(task.state)),
+      task.map_value !== null && task.map_value !== undefined
+        ? el("p", { id: "map-value" }, `instance ${task.map_index} of mapped task `,
+          el("a", { href: `#/runs/${runId}/tasks/${encodeURIComponent(taskId.replace(INSTANCE, "$1"))}` }, taskId.replace(INSTANCE, "$1")),
+          `: ${mapLabel(task.map_value)}`) : null,
       el("p", { id: "sizes" }, `output ${task.rows_out ?? "–"} rows, ${task.bytes_out ?? "–"} bytes`,
         detail.inputs.length ? " · inputs: " + detail.inputs.map((up) =>
           `${up.task_id} (${up.rows_out !== null ? up.rows_out + " rows, " + up.bytes_out + " bytes" : "no data"})`).join(", ") : ""),
