@@ -258,11 +258,7 @@ pub fn one_column(schema: &SchemaRef) -> Result<&datafusion::arrow::datatypes::F
         fields => Err(format!(
             "must return one column; it returns {} ({})",
             fields.len(),
-            fields
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            column_names(fields)
         )),
     }
 }
@@ -290,13 +286,18 @@ pub fn one_boolean(schema: &SchemaRef) -> Result<(), String> {
         fields => Err(format!(
             "must return one boolean column; it returns {} columns ({})",
             fields.len(),
-            fields
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            column_names(fields)
         )),
     }
+}
+
+/// A result's column names, as an error lists them: `a, b, c`.
+fn column_names(fields: &[datafusion::arrow::datatypes::FieldRef]) -> String {
+    fields
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn plan(ctx: &SessionContext, query: &str) -> Result<SchemaRef, DataFusionError> {

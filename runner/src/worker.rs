@@ -384,44 +384,39 @@ impl Worker {
                     t.needs.iter().any(|n| n == base) || (t.map.is_some() && t.id == claim.task_id)
                 })
         });
-        let (prepared, timeout) = match &loaded {
+        // The context is built once: preparing the stage and placing it render with it (an
+        // instance of a mapped task reads its value from the store here).
+        let context = match &loaded {
             Ok(dag) => {
                 let context = RunContext::new(dag, run.id, run.logical_date.clone(), params);
-                let context = instance_context(store, dag, &context, &claim.task_id).await;
-                let task = dag.task(&claim.task_id);
-                let published = published_outputs(store, run.id, &self.data_root).await;
-                (
-                    context
-                        .and_then(|context| published.map(|p| (context, p)))
-                        .and_then(|(context, published)| {
-                            prepare_stage(
-                                dag,
-                                &context,
-                                &claim.task_id,
-                                claim.attempt,
-                                &self.data_root,
-                                &published,
-                            )
-                        }),
-                    task.and_then(|t| t.timeout),
-                )
+                instance_context(store, dag, &context, &claim.task_id).await
             }
-            Err(e) => (Err(e.clone()), None),
+            Err(e) => Err(e.clone()),
         };
-        let prepared = match (prepared, &loaded) {
-            (Ok(stage), Ok(dag)) if self.env.profile.is_some() => {
-                let context = RunContext::new(
-                    dag,
-                    run.id,
-                    run.logical_date.clone(),
-                    serde_json::from_str(&run.params_json).unwrap_or_default(),
-                );
-                let context = instance_context(store, dag, &context, &claim.task_id)
+        let (prepared, timeout) = match (&loaded, &context) {
+            (Ok(dag), Ok(context)) => (
+                published_outputs(store, run.id, &self.data_root)
                     .await
-                    .unwrap_or(context);
-                Ok(place_stage(&self.env, dag, &context, stage, claim.attempt_id).await)
+                    .and_then(|published| {
+                        prepare_stage(
+                            dag,
+                            context,
+                            &claim.task_id,
+                            claim.attempt,
+                            &self.data_root,
+                            &published,
+                        )
+                    }),
+                dag.task(&claim.task_id).and_then(|t| t.timeout),
+            ),
+            (_, Err(e)) => (Err(e.clone()), None),
+            (Err(e), _) => (Err(e.clone()), None),
+        };
+        let prepared = match (prepared, &loaded, &context) {
+            (Ok(stage), Ok(dag), Ok(context)) if self.env.profile.is_some() => {
+                Ok(place_stage(&self.env, dag, context, stage, claim.attempt_id).await)
             }
-            (prepared, _) => prepared,
+            (prepared, _, _) => prepared,
         };
         let mut prepared = prepared;
         let wait = WaitPolicy::of(&prepared);
