@@ -12,7 +12,8 @@
 //!
 //! A no-op task is `empty: {}` (no process); `AMDAHL_BENCH_TASK=shell` makes it
 //! `shell: "true"` instead, which forks `sh -c true` (about a millisecond) per task. The
-//! worker has `AMDAHL_BENCH_SLOTS` slots (default 16).
+//! worker has `AMDAHL_BENCH_SLOTS` slots (default 16; `default` passes no `--slots`, so the
+//! worker takes its default, one per core).
 
 #[path = "../runner/tests/support/mod.rs"]
 #[allow(dead_code)]
@@ -96,23 +97,21 @@ fn measure(backend: &str, url: &str, wide: usize, topology: Topology) -> Vec<[St
     // No-op tasks wait on processes and the database, not on the CPU, so a worker takes
     // more of them at once than there are cores.
     let slots = std::env::var("AMDAHL_BENCH_SLOTS").unwrap_or_else(|_| "16".into());
+    let slot_flags: Vec<&str> = match slots.as_str() {
+        "default" => vec![],
+        slots => vec!["--slots", slots],
+    };
     let folder = empty.path().display().to_string();
     let (label, commands): (String, Vec<Vec<&str>>) = match topology {
         Topology::Standalone => (
             format!("{backend}, standalone"),
-            vec![vec![
-                "standalone",
-                "--slots",
-                &slots,
-                "--dags-folder",
-                &folder,
-            ]],
+            vec![[&["standalone", "--dags-folder", &folder][..], &slot_flags].concat()],
         ),
         Topology::Separate => (
             format!("{backend}, scheduler + worker"),
             vec![
                 vec!["scheduler", "--dags-folder", &folder],
-                vec!["worker", "--slots", &slots],
+                [&["worker"][..], &slot_flags].concat(),
             ],
         ),
     };

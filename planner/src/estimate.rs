@@ -619,13 +619,11 @@ fn file_bytes(path: &Path) -> u64 {
     }
 }
 
-/// Rows of a Parquet file or folder, from the files' metadata.
+/// Rows of a Parquet file or folder (with its partition folders), from the files' metadata.
 fn parquet_rows(path: &Path) -> Option<f64> {
     let files: Vec<std::path::PathBuf> = if path.is_dir() {
-        std::fs::read_dir(path)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
+        data_files(path)
+            .into_iter()
             .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
             .collect()
     } else if path.extension().is_some_and(|x| x == "parquet") {
@@ -688,7 +686,7 @@ fn vector_dim(schema: &Schema, column: &str) -> usize {
     }
 }
 
-/// Bytes of a local file, or of the files directly in a folder.
+/// Bytes of a local file, or of the files in a folder (see [`dir_bytes`]).
 pub fn path_bytes(path: &Path) -> u64 {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => m.len(),
@@ -696,15 +694,57 @@ pub fn path_bytes(path: &Path) -> u64 {
     }
 }
 
+/// Bytes of the files in a folder and in its partition folders (`key=value/`, at any depth:
+/// a mapped task's instances write to `map=0/`, `map=1/`, …), which a query over the folder
+/// reads too. Other subfolders are not counted.
 pub fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+    data_files(dir)
+        .iter()
+        .filter_map(|file| std::fs::metadata(file).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The files of a folder and of its partition folders, as [`dir_bytes`] counts them.
+fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_file() {
+                files.push(entry.path());
+            } else if kind.is_dir() && entry.file_name().to_string_lossy().contains('=') {
+                folders.push(entry.path());
+            }
+        }
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folders_bytes_count_its_partition_folders_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, len: usize| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, vec![0u8; len]).unwrap();
+        };
+        write("part-0.parquet", 10);
+        write("map=0/part-0.parquet", 100);
+        write("map=1/region=eu/part-0.parquet", 1_000);
+        write("scratch/part-0.parquet", 10_000);
+        assert_eq!(dir_bytes(dir.path()), 1_110);
+        assert_eq!(path_bytes(&dir.path().join("map=0")), 100);
+        assert_eq!(dir_bytes(&dir.path().join("missing")), 0);
+    }
 }

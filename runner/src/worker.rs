@@ -30,13 +30,20 @@ use amdahl_scheduler::store::{
 /// coalesced passes cost less than one decision per finished task.
 pub const HAND_OFF_MAX_TASKS: usize = 500;
 
+/// A worker's light slots unless told otherwise (`amdahl worker --light-slots`).
+pub const DEFAULT_LIGHT_SLOTS: usize = 256;
+
 /// Who a worker is and what it has.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     /// This worker's identity in leases, attempts and the `workers` table.
     pub owner: String,
     pub host: String,
+    /// Tasks that compute, at once.
     pub slots: usize,
+    /// Tasks of the light kinds (`empty`, sensors' pokes) at once, beyond `slots`: they use
+    /// no CPU, so a wide run of them is not held to the number of cores.
+    pub light_slots: usize,
     pub lease: Duration,
     /// Whether this worker takes tasks that asked for `device: gpu`.
     pub has_gpu: bool,
@@ -61,6 +68,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(env: AttemptEnv, data_root: DataRoot, mut config: WorkerConfig) -> Self {
         config.slots = config.slots.max(1);
+        config.light_slots = config.light_slots.max(1);
         Worker {
             env,
             data_root,
@@ -137,6 +145,9 @@ impl Worker {
         let _stop = AbortOnDrop(vec![report_writer.abort_handle(), signaller.abort_handle()]);
         // The stage of each claimed task, to stop it if the task is cancelled.
         let mut stages: HashMap<(i64, String), tokio::task::AbortHandle> = HashMap::new();
+        // The stages in light slots, by their id in `running`.
+        let mut light: std::collections::HashSet<tokio::task::Id> =
+            std::collections::HashSet::new();
         // While the database is unreachable the worker claims nothing new, keeps its stages
         // running, and tries again after a growing wait; its leases are renewed as soon as
         // it answers again (or, if that took longer than a lease, its tasks were reaped and
@@ -145,8 +156,12 @@ impl Worker {
             (Backoff::default(), tokio::time::Instant::now());
         let mut renew_backoff = Backoff::default();
         loop {
-            let mut free = self.config.slots.saturating_sub(running.len());
-            if free > 0 && tokio::time::Instant::now() >= claim_after {
+            let mut free = self
+                .config
+                .slots
+                .saturating_sub(running.len() - light.len());
+            let mut light_free = self.config.light_slots.saturating_sub(light.len());
+            if free + light_free > 0 && tokio::time::Instant::now() >= claim_after {
                 let claimed = self
                     .env
                     .store
@@ -154,6 +169,7 @@ impl Worker {
                         owner: &self.config.owner,
                         has_gpu: self.has_gpu(),
                         limit: free as i64,
+                        light_limit: light_free as i64,
                         lease_ms,
                         now_ms: self.env.clock.now_ms(),
                     })
@@ -161,14 +177,22 @@ impl Worker {
                 match claimed {
                     Ok(claims) => {
                         claim_backoff.reset();
-                        free -= claims.len();
                         for claim in claims {
+                            if claim.light {
+                                light_free -= 1;
+                            } else {
+                                free -= 1;
+                            }
+                            let is_light = claim.light;
                             let worker = self.clone();
                             let key = (claim.run_id, claim.task_id.clone());
                             let (reports, progress) = (reports.clone(), progress.clone());
                             let stage = running.spawn(async move {
                                 worker.attempt(claim, &reports, &progress).await
                             });
+                            if is_light {
+                                light.insert(stage.id());
+                            }
                             stages.insert(key, stage);
                         }
                     }
@@ -190,27 +214,29 @@ impl Worker {
                 self.poll
             };
             tokio::select! {
-                Some(done) = running.join_next(), if !running.is_empty() => {
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
                     // Take every stage that has ended before claiming again, so one claim
                     // fills all the slots that freed up (short tasks end in bursts).
                     let mut done = Some(done);
                     while let Some(ended) = done {
                         match ended {
-                            Ok(key) => {
+                            Ok((id, key)) => {
+                                light.remove(&id);
                                 stages.remove(&key);
                             }
                             // A stage that panicked reported nothing: forgetting it lets the
                             // next renewal give up its lease, so the task is retried.
                             Err(e) => {
                                 eprintln!("worker {}: a stage ended abnormally: {e}", self.config.owner);
+                                light.remove(&e.id());
                                 stages.retain(|_, stage| stage.id() != e.id());
                             }
                         }
-                        done = running.try_join_next();
+                        done = running.try_join_next_with_id();
                     }
                 }
                 // With every slot busy, new work can wait for a slot to free up.
-                _ = queued.wait(claim_wait), if free > 0 => {}
+                _ = queued.wait(claim_wait), if free + light_free > 0 => {}
                 _ = renew.tick() => {
                     match self.renew(&mut stages, lease_ms, started_at_ms).await {
                         Ok(()) => renew_backoff.reset(),

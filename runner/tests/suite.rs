@@ -7,8 +7,10 @@
 
 mod assets;
 mod conditions;
+mod connections;
 mod deadlines;
 mod imports;
+mod light;
 mod mapping;
 mod notifications;
 mod outputs;
@@ -40,6 +42,7 @@ use deadlines::{
     a_task_waits_for_its_past, the_service_times_out_a_settled_run,
 };
 use imports::a_broken_dag_file_is_reported_and_its_last_good_version_kept;
+use light::light_tasks_run_beside_busy_cpu_slots;
 use mapping::{
     a_map_over_too_many_values_fails_with_the_count, a_mapped_task_runs_an_instance_per_value,
     a_worker_runs_mapped_instances,
@@ -157,6 +160,7 @@ async fn gpu_tasks_wait_for_a_gpu_worker(db: &TestDb) {
                     owner: "w",
                     has_gpu,
                     limit: 10,
+                    light_limit: 0,
                     lease_ms: 1_000,
                     now_ms: 3_000,
                 })
@@ -527,6 +531,7 @@ fn worker(
             owner: format!("{host}:1:1"),
             host: host.into(),
             slots: 2,
+            light_slots: amdahl_runner::worker::DEFAULT_LIGHT_SLOTS,
             lease,
             has_gpu,
             memory_bytes: 1 << 30,
@@ -894,6 +899,7 @@ async fn concurrent_claims_take_each_task_once(db: &TestDb) {
                     has_gpu: false,
                     owner: &owner,
                     limit: 7,
+                    light_limit: 0,
                     lease_ms: 60_000,
                     now_ms: 10_000,
                 };
@@ -961,6 +967,7 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
             owner: "w",
             has_gpu: false,
             limit: 3,
+            light_limit: 0,
             lease_ms: 10_000,
             now_ms: 3_000,
         })
@@ -1082,6 +1089,7 @@ async fn expired_leases_are_reaped_and_late_reports_refused(db: &TestDb) {
                     has_gpu: false,
                     owner,
                     limit: 1,
+                    light_limit: 0,
                     lease_ms: 1_000,
                     now_ms,
                 })
@@ -1506,6 +1514,7 @@ async fn every_read_decodes_its_rows(db: &TestDb) {
             owner: "w1",
             has_gpu: false,
             limit: 10,
+            light_limit: 0,
             lease_ms: 1_000,
             now_ms: 2_000,
         })
@@ -1953,6 +1962,7 @@ async fn workers_leave_in_process_runs_alone(db: &TestDb) {
         has_gpu: true,
         owner: "worker",
         limit: 10,
+        light_limit: 0,
         lease_ms: 60_000,
         now_ms: 3_000,
     };
@@ -2022,6 +2032,7 @@ suite!(
     a_mapped_task_runs_an_instance_per_value,
     a_worker_runs_mapped_instances,
     a_map_over_too_many_values_fails_with_the_count,
+    light_tasks_run_beside_busy_cpu_slots,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial index, not a scan of

@@ -130,6 +130,7 @@ async fn claim_all(store: &Store, tasks: i64) -> Vec<f64> {
                 owner: "bench-worker",
                 has_gpu: false,
                 limit: 1,
+                light_limit: 0,
                 lease_ms: 600_000,
                 now_ms: 2,
             })

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use amdahl_scheduler::store::Connections;
 use amdahl_scheduler::{Clock, Store, SystemClock};
 
 use crate::settings::{Settings, redact};
@@ -46,7 +47,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.command,
         Command::Scheduler(_) | Command::Worker(_) | Command::Standalone(_)
     );
-    let store = open_store(&settings, patient).await?;
+    let store = open_store(&settings, patient, connections(&cli.command)).await?;
     let clock = SystemClock;
     let owner = amdahl_scheduler::runs::owner_id(clock.now_ms());
     let result = match cli.command {
@@ -172,14 +173,33 @@ pub async fn check_data_root(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many connections the command keeps to PostgreSQL: one reused by a command a person
+/// types, a pool that follows the slots for the processes that run tasks.
+fn connections(command: &Command) -> Connections {
+    let cores = || std::thread::available_parallelism().map_or(1, usize::from);
+    let slots = |slots: Option<u32>| slots.map_or_else(cores, |s| s as usize);
+    match command {
+        Command::Worker(args) => Connections::for_slots(slots(args.slots)),
+        // The scheduler loop and the web server share the pool with the worker's slots.
+        Command::Standalone(args) => Connections::for_slots(slots(args.worker.slots) + 4),
+        Command::Run(_) => Connections::for_slots(cores()),
+        Command::Scheduler(_) | Command::Web(_) => Connections::SERVICE,
+        _ => Connections::COMMAND,
+    }
+}
+
 /// Connects and migrates. With `patient`, an unreachable database (connection refused, the
 /// server starting) is tried again with backoff until it answers.
-pub async fn open_store(settings: &Settings, patient: bool) -> anyhow::Result<Store> {
+pub async fn open_store(
+    settings: &Settings,
+    patient: bool,
+    connections: Connections,
+) -> anyhow::Result<Store> {
     let url = redact(&settings.database_url);
     let mut backoff = amdahl_scheduler::store::Backoff::default();
     loop {
         let opened = async {
-            let store = Store::connect(&settings.database_url).await?;
+            let store = Store::connect_with(&settings.database_url, connections).await?;
             store.migrate().await?;
             Ok::<Store, amdahl_scheduler::StoreError>(store)
         }

@@ -55,6 +55,11 @@ pub struct WorkerArgs {
     /// Tasks this worker runs at once [default: the number of cores]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub slots: Option<u32>,
+    /// Tasks that use no CPU (`empty`, sensors' pokes) this worker runs at once, beyond
+    /// --slots
+    #[arg(long, default_value_t = amdahl_runner::worker::DEFAULT_LIGHT_SLOTS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub light_slots: u32,
     /// How long a claimed task stays this worker's without a renewal; after that a scheduler
     /// hands it to another worker
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -183,6 +188,7 @@ fn worker_service(
         owner: owner.to_string(),
         host: owner.split(':').next().unwrap_or_default().to_string(),
         slots,
+        light_slots: args.light_slots as usize,
         lease: args.lease,
         has_gpu: args.gpu,
         memory_bytes: total_memory_bytes(),

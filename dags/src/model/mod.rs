@@ -741,6 +741,15 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
+    /// The kinds that use no CPU while they run: an `empty` task does nothing and a sensor's
+    /// poke looks for a file or runs a small query, then gives its slot back. Workers run
+    /// them in light slots, beyond their CPU slots.
+    pub const LIGHT: [&'static str; 2] = ["empty", "wait"];
+
+    pub fn is_light(&self) -> bool {
+        Self::LIGHT.contains(&self.name())
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             TaskKind::Sql(_) => "sql",

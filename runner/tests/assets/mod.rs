@@ -200,6 +200,7 @@ pub async fn an_event_is_recorded_once_when_a_worker_dies_after_publishing(db: &
                     has_gpu: false,
                     owner,
                     limit: 1,
+                    light_limit: 1,
                     lease_ms: 1_000,
                     now_ms: at,
                 })

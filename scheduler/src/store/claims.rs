@@ -1,6 +1,7 @@
 //! Claims and leases: how workers take queued tasks and prove they still hold them.
 //!
-//! A claim moves up to `limit` queued tasks, best first (priority, then queue time), to
+//! A claim moves up to `limit` queued tasks that compute and `light_limit` of the light kinds
+//! (see [`light_kinds!`]), best first (priority, then queue time), to
 //! `running` and opens an attempt for each, in one transaction. On PostgreSQL the candidates
 //! are locked with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other
 //! and never take the same task; SQLite has one writer at a time, which gives the same result.
@@ -17,7 +18,10 @@ pub struct ClaimRequest<'a> {
     pub owner: &'a str,
     /// Whether the claimer has a GPU; tasks that asked for `device: gpu` wait for one that does.
     pub has_gpu: bool,
+    /// At most this many tasks that compute (everything but the light kinds).
     pub limit: i64,
+    /// At most this many tasks of the light kinds (`empty`, a sensor's poke).
+    pub light_limit: i64,
     pub lease_ms: i64,
     pub now_ms: i64,
 }
@@ -41,6 +45,8 @@ pub struct Claim {
     pub task_id: String,
     pub attempt_id: i64,
     pub attempt: i64,
+    /// A task of a light kind, which takes a light slot rather than a CPU slot.
+    pub light: bool,
 }
 
 /// A running task whose lease ran out.
@@ -65,39 +71,68 @@ pub struct ReapLease {
     pub now_ms: i64,
 }
 
-/// The queued tasks a claim takes, best first. Served by the partial index
+/// The kinds of task that use no CPU while they run (an `empty` task does nothing; a sensor
+/// pokes a file or a small query and gives its slot back): a worker claims them into its light
+/// slots, beyond its CPU slots. Written as SQL; the test `light_kinds_are_the_loaders_names`
+/// holds it to the DAG model's `TaskKind::is_light`.
+macro_rules! light_kinds {
+    () => {
+        "('empty', 'wait')"
+    };
+}
+
+/// The queued tasks a claim takes, best first, of one weight (`IN` or `NOT IN` the light
+/// kinds): `$1` for the CPU slots, `$6` for the light ones. Served by the partial index
 /// `task_instances_claimable` (see `postgres_claim_query_uses_its_index`). Tasks of runs an
 /// `amdahl run` process owns are that process's to start, never a worker's.
 macro_rules! candidates {
-    () => {
-        "SELECT run_id, task_id FROM task_instances \
-         WHERE state = 'queued' AND in_process = 0 AND (device_pref <> 'gpu' OR $2) \
-         ORDER BY priority DESC, queued_at_ms, run_id, task_id LIMIT $1"
+    ($weight:literal, $limit:literal) => {
+        concat!(
+            "SELECT run_id, task_id FROM task_instances \
+             WHERE state = 'queued' AND in_process = 0 AND (device_pref <> 'gpu' OR $2) AND kind ",
+            $weight,
+            " ",
+            light_kinds!(),
+            " ORDER BY priority DESC, queued_at_ms, run_id, task_id LIMIT ",
+            $limit
+        )
     };
 }
 
 /// On PostgreSQL the whole claim is one statement (one round trip): pick, mark running with
 /// the lease, and open the attempts.
 const CLAIM_POSTGRES: &str = concat!(
-    "WITH picked AS (",
-    candidates!(),
+    "WITH compute AS (",
+    candidates!("NOT IN", "$1"),
+    " FOR UPDATE SKIP LOCKED), light AS (",
+    candidates!("IN", "$6"),
     " FOR UPDATE SKIP LOCKED), \
+     picked AS (SELECT * FROM compute UNION ALL SELECT * FROM light), \
      claimed AS ( \
         UPDATE task_instances t SET state = 'running', attempts = t.attempts + 1, started_at_ms = $3, \
             error = NULL, retry_at_ms = NULL, lease_owner = $4, lease_expires_at_ms = $5 \
         FROM picked WHERE t.run_id = picked.run_id AND t.task_id = picked.task_id \
-        RETURNING t.run_id, t.task_id, t.attempts) \
-     INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
-     SELECT run_id, task_id, attempts, 'running', $4, $3 FROM claimed \
-     RETURNING run_id, task_id, attempt, id AS attempt_id"
+        RETURNING t.run_id, t.task_id, t.attempts, t.kind IN ",
+    light_kinds!(),
+    " AS light), \
+     opened AS ( \
+        INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
+        SELECT run_id, task_id, attempts, 'running', $4, $3 FROM claimed \
+        RETURNING run_id, task_id, attempt, id AS attempt_id) \
+     SELECT o.run_id, o.task_id, o.attempt, o.attempt_id, c.light \
+     FROM opened o JOIN claimed c ON c.run_id = o.run_id AND c.task_id = o.task_id"
 );
 
 const CLAIM_SQLITE: &str = concat!(
     "UPDATE task_instances SET state = 'running', attempts = attempts + 1, started_at_ms = $3, \
         error = NULL, retry_at_ms = NULL, lease_owner = $4, lease_expires_at_ms = $5 \
-     WHERE (run_id, task_id) IN (",
-    candidates!(),
-    ") RETURNING run_id, task_id, attempts"
+     WHERE (run_id, task_id) IN (SELECT * FROM (",
+    candidates!("NOT IN", "$1"),
+    ") UNION ALL SELECT * FROM (",
+    candidates!("IN", "$6"),
+    ")) RETURNING run_id, task_id, attempts, kind IN ",
+    light_kinds!(),
+    " AS light"
 );
 
 /// A claimed task with its new attempt, as the PostgreSQL claim returns it.
@@ -107,6 +142,7 @@ struct ClaimRow {
     task_id: String,
     attempt: i64,
     attempt_id: i64,
+    light: bool,
 }
 
 /// A claimed task, as the SQLite claim returns it (its attempt is opened next).
@@ -115,6 +151,7 @@ struct ClaimedTask {
     run_id: i64,
     task_id: String,
     attempts: i64,
+    light: bool,
 }
 
 const OPEN_ATTEMPT: &str = "INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
@@ -132,6 +169,7 @@ impl Store {
                     .bind(request.now_ms)
                     .bind(request.owner)
                     .bind(expires)
+                    .bind(request.light_limit)
                     .fetch_all(pool)
                     .await?;
                 Ok(rows
@@ -141,6 +179,7 @@ impl Store {
                         task_id: row.task_id,
                         attempt_id: row.attempt_id,
                         attempt: row.attempt,
+                        light: row.light,
                     })
                     .collect())
             }
@@ -154,6 +193,7 @@ impl Store {
                     .bind(request.now_ms)
                     .bind(request.owner)
                     .bind(expires)
+                    .bind(request.light_limit)
                     .fetch_all(&mut *tx)
                     .await?;
                 let mut claims = Vec::with_capacity(rows.len());
@@ -171,6 +211,7 @@ impl Store {
                         task_id: row.task_id,
                         attempt_id,
                         attempt: row.attempts,
+                        light: row.light,
                     });
                 }
                 tx.commit().await?;
@@ -371,7 +412,7 @@ impl Store {
             .await?;
         let lines: Vec<String> = sqlx::query_scalar(concat!(
             "EXPLAIN ",
-            candidates!(),
+            candidates!("NOT IN", "$1"),
             " FOR UPDATE SKIP LOCKED"
         ))
         .bind(10i64)
@@ -380,5 +421,17 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(lines.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn light_kinds_are_the_loaders_names() {
+        let names: Vec<String> = amdahl_dags::TaskKind::LIGHT
+            .iter()
+            .map(|name| format!("'{name}'"))
+            .collect();
+        assert_eq!(light_kinds!(), format!("({})", names.join(", ")));
     }
 }

@@ -3,16 +3,20 @@
 //!
 //! A signal reaches waiters in the same process through a `watch` channel (what `amdahl
 //! standalone` uses on SQLite) and, on PostgreSQL, waiters in every process through
-//! `NOTIFY`/`LISTEN`. Signals carry no data and may be lost (a dropped listener connection, a
-//! process that starts listening late), so every waiter also polls: a signal only shortens
-//! the wait, correctness never depends on one arriving.
+//! `NOTIFY`/`LISTEN`. A process listens on one connection of its own, whatever its number of
+//! waiters (a web server's event streams, a scheduler, a worker): the first subscription
+//! starts a task that forwards notifications into the `watch` channels, and it skips the
+//! process's own, which the channels already had. Signals carry no data and may be lost (a
+//! dropped listener connection, a process that starts listening late), so every waiter also
+//! polls: a signal only shortens the wait, correctness never depends on one arriving.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
-use tokio::sync::watch;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use tokio::sync::{OnceCell, watch};
 
-use super::{Pool, Result, Store};
+use super::{Result, Store};
 
 /// What a signal says happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +29,8 @@ pub enum Topic {
 }
 
 impl Topic {
+    const ALL: [Topic; 2] = [Topic::Queued, Topic::Progress];
+
     fn channel(self) -> &'static str {
         match self {
             Topic::Queued => "amdahl_queued",
@@ -33,18 +39,52 @@ impl Topic {
     }
 }
 
-/// The in-process side of the signals, shared by every clone of a [`Store`].
+/// The signals of a process, shared by every clone of a [`Store`].
 #[derive(Debug)]
 pub(super) struct Signals {
     queued: watch::Sender<u64>,
     progress: watch::Sender<u64>,
+    /// PostgreSQL's side, absent on SQLite.
+    remote: Option<Remote>,
+}
+
+/// The process's listening connection to PostgreSQL.
+#[derive(Debug)]
+struct Remote {
+    /// A pool of one connection, opened by the first subscription; it is the listener's.
+    pool: PgPool,
+    /// This process's `NOTIFY` payload, by which its listener knows its own signals.
+    token: String,
+    /// Set once the listener listens on every topic.
+    listening: OnceCell<()>,
 }
 
 impl Signals {
-    pub(super) fn new() -> Signals {
+    /// The signals of a process on SQLite (or with no other process to hear from).
+    pub(super) fn local() -> Signals {
         Signals {
             queued: watch::Sender::new(0),
             progress: watch::Sender::new(0),
+            remote: None,
+        }
+    }
+
+    /// The signals of a process on PostgreSQL, which listens with `options` once asked to.
+    pub(super) fn postgres(options: PgConnectOptions) -> Signals {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Signals {
+            remote: Some(Remote {
+                pool,
+                token: format!("{}:{nanos}", std::process::id()),
+                listening: OnceCell::new(),
+            }),
+            ..Signals::local()
         }
     }
 
@@ -54,43 +94,106 @@ impl Signals {
             Topic::Progress => &self.progress,
         }
     }
+
+    fn wake(&self, topic: Topic) {
+        self.sender(topic).send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Closes the listening connection; its task ends.
+    pub(super) async fn close(&self) {
+        if let Some(remote) = &self.remote {
+            remote.pool.close().await;
+        }
+    }
+}
+
+/// Starts listening on every topic, once per process: the listener is connected and listens
+/// before this returns, so no signal sent after it is missed.
+async fn listen(signals: &Arc<Signals>) -> Result<()> {
+    let Some(remote) = &signals.remote else {
+        return Ok(());
+    };
+    remote
+        .listening
+        .get_or_try_init(|| async {
+            let mut listener = PgListener::connect_with(&remote.pool).await?;
+            listener
+                .listen_all(Topic::ALL.iter().map(|topic| topic.channel()))
+                .await?;
+            tokio::spawn(forward(
+                listener,
+                Arc::downgrade(signals),
+                remote.token.clone(),
+            ));
+            Ok::<(), super::StoreError>(())
+        })
+        .await?;
+    Ok(())
+}
+
+/// Hands each notification to the waiters of its topic, until the store is closed or gone.
+/// After a lost connection (re-made by the next receive) every topic is signalled, since
+/// what was sent meanwhile is lost.
+async fn forward(mut listener: PgListener, signals: Weak<Signals>, token: String) {
+    const LOOK: Duration = Duration::from_secs(5);
+    let mut backoff = super::Backoff::default();
+    loop {
+        let received = tokio::time::timeout(LOOK, listener.try_recv()).await;
+        let Some(signals) = signals.upgrade() else {
+            return;
+        };
+        match received {
+            // Nothing for a while: only to notice a store that is gone.
+            Err(_) => {}
+            Ok(Ok(Some(notification))) => {
+                backoff.reset();
+                if notification.payload() == token {
+                    continue;
+                }
+                if let Some(topic) = Topic::ALL
+                    .into_iter()
+                    .find(|topic| topic.channel() == notification.channel())
+                {
+                    signals.wake(topic);
+                }
+            }
+            Ok(Ok(None)) => Topic::ALL.into_iter().for_each(|topic| signals.wake(topic)),
+            Ok(Err(sqlx::Error::PoolClosed)) => return,
+            Ok(Err(_)) => {
+                Topic::ALL.into_iter().for_each(|topic| signals.wake(topic));
+                drop(signals);
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+        }
+    }
 }
 
 /// A waiter's end of one topic.
 pub struct Subscription {
     local: watch::Receiver<u64>,
-    listener: Option<PgListener>,
 }
 
 impl Store {
     /// Tells every waiter on `topic` that something changed. Call it after the change is
     /// committed; a failed `NOTIFY` is not an error (waiters poll anyway).
     pub async fn signal(&self, topic: Topic) {
-        self.signals
-            .sender(topic)
-            .send_modify(|n| *n = n.wrapping_add(1));
-        if let Pool::Postgres(pool) = &self.pool {
-            let _ = sqlx::query("SELECT pg_notify($1, '')")
+        self.signals.wake(topic);
+        if let (super::Pool::Postgres(pool), Some(remote)) = (&self.pool, &self.signals.remote) {
+            let _ = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(topic.channel())
+                .bind(&remote.token)
                 .execute(pool)
                 .await;
         }
     }
 
-    /// Starts listening on `topic`. On PostgreSQL this holds one pooled connection for as long
-    /// as the subscription lives.
+    /// Starts listening on `topic`. On PostgreSQL the process's first subscription opens its
+    /// listening connection (one for all of them).
     pub async fn subscribe(&self, topic: Topic) -> Result<Subscription> {
         let mut local = self.signals.sender(topic).subscribe();
         local.mark_unchanged();
-        let listener = match &self.pool {
-            Pool::Postgres(pool) => {
-                let mut listener = PgListener::connect_with(pool).await?;
-                listener.listen(topic.channel()).await?;
-                Some(listener)
-            }
-            Pool::Sqlite(_) => None,
-        };
-        Ok(Subscription { local, listener })
+        listen(&self.signals).await?;
+        Ok(Subscription { local })
     }
 }
 
@@ -120,21 +223,8 @@ impl Subscription {
         if self.drain() {
             return true;
         }
-        let local = &mut self.local;
-        let listener = &mut self.listener;
-        let remote = async {
-            match listener {
-                // A lost connection is re-made on the next wait; until then, poll.
-                Some(listener) => match listener.try_recv().await {
-                    Ok(Some(_)) => {}
-                    _ => std::future::pending::<()>().await,
-                },
-                None => std::future::pending::<()>().await,
-            }
-        };
         let woke = tokio::select! {
-            changed = local.changed() => changed.is_ok(),
-            () = remote => true,
+            changed = self.local.changed() => changed.is_ok(),
             () = tokio::time::sleep(at_most) => false,
         };
         self.drain();
@@ -143,13 +233,8 @@ impl Subscription {
 
     /// Consumes every signal already delivered; returns whether there was one.
     fn drain(&mut self) -> bool {
-        let mut any = self.local.has_changed().unwrap_or(false);
+        let any = self.local.has_changed().unwrap_or(false);
         self.local.mark_unchanged();
-        if let Some(listener) = &mut self.listener {
-            while listener.next_buffered().is_some() {
-                any = true;
-            }
-        }
         any
     }
 }

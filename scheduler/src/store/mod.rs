@@ -9,7 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::state::{RunState, TaskState};
@@ -134,6 +134,7 @@ mod attempts;
 mod backfills;
 mod claims;
 mod clear;
+mod connect;
 mod dags;
 mod events;
 mod imports;
@@ -152,6 +153,7 @@ mod views;
 pub use assets::{AssetEvent, AssetLink, AssetSummary, CursorMove, Watched};
 pub use backfills::{BackfillRecord, DatedRun, NewBackfill};
 pub use claims::{Claim, ClaimRequest, ExpiredLease, ReapLease, WorkerInfo};
+pub use connect::Connections;
 pub use events::{Subscription, Topic};
 pub use imports::ImportError;
 pub use metrics::Counts;
@@ -353,18 +355,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to `postgres://…` or `sqlite://…` (the SQLite file and its folder are created).
+    /// Connects to `postgres://…` or `sqlite://…` (the SQLite file and its folder are created)
+    /// with [`Connections::SERVICE`].
     pub async fn connect(url: &str) -> Result<Store> {
+        Store::connect_with(url, Connections::default()).await
+    }
+
+    /// Connects, keeping at most `connections` to PostgreSQL (see [`Connections`]; a server on
+    /// this machine is reached without TLS unless the URL asks for it). SQLite, whose writers
+    /// take turns on one file, always keeps four.
+    pub async fn connect_with(url: &str, connections: Connections) -> Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await?;
+            let (pool, options) = connect::postgres(url, connections).await?;
             return Ok(Store {
                 pool: Pool::Postgres(pool),
                 sqlite_file: None,
-                signals: std::sync::Arc::new(events::Signals::new()),
+                signals: std::sync::Arc::new(events::Signals::postgres(options)),
             });
         }
         if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -397,7 +403,7 @@ impl Store {
             return Ok(Store {
                 pool: Pool::Sqlite(pool),
                 sqlite_file: (file != ":memory:").then(|| Path::new(file).to_path_buf()),
-                signals: std::sync::Arc::new(events::Signals::new()),
+                signals: std::sync::Arc::new(events::Signals::local()),
             });
         }
         Err(StoreError::BadUrl(format!(
@@ -434,6 +440,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.signals.close().await;
         on_pool!(self, pool => pool.close().await)
     }
 }

@@ -1,0 +1,91 @@
+//! How processes connect to PostgreSQL (only PostgreSQL: SQLite has no connections to count).
+
+use std::time::Duration;
+
+use amdahl_scheduler::store::{Connections, Store, Topic};
+use sqlx::Connection;
+
+use crate::support::TestDb;
+
+/// What the server says about the connections open to `database`: (TLS, count).
+async fn backends(admin_url: &str, database: &str) -> Vec<bool> {
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    let rows: Vec<(bool,)> = sqlx::query_as(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.datname = $1",
+    )
+    .bind(database)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.ok();
+    rows.into_iter().map(|(ssl,)| ssl).collect()
+}
+
+/// A command against a server on this machine, with a URL that says nothing about TLS, runs
+/// all its statements on one connection without TLS, and listens on one more; a URL that asks
+/// for TLS gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_on_this_machine_is_reached_without_tls_on_one_connection() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let (address, _) = db.url.split_once('?').unwrap_or((&db.url, ""));
+    assert!(
+        address.contains("@127.0.0.1") || address.contains("@localhost"),
+        "this test needs AMDAHL_TEST_POSTGRES_URL to name a server on this machine: {address}"
+    );
+    let database = address.rsplit('/').next().unwrap().to_string();
+    let admin_url = std::env::var("AMDAHL_TEST_POSTGRES_URL").unwrap();
+
+    let store = Store::connect_with(address, Connections::COMMAND)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    for _ in 0..5 {
+        store.list_dags().await.unwrap();
+        store.pools().await.unwrap();
+    }
+    assert_eq!(
+        backends(&admin_url, &database).await,
+        vec![false],
+        "one connection, without TLS"
+    );
+
+    // Waiting for a signal takes a listening connection of its own, one for the process
+    // however many wait, and hears another process's signals.
+    let mut waiters = Vec::new();
+    for _ in 0..3 {
+        waiters.push(store.subscribe(Topic::Progress).await.unwrap());
+    }
+    assert_eq!(backends(&admin_url, &database).await, vec![false, false]);
+    let other = Store::connect(address).await.unwrap();
+    other.signal(Topic::Progress).await;
+    for waiter in &mut waiters {
+        assert!(
+            waiter.wait(Duration::from_secs(5)).await,
+            "the signal arrived"
+        );
+    }
+    other.close().await;
+    store.close().await;
+
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let (ssl,): (String,) = sqlx::query_as("SHOW ssl")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    if ssl == "on" {
+        let store =
+            Store::connect_with(&format!("{address}?sslmode=require"), Connections::COMMAND)
+                .await
+                .unwrap();
+        store.list_dags().await.unwrap();
+        assert_eq!(backends(&admin_url, &database).await, vec![true]);
+        store.close().await;
+    } else {
+        eprintln!("the server has TLS off: `sslmode=require` cannot be checked here");
+    }
+    db.drop_database().await;
+}
