@@ -1,4 +1,4 @@
-//! How processes connect to PostgreSQL (only PostgreSQL: SQLite has no connections to count).
+//! How processes connect to the store and hear from each other.
 
 use std::time::Duration;
 
@@ -88,4 +88,23 @@ async fn postgres_on_this_machine_is_reached_without_tls_on_one_connection() {
         eprintln!("the server has TLS off: `sslmode=require` cannot be checked here");
     }
     db.drop_database().await;
+}
+
+/// Two processes on one SQLite file (two stores, as `amdahl scheduler` and `amdahl worker`
+/// are): a waiter in one wakes when the other commits, without a signal it could hear, and not
+/// when nothing was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_processes_on_one_file_wake_each_other() {
+    let db = TestDb::sqlite().await;
+    let waiting = db.store().await;
+    let writing = db.store().await;
+    let mut queued = waiting.subscribe(Topic::Queued).await.unwrap();
+    assert!(
+        !queued.wait(Duration::from_millis(200)).await,
+        "woken with nothing written"
+    );
+    writing.set_pool("db", 2, "", 1_000).await.unwrap();
+    assert!(queued.wait(Duration::from_secs(5)).await, "never woken");
+    writing.close().await;
+    waiting.close().await;
 }

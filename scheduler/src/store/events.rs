@@ -6,7 +6,10 @@
 //! `NOTIFY`/`LISTEN`. A process listens on one connection of its own, whatever its number of
 //! waiters (a web server's event streams, a scheduler, a worker): the first subscription
 //! starts a task that forwards notifications into the `watch` channels, and it skips the
-//! process's own, which the channels already had. Signals carry no data and may be lost (a
+//! process's own, which the channels already had. Processes on one SQLite file have no
+//! `NOTIFY`: the first subscription starts a task that reads `PRAGMA data_version` on a
+//! connection of its own every few milliseconds (it changes when another connection commits,
+//! in this process or another) and wakes every waiter when it did. Signals carry no data and may be lost (a
 //! dropped listener connection, a process that starts listening late), so every waiter also
 //! polls: a signal only shortens the wait, correctness never depends on one arriving.
 
@@ -14,6 +17,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{OnceCell, watch};
 
 use super::{Result, Store};
@@ -46,6 +50,21 @@ pub(super) struct Signals {
     progress: watch::Sender<u64>,
     /// PostgreSQL's side, absent on SQLite.
     remote: Option<Remote>,
+    /// A SQLite file's side, absent on PostgreSQL and for an in-memory database.
+    file: Option<FileWatch>,
+}
+
+/// How often a process on a SQLite file looks whether another connection committed.
+const FILE_LOOK: Duration = Duration::from_millis(5);
+
+/// The connection a process on a SQLite file watches it with.
+#[derive(Debug)]
+struct FileWatch {
+    /// A pool of one connection, opened by the first subscription; it only reads (opened
+    /// read-write all the same: a read-only connection to a WAL file needs its `-shm` to exist).
+    pool: SqlitePool,
+    /// Set once the watch runs.
+    watching: OnceCell<()>,
 }
 
 /// The process's listening connection to PostgreSQL.
@@ -66,6 +85,22 @@ impl Signals {
             queued: watch::Sender::new(0),
             progress: watch::Sender::new(0),
             remote: None,
+            file: None,
+        }
+    }
+
+    /// The signals of a process on a SQLite file, which watches it with `options` once asked.
+    pub(super) fn sqlite_file(options: SqliteConnectOptions) -> Signals {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
+        Signals {
+            file: Some(FileWatch {
+                pool,
+                watching: OnceCell::new(),
+            }),
+            ..Signals::local()
         }
     }
 
@@ -99,10 +134,13 @@ impl Signals {
         self.sender(topic).send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Closes the listening connection; its task ends.
+    /// Closes the listening (or watching) connection; its task ends.
     pub(super) async fn close(&self) {
         if let Some(remote) = &self.remote {
             remote.pool.close().await;
+        }
+        if let Some(file) = &self.file {
+            file.pool.close().await;
         }
     }
 }
@@ -110,6 +148,23 @@ impl Signals {
 /// Starts listening on every topic, once per process: the listener is connected and listens
 /// before this returns, so no signal sent after it is missed.
 async fn listen(signals: &Arc<Signals>) -> Result<()> {
+    if let Some(file) = &signals.file {
+        file.watching
+            .get_or_try_init(|| async {
+                let mut connection = file.pool.acquire().await?;
+                let seen: i64 = sqlx::query_scalar("PRAGMA data_version")
+                    .fetch_one(&mut *connection)
+                    .await?;
+                tokio::spawn(watch_file(
+                    connection,
+                    seen,
+                    file.pool.clone(),
+                    Arc::downgrade(signals),
+                ));
+                Ok::<(), super::StoreError>(())
+            })
+            .await?;
+    }
     let Some(remote) = &signals.remote else {
         return Ok(());
     };
@@ -164,6 +219,38 @@ async fn forward(mut listener: PgListener, signals: Weak<Signals>, token: String
                 drop(signals);
                 tokio::time::sleep(backoff.next_wait()).await;
             }
+        }
+    }
+}
+
+/// Wakes every waiter when another connection committed to the SQLite file, until the store
+/// is closed or gone. A read that fails (the file busy for long) wakes them too: they look.
+async fn watch_file(
+    mut connection: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    mut seen: i64,
+    pool: SqlitePool,
+    signals: Weak<Signals>,
+) {
+    let mut tick = tokio::time::interval(FILE_LOOK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        let version = sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(&mut *connection)
+            .await;
+        let Some(signals) = signals.upgrade() else {
+            return;
+        };
+        match version {
+            Ok(version) if version == seen => {}
+            Ok(version) => {
+                seen = version;
+                Topic::ALL.into_iter().for_each(|topic| signals.wake(topic));
+            }
+            Err(_) => Topic::ALL.into_iter().for_each(|topic| signals.wake(topic)),
         }
     }
 }

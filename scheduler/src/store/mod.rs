@@ -396,6 +396,11 @@ impl Store {
             if file != ":memory:" {
                 use_wal_once(Path::new(file), &options).await?;
             }
+            let signals = if file == ":memory:" {
+                events::Signals::local()
+            } else {
+                events::Signals::sqlite_file(options.clone())
+            };
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(options)
@@ -403,7 +408,7 @@ impl Store {
             return Ok(Store {
                 pool: Pool::Sqlite(pool),
                 sqlite_file: (file != ":memory:").then(|| Path::new(file).to_path_buf()),
-                signals: std::sync::Arc::new(events::Signals::local()),
+                signals: std::sync::Arc::new(signals),
             });
         }
         Err(StoreError::BadUrl(format!(
