@@ -150,18 +150,36 @@ pub fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The closest candidate within a small edit distance, if any.
+/// The candidate the word most likely meant, if any: the closest within one edit, else one
+/// the word (of three characters or more) begins up to an underscore (`max` for `max_map`),
+/// else the closest within a small edit distance.
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1) + 1;
-    candidates
-        .into_iter()
-        .map(|c| (levenshtein(word, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, c)| (*d, *c))
-        .map(|(_, c)| c)
+    let length = word.chars().count();
+    let limit = (length / 3).max(1) + 1;
+    let mut closest: Option<(usize, &'a str)> = None;
+    let mut begun: Option<&'a str> = None;
+    for candidate in candidates {
+        let distance = levenshtein(word, candidate);
+        if distance <= limit && closest.is_none_or(|best| (distance, candidate) < best) {
+            closest = Some((distance, candidate));
+        }
+        if length >= 3
+            && candidate
+                .strip_prefix(word)
+                .is_some_and(|rest| rest.starts_with('_'))
+            && begun.is_none_or(|best| (candidate.len(), candidate) < (best.len(), best))
+        {
+            begun = Some(candidate);
+        }
+    }
+    match (closest, begun) {
+        (Some((1, near)), _) | (Some((_, near)), None) => Some(near),
+        (_, Some(begun)) => Some(begun),
+        (None, None) => None,
+    }
 }
 
 #[cfg(test)]
@@ -190,5 +208,11 @@ mod tests {
             Some("retries")
         );
         assert_eq!(did_you_mean("zzzzzz", ["needs", "sql"]), None);
+        assert_eq!(
+            did_you_mean("max", ["over", "as", "max_map"]),
+            Some("max_map")
+        );
+        assert_eq!(did_you_mean("sq", ["sql", "sql_file"]), Some("sql"));
+        assert_eq!(did_you_mean("ma", ["over", "max_map"]), None);
     }
 }
