@@ -82,18 +82,21 @@ macro_rules! light_kinds {
 }
 
 /// The queued tasks a claim takes, best first, of one weight (`IN` or `NOT IN` the light
-/// kinds): `$1` for the CPU slots, `$6` for the light ones. Served by the partial index
-/// `task_instances_claimable` (see `postgres_claim_query_uses_its_index`). Tasks of runs an
+/// kinds): `$1` for the CPU slots, `$6` for the light ones. Each is served by its own partial
+/// index, `task_instances_claimable` or `task_instances_claimable_light` (migration 0026;
+/// see `postgres_claim_query_uses_its_index`), whose `WHERE` these conditions repeat word for
+/// word, so that neither pick walks past the other kind's queued tasks. Tasks of runs an
 /// `amdahl run` process owns are that process's to start, never a worker's.
 macro_rules! candidates {
     ($weight:literal, $limit:literal) => {
         concat!(
             "SELECT run_id, task_id FROM task_instances \
-             WHERE state = 'queued' AND in_process = 0 AND (device_pref <> 'gpu' OR $2) AND kind ",
+             WHERE state = 'queued' AND in_process = 0 AND kind ",
             $weight,
             " ",
             light_kinds!(),
-            " ORDER BY priority DESC, queued_at_ms, run_id, task_id LIMIT ",
+            " AND (device_pref <> 'gpu' OR $2) \
+             ORDER BY priority DESC, queued_at_ms, run_id, task_id LIMIT ",
             $limit
         )
     };
@@ -398,7 +401,8 @@ impl Store {
         })
     }
 
-    /// Test support: the plan PostgreSQL chooses for the claim's candidate scan.
+    /// Test support: the plans PostgreSQL chooses for the claim's two candidate scans
+    /// (compute, then light), one after the other.
     #[cfg(feature = "testing")]
     pub async fn explain_claim_for_test(&self) -> Result<String> {
         let Pool::Postgres(pool) = &self.pool else {
@@ -410,7 +414,7 @@ impl Store {
         sqlx::query("ANALYZE task_instances")
             .execute(&mut *tx)
             .await?;
-        let lines: Vec<String> = sqlx::query_scalar(concat!(
+        let mut lines: Vec<String> = sqlx::query_scalar(concat!(
             "EXPLAIN ",
             candidates!("NOT IN", "$1"),
             " FOR UPDATE SKIP LOCKED"
@@ -419,6 +423,18 @@ impl Store {
         .bind(false)
         .fetch_all(&mut *tx)
         .await?;
+        lines.push("--- light".into());
+        lines.extend(
+            sqlx::query_scalar::<_, String>(concat!(
+                "EXPLAIN ",
+                candidates!("IN", "$1"),
+                " FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(10i64)
+            .bind(false)
+            .fetch_all(&mut *tx)
+            .await?,
+        );
         tx.commit().await?;
         Ok(lines.join("\n"))
     }
@@ -433,5 +449,36 @@ mod tests {
             .map(|name| format!("'{name}'"))
             .collect();
         assert_eq!(light_kinds!(), format!("({})", names.join(", ")));
+    }
+
+    /// The claim's conditions repeat the partial indexes' `WHERE` (migration 0026) word for
+    /// word, which is what lets SQLite (and PostgreSQL) use them.
+    #[test]
+    fn the_claim_repeats_its_indexes_conditions() {
+        for (migration, index) in [
+            (
+                include_str!("../../../migrations/sqlite/0026_light_claims.sql"),
+                "sqlite",
+            ),
+            (
+                include_str!("../../../migrations/postgres/0026_light_claims.sql"),
+                "postgres",
+            ),
+        ] {
+            for (weight, sql) in [
+                ("NOT IN", candidates!("NOT IN", "$1")),
+                ("IN", candidates!("IN", "$6")),
+            ] {
+                let condition = format!(
+                    "state = 'queued' AND in_process = 0 AND kind {weight} {}",
+                    light_kinds!()
+                );
+                assert!(
+                    migration.contains(&format!("WHERE {condition};")),
+                    "{index}"
+                );
+                assert!(sql.contains(&condition), "{sql}");
+            }
+        }
     }
 }
