@@ -88,9 +88,11 @@ macro_rules! light_kinds {
 /// word, so that neither pick walks past the other kind's queued tasks. Tasks of runs an
 /// `amdahl run` process owns are that process's to start, never a worker's.
 macro_rules! candidates {
-    ($weight:literal, $limit:literal) => {
+    ($columns:literal, $weight:literal, $limit:literal) => {
         concat!(
-            "SELECT run_id, task_id FROM task_instances \
+            "SELECT ",
+            $columns,
+            " FROM task_instances \
              WHERE state = 'queued' AND in_process = 0 AND kind ",
             $weight,
             " ",
@@ -103,18 +105,20 @@ macro_rules! candidates {
 }
 
 /// On PostgreSQL the whole claim is one statement (one round trip): pick, mark running with
-/// the lease, and open the attempts.
+/// the lease, and open the attempts. The picked rows are updated by their `ctid` (a TID scan:
+/// they are locked, so it cannot move meanwhile), not by a join on the key, which the planner
+/// made a hash join over a scan of every task ever run (18 ms for 256 claims among 10,000
+/// tasks, growing with the table, against 8 ms).
 const CLAIM_POSTGRES: &str = concat!(
     "WITH compute AS (",
-    candidates!("NOT IN", "$1"),
+    candidates!("ctid", "NOT IN", "$1"),
     " FOR UPDATE SKIP LOCKED), light AS (",
-    candidates!("IN", "$6"),
+    candidates!("ctid", "IN", "$6"),
     " FOR UPDATE SKIP LOCKED), \
-     picked AS (SELECT * FROM compute UNION ALL SELECT * FROM light), \
      claimed AS ( \
         UPDATE task_instances t SET state = 'running', attempts = t.attempts + 1, started_at_ms = $3, \
             error = NULL, retry_at_ms = NULL, lease_owner = $4, lease_expires_at_ms = $5 \
-        FROM picked WHERE t.run_id = picked.run_id AND t.task_id = picked.task_id \
+        WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM compute UNION ALL SELECT ctid FROM light)) \
         RETURNING t.run_id, t.task_id, t.attempts, t.kind IN ",
     light_kinds!(),
     " AS light), \
@@ -123,16 +127,16 @@ const CLAIM_POSTGRES: &str = concat!(
         SELECT run_id, task_id, attempts, 'running', $4, $3 FROM claimed \
         RETURNING run_id, task_id, attempt, id AS attempt_id) \
      SELECT o.run_id, o.task_id, o.attempt, o.attempt_id, c.light \
-     FROM opened o JOIN claimed c ON c.run_id = o.run_id AND c.task_id = o.task_id"
+     FROM opened o JOIN claimed c USING (run_id, task_id)"
 );
 
 const CLAIM_SQLITE: &str = concat!(
     "UPDATE task_instances SET state = 'running', attempts = attempts + 1, started_at_ms = $3, \
         error = NULL, retry_at_ms = NULL, lease_owner = $4, lease_expires_at_ms = $5 \
      WHERE (run_id, task_id) IN (SELECT * FROM (",
-    candidates!("NOT IN", "$1"),
+    candidates!("run_id, task_id", "NOT IN", "$1"),
     ") UNION ALL SELECT * FROM (",
-    candidates!("IN", "$6"),
+    candidates!("run_id, task_id", "IN", "$6"),
     ")) RETURNING run_id, task_id, attempts, kind IN ",
     light_kinds!(),
     " AS light"
@@ -416,7 +420,7 @@ impl Store {
             .await?;
         let mut lines: Vec<String> = sqlx::query_scalar(concat!(
             "EXPLAIN ",
-            candidates!("NOT IN", "$1"),
+            candidates!("ctid", "NOT IN", "$1"),
             " FOR UPDATE SKIP LOCKED"
         ))
         .bind(10i64)
@@ -427,7 +431,7 @@ impl Store {
         lines.extend(
             sqlx::query_scalar::<_, String>(concat!(
                 "EXPLAIN ",
-                candidates!("IN", "$1"),
+                candidates!("ctid", "IN", "$1"),
                 " FOR UPDATE SKIP LOCKED"
             ))
             .bind(10i64)
@@ -466,8 +470,8 @@ mod tests {
             ),
         ] {
             for (weight, sql) in [
-                ("NOT IN", candidates!("NOT IN", "$1")),
-                ("IN", candidates!("IN", "$6")),
+                ("NOT IN", candidates!("ctid", "NOT IN", "$1")),
+                ("IN", candidates!("ctid", "IN", "$6")),
             ] {
                 let condition = format!(
                     "state = 'queued' AND in_process = 0 AND kind {weight} {}",
