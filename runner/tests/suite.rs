@@ -2066,6 +2066,36 @@ async fn postgres_claim_query_uses_its_index() {
     db.drop_database().await;
 }
 
+/// A first big run on a new database has the task table analysed when it is created, so
+/// that plans cached while the table was empty (the claim's, the attempts' foreign-key check)
+/// are made again for its real size instead of reading it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_big_run_refreshes_the_planners_statistics() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    let reltuples = || async {
+        let mut connection = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let known: f32 = sqlx::query_scalar(
+            "SELECT reltuples FROM pg_class WHERE oid = 'task_instances'::regclass",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+        connection.close().await.ok();
+        known
+    };
+    new_service_run(&store, &[("only", &[][..])]).await;
+    assert!(reltuples().await < 1.0, "a one-task run analyses nothing");
+    let ids: Vec<String> = (0..2_000).map(|i| format!("t{i:04}")).collect();
+    let tasks: Vec<(&str, &[&str])> = ids.iter().map(|id| (id.as_str(), &[][..])).collect();
+    new_service_run(&store, &tasks).await;
+    assert!(reltuples().await >= 2_000.0, "{}", reltuples().await);
+    db.drop_database().await;
+}
+
 /// What the services wait out and what stops them, told apart on errors a real PostgreSQL
 /// gives: a deadlock, a statement timeout and a refused connection are transient; bad SQL and
 /// a broken constraint are not.
