@@ -3,7 +3,9 @@
 # Not part of CI: it downloads Prefect from PyPI into a virtualenv (kept in
 # AMDAHL_PREFECT_VENV, default ~/.cache/amdahl-bench/prefect-venv) and builds `amdahl` in
 # release. AMDAHL_BENCH_POSTGRES_URL=postgres://… adds Amdahl on PostgreSQL (a database is
-# created there and dropped).
+# created there and dropped). AMDAHL_BIN=PATH uses that binary instead of building one (e.g. the
+# one `cargo bench --bench overhead` built in target/release, whose features differ from a plain
+# release build's, which rebuilds DataFusion).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv="${AMDAHL_PREFECT_VENV:-$HOME/.cache/amdahl-bench/prefect-venv}"
@@ -12,7 +14,11 @@ if [ ! -x "$venv/bin/prefect" ]; then
   "$venv/bin/pip" install --quiet 'prefect>=3,<4'
 fi
 "$venv/bin/python" -c 'import prefect; print("Prefect", prefect.__version__)'
-cargo build --release --quiet --bin amdahl
+amdahl="${AMDAHL_BIN:-}"
+if [ -z "$amdahl" ]; then
+  cargo build --release --quiet --bin amdahl
+  amdahl="$PWD/target/release/amdahl"
+fi
 prefect_home=$(mktemp -d)
 port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export PREFECT_HOME="$prefect_home" PREFECT_API_URL="http://127.0.0.1:$port/api"
@@ -24,4 +30,4 @@ for _ in $(seq 1 120); do
   curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
   sleep 1
 done
-"$venv/bin/python" benches/prefect/compare.py "$PWD/target/release/amdahl"
+"$venv/bin/python" benches/prefect/compare.py "$(realpath "$amdahl")"
