@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Located;
 use crate::template::{TemplateError, environment, from_minijinja, locate};
+use crate::yaml::Located;
 
 /// When a notifier is called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

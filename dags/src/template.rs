@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use minijinja::{Environment, UndefinedBehavior};
 
-use crate::model::Located;
+use crate::yaml::Located;
 
 /// Names a template may use at the top level.
 pub const TOP_LEVEL_NAMES: [&str; 8] = [

@@ -406,9 +406,59 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tagged: bool) -> Value {
     Value::Str(text.to_string(), Style::Plain)
 }
 
+/// A template string and where its text starts, so errors inside it can be located.
+#[derive(Clone, Debug)]
+pub struct Located {
+    pub text: String,
+    pub span: Span,
+    pub style: Style,
+}
+
+impl Located {
+    /// Maps a 1-based (line, column) inside the text to the file's (line, column).
+    pub fn file_position(&self, line: usize, column: usize) -> (usize, usize) {
+        match self.style {
+            // A block scalar's span starts at its first content character, and every content
+            // line is indented as far as the first.
+            Style::Literal | Style::Folded => (
+                self.span.start.line + line.saturating_sub(1),
+                self.span.start.column + column.saturating_sub(1),
+            ),
+            Style::Quoted => {
+                if line <= 1 {
+                    (self.span.start.line, self.span.start.column + column)
+                } else {
+                    (self.span.start.line + line - 1, column)
+                }
+            }
+            Style::Plain => {
+                if line <= 1 {
+                    (
+                        self.span.start.line,
+                        self.span.start.column + column.saturating_sub(1),
+                    )
+                } else {
+                    (self.span.start.line + line - 1, column)
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_positions_map_into_the_file() {
+        let located = Located {
+            text: "SELECT 1\nFROM x".into(),
+            span: Span::at(10, 7, 1),
+            style: Style::Literal,
+        };
+        assert_eq!(located.file_position(1, 1), (10, 7));
+        assert_eq!(located.file_position(2, 6), (11, 12));
+    }
 
     #[test]
     fn scalars_resolve_by_the_core_schema() {

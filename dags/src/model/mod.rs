@@ -9,9 +9,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::yaml::{Span, Style};
+pub use crate::yaml::Located;
+use crate::yaml::Span;
 
 mod kinds;
+pub mod map;
 mod param;
 mod syntax;
 
@@ -76,7 +78,7 @@ impl Dag {
 
     /// The task a task instance runs: `load` for `load` and for a mapped instance `load[3]`.
     pub fn task(&self, id: &str) -> Option<&Task> {
-        let id = crate::mapping::split_instance(id).0;
+        let id = map::split_instance(id).0;
         let index = self.task_index.get_or_init(|| {
             self.tasks
                 .iter()
@@ -588,7 +590,7 @@ pub struct Task {
     /// Assets this task updates (`produces:`): each gets one event when the task succeeds.
     pub produces: Vec<String>,
     /// `map:`: one instance per value of a list read when the run reaches the task.
-    pub map: Option<crate::mapping::Map>,
+    pub map: Option<map::Map>,
     pub kind: TaskKind,
     /// Where the task's id is written.
     pub span: Span,
@@ -681,45 +683,6 @@ impl Secret {
     }
 }
 
-/// A template string and where its text starts, so errors inside it can be located.
-#[derive(Clone, Debug)]
-pub struct Located {
-    pub text: String,
-    pub span: Span,
-    pub style: Style,
-}
-
-impl Located {
-    /// Maps a 1-based (line, column) inside the text to the file's (line, column).
-    pub fn file_position(&self, line: usize, column: usize) -> (usize, usize) {
-        match self.style {
-            // A block scalar's span starts at its first content character, and every content
-            // line is indented as far as the first.
-            Style::Literal | Style::Folded => (
-                self.span.start.line + line.saturating_sub(1),
-                self.span.start.column + column.saturating_sub(1),
-            ),
-            Style::Quoted => {
-                if line <= 1 {
-                    (self.span.start.line, self.span.start.column + column)
-                } else {
-                    (self.span.start.line + line - 1, column)
-                }
-            }
-            Style::Plain => {
-                if line <= 1 {
-                    (
-                        self.span.start.line,
-                        self.span.start.column + column.saturating_sub(1),
-                    )
-                } else {
-                    (self.span.start.line + line - 1, column)
-                }
-            }
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 pub enum TaskKind {
     /// A DataFusion SQL query (a template) whose result is the task's dataset.
@@ -771,21 +734,5 @@ impl TaskKind {
             TaskKind::Score(s) => vec![&s.input],
             _ => Vec::new(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn block_positions_map_into_the_file() {
-        let located = Located {
-            text: "SELECT 1\nFROM x".into(),
-            span: Span::at(10, 7, 1),
-            style: Style::Literal,
-        };
-        assert_eq!(located.file_position(1, 1), (10, 7));
-        assert_eq!(located.file_position(2, 6), (11, 12));
     }
 }

@@ -405,8 +405,8 @@ impl Store {
         })
     }
 
-    /// Test support: the plans PostgreSQL chooses for the claim's two candidate scans
-    /// (compute, then light), one after the other.
+    /// Test support: the plans PostgreSQL chooses for the claim's two candidate scans, each
+    /// after its label (`--- compute`, `--- light`).
     #[cfg(feature = "testing")]
     pub async fn explain_claim_for_test(&self) -> Result<String> {
         let Pool::Postgres(pool) = &self.pool else {
@@ -418,27 +418,33 @@ impl Store {
         sqlx::query("ANALYZE task_instances")
             .execute(&mut *tx)
             .await?;
-        let mut lines: Vec<String> = sqlx::query_scalar(concat!(
-            "EXPLAIN ",
-            candidates!("ctid", "NOT IN", "$1"),
-            " FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(10i64)
-        .bind(false)
-        .fetch_all(&mut *tx)
-        .await?;
-        lines.push("--- light".into());
-        lines.extend(
-            sqlx::query_scalar::<_, String>(concat!(
-                "EXPLAIN ",
-                candidates!("ctid", "IN", "$1"),
-                " FOR UPDATE SKIP LOCKED"
-            ))
-            .bind(10i64)
-            .bind(false)
-            .fetch_all(&mut *tx)
-            .await?,
-        );
+        let mut lines: Vec<String> = Vec::new();
+        for (label, sql) in [
+            (
+                "--- compute",
+                concat!(
+                    "EXPLAIN ",
+                    candidates!("ctid", "NOT IN", "$1"),
+                    " FOR UPDATE SKIP LOCKED"
+                ),
+            ),
+            (
+                "--- light",
+                concat!(
+                    "EXPLAIN ",
+                    candidates!("ctid", "IN", "$1"),
+                    " FOR UPDATE SKIP LOCKED"
+                ),
+            ),
+        ] {
+            lines.push(label.into());
+            let plan: Vec<String> = sqlx::query_scalar(sql)
+                .bind(10i64)
+                .bind(false)
+                .fetch_all(&mut *tx)
+                .await?;
+            lines.extend(plan);
+        }
         tx.commit().await?;
         Ok(lines.join("\n"))
     }
