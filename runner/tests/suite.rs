@@ -56,7 +56,9 @@ use outputs::{
     a_tasks_output_is_written_to_object_storage, a_worker_publishes_a_commands_output,
 };
 use sensors::{
-    a_wait_times_out_or_is_skipped_or_ends_when_its_query_says, sensors_wait_without_holding_a_slot,
+    a_thousand_waiting_sensors_hold_no_slots,
+    a_wait_times_out_or_is_skipped_or_ends_when_its_query_says,
+    sensors_wait_without_holding_a_slot,
 };
 use support::TestDb;
 use timezones::{a_local_schedule_runs_at_local_times, a_run_reads_the_partition_of_its_day};
@@ -2033,6 +2035,7 @@ suite!(
     a_worker_runs_mapped_instances,
     a_map_over_too_many_values_fails_with_the_count,
     light_tasks_run_beside_busy_cpu_slots,
+    a_thousand_waiting_sensors_hold_no_slots,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial indexes, one per weight,

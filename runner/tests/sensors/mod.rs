@@ -148,3 +148,47 @@ tasks:
     assert_eq!(counted.state, TaskState::Success);
     assert_eq!(counted.pokes, 0, "true at its first poke");
 }
+
+/// A thousand sensors wait, first in line (priority), on a worker with two CPU slots, for a
+/// file that a command creates: the run can only succeed if the command runs while they wait,
+/// so it succeeding within the helper's 30 s shows that waiting sensors hold no slot (their
+/// pokes take light slots, not CPU slots); a sensor that kept its slot would keep the command
+/// from ever starting.
+pub async fn a_thousand_waiting_sensors_hold_no_slots(db: &TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    let mut yaml = format!(
+        r#"
+dag: many_sensors
+max_active_tasks: 2000
+tasks:
+  lands:
+    shell: "sleep 0.5 && mkdir -p {l} && echo id > {l}/orders.csv"
+"#,
+        l = landing.display()
+    );
+    for i in 0..1_000 {
+        yaml.push_str(&format!(
+            "  landed_{i:04}:\n    priority: 10\n    wait: {{ uri: \"{}/orders.csv\", poke: 1s, timeout: 5m }}\n",
+            landing.display()
+        ));
+    }
+    let dag = dag(dir.path(), &yaml);
+    let (run_id, state) = run_through_a_worker(&store, &dag, dir.path()).await;
+    assert_eq!(state, RunState::Success);
+    let tasks = store.tasks(run_id).await.unwrap();
+    let sensors: Vec<_> = tasks
+        .iter()
+        .filter(|t| t.task_id.starts_with("landed_"))
+        .collect();
+    assert_eq!(sensors.len(), 1_000);
+    let waited = sensors.iter().filter(|s| s.pokes > 0).count();
+    assert!(
+        waited > 0,
+        "no sensor found the file missing: nothing waited"
+    );
+    for sensor in sensors {
+        assert_eq!(sensor.state, TaskState::Success, "{}", sensor.task_id);
+    }
+}
