@@ -602,6 +602,25 @@ async fn session(chromium: &Path, driver_port: u16) -> Client {
     .await
 }
 
+/// Opens `base` once the web server answers and logs in with `token`.
+async fn log_in(client: &Client, base: &str, token: &str) {
+    until(Duration::from_secs(20), "the web server", || async {
+        client.goto(base).await.ok()?;
+        client.find(Locator::Css("#token")).await.ok()
+    })
+    .await
+    .send_keys(token)
+    .await
+    .unwrap();
+    client
+        .find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 const ALERTING: &str = r#"
 dag: alerting
 params:
@@ -661,21 +680,7 @@ fn the_ui_shows_a_failure_its_notification_and_import_errors() {
     rt.block_on(async {
         let client = session(&chromium, driver_port).await;
         let base = format!("http://{web}/");
-        until(Duration::from_secs(20), "the web server", || async {
-            client.goto(&base).await.ok()?;
-            client.find(Locator::Css("#token")).await.ok()
-        })
-        .await
-        .send_keys(&token)
-        .await
-        .unwrap();
-        client
-            .find(Locator::Css("#login button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        log_in(&client, &base, &token).await;
 
         // The broken file: a banner that says where, beside the DAG that loads.
         let banner = until(
@@ -876,21 +881,7 @@ fn an_asset_event_starts_a_dag_and_the_assets_page_shows_it() {
     rt.block_on(async {
         let base = format!("http://{web}/");
         let client = session(&chromium, driver_port).await;
-        until(Duration::from_secs(20), "the web server", || async {
-            client.goto(&base).await.ok()?;
-            client.find(Locator::Css("#token")).await.ok()
-        })
-        .await
-        .send_keys(&token)
-        .await
-        .unwrap();
-        client
-            .find(Locator::Css("#login button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        log_in(&client, &base, &token).await;
         // The scheduler has read the folder once the DAG is listed.
         until(Duration::from_secs(30), "the DAG list", || async {
             if client
@@ -1032,21 +1023,7 @@ fn a_mapped_tasks_instances_appear_in_the_run_page_and_the_grid() {
     rt.block_on(async {
         let base = format!("http://{web}/");
         let client = session(&chromium, driver_port).await;
-        until(Duration::from_secs(20), "the web server", || async {
-            client.goto(&base).await.ok()?;
-            client.find(Locator::Css("#token")).await.ok()
-        })
-        .await
-        .send_keys(&token)
-        .await
-        .unwrap();
-        client
-            .find(Locator::Css("#login button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        log_in(&client, &base, &token).await;
         until(Duration::from_secs(30), "the DAG list", || async {
             if client
                 .find(Locator::Css("tr[data-dag='mapped']"))
