@@ -312,6 +312,26 @@ pub async fn read_text(location: &ObjectLocation) -> Result<Option<String>, Stri
     }
 }
 
+/// The files a prefix's [`MANIFEST`] names, as URLs, when it has one: what a reader of the
+/// prefix reads. Objects that no manifest names (an upload that died before writing its
+/// manifest, or an overwrite's old files not yet deleted) are never read.
+pub async fn manifest_urls(location: &ObjectLocation) -> Result<Option<Vec<String>>, String> {
+    if !location.url.ends_with('/') {
+        return Ok(None);
+    }
+    let Some(text) = read_text(&child(location, MANIFEST)).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        text.lines()
+            .filter_map(|line| {
+                let name = line.split('\t').next()?.trim();
+                (!name.is_empty()).then(|| child(location, name).url)
+            })
+            .collect(),
+    ))
+}
+
 /// Deletes the object at `location` (gone already is fine).
 pub async fn delete(location: &ObjectLocation) -> Result<(), String> {
     let (store, _, key) = store(location)?;

@@ -26,16 +26,32 @@ pub fn query_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// Registers an input under its name (an object storage input: its store too).
+/// Registers an input under its name (an object storage input: its store too). A prefix in
+/// object storage with a `_SUCCESS` manifest is read as the files the manifest names, and
+/// nothing else under it (see [`crate::objects::manifest_urls`]).
 pub async fn register_input(
     ctx: &SessionContext,
     input: &TableInput,
 ) -> datafusion::error::Result<()> {
     let path = match &input.location {
         Location::Local(path) => path_string(path),
-        Location::Object(object) => crate::objects::register(ctx, object)
-            .await
-            .map_err(DataFusionError::Execution)?,
+        Location::Object(object) => {
+            let path = crate::objects::register(ctx, object)
+                .await
+                .map_err(DataFusionError::Execution)?;
+            // `register` answers a prefix (whether its URL ended in `/` or not) with a `/`.
+            let prefix = amdahl_dags::ObjectLocation {
+                url: path.clone(),
+                options: object.options.clone(),
+            };
+            let named = crate::objects::manifest_urls(&prefix)
+                .await
+                .map_err(DataFusionError::Execution)?;
+            if let Some(files) = named {
+                return register_files(ctx, input, &files).await;
+            }
+            path
+        }
     };
     match input.format {
         DatasetFormat::Parquet => {
@@ -47,6 +63,47 @@ pub async fn register_input(
                 .await
         }
     }
+}
+
+/// Registers the table `input.name` as exactly `files` (URLs of one store, already
+/// registered), read with the options `register_parquet`/`register_csv` would use.
+async fn register_files(
+    ctx: &SessionContext,
+    input: &TableInput,
+    files: &[String],
+) -> datafusion::error::Result<()> {
+    use datafusion::datasource::file_format::options::ReadOptions;
+    use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+    if files.is_empty() {
+        return Err(DataFusionError::Execution(format!(
+            "the manifest at {} names no files",
+            input.location
+        )));
+    }
+    let urls = files
+        .iter()
+        .map(ListingTableUrl::parse)
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let (config, table_options) = (ctx.copied_config(), ctx.copied_table_options());
+    let options = match input.format {
+        DatasetFormat::Parquet => {
+            ParquetReadOptions::default().to_listing_options(&config, table_options)
+        }
+        DatasetFormat::Csv => CsvReadOptions::new()
+            .has_header(true)
+            .to_listing_options(&config, table_options),
+    }
+    // The manifest names each file: its extension is not checked again.
+    .with_file_extension("");
+    let table = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    ctx.register_table(
+        &input.name,
+        std::sync::Arc::new(ListingTable::try_new(table)?),
+    )?;
+    Ok(())
 }
 
 /// DataFusion treats a path ending in `/` as a folder of files.

@@ -496,3 +496,143 @@ fn a_ballista_task_runs_on_the_standalone_cluster() {
     );
     assert!(!logs.contains("cluster"), "{logs}");
 }
+
+/// `output:` in S3 is whole or absent, whatever happens to the process writing it. A run
+/// publishes version 1; the next run's process is killed (SIGKILL) once its export has begun:
+/// the manifest still names version 1 alone, and a DAG reading the prefix as a dataset sees
+/// version 1 only. The run after that replaces it: its files and manifest, and the killed
+/// attempt's objects (if any got there) are deleted.
+fn a_killed_export_leaves_the_previous_output(amdahl: &Amdahl) {
+    use amdahl_executors::testing::LocalS3;
+    let s3 = LocalS3::start().unwrap();
+    s3.create_bucket("lake").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = format!("{{ endpoint: \"{}\", allow_http: true }}", s3.endpoint);
+    let export = dir.path().join("export.yaml");
+    std::fs::write(
+        &export,
+        format!(
+            "dag: export\nparams: {{ version: 1 }}\ndefaults: {{ retries: 0 }}\ntasks:\n  \
+             items: {{ generate: {{ tpch: lineitem, scale_factor: 0.05 }} }}\n  \
+             revenue:\n    needs: [items]\n    \
+             sql: \"SELECT {{{{ params.version }}}} AS version, l_orderkey, l_extendedprice FROM items\"\n    \
+             output: {{ uri: \"s3://lake/revenue/\", options: {options} }}\n"
+        ),
+    )
+    .unwrap();
+    let reader = dir.path().join("reader.yaml");
+    std::fs::write(
+        &reader,
+        format!(
+            "dag: reader\ndatasets:\n  revenue: {{ uri: \"s3://lake/revenue/\", format: parquet, \
+             options: {options} }}\ntasks:\n  versions:\n    \
+             sql: \"SELECT version, COUNT(*) AS n FROM revenue GROUP BY version\"\n"
+        ),
+    )
+    .unwrap();
+    let (export, reader) = (export.to_str().unwrap(), reader.to_str().unwrap());
+    let with_s3 = |args: &[&str]| {
+        let mut cmd = amdahl.command(args);
+        cmd.envs(s3.env());
+        cmd
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let objects = || rt.block_on(s3.list("s3://lake/revenue/")).unwrap();
+    let manifest = || {
+        let bytes = rt.block_on(s3.get("s3://lake/revenue/_SUCCESS")).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        text.lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // A DAG reading the prefix as a dataset: its run's (version, rows) per version.
+    let read = |run: i64| {
+        assert_success(&with_s3(&["run", reader]).output().unwrap(), "the reader");
+        output_rows(&amdahl.home.path().join(format!("data/runs/{run}/versions")))
+    };
+
+    assert_success(
+        &with_s3(&["run", export, "--param", "version=1"])
+            .output()
+            .unwrap(),
+        "version 1",
+    );
+    assert_eq!(manifest(), ["run-1-attempt-1-part-0.parquet"]);
+    let seen = read(2);
+    assert!(seen.contains("| 1       |"), "{seen}");
+
+    // Version 2, killed once its export has begun (the attempt's staged copy exists).
+    let mut child = with_s3(&["run", export, "--param", "version=2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staged = amdahl
+        .home
+        .path()
+        .join("data/runs/3/.revenue.attempt-1.export");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !staged.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the export never began: {}",
+            staged.display()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its export could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        manifest(),
+        ["run-1-attempt-1-part-0.parquet"],
+        "the killed attempt's manifest was written"
+    );
+    // Whether the kill came before or during the upload, nothing names the killed attempt's
+    // objects, and the reader below does not see them.
+    eprintln!("after the kill: {:?}", objects());
+    let seen = read(4);
+    assert!(
+        seen.contains("| 1       |") && !seen.contains("| 2       |"),
+        "{seen}"
+    );
+
+    // The next run replaces it: its files alone, and what the killed attempt left is gone.
+    assert_success(
+        &with_s3(&["run", export, "--param", "version=3"])
+            .output()
+            .unwrap(),
+        "version 3",
+    );
+    assert_eq!(manifest(), ["run-5-attempt-1-part-0.parquet"]);
+    assert_eq!(
+        objects(),
+        [
+            "s3://lake/revenue/_SUCCESS".to_string(),
+            "s3://lake/revenue/run-5-attempt-1-part-0.parquet".to_string()
+        ]
+    );
+    let seen = read(6);
+    assert!(
+        seen.contains("| 3       |") && !seen.contains("| 1       |"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn sqlite_a_killed_export_leaves_the_previous_output() {
+    a_killed_export_leaves_the_previous_output(&Amdahl::sqlite());
+}
+
+#[test]
+fn postgres_a_killed_export_leaves_the_previous_output() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    a_killed_export_leaves_the_previous_output(&Amdahl::with_database(&db.url));
+    rt.block_on(db.drop_database());
+}

@@ -260,6 +260,104 @@ async fn a_sensor_waits_for_an_object_and_a_prefix_in_s3() {
     assert!(error.to_string().contains("s3://lake/raw"), "{error}");
 }
 
+/// A prefix with a `_SUCCESS` manifest is read as the files the manifest names: the parts
+/// of an upload that died before its manifest (another run's, here) are not read, and a
+/// manifest naming them makes them read. With and without the trailing `/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_with_a_manifest_reads_the_files_it_names() {
+    let s3 = LocalS3::start().unwrap();
+    s3.create_bucket("lake").unwrap();
+    let file = |run: i64| format!("run-{run}-attempt-1-part-0.parquet");
+    s3.put(
+        &format!("s3://lake/revenue/{}", file(1)),
+        facts_file(0, 100),
+    )
+    .await
+    .unwrap();
+    s3.put(
+        &format!("s3://lake/revenue/{}", file(2)),
+        facts_file(10_000, 50),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let count = |prefix: &'static str, out: &'static str| {
+        let location = s3.location(prefix);
+        let out = dir.path().join(out);
+        async move {
+            let (log, _lines) = LogSink::channel();
+            executors()
+                .execute(
+                    &stage(
+                        Work::Sql {
+                            query: "SELECT COUNT(*) AS n, MIN(id) AS first, MAX(id) AS last \
+                                    FROM revenue"
+                                .into(),
+                        },
+                        vec![object("revenue", location, DatasetFormat::Parquet)],
+                        Some(out.clone()),
+                        &out,
+                    ),
+                    &log,
+                )
+                .await
+                .unwrap();
+            read_parquet(&out, "n").await
+        }
+    };
+    s3.put(
+        "s3://lake/revenue/_SUCCESS",
+        format!("{}\t1\n", file(1)).into_bytes(),
+    )
+    .await
+    .unwrap();
+    for (prefix, out) in [("s3://lake/revenue/", "a"), ("s3://lake/revenue", "b")] {
+        let shown = count(prefix, out).await;
+        assert!(
+            shown.contains("| 100 | 0     | 99   |"),
+            "{prefix}:\n{shown}"
+        );
+    }
+    s3.put(
+        "s3://lake/revenue/_SUCCESS",
+        format!("{}\t1\n{}\t1\n", file(1), file(2)).into_bytes(),
+    )
+    .await
+    .unwrap();
+    let shown = count("s3://lake/revenue/", "c").await;
+    assert!(shown.contains("| 150 | 0     | 10049 |"), "{shown}");
+    // A manifest naming nothing is an error, said with the URL.
+    s3.put("s3://lake/revenue/_SUCCESS", Vec::new())
+        .await
+        .unwrap();
+    let (log, _lines) = LogSink::channel();
+    let out = dir.path().join("d");
+    let error = executors()
+        .execute(
+            &stage(
+                Work::Sql {
+                    query: "SELECT * FROM revenue".into(),
+                },
+                vec![object(
+                    "revenue",
+                    s3.location("s3://lake/revenue/"),
+                    DatasetFormat::Parquet,
+                )],
+                Some(out.clone()),
+                &out,
+            ),
+            &log,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("manifest at s3://lake/revenue/ names no files"),
+        "{error}"
+    );
+}
+
 /// An output published in object storage previews as one on a local disk does: its parts in
 /// name order (the manifest left out), the first rows read by ranges, the columns' types.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,6 +116,28 @@ async fn assert_expanded(store: &Store, run_id: i64) {
         logs.iter().any(|l| l.line.contains("mapped over 3 values")),
         "{logs:?}"
     );
+    // The grid's paged columns name tasks; a mapped task's cells bring its instances, and a
+    // task that maps nothing brings none.
+    let page = ["per_region".to_string(), "names".to_string()];
+    let mut cells: Vec<(String, String)> = store
+        .grid_cells(&[run_id], Some(&page))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.task_id, c.state))
+        .collect();
+    cells.sort();
+    let success = |id: &str| (id.to_string(), "success".to_string());
+    assert_eq!(
+        cells,
+        [
+            success("names"),
+            success("per_region"),
+            success("per_region[0]"),
+            success("per_region[1]"),
+            success("per_region[2]"),
+        ]
+    );
     // An empty list skips the task, and what needs it follows the trigger rule.
     let nothing = find(&tasks, "nothing");
     assert_eq!(nothing.state, TaskState::Skipped);

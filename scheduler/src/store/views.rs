@@ -251,10 +251,11 @@ impl Store {
             .collect())
     }
 
-    /// The grid's cells: the tasks of the given runs, all of them or only the named ones.
-    /// Looked up by primary key (run, task), so a page costs its cells, not the runs' size
-    /// (SQLite plans `IN (SELECT value FROM json_each(..))` as key lookups; a join with
-    /// `json_each` it plans as a scan of each run).
+    /// The grid's cells: the tasks of the given runs, all of them or only the named ones with
+    /// their mapped instances (`task[0]`…, which share their task's position). Looked up by
+    /// primary key (run, task), then by (run, position) for each named task's instances, so a
+    /// page costs its cells, not the runs' size (SQLite plans `IN (SELECT value FROM
+    /// json_each(..))` as key lookups; a join with `json_each` it plans as a scan of each run).
     pub async fn grid_cells(
         &self,
         runs: &[i64],
@@ -267,7 +268,12 @@ impl Store {
             (Pool::Postgres(pool), Some(tasks)) => {
                 sqlx::query_as(
                     "SELECT run_id, task_id, state, device FROM task_instances \
-                     WHERE run_id = ANY($1) AND task_id = ANY($2)",
+                     WHERE run_id = ANY($1) AND task_id = ANY($2) \
+                     UNION ALL \
+                     SELECT i.run_id, i.task_id, i.state, i.device FROM task_instances t \
+                     JOIN task_instances i ON i.run_id = t.run_id AND i.position = t.position \
+                       AND i.map_index IS NOT NULL \
+                     WHERE t.run_id = ANY($1) AND t.task_id = ANY($2) AND t.map_index IS NULL",
                 )
                 .bind(runs)
                 .bind(tasks)
@@ -284,7 +290,13 @@ impl Store {
                 sqlx::query_as(
                     "SELECT run_id, task_id, state, device FROM task_instances \
                      WHERE run_id IN (SELECT value FROM json_each($1)) \
-                       AND task_id IN (SELECT value FROM json_each($2))",
+                       AND task_id IN (SELECT value FROM json_each($2)) \
+                     UNION ALL \
+                     SELECT i.run_id, i.task_id, i.state, i.device FROM task_instances t \
+                     JOIN task_instances i ON i.run_id = t.run_id AND i.position = t.position \
+                       AND i.map_index IS NOT NULL \
+                     WHERE t.run_id IN (SELECT value FROM json_each($1)) \
+                       AND t.task_id IN (SELECT value FROM json_each($2)) AND t.map_index IS NULL",
                 )
                 .bind(serde_json::to_string(runs).unwrap_or_default())
                 .bind(json_names(tasks))

@@ -1092,6 +1092,35 @@ fn a_mapped_tasks_instances_appear_in_the_run_page_and_the_grid() {
             serde_json::json!({ "success": 3 }),
             "{grid}"
         );
+        // A page of columns (as for a DAG wider than a screen) counts them the same way.
+        let fetch = |query: &str| {
+            format!(
+                "return fetch('/api/v1/dags/mapped/grid?{query}', {{ headers: {{ Authorization: \
+                   `Bearer ${{sessionStorage.getItem('amdahl-token')}}` }} }}).then((r) => r.json());"
+            )
+        };
+        let paged = client
+            .execute(&fetch("tasks_limit=1"), vec![])
+            .await
+            .unwrap();
+        assert_eq!(paged["tasks"], serde_json::json!(["per_code"]), "{paged}");
+        assert_eq!(paged["next_tasks_from"], 1, "{paged}");
+        assert_eq!(
+            paged["runs"][0]["cells"][0]["instances"],
+            serde_json::json!({ "success": 3 }),
+            "{paged}"
+        );
+        let second = client
+            .execute(&fetch("tasks_from=1&tasks_limit=1"), vec![])
+            .await
+            .unwrap();
+        assert_eq!(second["tasks"], serde_json::json!(["after"]), "{second}");
+        assert_eq!(second["runs"][0]["cells"][0]["state"], "success", "{second}");
+        assert_eq!(
+            second["runs"][0]["cells"][0]["instances"],
+            serde_json::Value::Null,
+            "{second}"
+        );
         client.goto(&format!("{base}#/dags/mapped")).await.unwrap();
         until(Duration::from_secs(10), "the grid", || async {
             client.find(Locator::Css("#grid-canvas")).await.ok()
