@@ -119,6 +119,7 @@ fn inputs(data: &Path) -> Vec<TableInput> {
             name: t.name().to_string(),
             location: Location::Local(data.join(t.name())),
             format: DatasetFormat::Parquet,
+            parts: Vec::new(),
         })
         .collect()
 }

@@ -564,6 +564,7 @@ pub async fn calibrate_cluster(
             None => Location::Local(scratch.path().join("tables").join(dir)),
         },
         format: DatasetFormat::Parquet,
+        parts: Vec::new(),
     };
     let (log, _lines) = LogSink::channel();
     let out = scratch.path().join("out");

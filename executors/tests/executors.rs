@@ -168,6 +168,7 @@ async fn tpch_q1_and_q6_match_datafusion_on_the_same_data() {
             name: "lineitem".into(),
             location: amdahl_dags::Location::Local(lineitem_dir.clone()),
             format: DatasetFormat::Parquet,
+            parts: Vec::new(),
         };
         let outcome = exec
             .execute(
@@ -206,6 +207,7 @@ async fn sql_over_a_csv_dataset() {
             std::fs::canonicalize("../dags/examples/data/regions.csv").unwrap(),
         ),
         format: DatasetFormat::Csv,
+        parts: Vec::new(),
     };
     let (log, mut lines) = LogSink::channel();
     let out = dir.path().join("o");
@@ -271,6 +273,7 @@ async fn shell_output_is_the_log_and_exit_codes_fail() {
         name: "up".into(),
         location: amdahl_dags::Location::Local(dir.path().join("up")),
         format: DatasetFormat::Parquet,
+        parts: Vec::new(),
     };
     let ok = executors()
         .execute(
@@ -382,6 +385,7 @@ async fn dense_stages_and_split_parts_hold_memory_within_the_budget() {
         name: name.into(),
         location: amdahl_dags::Location::Local(path),
         format: DatasetFormat::Parquet,
+        parts: Vec::new(),
     };
     let run = |exec: Executors, work: Work, inputs: Vec<TableInput>, out: &str, shards: u32| {
         let mut stage = stage(work, inputs, Some(dir.path().join(out)), dir.path());
@@ -478,6 +482,7 @@ async fn a_memory_budget_spills_or_fails_clearly() {
         name: "lineitem".into(),
         location: amdahl_dags::Location::Local(lineitem),
         format: DatasetFormat::Parquet,
+        parts: Vec::new(),
     };
     // DataFusion sets 10 MB aside per partition to merge a sort's spill files: one partition
     // and 32 MiB leave 22 for sorting.
@@ -559,6 +564,7 @@ async fn after_the_gpu_is_lost_gpu_stages_run_on_the_cpu_and_say_why() {
             name: "numbers".into(),
             location: amdahl_dags::Location::Local(data),
             format: DatasetFormat::Parquet,
+            parts: Vec::new(),
         }],
         Some(dir.path().join("out")),
         dir.path(),

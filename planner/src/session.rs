@@ -33,24 +33,23 @@ pub async fn register_input(
     ctx: &SessionContext,
     input: &TableInput,
 ) -> datafusion::error::Result<()> {
+    if !input.parts.is_empty() {
+        let mut files = Vec::new();
+        for part in std::iter::once(&input.location).chain(&input.parts) {
+            files.extend(object_files(ctx, part).await?);
+        }
+        return register_files(ctx, input, &files).await;
+    }
     let path = match &input.location {
         Location::Local(path) => path_string(path),
-        Location::Object(object) => {
-            let path = crate::objects::register(ctx, object)
-                .await
-                .map_err(DataFusionError::Execution)?;
-            // `register` answers a prefix (whether its URL ended in `/` or not) with a `/`.
-            let prefix = amdahl_dags::ObjectLocation {
-                url: path.clone(),
-                options: object.options.clone(),
-            };
-            let named = crate::objects::manifest_urls(&prefix)
-                .await
-                .map_err(DataFusionError::Execution)?;
-            if let Some(files) = named {
-                return register_files(ctx, input, &files).await;
+        Location::Object(_) => {
+            let files = object_files(ctx, &input.location).await?;
+            match files.as_slice() {
+                // The object, a prefix without a manifest (DataFusion lists it), or the one
+                // file a manifest names.
+                [path] => path.clone(),
+                _ => return register_files(ctx, input, &files).await,
             }
-            path
         }
     };
     match input.format {
@@ -63,6 +62,30 @@ pub async fn register_input(
                 .await
         }
     }
+}
+
+/// The URLs one part of a table stands for: the files its manifest names, or the object or
+/// prefix itself. Registers its store.
+async fn object_files(
+    ctx: &SessionContext,
+    part: &Location,
+) -> datafusion::error::Result<Vec<String>> {
+    let Location::Object(object) = part else {
+        return Err(DataFusionError::Execution(format!(
+            "{part}: a table read in parts is read from object storage"
+        )));
+    };
+    let path = crate::objects::register(ctx, object)
+        .await
+        .map_err(DataFusionError::Execution)?;
+    let prefix = amdahl_dags::ObjectLocation {
+        url: path.clone(),
+        options: object.options.clone(),
+    };
+    Ok(crate::objects::manifest_urls(&prefix)
+        .await
+        .map_err(DataFusionError::Execution)?
+        .unwrap_or_else(|| vec![path]))
 }
 
 /// Registers the table `input.name` as exactly `files` (URLs of one store, already
@@ -123,6 +146,10 @@ pub struct TableInput {
     /// A file, or a folder of files of the same format, here or in object storage.
     pub location: Location,
     pub format: DatasetFormat,
+    /// Further locations read as part of the same table, after `location`: the outputs of a
+    /// mapped task's instances in object storage, one prefix each. Empty for every other
+    /// input; only SQL stages are given inputs with parts (see `runner::attempt`).
+    pub parts: Vec<Location>,
 }
 
 impl TableInput {
@@ -132,6 +159,7 @@ impl TableInput {
             name: name.into(),
             location: Location::Local(path.into()),
             format,
+            parts: Vec::new(),
         }
     }
 
@@ -152,6 +180,7 @@ impl TableInput {
             name: dataset.name.clone(),
             location: dataset.location_for(context, base_dir)?,
             format: dataset.format,
+            parts: Vec::new(),
         })
     }
 }
@@ -162,6 +191,7 @@ impl From<&amdahl_dags::Dataset> for TableInput {
             name: dataset.name.clone(),
             location: dataset.location.clone(),
             format: dataset.format,
+            parts: Vec::new(),
         }
     }
 }

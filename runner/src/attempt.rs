@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use amdahl_dags::mapping::Over;
+use amdahl_dags::mapping::{Over, split_instance};
 use amdahl_dags::{Dag, Generate, RunContext, TaskKind, template};
 use amdahl_executors::storage::{DataRoot, attempt_output_dir, publish_output, task_output_dir};
 use amdahl_executors::{
@@ -117,15 +117,35 @@ pub fn prepare_stage(
                  succeed (a SQL task skipped by its `when.sql` leaves an empty table)"
             )
         };
+        let mut parts = Vec::new();
         let location = if data_root.shared.is_some() {
             if dag.task(need).is_some_and(|t| t.map.is_some()) {
-                return Err(format!(
-                    "task `{need}` is mapped: reading its instances' outputs from a shared data \
-                     root is not supported yet (run with a local data root)"
-                ));
+                // Each instance published its own prefix: read in index order as one table.
+                if !reads_through_sql(task, expansion.is_some()) {
+                    return Err(format!(
+                        "task `{need}` is mapped and its instances' outputs are in object \
+                         storage: only a `sql` task without `shards` (or a `map.over` or \
+                         `wait.sql` query) reads them as one table"
+                    ));
+                }
+                let mut instances: Vec<(usize, &String)> = published
+                    .iter()
+                    .filter_map(|(id, url)| match split_instance(id) {
+                        (task, Some(index)) if task == need => Some((index, url)),
+                        _ => None,
+                    })
+                    .collect();
+                instances.sort();
+                let mut urls = instances.into_iter().map(|(_, url)| url);
+                let first = urls.next().ok_or_else(missing)?;
+                for url in urls {
+                    parts.push(amdahl_dags::Location::parse(url, Path::new("/"))?);
+                }
+                amdahl_dags::Location::parse(first, Path::new("/"))?
+            } else {
+                let url = published.get(need).ok_or_else(missing)?;
+                amdahl_dags::Location::parse(url, Path::new("/"))?
             }
-            let url = published.get(need).ok_or_else(missing)?;
-            amdahl_dags::Location::parse(url, Path::new("/"))?
         } else {
             let dir = task_output_dir(&data_root.local, context.run_id, need);
             if !dir.exists() {
@@ -137,6 +157,7 @@ pub fn prepare_stage(
             name: need.clone(),
             location,
             format: amdahl_dags::DatasetFormat::Parquet,
+            parts,
         });
     }
     Ok(Stage {
@@ -175,6 +196,15 @@ pub fn prepare_stage(
             })
             .transpose()?,
     })
+}
+
+/// Whether everything the task reads its inputs with registers them as tables (a query),
+/// so an input in several parts reads whole: a `sql` task that is not split, a mapped task's
+/// expansion (its `map.over`) and a sensor (`wait.sql`; a `wait.uri` reads no input).
+fn reads_through_sql(task: &amdahl_dags::Task, expansion: bool) -> bool {
+    expansion
+        || matches!(task.kind, TaskKind::Wait(_))
+        || (matches!(task.kind, TaskKind::Sql(_)) && task.shards <= 1)
 }
 
 /// What a task of `kind` does in this run, its templates rendered.
@@ -756,4 +786,87 @@ pub async fn record_result(
     let finish = finish_of(end, result);
     log_failure(store, &finish).await?;
     store.finish_attempt(&finish).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAG: &str = r#"
+dag: mapped
+tasks:
+  per_code:
+    map: { over: "{{ params.codes }}", as: code }
+    sql: "SELECT '{{ code }}' AS code"
+  report:
+    needs: [per_code]
+    sql: "SELECT * FROM per_code"
+  split:
+    needs: [per_code]
+    shards: 2
+    sql: "SELECT * FROM per_code"
+  command:
+    needs: [per_code]
+    shell: "cat $AMDAHL_INPUT_PER_CODE"
+params:
+  codes: [a, b, c]
+"#;
+
+    /// With a shared root, a mapped task's instances are read in index order as one table (the
+    /// first prefix its location, the others its parts), by what reads through a query only.
+    #[test]
+    fn a_mapped_needs_instances_in_object_storage_are_one_input_in_parts() {
+        let dir = std::env::temp_dir();
+        let dag = amdahl_dags::load_bytes("mapped.yaml", &dir, DAG.as_bytes())
+            .unwrap_or_else(|e| panic!("{}", e.render()));
+        let context = RunContext::new(&dag, 7, "2026-12-07T00:00:00Z".into(), dag.params.clone());
+        let root = DataRoot {
+            local: dir.clone(),
+            shared: Some(amdahl_dags::ObjectLocation {
+                url: "s3://lake/amdahl".into(),
+                options: Default::default(),
+            }),
+        };
+        let url = |i: usize| format!("s3://lake/amdahl/runs/7/per_code[{i}]/attempt-1/");
+        // Ten instances, so that index order is not text order.
+        let published: HashMap<String, String> = (0..10)
+            .rev()
+            .map(|i| (format!("per_code[{i}]"), url(i)))
+            .chain([("per_code".to_string(), "s3://lake/elsewhere/".to_string())])
+            .collect();
+        let stage = prepare_stage(&dag, &context, "report", 1, &root, &published).unwrap();
+        let input = stage
+            .inputs
+            .iter()
+            .find(|i| i.name == "per_code")
+            .expect("an input per_code");
+        let urls: Vec<String> = std::iter::once(&input.location)
+            .chain(&input.parts)
+            .map(|l| l.to_string())
+            .collect();
+        assert_eq!(urls, (0..10).map(url).collect::<Vec<_>>());
+
+        for task in ["split", "command"] {
+            let refused = prepare_stage(&dag, &context, task, 1, &root, &published).unwrap_err();
+            assert!(
+                refused.contains("task `per_code` is mapped")
+                    && refused.contains("only a `sql` task"),
+                "{task}: {refused}"
+            );
+        }
+        // No instance published (the map was empty, or they failed): nothing to read.
+        let missing =
+            prepare_stage(&dag, &context, "report", 1, &root, &HashMap::new()).unwrap_err();
+        assert!(missing.contains("left no output"), "{missing}");
+        // A local root reads the task's folder, whose `map=i` folders are the instances.
+        let local = prepare_stage(
+            &dag,
+            &context,
+            "report",
+            1,
+            &DataRoot::local(&dir),
+            &published,
+        );
+        assert!(local.is_err_and(|e| e.contains("left no output")));
+    }
 }

@@ -636,3 +636,32 @@ fn postgres_a_killed_export_leaves_the_previous_output() {
     a_killed_export_leaves_the_previous_output(&Amdahl::with_database(&db.url));
     rt.block_on(db.drop_database());
 }
+
+/// A mapped task's instances publish their outputs in the bucket (`--data-root s3://…`), one
+/// prefix each; the task after them reads them as one table, as it does on a local disk.
+#[test]
+fn mapped_outputs_in_s3_are_read_as_one_table() {
+    let s3 = amdahl_executors::testing::LocalS3::start().unwrap();
+    s3.create_bucket("lake").unwrap();
+    let amdahl = Amdahl::sqlite();
+    let example = "dags/examples/mapped_regions.yaml";
+    assert_success(&amdahl.run(&["run", example]), "on a local disk");
+    let mut cmd = amdahl.command(&["run", example, "--data-root", "s3://lake/amdahl"]);
+    cmd.envs(s3.env());
+    assert_success(&cmd.output().unwrap(), "with its outputs in S3");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let published = rt.block_on(s3.list("s3://lake/amdahl/runs/2/")).unwrap();
+    for instance in 0..4 {
+        let manifest = format!("s3://lake/amdahl/runs/2/per_region[{instance}]/attempt-1/_SUCCESS");
+        assert!(published.contains(&manifest), "{published:#?}");
+    }
+    let local = output_rows(&amdahl.home.path().join("data/runs/1/report"));
+    assert!(
+        local.contains("region") && local.lines().count() > 5,
+        "{local}"
+    );
+    assert_eq!(
+        object_rows(&s3, "s3://lake/amdahl/runs/2/report/attempt-1/"),
+        local
+    );
+}

@@ -163,6 +163,7 @@ async fn queries_on_a_standalone_cluster_answer_what_datafusion_does() {
         name: "lineitem".into(),
         location: Location::Object(s3.location("s3://lake/lineitem/")),
         format: DatasetFormat::Parquet,
+        parts: Vec::new(),
     };
     let from_s3 = dir.path().join("q1-ballista-s3");
     run(&cluster, Engine::Ballista, q1, vec![remote], &from_s3)

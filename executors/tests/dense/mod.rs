@@ -21,6 +21,7 @@ fn table(name: &str, path: &Path) -> TableInput {
         name: name.into(),
         location: amdahl_dags::Location::Local(path.to_path_buf()),
         format: DatasetFormat::Parquet,
+        parts: Vec::new(),
     }
 }
 
@@ -388,6 +389,7 @@ async fn bad_dense_inputs_fail_with_what_is_wrong() {
                     name: "b".into(),
                     location: amdahl_dags::Location::Local(a.join("part-0.parquet")),
                     format: DatasetFormat::Csv,
+                    parts: Vec::new(),
                 },
             ],
             "table `b` is CSV; vector columns must come from Parquet",

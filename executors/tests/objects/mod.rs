@@ -69,6 +69,7 @@ fn object(name: &str, location: ObjectLocation, format: DatasetFormat) -> TableI
         name: name.into(),
         location: Location::Object(location),
         format,
+        parts: Vec::new(),
     }
 }
 

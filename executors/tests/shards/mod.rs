@@ -120,6 +120,7 @@ fn tables(dir: &Path) -> Vec<TableInput> {
         name: name.into(),
         location: amdahl_dags::Location::Local(path),
         format,
+        parts: Vec::new(),
     };
     vec![
         input("facts", facts_dir, DatasetFormat::Parquet),
@@ -307,6 +308,7 @@ async fn parts_cover_every_row_once() {
             name: "t".into(),
             location: amdahl_dags::Location::Local(path),
             format: DatasetFormat::Parquet,
+            parts: Vec::new(),
         }];
         let ctx = shards::session(2, Default::default());
         amdahl_executors::sql::register_input(&ctx, &inputs[0])
@@ -372,6 +374,7 @@ async fn gpu_parts_run_partial_aggregate_kernels() {
         name: "lineitem".into(),
         location: amdahl_dags::Location::Local(lineitem),
         format: DatasetFormat::Parquet,
+        parts: Vec::new(),
     }];
     for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
         let sql = tpch_query(task);
@@ -430,6 +433,7 @@ async fn parts_shared_between_the_cpu_and_a_real_gpu_combine_exactly() {
         name: "lineitem".into(),
         location: amdahl_dags::Location::Local(lineitem),
         format: DatasetFormat::Parquet,
+        parts: Vec::new(),
     }];
     for task in ["q1_pricing_summary", "q6_forecast_revenue"] {
         let sql = tpch_query(task);
