@@ -19,7 +19,9 @@ struct Stop<'a> {
 }
 
 /// [`Store::finish_attempts`] on PostgreSQL: one statement over arrays, in a transaction that
-/// is rolled back (`None`) if the task rows and attempt rows it updated do not pair up.
+/// is rolled back (`None`) if the task rows and attempt rows it updated do not pair up. A
+/// single end takes it too (one statement rather than two). Its commit does not wait for the
+/// disk (see [`Store::relaxed`]: a lost end is a retried task).
 async fn finish_attempts_postgres(
     pool: &sqlx::PgPool,
     ends: &[FinishAttempt],
@@ -92,6 +94,7 @@ const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
                 THEN COALESCE(ti.waiting_since_ms, ti.started_at_ms) ELSE ti.waiting_since_ms END \
         FROM e WHERE ti.run_id = e.run_id AND ti.task_id = e.task_id AND ti.state = 'running' \
             AND ti.attempts = e.attempt \
+            AND set_config('synchronous_commit', 'off', true) = 'off' \
         RETURNING e.attempt_id), \
      a AS ( \
         UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, \
@@ -136,6 +139,14 @@ async fn finish_attempts_sqlite(
 }
 
 type Args<DB> = <DB as sqlx::Database>::Arguments;
+
+/// The refusal of a report for an attempt that is no longer its task's current one.
+fn stale(f: &FinishAttempt) -> StoreError {
+    StoreError::Conflict(format!(
+        "attempt {} of task {} in run {} is no longer current",
+        f.attempt, f.task_id, f.run_id
+    ))
+}
 
 /// The task half of recording an attempt's end, fenced by the attempt number.
 fn finish_task_query<DB: sqlx::Database>(f: &FinishAttempt) -> sqlx::query::Query<'_, DB, Args<DB>>
@@ -252,16 +263,21 @@ impl Store {
                 f.attempt_state
             )));
         }
+        if let Pool::Postgres(pool) = &self.pool
+            && f.mapped.is_none()
+            && let Some([recorded]) = finish_attempts_postgres(pool, std::slice::from_ref(f))
+                .await?
+                .as_deref()
+        {
+            return if *recorded { Ok(()) } else { Err(stale(f)) };
+        }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let task_rows = finish_task_query(f).execute(&mut *tx).await?.rows_affected();
             let attempt_rows = finish_attempt_query(f).execute(&mut *tx).await?.rows_affected();
             if task_rows != 1 || attempt_rows != 1 {
                 // Dropping the transaction rolls it back: a stale report changes nothing.
-                return Err(StoreError::Conflict(format!(
-                    "attempt {} of task {} in run {} is no longer current",
-                    f.attempt, f.task_id, f.run_id
-                )));
+                return Err(stale(f));
             }
             record_produced!(tx, f);
             expand_mapped!(tx, f);

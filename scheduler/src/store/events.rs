@@ -266,11 +266,15 @@ impl Store {
     pub async fn signal(&self, topic: Topic) {
         self.signals.wake(topic);
         if let (super::Pool::Postgres(pool), Some(remote)) = (&self.pool, &self.signals.remote) {
-            let _ = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(topic.channel())
-                .bind(&remote.token)
-                .execute(pool)
-                .await;
+            // A wake-up lost in a server crash is harmless (listeners reconnect and look),
+            // so its commit does not wait for the disk (see `Store::relaxed`).
+            let _ = sqlx::query(
+                "SELECT pg_notify($1, $2), set_config('synchronous_commit', 'off', true)",
+            )
+            .bind(topic.channel())
+            .bind(&remote.token)
+            .execute(pool)
+            .await;
         }
     }
 

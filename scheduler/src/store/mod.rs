@@ -416,6 +416,24 @@ impl Store {
         )))
     }
 
+    /// Appended to the `WHERE` of a write whose loss in a *database server* crash costs only
+    /// a redo, so that its commit does not wait for the disk: an attempt's end (a lost end
+    /// leaves the task running under a lease that its worker gives up or that expires, and
+    /// the task is retried, as after a worker crash) and the queueing of ready tasks (decided
+    /// again from the run's state). On PostgreSQL `set_config(…, true)` is `SET LOCAL
+    /// synchronous_commit = off` for the statement's transaction: the commit returns before
+    /// the WAL reaches the disk, and the next durable commit (a claim, a lease renewal, a run
+    /// created) flushes it with everything before it. The server's own recovery keeps what
+    /// was flushed consistent; nothing is half-written. A claim stays durable: a lost claim
+    /// would let a second worker start a task the first still runs. SQLite runs with
+    /// `synchronous = NORMAL` (no fsync per commit in WAL mode) for every write already.
+    pub(crate) fn relaxed(&self) -> &'static str {
+        match self.pool {
+            Pool::Postgres(_) => " AND set_config('synchronous_commit', 'off', true) = 'off'",
+            Pool::Sqlite(_) => "",
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self.pool {
             Pool::Postgres(_) => "postgres",

@@ -153,7 +153,7 @@ impl Store {
                 for id in chunk {
                     ids.push_bind(*id);
                 }
-                update.push(")");
+                update.push(")").push(self.relaxed());
                 update.build().execute(pool).await?.rows_affected()
             });
         }
