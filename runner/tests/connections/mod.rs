@@ -108,3 +108,43 @@ async fn sqlite_processes_on_one_file_wake_each_other() {
     writing.close().await;
     waiting.close().await;
 }
+
+/// Closing a store that listens ends its listening connection too: nothing is left open on
+/// the server, and the close does not wait for the listener's next look (5 s; the bound
+/// here is 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_closing_a_listening_store_leaves_no_connection_open() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let database = db
+        .url
+        .split('?')
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let admin_url = std::env::var("AMDAHL_TEST_POSTGRES_URL").unwrap();
+    let store = Store::connect_with(&db.url, Connections::COMMAND)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let mut waiter = store.subscribe(Topic::Queued).await.unwrap();
+    assert!(!waiter.wait(Duration::from_millis(50)).await);
+    assert_eq!(backends(&admin_url, &database).await.len(), 2);
+    tokio::time::timeout(Duration::from_secs(2), store.close())
+        .await
+        .expect("the store closed while its listener was waiting");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !backends(&admin_url, &database).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(waiter);
+    db.drop_database().await;
+}
