@@ -169,6 +169,30 @@ pub async fn assets_start_one_run_per_event_under_two_schedulers(db: &TestDb) {
     let causes = store.run_causes(newest).await.unwrap();
     assert_eq!(causes.iter().map(|e| e.id).collect::<Vec<_>>(), posted);
     assert_eq!(causes[2].extra_json.as_deref(), Some("{\"rows\": 3}"));
+
+    // The assets page's list (a few range queries for a page) says what each asset's own
+    // summary says, a page at a time.
+    let whole = store.asset_summaries("", 100).await.unwrap();
+    let names: Vec<&str> = whole.iter().map(|s| s.asset.as_str()).collect();
+    assert_eq!(names, ["dag:report", "lake.orders"]);
+    for summary in &whole {
+        assert_eq!(
+            Some(summary),
+            store.asset_summary(&summary.asset).await.unwrap().as_ref()
+        );
+    }
+    let orders = whole.iter().find(|s| s.asset == "lake.orders").unwrap();
+    assert_eq!(orders.events, 4);
+    assert_eq!(
+        orders.last_event.as_ref().map(|e| e.id),
+        posted.last().copied()
+    );
+    let first_page = store.asset_summaries("", 1).await.unwrap();
+    let next_page = store
+        .asset_summaries(&first_page[0].asset, 100)
+        .await
+        .unwrap();
+    assert_eq!([first_page, next_page].concat(), whole);
     let _ = stop.send(());
     let _ = running.await;
 }
