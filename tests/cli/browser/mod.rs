@@ -1072,14 +1072,14 @@ fn a_mapped_tasks_instances_appear_in_the_run_page_and_the_grid() {
         );
         screenshot(&client, "15-mapped-run").await;
 
-        let grid = client
-            .execute(
-                "return fetch('/api/v1/dags/mapped/grid', { headers: { Authorization: \
-                   `Bearer ${sessionStorage.getItem('amdahl-token')}` } }).then((r) => r.json());",
-                vec![],
+        // The grid as the page fetches it, with the session's token.
+        let fetch = |query: &str| {
+            format!(
+                "return fetch('/api/v1/dags/mapped/grid?{query}', {{ headers: {{ Authorization: \
+                   `Bearer ${{sessionStorage.getItem('amdahl-token')}}` }} }}).then((r) => r.json());"
             )
-            .await
-            .unwrap();
+        };
+        let grid = client.execute(&fetch(""), vec![]).await.unwrap();
         assert_eq!(
             grid["tasks"],
             serde_json::json!(["per_code", "after"]),
@@ -1093,12 +1093,6 @@ fn a_mapped_tasks_instances_appear_in_the_run_page_and_the_grid() {
             "{grid}"
         );
         // A page of columns (as for a DAG wider than a screen) counts them the same way.
-        let fetch = |query: &str| {
-            format!(
-                "return fetch('/api/v1/dags/mapped/grid?{query}', {{ headers: {{ Authorization: \
-                   `Bearer ${{sessionStorage.getItem('amdahl-token')}}` }} }}).then((r) => r.json());"
-            )
-        };
         let paged = client
             .execute(&fetch("tasks_limit=1"), vec![])
             .await
