@@ -75,7 +75,8 @@ async fn finish_attempts_postgres(
     ))
 }
 
-const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
+const FINISH_MANY_POSTGRES: &str = concat!(
+    "WITH e AS ( \
         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
                              $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
                              $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[], \
@@ -94,7 +95,9 @@ const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
                 THEN COALESCE(ti.waiting_since_ms, ti.started_at_ms) ELSE ti.waiting_since_ms END \
         FROM e WHERE ti.run_id = e.run_id AND ti.task_id = e.task_id AND ti.state = 'running' \
             AND ti.attempts = e.attempt \
-            AND set_config('synchronous_commit', 'off', true) = 'off' \
+            AND ",
+    no_flush_wait!(),
+    " = 'off' \
         RETURNING e.attempt_id), \
      a AS ( \
         UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, \
@@ -104,7 +107,8 @@ const FINISH_MANY_POSTGRES: &str = "WITH e AS ( \
         FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
             AND ta.id IN (SELECT attempt_id FROM t) \
         RETURNING ta.id) \
-     SELECT (SELECT COUNT(*) FROM t) AS tasks, COALESCE((SELECT array_agg(id) FROM a), '{}') AS attempt_ids";
+     SELECT (SELECT COUNT(*) FROM t) AS tasks, COALESCE((SELECT array_agg(id) FROM a), '{}') AS attempt_ids",
+);
 
 /// [`Store::finish_attempts`] on SQLite: the one-end statements, in one transaction (one
 /// writer at a time: the statements are cheap, the commit is what costs).

@@ -268,13 +268,11 @@ impl Store {
         if let (super::Pool::Postgres(pool), Some(remote)) = (&self.pool, &self.signals.remote) {
             // A wake-up lost in a server crash is harmless (listeners reconnect and look),
             // so its commit does not wait for the disk (see `Store::relaxed`).
-            let _ = sqlx::query(
-                "SELECT pg_notify($1, $2), set_config('synchronous_commit', 'off', true)",
-            )
-            .bind(topic.channel())
-            .bind(&remote.token)
-            .execute(pool)
-            .await;
+            let _ = sqlx::query(concat!("SELECT pg_notify($1, $2), ", no_flush_wait!()))
+                .bind(topic.channel())
+                .bind(&remote.token)
+                .execute(pool)
+                .await;
         }
     }
 

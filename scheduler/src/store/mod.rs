@@ -129,6 +129,15 @@ macro_rules! select_tasks {
 /// limits on bound values (65,535 on PostgreSQL, 32,766 on SQLite).
 const INSERT_CHUNK: usize = 1_000;
 
+/// The call that makes the statement's transaction commit without waiting for the WAL flush
+/// on PostgreSQL (`SET LOCAL synchronous_commit = off`), as a literal for `concat!`; where it
+/// is used and why that is safe: [`Store::relaxed`].
+macro_rules! no_flush_wait {
+    () => {
+        "set_config('synchronous_commit', 'off', true)"
+    };
+}
+
 mod assets;
 mod attempts;
 mod backfills;
@@ -429,7 +438,7 @@ impl Store {
     /// `synchronous = NORMAL` (no fsync per commit in WAL mode) for every write already.
     pub(crate) fn relaxed(&self) -> &'static str {
         match self.pool {
-            Pool::Postgres(_) => " AND set_config('synchronous_commit', 'off', true) = 'off'",
+            Pool::Postgres(_) => concat!(" AND ", no_flush_wait!(), " = 'off'"),
             Pool::Sqlite(_) => "",
         }
     }
