@@ -361,7 +361,7 @@ pub struct TaskSpec {
     map: Option<MapSpec>,
     /// A DataFusion SQL query (Jinja template); its result is the task's dataset.
     sql: Option<String>,
-    /// A shell command (Jinja template), run with `sh -c`.
+    /// A shell command (Jinja template), run with `/bin/sh -c`.
     shell: Option<String>,
     generate: Option<GenerateSpec>,
     /// Does nothing and succeeds: a join point or marker. Write `empty: {}`.

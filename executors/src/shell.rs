@@ -1,4 +1,4 @@
-//! `shell` stages: `sh -c <command>` in the DAG file's folder, output captured as the log.
+//! `shell` stages: `/bin/sh -c <command>` in the DAG file's folder, output captured as the log.
 //!
 //! The command runs in its own process group so that a timeout or cancellation kills
 //! everything it started, not only the shell. Environment: `AMDAHL_DAG_ID`, `AMDAHL_RUN_ID`,
@@ -42,7 +42,8 @@ impl Executor for ShellExecutor {
             )));
         };
         let started = std::time::Instant::now();
-        let mut cmd = Command::new("sh");
+        // `/bin/sh`, as `system(3)` runs it: no search of `PATH` for each task.
+        let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(command)
             .current_dir(&stage.work_dir)
@@ -71,7 +72,7 @@ impl Executor for ShellExecutor {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| StageError::Failed(format!("cannot start `sh`: {e}")))?;
+            .map_err(|e| StageError::Failed(format!("cannot start `/bin/sh`: {e}")))?;
         let mut group = KillGroup {
             pgid: child.id().map(|id| id as i32),
         };

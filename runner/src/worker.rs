@@ -162,6 +162,9 @@ impl Worker {
                 .saturating_sub(running.len() - light.len());
             let mut light_free = self.config.light_slots.saturating_sub(light.len());
             if free + light_free > 0 && tokio::time::Instant::now() >= claim_after {
+                // Whatever was queued before this claim, it sees: wake-ups already here are
+                // spent on it.
+                queued.drain();
                 let claimed = self
                     .env
                     .store
@@ -339,16 +342,12 @@ impl Worker {
             return false;
         }
         // Other workers and waiters hear about it without holding up this worker's claim.
-        if moved.queued || moved.finished {
-            let store = store.clone();
-            tokio::spawn(async move {
-                if moved.queued {
-                    store.signal(Topic::Queued).await;
-                }
-                if moved.finished {
-                    store.signal(Topic::Progress).await;
-                }
-            });
+        // This worker's own wake-up is consumed by that claim (see `Subscription::drain`).
+        if moved.queued {
+            store.signal_soon(Topic::Queued);
+        }
+        if moved.finished {
+            store.signal_soon(Topic::Progress);
         }
         true
     }

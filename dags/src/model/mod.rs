@@ -687,7 +687,7 @@ impl Secret {
 pub enum TaskKind {
     /// A DataFusion SQL query (a template) whose result is the task's dataset.
     Sql(Located),
-    /// A shell command line (a template), run with `sh -c`.
+    /// A shell command line (a template), run with `/bin/sh -c`.
     Shell(Located),
     Generate(Generate),
     /// Does nothing and succeeds (Airflow's `EmptyOperator`): a join point, a marker, or a

@@ -91,20 +91,43 @@ async fn postgres_on_this_machine_is_reached_without_tls_on_one_connection() {
 }
 
 /// Two processes on one SQLite file (two stores, as `amdahl scheduler` and `amdahl worker`
-/// are): a waiter in one wakes when the other commits, without a signal it could hear, and not
-/// when nothing was written.
+/// are): a waiter in one wakes when the other signals, and not when nothing was signalled,
+/// nor a second time for a signal of its own process (which its channel already carried).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_processes_on_one_file_wake_each_other() {
     let db = TestDb::sqlite().await;
     let waiting = db.store().await;
     let writing = db.store().await;
     let mut queued = waiting.subscribe(Topic::Queued).await.unwrap();
+    let mut progress = writing.subscribe(Topic::Progress).await.unwrap();
     assert!(
         !queued.wait(Duration::from_millis(200)).await,
-        "woken with nothing written"
+        "woken with nothing signalled"
     );
     writing.set_pool("db", 2, "", 1_000).await.unwrap();
+    writing.signal(Topic::Queued).await;
     assert!(queued.wait(Duration::from_secs(5)).await, "never woken");
+    assert!(
+        !progress.wait(Duration::from_millis(100)).await,
+        "woken by a topic nobody signalled"
+    );
+    // Its own signal wakes a process once, through its channel; the shared file does not
+    // bring it back.
+    waiting.signal(Topic::Queued).await;
+    assert!(
+        queued.wait(Duration::from_secs(1)).await,
+        "own signal heard"
+    );
+    assert!(
+        !queued.wait(Duration::from_millis(200)).await,
+        "its own signal came back"
+    );
+    // Writes alone wake nobody, whichever process makes them.
+    waiting.set_pool("db", 3, "", 2_000).await.unwrap();
+    assert!(
+        !queued.wait(Duration::from_millis(200)).await,
+        "woken by a write"
+    );
     writing.close().await;
     waiting.close().await;
 }

@@ -7,19 +7,19 @@
 //! waiters (a web server's event streams, a scheduler, a worker): the first subscription
 //! starts a task that forwards notifications into the `watch` channels, and it skips the
 //! process's own, which the channels already had. Processes on one SQLite file have no
-//! `NOTIFY`: the first subscription starts a task that reads `PRAGMA data_version` on a
-//! connection of its own every few milliseconds (it changes when another connection commits,
-//! in this process or another) and wakes every waiter when it did. Signals carry no data and may be lost (a
-//! dropped listener connection, a process that starts listening late), so every waiter also
-//! polls: a signal only shortens the wait, correctness never depends on one arriving.
+//! `NOTIFY`: they signal each other through a shared page beside the file (see
+//! [`super::wake_file`]), and the first subscription starts a thread that sleeps on it.
+//! Signals carry no data and may be lost (a dropped listener connection, a process that
+//! starts listening late), so every waiter also polls: a signal only shortens the wait,
+//! correctness never depends on one arriving.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{OnceCell, watch};
 
+use super::wake_file::{self, WakeFile};
 use super::{Result, Store};
 
 /// What a signal says happened.
@@ -33,7 +33,15 @@ pub enum Topic {
 }
 
 impl Topic {
-    const ALL: [Topic; 2] = [Topic::Queued, Topic::Progress];
+    pub(super) const ALL: [Topic; 2] = [Topic::Queued, Topic::Progress];
+
+    /// The topic's place in [`Topic::ALL`].
+    pub(super) fn index(self) -> usize {
+        match self {
+            Topic::Queued => 0,
+            Topic::Progress => 1,
+        }
+    }
 
     fn channel(self) -> &'static str {
         match self {
@@ -45,7 +53,7 @@ impl Topic {
 
 /// The signals of a process, shared by every clone of a [`Store`].
 #[derive(Debug)]
-pub(super) struct Signals {
+pub(crate) struct Signals {
     queued: watch::Sender<u64>,
     progress: watch::Sender<u64>,
     /// PostgreSQL's side, absent on SQLite.
@@ -54,17 +62,12 @@ pub(super) struct Signals {
     file: Option<FileWatch>,
 }
 
-/// How often a process on a SQLite file looks whether another connection committed.
-const FILE_LOOK: Duration = Duration::from_millis(5);
-
-/// The connection a process on a SQLite file watches it with.
+/// A SQLite file's wake file and whether this process watches it yet.
 #[derive(Debug)]
 struct FileWatch {
-    /// A pool of one connection, opened by the first subscription; it only reads (opened
-    /// read-write all the same: a read-only connection to a WAL file needs its `-shm` to exist).
-    pool: SqlitePool,
-    /// Set once the watch runs.
-    watching: OnceCell<()>,
+    file: Arc<WakeFile>,
+    /// Set once the watching thread runs.
+    watching: std::sync::OnceLock<()>,
 }
 
 /// The process's listening connection to PostgreSQL.
@@ -89,17 +92,26 @@ impl Signals {
         }
     }
 
-    /// The signals of a process on a SQLite file, which watches it with `options` once asked.
-    pub(super) fn sqlite_file(options: SqliteConnectOptions) -> Signals {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(options);
-        Signals {
-            file: Some(FileWatch {
-                pool,
-                watching: OnceCell::new(),
+    /// The signals of a process on the SQLite file `database`. Without a wake file (it
+    /// cannot be created) other processes' signals are not heard, and waiters rely on their
+    /// polls.
+    pub(super) fn sqlite_file(database: &std::path::Path) -> Signals {
+        let file = match WakeFile::open(database) {
+            Ok(file) => Some(FileWatch {
+                file: Arc::new(file),
+                watching: std::sync::OnceLock::new(),
             }),
+            Err(e) => {
+                eprintln!(
+                    "note: cannot open the wake file beside {}: {e}; other processes' signals are \
+                     noticed only by polling",
+                    database.display()
+                );
+                None
+            }
+        };
+        Signals {
+            file,
             ..Signals::local()
         }
     }
@@ -130,7 +142,8 @@ impl Signals {
         }
     }
 
-    fn wake(&self, topic: Topic) {
+    /// Wakes this process's waiters on `topic`.
+    pub(super) fn wake(&self, topic: Topic) {
         self.sender(topic).send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -140,7 +153,7 @@ impl Signals {
             remote.pool.close().await;
         }
         if let Some(file) = &self.file {
-            file.pool.close().await;
+            file.file.stop();
         }
     }
 }
@@ -149,21 +162,12 @@ impl Signals {
 /// before this returns, so no signal sent after it is missed.
 async fn listen(signals: &Arc<Signals>) -> Result<()> {
     if let Some(file) = &signals.file {
-        file.watching
-            .get_or_try_init(|| async {
-                let mut connection = file.pool.acquire().await?;
-                let seen: i64 = sqlx::query_scalar("PRAGMA data_version")
-                    .fetch_one(&mut *connection)
-                    .await?;
-                tokio::spawn(watch_file(
-                    connection,
-                    seen,
-                    file.pool.clone(),
-                    Arc::downgrade(signals),
-                ));
-                Ok::<(), super::StoreError>(())
-            })
-            .await?;
+        file.watching.get_or_init(|| {
+            // Threads can run out; waiters still poll.
+            if let Err(e) = wake_file::watch(file.file.clone(), Arc::downgrade(signals)) {
+                eprintln!("note: cannot start watching for other processes' signals: {e}");
+            }
+        });
     }
     let Some(remote) = &signals.remote else {
         return Ok(());
@@ -223,38 +227,6 @@ async fn forward(mut listener: PgListener, signals: Weak<Signals>, token: String
     }
 }
 
-/// Wakes every waiter when another connection committed to the SQLite file, until the store
-/// is closed or gone. A read that fails (the file busy for long) wakes them too: they look.
-async fn watch_file(
-    mut connection: sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    mut seen: i64,
-    pool: SqlitePool,
-    signals: Weak<Signals>,
-) {
-    let mut tick = tokio::time::interval(FILE_LOOK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        let version = sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-            .fetch_one(&mut *connection)
-            .await;
-        let Some(signals) = signals.upgrade() else {
-            return;
-        };
-        match version {
-            Ok(version) if version == seen => {}
-            Ok(version) => {
-                seen = version;
-                Topic::ALL.into_iter().for_each(|topic| signals.wake(topic));
-            }
-            Err(_) => Topic::ALL.into_iter().for_each(|topic| signals.wake(topic)),
-        }
-    }
-}
-
 /// A waiter's end of one topic.
 pub struct Subscription {
     local: watch::Receiver<u64>,
@@ -264,16 +236,40 @@ impl Store {
     /// Tells every waiter on `topic` that something changed. Call it after the change is
     /// committed; a failed `NOTIFY` is not an error (waiters poll anyway).
     pub async fn signal(&self, topic: Topic) {
+        if let Some(notify) = self.signal_here(topic) {
+            notify.await;
+        }
+    }
+
+    /// [`Store::signal`] that does not wait for PostgreSQL's `NOTIFY`: this process's waiters
+    /// and other processes on a SQLite file are told before it returns, the server is told
+    /// meanwhile.
+    pub fn signal_soon(&self, topic: Topic) {
+        if let Some(notify) = self.signal_here(topic) {
+            tokio::spawn(notify);
+        }
+    }
+
+    /// Wakes this process's waiters and other processes on a SQLite file; returns the
+    /// `NOTIFY` that tells other processes on PostgreSQL.
+    fn signal_here(&self, topic: Topic) -> Option<impl Future<Output = ()> + Send + 'static> {
         self.signals.wake(topic);
-        if let (super::Pool::Postgres(pool), Some(remote)) = (&self.pool, &self.signals.remote) {
+        if let Some(file) = &self.signals.file {
+            file.file.signal(topic);
+        }
+        let (super::Pool::Postgres(pool), Some(remote)) = (&self.pool, &self.signals.remote) else {
+            return None;
+        };
+        let (pool, token) = (pool.clone(), remote.token.clone());
+        Some(async move {
             // A wake-up lost in a server crash is harmless (listeners reconnect and look),
             // so its commit does not wait for the disk (see `Store::relaxed`).
             let _ = sqlx::query(concat!("SELECT pg_notify($1, $2), ", no_flush_wait!()))
                 .bind(topic.channel())
-                .bind(&remote.token)
-                .execute(pool)
+                .bind(&token)
+                .execute(&pool)
                 .await;
-        }
+        })
     }
 
     /// Starts listening on `topic`. On PostgreSQL the process's first subscription opens its
@@ -320,8 +316,10 @@ impl Subscription {
         woke
     }
 
-    /// Consumes every signal already delivered; returns whether there was one.
-    fn drain(&mut self) -> bool {
+    /// Consumes every signal already delivered; returns whether there was one. A waiter that
+    /// is about to look anyway (a worker about to claim) drains first, so that what it is
+    /// about to see does not wake it again.
+    pub fn drain(&mut self) -> bool {
         let any = self.local.has_changed().unwrap_or(false);
         self.local.mark_unchanged();
         any

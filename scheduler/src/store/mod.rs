@@ -158,6 +158,7 @@ mod runs;
 mod tasks;
 mod tokens;
 mod views;
+mod wake_file;
 
 pub use assets::{AssetEvent, AssetLink, AssetSummary, CursorMove, Watched};
 pub use backfills::{BackfillRecord, DatedRun, NewBackfill};
@@ -408,7 +409,7 @@ impl Store {
             let signals = if file == ":memory:" {
                 events::Signals::local()
             } else {
-                events::Signals::sqlite_file(options.clone())
+                events::Signals::sqlite_file(Path::new(file))
             };
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
