@@ -33,10 +33,10 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub(super) const ALL: [Topic; 2] = [Topic::Queued, Topic::Progress];
+    const ALL: [Topic; wake_file::SLOTS] = [Topic::Queued, Topic::Progress];
 
-    /// The topic's place in [`Topic::ALL`].
-    pub(super) fn index(self) -> usize {
+    /// The topic's place in [`Topic::ALL`], and its slot in the wake file.
+    fn index(self) -> usize {
         match self {
             Topic::Queued => 0,
             Topic::Progress => 1,
@@ -53,7 +53,7 @@ impl Topic {
 
 /// The signals of a process, shared by every clone of a [`Store`].
 #[derive(Debug)]
-pub(crate) struct Signals {
+pub(super) struct Signals {
     queued: watch::Sender<u64>,
     progress: watch::Sender<u64>,
     /// PostgreSQL's side, absent on SQLite.
@@ -143,7 +143,7 @@ impl Signals {
     }
 
     /// Wakes this process's waiters on `topic`.
-    pub(super) fn wake(&self, topic: Topic) {
+    fn wake(&self, topic: Topic) {
         self.sender(topic).send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -164,7 +164,19 @@ async fn listen(signals: &Arc<Signals>) -> Result<()> {
     if let Some(file) = &signals.file {
         file.watching.get_or_init(|| {
             // Threads can run out; waiters still poll.
-            if let Err(e) = wake_file::watch(file.file.clone(), Arc::downgrade(signals)) {
+            let signals = Arc::downgrade(signals);
+            let heard = move |moved: [bool; wake_file::SLOTS]| {
+                let Some(signals) = signals.upgrade() else {
+                    return false;
+                };
+                for topic in Topic::ALL {
+                    if moved[topic.index()] {
+                        signals.wake(topic);
+                    }
+                }
+                true
+            };
+            if let Err(e) = wake_file::watch(file.file.clone(), heard) {
                 eprintln!("note: cannot start watching for other processes' signals: {e}");
             }
         });
@@ -255,7 +267,7 @@ impl Store {
     fn signal_here(&self, topic: Topic) -> Option<impl Future<Output = ()> + Send + 'static> {
         self.signals.wake(topic);
         if let Some(file) = &self.signals.file {
-            file.file.signal(topic);
+            file.file.signal(topic.index());
         }
         let (super::Pool::Postgres(pool), Some(remote)) = (&self.pool, &self.signals.remote) else {
             return None;

@@ -1,7 +1,7 @@
 //! Wake-ups between processes on one SQLite file, which has no `NOTIFY`.
 //!
 //! A small file beside the database (`<file>.wake`) is mapped into every process that uses
-//! it. It holds a counter per [`Topic`] and a futex word. A process that signals adds one to
+//! it. It holds a counter per topic (a slot: `Topic::index`) and a futex word. A process that signals adds one to
 //! its topic's counter, moves the futex word and wakes whoever sleeps on it; each process that
 //! waits has one thread asleep on the futex, which wakes the process's waiters of every topic
 //! that *another* process signalled. A process counts its own signals apart, so its own
@@ -16,14 +16,15 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::events::{Signals, Topic};
-
-/// The mapped length: one page. The futex word is at offset 0, the topics' counters (8 bytes
-/// each, in [`Topic::ALL`] order) from offset 8.
+/// The mapped length: one page. The futex word is at offset 0, the slots' counters (8 bytes
+/// each) from offset 8.
 const LEN: usize = 4096;
+
+/// How many topics the file carries.
+pub(super) const SLOTS: usize = 2;
 
 /// How long the watching thread sleeps at most, to notice a store that is gone.
 const SLEEP: Duration = Duration::from_secs(1);
@@ -53,7 +54,7 @@ pub(super) struct WakeFile {
     /// This process's own signals per topic. Adding to a topic's shared counter and to this
     /// happen under the lock, and the watcher reads both under it, so the difference counts
     /// exactly the signals of other processes.
-    own: Mutex<[u64; 2]>,
+    own: Mutex<[u64; SLOTS]>,
     /// Set by [`WakeFile::stop`]: the watching thread ends.
     stopped: AtomicBool,
 }
@@ -95,7 +96,7 @@ impl WakeFile {
         }
         Ok(WakeFile {
             page: Mapping(page),
-            own: Mutex::new([0; 2]),
+            own: Mutex::new([0; SLOTS]),
             stopped: AtomicBool::new(false),
         })
     }
@@ -106,35 +107,36 @@ impl WakeFile {
         unsafe { &*(self.page.0 as *const AtomicU32) }
     }
 
-    fn counter(&self, topic: Topic) -> &AtomicU64 {
-        // SAFETY: offsets 8 and 16 are 8-byte aligned and inside the mapping; as in `futex`.
-        unsafe { &*((self.page.0 as *const u8).add(8 + 8 * topic.index()) as *const AtomicU64) }
+    fn counter(&self, slot: usize) -> &AtomicU64 {
+        assert!(slot < SLOTS, "no slot {slot}");
+        // SAFETY: offsets 8, 16, … are 8-byte aligned and inside the mapping; as in `futex`.
+        unsafe { &*((self.page.0 as *const u8).add(8 + 8 * slot) as *const AtomicU64) }
     }
 
-    fn own(&self) -> std::sync::MutexGuard<'_, [u64; 2]> {
+    fn own(&self) -> std::sync::MutexGuard<'_, [u64; SLOTS]> {
         self.own
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Tells the other processes on this file that `topic` moved.
-    pub(super) fn signal(&self, topic: Topic) {
+    /// Tells the other processes on this file that the topic of `slot` moved.
+    pub(super) fn signal(&self, slot: usize) {
         {
             let mut own = self.own();
-            self.counter(topic).fetch_add(1, Ordering::SeqCst);
-            own[topic.index()] = own[topic.index()].wrapping_add(1);
+            self.counter(slot).fetch_add(1, Ordering::SeqCst);
+            own[slot] = own[slot].wrapping_add(1);
         }
         self.futex().fetch_add(1, Ordering::SeqCst);
         futex_wake(self.futex());
     }
 
-    /// The signals of other processes per topic, as counters to compare with earlier ones.
-    fn others(&self) -> [u64; 2] {
+    /// The signals of other processes per slot, as counters to compare with earlier ones.
+    fn others(&self) -> [u64; SLOTS] {
         let own = self.own();
-        Topic::ALL.map(|topic| {
-            self.counter(topic)
+        std::array::from_fn(|slot| {
+            self.counter(slot)
                 .load(Ordering::SeqCst)
-                .wrapping_sub(own[topic.index()])
+                .wrapping_sub(own[slot])
         })
     }
 
@@ -146,9 +148,13 @@ impl WakeFile {
     }
 }
 
-/// Starts the thread that wakes `signals`' waiters when another process signals, until the
-/// store is closed or gone.
-pub(super) fn watch(file: Arc<WakeFile>, signals: Weak<Signals>) -> std::io::Result<()> {
+/// Starts the thread that hears other processes' signals: after each wake-up (and at least
+/// every second) it calls `heard` with the slots that another process signalled since the last
+/// call, until `heard` returns false (the store is gone) or the file is stopped.
+pub(super) fn watch(
+    file: Arc<WakeFile>,
+    heard: impl Fn([bool; SLOTS]) -> bool + Send + 'static,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("amdahl-wake".into())
         .spawn(move || {
@@ -158,19 +164,12 @@ pub(super) fn watch(file: Arc<WakeFile>, signals: Weak<Signals>) -> std::io::Res
                 // word, so the sleep below returns at once and the loop looks again.
                 let word = file.futex().load(Ordering::SeqCst);
                 let now = file.others();
-                if file.stopped.load(Ordering::SeqCst) {
+                if file.stopped.load(Ordering::SeqCst)
+                    || !heard(std::array::from_fn(|slot| now[slot] != seen[slot]))
+                {
                     return;
-                }
-                let Some(signals) = signals.upgrade() else {
-                    return;
-                };
-                for topic in Topic::ALL {
-                    if now[topic.index()] != seen[topic.index()] {
-                        signals.wake(topic);
-                    }
                 }
                 seen = now;
-                drop(signals);
                 futex_wait(file.futex(), word, SLEEP);
             }
         })
