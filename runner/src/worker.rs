@@ -18,16 +18,17 @@ use crate::attempt::{
 use crate::reports::Reports;
 use amdahl_scheduler::decide::after_failure;
 use amdahl_scheduler::runs::task_view;
-use amdahl_scheduler::service::{Moved, advance, load_pinned};
-use amdahl_scheduler::state::AttemptState;
+use amdahl_scheduler::service::{Moved, advance_with, load_pinned};
+use amdahl_scheduler::state::{AttemptState, TaskState};
 use amdahl_scheduler::store::{
     Backoff, Claim, ClaimRequest, RunRecord, StoreError, Topic, WorkerInfo,
 };
 
 /// A worker decides a run itself after one of its tasks ends (instead of leaving that to a
-/// scheduler) only when the task has downstream tasks and the DAG has at most this many
-/// tasks: the decision reads every task of the run, so for wide runs the scheduler's
-/// coalesced passes cost less than one decision per finished task.
+/// scheduler) only when the DAG has at most this many tasks: the decision reads every task of
+/// the run, so for wide runs the scheduler's coalesced passes cost less than one decision per
+/// finished task. After a task with no downstream tasks it first counts what is left
+/// undecided, and decides only when that may change something (the run's last task ends it).
 pub const HAND_OFF_MAX_TASKS: usize = 500;
 
 /// A worker's light slots unless told otherwise (`amdahl worker --light-slots`).
@@ -307,8 +308,14 @@ impl Worker {
         progress: &tokio::sync::Notify,
     ) -> (i64, String) {
         let handed_off = match self.attempt_inner(&claim, reports).await {
-            Ok(true) => self.hand_off(claim.run_id).await,
-            Ok(false) => false,
+            Ok(ended) => {
+                let decided = match ended.hand_off {
+                    Some(downstream) => self.hand_off(claim.run_id, downstream).await,
+                    None => false,
+                };
+                // Assets a task produced may start other DAGs' runs: a scheduler looks now.
+                decided && !ended.produced
+            }
             Err(e) => {
                 eprintln!(
                     "worker {}: run {} task {} attempt {}: {e}",
@@ -327,12 +334,21 @@ impl Worker {
     /// this the mini scheduler): the next task is queued, and this worker claims it as soon as
     /// this returns, without a round of signals through a scheduler. Returns whether that
     /// worked; if not, a scheduler is signalled to do it.
-    async fn hand_off(&self, run_id: i64) -> bool {
+    async fn hand_off(&self, run_id: i64, downstream: bool) -> bool {
         let store = &self.env.store;
         let mut moved = Moved::default();
         let decided = async {
-            for run in store.service_runs(Some(run_id)).await? {
-                advance(store, self.env.clock.as_ref(), run, false, &mut moved).await?;
+            if !downstream {
+                // Other tasks still running and none waiting: nothing to decide yet.
+                let (waiting, unfinished) = store.undecided_tasks(run_id).await?;
+                if waiting == 0 && unfinished > 0 {
+                    return Ok(());
+                }
+            }
+            // The run and its tasks, read at once on two connections.
+            let (runs, tasks) = tokio::join!(store.service_runs(Some(run_id)), store.tasks(run_id));
+            if let Some(run) = runs?.into_iter().next() {
+                advance_with(store, self.env.clock.as_ref(), run, tasks?, &mut moved).await?;
             }
             Ok::<(), StoreError>(())
         }
@@ -387,9 +403,8 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Runs the attempt and reports it; returns whether this worker should decide the run
-    /// itself now (see [`HAND_OFF_MAX_TASKS`]).
-    async fn attempt_inner(&self, claim: &Claim, reports: &Reports) -> Result<bool, StoreError> {
+    /// Runs the attempt and reports it; returns what should follow (see [`Ended`]).
+    async fn attempt_inner(&self, claim: &Claim, reports: &Reports) -> Result<Ended, StoreError> {
         let store = &self.env.store;
         let run = self.run_record(claim.run_id).await?;
         let loaded = self.dag(run.dag_version_id).await;
@@ -403,12 +418,15 @@ impl Worker {
         // (The size check comes first: the downstream search reads every task.)
         // (A mapped task's instance hands off as its task: `load[3]` as `load`.)
         let base = amdahl_dags::mapping::split_instance(&claim.task_id).0;
-        let hand_off = loaded.as_ref().is_ok_and(|dag| {
-            dag.tasks.len() <= HAND_OFF_MAX_TASKS
-                && dag.tasks.iter().any(|t| {
+        let hand_off = loaded
+            .as_ref()
+            .ok()
+            .filter(|dag| dag.tasks.len() <= HAND_OFF_MAX_TASKS)
+            .map(|dag| {
+                dag.tasks.iter().any(|t| {
                     t.needs.iter().any(|n| n == base) || (t.map.is_some() && t.id == claim.task_id)
                 })
-        });
+            });
         // The context is built once: preparing the stage and placing it render with it (an
         // instance of a mapped task reads its value from the store here).
         let context = match &loaded {
@@ -503,14 +521,24 @@ impl Worker {
         };
         let finish = finish_of(&end, result);
         log_failure(store, &finish).await?;
+        let produced = finish.task_state == TaskState::Success && !finish.produces.is_empty();
         if reports.record(finish).await? {
-            Ok(hand_off)
+            Ok(Ended { hand_off, produced })
         } else {
             Err(StoreError::Conflict(
                 "the task was cancelled, or its lease lost, before the attempt ended; its report was refused".into(),
             ))
         }
     }
+}
+
+/// What follows an attempt whose end was recorded.
+struct Ended {
+    /// Whether this worker decides the run now (see [`HAND_OFF_MAX_TASKS`]), and if so
+    /// whether the task has downstream tasks.
+    hand_off: Option<bool>,
+    /// It succeeded and produced assets.
+    produced: bool,
 }
 
 /// Aborts its tasks when dropped, however the worker loop ends.

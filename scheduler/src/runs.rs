@@ -55,6 +55,18 @@ pub async fn create_run(
     params: &BTreeMap<String, serde_json::Value>,
     origin: RunOrigin,
 ) -> Result<i64, StoreError> {
+    let run_id = insert_run(store, clock, dag, params, origin).await?;
+    store.signal(Topic::Progress).await;
+    Ok(run_id)
+}
+
+async fn insert_run(
+    store: &Store,
+    clock: &dyn Clock,
+    dag: &Dag,
+    params: &BTreeMap<String, serde_json::Value>,
+    origin: RunOrigin,
+) -> Result<i64, StoreError> {
     let now = clock.now_ms();
     let mut assets = Vec::new();
     let (owner, trigger, logical_date, backfill_id) = match origin {
@@ -104,7 +116,7 @@ pub async fn create_run(
             depends_on_past: t.depends_on_past && along_schedule,
         })
         .collect();
-    let run_id = store
+    store
         .create_run(&NewRun {
             dag_id: dag.id.clone(),
             trigger,
@@ -120,9 +132,19 @@ pub async fn create_run(
             tasks,
             assets,
         })
-        .await?;
-    store.signal(Topic::Progress).await;
-    Ok(run_id)
+        .await
+}
+
+/// Creates a run as [`create_run`] does, without telling the scheduler: for a caller that
+/// starts the run itself at once ([`crate::service::start_now`]).
+pub async fn create_run_quietly(
+    store: &Store,
+    clock: &dyn Clock,
+    dag: &Dag,
+    params: &BTreeMap<String, serde_json::Value>,
+    origin: RunOrigin,
+) -> Result<i64, StoreError> {
+    insert_run(store, clock, dag, params, origin).await
 }
 
 pub fn find<'a>(tasks: &'a [TaskRecord], task_id: &str) -> Result<&'a TaskRecord, RunError> {

@@ -92,6 +92,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub async fn trigger(store: &Store, args: TriggerArgs) -> anyhow::Result<ExitCode> {
     let args = args.run;
+    // The wait's subscription (on PostgreSQL a connection of its own) opens while the DAG is
+    // read and the run created.
+    let progress = args.wait.then(|| {
+        let store = store.clone();
+        tokio::spawn(async move { store.subscribe(Topic::Progress).await })
+    });
     let dag = match resolve_dag(store, &args).await? {
         Ok(dag) => dag,
         Err(rendered) => {
@@ -107,22 +113,31 @@ pub async fn trigger(store: &Store, args: TriggerArgs) -> anyhow::Result<ExitCod
              `amdahl pools set {pool} SLOTS` creates it"
         );
     }
-    let run_id =
-        amdahl_scheduler::runs::create_run(store, &SystemClock, &dag, &params, RunOrigin::Manual)
-            .await?;
+    let run_id = amdahl_scheduler::runs::create_run_quietly(
+        store,
+        &SystemClock,
+        &dag,
+        &params,
+        RunOrigin::Manual,
+    )
+    .await?;
     println!("run {run_id} of `{}` queued", dag.id);
-    if store.is_paused(&dag.id).await? {
+    // Its first tasks are queued from here, and workers woken, without a round through a
+    // scheduler; a run that cannot start now is left to the schedulers.
+    if !amdahl_scheduler::service::start_now(store, &SystemClock, run_id).await
+        && store.is_paused(&dag.id).await?
+    {
         eprintln!(
             "note: DAG `{}` is paused; the run waits until `amdahl dags unpause {}`",
             dag.id, dag.id
         );
     }
-    if !args.wait {
+    let Some(progress) = progress else {
         return Ok(ExitCode::SUCCESS);
-    }
-    // Schedulers signal when runs finish; the poll covers signals that cannot reach this
-    // process (SQLite with the service in another process).
-    let mut progress = store.subscribe(Topic::Progress).await?;
+    };
+    // Schedulers and workers signal when runs finish; the poll covers signals that cannot
+    // reach this process.
+    let mut progress = progress.await.context("subscribing to run progress")??;
     let state = loop {
         let run = store.run(run_id).await?.context("the run vanished")?;
         if run.state.is_terminal() {

@@ -26,7 +26,7 @@ use crate::backfill::{self, DateView};
 use crate::decide::{Command, Dispatcher, decide};
 use crate::runs::{logical_text, past_of, pool_free_for, timeout_at_ms, timeout_reason, view_of};
 use crate::state::{RunState, TaskState};
-use crate::store::{BackfillRecord, RunRecord, Store, StoreError, TaskRecord};
+use crate::store::{BackfillRecord, RunRecord, Store, StoreError, TaskRecord, Topic};
 
 /// Why a task was skipped by its trigger rule (the note on its state change).
 pub const SKIPPED_BY_RULE: &str =
@@ -89,6 +89,33 @@ pub async fn backfill_plan(
         .collect())
 }
 
+/// Decides a service run just created, as a scheduler's pass would, so that its first tasks
+/// are queued (and workers woken) without waiting for a scheduler to hear of it: what
+/// `amdahl trigger` does after creating a run. A run that cannot start now (its DAG is
+/// paused) or a decision that fails is left to the schedulers, which are signalled; every
+/// move is fenced, so a scheduler deciding the same run at once changes nothing twice.
+/// Returns whether the run was decided here.
+pub async fn start_now(store: &Store, clock: &dyn Clock, run_id: i64) -> bool {
+    let mut moved = Moved::default();
+    let decided = async {
+        let runs = store.service_runs(Some(run_id)).await?;
+        let found = !runs.is_empty();
+        for run in runs {
+            advance(store, clock, run, false, &mut moved).await?;
+        }
+        Ok::<bool, StoreError>(found)
+    }
+    .await;
+    if moved.queued {
+        store.signal(Topic::Queued).await;
+    }
+    let decided = decided.unwrap_or(false);
+    if moved.finished || !decided {
+        store.signal(Topic::Progress).await;
+    }
+    decided
+}
+
 /// Applies one decision to a service run (as just read), leaving dispatch to workers. Both
 /// schedulers and workers (right after a task of the run ends) call it; every move is
 /// fenced, so two of them deciding the same run at once make each move once.
@@ -118,6 +145,25 @@ pub async fn advance(
         }
     }
     let tasks = store.tasks(run_id).await?;
+    advance_with(store, clock, run, tasks, moved).await
+}
+
+/// [`advance`] (without `skip_if_settled`) with the run's tasks already read, as a worker
+/// reads them beside the run to save a round trip. The tasks may be read after the run:
+/// every move is fenced by the state it leaves.
+pub async fn advance_with(
+    store: &Store,
+    clock: &dyn Clock,
+    run: RunRecord,
+    tasks: Vec<TaskRecord>,
+    moved: &mut Moved,
+) -> Result<(), StoreError> {
+    let run_id = run.id;
+    let cancel = run.cancel_requested_at_ms.is_some();
+    if run.state.is_terminal() {
+        return Ok(());
+    }
+    let now = clock.now_ms();
     let decision = decide(
         &view_of(
             &run,

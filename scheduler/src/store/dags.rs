@@ -39,6 +39,19 @@ impl Store {
         now_ms: i64,
     ) -> Result<i64> {
         on_pool!(self, pool => {
+            // The usual case, a file run again unchanged, is one read and writes nothing (so
+            // it waits for no disk flush).
+            let current: Option<i64> = sqlx::query_scalar(
+                "SELECT v.id FROM dag_versions v JOIN dags d ON d.latest_version_id = v.id \
+                 WHERE v.dag_id = $1 AND v.hash = $2",
+            )
+            .bind(dag_id)
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?;
+            if let Some(id) = current {
+                return Ok(id);
+            }
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO dags (dag_id, created_at_ms, updated_at_ms) VALUES ($1, $2, $2) \

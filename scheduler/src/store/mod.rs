@@ -455,6 +455,11 @@ impl Store {
     /// PostgreSQL serialises concurrent migrators with an advisory lock; SQLite has none, so
     /// two processes starting on a new file at once take an exclusive lock on `<file>.lock`.
     pub async fn migrate(&self) -> Result<()> {
+        // Every command opens the store this way: a schema already up to date is one read,
+        // not the migrator's lock and half a dozen statements.
+        if self.schema_is_current().await {
+            return Ok(());
+        }
         match &self.pool {
             Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
             Pool::Sqlite(pool) => {
@@ -470,6 +475,32 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Whether the database holds exactly the migrations this build has, each applied
+    /// successfully and unchanged. Anything else (no table yet, a failed or edited migration,
+    /// one this build lacks or does not know) is left to the migrator, which applies or
+    /// reports it.
+    async fn schema_is_current(&self) -> bool {
+        let migrator = match self.pool {
+            Pool::Postgres(_) => &POSTGRES_MIGRATIONS,
+            Pool::Sqlite(_) => &SQLITE_MIGRATIONS,
+        };
+        let query = "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version";
+        let applied: std::result::Result<Vec<(i64, Vec<u8>, bool)>, sqlx::Error> =
+            on_pool!(self, pool => sqlx::query_as(query).fetch_all(pool).await);
+        let Ok(applied) = applied else {
+            return false;
+        };
+        let mut wanted = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration());
+        applied.iter().all(|(version, checksum, success)| {
+            *success
+                && wanted
+                    .next()
+                    .is_some_and(|m| m.version == *version && *m.checksum == checksum[..])
+        }) && wanted.next().is_none()
     }
 
     pub async fn close(&self) {
