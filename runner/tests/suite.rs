@@ -288,6 +288,29 @@ async fn migrations_are_idempotent(db: &TestDb) {
     let store = db.store().await;
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
+    // An up-to-date schema is one read; a database a newer build migrated is still refused,
+    // not taken for up to date.
+    let newer = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES (99999, 'from a newer build', TRUE, $1, 0)";
+    if db.url.starts_with("sqlite:") {
+        use sqlx::Connection;
+        let mut raw = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query(newer)
+            .bind(vec![0u8; 48])
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    } else {
+        use sqlx::Connection;
+        let mut raw = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(newer)
+            .bind(vec![0u8; 48])
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
+    let refused = store.migrate().await.unwrap_err().to_string();
+    assert!(refused.contains("99999"), "{refused}");
 }
 
 async fn versions_are_recorded_once_per_hash(db: &TestDb) {
@@ -311,6 +334,14 @@ async fn versions_are_recorded_once_per_hash(db: &TestDb) {
     let dags = store.list_dags().await.unwrap();
     assert_eq!(dags.len(), 1);
     assert_eq!(dags[0].latest_hash, "h2");
+    // The file changed back: its first version is the latest again, not a new one.
+    let d = store
+        .record_dag_version("demo", "h1", "d.yaml", "/", "x", 4)
+        .await
+        .unwrap();
+    assert_eq!(d, a);
+    let latest = store.latest_dag_version("demo").await.unwrap().unwrap();
+    assert_eq!((latest.id, latest.yaml.as_str()), (a, "x"));
 }
 
 /// The database's transition rules (triggers over the transition tables) must be exactly
@@ -573,6 +604,55 @@ async fn run_through_a_worker(
     let _ = stop.send(());
     let _ = running.await;
     (run_id, state)
+}
+
+/// A small run needs no scheduler: `start_now` (what `amdahl trigger` calls) queues its first
+/// task, the worker queues each next task after an end, and the worker that ends the last
+/// task ends the run. The two branches end in either order; the first to end leaves the run
+/// to the second.
+async fn a_small_run_needs_no_scheduler(db: &TestDb) {
+    use amdahl_scheduler::runs::{RunOrigin, create_run_quietly};
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"
+dag: no_scheduler
+tasks:
+  first:
+    shell: "true"
+  quick:
+    needs: [first]
+    shell: "true"
+  slow:
+    needs: [first]
+    shell: "sleep 0.3"
+"#;
+    let dag = amdahl_dags::load_bytes("no_scheduler.yaml", dir.path(), yaml.as_bytes())
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+    let run_id = create_run_quietly(&store, &SystemClock, &dag, &dag.params, RunOrigin::Manual)
+        .await
+        .unwrap();
+    assert!(amdahl_scheduler::service::start_now(&store, &SystemClock, run_id).await);
+    let run = store.run(run_id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Running);
+    let worker = worker(&store, dir.path(), "worker", false, Duration::from_secs(30));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let mut state = RunState::Running;
+    for _ in 0..300 {
+        state = store.run(run_id).await.unwrap().unwrap().state;
+        if state.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    let _ = running.await;
+    assert_eq!(state, RunState::Success);
+    for task in store.tasks(run_id).await.unwrap() {
+        assert_eq!(task.state, TaskState::Success, "{}", task.task_id);
+    }
 }
 
 fn runner(store: &Store, data_root: &std::path::Path) -> LocalRunner {
@@ -1991,6 +2071,7 @@ async fn workers_leave_in_process_runs_alone(db: &TestDb) {
 
 suite!(
     migrations_are_idempotent,
+    a_small_run_needs_no_scheduler,
     versions_are_recorded_once_per_hash,
     the_database_enforces_the_task_lifecycle,
     run_state_changes_are_fenced,
