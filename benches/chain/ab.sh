@@ -1,8 +1,10 @@
 #!/bin/bash
-# Two builds of `amdahl`, taking turns, on SQLite at default flags: a chain of 40
-# `shell: "true"` tasks run by `amdahl standalone` and by `amdahl scheduler` + `amdahl worker`,
-# timed from `amdahl trigger --wait` to its exit (the issue's measure), ROUNDS times each after a
-# warm-up run. Prints the median and the range per task for each build and service.
+# Two builds of `amdahl`, taking turns, at default flags: a chain of 40 `shell: "true"` tasks
+# run by `amdahl standalone` and by `amdahl scheduler` + `amdahl worker` on SQLite, and (with
+# AMDAHL_BENCH_POSTGRES_URL set) by `amdahl scheduler` + `amdahl worker` on PostgreSQL (a URL
+# without `sslmode`, a new database each time), timed from `amdahl trigger --wait` to its exit
+# (the issue's measure), ROUNDS times each after a warm-up run. Prints the median and the
+# range per task for each build and service.
 #
 #   benches/chain/ab.sh OLD_BINARY NEW_BINARY [ROUNDS]
 set -euo pipefail
@@ -28,6 +30,11 @@ one() {
   home=$(mktemp -d "$work/home.XXXX")
   export AMDAHL_HOME=$home
   unset AMDAHL_DATABASE_URL
+  if [ "$topology" = postgres ]; then
+    psql -qX "$server" -c "DROP DATABASE IF EXISTS amdahl_chain_ab" \
+      -c "CREATE DATABASE amdahl_chain_ab" > /dev/null
+    export AMDAHL_DATABASE_URL="${server%/*}/amdahl_chain_ab"
+  fi
   "$bin" db migrate > /dev/null
   local pids=()
   if [ "$topology" = standalone ]; then
@@ -48,9 +55,14 @@ one() {
   wait "${pids[@]}" 2> /dev/null || true
 }
 
-printf '| %-26s | %-5s | %-22s | %-16s |\n' service build "median ms per task" "range"
-printf '|%s|%s|%s|%s|\n' "----------------------------" "-------" "------------------------" "------------------"
-for topology in standalone "scheduler + worker"; do
+server=${AMDAHL_BENCH_POSTGRES_URL:-}
+export PGOPTIONS="--client-min-messages=warning"
+topologies=(standalone "scheduler + worker")
+[ -n "$server" ] && topologies+=(postgres)
+
+printf '| %-28s | %-5s | %-22s | %-16s |\n' service build "median ms per task" "range"
+printf '|%s|%s|%s|%s|\n' "------------------------------" "-------" "------------------------" "------------------"
+for topology in "${topologies[@]}"; do
   declare -A times=()
   # Builds take turns, so a machine that slows down slows both.
   for _ in 1 2; do
@@ -65,7 +77,9 @@ for topology in standalone "scheduler + worker"; do
     sorted=$(printf '%s\n' ${times[$build]} | sort -n)
     n=$(echo "$sorted" | wc -l)
     median=$(echo "$sorted" | sed -n "$(((n + 1) / 2))p")
-    printf '| %-26s | %-5s | %22.2f | %6.2f – %-7.2f |\n' "sqlite, $topology" "$build" \
+    label="sqlite, $topology"
+    [ "$topology" = postgres ] && label="postgres, scheduler + worker"
+    printf '| %-28s | %-5s | %22.2f | %6.2f – %-7.2f |\n' "$label" "$build" \
       "$(echo "$median / 1000" | bc -l)" \
       "$(echo "$(echo "$sorted" | head -1) / 1000" | bc -l)" \
       "$(echo "$(echo "$sorted" | tail -1) / 1000" | bc -l)"

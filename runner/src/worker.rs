@@ -310,7 +310,7 @@ impl Worker {
         let handed_off = match self.attempt_inner(&claim, reports).await {
             Ok(ended) => {
                 let decided = match ended.hand_off {
-                    Some(downstream) => self.hand_off(claim.run_id, downstream).await,
+                    Some(downstream) => self.hand_off(&claim, downstream).await,
                     None => false,
                 };
                 // Assets a task produced may start other DAGs' runs: a scheduler looks now.
@@ -334,8 +334,8 @@ impl Worker {
     /// this the mini scheduler): the next task is queued, and this worker claims it as soon as
     /// this returns, without a round of signals through a scheduler. Returns whether that
     /// worked; if not, a scheduler is signalled to do it.
-    async fn hand_off(&self, run_id: i64, downstream: bool) -> bool {
-        let store = &self.env.store;
+    async fn hand_off(&self, ended: &Claim, downstream: bool) -> bool {
+        let (store, run_id) = (&self.env.store, ended.run_id);
         let mut moved = Moved::default();
         let decided = async {
             if !downstream {
@@ -357,15 +357,35 @@ impl Worker {
             eprintln!("worker {}: deciding run {run_id}: {e}", self.config.owner);
             return false;
         }
-        // Other workers and waiters hear about it without holding up this worker's claim.
-        // This worker's own wake-up is consumed by that claim (see `Subscription::drain`).
-        if moved.queued {
+        // Other workers and waiters hear about it without holding up this worker's claim,
+        // unless that claim surely finds it: a chain's next link, which takes the slot the
+        // ended task frees. (If a better task queued meanwhile is taken instead, the link
+        // waits for the next free slot or, at worst, another worker's poll.) A wake-up
+        // would only start a second claim racing this worker's own, which finds nothing.
+        if moved.queued && !self.takes_next(ended, moved.only_queued()).await {
             store.signal_soon(Topic::Queued);
         }
         if moved.finished {
             store.signal_soon(Topic::Progress);
         }
         true
+    }
+
+    /// Whether the slot `ended` frees is one `next` (a task of the same run) can take on this
+    /// worker: the same weight (light or not), and a GPU where it asked for one.
+    async fn takes_next(&self, ended: &Claim, next: Option<&str>) -> bool {
+        let Some(next) = next else { return false };
+        let Ok(run) = self.run_record(ended.run_id).await else {
+            return false;
+        };
+        let Ok(dag) = self.dag(run.dag_version_id).await else {
+            return false;
+        };
+        let base = amdahl_dags::mapping::split_instance(next).0;
+        dag.task(base).is_some_and(|task| {
+            task.kind.is_light() == ended.light
+                && (task.device != amdahl_dags::DevicePreference::Gpu || self.has_gpu())
+        })
     }
 
     async fn dag(&self, version_id: i64) -> Result<Arc<Dag>, String> {

@@ -1134,6 +1134,57 @@ async fn batched_writes_keep_every_fence(db: &TestDb) {
     );
     // 1,000 never queued and one up for retry wait for a decision; two tasks ended.
     assert_eq!(store.undecided_tasks(run_id).await.unwrap(), (1_001, 2_498));
+
+    // An end whose attempt id is not its task's running attempt (an attempt that already
+    // ended) would end the task and not the attempt: the batch's statement fails as a whole
+    // (outside any transaction on PostgreSQL) and the ends are recorded one by one, so only
+    // that end is refused.
+    let more = store
+        .claim_tasks(&ClaimRequest {
+            owner: "w",
+            has_gpu: false,
+            limit: 2,
+            light_limit: 0,
+            lease_ms: 10_000,
+            now_ms: 5_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(more.len(), 2);
+    let end_of = |claim: &amdahl_scheduler::store::Claim, attempt_id| FinishAttempt {
+        task_id: claim.task_id.clone(),
+        attempt_id,
+        attempt: claim.attempt,
+        now_ms: 6_000,
+        error: None,
+        ..end(1, AttemptState::Success, TaskState::Success, None)
+    };
+    let recorded = store
+        .finish_attempts(&[
+            end_of(&more[0], claims[1].attempt_id),
+            end_of(&more[1], more[1].attempt_id),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(recorded, [false, true]);
+    // Alone, through the one-end path, it is refused too.
+    assert!(matches!(
+        store
+            .finish_attempt(&end_of(&more[0], claims[1].attempt_id))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let after = store.tasks(run_id).await.unwrap();
+    assert_eq!(state_of(&after, &more[0].task_id).0, TaskState::Running);
+    assert_eq!(state_of(&after, &more[1].task_id).0, TaskState::Success);
+    let attempts = store.attempts(run_id).await.unwrap();
+    let state = |id| attempts.iter().find(|a| a.id == id).unwrap().state;
+    assert_eq!(state(more[0].attempt_id), AttemptState::Running);
+    assert_eq!(
+        state(claims[1].attempt_id),
+        AttemptState::Success,
+        "the ended attempt is left as it was"
+    );
 }
 
 /// Claims go oldest-queued first; an expired lease is reaped and its owner's late report is

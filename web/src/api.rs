@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use amdahl_dags::Dag;
-use amdahl_scheduler::runs::{RunOrigin, create_run};
+use amdahl_scheduler::runs::{RunOrigin, create_run_quietly};
 use amdahl_scheduler::{Clock, SystemClock};
 
 use crate::auth::Caller;
@@ -654,10 +654,15 @@ async fn trigger(
     // Well-formed but not what this DAG declares: 422, as the document says.
     let params = amdahl_dags::params::resolve(&dag, &overrides)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let run_id = create_run(&state.store, &SystemClock, &dag, &params, RunOrigin::Manual)
+    let run_id = create_run_quietly(&state.store, &SystemClock, &dag, &params, RunOrigin::Manual)
         .await
         .map_err(ApiError::internal)?;
-    state.store.signal(amdahl_scheduler::Topic::Progress).await;
+    // Its first tasks are queued from here (workers woken), without a round through a
+    // scheduler; a run that cannot start now (a paused DAG's) is left to the schedulers,
+    // which `start_now` then signals. Pages watching runs hear of the new one either way.
+    if amdahl_scheduler::service::start_now(&state.store, &SystemClock, run_id).await {
+        state.store.signal(amdahl_scheduler::Topic::Progress).await;
+    }
     let paused = state
         .store
         .is_paused(&dag.id)

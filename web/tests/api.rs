@@ -464,7 +464,8 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     let (_, detail) = api
         .call("GET", &format!("/api/v1/runs/{new_run}"), viewer, None)
         .await;
-    assert_eq!(detail["run"]["state"], "queued");
+    // Started at once: its first tasks are queued for workers, with no scheduler's pass.
+    assert_eq!(detail["run"]["state"], "running", "{detail}");
     assert_eq!(detail["run"]["params"]["who"], "api");
 
     // The grid, a page at a time: runs newest first × the DAG's tasks.
@@ -474,7 +475,7 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     assert_eq!(status, StatusCode::OK, "{grid}");
     assert_eq!(grid["tasks"], json!(["hello", "after"]));
     assert_eq!(grid["runs"][0]["run_id"], new_run);
-    assert_eq!(grid["runs"][0]["cells"][0]["state"], "scheduled");
+    assert_eq!(grid["runs"][0]["cells"][0]["state"], "queued");
     assert_eq!(grid["next_before"], new_run);
     assert_eq!(grid["task_count"], 2);
     assert_eq!(grid["next_tasks_from"], Value::Null);
@@ -492,7 +493,7 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     assert_eq!(left["next_tasks_from"], 1);
     assert_eq!(
         left["runs"][0]["cells"],
-        json!([{"state": "scheduled", "device": null}])
+        json!([{"state": "queued", "device": null}])
     );
     assert_eq!(left["runs"][1]["cells"][0]["device"], "cpu");
     let (_, right) = api
@@ -672,10 +673,13 @@ async fn every_endpoint_answers_and_refuses_clearly(store: Store) {
     assert_eq!(status, StatusCode::OK);
     let metrics = metrics.as_str().unwrap().to_string();
     for line in [
-        // Cancelling is asked for (the scheduler service ends the run); the cleared run waits.
-        "amdahl_runs{state=\"queued\"} 2",
-        "amdahl_tasks{state=\"scheduled\"} 4",
-        "amdahl_queue_depth 0",
+        // Cancelling is asked for (the scheduler service ends the run); the cleared run waits;
+        // the run triggered through the API started at once, its first task queued.
+        "amdahl_runs{state=\"queued\"} 1",
+        "amdahl_runs{state=\"running\"} 1",
+        "amdahl_tasks{state=\"scheduled\"} 3",
+        "amdahl_tasks{state=\"queued\"} 1",
+        "amdahl_queue_depth 1",
         "amdahl_attempts_total{device=\"cpu\"} 2",
     ] {
         assert!(metrics.contains(line), "`{line}` in\n{metrics}");

@@ -285,7 +285,7 @@ pub async fn advance_with(
         };
         if result.is_ok() {
             match command {
-                Command::Queue(_) => moved.queued = true,
+                Command::Queue(task_id) => moved.queue(1, Some(task_id)),
                 Command::FinishRun(_) | Command::TimeOutRun => moved.finished = true,
                 _ => {}
             }
@@ -293,9 +293,12 @@ pub async fn advance_with(
         tolerate_conflict(result)?;
     }
     for (from, task_ids) in batched {
-        if store.queue_tasks(run_id, from, &task_ids, now).await? > 0 {
-            moved.queued = true;
-        }
+        let n = store.queue_tasks(run_id, from, &task_ids, now).await?;
+        // Which ones moved is known only when all did.
+        let known = (n == task_ids.len() as u64)
+            .then(|| task_ids.last().copied())
+            .flatten();
+        moved.queue(n, known);
     }
     Ok(())
 }
@@ -305,8 +308,30 @@ pub async fn advance_with(
 pub struct Moved {
     /// Tasks were queued: workers may claim.
     pub queued: bool,
+    /// How many tasks were queued.
+    pub queued_count: u64,
+    /// The last task queued, where its id is known (see [`Moved::only_queued`]).
+    last_queued: Option<String>,
     /// Runs finished.
     pub finished: bool,
+}
+
+impl Moved {
+    fn queue(&mut self, n: u64, last: Option<&str>) {
+        if n == 0 {
+            return;
+        }
+        self.queued = true;
+        self.queued_count += n;
+        self.last_queued = last.map(str::to_string);
+    }
+
+    /// The one task queued, when exactly one was (a chain's next link).
+    pub fn only_queued(&self) -> Option<&str> {
+        (self.queued_count == 1)
+            .then_some(self.last_queued.as_deref())
+            .flatten()
+    }
 }
 
 /// Loads the DAG version a run or backfill pinned, from the YAML the store kept.

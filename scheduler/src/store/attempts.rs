@@ -18,10 +18,22 @@ struct Stop<'a> {
     error: &'a str,
 }
 
-/// [`Store::finish_attempts`] on PostgreSQL: one statement over arrays, in a transaction that
-/// is rolled back (`None`) if the task rows and attempt rows it updated do not pair up. A
-/// single end takes it too (one statement rather than two). Its commit does not wait for the
-/// disk (see [`Store::relaxed`]: a lost end is a retried task).
+/// What [`FINISH_MANY_POSTGRES`] fails with when the task rows and the attempt rows it updated
+/// do not pair up (which fenced writes never leave behind, but a hand-edited database might):
+/// an error (a text that is no array), so that the statement changes nothing even outside a
+/// transaction. The text names the counts; the caller knows it by this prefix.
+macro_rules! unpaired {
+    () => {
+        "amdahl: the task and attempt rows of these ends did not pair up:"
+    };
+}
+
+/// [`Store::finish_attempts`] on PostgreSQL: one statement over arrays, which fails as a whole
+/// (`None`) if the task rows and attempt rows it updated do not pair up. A single end takes it
+/// too (one statement rather than two). Ends that record asset events take a transaction
+/// around it and those events; other ends are the one statement alone, in its own implicit
+/// transaction: no `BEGIN` and `COMMIT` round trips. Its commit does not wait for the disk
+/// (see [`Store::relaxed`]: a lost end is a retried task).
 async fn finish_attempts_postgres(
     pool: &sqlx::PgPool,
     ends: &[FinishAttempt],
@@ -35,11 +47,9 @@ async fn finish_attempts_postgres(
     };
     #[derive(sqlx::FromRow)]
     struct Row {
-        tasks: i64,
         attempt_ids: Vec<i64>,
     }
-    let mut tx = pool.begin().await?;
-    let row: Row = sqlx::query_as(FINISH_MANY_POSTGRES)
+    let query = sqlx::query_as::<_, Row>(FINISH_MANY_POSTGRES)
         .bind(column(|e| e.run_id))
         .bind(text(|e| Some(e.task_id.as_str())))
         .bind(column(|e| e.attempt))
@@ -59,17 +69,27 @@ async fn finish_attempts_postgres(
         .bind(maybe(|e| e.compute_us))
         .bind(text(|e| e.route.as_deref()))
         .bind(text(|e| e.rendered.as_deref()))
-        .bind(text(|e| e.plan.as_deref()))
-        .fetch_one(&mut *tx)
-        .await?;
-    if row.tasks as usize != row.attempt_ids.len() {
-        return Ok(None);
-    }
-    let done: std::collections::HashSet<i64> = row.attempt_ids.into_iter().collect();
-    for f in ends.iter().filter(|e| done.contains(&e.attempt_id)) {
-        record_produced!(tx, f);
-    }
-    tx.commit().await?;
+        .bind(text(|e| e.plan.as_deref()));
+    let is_unpaired = |e: &sqlx::Error| matches!(e, sqlx::Error::Database(db) if db.message().contains(unpaired!()));
+    let produces = |e: &FinishAttempt| e.task_state == TaskState::Success && !e.produces.is_empty();
+    let done: std::collections::HashSet<i64> = if ends.iter().any(produces) {
+        let mut tx = pool.begin().await?;
+        let row = match query.fetch_one(&mut *tx).await {
+            Err(e) if is_unpaired(&e) => return Ok(None),
+            row => row?,
+        };
+        let done: std::collections::HashSet<i64> = row.attempt_ids.into_iter().collect();
+        for f in ends.iter().filter(|e| done.contains(&e.attempt_id)) {
+            record_produced!(tx, f);
+        }
+        tx.commit().await?;
+        done
+    } else {
+        match query.fetch_one(pool).await {
+            Err(e) if is_unpaired(&e) => return Ok(None),
+            row => row?.attempt_ids.into_iter().collect(),
+        }
+    };
     Ok(Some(
         ends.iter().map(|e| done.contains(&e.attempt_id)).collect(),
     ))
@@ -107,7 +127,12 @@ const FINISH_MANY_POSTGRES: &str = concat!(
         FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
             AND ta.id IN (SELECT attempt_id FROM t) \
         RETURNING ta.id) \
-     SELECT (SELECT COUNT(*) FROM t) AS tasks, COALESCE((SELECT array_agg(id) FROM a), '{}') AS attempt_ids",
+     SELECT CASE WHEN (SELECT COUNT(*) FROM t) = (SELECT COUNT(*) FROM a) \
+                 THEN COALESCE((SELECT array_agg(id) FROM a), '{}') \
+                 ELSE CAST('",
+    unpaired!(),
+    " ' || (SELECT COUNT(*) FROM t) || ' tasks, ' || (SELECT COUNT(*) FROM a) || ' attempts' AS bigint[]) \
+            END AS attempt_ids",
 );
 
 /// [`Store::finish_attempts`] on SQLite: the one-end statements, in one transaction (one
