@@ -1,5 +1,5 @@
-//! How a process connects to PostgreSQL: how many connections it keeps, and whether a server
-//! on this machine is reached with TLS.
+//! How a process connects to PostgreSQL: how many connections it keeps, when a pooled one is
+//! tested before use, and whether a server on this machine is reached with TLS.
 //!
 //! A URL naming this machine (`localhost`, `127.0.0.1`, `::1`) that says nothing about TLS
 //! (no `sslmode` in the URL, no `PGSSLMODE`) is first tried without it: on the loopback TLS
@@ -56,7 +56,22 @@ pub(super) async fn postgres(
     let given = PgConnectOptions::from_str(url)?;
     let pool = PgPoolOptions::new()
         .max_connections(connections.get())
-        .acquire_timeout(Duration::from_secs(10));
+        .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings a connection when it goes back to the pool (in the background) and, by
+        // default, again when it is taken out: a round trip before every statement, and on a
+        // command's one connection two (the next statement waits for the release's ping).
+        // A connection that answered its release ping a moment ago is trusted as it is; one
+        // idle for longer is pinged first, so that connections left dead by a server restart
+        // are still found and replaced before a statement meets them.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TRUSTED_IDLE {
+                    sqlx::Connection::ping(connection).await?;
+                }
+                Ok(true)
+            })
+        });
     let tls_unasked = !names_ssl_mode(url) && std::env::var_os("PGSSLMODE").is_none();
     if tls_unasked && is_loopback(&given) {
         let plain = given.clone().ssl_mode(PgSslMode::Disable);
@@ -71,6 +86,11 @@ pub(super) async fn postgres(
     }
     Ok((pool.connect_with(given.clone()).await?, given))
 }
+
+/// How long a pooled connection may have been idle and still be used without a ping first
+/// (see [`postgres`]). A server that restarts is down for longer than this, so its dead
+/// connections have all been idle longer by the time it answers again.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
 /// Whether the URL's query sets `sslmode` (or sqlx's spelling `ssl-mode`).
 fn names_ssl_mode(url: &str) -> bool {
