@@ -55,12 +55,14 @@ pub async fn create_run(
     params: &BTreeMap<String, serde_json::Value>,
     origin: RunOrigin,
 ) -> Result<i64, StoreError> {
-    let run_id = insert_run(store, clock, dag, params, origin).await?;
+    let run_id = create_run_quietly(store, clock, dag, params, origin).await?;
     store.signal(Topic::Progress).await;
     Ok(run_id)
 }
 
-async fn insert_run(
+/// Creates a run as [`create_run`] does, without telling the scheduler: for a caller that
+/// starts the run itself at once ([`crate::service::start_now`]).
+pub async fn create_run_quietly(
     store: &Store,
     clock: &dyn Clock,
     dag: &Dag,
@@ -133,18 +135,6 @@ async fn insert_run(
             assets,
         })
         .await
-}
-
-/// Creates a run as [`create_run`] does, without telling the scheduler: for a caller that
-/// starts the run itself at once ([`crate::service::start_now`]).
-pub async fn create_run_quietly(
-    store: &Store,
-    clock: &dyn Clock,
-    dag: &Dag,
-    params: &BTreeMap<String, serde_json::Value>,
-    origin: RunOrigin,
-) -> Result<i64, StoreError> {
-    insert_run(store, clock, dag, params, origin).await
 }
 
 pub fn find<'a>(tasks: &'a [TaskRecord], task_id: &str) -> Result<&'a TaskRecord, RunError> {

@@ -130,21 +130,20 @@ pub async fn advance(
     skip_if_settled: bool,
     moved: &mut Moved,
 ) -> Result<(), StoreError> {
-    let run_id = run.id;
-    // `service_runs` left out paused DAGs' runs, unless someone asked to cancel them.
-    let cancel = run.cancel_requested_at_ms.is_some();
     if run.state.is_terminal() {
         return Ok(());
     }
-    let now = clock.now_ms();
-    let timed_out = timeout_at_ms(&run).is_some_and(|at| at <= now);
-    if skip_if_settled && run.state == RunState::Running && !cancel && !timed_out {
-        let (waiting, unfinished) = store.undecided_tasks(run_id).await?;
+    // A run to cancel or past its timeout has a decision to make whatever its tasks say.
+    // (`service_runs` left out paused DAGs' runs, unless someone asked to cancel them.)
+    let pressing = run.cancel_requested_at_ms.is_some()
+        || timeout_at_ms(&run).is_some_and(|at| at <= clock.now_ms());
+    if skip_if_settled && run.state == RunState::Running && !pressing {
+        let (waiting, unfinished) = store.undecided_tasks(run.id).await?;
         if waiting == 0 && unfinished > 0 {
             return Ok(());
         }
     }
-    let tasks = store.tasks(run_id).await?;
+    let tasks = store.tasks(run.id).await?;
     advance_with(store, clock, run, tasks, moved).await
 }
 
