@@ -971,7 +971,14 @@ fn an_asset_event_starts_a_dag_and_the_assets_page_shows_it() {
         .await;
         assert_eq!(cause, format!("Started by lake.orders event {event_id}"));
         let run_id: i64 = started.trim_start_matches("run ").parse().unwrap();
-        let heading = text_of(&client, "h1").await.unwrap();
+        // The page may be drawn again (a live update) between finding the heading and reading
+        // it: read it until it holds still.
+        let heading = until(
+            Duration::from_secs(10),
+            "the run page's heading",
+            || async { text_of(&client, "h1").await },
+        )
+        .await;
         assert!(
             heading.starts_with(&format!("Run {run_id} of report")),
             "{heading}"
