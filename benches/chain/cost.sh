@@ -1,0 +1,88 @@
+#!/bin/bash
+# Where a chained task's time goes, for one build of `amdahl` on PostgreSQL at default flags
+# (a URL without `sslmode`, `amdahl scheduler` + `amdahl worker`, a new database):
+#
+# - CPU per task of each process over ROUNDS runs of a chain of N tasks (from /proc: the
+#   worker with and without its children, the scheduler, every PostgreSQL process that lived
+#   through the runs, the trigger commands, and the whole machine);
+# - the fixed cost of a trigger: the median of 9 runs of a chain of 1 and of N + 1, and
+#   `amdahl --version` (the process start alone).
+#
+#   AMDAHL_BENCH_POSTGRES_URL=postgres://…/postgres benches/chain/cost.sh BINARY [N] [ROUNDS]
+#   (AMDAHL_BENCH_TASK=empty for `empty: {}` tasks instead of `shell: "true"`)
+set -euo pipefail
+bin=$1 n=${2:-40} rounds=${3:-5} task=${AMDAHL_BENCH_TASK:-shell}
+server=${AMDAHL_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+work=$(mktemp -d)
+trap 'rm -rf "$work"; jobs -p | xargs -r kill 2>/dev/null' EXIT
+mkdir "$work/dags" "$work/empty"
+chain() {
+  echo "dag: $1"
+  echo "tasks:"
+  for i in $(seq 0 $(($2 - 1))); do
+    echo "  t$i:"
+    [ "$i" -gt 0 ] && echo "    needs: [t$((i - 1))]"
+    if [ "$task" = empty ]; then echo '    empty: {}'; else echo '    shell: "true"'; fi
+  done
+}
+chain chain "$n" > "$work/dags/chain.yaml"
+chain one 1 > "$work/dags/one.yaml"
+chain longer $((n + 1)) > "$work/dags/longer.yaml"
+export PGOPTIONS="--client-min-messages=warning"
+psql -qX "$server" -c "DROP DATABASE IF EXISTS amdahl_cost" -c "CREATE DATABASE amdahl_cost" > /dev/null
+export AMDAHL_DATABASE_URL="${server%/*}/amdahl_cost" AMDAHL_HOME="$work/home"
+"$bin" db migrate > /dev/null
+"$bin" scheduler --dags-folder "$work/empty" 2> /dev/null & scheduler=$!
+"$bin" worker 2> /dev/null & worker=$!
+for dag in chain one longer; do "$bin" trigger "$work/dags/$dag.yaml" --wait > /dev/null; done
+
+tick=$(getconf CLK_TCK)
+with_children() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+own() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+postgres_cpu() {
+  local total=0 pid
+  for pid in $(pgrep -f "postgres: " || true); do
+    total=$((total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2> /dev/null || echo 0)))
+  done
+  echo "$total"
+}
+machine() { head -1 /proc/stat | awk '{print $2 + $3 + $4 + $7 + $8 + $9}'; }
+
+w0=$(with_children "$worker") wo0=$(own "$worker") s0=$(with_children "$scheduler")
+p0=$(postgres_cpu) m0=$(machine) trigger_ms=0
+start=$(date +%s%N)
+for _ in $(seq "$rounds"); do
+  /usr/bin/time -f "%U %S" -o "$work/time" "$bin" trigger "$work/dags/chain.yaml" --wait > /dev/null
+  trigger_ms=$(awk -v t="$trigger_ms" '{print t + ($1 + $2) * 1000}' "$work/time")
+done
+end=$(date +%s%N)
+w1=$(with_children "$worker") wo1=$(own "$worker") s1=$(with_children "$scheduler")
+p1=$(postgres_cpu) m1=$(machine)
+tasks=$((n * rounds))
+per() { awk -v d="$1" -v tick="$tick" -v tasks="$tasks" 'BEGIN {printf "%.2f ms", d * 1000 / tick / tasks}'; }
+echo "| $tasks chained \`$task\` tasks | per task |"
+echo "|---|---:|"
+awk -v d=$((end - start)) -v tasks="$tasks" 'BEGIN {printf "| wall time | %.2f ms |\n", d / 1e6 / tasks}'
+echo "| the worker with its children | $(per $((w1 - w0))) |"
+echo "| the worker itself | $(per $((wo1 - wo0))) |"
+echo "| PostgreSQL (its processes) | $(per $((p1 - p0))) |"
+echo "| the scheduler | $(per $((s1 - s0))) |"
+awk -v t="$trigger_ms" -v tasks="$tasks" 'BEGIN {printf "| the trigger commands | %.2f ms |\n", t / tasks}'
+echo "| the whole machine (all cores) | $(per $((m1 - m0))) |"
+
+median() {
+  local times=() s e
+  for _ in $(seq 9); do
+    s=$(date +%s%N)
+    "$@" > /dev/null
+    e=$(date +%s%N)
+    times+=($(((e - s) / 1000)))
+  done
+  printf '%s\n' "${times[@]}" | sort -n | sed -n 5p | awk '{printf "%.1f ms", $1 / 1000}'
+}
+echo
+echo "| trigger to exit (median of 9) | |"
+echo "|---|---:|"
+echo "| chain of 1 | $(median "$bin" trigger "$work/dags/one.yaml" --wait) |"
+echo "| chain of $((n + 1)) | $(median "$bin" trigger "$work/dags/longer.yaml" --wait) |"
+echo "| \`amdahl --version\` | $(median "$bin" --version) |"
