@@ -21,7 +21,7 @@ use amdahl_scheduler::runs::task_view;
 use amdahl_scheduler::service::{Moved, advance_with, load_pinned};
 use amdahl_scheduler::state::{AttemptState, TaskState};
 use amdahl_scheduler::store::{
-    Backoff, Claim, ClaimRequest, RunRecord, StoreError, Topic, WorkerInfo,
+    AfterEnd, Backoff, Claim, ClaimRequest, NextClaim, RunRecord, StoreError, Topic, WorkerInfo,
 };
 
 /// A worker decides a run itself after one of its tasks ends (instead of leaving that to a
@@ -64,6 +64,10 @@ pub struct Worker {
     runs: std::sync::Mutex<HashMap<i64, Arc<RunRecord>>>,
     /// Whether the loss of the GPU was logged.
     gpu_loss_told: std::sync::atomic::AtomicBool,
+    /// Hand-offs that may claim a follow-on task which the main loop has not taken in yet
+    /// (see [`Worker::hand_off`]): while any is, a renewal that finds a held task with no
+    /// stage does not give its lease up, since it may be that follow-on.
+    handing_off: std::sync::atomic::AtomicUsize,
 }
 
 impl Worker {
@@ -78,6 +82,7 @@ impl Worker {
             dags: Mutex::new(HashMap::new()),
             runs: std::sync::Mutex::new(HashMap::new()),
             gpu_loss_told: std::sync::atomic::AtomicBool::new(false),
+            handing_off: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -156,6 +161,29 @@ impl Worker {
         let (mut claim_backoff, mut claim_after) =
             (Backoff::default(), tokio::time::Instant::now());
         let mut renew_backoff = Backoff::default();
+        // Tasks that hand-offs claimed, each to start in the slot its ended task left.
+        let (follow_ons, mut follow_on) = tokio::sync::mpsc::unbounded_channel::<Claim>();
+        // Starts a claimed task's attempt in a slot of its weight.
+        let start =
+            |claim: Claim,
+             running: &mut JoinSet<(i64, String)>,
+             light: &mut std::collections::HashSet<tokio::task::Id>,
+             stages: &mut HashMap<(i64, String), tokio::task::AbortHandle>| {
+                let is_light = claim.light;
+                let worker = self.clone();
+                let key = (claim.run_id, claim.task_id.clone());
+                let (reports, progress) = (reports.clone(), progress.clone());
+                let follow_ons = follow_ons.clone();
+                let stage = running.spawn(async move {
+                    worker
+                        .attempt(claim, &reports, &progress, &follow_ons)
+                        .await
+                });
+                if is_light {
+                    light.insert(stage.id());
+                }
+                stages.insert(key, stage);
+            };
         loop {
             let mut free = self
                 .config
@@ -187,17 +215,7 @@ impl Worker {
                             } else {
                                 free -= 1;
                             }
-                            let is_light = claim.light;
-                            let worker = self.clone();
-                            let key = (claim.run_id, claim.task_id.clone());
-                            let (reports, progress) = (reports.clone(), progress.clone());
-                            let stage = running.spawn(async move {
-                                worker.attempt(claim, &reports, &progress).await
-                            });
-                            if is_light {
-                                light.insert(stage.id());
-                            }
-                            stages.insert(key, stage);
+                            start(claim, &mut running, &mut light, &mut stages);
                         }
                     }
                     Err(e) if e.is_transient() => {
@@ -239,6 +257,13 @@ impl Worker {
                         done = running.try_join_next_with_id();
                     }
                 }
+                // A task a hand-off claimed takes the slot its ended task left (which may not
+                // be joined yet: for that moment one more stage runs than the slots).
+                Some(claim) = follow_on.recv() => {
+                    start(claim, &mut running, &mut light, &mut stages);
+                    self.handing_off
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 // With every slot busy, new work can wait for a slot to free up.
                 _ = queued.wait(claim_wait), if free + light_free > 0 => {}
                 _ = renew.tick() => {
@@ -279,8 +304,11 @@ impl Worker {
         let held = store
             .extend_leases(&self.config.owner, lease_ms, self.env.clock.now_ms())
             .await?;
+        // Read after the leases: a follow-on claimed before them is counted here until the
+        // main loop (which runs this) has given it a stage.
+        let handing_off = self.handing_off.load(std::sync::atomic::Ordering::SeqCst) > 0;
         for (run_id, task_id) in &held {
-            if !stages.contains_key(&(*run_id, task_id.clone())) {
+            if !handing_off && !stages.contains_key(&(*run_id, task_id.clone())) {
                 eprintln!(
                     "worker {}: run {run_id} task {task_id}: its end could not be recorded; giving up its lease",
                     self.config.owner
@@ -300,17 +328,36 @@ impl Worker {
         self.advertise(started_at_ms).await
     }
 
-    /// Runs one claimed attempt; returns its (run, task) key.
+    /// Runs one claimed attempt; returns its (run, task) key. The task its hand-off claimed
+    /// goes to the main loop through `follow_ons`.
     async fn attempt(
-        &self,
+        self: &Arc<Self>,
         claim: Claim,
         reports: &Reports,
         progress: &tokio::sync::Notify,
+        follow_ons: &tokio::sync::mpsc::UnboundedSender<Claim>,
     ) -> (i64, String) {
         let handed_off = match self.attempt_inner(&claim, reports).await {
             Ok(ended) => {
                 let decided = match ended.hand_off {
-                    Some(downstream) => self.hand_off(&claim, downstream).await,
+                    // The decision is not stopped with the stage: once the end is recorded a
+                    // renewal no longer holds the task and stops its stage, which must not
+                    // lose a task the decision claimed.
+                    Some(downstream) => {
+                        let (worker, ended_claim) = (self.clone(), claim.clone());
+                        let follow_ons = follow_ons.clone();
+                        tokio::spawn(async move {
+                            let (decided, next) =
+                                worker.hand_off(&ended_claim, downstream, ended.after).await;
+                            // Sent to a worker that stopped, it is reaped when its lease ends.
+                            if let Some(next) = next {
+                                let _ = follow_ons.send(next);
+                            }
+                            decided
+                        })
+                        .await
+                        .unwrap_or(false)
+                    }
                     None => false,
                 };
                 // Assets a task produced may start other DAGs' runs: a scheduler looks now.
@@ -331,12 +378,29 @@ impl Worker {
     }
 
     /// Decides the run right after one of its tasks ended, as a scheduler would (Airflow calls
-    /// this the mini scheduler): the next task is queued, and this worker claims it as soon as
-    /// this returns, without a round of signals through a scheduler. Returns whether that
-    /// worked; if not, a scheduler is signalled to do it.
-    async fn hand_off(&self, ended: &Claim, downstream: bool) -> bool {
+    /// this the mini scheduler), without a round of signals through a scheduler. When the
+    /// decision readies one task (a chain's next link) that can take the slot the ended task
+    /// frees, it is claimed in the statement that would have queued it and returned, for the
+    /// main loop to start at once; other ready tasks are queued. Returns whether the decision
+    /// worked (if not, a scheduler is signalled to make it), and the claimed task.
+    async fn hand_off(
+        &self,
+        ended: &Claim,
+        downstream: bool,
+        after: Option<AfterEnd>,
+    ) -> (bool, Option<Claim>) {
         let (store, run_id) = (&self.env.store, ended.run_id);
         let mut moved = Moved::default();
+        let next = NextClaim {
+            owner: &self.config.owner,
+            has_gpu: self.has_gpu(),
+            light: ended.light,
+            lease_ms: self.config.lease.as_millis() as i64,
+        };
+        // Counted before the claim can be made; the main loop uncounts it once it has
+        // started the claimed task, or this does below if nothing was claimed.
+        self.handing_off
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let decided = async {
             if !downstream {
                 // Other tasks still running and none waiting: nothing to decide yet.
@@ -345,47 +409,38 @@ impl Worker {
                     return Ok(());
                 }
             }
-            // The run and its tasks, read at once on two connections.
-            let (runs, tasks) = tokio::join!(store.service_runs(Some(run_id)), store.tasks(run_id));
-            if let Some(run) = runs?.into_iter().next() {
-                advance_with(store, self.env.clock.as_ref(), run, tasks?, &mut moved).await?;
+            // The run and its tasks: read with the end, or now, at once on two connections.
+            let (run, tasks) = match after {
+                Some(after) => (after.run, after.tasks),
+                None => {
+                    let (runs, tasks) =
+                        tokio::join!(store.service_runs(Some(run_id)), store.tasks(run_id));
+                    (runs?.into_iter().next(), tasks?)
+                }
+            };
+            if let Some(run) = run {
+                let clock = self.env.clock.as_ref();
+                advance_with(store, clock, run, tasks, Some(&next), &mut moved).await?;
             }
             Ok::<(), StoreError>(())
         }
         .await;
+        if moved.claimed.is_none() {
+            self.handing_off
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
         if let Err(e) = decided {
             eprintln!("worker {}: deciding run {run_id}: {e}", self.config.owner);
-            return false;
+            return (false, moved.claimed);
         }
-        // Other workers and waiters hear about it without holding up this worker's claim,
-        // unless that claim surely finds it: a chain's next link, which takes the slot the
-        // ended task frees. (If a better task queued meanwhile is taken instead, the link
-        // waits for the next free slot or, at worst, another worker's poll.) A wake-up
-        // would only start a second claim racing this worker's own, which finds nothing.
-        if moved.queued && !self.takes_next(ended, moved.only_queued()).await {
+        // Other workers and waiters hear about it without holding up this worker.
+        if moved.queued > 0 {
             store.signal_soon(Topic::Queued);
         }
         if moved.finished {
             store.signal_soon(Topic::Progress);
         }
-        true
-    }
-
-    /// Whether the slot `ended` frees is one `next` (a task of the same run) can take on this
-    /// worker: the same weight (light or not), and a GPU where it asked for one.
-    async fn takes_next(&self, ended: &Claim, next: Option<&str>) -> bool {
-        let Some(next) = next else { return false };
-        let Ok(run) = self.run_record(ended.run_id).await else {
-            return false;
-        };
-        let Ok(dag) = self.dag(run.dag_version_id).await else {
-            return false;
-        };
-        let base = amdahl_dags::mapping::split_instance(next).0;
-        dag.task(base).is_some_and(|task| {
-            task.kind.is_light() == ended.light
-                && (task.device != amdahl_dags::DevicePreference::Gpu || self.has_gpu())
-        })
+        (true, moved.claimed)
     }
 
     async fn dag(&self, version_id: i64) -> Result<Arc<Dag>, String> {
@@ -542,8 +597,15 @@ impl Worker {
         let finish = finish_of(&end, result);
         log_failure(store, &finish).await?;
         let produced = finish.task_state == TaskState::Success && !finish.produces.is_empty();
-        if reports.record(finish).await? {
-            Ok(Ended { hand_off, produced })
+        // A task with downstream tasks is followed by a decision that reads the run: it may
+        // come back with the end.
+        let (recorded, after) = reports.record(finish, hand_off == Some(true)).await?;
+        if recorded {
+            Ok(Ended {
+                hand_off,
+                produced,
+                after,
+            })
         } else {
             Err(StoreError::Conflict(
                 "the task was cancelled, or its lease lost, before the attempt ended; its report was refused".into(),
@@ -559,6 +621,8 @@ struct Ended {
     hand_off: Option<bool>,
     /// It succeeded and produced assets.
     produced: bool,
+    /// The run as the end left it, where it was read with the end.
+    after: Option<AfterEnd>,
 }
 
 /// Aborts its tasks when dropped, however the worker loop ends.

@@ -9,6 +9,7 @@ mod assets;
 mod conditions;
 mod connections;
 mod deadlines;
+mod hand_off;
 mod imports;
 mod light;
 mod mapping;
@@ -40,6 +41,10 @@ use conditions::{a_false_when_sql_skips_its_task, a_worker_skips_a_task_whose_wh
 use deadlines::{
     a_missed_deadline_is_recorded_once, a_run_past_its_run_timeout_fails_with_its_tasks,
     a_task_waits_for_its_past, the_service_times_out_a_settled_run,
+};
+use hand_off::{
+    a_hand_off_claims_the_next_link_only_where_a_claim_would,
+    an_end_comes_back_with_its_run_as_it_left_it,
 };
 use imports::a_broken_dag_file_is_reported_and_its_last_good_version_kept;
 use light::light_tasks_run_beside_busy_cpu_slots;
@@ -2168,6 +2173,8 @@ suite!(
     a_map_over_too_many_values_fails_with_the_count,
     light_tasks_run_beside_busy_cpu_slots,
     a_thousand_waiting_sensors_hold_no_slots,
+    a_hand_off_claims_the_next_link_only_where_a_claim_would,
+    an_end_comes_back_with_its_run_as_it_left_it,
 );
 
 /// PostgreSQL's planner takes the claim's candidates from the partial indexes, one per weight,

@@ -119,6 +119,8 @@ impl TaskState {
         matches!(
             (self, next),
             (Scheduled, Queued)
+                // Claimed by a worker's hand-off as it is found ready (`Store::claim_next`).
+                | (Scheduled, Running)
                 | (Scheduled, UpstreamFailed)
                 | (Scheduled, Skipped)
                 | (Scheduled, Cancelled)

@@ -26,7 +26,9 @@ use crate::backfill::{self, DateView};
 use crate::decide::{Command, Dispatcher, decide};
 use crate::runs::{logical_text, past_of, pool_free_for, timeout_at_ms, timeout_reason, view_of};
 use crate::state::{RunState, TaskState};
-use crate::store::{BackfillRecord, RunRecord, Store, StoreError, TaskRecord, Topic};
+use crate::store::{
+    BackfillRecord, Claim, NextClaim, RunRecord, Store, StoreError, TaskRecord, Topic,
+};
 
 /// Why a task was skipped by its trigger rule (the note on its state change).
 pub const SKIPPED_BY_RULE: &str =
@@ -106,7 +108,7 @@ pub async fn start_now(store: &Store, clock: &dyn Clock, run_id: i64) -> bool {
         Ok::<bool, StoreError>(found)
     }
     .await;
-    if moved.queued {
+    if moved.queued > 0 {
         store.signal(Topic::Queued).await;
     }
     let decided = decided.unwrap_or(false);
@@ -144,17 +146,23 @@ pub async fn advance(
         }
     }
     let tasks = store.tasks(run.id).await?;
-    advance_with(store, clock, run, tasks, moved).await
+    advance_with(store, clock, run, tasks, None, moved).await
 }
 
 /// [`advance`] (without `skip_if_settled`) with the run's tasks already read, as a worker
 /// reads them beside the run to save a round trip. The tasks may be read after the run:
 /// every move is fenced by the state it leaves.
+///
+/// With `next`, the worker deciding after one of its tasks ended takes the task the decision
+/// readies into the freed slot, when that decision readies exactly one (a chain's next link):
+/// [`Store::claim_next`] claims it instead of queueing it, and [`Moved::claimed`] returns the
+/// claim. Where that claim does not hold, the task is queued as usual.
 pub async fn advance_with(
     store: &Store,
     clock: &dyn Clock,
     run: RunRecord,
     tasks: Vec<TaskRecord>,
+    next: Option<&NextClaim<'_>>,
     moved: &mut Moved,
 ) -> Result<(), StoreError> {
     let run_id = run.id;
@@ -284,20 +292,23 @@ pub async fn advance_with(
         };
         if result.is_ok() {
             match command {
-                Command::Queue(task_id) => moved.queue(1, Some(task_id)),
+                Command::Queue(_) => moved.queued += 1,
                 Command::FinishRun(_) | Command::TimeOutRun => moved.finished = true,
                 _ => {}
             }
         }
         tolerate_conflict(result)?;
     }
+    let readies_one = batched.len() == 1 && moved.queued == 0;
     for (from, task_ids) in batched {
-        let n = store.queue_tasks(run_id, from, &task_ids, now).await?;
-        // Which ones moved is known only when all did.
-        let known = (n == task_ids.len() as u64)
-            .then(|| task_ids.last().copied())
-            .flatten();
-        moved.queue(n, known);
+        if let (Some(next), TaskState::Scheduled, [only], true) =
+            (next, from, task_ids.as_slice(), readies_one)
+            && let Some(claim) = store.claim_next(next, run_id, only, now).await?
+        {
+            moved.claimed = Some(claim);
+            continue;
+        }
+        moved.queued += store.queue_tasks(run_id, from, &task_ids, now).await?;
     }
     Ok(())
 }
@@ -305,32 +316,12 @@ pub async fn advance_with(
 /// What one pass of decisions did, for the signals sent after it.
 #[derive(Default)]
 pub struct Moved {
-    /// Tasks were queued: workers may claim.
-    pub queued: bool,
-    /// How many tasks were queued.
-    pub queued_count: u64,
-    /// The last task queued, where its id is known (see [`Moved::only_queued`]).
-    last_queued: Option<String>,
+    /// How many tasks were queued: workers may claim them.
+    pub queued: u64,
+    /// The task claimed for the deciding worker instead of queued (see [`advance_with`]).
+    pub claimed: Option<Claim>,
     /// Runs finished.
     pub finished: bool,
-}
-
-impl Moved {
-    fn queue(&mut self, n: u64, last: Option<&str>) {
-        if n == 0 {
-            return;
-        }
-        self.queued = true;
-        self.queued_count += n;
-        self.last_queued = last.map(str::to_string);
-    }
-
-    /// The one task queued, when exactly one was (a chain's next link).
-    pub fn only_queued(&self) -> Option<&str> {
-        (self.queued_count == 1)
-            .then_some(self.last_queued.as_deref())
-            .flatten()
-    }
 }
 
 /// Loads the DAG version a run or backfill pinned, from the YAML the store kept.

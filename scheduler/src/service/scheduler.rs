@@ -187,7 +187,7 @@ impl SchedulerService {
         for run in self.store.service_runs(None).await? {
             advance(&self.store, self.clock.as_ref(), run, true, &mut moved).await?;
         }
-        if moved.queued {
+        if moved.queued > 0 {
             self.store.signal(Topic::Queued).await;
         }
         if moved.finished {

@@ -4,9 +4,10 @@
 //! Every end is fenced by the attempt number: a report for an attempt that is no longer its
 //! task's current one changes nothing.
 
-use super::records::place_of;
+use super::records::{RunRow, TaskRow, place_of};
 use super::{
-    FinishAttempt, Pool, PredictedAttempt, Prediction, Result, Store, StoreError, check_task_edge,
+    AfterEnd, FinishAttempt, Pool, PredictedAttempt, Prediction, Result, Store, StoreError,
+    check_task_edge,
 };
 use crate::state::TaskState;
 use amdahl_placement::Place;
@@ -38,39 +39,11 @@ async fn finish_attempts_postgres(
     pool: &sqlx::PgPool,
     ends: &[FinishAttempt],
 ) -> Result<Option<Vec<bool>>> {
-    let column = |f: fn(&FinishAttempt) -> i64| ends.iter().map(f).collect::<Vec<i64>>();
-    let maybe = |f: fn(&FinishAttempt) -> Option<i64>| ends.iter().map(f).collect::<Vec<_>>();
-    let text = |f: fn(&FinishAttempt) -> Option<&str>| {
-        ends.iter()
-            .map(|e| f(e).map(str::to_string))
-            .collect::<Vec<Option<String>>>()
-    };
     #[derive(sqlx::FromRow)]
     struct Row {
         attempt_ids: Vec<i64>,
     }
-    let query = sqlx::query_as::<_, Row>(FINISH_MANY_POSTGRES)
-        .bind(column(|e| e.run_id))
-        .bind(text(|e| Some(e.task_id.as_str())))
-        .bind(column(|e| e.attempt))
-        .bind(column(|e| e.attempt_id))
-        .bind(text(|e| Some(e.attempt_state.as_str())))
-        .bind(text(|e| Some(e.task_state.as_str())))
-        .bind(maybe(|e| e.retry_at_ms))
-        .bind(text(|e| e.device.map(Place::code)))
-        .bind(text(|e| e.output_path.as_deref()))
-        .bind(maybe(|e| e.rows_out))
-        .bind(maybe(|e| e.bytes_out))
-        .bind(text(|e| e.error.as_deref()))
-        .bind(column(|e| e.now_ms))
-        .bind(text(|e| e.device_note.as_deref()))
-        .bind(maybe(|e| e.io_us))
-        .bind(maybe(|e| e.transfer_us))
-        .bind(maybe(|e| e.compute_us))
-        .bind(text(|e| e.route.as_deref()))
-        .bind(text(|e| e.rendered.as_deref()))
-        .bind(text(|e| e.plan.as_deref()));
-    let is_unpaired = |e: &sqlx::Error| matches!(e, sqlx::Error::Database(db) if db.message().contains(unpaired!()));
+    let query = bind_ends(sqlx::query_as::<_, Row>(FINISH_MANY_POSTGRES), ends);
     let produces = |e: &FinishAttempt| e.task_state == TaskState::Success && !e.produces.is_empty();
     let done: std::collections::HashSet<i64> = if ends.iter().any(produces) {
         let mut tx = pool.begin().await?;
@@ -95,44 +68,125 @@ async fn finish_attempts_postgres(
     ))
 }
 
-const FINISH_MANY_POSTGRES: &str = concat!(
-    "WITH e AS ( \
-        SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
-                             $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
-                             $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[], \
-                             $19::text[], $20::text[]) \
-            AS e(run_id, task_id, attempt, attempt_id, attempt_state, task_state, retry_at_ms, device, \
-                 output_path, rows_out, bytes_out, error, now_ms, device_note, io_us, transfer_us, compute_us, route, \
-                 rendered, plan)), \
-     t AS ( \
-        UPDATE task_instances ti SET state = e.task_state, retry_at_ms = e.retry_at_ms, \
-            device = COALESCE(e.device, ti.device), lease_owner = NULL, lease_expires_at_ms = NULL, \
-            output_path = COALESCE(e.output_path, ti.output_path), rows_out = e.rows_out, \
-            bytes_out = e.bytes_out, error = e.error, \
-            finished_at_ms = CASE WHEN e.task_state = 'up_for_retry' THEN NULL ELSE e.now_ms END, \
-            pokes = ti.pokes + CASE WHEN e.attempt_state = 'rescheduled' THEN 1 ELSE 0 END, \
-            waiting_since_ms = CASE WHEN e.attempt_state = 'rescheduled' \
-                THEN COALESCE(ti.waiting_since_ms, ti.started_at_ms) ELSE ti.waiting_since_ms END \
-        FROM e WHERE ti.run_id = e.run_id AND ti.task_id = e.task_id AND ti.state = 'running' \
-            AND ti.attempts = e.attempt \
-            AND ",
-    no_flush_wait!(),
-    " = 'off' \
-        RETURNING e.attempt_id), \
-     a AS ( \
-        UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, \
-            device_note = e.device_note, error = e.error, rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms, \
-            io_us = e.io_us, transfer_us = e.transfer_us, compute_us = e.compute_us, route = e.route, \
-            rendered = e.rendered, plan = e.plan \
-        FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
-            AND ta.id IN (SELECT attempt_id FROM t) \
-        RETURNING ta.id) \
-     SELECT CASE WHEN (SELECT COUNT(*) FROM t) = (SELECT COUNT(*) FROM a) \
-                 THEN COALESCE((SELECT array_agg(id) FROM a), '{}') \
-                 ELSE CAST('",
-    unpaired!(),
-    " ' || (SELECT COUNT(*) FROM t) || ' tasks, ' || (SELECT COUNT(*) FROM a) || ' attempts' AS bigint[]) \
-            END AS attempt_ids",
+/// Whether `e` is the [`unpaired!`] failure.
+fn is_unpaired(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.message().contains(unpaired!()))
+}
+
+/// Binds the ends' columns, as arrays, to a statement that starts with [`finish_ctes!`].
+fn bind_ends<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ends: &[FinishAttempt],
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    let column = |f: fn(&FinishAttempt) -> i64| ends.iter().map(f).collect::<Vec<i64>>();
+    let maybe = |f: fn(&FinishAttempt) -> Option<i64>| ends.iter().map(f).collect::<Vec<_>>();
+    let text = |f: fn(&FinishAttempt) -> Option<&str>| {
+        ends.iter()
+            .map(|e| f(e).map(str::to_string))
+            .collect::<Vec<Option<String>>>()
+    };
+    query
+        .bind(column(|e| e.run_id))
+        .bind(text(|e| Some(e.task_id.as_str())))
+        .bind(column(|e| e.attempt))
+        .bind(column(|e| e.attempt_id))
+        .bind(text(|e| Some(e.attempt_state.as_str())))
+        .bind(text(|e| Some(e.task_state.as_str())))
+        .bind(maybe(|e| e.retry_at_ms))
+        .bind(text(|e| e.device.map(Place::code)))
+        .bind(text(|e| e.output_path.as_deref()))
+        .bind(maybe(|e| e.rows_out))
+        .bind(maybe(|e| e.bytes_out))
+        .bind(text(|e| e.error.as_deref()))
+        .bind(column(|e| e.now_ms))
+        .bind(text(|e| e.device_note.as_deref()))
+        .bind(maybe(|e| e.io_us))
+        .bind(maybe(|e| e.transfer_us))
+        .bind(maybe(|e| e.compute_us))
+        .bind(text(|e| e.route.as_deref()))
+        .bind(text(|e| e.rendered.as_deref()))
+        .bind(text(|e| e.plan.as_deref()))
+}
+
+/// The ends as rows (`e`), their task rows updated (`t`, returning `e.attempt_id` and
+/// `$returning`) and their attempt rows updated (`a`): the common head of
+/// [`FINISH_MANY_POSTGRES`] and [`FINISH_AND_READ_POSTGRES`].
+macro_rules! finish_ctes {
+    ($returning:literal) => {
+        concat!(
+            "WITH e AS ( \
+                SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
+                                     $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
+                                     $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[], \
+                                     $19::text[], $20::text[]) \
+                    AS e(run_id, task_id, attempt, attempt_id, attempt_state, task_state, retry_at_ms, device, \
+                         output_path, rows_out, bytes_out, error, now_ms, device_note, io_us, transfer_us, compute_us, route, \
+                         rendered, plan)), \
+             t AS ( \
+                UPDATE task_instances ti SET state = e.task_state, retry_at_ms = e.retry_at_ms, \
+                    device = COALESCE(e.device, ti.device), lease_owner = NULL, lease_expires_at_ms = NULL, \
+                    output_path = COALESCE(e.output_path, ti.output_path), rows_out = e.rows_out, \
+                    bytes_out = e.bytes_out, error = e.error, \
+                    finished_at_ms = CASE WHEN e.task_state = 'up_for_retry' THEN NULL ELSE e.now_ms END, \
+                    pokes = ti.pokes + CASE WHEN e.attempt_state = 'rescheduled' THEN 1 ELSE 0 END, \
+                    waiting_since_ms = CASE WHEN e.attempt_state = 'rescheduled' \
+                        THEN COALESCE(ti.waiting_since_ms, ti.started_at_ms) ELSE ti.waiting_since_ms END \
+                FROM e WHERE ti.run_id = e.run_id AND ti.task_id = e.task_id AND ti.state = 'running' \
+                    AND ti.attempts = e.attempt \
+                    AND ",
+            no_flush_wait!(),
+            " = 'off' \
+                RETURNING e.attempt_id",
+            $returning,
+            "), \
+             a AS ( \
+                UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, \
+                    device_note = e.device_note, error = e.error, rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms, \
+                    io_us = e.io_us, transfer_us = e.transfer_us, compute_us = e.compute_us, route = e.route, \
+                    rendered = e.rendered, plan = e.plan \
+                FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
+                    AND ta.id IN (SELECT attempt_id FROM t) \
+                RETURNING ta.id) "
+        )
+    };
+}
+
+/// The ids of the attempts recorded, or the [`unpaired!`] failure (see
+/// [`finish_attempts_postgres`]), as the column `attempt_ids`.
+macro_rules! recorded_attempt_ids {
+    () => {
+        concat!(
+            "CASE WHEN (SELECT COUNT(*) FROM t) = (SELECT COUNT(*) FROM a) \
+                  THEN COALESCE((SELECT array_agg(id) FROM a), '{}') \
+                  ELSE CAST('",
+            unpaired!(),
+            " ' || (SELECT COUNT(*) FROM t) || ' tasks, ' || (SELECT COUNT(*) FROM a) || ' attempts' AS bigint[]) \
+             END AS attempt_ids"
+        )
+    };
+}
+
+const FINISH_MANY_POSTGRES: &str = concat!(finish_ctes!(""), "SELECT ", recorded_attempt_ids!());
+
+/// One end (arrays of one) and, in the same statement, its run as a worker's hand-off reads
+/// it: the run if a worker decides it (the condition of [`Store::service_runs`]) and every
+/// task of the run, the ended one as this statement left it (the statement's own reads see
+/// the rows as they were before it), each as JSON.
+const FINISH_AND_READ_POSTGRES: &str = concat!(
+    finish_ctes!(", ti.*"),
+    "SELECT ",
+    recorded_attempt_ids!(),
+    ", (SELECT json_agg(x ORDER BY x.position, x.map_index NULLS FIRST) FROM ( \
+          SELECT position, ",
+    task_columns!(),
+    " FROM t UNION ALL SELECT position, ",
+    task_columns!(),
+    " FROM task_instances WHERE run_id = $1[1] AND task_id <> ALL (SELECT task_id FROM t)) x) AS tasks, \
+        (SELECT row_to_json(r) FROM (",
+    select_runs!(""),
+    "WHERE r.id = $1[1] AND ",
+    service_run!(),
+    ") r) AS run"
 );
 
 /// [`Store::finish_attempts`] on SQLite: the one-end statements, in one transaction (one
@@ -313,6 +367,58 @@ impl Store {
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    /// Records one attempt's end as [`Store::finish_attempt`] does and returns whether it was
+    /// recorded (`false`: a stale report, which changed nothing) and, where that costs no
+    /// extra round trip, the run as the end left it, for the worker's hand-off to decide
+    /// from ([`AfterEnd`]): on PostgreSQL one statement ends the attempt and reads the run
+    /// and its tasks ([`FINISH_AND_READ_POSTGRES`]). `None` (SQLite, an end that records asset
+    /// events or expands a mapped task, a stale end): the caller reads the run itself.
+    pub async fn finish_and_read(&self, f: &FinishAttempt) -> Result<(bool, Option<AfterEnd>)> {
+        let simple =
+            f.mapped.is_none() && !(f.task_state == TaskState::Success && !f.produces.is_empty());
+        if let (Pool::Postgres(pool), true) = (&self.pool, simple) {
+            check_task_edge(TaskState::Running, f.task_state)?;
+            if !f.attempt_state.is_terminal() {
+                return Err(StoreError::IllegalTransition(format!(
+                    "of an attempt: running -> {}",
+                    f.attempt_state
+                )));
+            }
+            #[derive(sqlx::FromRow)]
+            struct Row {
+                attempt_ids: Vec<i64>,
+                tasks: Option<sqlx::types::Json<Vec<TaskRow>>>,
+                run: Option<sqlx::types::Json<RunRow>>,
+            }
+            let query = sqlx::query_as::<_, Row>(FINISH_AND_READ_POSTGRES);
+            match bind_ends(query, std::slice::from_ref(f))
+                .fetch_one(pool)
+                .await
+            {
+                Err(e) if is_unpaired(&e) => {}
+                row => {
+                    let row = row?;
+                    if row.attempt_ids.is_empty() {
+                        return Ok((false, None));
+                    }
+                    let tasks = row.tasks.map(|t| t.0).unwrap_or_default();
+                    return Ok((
+                        true,
+                        Some(AfterEnd {
+                            run: row.run.map(|r| r.0.into_record()).transpose()?,
+                            tasks: tasks
+                                .into_iter()
+                                .map(TaskRow::into_record)
+                                .collect::<Result<_>>()?,
+                        }),
+                    ));
+                }
+            }
+        }
+        let recorded = self.finish_attempts(std::slice::from_ref(f)).await?;
+        Ok((recorded.first() == Some(&true), None))
     }
 
     /// Records many attempt ends at once (a worker's group commit), each fenced as in

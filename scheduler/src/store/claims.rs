@@ -26,6 +26,17 @@ pub struct ClaimRequest<'a> {
     pub now_ms: i64,
 }
 
+/// The worker that takes a run's next task itself, into the slot of the task that just ended
+/// (see [`Store::claim_next`]).
+#[derive(Clone, Debug)]
+pub struct NextClaim<'a> {
+    pub owner: &'a str,
+    pub has_gpu: bool,
+    /// The weight of the freed slot: a light one (see [`light_kinds!`]) or a CPU slot.
+    pub light: bool,
+    pub lease_ms: i64,
+}
+
 /// What a worker advertises.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerInfo {
@@ -92,14 +103,64 @@ macro_rules! candidates {
         concat!(
             "SELECT ",
             $columns,
-            " FROM task_instances \
-             WHERE state = 'queued' AND in_process = 0 AND kind ",
+            " FROM task_instances WHERE ",
+            claimable!($weight),
+            " ORDER BY priority DESC, queued_at_ms, run_id, task_id LIMIT ",
+            $limit
+        )
+    };
+}
+
+/// The conditions a queued task meets for a claim of one weight (see [`candidates!`]), with
+/// `$2` for whether the claimer has a GPU.
+macro_rules! claimable {
+    ($weight:literal) => {
+        concat!(
+            "state = 'queued' AND in_process = 0 AND kind ",
+            $weight,
+            " ",
+            light_kinds!(),
+            " AND (device_pref <> 'gpu' OR $2)"
+        )
+    };
+}
+
+/// A worker's hand-off claims the chain's next link in the statement that would queue it (see
+/// [`Store::claim_next`]): `$3` moves from `scheduled` straight to `running` under the lease,
+/// if it is of the slot's weight, runs on this worker (`$2`: it has a GPU), is outside pools
+/// and `amdahl run`'s runs, and no queued task this claim could take is as good (a claim
+/// takes the best first: higher priority, then earlier queued, and every queued task was
+/// queued before this one). `$1` run, `$4` now, `$5` owner, `$6` lease end.
+macro_rules! claim_next {
+    ($weight:literal) => {
+        concat!(
+            "UPDATE task_instances SET state = 'running', attempts = attempts + 1, queued_at_ms = $4, \
+                started_at_ms = $4, error = NULL, retry_at_ms = NULL, lease_owner = $5, lease_expires_at_ms = $6 \
+             WHERE run_id = $1 AND task_id = $3 AND state = 'scheduled' AND pool IS NULL AND in_process = 0 \
+               AND kind ",
             $weight,
             " ",
             light_kinds!(),
             " AND (device_pref <> 'gpu' OR $2) \
-             ORDER BY priority DESC, queued_at_ms, run_id, task_id LIMIT ",
-            $limit
+               AND NOT EXISTS (SELECT 1 FROM task_instances q WHERE ",
+            claimable!($weight),
+            " AND q.priority >= task_instances.priority) \
+             RETURNING attempts"
+        )
+    };
+}
+
+/// [`claim_next!`] and its attempt, in one statement on PostgreSQL (durable, as every claim).
+macro_rules! claim_next_postgres {
+    ($weight:literal) => {
+        concat!(
+            "WITH claimed AS (",
+            claim_next!($weight),
+            ", run_id, task_id), \
+             opened AS ( \
+                INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
+                SELECT run_id, task_id, attempts, 'running', $5, $4 FROM claimed RETURNING attempt, id) \
+             SELECT attempt, id FROM opened"
         )
     };
 }
@@ -225,6 +286,78 @@ impl Store {
                 Ok(claims)
             }
         }
+    }
+
+    /// Claims `task_id` of `run_id`, a task just found ready, for the worker that decided so
+    /// after one of its tasks ended, into the slot that task frees: `scheduled` straight to
+    /// `running` with a new attempt, in one statement on PostgreSQL (a transaction on SQLite),
+    /// instead of queueing it and claiming it in two. `None` (nothing changed) unless the task
+    /// is still `scheduled`, outside pools, of the slot's weight (`next.light`), runs on this
+    /// worker, and no queued task is as good (see [`claim_next!`]); the caller then queues it
+    /// as usual.
+    pub async fn claim_next(
+        &self,
+        next: &NextClaim<'_>,
+        run_id: i64,
+        task_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<Claim>> {
+        let expires = now_ms.saturating_add(next.lease_ms);
+        let found: Option<(i64, i64)> = match &self.pool {
+            Pool::Postgres(pool) => {
+                let sql = if next.light {
+                    claim_next_postgres!("IN")
+                } else {
+                    claim_next_postgres!("NOT IN")
+                };
+                sqlx::query_as(sql)
+                    .bind(run_id)
+                    .bind(next.has_gpu)
+                    .bind(task_id)
+                    .bind(now_ms)
+                    .bind(next.owner)
+                    .bind(expires)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Pool::Sqlite(pool) => {
+                let sql = if next.light {
+                    claim_next!("IN")
+                } else {
+                    claim_next!("NOT IN")
+                };
+                let mut tx = pool.begin().await?;
+                let attempt: Option<i64> = sqlx::query_scalar(sql)
+                    .bind(run_id)
+                    .bind(next.has_gpu)
+                    .bind(task_id)
+                    .bind(now_ms)
+                    .bind(next.owner)
+                    .bind(expires)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(attempt) = attempt else {
+                    return Ok(None);
+                };
+                let attempt_id: i64 = sqlx::query_scalar(OPEN_ATTEMPT)
+                    .bind(run_id)
+                    .bind(task_id)
+                    .bind(attempt)
+                    .bind(next.owner)
+                    .bind(now_ms)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Some((attempt, attempt_id))
+            }
+        };
+        Ok(found.map(|(attempt, attempt_id)| Claim {
+            run_id,
+            task_id: task_id.to_string(),
+            attempt_id,
+            attempt,
+            light: next.light,
+        }))
     }
 
     /// Records (or refreshes) a worker's advertisement.

@@ -112,16 +112,44 @@ macro_rules! expand_mapped {
     };
 }
 
+/// The columns of `task_instances` that `TaskRow` reads.
+macro_rules! task_columns {
+    () => {
+        concat!(
+            "task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, ",
+            "retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms, pool, ",
+            "trigger_rule, skip_note, max_retry_delay_ms, depends_on_past, pokes, waiting_since_ms, map_index, map_value"
+        )
+    };
+}
+
 /// Task instance rows, with the columns `TaskRow` reads.
 macro_rules! select_tasks {
-    ($rest:literal) => {
+    ($rest:expr) => {
+        concat!("SELECT ", task_columns!(), " FROM task_instances ", $rest)
+    };
+}
+
+/// The select list and join every run query shares, as a literal so queries stay constants.
+macro_rules! select_runs {
+    ($rest:expr) => {
         concat!(
-            "SELECT task_id, kind, state, needs_json, priority, retries, retry_delay_ms, timeout_ms, attempts, ",
-            "retry_at_ms, device, output_path, rows_out, bytes_out, error, started_at_ms, finished_at_ms, pool, ",
-            "trigger_rule, skip_note, max_retry_delay_ms, depends_on_past, pokes, waiting_since_ms, map_index, map_value ",
-            "FROM task_instances ",
+            "SELECT r.id, r.dag_id, r.dag_version_id, v.hash, r.state, r.params_json, r.logical_date, ",
+            "r.max_active_tasks, r.owner, r.heartbeat_at_ms, r.note, r.created_at_ms, r.started_at_ms, ",
+            "r.finished_at_ms, r.cancel_requested_at_ms, r.run_timeout_ms FROM runs r JOIN dag_versions v ON v.id = r.dag_version_id ",
             $rest
         )
+    };
+}
+
+/// The runs that the scheduler service (and a worker's hand-off) decide, as the condition on
+/// `runs r`: unfinished, not owned by an `amdahl run` process, and of a DAG that is not
+/// paused unless someone asked to cancel the run.
+macro_rules! service_run {
+    () => {
+        "r.state IN ('queued', 'running') AND r.owner IS NULL \
+         AND (r.cancel_requested_at_ms IS NOT NULL \
+              OR NOT EXISTS (SELECT 1 FROM dags d WHERE d.dag_id = r.dag_id AND d.paused <> 0))"
     };
 }
 
@@ -162,7 +190,7 @@ mod wake_file;
 
 pub use assets::{AssetEvent, AssetLink, AssetSummary, CursorMove, Watched};
 pub use backfills::{BackfillRecord, DatedRun, NewBackfill};
-pub use claims::{Claim, ClaimRequest, ExpiredLease, ReapLease, WorkerInfo};
+pub use claims::{Claim, ClaimRequest, ExpiredLease, NextClaim, ReapLease, WorkerInfo};
 pub use connect::Connections;
 pub use events::{Subscription, Topic};
 pub use imports::ImportError;

@@ -263,7 +263,18 @@ pub struct FinishAttempt {
     pub mapped: Option<Vec<String>>,
 }
 
-#[derive(sqlx::FromRow)]
+/// A run as an attempt's end left it, read in the statement that recorded the end (see
+/// [`super::Store::finish_and_read`]): what a worker's hand-off decides from.
+#[derive(Clone, Debug)]
+pub struct AfterEnd {
+    /// The run, where a worker decides it (as [`super::Store::service_runs`] reads it): `None`
+    /// when it ended, belongs to an `amdahl run` process, or its DAG is paused.
+    pub run: Option<RunRecord>,
+    /// Every task of the run, in DAG order.
+    pub tasks: Vec<TaskRecord>,
+}
+
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(super) struct TaskRow {
     task_id: String,
     kind: String,
@@ -330,7 +341,7 @@ impl TaskRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(super) struct RunRow {
     id: i64,
     dag_id: String,

@@ -6,18 +6,6 @@ use super::records::RunRow;
 use super::{INSERT_CHUNK, NewRun, Pool, Result, RunRecord, Store, StoreError, check_run_edge};
 use crate::state::RunState;
 
-/// The select list and join every run query shares, as a literal so queries stay constants.
-macro_rules! select_runs {
-    ($rest:literal) => {
-        concat!(
-            "SELECT r.id, r.dag_id, r.dag_version_id, v.hash, r.state, r.params_json, r.logical_date, ",
-            "r.max_active_tasks, r.owner, r.heartbeat_at_ms, r.note, r.created_at_ms, r.started_at_ms, ",
-            "r.finished_at_ms, r.cancel_requested_at_ms, r.run_timeout_ms FROM runs r JOIN dag_versions v ON v.id = r.dag_version_id ",
-            $rest
-        )
-    };
-}
-
 macro_rules! set_run_state {
     () => {
         "UPDATE runs SET state = $1, \
@@ -212,12 +200,11 @@ impl Store {
     /// of unpaused DAGs, and those someone asked to cancel. Oldest first; `only` picks one.
     pub async fn service_runs(&self, only: Option<i64>) -> Result<Vec<RunRecord>> {
         let rows: Vec<RunRow> = on_pool!(self, pool => {
-            sqlx::query_as(select_runs!(
-                "WHERE r.state IN ('queued', 'running') AND r.owner IS NULL AND ($1 IS NULL OR r.id = $1) \
-                   AND (r.cancel_requested_at_ms IS NOT NULL \
-                        OR NOT EXISTS (SELECT 1 FROM dags d WHERE d.dag_id = r.dag_id AND d.paused <> 0)) \
-                 ORDER BY r.id"
-            ))
+            sqlx::query_as(select_runs!(concat!(
+                "WHERE ($1 IS NULL OR r.id = $1) AND ",
+                service_run!(),
+                " ORDER BY r.id"
+            )))
             .bind(only)
             .fetch_all(pool)
             .await?

@@ -1,0 +1,261 @@
+//! A worker's hand-off claims a chain's next link in the statement that would have queued it
+//! (`Store::claim_next`), on both databases: only into a slot of the link's weight, only
+//! where it runs on this worker, outside pools, and never ahead of a queued task as good.
+
+use amdahl_scheduler::TaskState;
+use amdahl_scheduler::store::{ClaimRequest, NewRun, NewTask, NextClaim, Store, TriggerKind};
+
+use super::TestDb;
+
+/// One task of the test run: id, kind, priority, device, pool.
+type Spec<'a> = (&'a str, &'a str, i64, &'a str, Option<&'a str>);
+
+async fn service_run(store: &Store, tasks: &[Spec<'_>]) -> i64 {
+    let version = store
+        .record_dag_version("chain", "hash1", "chain.yaml", "/tmp", "dag: chain", 1_000)
+        .await
+        .unwrap();
+    store
+        .create_run(&NewRun {
+            dag_id: "chain".into(),
+            trigger: TriggerKind::Manual,
+            dag_version_id: version,
+            params_json: "{}".into(),
+            logical_date: "2026-01-01T00:00:00Z".into(),
+            max_active_tasks: 16,
+            owner: None,
+            backfill_id: None,
+            notify: false,
+            run_timeout_ms: None,
+            now_ms: 1_000,
+            assets: Vec::new(),
+            tasks: tasks
+                .iter()
+                .map(|(id, kind, priority, device, pool)| NewTask {
+                    task_id: id.to_string(),
+                    device: amdahl_dags::DevicePreference::parse(device).unwrap(),
+                    kind: kind.to_string(),
+                    needs: vec![],
+                    priority: *priority,
+                    retries: 0,
+                    retry_delay_ms: 0,
+                    max_retry_delay_ms: None,
+                    timeout_ms: None,
+                    pool: pool.map(str::to_string),
+                    trigger: amdahl_dags::TriggerRule::AllSuccess,
+                    skip_note: None,
+                    depends_on_past: false,
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+}
+
+pub async fn a_hand_off_claims_the_next_link_only_where_a_claim_would(db: &TestDb) {
+    let store = db.store().await;
+    store
+        .set_pool("db", 4, "the warehouse", 1_000)
+        .await
+        .unwrap();
+    let run_id = service_run(
+        &store,
+        &[
+            ("next", "shell", 5, "auto", None),
+            ("rival", "shell", 5, "auto", None),
+            ("low", "shell", 1, "auto", None),
+            ("nothing", "empty", 5, "auto", None),
+            ("on_gpu", "shell", 5, "gpu", None),
+            ("pooled", "shell", 5, "auto", Some("db")),
+        ],
+    )
+    .await;
+    let cpu = NextClaim {
+        owner: "w1",
+        has_gpu: false,
+        light: false,
+        lease_ms: 60_000,
+    };
+    let light = NextClaim {
+        light: true,
+        ..cpu.clone()
+    };
+    let claim = |next: &NextClaim<'static>, task: &'static str, now: i64| {
+        let (store, next) = (store.clone(), next.clone());
+        async move { store.claim_next(&next, run_id, task, now).await.unwrap() }
+    };
+    let state = |task: &'static str| {
+        let store = store.clone();
+        async move { store.task(run_id, task).await.unwrap().unwrap().state }
+    };
+
+    // A queued task as good as the link (same weight, same priority, queued earlier) is
+    // claimed first: the link is left to be queued behind it.
+    store
+        .queue_tasks(run_id, TaskState::Scheduled, &["rival"], 2_000)
+        .await
+        .unwrap();
+    assert_eq!(claim(&cpu, "next", 3_000).await, None);
+    assert_eq!(state("next").await, TaskState::Scheduled);
+    // A light slot is another weight: the queued command does not stand in its way, and a
+    // command does not fit in it.
+    let light_claim = claim(&light, "nothing", 3_000).await.expect("claimed");
+    assert!(light_claim.light);
+    assert_eq!(light_claim.attempt, 1);
+    assert_eq!(claim(&light, "next", 3_000).await, None);
+
+    // Once the rival is taken, the link is claimed: running under the lease, attempt 1, its
+    // attempt opened, queued and started at the same instant.
+    let taken = store
+        .claim_tasks(&ClaimRequest {
+            owner: "w2",
+            has_gpu: false,
+            limit: 1,
+            light_limit: 0,
+            lease_ms: 60_000,
+            now_ms: 3_500,
+        })
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].task_id, "rival");
+    // A lower-priority queued task does not stand in the way either.
+    store
+        .queue_tasks(run_id, TaskState::Scheduled, &["low"], 3_600)
+        .await
+        .unwrap();
+    let next = claim(&cpu, "next", 4_000).await.expect("claimed");
+    assert_eq!(
+        (next.task_id.as_str(), next.attempt, next.light),
+        ("next", 1, false)
+    );
+    let task = store.task(run_id, "next").await.unwrap().unwrap();
+    assert_eq!(task.state, TaskState::Running);
+    assert_eq!(task.attempts, 1);
+    assert_eq!(task.started_at_ms, Some(4_000));
+    let attempts = store.attempts(run_id).await.unwrap();
+    let opened = attempts.iter().find(|a| a.id == next.attempt_id).unwrap();
+    assert_eq!((opened.task_id.as_str(), opened.attempt), ("next", 1));
+    assert_eq!(opened.started_at_ms, 4_000);
+    // The lease is this worker's: its renewal holds the task.
+    let held = store.extend_leases("w1", 60_000, 5_000).await.unwrap();
+    assert!(held.contains(&(run_id, "next".to_string())), "{held:?}");
+    // Claimed once: the same claim again finds the task no longer scheduled.
+    assert_eq!(claim(&cpu, "next", 4_000).await, None);
+
+    // A task that asked for a GPU waits for a worker with one.
+    assert_eq!(claim(&cpu, "on_gpu", 4_000).await, None);
+    let with_gpu = NextClaim {
+        has_gpu: true,
+        ..cpu.clone()
+    };
+    assert!(claim(&with_gpu, "on_gpu", 4_000).await.is_some());
+    // A task in a pool is queued through the pool's count, never claimed this way.
+    assert_eq!(claim(&cpu, "pooled", 4_000).await, None);
+    assert_eq!(state("pooled").await, TaskState::Scheduled);
+}
+
+/// An end comes back with its run as it left it, for the hand-off to decide from, where that
+/// costs no extra round trip (PostgreSQL: the end's own statement reads the run); on SQLite,
+/// and for a stale end, the caller is told to read it. A paused DAG's run is not one a
+/// worker decides: it comes back without the run.
+pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
+    use amdahl_placement::Place;
+    use amdahl_scheduler::store::FinishAttempt;
+    use amdahl_scheduler::{AttemptState, RunState};
+
+    let store = db.store().await;
+    let run_id = service_run(
+        &store,
+        &[
+            ("first", "shell", 0, "auto", None),
+            ("second", "shell", 0, "auto", None),
+            ("third", "shell", 0, "auto", None),
+        ],
+    )
+    .await;
+    store
+        .set_run_state(run_id, RunState::Queued, RunState::Running, 1_500, None)
+        .await
+        .unwrap();
+    store
+        .queue_tasks(run_id, TaskState::Scheduled, &["first", "second"], 2_000)
+        .await
+        .unwrap();
+    let claims = store
+        .claim_tasks(&ClaimRequest {
+            owner: "w1",
+            has_gpu: false,
+            limit: 2,
+            light_limit: 0,
+            lease_ms: 60_000,
+            now_ms: 3_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 2);
+    let end = |task: &str, now_ms| {
+        let claim = claims.iter().find(|c| c.task_id == task).unwrap();
+        FinishAttempt {
+            run_id,
+            task_id: claim.task_id.clone(),
+            attempt_id: claim.attempt_id,
+            attempt: claim.attempt,
+            attempt_state: AttemptState::Success,
+            task_state: TaskState::Success,
+            retry_at_ms: None,
+            device: Some(Place::Cpu),
+            device_note: None,
+            output_path: None,
+            rows_out: Some(7),
+            bytes_out: None,
+            error: None,
+            now_ms,
+            io_us: None,
+            transfer_us: None,
+            compute_us: None,
+            route: None,
+            rendered: None,
+            plan: None,
+            produces: Vec::new(),
+            mapped: None,
+        }
+    };
+    let (recorded, after) = store.finish_and_read(&end("first", 4_000)).await.unwrap();
+    assert!(recorded);
+    // What the run reads now, end included.
+    let (run_now, tasks_now) = (
+        store.service_runs(Some(run_id)).await.unwrap(),
+        store.tasks(run_id).await.unwrap(),
+    );
+    assert_eq!(tasks_now[0].state, TaskState::Success);
+    assert_eq!(tasks_now[0].finished_at_ms, Some(4_000));
+    match (store.kind(), after) {
+        ("postgres", Some(after)) => {
+            assert_eq!(after.tasks, tasks_now, "the tasks as a read after the end");
+            assert_eq!(after.run.as_ref(), run_now.first());
+            assert_eq!(after.run.unwrap().state, RunState::Running);
+        }
+        ("sqlite", None) => {}
+        (kind, after) => panic!("{kind}: {after:?}"),
+    }
+    // The same end again is stale: refused, nothing read, nothing changed.
+    let (recorded, after) = store.finish_and_read(&end("first", 9_000)).await.unwrap();
+    assert!(!recorded);
+    assert!(after.is_none());
+    assert_eq!(store.tasks(run_id).await.unwrap(), tasks_now);
+
+    // Paused, the DAG's run is left alone: the end is recorded, the run not returned.
+    store.set_paused("chain", true, 5_000).await.unwrap();
+    let (recorded, after) = store.finish_and_read(&end("second", 5_000)).await.unwrap();
+    assert!(recorded);
+    if let Some(after) = after {
+        assert_eq!(after.run, None);
+        let second = after.tasks.iter().find(|t| t.task_id == "second").unwrap();
+        assert_eq!(
+            (second.state, second.rows_out),
+            (TaskState::Success, Some(7))
+        );
+        assert_eq!(after.tasks.len(), 3);
+    }
+}
