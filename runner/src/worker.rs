@@ -166,7 +166,7 @@ impl Worker {
         // Starts a claimed task's attempt in a slot of its weight.
         let start =
             |claim: Claim,
-             running: &mut JoinSet<(i64, String)>,
+             running: &mut JoinSet<AttemptDone>,
              light: &mut std::collections::HashSet<tokio::task::Id>,
              stages: &mut HashMap<(i64, String), tokio::task::AbortHandle>| {
                 let is_light = claim.light;
@@ -184,13 +184,18 @@ impl Worker {
                 }
                 stages.insert(key, stage);
             };
+        // Whether queued tasks may wait for this worker's free slots: a claim takes what it
+        // can, and the next one waits for a reason to look again (a wake-up, the poll, a slot
+        // freed up, a failed claim). A slot that a hand-off passed on to the next task of its
+        // chain is no such reason: a claim then would only find nothing.
+        let mut look = true;
         loop {
             let mut free = self
                 .config
                 .slots
                 .saturating_sub(running.len() - light.len());
             let mut light_free = self.config.light_slots.saturating_sub(light.len());
-            if free + light_free > 0 && tokio::time::Instant::now() >= claim_after {
+            if look && free + light_free > 0 && tokio::time::Instant::now() >= claim_after {
                 // Whatever was queued before this claim, it sees: wake-ups already here are
                 // spent on it.
                 queued.drain();
@@ -208,6 +213,7 @@ impl Worker {
                     .await;
                 match claimed {
                     Ok(claims) => {
+                        look = false;
                         claim_backoff.reset();
                         for claim in claims {
                             if claim.light {
@@ -242,13 +248,15 @@ impl Worker {
                     let mut done = Some(done);
                     while let Some(ended) = done {
                         match ended {
-                            Ok((id, key)) => {
+                            Ok((id, (key, passed_on))) => {
                                 light.remove(&id);
                                 stages.remove(&key);
+                                look |= !passed_on;
                             }
                             // A stage that panicked reported nothing: forgetting it lets the
                             // next renewal give up its lease, so the task is retried.
                             Err(e) => {
+                                look = true;
                                 eprintln!("worker {}: a stage ended abnormally: {e}", self.config.owner);
                                 light.remove(&e.id());
                                 stages.retain(|_, stage| stage.id() != e.id());
@@ -265,7 +273,7 @@ impl Worker {
                         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 // With every slot busy, new work can wait for a slot to free up.
-                _ = queued.wait(claim_wait), if free + light_free > 0 => {}
+                _ = queued.wait(claim_wait), if free + light_free > 0 => look = true,
                 _ = renew.tick() => {
                     match self.renew(&mut stages, lease_ms, started_at_ms).await {
                         Ok(()) => renew_backoff.reset(),
@@ -328,15 +336,16 @@ impl Worker {
         self.advertise(started_at_ms).await
     }
 
-    /// Runs one claimed attempt; returns its (run, task) key. The task its hand-off claimed
-    /// goes to the main loop through `follow_ons`.
+    /// Runs one claimed attempt; returns its (run, task) key and whether its slot was passed
+    /// on: the task its hand-off claimed goes to the main loop through `follow_ons`.
     async fn attempt(
         self: &Arc<Self>,
         claim: Claim,
         reports: &Reports,
         progress: &tokio::sync::Notify,
         follow_ons: &tokio::sync::mpsc::UnboundedSender<Claim>,
-    ) -> (i64, String) {
+    ) -> AttemptDone {
+        let mut passed_on = false;
         let handed_off = match self.attempt_inner(&claim, reports).await {
             Ok(ended) => {
                 let decided = match ended.hand_off {
@@ -346,17 +355,16 @@ impl Worker {
                     Some(downstream) => {
                         let (worker, ended_claim) = (self.clone(), claim.clone());
                         let follow_ons = follow_ons.clone();
-                        tokio::spawn(async move {
+                        let handing = tokio::spawn(async move {
                             let (decided, next) =
                                 worker.hand_off(&ended_claim, downstream, ended.after).await;
                             // Sent to a worker that stopped, it is reaped when its lease ends.
-                            if let Some(next) = next {
-                                let _ = follow_ons.send(next);
-                            }
-                            decided
-                        })
-                        .await
-                        .unwrap_or(false)
+                            let passed_on = next.is_some_and(|next| follow_ons.send(next).is_ok());
+                            (decided, passed_on)
+                        });
+                        let decided;
+                        (decided, passed_on) = handing.await.unwrap_or((false, false));
+                        decided
                     }
                     None => false,
                 };
@@ -374,7 +382,7 @@ impl Worker {
         if !handed_off {
             progress.notify_one();
         }
-        (claim.run_id, claim.task_id)
+        ((claim.run_id, claim.task_id), passed_on)
     }
 
     /// Decides the run right after one of its tasks ended, as a scheduler would (Airflow calls
@@ -613,6 +621,10 @@ impl Worker {
         }
     }
 }
+
+/// What an attempt's stage returns to the main loop: its (run, task) key, and whether a task
+/// its hand-off claimed took over its slot.
+type AttemptDone = ((i64, String), bool);
 
 /// What follows an attempt whose end was recorded.
 struct Ended {
