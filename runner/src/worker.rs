@@ -187,14 +187,16 @@ impl Worker {
         // Whether queued tasks may wait for this worker's free slots: a claim takes what it
         // can, and the next one waits for a reason to look again (a wake-up, the poll, a slot
         // freed up, a failed claim). A slot that a hand-off passed on to the next task of its
-        // chain is no such reason: a claim then would only find nothing.
-        let mut look = true;
+        // chain is no such reason: a claim then would only find nothing. The poll is kept on
+        // a clock of its own, so that other events (renewals, ends) do not keep putting it off.
+        let (mut look, mut poll_at) = (true, tokio::time::Instant::now());
         loop {
             let mut free = self
                 .config
                 .slots
                 .saturating_sub(running.len() - light.len());
             let mut light_free = self.config.light_slots.saturating_sub(light.len());
+            look |= tokio::time::Instant::now() >= poll_at;
             if look && free + light_free > 0 && tokio::time::Instant::now() >= claim_after {
                 // Whatever was queued before this claim, it sees: wake-ups already here are
                 // spent on it.
@@ -214,6 +216,7 @@ impl Worker {
                 match claimed {
                     Ok(claims) => {
                         look = false;
+                        poll_at = tokio::time::Instant::now() + self.poll;
                         claim_backoff.reset();
                         for claim in claims {
                             if claim.light {
@@ -239,7 +242,7 @@ impl Worker {
             let claim_wait = if claim_after > now {
                 claim_after - now
             } else {
-                self.poll
+                poll_at.saturating_duration_since(now)
             };
             tokio::select! {
                 Some(done) = running.join_next_with_id(), if !running.is_empty() => {

@@ -73,7 +73,36 @@ fn is_unpaired(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.message().contains(unpaired!()))
 }
 
-/// Binds the ends' columns, as arrays, to a statement that starts with [`finish_ctes!`].
+/// Binds one end's columns, as scalars, to [`FINISH_AND_READ_POSTGRES`].
+fn bind_end<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    e: &'q FinishAttempt,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(e.run_id)
+        .bind(e.task_id.as_str())
+        .bind(e.attempt)
+        .bind(e.attempt_id)
+        .bind(e.attempt_state.as_str())
+        .bind(e.task_state.as_str())
+        .bind(e.retry_at_ms)
+        .bind(e.device.map(Place::code))
+        .bind(e.output_path.as_deref())
+        .bind(e.rows_out)
+        .bind(e.bytes_out)
+        .bind(e.error.as_deref())
+        .bind(e.now_ms)
+        .bind(e.device_note.as_deref())
+        .bind(e.io_us)
+        .bind(e.transfer_us)
+        .bind(e.compute_us)
+        .bind(e.route.as_deref())
+        .bind(e.rendered.as_deref())
+        .bind(e.plan.as_deref())
+}
+
+/// Binds the ends' columns, as arrays, to a statement that starts with [`finish_ctes!`] over
+/// [`ends_from_arrays!`].
 fn bind_ends<'q, O>(
     query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
     ends: &[FinishAttempt],
@@ -112,16 +141,11 @@ fn bind_ends<'q, O>(
 /// `$returning`) and their attempt rows updated (`a`): the common head of
 /// [`FINISH_MANY_POSTGRES`] and [`FINISH_AND_READ_POSTGRES`].
 macro_rules! finish_ctes {
-    ($returning:literal) => {
+    ($ends:expr, $returning:literal) => {
         concat!(
-            "WITH e AS ( \
-                SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
-                                     $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
-                                     $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[], \
-                                     $19::text[], $20::text[]) \
-                    AS e(run_id, task_id, attempt, attempt_id, attempt_state, task_state, retry_at_ms, device, \
-                         output_path, rows_out, bytes_out, error, now_ms, device_note, io_us, transfer_us, compute_us, route, \
-                         rendered, plan)), \
+            "WITH e AS (",
+            $ends,
+            "), \
              t AS ( \
                 UPDATE task_instances ti SET state = e.task_state, retry_at_ms = e.retry_at_ms, \
                     device = COALESCE(e.device, ti.device), lease_owner = NULL, lease_expires_at_ms = NULL, \
@@ -166,14 +190,41 @@ macro_rules! recorded_attempt_ids {
     };
 }
 
-const FINISH_MANY_POSTGRES: &str = concat!(finish_ctes!(""), "SELECT ", recorded_attempt_ids!());
+/// The ends as rows, from arrays of one column each (`$1` to `$20`, see [`bind_ends`]).
+macro_rules! ends_from_arrays {
+    () => {
+        "SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
+                             $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
+                             $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[], \
+                             $19::text[], $20::text[]) \
+            AS e(run_id, task_id, attempt, attempt_id, attempt_state, task_state, retry_at_ms, device, \
+                 output_path, rows_out, bytes_out, error, now_ms, device_note, io_us, transfer_us, compute_us, route, \
+                 rendered, plan)"
+    };
+}
+
+const FINISH_MANY_POSTGRES: &str = concat!(
+    finish_ctes!(ends_from_arrays!(), ""),
+    "SELECT ",
+    recorded_attempt_ids!()
+);
 
 /// One end (arrays of one) and, in the same statement, its run as a worker's hand-off reads
 /// it: the run if a worker decides it (the condition of [`Store::service_runs`]) and every
 /// task of the run, the ended one as this statement left it (the statement's own reads see
 /// the rows as they were before it), each as JSON.
 const FINISH_AND_READ_POSTGRES: &str = concat!(
-    finish_ctes!(", ti.*"),
+    finish_ctes!(
+        // One end as scalars, the same columns in the same order (see `bind_end`): a
+        // statement whose parameters are all scalars gets a generic plan after a few runs,
+        // where one over arrays was planned again each time (0.45 ms a time on a 2-core VM).
+        "SELECT $1::bigint AS run_id, $2::text AS task_id, $3::bigint AS attempt, $4::bigint AS attempt_id, \
+                $5::text AS attempt_state, $6::text AS task_state, $7::bigint AS retry_at_ms, $8::text AS device, \
+                $9::text AS output_path, $10::bigint AS rows_out, $11::bigint AS bytes_out, $12::text AS error, \
+                $13::bigint AS now_ms, $14::text AS device_note, $15::bigint AS io_us, $16::bigint AS transfer_us, \
+                $17::bigint AS compute_us, $18::text AS route, $19::text AS rendered, $20::text AS plan",
+        ", ti.*"
+    ),
     "SELECT ",
     recorded_attempt_ids!(),
     ", (SELECT json_agg(x ORDER BY x.position, x.map_index NULLS FIRST) FROM ( \
@@ -181,10 +232,10 @@ const FINISH_AND_READ_POSTGRES: &str = concat!(
     task_columns!(),
     " FROM t UNION ALL SELECT position, ",
     task_columns!(),
-    " FROM task_instances WHERE run_id = $1[1] AND task_id <> ALL (SELECT task_id FROM t)) x) AS tasks, \
+    " FROM task_instances WHERE run_id = $1 AND task_id <> ALL (SELECT task_id FROM t)) x) AS tasks, \
         (SELECT row_to_json(r) FROM (",
     select_runs!(""),
-    "WHERE r.id = $1[1] AND ",
+    "WHERE r.id = $1 AND ",
     service_run!(),
     ") r) AS run"
 );
@@ -393,10 +444,7 @@ impl Store {
                 run: Option<sqlx::types::Json<RunRow>>,
             }
             let query = sqlx::query_as::<_, Row>(FINISH_AND_READ_POSTGRES);
-            match bind_ends(query, std::slice::from_ref(f))
-                .fetch_one(pool)
-                .await
-            {
+            match bind_end(query, f).fetch_one(pool).await {
                 Err(e) if is_unpaired(&e) => {}
                 row => {
                     let row = row?;
