@@ -137,7 +137,7 @@ fn measure(backend: &str, url: &str, wide: usize, topology: Topology) -> Vec<[St
             "chain of 40 no-op tasks".into(),
             format!("{:.0} ms total", chain_time.as_secs_f64() * 1e3),
             format!(
-                "{:.1} ms per task: hand-off {hand_off:.1} ms + task {in_task:.1} ms (medians)",
+                "{:.1} ms per task: hand-off {hand_off:.2} ms + task {in_task:.2} ms (medians)",
                 chain_time.as_secs_f64() * 1e3 / 40.0
             ),
         ],
@@ -154,25 +154,25 @@ fn measure(backend: &str, url: &str, wide: usize, topology: Topology) -> Vec<[St
     ]
 }
 
-/// Medians over the chain's links, from the stored timestamps: the hand-off (a task ended →
-/// the next one started: the scheduling overhead) and a task's own time (started → ended:
-/// forking `sh -c true`, storing its end).
+/// Medians over the chain's links, in ms, from the attempts' µs stamps (when their starts and
+/// ends were written): the hand-off (a task's end written → the next one's start written: the
+/// scheduling overhead) and a task's own time (start → end: forking `sh -c true`).
 fn chain_timings(url: &str) -> (f64, f64) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = amdahl_scheduler::Store::connect(url).await.unwrap();
         let run = store.list_runs(Some("chain"), 1).await.unwrap().remove(0);
-        let tasks = store.tasks(run.id).await.unwrap();
-        let mut gaps: Vec<i64> = tasks
-            .windows(2)
-            .map(|w| w[1].started_at_ms.unwrap() - w[0].finished_at_ms.unwrap())
-            .collect();
-        let mut own: Vec<i64> = tasks
+        let mut attempts = store.attempts(run.id).await.unwrap();
+        // Task ids are `t0` … `tN`: in chain order by their number.
+        attempts.sort_by_key(|a| a.task_id[1..].parse::<u32>().unwrap());
+        let stamps: Vec<(i64, i64)> = attempts
             .iter()
-            .map(|t| t.finished_at_ms.unwrap() - t.started_at_ms.unwrap())
+            .map(|a| (a.started_at_us.unwrap(), a.finished_at_us.unwrap()))
             .collect();
+        let mut gaps: Vec<i64> = stamps.windows(2).map(|w| w[1].0 - w[0].1).collect();
+        let mut own: Vec<i64> = stamps.iter().map(|(start, end)| end - start).collect();
         store.close().await;
-        (median(&mut gaps), median(&mut own))
+        (median(&mut gaps) / 1e3, median(&mut own) / 1e3)
     })
 }
 

@@ -5,6 +5,8 @@
 # - CPU per task of each process over ROUNDS runs of a chain of N tasks (from /proc: the
 #   worker with and without its children, the scheduler, every PostgreSQL process that lived
 #   through the runs, the trigger commands, and the whole machine);
+# - the median hand-off (a link's end written to the next link's start written), from the
+#   attempts' µs stamps;
 # - the fixed cost of a trigger: the median of 9 runs of a chain of 1 and of N + 1, and
 #   `amdahl --version` (the process start alone).
 #
@@ -69,6 +71,22 @@ echo "| PostgreSQL (its processes) | $(per $((p1 - p0))) |"
 echo "| the scheduler | $(per $((s1 - s0))) |"
 awk -v t="$trigger_ms" -v tasks="$tasks" 'BEGIN {printf "| the trigger commands | %.2f ms |\n", t / tasks}'
 echo "| the whole machine (all cores) | $(per $((m1 - m0))) |"
+
+# The hand-off from the attempts' µs stamps (migration 0028; builds before it have none):
+# one link's end written to the next link's start written, over the measured rounds' runs.
+echo
+echo "| hand-off, end written → next start written (µs stamps) | |"
+echo "|---|---:|"
+psql -qXAt "$AMDAHL_DATABASE_URL" -F ' ' -c "
+  WITH a AS (
+    SELECT a.run_id, CAST(substr(a.task_id, 2) AS int) AS i, a.started_at_us AS s, a.finished_at_us AS f
+    FROM task_attempts a JOIN runs r ON r.id = a.run_id
+    WHERE r.dag_id = 'chain' AND a.started_at_us IS NOT NULL AND a.finished_at_us IS NOT NULL),
+  gap AS (SELECT n.s - p.f AS us FROM a p JOIN a n ON n.run_id = p.run_id AND n.i = p.i + 1)
+  SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY us),
+         percentile_cont(0.9) WITHIN GROUP (ORDER BY us) FROM gap" 2> /dev/null |
+  awk '$1 > 0 {printf "| median of %d | %.3f ms |\n| 90th percentile | %.3f ms |\n", $1, $2 / 1000, $3 / 1000}
+       $1 == 0 || NF < 3 {print "| (no µs stamps: a build before migration 0028) | |"}'
 
 median() {
   local times=() s e

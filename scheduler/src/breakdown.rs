@@ -156,6 +156,8 @@ mod tests {
             route: None,
             rendered: None,
             plan: None,
+            started_at_us: None,
+            finished_at_us: None,
         }
     }
 

@@ -137,6 +137,7 @@ pub async fn a_hand_off_claims_the_next_link_only_where_a_claim_would(db: &TestD
     let opened = attempts.iter().find(|a| a.id == next.attempt_id).unwrap();
     assert_eq!((opened.task_id.as_str(), opened.attempt), ("next", 1));
     assert_eq!(opened.started_at_ms, 4_000);
+    assert!(opened.started_at_us.is_some(), "the start's µs stamp");
     // The lease is this worker's: its renewal holds the task.
     let held = store.extend_leases("w1", 60_000, 5_000).await.unwrap();
     assert!(held.contains(&(run_id, "next".to_string())), "{held:?}");
@@ -239,6 +240,12 @@ pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
         ("sqlite", None) => {}
         (kind, after) => panic!("{kind}: {after:?}"),
     }
+    // The start and the end carry µs stamps of when they were written, in that order.
+    let attempts = store.attempts(run_id).await.unwrap();
+    let first = attempts.iter().find(|a| a.task_id == "first").unwrap();
+    let (started, finished) = (first.started_at_us.unwrap(), first.finished_at_us.unwrap());
+    assert!(started <= finished, "{started} > {finished}");
+    assert!(finished - started < 60_000_000, "{started} .. {finished}");
     // The same end again is stale: refused, nothing read, nothing changed.
     let (recorded, after) = store.finish_and_read(&end("first", 9_000)).await.unwrap();
     assert!(!recorded);

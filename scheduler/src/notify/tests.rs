@@ -102,6 +102,8 @@ fn attempt(task_id: &str, number: i64, state: AttemptState) -> AttemptRecord {
         route: None,
         rendered: None,
         plan: None,
+        started_at_us: None,
+        finished_at_us: None,
     }
 }
 

@@ -99,6 +99,7 @@ fn bind_end<'q, O>(
         .bind(e.route.as_deref())
         .bind(e.rendered.as_deref())
         .bind(e.plan.as_deref())
+        .bind(super::wall_us())
 }
 
 /// Binds the ends' columns, as arrays, to a statement that starts with [`finish_ctes!`] over
@@ -135,6 +136,7 @@ fn bind_ends<'q, O>(
         .bind(text(|e| e.route.as_deref()))
         .bind(text(|e| e.rendered.as_deref()))
         .bind(text(|e| e.plan.as_deref()))
+        .bind(super::wall_us())
 }
 
 /// The ends as rows (`e`), their task rows updated (`t`, returning `e.attempt_id` and
@@ -167,7 +169,7 @@ macro_rules! finish_ctes {
                 UPDATE task_attempts ta SET state = e.attempt_state, device = e.device, \
                     device_note = e.device_note, error = e.error, rows_out = e.rows_out, bytes_out = e.bytes_out, finished_at_ms = e.now_ms, \
                     io_us = e.io_us, transfer_us = e.transfer_us, compute_us = e.compute_us, route = e.route, \
-                    rendered = e.rendered, plan = e.plan \
+                    rendered = e.rendered, plan = e.plan, finished_at_us = $21 \
                 FROM e WHERE ta.id = e.attempt_id AND ta.state = 'running' \
                     AND ta.id IN (SELECT attempt_id FROM t) \
                 RETURNING ta.id) "
@@ -327,7 +329,7 @@ where
     sqlx::query(
         "UPDATE task_attempts SET state = $1, device = $2, error = $3, rows_out = $4, bytes_out = $5, \
             finished_at_ms = $6, device_note = $7, io_us = $8, transfer_us = $9, compute_us = $10, \
-            route = $11, rendered = $12, plan = $13 \
+            route = $11, rendered = $12, plan = $13, finished_at_us = $15 \
          WHERE id = $14 AND state = 'running'",
     )
     .bind(f.attempt_state.as_str())
@@ -344,6 +346,7 @@ where
     .bind(f.rendered.as_deref())
     .bind(f.plan.as_deref())
     .bind(f.attempt_id)
+    .bind(super::wall_us())
 }
 
 impl Store {
@@ -372,14 +375,15 @@ impl Store {
                 return Err(StoreError::Conflict(format!("task {task_id} of run {run_id} is not queued")));
             };
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
-                 VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
+                "INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms, started_at_us) \
+                 VALUES ($1, $2, $3, 'running', $4, $5, $6) RETURNING id",
             )
             .bind(run_id)
             .bind(task_id)
             .bind(attempt)
             .bind(owner)
             .bind(now_ms)
+            .bind(super::wall_us())
             .fetch_one(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -582,7 +586,7 @@ impl Store {
                 )));
             }
             sqlx::query(
-                "UPDATE task_attempts SET state = $5, error = $6, finished_at_ms = $1 \
+                "UPDATE task_attempts SET state = $5, error = $6, finished_at_ms = $1, finished_at_us = $7 \
                  WHERE run_id = $2 AND task_id = $3 AND attempt = $4 AND state = 'running'",
             )
             .bind(now_ms)
@@ -591,6 +595,7 @@ impl Store {
             .bind(attempt)
             .bind(stop.attempt_state)
             .bind(stop.error)
+            .bind(super::wall_us())
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

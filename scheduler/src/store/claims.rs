@@ -158,8 +158,8 @@ macro_rules! claim_next_postgres {
             claim_next!($weight),
             ", run_id, task_id), \
              opened AS ( \
-                INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
-                SELECT run_id, task_id, attempts, 'running', $5, $4 FROM claimed RETURNING attempt, id) \
+                INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms, started_at_us) \
+                SELECT run_id, task_id, attempts, 'running', $5, $4, $7 FROM claimed RETURNING attempt, id) \
              SELECT attempt, id FROM opened"
         )
     };
@@ -184,8 +184,8 @@ const CLAIM_POSTGRES: &str = concat!(
     light_kinds!(),
     " AS light), \
      opened AS ( \
-        INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
-        SELECT run_id, task_id, attempts, 'running', $4, $3 FROM claimed \
+        INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms, started_at_us) \
+        SELECT run_id, task_id, attempts, 'running', $4, $3, $7 FROM claimed \
         RETURNING run_id, task_id, attempt, id AS attempt_id) \
      SELECT o.run_id, o.task_id, o.attempt, o.attempt_id, c.light \
      FROM opened o JOIN claimed c USING (run_id, task_id)"
@@ -222,8 +222,8 @@ struct ClaimedTask {
     light: bool,
 }
 
-const OPEN_ATTEMPT: &str = "INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms) \
-     VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id";
+const OPEN_ATTEMPT: &str = "INSERT INTO task_attempts (run_id, task_id, attempt, state, owner, started_at_ms, started_at_us) \
+     VALUES ($1, $2, $3, 'running', $4, $5, $6) RETURNING id";
 
 impl Store {
     /// Claims up to `limit` queued tasks for `owner`; see the module docs.
@@ -238,6 +238,7 @@ impl Store {
                     .bind(request.owner)
                     .bind(expires)
                     .bind(request.light_limit)
+                    .bind(super::wall_us())
                     .fetch_all(pool)
                     .await?;
                 Ok(rows
@@ -265,6 +266,7 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?;
                 let mut claims = Vec::with_capacity(rows.len());
+                let started_us = super::wall_us();
                 for row in rows {
                     let attempt_id: i64 = sqlx::query_scalar(OPEN_ATTEMPT)
                         .bind(row.run_id)
@@ -272,6 +274,7 @@ impl Store {
                         .bind(row.attempts)
                         .bind(request.owner)
                         .bind(request.now_ms)
+                        .bind(started_us)
                         .fetch_one(&mut *tx)
                         .await?;
                     claims.push(Claim {
@@ -317,6 +320,7 @@ impl Store {
                     .bind(now_ms)
                     .bind(next.owner)
                     .bind(expires)
+                    .bind(super::wall_us())
                     .fetch_optional(pool)
                     .await?
             }
@@ -345,6 +349,7 @@ impl Store {
                     .bind(attempt)
                     .bind(next.owner)
                     .bind(now_ms)
+                    .bind(super::wall_us())
                     .fetch_one(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -523,7 +528,7 @@ impl Store {
                 return Ok(false);
             }
             sqlx::query(
-                "UPDATE task_attempts SET state = 'lost', error = $1, finished_at_ms = $2 \
+                "UPDATE task_attempts SET state = 'lost', error = $1, finished_at_ms = $2, finished_at_us = $6 \
                  WHERE run_id = $3 AND task_id = $4 AND attempt = $5 AND state = 'running'",
             )
             .bind(&reap.reason)
@@ -531,6 +536,7 @@ impl Store {
             .bind(reap.run_id)
             .bind(&reap.task_id)
             .bind(reap.attempt)
+            .bind(super::wall_us())
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

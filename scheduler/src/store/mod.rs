@@ -153,6 +153,17 @@ macro_rules! service_run {
     };
 }
 
+/// The writing process's clock in µs since the Unix epoch, stamped on an attempt when its start
+/// and its end are written (`task_attempts.started_at_us` and `finished_at_us`, migration
+/// 0028): what lets a benchmark see what happens between one task's end and the next one's
+/// start below the millisecond. Not the callers' `now_ms` (their `Clock`, fake in tests):
+/// these stamps decide nothing.
+pub(crate) fn wall_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// Rows per multi-row statement: 1,000 rows of up to 16 values stay under both databases'
 /// limits on bound values (65,535 on PostgreSQL, 32,766 on SQLite).
 const INSERT_CHUNK: usize = 1_000;

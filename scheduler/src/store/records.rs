@@ -163,6 +163,10 @@ pub struct AttemptRecord {
     pub rendered: Option<String>,
     /// The physical plan a query ran.
     pub plan: Option<String>,
+    /// When its start and its end were written, µs since the Unix epoch by the writing
+    /// process's clock (see `wall_us`); `None` for attempts written before they were kept.
+    pub started_at_us: Option<i64>,
+    pub finished_at_us: Option<i64>,
 }
 
 /// What placement predicted for an attempt (see [`super::Store::record_prediction`]).

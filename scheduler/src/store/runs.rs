@@ -338,12 +338,13 @@ impl Store {
                 return Ok(false);
             }
             sqlx::query(
-                "UPDATE task_attempts SET state = 'lost', error = $1, finished_at_ms = $2 \
+                "UPDATE task_attempts SET state = 'lost', error = $1, finished_at_ms = $2, finished_at_us = $4 \
                  WHERE run_id = $3 AND state = 'running'",
             )
             .bind(reason)
             .bind(now_ms)
             .bind(run_id)
+            .bind(super::wall_us())
             .execute(&mut *tx)
             .await?;
             sqlx::query(

@@ -37,7 +37,8 @@ macro_rules! select_attempts {
         concat!(
             "SELECT a.id, a.task_id, a.attempt, a.state, a.device, a.error, a.rows_out, a.bytes_out, ",
             "a.started_at_ms, a.finished_at_ms, a.device_note, a.predicted_cpu_us, a.predicted_gpu_us, ",
-            "a.io_us, a.transfer_us, a.compute_us, a.route, a.rendered, a.plan FROM task_attempts a ",
+            "a.io_us, a.transfer_us, a.compute_us, a.route, a.rendered, a.plan, a.started_at_us, a.finished_at_us ",
+            "FROM task_attempts a ",
             $rest
         )
     };
@@ -64,6 +65,8 @@ struct AttemptRow {
     route: Option<String>,
     rendered: Option<String>,
     plan: Option<String>,
+    started_at_us: Option<i64>,
+    finished_at_us: Option<i64>,
 }
 
 impl AttemptRow {
@@ -89,6 +92,8 @@ impl AttemptRow {
             route: self.route,
             rendered: self.rendered,
             plan: self.plan,
+            started_at_us: self.started_at_us,
+            finished_at_us: self.finished_at_us,
         })
     }
 }
