@@ -90,6 +90,34 @@ async fn new_run_on_devices(
     tasks: &[(&str, &[&str], &str)],
     owner: Option<&str>,
 ) -> i64 {
+    let tasks = tasks
+        .iter()
+        .map(|(id, needs, device)| new_task(id, needs, device))
+        .collect();
+    new_run_of(store, tasks, owner).await
+}
+
+/// A `shell` task row with one retry, priority 0, outside pools.
+fn new_task(id: &str, needs: &[&str], device: &str) -> NewTask {
+    NewTask {
+        task_id: id.to_string(),
+        device: amdahl_dags::DevicePreference::parse(device).expect("a device preference"),
+        kind: "shell".into(),
+        needs: needs.iter().map(|n| n.to_string()).collect(),
+        priority: 0,
+        retries: 1,
+        retry_delay_ms: 0,
+        max_retry_delay_ms: None,
+        timeout_ms: None,
+        pool: None,
+        trigger: amdahl_dags::TriggerRule::AllSuccess,
+        skip_note: None,
+        depends_on_past: false,
+    }
+}
+
+/// A run of DAG `demo` with these task rows, queued, owned by `owner` (`None`: a service run).
+async fn new_run_of(store: &Store, tasks: Vec<NewTask>, owner: Option<&str>) -> i64 {
     let version = store
         .record_dag_version("demo", "hash1", "demo.yaml", "/tmp", "dag: demo", 1_000)
         .await
@@ -108,25 +136,7 @@ async fn new_run_on_devices(
             run_timeout_ms: None,
             now_ms: 1_000,
             assets: Vec::new(),
-            tasks: tasks
-                .iter()
-                .map(|(id, needs, device)| NewTask {
-                    task_id: id.to_string(),
-                    device: amdahl_dags::DevicePreference::parse(device)
-                        .expect("a device preference"),
-                    kind: "shell".into(),
-                    needs: needs.iter().map(|n| n.to_string()).collect(),
-                    priority: 0,
-                    retries: 1,
-                    retry_delay_ms: 0,
-                    max_retry_delay_ms: None,
-                    timeout_ms: None,
-                    pool: None,
-                    trigger: amdahl_dags::TriggerRule::AllSuccess,
-                    skip_note: None,
-                    depends_on_past: false,
-                })
-                .collect(),
+            tasks,
         })
         .await
         .unwrap()

@@ -3,53 +3,26 @@
 //! where it runs on this worker, outside pools, and never ahead of a queued task as good.
 
 use amdahl_scheduler::TaskState;
-use amdahl_scheduler::store::{ClaimRequest, NewRun, NewTask, NextClaim, Store, TriggerKind};
+use amdahl_scheduler::store::{ClaimRequest, NewTask, NextClaim, Store};
 
-use super::TestDb;
+use super::{TestDb, new_run_of, new_task};
 
 /// One task of the test run: id, kind, priority, device, pool.
 type Spec<'a> = (&'a str, &'a str, i64, &'a str, Option<&'a str>);
 
+/// A service run (of DAG `demo`) with these tasks, none needing another.
 async fn service_run(store: &Store, tasks: &[Spec<'_>]) -> i64 {
-    let version = store
-        .record_dag_version("chain", "hash1", "chain.yaml", "/tmp", "dag: chain", 1_000)
-        .await
-        .unwrap();
-    store
-        .create_run(&NewRun {
-            dag_id: "chain".into(),
-            trigger: TriggerKind::Manual,
-            dag_version_id: version,
-            params_json: "{}".into(),
-            logical_date: "2026-01-01T00:00:00Z".into(),
-            max_active_tasks: 16,
-            owner: None,
-            backfill_id: None,
-            notify: false,
-            run_timeout_ms: None,
-            now_ms: 1_000,
-            assets: Vec::new(),
-            tasks: tasks
-                .iter()
-                .map(|(id, kind, priority, device, pool)| NewTask {
-                    task_id: id.to_string(),
-                    device: amdahl_dags::DevicePreference::parse(device).unwrap(),
-                    kind: kind.to_string(),
-                    needs: vec![],
-                    priority: *priority,
-                    retries: 0,
-                    retry_delay_ms: 0,
-                    max_retry_delay_ms: None,
-                    timeout_ms: None,
-                    pool: pool.map(str::to_string),
-                    trigger: amdahl_dags::TriggerRule::AllSuccess,
-                    skip_note: None,
-                    depends_on_past: false,
-                })
-                .collect(),
+    let tasks = tasks
+        .iter()
+        .map(|(id, kind, priority, device, pool)| NewTask {
+            kind: kind.to_string(),
+            priority: *priority,
+            retries: 0,
+            pool: pool.map(str::to_string),
+            ..new_task(id, &[], device)
         })
-        .await
-        .unwrap()
+        .collect();
+    new_run_of(store, tasks, None).await
 }
 
 pub async fn a_hand_off_claims_the_next_link_only_where_a_claim_would(db: &TestDb) {
@@ -253,7 +226,7 @@ pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
     assert_eq!(store.tasks(run_id).await.unwrap(), tasks_now);
 
     // Paused, the DAG's run is left alone: the end is recorded, the run not returned.
-    store.set_paused("chain", true, 5_000).await.unwrap();
+    store.set_paused("demo", true, 5_000).await.unwrap();
     let (recorded, after) = store.finish_and_read(&end("second", 5_000)).await.unwrap();
     assert!(recorded);
     if let Some(after) = after {
