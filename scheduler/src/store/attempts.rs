@@ -431,8 +431,9 @@ impl Store {
     /// and its tasks ([`FINISH_AND_READ_POSTGRES`]). `None` (SQLite, an end that records asset
     /// events or expands a mapped task, a stale end): the caller reads the run itself.
     pub async fn finish_and_read(&self, f: &FinishAttempt) -> Result<(bool, Option<AfterEnd>)> {
-        let simple =
-            f.mapped.is_none() && !(f.task_state == TaskState::Success && !f.produces.is_empty());
+        // Neither an expansion nor asset events (which take a transaction around the end).
+        let records_events = f.task_state == TaskState::Success && !f.produces.is_empty();
+        let simple = f.mapped.is_none() && !records_events;
         if let (Pool::Postgres(pool), true) = (&self.pool, simple) {
             check_task_edge(TaskState::Running, f.task_state)?;
             if !f.attempt_state.is_terminal() {
