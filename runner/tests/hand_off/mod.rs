@@ -229,6 +229,7 @@ pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
     store.set_paused("demo", true, 5_000).await.unwrap();
     let (recorded, after) = store.finish_and_read(&end("second", 5_000)).await.unwrap();
     assert!(recorded);
+    assert_eq!(after.is_some(), store.kind() == "postgres", "{after:?}");
     if let Some(after) = after {
         assert_eq!(after.run, None);
         let second = after.tasks.iter().find(|t| t.task_id == "second").unwrap();

@@ -68,6 +68,19 @@ async fn finish_attempts_postgres(
     ))
 }
 
+/// Refuses an end that no attempt can make: its task leaves `running` by a legal edge, and
+/// the attempt ends.
+fn check_end(f: &FinishAttempt) -> Result<()> {
+    check_task_edge(TaskState::Running, f.task_state)?;
+    if !f.attempt_state.is_terminal() {
+        return Err(StoreError::IllegalTransition(format!(
+            "of an attempt: running -> {}",
+            f.attempt_state
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `e` is the [`unpaired!`] failure.
 fn is_unpaired(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.message().contains(unpaired!()))
@@ -211,8 +224,8 @@ const FINISH_MANY_POSTGRES: &str = concat!(
     recorded_attempt_ids!()
 );
 
-/// One end (arrays of one) and, in the same statement, its run as a worker's hand-off reads
-/// it: the run if a worker decides it (the condition of [`Store::service_runs`]) and every
+/// One end (bound as scalars, see [`bind_end`]) and, in the same statement, its run as a
+/// worker's hand-off reads it: the run if a worker decides it (the condition of [`Store::service_runs`]) and every
 /// task of the run, the ended one as this statement left it (the statement's own reads see
 /// the rows as they were before it), each as JSON.
 const FINISH_AND_READ_POSTGRES: &str = concat!(
@@ -394,13 +407,7 @@ impl Store {
     /// Records how an attempt ended and moves its task on, fenced by the attempt number: a
     /// report for an attempt that is no longer the task's current one changes nothing.
     pub async fn finish_attempt(&self, f: &FinishAttempt) -> Result<()> {
-        check_task_edge(TaskState::Running, f.task_state)?;
-        if !f.attempt_state.is_terminal() {
-            return Err(StoreError::IllegalTransition(format!(
-                "of an attempt: running -> {}",
-                f.attempt_state
-            )));
-        }
+        check_end(f)?;
         if let Pool::Postgres(pool) = &self.pool
             && f.mapped.is_none()
             && let Some([recorded]) = finish_attempts_postgres(pool, std::slice::from_ref(f))
@@ -435,13 +442,7 @@ impl Store {
         let records_events = f.task_state == TaskState::Success && !f.produces.is_empty();
         let simple = f.mapped.is_none() && !records_events;
         if let (Pool::Postgres(pool), true) = (&self.pool, simple) {
-            check_task_edge(TaskState::Running, f.task_state)?;
-            if !f.attempt_state.is_terminal() {
-                return Err(StoreError::IllegalTransition(format!(
-                    "of an attempt: running -> {}",
-                    f.attempt_state
-                )));
-            }
+            check_end(f)?;
             #[derive(sqlx::FromRow)]
             struct Row {
                 attempt_ids: Vec<i64>,
@@ -479,13 +480,7 @@ impl Store {
     /// stale report, which changed nothing.
     pub async fn finish_attempts(&self, ends: &[FinishAttempt]) -> Result<Vec<bool>> {
         for f in ends {
-            check_task_edge(TaskState::Running, f.task_state)?;
-            if !f.attempt_state.is_terminal() {
-                return Err(StoreError::IllegalTransition(format!(
-                    "of an attempt: running -> {}",
-                    f.attempt_state
-                )));
-            }
+            check_end(f)?;
         }
         // One end, or an expansion (which creates many rows, see `expand_mapped!`): recorded
         // one by one.
