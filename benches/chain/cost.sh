@@ -1,19 +1,23 @@
 #!/bin/bash
 # Where a chained task's time goes, for one build of `amdahl` on PostgreSQL at default flags
-# (a URL without `sslmode`, `amdahl scheduler` + `amdahl worker`, a new database):
+# (a URL without `sslmode`, `amdahl scheduler` + `amdahl worker`, a new database), or with
+# AMDAHL_BENCH_STORE=sqlite on SQLite (`amdahl standalone`, a new file):
 #
 # - CPU per task of each process over ROUNDS runs of a chain of N tasks (from /proc: the
 #   worker with and without its children, the scheduler, every PostgreSQL process that lived
-#   through the runs, the trigger commands, and the whole machine);
+#   through the runs, the trigger commands, and the whole machine; on SQLite the worker is
+#   the standalone process, scheduler included);
 # - the median hand-off (a link's end written to the next link's start written), from the
 #   attempts' µs stamps;
 # - the fixed cost of a trigger: the median of 9 runs of a chain of 1 and of N + 1, and
 #   `amdahl --version` (the process start alone).
 #
 #   AMDAHL_BENCH_POSTGRES_URL=postgres://…/postgres benches/chain/cost.sh BINARY [N] [ROUNDS]
+#   AMDAHL_BENCH_STORE=sqlite benches/chain/cost.sh BINARY [N] [ROUNDS]   (needs `sqlite3`)
 #   (AMDAHL_BENCH_TASK=empty for `empty: {}` tasks instead of `shell: "true"`)
 set -euo pipefail
 bin=$1 n=${2:-40} rounds=${3:-5} task=${AMDAHL_BENCH_TASK:-shell}
+store=${AMDAHL_BENCH_STORE:-postgres}
 server=${AMDAHL_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 work=$(mktemp -d)
 trap 'rm -rf "$work"; jobs -p | xargs -r kill 2>/dev/null' EXIT
@@ -30,12 +34,20 @@ chain() {
 chain chain "$n" > "$work/dags/chain.yaml"
 chain one 1 > "$work/dags/one.yaml"
 chain longer $((n + 1)) > "$work/dags/longer.yaml"
-export PGOPTIONS="--client-min-messages=warning"
-psql -qX "$server" -c "DROP DATABASE IF EXISTS amdahl_cost" -c "CREATE DATABASE amdahl_cost" > /dev/null
-export AMDAHL_DATABASE_URL="${server%/*}/amdahl_cost" AMDAHL_HOME="$work/home"
-"$bin" db migrate > /dev/null
-"$bin" scheduler --dags-folder "$work/empty" 2> /dev/null & scheduler=$!
-"$bin" worker 2> /dev/null & worker=$!
+export AMDAHL_HOME="$work/home"
+if [ "$store" = sqlite ]; then
+  unset AMDAHL_DATABASE_URL
+  "$bin" db migrate > /dev/null
+  "$bin" standalone --dags-folder "$work/empty" 2> /dev/null & worker=$!
+  scheduler=$worker
+else
+  export PGOPTIONS="--client-min-messages=warning"
+  psql -qX "$server" -c "DROP DATABASE IF EXISTS amdahl_cost" -c "CREATE DATABASE amdahl_cost" > /dev/null
+  export AMDAHL_DATABASE_URL="${server%/*}/amdahl_cost"
+  "$bin" db migrate > /dev/null
+  "$bin" scheduler --dags-folder "$work/empty" 2> /dev/null & scheduler=$!
+  "$bin" worker 2> /dev/null & worker=$!
+fi
 for dag in chain one longer; do "$bin" trigger "$work/dags/$dag.yaml" --wait > /dev/null; done
 
 tick=$(getconf CLK_TCK)
@@ -67,28 +79,36 @@ echo "|---|---:|"
 awk -v d=$((end - start)) -v tasks="$tasks" 'BEGIN {printf "| wall time | %.2f ms |\n", d / 1e6 / tasks}'
 echo "| the worker with its children | $(per $((w1 - w0))) |"
 echo "| the worker itself | $(per $((wo1 - wo0))) |"
-echo "| PostgreSQL (its processes) | $(per $((p1 - p0))) |"
-echo "| the scheduler | $(per $((s1 - s0))) |"
+if [ "$store" = postgres ]; then
+  echo "| PostgreSQL (its processes) | $(per $((p1 - p0))) |"
+  echo "| the scheduler | $(per $((s1 - s0))) |"
+fi
 awk -v t="$trigger_ms" -v tasks="$tasks" 'BEGIN {printf "| the trigger commands | %.2f ms |\n", t / tasks}'
 echo "| the whole machine (all cores) | $(per $((m1 - m0))) |"
 
 # The hand-off from the attempts' µs stamps (migration 0028; builds before it have none):
 # one link's end written to the next link's start written, over the measured rounds' runs.
+stamps="SELECT a.run_id, CAST(substr(a.task_id, 2) AS int), a.started_at_us, a.finished_at_us
+  FROM task_attempts a JOIN runs r ON r.id = a.run_id
+  WHERE r.dag_id = 'chain' AND a.started_at_us IS NOT NULL AND a.finished_at_us IS NOT NULL"
+if [ "$store" = sqlite ]; then
+  sqlite3 -separator ' ' "$AMDAHL_HOME/amdahl.db" "$stamps" > "$work/stamps" 2> /dev/null || true
+else
+  psql -qXAt "$AMDAHL_DATABASE_URL" -F ' ' -c "$stamps" > "$work/stamps" 2> /dev/null || true
+fi
+# The nearest-rank percentile P of the numbers on stdin, in ms.
+pct() { sort -n | awk -v p="$1" '{v[NR] = $1} END {if (NR) {i = int(NR * p + 0.999); if (i < 1) i = 1; printf "%.3f", v[i] / 1000}}'; }
+gaps=$(awk '{s[$1 " " $2] = $3; f[$1 " " $2] = $4} END {for (k in f) {split(k, a, " "); n = a[1] " " (a[2] + 1); if (n in s) print s[n] - f[k]}}' "$work/stamps")
 echo
 echo "| hand-off, end written → next start written (µs stamps) | |"
 echo "|---|---:|"
-psql -qXAt "$AMDAHL_DATABASE_URL" -F ' ' -c "
-  WITH a AS (
-    SELECT a.run_id, CAST(substr(a.task_id, 2) AS int) AS i, a.started_at_us AS s, a.finished_at_us AS f
-    FROM task_attempts a JOIN runs r ON r.id = a.run_id
-    WHERE r.dag_id = 'chain' AND a.started_at_us IS NOT NULL AND a.finished_at_us IS NOT NULL),
-  gap AS (SELECT n.s - p.f AS us FROM a p JOIN a n ON n.run_id = p.run_id AND n.i = p.i + 1)
-  SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY us),
-         percentile_cont(0.9) WITHIN GROUP (ORDER BY us),
-         (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY f - s) FROM a) FROM gap" 2> /dev/null |
-  awk '$1 > 0 {printf "| median of %d | %.3f ms |\n| 90th percentile | %.3f ms |\n", $1, $2 / 1000, $3 / 1000
-               printf "| (a link itself, start written → end written: median %.3f ms) | |\n", $4 / 1000}
-       $1 == 0 || NF < 4 {print "| (no µs stamps: a build before migration 0028) | |"}'
+if [ -n "$gaps" ]; then
+  echo "| median of $(echo "$gaps" | wc -l) | $(echo "$gaps" | pct 0.5) ms |"
+  echo "| 90th percentile | $(echo "$gaps" | pct 0.9) ms |"
+  echo "| (a link itself, start written → end written: median $(awk '{print $4 - $3}' "$work/stamps" | pct 0.5) ms) | |"
+else
+  echo "| (no µs stamps: a build before migration 0028) | |"
+fi
 
 median() {
   local times=() s e

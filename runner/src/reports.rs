@@ -2,7 +2,8 @@
 //! recorded together by the next, so a worker finishing thousands of short tasks a second
 //! makes a few statements, not thousands. A lone end (a chain of tasks) is written at once,
 //! and where its worker decides the run next it comes back with the run as the end left it
-//! (see `Store::finish_and_read`), read in the same statement.
+//! (see `Store::finish_and_read`), read in the same statement (PostgreSQL) or transaction
+//! (SQLite).
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;

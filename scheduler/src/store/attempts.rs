@@ -255,6 +255,54 @@ const FINISH_AND_READ_POSTGRES: &str = concat!(
     ") r) AS run"
 );
 
+/// [`Store::finish_and_read`] on SQLite: the end as [`Store::finish_attempt`] writes it and,
+/// in the same transaction (no other writer between), the run and its tasks read after it.
+async fn finish_and_read_sqlite(
+    pool: &sqlx::SqlitePool,
+    f: &FinishAttempt,
+) -> Result<(bool, Option<AfterEnd>)> {
+    check_end(f)?;
+    let mut tx = pool.begin().await?;
+    let task_rows = finish_task_query(f)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let attempt_rows = finish_attempt_query(f)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if task_rows != 1 || attempt_rows != 1 {
+        // Dropping the transaction rolls it back: a stale report changes nothing.
+        return Ok((false, None));
+    }
+    record_produced!(tx, f);
+    expand_mapped!(tx, f);
+    let run: Option<RunRow> = sqlx::query_as(select_runs!(concat!(
+        "WHERE r.id = $1 AND ",
+        service_run!()
+    )))
+    .bind(f.run_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let tasks: Vec<TaskRow> = sqlx::query_as(select_tasks!(
+        "WHERE run_id = $1 ORDER BY position, map_index NULLS FIRST"
+    ))
+    .bind(f.run_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((
+        true,
+        Some(AfterEnd {
+            run: run.map(RunRow::into_record).transpose()?,
+            tasks: tasks
+                .into_iter()
+                .map(TaskRow::into_record)
+                .collect::<Result<_>>()?,
+        }),
+    ))
+}
+
 /// [`Store::finish_attempts`] on SQLite: the one-end statements, in one transaction (one
 /// writer at a time: the statements are cheap, the commit is what costs).
 async fn finish_attempts_sqlite(
@@ -434,10 +482,17 @@ impl Store {
     /// Records one attempt's end as [`Store::finish_attempt`] does and returns whether it was
     /// recorded (`false`: a stale report, which changed nothing) and, where that costs no
     /// extra round trip, the run as the end left it, for the worker's hand-off to decide
-    /// from ([`AfterEnd`]): on PostgreSQL one statement ends the attempt and reads the run
-    /// and its tasks ([`FINISH_AND_READ_POSTGRES`]). `None` (SQLite, an end that records asset
-    /// events or expands a mapped task, a stale end): the caller reads the run itself.
+    /// from ([`AfterEnd`]):
+    /// - on PostgreSQL one statement ends the attempt and reads the run and its tasks
+    ///   ([`FINISH_AND_READ_POSTGRES`]);
+    /// - on SQLite the end's transaction reads them after its writes, every end included.
+    ///
+    /// `None` (on PostgreSQL an end that records asset events or expands a mapped task; a
+    /// stale end): the caller reads the run itself.
     pub async fn finish_and_read(&self, f: &FinishAttempt) -> Result<(bool, Option<AfterEnd>)> {
+        if let Pool::Sqlite(pool) = &self.pool {
+            return finish_and_read_sqlite(pool, f).await;
+        }
         // Neither an expansion nor asset events (which take a transaction around the end).
         let records_events = f.task_state == TaskState::Success && !f.produces.is_empty();
         let simple = f.mapped.is_none() && !records_events;
