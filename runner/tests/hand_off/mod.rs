@@ -139,15 +139,23 @@ pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
     use amdahl_scheduler::{AttemptState, RunState};
 
     let store = db.store().await;
-    let run_id = service_run(
-        &store,
-        &[
-            ("first", "shell", 0, "auto", None),
-            ("second", "shell", 0, "auto", None),
-            ("third", "shell", 0, "auto", None),
-        ],
-    )
-    .await;
+    // The third task carries every optional column, so that the run read with the end (as
+    // JSON on both databases) is seen to equal a plain read column for column.
+    let third = NewTask {
+        retry_delay_ms: 2_500,
+        max_retry_delay_ms: Some(60_000),
+        timeout_ms: Some(90_000),
+        skip_note: Some("its `when:` was false".into()),
+        depends_on_past: true,
+        trigger: amdahl_dags::TriggerRule::AllDone,
+        ..new_task("third", &["first"], "gpu")
+    };
+    let tasks = vec![
+        new_task("first", &[], "auto"),
+        new_task("second", &[], "auto"),
+        third,
+    ];
+    let run_id = new_run_of(&store, tasks, None).await;
     store
         .set_run_state(run_id, RunState::Queued, RunState::Running, 1_500, None)
         .await

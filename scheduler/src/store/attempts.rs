@@ -255,6 +255,21 @@ const FINISH_AND_READ_POSTGRES: &str = concat!(
     ") r) AS run"
 );
 
+/// A run's tasks (`$1`) on SQLite as one JSON array of [`TaskRow`]s, in the order of
+/// [`Store::tasks`] (`depends_on_past`, an integer in SQLite, as a JSON boolean).
+const TASKS_AS_JSON_SQLITE: &str = "SELECT json_group_array(json_object( \
+        'task_id', task_id, 'kind', kind, 'state', state, 'needs_json', needs_json, \
+        'priority', priority, 'retries', retries, 'retry_delay_ms', retry_delay_ms, \
+        'timeout_ms', timeout_ms, 'attempts', attempts, 'retry_at_ms', retry_at_ms, \
+        'device', device, 'output_path', output_path, 'rows_out', rows_out, \
+        'bytes_out', bytes_out, 'error', error, 'started_at_ms', started_at_ms, \
+        'finished_at_ms', finished_at_ms, 'pool', pool, 'trigger_rule', trigger_rule, \
+        'skip_note', skip_note, 'max_retry_delay_ms', max_retry_delay_ms, \
+        'depends_on_past', json(CASE WHEN depends_on_past THEN 'true' ELSE 'false' END), \
+        'pokes', pokes, 'waiting_since_ms', waiting_since_ms, 'map_index', map_index, \
+        'map_value', map_value) ORDER BY position, map_index NULLS FIRST) \
+    FROM task_instances WHERE run_id = $1";
+
 /// [`Store::finish_and_read`] on SQLite: the end as [`Store::finish_attempt`] writes it and,
 /// in the same transaction (no other writer between), the run and its tasks read after it.
 async fn finish_and_read_sqlite(
@@ -284,13 +299,14 @@ async fn finish_and_read_sqlite(
     .bind(f.run_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let tasks: Vec<TaskRow> = sqlx::query_as(select_tasks!(
-        "WHERE run_id = $1 ORDER BY position, map_index NULLS FIRST"
-    ))
-    .bind(f.run_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    // The tasks as one JSON row: sqlx hands each row over from its SQLite thread on its own.
+    let tasks: String = sqlx::query_scalar(TASKS_AS_JSON_SQLITE)
+        .bind(f.run_id)
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
+    let tasks: Vec<TaskRow> = serde_json::from_str(&tasks)
+        .map_err(|e| StoreError::Corrupt(format!("a run's tasks as JSON: {e}")))?;
     Ok((
         true,
         Some(AfterEnd {
