@@ -731,3 +731,27 @@ impl Store {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TASKS_AS_JSON_SQLITE;
+
+    /// The SQLite hand-off's JSON spells the task columns out again: each column `TaskRow`
+    /// reads must be there under its own name, or a new optional column would come back as
+    /// `None` from that read alone.
+    #[test]
+    fn the_sqlite_json_of_tasks_names_every_task_column() {
+        for column in task_columns!().split(", ") {
+            let pair = if column == "depends_on_past" {
+                "'depends_on_past', json(CASE WHEN depends_on_past".to_string()
+            } else {
+                format!("'{column}', {column}")
+            };
+            assert!(TASKS_AS_JSON_SQLITE.contains(&pair), "{column} is missing");
+        }
+        assert_eq!(
+            TASKS_AS_JSON_SQLITE.matches("', ").count(),
+            task_columns!().split(", ").count()
+        );
+    }
+}
