@@ -243,3 +243,124 @@ pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
     );
     assert_eq!(after.tasks.len(), 3);
 }
+
+/// The hot path keeps one connection between statements (a lone end, the next link's claim):
+/// a kept connection that the server dropped fails its statement once and is replaced, two
+/// ends at once both get through (the second on a pool connection), and the store still
+/// closes (the pool waits for every connection, the kept one included).
+pub async fn a_kept_connection_is_shared_replaced_and_closed(db: &TestDb) {
+    use amdahl_placement::Place;
+    use amdahl_scheduler::store::FinishAttempt;
+    use amdahl_scheduler::{AttemptState, RunState};
+
+    let store = db.store().await;
+    let names = ["a", "b", "c", "d", "e"];
+    let tasks = names.iter().map(|id| new_task(id, &[], "auto")).collect();
+    let run_id = new_run_of(&store, tasks, None).await;
+    store
+        .set_run_state(run_id, RunState::Queued, RunState::Running, 1_000, None)
+        .await
+        .unwrap();
+    store
+        .queue_tasks(run_id, TaskState::Scheduled, &names, 2_000)
+        .await
+        .unwrap();
+    let claims = store
+        .claim_tasks(&ClaimRequest {
+            owner: "w1",
+            has_gpu: false,
+            limit: 5,
+            light_limit: 0,
+            lease_ms: 60_000,
+            now_ms: 3_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 5);
+    let end = |task: &str| {
+        let claim = claims.iter().find(|c| c.task_id == task).unwrap();
+        FinishAttempt {
+            run_id,
+            task_id: claim.task_id.clone(),
+            attempt_id: claim.attempt_id,
+            attempt: claim.attempt,
+            attempt_state: AttemptState::Success,
+            task_state: TaskState::Success,
+            retry_at_ms: None,
+            device: Some(Place::Cpu),
+            device_note: None,
+            output_path: None,
+            rows_out: None,
+            bytes_out: None,
+            error: None,
+            now_ms: 4_000,
+            io_us: None,
+            transfer_us: None,
+            compute_us: None,
+            route: None,
+            rendered: None,
+            plan: None,
+            produces: Vec::new(),
+            mapped: None,
+        }
+    };
+    // The first end opens the kept connection: the only one to have written an end.
+    assert!(store.finish_and_read(&end("a")).await.unwrap().0);
+    if store.kind() == "postgres" {
+        // The server drops the kept connection (the one whose last statement was an end).
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        let dropped: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND query LIKE '%::text AS attempt_state%'",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(!dropped.is_empty(), "no connection had written an end");
+        // Its next statement fails, and changes nothing; the one after gets a new connection.
+        let mut failures = 0;
+        loop {
+            match store.finish_and_read(&end("c")).await {
+                Ok((recorded, _)) => {
+                    assert!(recorded);
+                    break;
+                }
+                Err(e) => {
+                    assert!(e.is_transient(), "{e}");
+                    failures += 1;
+                    assert!(failures == 1, "the store kept a broken connection: {e}");
+                }
+            }
+        }
+        assert_eq!(failures, 1, "the dropped connection was not the kept one");
+    } else {
+        assert!(store.finish_and_read(&end("c")).await.unwrap().0);
+    }
+    // Two at once: one takes the kept connection, the other a pool connection.
+    let (end_b, end_d) = (end("b"), end("d"));
+    let (b, d) = tokio::join!(store.finish_and_read(&end_b), store.finish_and_read(&end_d));
+    assert!(b.unwrap().0 && d.unwrap().0);
+    let states: Vec<TaskState> = store
+        .tasks(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            TaskState::Success,
+            TaskState::Success,
+            TaskState::Success,
+            TaskState::Success,
+            TaskState::Running
+        ]
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(20), store.close())
+        .await
+        .expect("the store closed with a connection kept");
+}

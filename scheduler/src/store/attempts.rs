@@ -273,11 +273,12 @@ const TASKS_AS_JSON_SQLITE: &str = "SELECT json_group_array(json_object( \
 /// [`Store::finish_and_read`] on SQLite: the end as [`Store::finish_attempt`] writes it and,
 /// in the same transaction (no other writer between), the run and its tasks read after it.
 async fn finish_and_read_sqlite(
-    pool: &sqlx::SqlitePool,
+    conn: &mut sqlx::SqliteConnection,
     f: &FinishAttempt,
 ) -> Result<(bool, Option<AfterEnd>)> {
+    use sqlx::Connection;
     check_end(f)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let task_rows = finish_task_query(f)
         .execute(&mut *tx)
         .await?
@@ -507,7 +508,11 @@ impl Store {
     /// stale end): the caller reads the run itself.
     pub async fn finish_and_read(&self, f: &FinishAttempt) -> Result<(bool, Option<AfterEnd>)> {
         if let Pool::Sqlite(pool) = &self.pool {
-            return finish_and_read_sqlite(pool, f).await;
+            return self
+                .kept
+                .sqlite
+                .run(pool, async |conn| finish_and_read_sqlite(conn, f).await)
+                .await;
         }
         // Neither an expansion nor asset events (which take a transaction around the end).
         let records_events = f.task_state == TaskState::Success && !f.produces.is_empty();
@@ -521,7 +526,12 @@ impl Store {
                 run: Option<sqlx::types::Json<RunRow>>,
             }
             let query = sqlx::query_as::<_, Row>(FINISH_AND_READ_POSTGRES);
-            match bind_end(query, f).fetch_one(pool).await {
+            let row = self
+                .kept
+                .postgres
+                .run(pool, async |conn| bind_end(query, f).fetch_one(conn).await)
+                .await;
+            match row {
                 Err(e) if is_unpaired(&e) => {}
                 row => {
                     let row = row?;

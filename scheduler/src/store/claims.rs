@@ -313,15 +313,17 @@ impl Store {
                 } else {
                     claim_next_postgres!("NOT IN")
                 };
-                sqlx::query_as(sql)
+                let query = sqlx::query_as(sql)
                     .bind(run_id)
                     .bind(next.has_gpu)
                     .bind(task_id)
                     .bind(now_ms)
                     .bind(next.owner)
                     .bind(expires)
-                    .bind(super::wall_us())
-                    .fetch_optional(pool)
+                    .bind(super::wall_us());
+                self.kept
+                    .postgres
+                    .run(pool, async |conn| query.fetch_optional(conn).await)
                     .await?
             }
             Pool::Sqlite(pool) => {
@@ -330,30 +332,13 @@ impl Store {
                 } else {
                     claim_next!("NOT IN")
                 };
-                let mut tx = pool.begin().await?;
-                let attempt: Option<i64> = sqlx::query_scalar(sql)
-                    .bind(run_id)
-                    .bind(next.has_gpu)
-                    .bind(task_id)
-                    .bind(now_ms)
-                    .bind(next.owner)
-                    .bind(expires)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(attempt) = attempt else {
-                    return Ok(None);
-                };
-                let attempt_id: i64 = sqlx::query_scalar(OPEN_ATTEMPT)
-                    .bind(run_id)
-                    .bind(task_id)
-                    .bind(attempt)
-                    .bind(next.owner)
-                    .bind(now_ms)
-                    .bind(super::wall_us())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Some((attempt, attempt_id))
+                self.kept
+                    .sqlite
+                    .run(pool, async |conn| {
+                        claim_next_sqlite(conn, sql, next, (run_id, task_id), (now_ms, expires))
+                            .await
+                    })
+                    .await?
             }
         };
         Ok(found.map(|(attempt, attempt_id)| Claim {
@@ -364,7 +349,6 @@ impl Store {
             light: next.light,
         }))
     }
-
     /// Records (or refreshes) a worker's advertisement.
     pub async fn register_worker(&self, info: &WorkerInfo) -> Result<()> {
         on_pool!(self, pool => {
@@ -587,6 +571,42 @@ impl Store {
         tx.commit().await?;
         Ok(lines.join("\n"))
     }
+}
+
+/// [`Store::claim_next`] on SQLite, in one transaction on `conn`: the task `scheduled` →
+/// `running` (`sql`, one of [`claim_next!`]'s statements), then its attempt opened.
+async fn claim_next_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &'static str,
+    next: &NextClaim<'_>,
+    (run_id, task_id): (i64, &str),
+    (now_ms, expires): (i64, i64),
+) -> Result<Option<(i64, i64)>> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    let attempt: Option<i64> = sqlx::query_scalar(sql)
+        .bind(run_id)
+        .bind(next.has_gpu)
+        .bind(task_id)
+        .bind(now_ms)
+        .bind(next.owner)
+        .bind(expires)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(attempt) = attempt else {
+        return Ok(None);
+    };
+    let attempt_id: i64 = sqlx::query_scalar(OPEN_ATTEMPT)
+        .bind(run_id)
+        .bind(task_id)
+        .bind(attempt)
+        .bind(next.owner)
+        .bind(now_ms)
+        .bind(super::wall_us())
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some((attempt, attempt_id)))
 }
 
 #[cfg(test)]

@@ -186,6 +186,7 @@ mod connect;
 mod dags;
 mod events;
 mod imports;
+mod kept;
 mod logs;
 mod mapping;
 mod metrics;
@@ -421,6 +422,8 @@ pub struct Store {
     /// The SQLite file, whose neighbour `<file>.lock` serialises migrations across processes.
     sqlite_file: Option<std::path::PathBuf>,
     signals: std::sync::Arc<events::Signals>,
+    /// The connection the hot path keeps between statements (see [`kept`]).
+    kept: std::sync::Arc<kept::Kept>,
 }
 
 impl Store {
@@ -440,6 +443,7 @@ impl Store {
                 pool: Pool::Postgres(pool),
                 sqlite_file: None,
                 signals: std::sync::Arc::new(events::Signals::postgres(options)),
+                kept: Default::default(),
             });
         }
         if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -472,12 +476,14 @@ impl Store {
             };
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
             return Ok(Store {
                 pool: Pool::Sqlite(pool),
                 sqlite_file: (file != ":memory:").then(|| Path::new(file).to_path_buf()),
                 signals: std::sync::Arc::new(signals),
+                kept: Default::default(),
             });
         }
         Err(StoreError::BadUrl(format!(
@@ -564,6 +570,7 @@ impl Store {
 
     pub async fn close(&self) {
         self.signals.close().await;
+        self.kept.release().await;
         on_pool!(self, pool => pool.close().await)
     }
 }
