@@ -2,8 +2,9 @@
 //! (`Store::claim_next`), on both databases: only into a slot of the link's weight, only
 //! where it runs on this worker, outside pools, and never ahead of a queued task as good.
 
-use amdahl_scheduler::TaskState;
-use amdahl_scheduler::store::{ClaimRequest, NewTask, NextClaim, Store};
+use amdahl_placement::Place;
+use amdahl_scheduler::store::{Claim, ClaimRequest, FinishAttempt, NewTask, NextClaim, Store};
+use amdahl_scheduler::{AttemptState, RunState, TaskState};
 
 use super::{TestDb, new_run_of, new_task};
 
@@ -23,6 +24,60 @@ async fn service_run(store: &Store, tasks: &[Spec<'_>]) -> i64 {
         })
         .collect();
     new_run_of(store, tasks, None).await
+}
+
+/// Starts run `run_id`, queues `tasks` and claims them all for worker `w1`.
+async fn claim_all(store: &Store, run_id: i64, tasks: &[&str]) -> Vec<Claim> {
+    store
+        .set_run_state(run_id, RunState::Queued, RunState::Running, 1_500, None)
+        .await
+        .unwrap();
+    store
+        .queue_tasks(run_id, TaskState::Scheduled, tasks, 2_000)
+        .await
+        .unwrap();
+    let claims = store
+        .claim_tasks(&ClaimRequest {
+            owner: "w1",
+            has_gpu: false,
+            limit: tasks.len() as i64,
+            light_limit: 0,
+            lease_ms: 60_000,
+            now_ms: 3_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), tasks.len());
+    claims
+}
+
+/// The successful end of `task`'s claimed attempt at `now_ms`, with `rows_out: Some(7)`.
+fn success(claims: &[Claim], task: &str, now_ms: i64) -> FinishAttempt {
+    let claim = claims.iter().find(|c| c.task_id == task).unwrap();
+    FinishAttempt {
+        run_id: claim.run_id,
+        task_id: claim.task_id.clone(),
+        attempt_id: claim.attempt_id,
+        attempt: claim.attempt,
+        attempt_state: AttemptState::Success,
+        task_state: TaskState::Success,
+        retry_at_ms: None,
+        device: Some(Place::Cpu),
+        device_note: None,
+        output_path: None,
+        rows_out: Some(7),
+        bytes_out: None,
+        error: None,
+        now_ms,
+        io_us: None,
+        transfer_us: None,
+        compute_us: None,
+        route: None,
+        rendered: None,
+        plan: None,
+        produces: Vec::new(),
+        mapped: None,
+    }
 }
 
 pub async fn a_hand_off_claims_the_next_link_only_where_a_claim_would(db: &TestDb) {
@@ -134,10 +189,6 @@ pub async fn a_hand_off_claims_the_next_link_only_where_a_claim_would(db: &TestD
 /// and for a stale end, the caller is told to read it. A paused DAG's run is not one a
 /// worker decides: it comes back without the run.
 pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
-    use amdahl_placement::Place;
-    use amdahl_scheduler::store::FinishAttempt;
-    use amdahl_scheduler::{AttemptState, RunState};
-
     let store = db.store().await;
     // The third task carries every optional column, so that the run read with the end (as
     // JSON on both databases) is seen to equal a plain read column for column.
@@ -156,53 +207,8 @@ pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
         third,
     ];
     let run_id = new_run_of(&store, tasks, None).await;
-    store
-        .set_run_state(run_id, RunState::Queued, RunState::Running, 1_500, None)
-        .await
-        .unwrap();
-    store
-        .queue_tasks(run_id, TaskState::Scheduled, &["first", "second"], 2_000)
-        .await
-        .unwrap();
-    let claims = store
-        .claim_tasks(&ClaimRequest {
-            owner: "w1",
-            has_gpu: false,
-            limit: 2,
-            light_limit: 0,
-            lease_ms: 60_000,
-            now_ms: 3_000,
-        })
-        .await
-        .unwrap();
-    assert_eq!(claims.len(), 2);
-    let end = |task: &str, now_ms| {
-        let claim = claims.iter().find(|c| c.task_id == task).unwrap();
-        FinishAttempt {
-            run_id,
-            task_id: claim.task_id.clone(),
-            attempt_id: claim.attempt_id,
-            attempt: claim.attempt,
-            attempt_state: AttemptState::Success,
-            task_state: TaskState::Success,
-            retry_at_ms: None,
-            device: Some(Place::Cpu),
-            device_note: None,
-            output_path: None,
-            rows_out: Some(7),
-            bytes_out: None,
-            error: None,
-            now_ms,
-            io_us: None,
-            transfer_us: None,
-            compute_us: None,
-            route: None,
-            rendered: None,
-            plan: None,
-            produces: Vec::new(),
-            mapped: None,
-        }
-    };
+    let claims = claim_all(&store, run_id, &["first", "second"]).await;
+    let end = |task: &str, now_ms| success(&claims, task, now_ms);
     let (recorded, after) = store.finish_and_read(&end("first", 4_000)).await.unwrap();
     assert!(recorded);
     // What the run reads now, end included.
@@ -249,61 +255,12 @@ pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
 /// ends at once both get through (the second on a pool connection), and the store still
 /// closes (the pool waits for every connection, the kept one included).
 pub async fn a_kept_connection_is_shared_replaced_and_closed(db: &TestDb) {
-    use amdahl_placement::Place;
-    use amdahl_scheduler::store::FinishAttempt;
-    use amdahl_scheduler::{AttemptState, RunState};
-
     let store = db.store().await;
     let names = ["a", "b", "c", "d", "e"];
     let tasks = names.iter().map(|id| new_task(id, &[], "auto")).collect();
     let run_id = new_run_of(&store, tasks, None).await;
-    store
-        .set_run_state(run_id, RunState::Queued, RunState::Running, 1_000, None)
-        .await
-        .unwrap();
-    store
-        .queue_tasks(run_id, TaskState::Scheduled, &names, 2_000)
-        .await
-        .unwrap();
-    let claims = store
-        .claim_tasks(&ClaimRequest {
-            owner: "w1",
-            has_gpu: false,
-            limit: 5,
-            light_limit: 0,
-            lease_ms: 60_000,
-            now_ms: 3_000,
-        })
-        .await
-        .unwrap();
-    assert_eq!(claims.len(), 5);
-    let end = |task: &str| {
-        let claim = claims.iter().find(|c| c.task_id == task).unwrap();
-        FinishAttempt {
-            run_id,
-            task_id: claim.task_id.clone(),
-            attempt_id: claim.attempt_id,
-            attempt: claim.attempt,
-            attempt_state: AttemptState::Success,
-            task_state: TaskState::Success,
-            retry_at_ms: None,
-            device: Some(Place::Cpu),
-            device_note: None,
-            output_path: None,
-            rows_out: None,
-            bytes_out: None,
-            error: None,
-            now_ms: 4_000,
-            io_us: None,
-            transfer_us: None,
-            compute_us: None,
-            route: None,
-            rendered: None,
-            plan: None,
-            produces: Vec::new(),
-            mapped: None,
-        }
-    };
+    let claims = claim_all(&store, run_id, &names).await;
+    let end = |task: &str| success(&claims, task, 4_000);
     // The first end opens the kept connection: the only one to have written an end.
     assert!(store.finish_and_read(&end("a")).await.unwrap().0);
     if store.kind() == "postgres" {
