@@ -7,7 +7,7 @@
 //! connection's thread), spawned beside the caller's next statement. A chain makes two
 //! statements per link, so two extra round trips competed for the CPU with the next link;
 //! measured on a two-core machine, PostgreSQL, a chain of 40 `shell` tasks: a link went from
-//! 3.4 to 2.5 ms (see BENCHMARKS.md, issue 23).
+//! 3.22 to 2.71 ms (medians; see BENCHMARKS.md, "The hot path keeps its connection").
 //!
 //! One connection per store (per process): a caller that finds it in use takes a pool
 //! connection as before, so a wide run's many ends and claims do not queue behind it. The
