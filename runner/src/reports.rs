@@ -3,12 +3,18 @@
 //! makes a few statements, not thousands. A lone end (a chain of tasks) is written at once,
 //! and where its worker decides the run next it comes back with the run as the end left it
 //! (see `Store::finish_and_read`), read in the same statement (PostgreSQL) or transaction
-//! (SQLite).
+//! (SQLite). On SQLite that transaction also decides the run and claims its next task (a
+//! chain's next link, see [`Follow`]), which goes from here straight to the worker's main loop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use amdahl_scheduler::store::{AfterEnd, Backoff, FinishAttempt, Store, StoreError};
+use amdahl_scheduler::store::{
+    AfterEnd, Backoff, Claim, FinishAttempt, FollowOn, Store, StoreError,
+};
 
 /// Most ends one write records.
 const MAX_BATCH: usize = 512;
@@ -17,7 +23,21 @@ struct Pending {
     finish: FinishAttempt,
     /// The run is read with the end when this end is written alone.
     read: bool,
+    /// And decided, where the store can in the end's transaction.
+    follow: Option<Follow>,
     reply: oneshot::Sender<Result<(bool, Option<AfterEnd>), String>>,
+}
+
+/// The hand-off a lone end's write may make (see [`FollowOn`]). The task it claims is sent
+/// from here to the main loop, not through the attempt awaiting the reply, whose stage may be
+/// stopped once the end is recorded: a claim never waits on a future that may be dropped.
+pub(crate) struct Follow {
+    pub on: FollowOn,
+    /// The worker's count of claims on their way to its main loop (see
+    /// `Worker::handing_off`): counted before the write can claim, uncounted here if it did
+    /// not, and by the main loop once it has started the claimed task.
+    pub handing_off: Arc<AtomicUsize>,
+    pub follow_ons: mpsc::UnboundedSender<Claim>,
 }
 
 /// The sending side; cheap to clone.
@@ -36,11 +56,13 @@ impl Reports {
 
     /// Records one attempt's end with whatever else is waiting; `Ok(false)` means it was
     /// stale (the attempt is no longer the task's current one) and changed nothing. With
-    /// `read`, an end written alone may come back with its run as it left it.
+    /// `read`, an end written alone may come back with its run as it left it, and with
+    /// `follow` with the task its write claimed ([`AfterEnd::claimed`], already sent on).
     pub async fn record(
         &self,
         finish: FinishAttempt,
         read: bool,
+        follow: Option<Follow>,
     ) -> Result<(bool, Option<AfterEnd>), StoreError> {
         let (reply, answer) = oneshot::channel();
         let gone = || StoreError::Batch("the worker is shutting down".into());
@@ -48,6 +70,7 @@ impl Reports {
             .send(Pending {
                 finish,
                 read,
+                follow,
                 reply,
             })
             .map_err(|_| gone())?;
@@ -62,7 +85,36 @@ async fn write(store: Store, mut receiver: mpsc::UnboundedReceiver<Pending>) {
             && alone.read
         {
             let pending = batch.pop().expect("one end");
-            let written = retried(|| store.finish_and_read(&pending.finish), 1).await;
+            let follow = pending.follow.as_ref();
+            // Counted only while a write that may claim is in flight (not while the database
+            // is out of reach between tries).
+            let count = |up: bool| {
+                if let Some(follow) = follow {
+                    if up {
+                        follow.handing_off.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        follow.handing_off.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            };
+            let write = || async {
+                count(true);
+                let written = store
+                    .finish_and_read(&pending.finish, follow.map(|f| &f.on))
+                    .await;
+                if written.is_err() {
+                    count(false);
+                }
+                written
+            };
+            let written = retried(write, 1).await;
+            if let (Some(follow), Ok((_, after))) = (follow, &written) {
+                let claimed = after.as_ref().and_then(|after| after.claimed.clone());
+                // Sent to a main loop that stopped, it is reaped when its lease ends.
+                if claimed.is_none_or(|claim| follow.follow_ons.send(claim).is_err()) {
+                    count(false);
+                }
+            }
             let _ = pending.reply.send(written.map_err(|e| e.to_string()));
             continue;
         }

@@ -15,13 +15,14 @@ use crate::attempt::{
     AttemptEnd, AttemptEnv, WaitPolicy, after_poke, execute_attempt, finish_of, instance_context,
     log_failure, place_stage, prepare_stage, published_outputs, route_stage,
 };
-use crate::reports::Reports;
+use crate::reports::{Follow, Reports};
 use amdahl_scheduler::decide::after_failure;
 use amdahl_scheduler::runs::task_view;
-use amdahl_scheduler::service::{Moved, advance_with, load_pinned};
+use amdahl_scheduler::service::{Moved, advance_with, load_pinned, lone_ready};
 use amdahl_scheduler::state::{AttemptState, TaskState};
 use amdahl_scheduler::store::{
-    AfterEnd, Backoff, Claim, ClaimRequest, NextClaim, RunRecord, StoreError, Topic, WorkerInfo,
+    AfterEnd, Backoff, Claim, ClaimRequest, FollowOn, NextClaim, RunRecord, StoreError, Topic,
+    WorkerInfo,
 };
 
 /// A worker decides a run itself after one of its tasks ends (instead of leaving that to a
@@ -65,9 +66,10 @@ pub struct Worker {
     /// Whether the loss of the GPU was logged.
     gpu_loss_told: std::sync::atomic::AtomicBool,
     /// Hand-offs that may claim a follow-on task which the main loop has not taken in yet
-    /// (see [`Worker::hand_off`]): while any is, a renewal that finds a held task with no
-    /// stage does not give its lease up, since it may be that follow-on.
-    handing_off: std::sync::atomic::AtomicUsize,
+    /// (see [`Worker::hand_off`], and an end's write that decides, [`Follow`]): while any
+    /// is, a renewal that finds a held task with no stage does not give its lease up, since
+    /// it may be that follow-on.
+    handing_off: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Worker {
@@ -82,7 +84,7 @@ impl Worker {
             dags: Mutex::new(HashMap::new()),
             runs: std::sync::Mutex::new(HashMap::new()),
             gpu_loss_told: std::sync::atomic::AtomicBool::new(false),
-            handing_off: std::sync::atomic::AtomicUsize::new(0),
+            handing_off: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -349,9 +351,15 @@ impl Worker {
         follow_ons: &tokio::sync::mpsc::UnboundedSender<Claim>,
     ) -> AttemptDone {
         let mut passed_on = false;
-        let handed_off = match self.attempt_inner(&claim, reports).await {
+        let handed_off = match self.attempt_inner(&claim, reports, follow_ons).await {
             Ok(ended) => {
+                let claimed = ended.after.as_ref().is_some_and(|a| a.claimed.is_some());
                 let decided = match ended.hand_off {
+                    // The end's write decided the run and sent the task it claimed on.
+                    Some(_) if claimed => {
+                        passed_on = true;
+                        true
+                    }
                     // The decision is not stopped with the stage: once the end is recorded a
                     // renewal no longer holds the task and stops its stage, which must not
                     // lose a task the decision claimed.
@@ -454,6 +462,31 @@ impl Worker {
         (true, moved.claimed)
     }
 
+    /// The hand-off an end's write makes where the store can (see [`Follow`]): the run
+    /// decided as [`advance_with`] would, and the one task it readies claimed into the slot
+    /// (of weight `light`) that the ended task frees.
+    fn follow(
+        &self,
+        light: bool,
+        follow_ons: &tokio::sync::mpsc::UnboundedSender<Claim>,
+    ) -> Follow {
+        let clock = self.env.clock.clone();
+        Follow {
+            on: FollowOn {
+                owner: self.config.owner.clone(),
+                has_gpu: self.has_gpu(),
+                light,
+                lease_ms: self.config.lease.as_millis() as i64,
+                choose: Box::new(move |run, tasks| {
+                    let now = clock.now_ms();
+                    lone_ready(run, tasks, now).map(|task| (task, now))
+                }),
+            },
+            handing_off: self.handing_off.clone(),
+            follow_ons: follow_ons.clone(),
+        }
+    }
+
     async fn dag(&self, version_id: i64) -> Result<Arc<Dag>, String> {
         let mut dags = self.dags.lock().await;
         if let Some(dag) = dags.get(&version_id) {
@@ -490,7 +523,12 @@ impl Worker {
     }
 
     /// Runs the attempt and reports it; returns what should follow (see [`Ended`]).
-    async fn attempt_inner(&self, claim: &Claim, reports: &Reports) -> Result<Ended, StoreError> {
+    async fn attempt_inner(
+        &self,
+        claim: &Claim,
+        reports: &Reports,
+        follow_ons: &tokio::sync::mpsc::UnboundedSender<Claim>,
+    ) -> Result<Ended, StoreError> {
         let store = &self.env.store;
         let run = self.run_record(claim.run_id).await?;
         let loaded = self.dag(run.dag_version_id).await;
@@ -609,8 +647,10 @@ impl Worker {
         log_failure(store, &finish).await?;
         let produced = finish.task_state == TaskState::Success && !finish.produces.is_empty();
         // A task with downstream tasks is followed by a decision that reads the run: it may
-        // come back with the end.
-        let (recorded, after) = reports.record(finish, hand_off == Some(true)).await?;
+        // come back with the end, and the decision be made in the end's write.
+        let read = hand_off == Some(true);
+        let follow = read.then(|| self.follow(claim.light, follow_ons));
+        let (recorded, after) = reports.record(finish, read, follow).await?;
         if recorded {
             Ok(Ended {
                 hand_off,

@@ -45,6 +45,7 @@ use deadlines::{
 use hand_off::{
     a_hand_off_claims_the_next_link_only_where_a_claim_would,
     a_kept_connection_is_shared_replaced_and_closed, an_end_comes_back_with_its_run_as_it_left_it,
+    an_end_decides_and_claims_the_next_link_in_its_transaction,
 };
 use imports::a_broken_dag_file_is_reported_and_its_last_good_version_kept;
 use light::light_tasks_run_beside_busy_cpu_slots;
@@ -2185,6 +2186,7 @@ suite!(
     a_thousand_waiting_sensors_hold_no_slots,
     a_hand_off_claims_the_next_link_only_where_a_claim_would,
     an_end_comes_back_with_its_run_as_it_left_it,
+    an_end_decides_and_claims_the_next_link_in_its_transaction,
     a_kept_connection_is_shared_replaced_and_closed,
 );
 

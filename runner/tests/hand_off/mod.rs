@@ -1,9 +1,13 @@
 //! A worker's hand-off claims a chain's next link in the statement that would have queued it
 //! (`Store::claim_next`), on both databases: only into a slot of the link's weight, only
-//! where it runs on this worker, outside pools, and never ahead of a queued task as good.
+//! where it runs on this worker, outside pools, and never ahead of a queued task as good. On
+//! SQLite the end's own transaction may make that claim (`FollowOn`).
 
 use amdahl_placement::Place;
-use amdahl_scheduler::store::{Claim, ClaimRequest, FinishAttempt, NewTask, NextClaim, Store};
+use amdahl_scheduler::service::lone_ready;
+use amdahl_scheduler::store::{
+    Claim, ClaimRequest, FinishAttempt, FollowOn, NewTask, NextClaim, Store,
+};
 use amdahl_scheduler::{AttemptState, RunState, TaskState};
 
 use super::{TestDb, new_run_of, new_task};
@@ -209,7 +213,10 @@ pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
     let run_id = new_run_of(&store, tasks, None).await;
     let claims = claim_all(&store, run_id, &["first", "second"]).await;
     let end = |task: &str, now_ms| success(&claims, task, now_ms);
-    let (recorded, after) = store.finish_and_read(&end("first", 4_000)).await.unwrap();
+    let (recorded, after) = store
+        .finish_and_read(&end("first", 4_000), None)
+        .await
+        .unwrap();
     assert!(recorded);
     // What the run reads now, end included.
     let (run_now, tasks_now) = (
@@ -231,14 +238,20 @@ pub async fn an_end_comes_back_with_its_run_as_it_left_it(db: &TestDb) {
     assert!(started <= finished, "{started} > {finished}");
     assert!(finished - started < 60_000_000, "{started} .. {finished}");
     // The same end again is stale: refused, nothing read, nothing changed.
-    let (recorded, after) = store.finish_and_read(&end("first", 9_000)).await.unwrap();
+    let (recorded, after) = store
+        .finish_and_read(&end("first", 9_000), None)
+        .await
+        .unwrap();
     assert!(!recorded);
     assert!(after.is_none());
     assert_eq!(store.tasks(run_id).await.unwrap(), tasks_now);
 
     // Paused, the DAG's run is left alone: the end is recorded, the run not returned.
     store.set_paused("demo", true, 5_000).await.unwrap();
-    let (recorded, after) = store.finish_and_read(&end("second", 5_000)).await.unwrap();
+    let (recorded, after) = store
+        .finish_and_read(&end("second", 5_000), None)
+        .await
+        .unwrap();
     assert!(recorded);
     let after = after.unwrap_or_else(|| panic!("{}: the end came back alone", store.kind()));
     assert_eq!(after.run, None);
@@ -262,7 +275,7 @@ pub async fn a_kept_connection_is_shared_replaced_and_closed(db: &TestDb) {
     let claims = claim_all(&store, run_id, &names).await;
     let end = |task: &str| success(&claims, task, 4_000);
     // The first end opens the kept connection: the only one to have written an end.
-    assert!(store.finish_and_read(&end("a")).await.unwrap().0);
+    assert!(store.finish_and_read(&end("a"), None).await.unwrap().0);
     if store.kind() == "postgres" {
         // The server drops the kept connection (the one whose last statement was an end).
         let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
@@ -280,7 +293,7 @@ pub async fn a_kept_connection_is_shared_replaced_and_closed(db: &TestDb) {
         // Its next statement fails, and changes nothing; the one after gets a new connection.
         let mut failures = 0;
         loop {
-            match store.finish_and_read(&end("c")).await {
+            match store.finish_and_read(&end("c"), None).await {
                 Ok((recorded, _)) => {
                     assert!(recorded);
                     break;
@@ -294,11 +307,14 @@ pub async fn a_kept_connection_is_shared_replaced_and_closed(db: &TestDb) {
         }
         assert_eq!(failures, 1, "the dropped connection was not the kept one");
     } else {
-        assert!(store.finish_and_read(&end("c")).await.unwrap().0);
+        assert!(store.finish_and_read(&end("c"), None).await.unwrap().0);
     }
     // Two at once: one takes the kept connection, the other a pool connection.
     let (end_b, end_d) = (end("b"), end("d"));
-    let (b, d) = tokio::join!(store.finish_and_read(&end_b), store.finish_and_read(&end_d));
+    let (b, d) = tokio::join!(
+        store.finish_and_read(&end_b, None),
+        store.finish_and_read(&end_d, None)
+    );
     assert!(b.unwrap().0 && d.unwrap().0);
     let states: Vec<TaskState> = store
         .tasks(run_id)
@@ -320,4 +336,104 @@ pub async fn a_kept_connection_is_shared_replaced_and_closed(db: &TestDb) {
     tokio::time::timeout(std::time::Duration::from_secs(20), store.close())
         .await
         .expect("the store closed with a connection kept");
+}
+
+/// On SQLite an end's transaction goes on to decide the run and claim the one task the
+/// decision readies (`FollowOn`, with the service's own `lone_ready` choosing): a chain's
+/// whole hand-off in one transaction. Where the decision does more (a fan-out readies two
+/// tasks), or the chosen task is not claimable, nothing is claimed and the caller decides.
+/// PostgreSQL leaves the decision to the caller.
+pub async fn an_end_decides_and_claims_the_next_link_in_its_transaction(db: &TestDb) {
+    let store = db.store().await;
+    let follow = |light: bool| FollowOn {
+        owner: "w1".into(),
+        has_gpu: false,
+        light,
+        lease_ms: 60_000,
+        choose: Box::new(|run, tasks| lone_ready(run, tasks, 5_000).map(|t| (t, 5_000))),
+    };
+    let tasks = vec![
+        new_task("first", &[], "auto"),
+        new_task("second", &["first"], "auto"),
+        new_task("third", &["second"], "auto"),
+    ];
+    let run_id = new_run_of(&store, tasks, None).await;
+    let claims = claim_all(&store, run_id, &["first"]).await;
+    let end = success(&claims, "first", 4_000);
+    let (recorded, after) = store
+        .finish_and_read(&end, Some(&follow(false)))
+        .await
+        .unwrap();
+    assert!(recorded);
+    let after = after.unwrap();
+    let second = store.task(run_id, "second").await.unwrap().unwrap();
+    if store.kind() == "postgres" {
+        assert!(after.claimed.is_none());
+        assert_eq!(second.state, TaskState::Scheduled);
+        return;
+    }
+    let claimed = after.claimed.expect("the next link, claimed with the end");
+    assert_eq!(
+        (claimed.task_id.as_str(), claimed.attempt, claimed.light),
+        ("second", 1, false)
+    );
+    // The tasks as the end left them; the claim came after.
+    let before = after.tasks.iter().find(|t| t.task_id == "second").unwrap();
+    assert_eq!(before.state, TaskState::Scheduled);
+    assert_eq!(
+        (second.state, second.attempts, second.started_at_ms),
+        (TaskState::Running, 1, Some(5_000))
+    );
+    let attempts = store.attempts(run_id).await.unwrap();
+    let opened = attempts.iter().find(|a| a.task_id == "second").unwrap();
+    assert_eq!(
+        (
+            opened.id,
+            opened.attempt,
+            opened.state,
+            opened.started_at_ms
+        ),
+        (claimed.attempt_id, 1, AttemptState::Running, 5_000)
+    );
+    // Under w1's lease.
+    let held = store.extend_leases("w1", 60_000, 5_500).await.unwrap();
+    assert!(held.contains(&(run_id, "second".to_string())), "{held:?}");
+    // Its end goes through as any claim's: the chain goes on to `third`.
+    let claims = vec![claimed];
+    let (recorded, after) = store
+        .finish_and_read(&success(&claims, "second", 6_000), Some(&follow(false)))
+        .await
+        .unwrap();
+    assert!(recorded);
+    assert_eq!(after.unwrap().claimed.unwrap().task_id, "third");
+
+    // A fan-out readies two tasks: nothing claimed, both left for the caller to queue.
+    let tasks = vec![
+        new_task("root", &[], "auto"),
+        new_task("left", &["root"], "auto"),
+        new_task("right", &["root"], "auto"),
+    ];
+    let run_id = new_run_of(&store, tasks, None).await;
+    let claims = claim_all(&store, run_id, &["root"]).await;
+    let (recorded, after) = store
+        .finish_and_read(&success(&claims, "root", 4_000), Some(&follow(false)))
+        .await
+        .unwrap();
+    assert!(recorded);
+    assert!(after.unwrap().claimed.is_none());
+    // A chain whose next link does not fit the freed slot (a light one): the end is
+    // recorded, nothing claimed, the link still `scheduled`.
+    let tasks = vec![new_task("a", &[], "auto"), new_task("b", &["a"], "auto")];
+    let run_id = new_run_of(&store, tasks, None).await;
+    let claims = claim_all(&store, run_id, &["a"]).await;
+    let (recorded, after) = store
+        .finish_and_read(&success(&claims, "a", 4_000), Some(&follow(true)))
+        .await
+        .unwrap();
+    assert!(recorded);
+    assert!(after.unwrap().claimed.is_none());
+    for (task, state) in [("a", TaskState::Success), ("b", TaskState::Scheduled)] {
+        let found = store.task(run_id, task).await.unwrap().unwrap();
+        assert_eq!(found.state, state, "{task}");
+    }
 }

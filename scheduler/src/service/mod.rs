@@ -313,6 +313,40 @@ pub async fn advance_with(
     Ok(())
 }
 
+/// The one task a run's decision readies right after one of its tasks ended, where that is
+/// all the decision does and it needs nothing but the run and its tasks (no pool's free
+/// slots, no earlier run's states to read): the task [`advance_with`] would claim for the
+/// deciding worker, with nothing else to write. A store deciding inside the end's
+/// transaction asks this (see [`crate::store::FollowOn`]); `None` leaves the decision to
+/// [`advance_with`].
+pub fn lone_ready(run: &RunRecord, tasks: &[TaskRecord], now_ms: i64) -> Option<String> {
+    let reads_more =
+        |t: &TaskRecord| t.pool.is_some() || (t.depends_on_past && t.state == TaskState::Scheduled);
+    if run.state.is_terminal() || tasks.iter().any(reads_more) {
+        return None;
+    }
+    let view = view_of(
+        run,
+        tasks,
+        run.cancel_requested_at_ms.is_some(),
+        Dispatcher::Workers,
+        Default::default(),
+        &Default::default(),
+    );
+    // What advance_with acts on: workers dispatch, and expire their own tasks.
+    let mut acts = decide(&view, now_ms)
+        .commands
+        .into_iter()
+        .filter(|c| !matches!(c, Command::Dispatch(_) | Command::Expire(_)));
+    match (acts.next(), acts.next()) {
+        (Some(Command::Queue(task_id)), None) => tasks
+            .iter()
+            .any(|t| t.task_id == task_id && t.state == TaskState::Scheduled)
+            .then_some(task_id),
+        _ => None,
+    }
+}
+
 /// What one pass of decisions did, for the signals sent after it.
 #[derive(Default)]
 pub struct Moved {

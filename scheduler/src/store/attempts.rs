@@ -4,10 +4,11 @@
 //! Every end is fenced by the attempt number: a report for an attempt that is no longer its
 //! task's current one changes nothing.
 
+use super::claims::{claim_next_in, claim_next_sqlite_sql};
 use super::records::{RunRow, TaskRow, place_of};
 use super::{
-    AfterEnd, FinishAttempt, Pool, PredictedAttempt, Prediction, Result, Store, StoreError,
-    check_task_edge,
+    AfterEnd, Claim, FinishAttempt, FollowOn, Pool, PredictedAttempt, Prediction, Result, Store,
+    StoreError, TaskRecord, check_task_edge,
 };
 use crate::state::TaskState;
 use amdahl_placement::Place;
@@ -271,10 +272,12 @@ const TASKS_AS_JSON_SQLITE: &str = "SELECT json_group_array(json_object( \
     FROM task_instances WHERE run_id = $1";
 
 /// [`Store::finish_and_read`] on SQLite: the end as [`Store::finish_attempt`] writes it and,
-/// in the same transaction (no other writer between), the run and its tasks read after it.
+/// in the same transaction (no other writer between), the run and its tasks read after it,
+/// then the task `follow` chooses from them claimed.
 async fn finish_and_read_sqlite(
     conn: &mut sqlx::SqliteConnection,
     f: &FinishAttempt,
+    follow: Option<&FollowOn>,
 ) -> Result<(bool, Option<AfterEnd>)> {
     use sqlx::Connection;
     check_end(f)?;
@@ -305,17 +308,35 @@ async fn finish_and_read_sqlite(
         .bind(f.run_id)
         .fetch_one(&mut *tx)
         .await?;
-    tx.commit().await?;
     let tasks: Vec<TaskRow> = serde_json::from_str(&tasks)
         .map_err(|e| StoreError::Corrupt(format!("a run's tasks as JSON: {e}")))?;
+    let run = run.map(RunRow::into_record).transpose()?;
+    let tasks: Vec<TaskRecord> = tasks
+        .into_iter()
+        .map(TaskRow::into_record)
+        .collect::<Result<_>>()?;
+    let mut claimed = None;
+    if let (Some(follow), Some(run)) = (follow, &run)
+        && let Some((task_id, now_ms)) = (follow.choose)(run, &tasks)
+    {
+        let (next, sql) = (follow.next(), claim_next_sqlite_sql(follow.light));
+        let expires = now_ms.saturating_add(follow.lease_ms);
+        let found = claim_next_in(&mut tx, sql, &next, (f.run_id, &task_id), (now_ms, expires));
+        claimed = found.await?.map(|(attempt, attempt_id)| Claim {
+            run_id: f.run_id,
+            task_id,
+            attempt_id,
+            attempt,
+            light: follow.light,
+        });
+    }
+    tx.commit().await?;
     Ok((
         true,
         Some(AfterEnd {
-            run: run.map(RunRow::into_record).transpose()?,
-            tasks: tasks
-                .into_iter()
-                .map(TaskRow::into_record)
-                .collect::<Result<_>>()?,
+            run,
+            tasks,
+            claimed,
         }),
     ))
 }
@@ -502,16 +523,26 @@ impl Store {
     /// from ([`AfterEnd`]):
     /// - on PostgreSQL one statement ends the attempt and reads the run and its tasks
     ///   ([`FINISH_AND_READ_POSTGRES`]);
-    /// - on SQLite the end's transaction reads them after its writes, every end included.
+    /// - on SQLite the end's transaction reads them after its writes, every end included,
+    ///   and with `follow` goes on to decide the run and claim the one task the decision
+    ///   readies ([`FollowOn`], [`AfterEnd::claimed`]): one transaction for a chain's whole
+    ///   hand-off. PostgreSQL ignores `follow`: deciding between its statements would add
+    ///   round trips, not save them.
     ///
     /// `None` (on PostgreSQL an end that records asset events or expands a mapped task; a
     /// stale end): the caller reads the run itself.
-    pub async fn finish_and_read(&self, f: &FinishAttempt) -> Result<(bool, Option<AfterEnd>)> {
+    pub async fn finish_and_read(
+        &self,
+        f: &FinishAttempt,
+        follow: Option<&FollowOn>,
+    ) -> Result<(bool, Option<AfterEnd>)> {
         if let Pool::Sqlite(pool) = &self.pool {
             return self
                 .kept
                 .sqlite
-                .run(pool, async |conn| finish_and_read_sqlite(conn, f).await)
+                .run(pool, async |conn| {
+                    finish_and_read_sqlite(conn, f, follow).await
+                })
                 .await;
         }
         // Neither an expansion nor asset events (which take a transaction around the end).
@@ -547,6 +578,7 @@ impl Store {
                                 .into_iter()
                                 .map(TaskRow::into_record)
                                 .collect::<Result<_>>()?,
+                            claimed: None,
                         }),
                     ));
                 }

@@ -9,7 +9,7 @@
 //! owners that stopped, and [`Store::reap_lease`] ends such an attempt as `lost`, fenced by the
 //! attempt number so a late report from the old owner changes nothing.
 
-use super::{Pool, Result, Store, StoreError};
+use super::{Pool, Result, RunRecord, Store, StoreError, TaskRecord};
 use crate::state::TaskState;
 
 /// Who claims, how many, and for how long.
@@ -35,6 +35,44 @@ pub struct NextClaim<'a> {
     /// The weight of the freed slot: a light one (see [`light_kinds!`]) or a CPU slot.
     pub light: bool,
     pub lease_ms: i64,
+}
+
+/// A run's decision after one of its tasks ended, made inside the end's transaction
+/// (SQLite, see [`Store::finish_and_read`]): `choose` is given the run and its tasks as the
+/// end left them and names the one task the decision readies, with the decision's time, where
+/// that is all the decision does; the task is then claimed for `owner` as
+/// [`Store::claim_next`] claims it, in the same transaction. `None` leaves the decision to
+/// the caller.
+pub struct FollowOn {
+    pub owner: String,
+    pub has_gpu: bool,
+    /// The weight of the freed slot (see [`NextClaim::light`]).
+    pub light: bool,
+    pub lease_ms: i64,
+    pub choose: Box<ChooseNext>,
+}
+
+/// See [`FollowOn::choose`]: the task to claim and the decision's time (ms).
+pub type ChooseNext = dyn Fn(&RunRecord, &[TaskRecord]) -> Option<(String, i64)> + Send + Sync;
+
+impl FollowOn {
+    pub fn next(&self) -> NextClaim<'_> {
+        NextClaim {
+            owner: &self.owner,
+            has_gpu: self.has_gpu,
+            light: self.light,
+            lease_ms: self.lease_ms,
+        }
+    }
+}
+
+impl std::fmt::Debug for FollowOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FollowOn")
+            .field("owner", &self.owner)
+            .field("light", &self.light)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a worker advertises.
@@ -327,11 +365,7 @@ impl Store {
                     .await?
             }
             Pool::Sqlite(pool) => {
-                let sql = if next.light {
-                    claim_next!("IN")
-                } else {
-                    claim_next!("NOT IN")
-                };
+                let sql = claim_next_sqlite_sql(next.light);
                 self.kept
                     .sqlite
                     .run(pool, async |conn| {
@@ -573,8 +607,16 @@ impl Store {
     }
 }
 
-/// [`Store::claim_next`] on SQLite, in one transaction on `conn`: the task `scheduled` →
-/// `running` (`sql`, one of [`claim_next!`]'s statements), then its attempt opened.
+/// [`claim_next!`] for a slot of one weight.
+pub(super) fn claim_next_sqlite_sql(light: bool) -> &'static str {
+    if light {
+        claim_next!("IN")
+    } else {
+        claim_next!("NOT IN")
+    }
+}
+
+/// [`Store::claim_next`] on SQLite, in one transaction on `conn`.
 async fn claim_next_sqlite(
     conn: &mut sqlx::SqliteConnection,
     sql: &'static str,
@@ -584,6 +626,23 @@ async fn claim_next_sqlite(
 ) -> Result<Option<(i64, i64)>> {
     use sqlx::Connection;
     let mut tx = conn.begin().await?;
+    let found = claim_next_in(&mut tx, sql, next, (run_id, task_id), (now_ms, expires)).await?;
+    if found.is_some() {
+        tx.commit().await?;
+    }
+    Ok(found)
+}
+
+/// [`Store::claim_next`]'s statements on SQLite, in the caller's transaction: the task
+/// `scheduled` → `running` (`sql`, one of [`claim_next!`]'s statements), then its attempt
+/// opened. Returns the attempt number and id.
+pub(super) async fn claim_next_in(
+    tx: &mut sqlx::SqliteConnection,
+    sql: &'static str,
+    next: &NextClaim<'_>,
+    (run_id, task_id): (i64, &str),
+    (now_ms, expires): (i64, i64),
+) -> Result<Option<(i64, i64)>> {
     let attempt: Option<i64> = sqlx::query_scalar(sql)
         .bind(run_id)
         .bind(next.has_gpu)
@@ -605,7 +664,6 @@ async fn claim_next_sqlite(
         .bind(super::wall_us())
         .fetch_one(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(Some((attempt, attempt_id)))
 }
 

@@ -202,7 +202,7 @@ mod wake_file;
 
 pub use assets::{AssetEvent, AssetLink, AssetSummary, CursorMove, Watched};
 pub use backfills::{BackfillRecord, DatedRun, NewBackfill};
-pub use claims::{Claim, ClaimRequest, ExpiredLease, NextClaim, ReapLease, WorkerInfo};
+pub use claims::{Claim, ClaimRequest, ExpiredLease, FollowOn, NextClaim, ReapLease, WorkerInfo};
 pub use connect::Connections;
 pub use events::{Subscription, Topic};
 pub use imports::ImportError;

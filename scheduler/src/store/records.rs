@@ -274,8 +274,11 @@ pub struct AfterEnd {
     /// The run, where a worker decides it (as [`super::Store::service_runs`] reads it): `None`
     /// when it ended, belongs to an `amdahl run` process, or its DAG is paused.
     pub run: Option<RunRecord>,
-    /// Every task of the run, in DAG order.
+    /// Every task of the run, in DAG order, as the end left them (a task claimed after it, in
+    /// `claimed`, still reads `scheduled` here).
     pub tasks: Vec<TaskRecord>,
+    /// The task the end's transaction claimed for the worker (see [`super::FollowOn`]).
+    pub claimed: Option<super::Claim>,
 }
 
 #[derive(sqlx::FromRow, serde::Deserialize)]
