@@ -479,7 +479,11 @@ impl Worker {
                 lease_ms: self.config.lease.as_millis() as i64,
                 choose: Box::new(move |run, tasks| {
                     let now = clock.now_ms();
-                    lone_ready(run, tasks, now).map(|task| (task, now))
+                    // A decision that panicked must not take the report writer down with it:
+                    // the hand-off then decides on its own task, as without this.
+                    let decided = std::panic::AssertUnwindSafe(|| lone_ready(run, tasks, now));
+                    let ready = std::panic::catch_unwind(decided).ok().flatten();
+                    ready.map(|task| (task, now))
                 }),
             },
             handing_off: self.handing_off.clone(),
