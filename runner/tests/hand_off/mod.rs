@@ -407,31 +407,42 @@ pub async fn an_end_decides_and_claims_the_next_link_in_its_transaction(db: &Tes
     assert!(recorded);
     assert_eq!(after.unwrap().claimed.unwrap().task_id, "third");
 
+    // A run whose first task ends into a slot of weight `light`: what the end claimed.
+    let end_first = async |tasks: Vec<NewTask>, light: bool| {
+        let first = tasks[0].task_id.clone();
+        let run_id = new_run_of(&store, tasks, None).await;
+        let claims = claim_all(&store, run_id, &[first.as_str()]).await;
+        let end = success(&claims, &first, 4_000);
+        let (recorded, after) = store
+            .finish_and_read(&end, Some(&follow(light)))
+            .await
+            .unwrap();
+        assert!(recorded);
+        (run_id, after.unwrap().claimed)
+    };
     // A fan-out readies two tasks: nothing claimed, both left for the caller to queue.
-    let tasks = vec![
+    let fan_out = vec![
         new_task("root", &[], "auto"),
         new_task("left", &["root"], "auto"),
         new_task("right", &["root"], "auto"),
     ];
-    let run_id = new_run_of(&store, tasks, None).await;
-    let claims = claim_all(&store, run_id, &["root"]).await;
-    let (recorded, after) = store
-        .finish_and_read(&success(&claims, "root", 4_000), Some(&follow(false)))
-        .await
-        .unwrap();
-    assert!(recorded);
-    assert!(after.unwrap().claimed.is_none());
+    assert!(end_first(fan_out, false).await.1.is_none());
+    // A run with a pooled task: the decision would read the pools' free slots, so it is left
+    // to the caller.
+    let pooled = vec![
+        new_task("p0", &[], "auto"),
+        NewTask {
+            pool: Some("db".into()),
+            ..new_task("p1", &["p0"], "auto")
+        },
+        new_task("p2", &["p0"], "auto"),
+    ];
+    assert!(end_first(pooled, false).await.1.is_none());
     // A chain whose next link does not fit the freed slot (a light one): the end is
     // recorded, nothing claimed, the link still `scheduled`.
-    let tasks = vec![new_task("a", &[], "auto"), new_task("b", &["a"], "auto")];
-    let run_id = new_run_of(&store, tasks, None).await;
-    let claims = claim_all(&store, run_id, &["a"]).await;
-    let (recorded, after) = store
-        .finish_and_read(&success(&claims, "a", 4_000), Some(&follow(true)))
-        .await
-        .unwrap();
-    assert!(recorded);
-    assert!(after.unwrap().claimed.is_none());
+    let chain = vec![new_task("a", &[], "auto"), new_task("b", &["a"], "auto")];
+    let (run_id, claimed) = end_first(chain, true).await;
+    assert!(claimed.is_none());
     for (task, state) in [("a", TaskState::Success), ("b", TaskState::Scheduled)] {
         let found = store.task(run_id, task).await.unwrap().unwrap();
         assert_eq!(found.state, state, "{task}");

@@ -4,7 +4,7 @@
 //! Every end is fenced by the attempt number: a report for an attempt that is no longer its
 //! task's current one changes nothing.
 
-use super::claims::{claim_next_in, claim_next_sqlite_sql};
+use super::claims::claim_next_in;
 use super::records::{RunRow, TaskRow, place_of};
 use super::{
     AfterEnd, Claim, FinishAttempt, FollowOn, Pool, PredictedAttempt, Prediction, Result, Store,
@@ -319,10 +319,9 @@ async fn finish_and_read_sqlite(
     if let (Some(follow), Some(run)) = (follow, &run)
         && let Some((task_id, now_ms)) = (follow.choose)(run, &tasks)
     {
-        let (next, sql) = (follow.next(), claim_next_sqlite_sql(follow.light));
-        let expires = now_ms.saturating_add(follow.lease_ms);
-        let found = claim_next_in(&mut tx, sql, &next, (f.run_id, &task_id), (now_ms, expires));
-        claimed = found.await?.map(|(attempt, attempt_id)| Claim {
+        let next = follow.next();
+        let found = claim_next_in(&mut tx, &next, (f.run_id, &task_id), now_ms).await?;
+        claimed = found.map(|(attempt, attempt_id)| Claim {
             run_id: f.run_id,
             task_id,
             attempt_id,

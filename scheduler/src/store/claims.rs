@@ -365,12 +365,10 @@ impl Store {
                     .await?
             }
             Pool::Sqlite(pool) => {
-                let sql = claim_next_sqlite_sql(next.light);
                 self.kept
                     .sqlite
                     .run(pool, async |conn| {
-                        claim_next_sqlite(conn, sql, next, (run_id, task_id), (now_ms, expires))
-                            .await
+                        claim_next_sqlite(conn, next, (run_id, task_id), now_ms).await
                     })
                     .await?
             }
@@ -607,26 +605,16 @@ impl Store {
     }
 }
 
-/// [`claim_next!`] for a slot of one weight.
-pub(super) fn claim_next_sqlite_sql(light: bool) -> &'static str {
-    if light {
-        claim_next!("IN")
-    } else {
-        claim_next!("NOT IN")
-    }
-}
-
 /// [`Store::claim_next`] on SQLite, in one transaction on `conn`.
 async fn claim_next_sqlite(
     conn: &mut sqlx::SqliteConnection,
-    sql: &'static str,
     next: &NextClaim<'_>,
-    (run_id, task_id): (i64, &str),
-    (now_ms, expires): (i64, i64),
+    task: (i64, &str),
+    now_ms: i64,
 ) -> Result<Option<(i64, i64)>> {
     use sqlx::Connection;
     let mut tx = conn.begin().await?;
-    let found = claim_next_in(&mut tx, sql, next, (run_id, task_id), (now_ms, expires)).await?;
+    let found = claim_next_in(&mut tx, next, task, now_ms).await?;
     if found.is_some() {
         tx.commit().await?;
     }
@@ -634,15 +622,20 @@ async fn claim_next_sqlite(
 }
 
 /// [`Store::claim_next`]'s statements on SQLite, in the caller's transaction: the task
-/// `scheduled` → `running` (`sql`, one of [`claim_next!`]'s statements), then its attempt
-/// opened. Returns the attempt number and id.
+/// (`run_id`, `task_id`) `scheduled` → `running` ([`claim_next!`] for the slot's weight), then
+/// its attempt opened. Returns the attempt number and id.
 pub(super) async fn claim_next_in(
     tx: &mut sqlx::SqliteConnection,
-    sql: &'static str,
     next: &NextClaim<'_>,
     (run_id, task_id): (i64, &str),
-    (now_ms, expires): (i64, i64),
+    now_ms: i64,
 ) -> Result<Option<(i64, i64)>> {
+    let sql = if next.light {
+        claim_next!("IN")
+    } else {
+        claim_next!("NOT IN")
+    };
+    let expires = now_ms.saturating_add(next.lease_ms);
     let attempt: Option<i64> = sqlx::query_scalar(sql)
         .bind(run_id)
         .bind(next.has_gpu)
